@@ -382,6 +382,40 @@ impl std::str::FromStr for NodeType {
     }
 }
 
+/// A secret from the environment (a token, signing secret, routing key or API key).
+///
+/// `Debug` and `Display` print `[redacted]`, so a secret cannot reach a log line or an error
+/// message by accident; the value is read only through [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that must send or compare it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
 /// A point in time, in milliseconds since the Unix epoch. Logic takes it as an input; only the
 /// runner's clock reads the real time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -641,6 +675,14 @@ mod tests {
             "2018-07-12T18:36:58.250Z"
         );
         assert_eq!(Timestamp::from_millis(1_531_420_618_250).clock_utc(), "18:36:58");
+    }
+
+    #[test]
+    fn secrets_never_print_their_value() {
+        let s = Secret::new("xoxb-very-secret");
+        assert!(!format!("{s:?}").contains("very-secret"));
+        assert!(!format!("{s}").contains("very-secret"));
+        assert_eq!(s.expose(), "xoxb-very-secret");
     }
 
     #[test]

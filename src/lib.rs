@@ -14,3 +14,5 @@
 
 pub mod domain;
 pub mod elasticache;
+pub mod slack;
+pub mod standin;

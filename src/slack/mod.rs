@@ -1,0 +1,29 @@
+//! Slack: everything that speaks Slack's language.
+//!
+//! - [`api`]: the Web API client (`chat.postMessage`, `chat.update`, …) over a configurable base
+//!   URL (`SLACK_API_URL`), with Slack's rate limits and `ok:false` errors made explicit.
+//!
+//! Rendering and parsing here are pure functions; only `api` does I/O.
+
+pub mod api;
+
+use serde::{Deserialize, Serialize};
+
+/// A message as the bot sends it: Block Kit blocks plus the plain-text fallback Slack shows in
+/// notifications and to clients that can't render blocks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocks: Vec<serde_json::Value>,
+}
+
+impl Message {
+    /// A text-only message.
+    pub fn text(text: impl Into<String>) -> Message {
+        Message {
+            text: text.into(),
+            blocks: Vec::new(),
+        }
+    }
+}
