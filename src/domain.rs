@@ -166,7 +166,8 @@ fn parse_slack_id(s: &str, prefixes: &[char], what: &str) -> Result<String, Pars
     let valid = s.len() >= 3
         && s.len() <= 32
         && s.starts_with(prefixes)
-        && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
     if valid {
         Ok(s.to_string())
     } else {
@@ -226,7 +227,9 @@ impl MessageTs {
         if valid {
             Ok(MessageTs(s.to_string()))
         } else {
-            Err(ParseError::new(format!("`{s}` is not a Slack message timestamp")))
+            Err(ParseError::new(format!(
+                "`{s}` is not a Slack message timestamp"
+            )))
         }
     }
 }
@@ -243,11 +246,11 @@ impl Approver {
         if s.trim().starts_with('S') {
             SlackUserGroupId::parse(s).map(Approver::Group)
         } else {
-            SlackUserId::parse(s)
-                .map(Approver::User)
-                .map_err(|_| ParseError::new(format!(
+            SlackUserId::parse(s).map(Approver::User).map_err(|_| {
+                ParseError::new(format!(
                     "`{s}` is neither a Slack user id (`U…`/`W…`) nor a user group id (`S…`)"
-                )))
+                ))
+            })
         }
     }
 }
@@ -326,7 +329,9 @@ impl NodeType {
         let family_ok = !family.is_empty()
             && family.len() <= 8
             && family.as_bytes()[0].is_ascii_lowercase()
-            && family.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+            && family
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         if !family_ok {
             return Err(bad());
         }
@@ -443,7 +448,10 @@ impl Timestamp {
     }
 
     pub fn plus(self, d: Duration) -> Timestamp {
-        Timestamp(self.0.saturating_add(d.as_millis().min(i64::MAX as u128) as i64))
+        Timestamp(
+            self.0
+                .saturating_add(d.as_millis().min(i64::MAX as u128) as i64),
+        )
     }
 
     /// Time from `earlier` to `self`, zero if `earlier` is later.
@@ -602,7 +610,9 @@ mod tests {
 
     #[test]
     fn node_sizes_order_from_small_to_large() {
-        let sizes = ["micro", "small", "medium", "large", "xlarge", "2xlarge", "12xlarge"];
+        let sizes = [
+            "micro", "small", "medium", "large", "xlarge", "2xlarge", "12xlarge",
+        ];
         let parsed: Vec<NodeSize> = sizes.iter().map(|s| NodeSize::parse(s).unwrap()).collect();
         let mut sorted = parsed.clone();
         sorted.sort();
@@ -611,7 +621,10 @@ mod tests {
 
     #[test]
     fn replication_group_ids_follow_aws_rules() {
-        assert_eq!(ReplicationGroupId::parse("Prod-Jobs").unwrap().as_str(), "prod-jobs");
+        assert_eq!(
+            ReplicationGroupId::parse("Prod-Jobs").unwrap().as_str(),
+            "prod-jobs"
+        );
         for bad in ["", "1abc", "a--b", "abc-", "a_b", &"a".repeat(41)] {
             assert!(ReplicationGroupId::parse(bad).is_err(), "{bad}");
         }
@@ -624,7 +637,10 @@ mod tests {
         assert_eq!(RunId::parse(&id.as_str().to_uppercase()).unwrap(), id);
         assert!(RunId::parse("r-12").is_err());
         assert!(RunId::parse("x-abcdefgh").is_err());
-        assert!(RunId::parse("r-abcdefg1").is_err(), "1 is not in the alphabet");
+        assert!(
+            RunId::parse("r-abcdefg1").is_err(),
+            "1 is not in the alphabet"
+        );
     }
 
     #[test]
@@ -669,12 +685,18 @@ mod tests {
 
     #[test]
     fn timestamps_format_as_rfc3339_utc() {
-        assert_eq!(Timestamp::from_millis(0).to_rfc3339(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            Timestamp::from_millis(0).to_rfc3339(),
+            "1970-01-01T00:00:00.000Z"
+        );
         assert_eq!(
             Timestamp::from_millis(1_531_420_618_250).to_rfc3339(),
             "2018-07-12T18:36:58.250Z"
         );
-        assert_eq!(Timestamp::from_millis(1_531_420_618_250).clock_utc(), "18:36:58");
+        assert_eq!(
+            Timestamp::from_millis(1_531_420_618_250).clock_utc(),
+            "18:36:58"
+        );
     }
 
     #[test]

@@ -12,7 +12,11 @@
 //!   that speaks the ElastiCache Query protocol.
 //! - [`sim`](elasticache::sim) is also the `elasticache-sim` command.
 
+pub mod config;
 pub mod domain;
 pub mod elasticache;
 pub mod slack;
 pub mod standin;
+pub mod workflow;
+pub mod store;
+pub mod hooks;

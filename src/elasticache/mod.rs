@@ -138,19 +138,26 @@ impl AwsError {
         let code_s = code.to_string();
         match code {
             "ReplicationGroupNotFoundFault" | "CacheClusterNotFound" | "SnapshotNotFoundFault" => {
-                AwsError::NotFound { code: code_s, message }
+                AwsError::NotFound {
+                    code: code_s,
+                    message,
+                }
             }
             "InvalidReplicationGroupState"
             | "InvalidCacheClusterState"
-            | "InvalidSnapshotState" => AwsError::InvalidState { code: code_s, message },
+            | "InvalidSnapshotState" => AwsError::InvalidState {
+                code: code_s,
+                message,
+            },
             "SnapshotAlreadyExistsFault" => AwsError::SnapshotAlreadyExists { message },
             "SnapshotQuotaExceededFault"
             | "NodeQuotaForClusterExceeded"
             | "NodeQuotaForCustomerExceeded"
             | "ClusterQuotaForCustomerExceeded"
-            | "NodeGroupsPerReplicationGroupQuotaExceeded" => {
-                AwsError::QuotaExceeded { code: code_s, message }
-            }
+            | "NodeGroupsPerReplicationGroupQuotaExceeded" => AwsError::QuotaExceeded {
+                code: code_s,
+                message,
+            },
             "Throttling"
             | "ThrottlingException"
             | "ThrottledException"
@@ -164,11 +171,18 @@ impl AwsError {
             | "InternalFailure"
             | "InternalError"
             | "RequestTimeout"
-            | "RequestTimeoutException" => AwsError::Transient { code: code_s, message },
-            _ if matches!(http_status, Some(s) if s >= 500 || s == 429) => {
-                AwsError::Transient { code: code_s, message }
-            }
-            _ => AwsError::Other { code: code_s, message },
+            | "RequestTimeoutException" => AwsError::Transient {
+                code: code_s,
+                message,
+            },
+            _ if matches!(http_status, Some(s) if s >= 500 || s == 429) => AwsError::Transient {
+                code: code_s,
+                message,
+            },
+            _ => AwsError::Other {
+                code: code_s,
+                message,
+            },
         }
     }
 
@@ -239,13 +253,28 @@ mod tests {
     #[test]
     fn errors_are_sorted_by_what_to_do_next() {
         let c = |code: &str, status| AwsError::classify(code, "m", status);
-        assert!(matches!(c("ReplicationGroupNotFoundFault", Some(404)), AwsError::NotFound { .. }));
-        assert!(matches!(c("InvalidReplicationGroupState", Some(400)), AwsError::InvalidState { .. }));
-        assert!(matches!(c("SnapshotAlreadyExistsFault", Some(400)), AwsError::SnapshotAlreadyExists { .. }));
-        assert!(matches!(c("SnapshotQuotaExceededFault", Some(400)), AwsError::QuotaExceeded { .. }));
+        assert!(matches!(
+            c("ReplicationGroupNotFoundFault", Some(404)),
+            AwsError::NotFound { .. }
+        ));
+        assert!(matches!(
+            c("InvalidReplicationGroupState", Some(400)),
+            AwsError::InvalidState { .. }
+        ));
+        assert!(matches!(
+            c("SnapshotAlreadyExistsFault", Some(400)),
+            AwsError::SnapshotAlreadyExists { .. }
+        ));
+        assert!(matches!(
+            c("SnapshotQuotaExceededFault", Some(400)),
+            AwsError::QuotaExceeded { .. }
+        ));
         assert!(c("Throttling", Some(400)).is_retryable());
         assert!(c("SomethingNew", Some(503)).is_retryable());
         assert!(!c("InvalidParameterValue", Some(400)).is_retryable());
-        assert_eq!(c("InvalidParameterValue", Some(400)).code(), "InvalidParameterValue");
+        assert_eq!(
+            c("InvalidParameterValue", Some(400)).code(),
+            "InvalidParameterValue"
+        );
     }
 }

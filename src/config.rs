@@ -1,0 +1,1332 @@
+//! Configuration: the only place that reads the environment and files.
+//!
+//! The TOML file is walked key by key (not deserialised blindly) so that every mistake is
+//! reported at once with its key and line — an unknown key (with a "did you mean"), a value of
+//! the wrong type, a duration or node type that doesn't parse. The result is typed: durations,
+//! node types and Slack ids are domain values, and a group's policy is fully resolved
+//! (`[groups.X]` over `[defaults]` over built-in defaults, key by key).
+//!
+//! Secrets come only from the environment and are held as [`Secret`], which can't be printed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::domain::{Approver, ChannelId, NodeType, ReplicationGroupId, Secret, parse_duration};
+
+/// One problem in the configuration, located by key and line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// Dotted key path, e.g. `groups.prod-jobs.max_node_type`.
+    pub key: String,
+    /// 1-based line in the file (0 when the problem is not in the file, e.g. the environment).
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "line {}: `{}`: {}", self.line, self.key, self.message)
+        } else {
+            write!(f, "`{}`: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found in a configuration, in file order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub path: Option<PathBuf>,
+    pub issues: Vec<ConfigIssue>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.path {
+            Some(p) => writeln!(f, "{} has {} error(s):", p.display(), self.issues.len())?,
+            None => writeln!(f, "the configuration has {} error(s):", self.issues.len())?,
+        }
+        for issue in &self.issues {
+            writeln!(f, "  - {issue}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a run needs a person's approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalMode {
+    Required,
+    Auto,
+}
+
+/// What to do when nobody approves within `approval_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnApprovalTimeout {
+    /// Page PagerDuty and keep waiting; a later approval still works.
+    Escalate,
+    /// Proceed as if approved (the "sleep through the night" mode), and say so.
+    Approve,
+}
+
+/// A retry schedule: `attempts` tries in all, waiting `interval × backoff^n` between them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    #[serde(with = "crate::domain::duration_ms")]
+    pub interval: Duration,
+    pub attempts: u32,
+    pub backoff: f64,
+}
+
+impl RetryPolicy {
+    /// The wait before attempt number `next_attempt` (2 = the first retry).
+    pub fn delay_before(&self, next_attempt: u32) -> Duration {
+        let n = next_attempt.saturating_sub(2) as i32;
+        let ms = self.interval.as_millis() as f64 * self.backoff.powi(n);
+        Duration::from_millis(ms.min(24.0 * 3600.0 * 1000.0) as u64)
+    }
+}
+
+/// Everything that decides how a run for one group behaves. Copied into each run when it
+/// starts, so a config change never alters a run half-way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    pub approval: ApprovalMode,
+    #[serde(with = "crate::domain::duration_ms")]
+    pub approval_timeout: Duration,
+    pub on_approval_timeout: OnApprovalTimeout,
+    /// After this long without a decision a run that still waits is closed as expired.
+    #[serde(with = "crate::domain::duration_ms")]
+    pub approval_expiry: Duration,
+    pub min_approvals: u8,
+    pub allow_self_approval: bool,
+    #[serde(with = "crate::domain::duration_ms")]
+    pub snapshot_poll_interval: Duration,
+    pub snapshot_max_polls: u32,
+    #[serde(with = "crate::domain::duration_ms")]
+    pub modify_poll_interval: Duration,
+    #[serde(with = "crate::domain::duration_ms")]
+    pub modify_timeout: Duration,
+    #[serde(with = "crate::domain::duration_ms")]
+    pub cooldown: Duration,
+    pub max_node_type: Option<NodeType>,
+    pub pause_url: Option<String>,
+    pub resume_url: Option<String>,
+    #[serde(with = "crate::domain::duration_ms")]
+    pub hook_timeout: Duration,
+    /// Transient AWS errors (throttling, 5xx, network) are retried on this schedule.
+    pub aws_retry: RetryPolicy,
+}
+
+impl Default for Policy {
+    /// The built-in defaults: the original Step Functions workflow's timings.
+    fn default() -> Policy {
+        Policy {
+            approval: ApprovalMode::Required,
+            approval_timeout: Duration::from_secs(15 * 60),
+            on_approval_timeout: OnApprovalTimeout::Escalate,
+            approval_expiry: Duration::from_secs(24 * 3600),
+            min_approvals: 1,
+            allow_self_approval: false,
+            snapshot_poll_interval: Duration::from_secs(30),
+            snapshot_max_polls: 120,
+            modify_poll_interval: Duration::from_secs(30),
+            modify_timeout: Duration::from_secs(2 * 3600),
+            cooldown: Duration::from_secs(6 * 3600),
+            max_node_type: Some(NodeType::parse("cache.r6g.4xlarge").expect("valid")),
+            pause_url: None,
+            resume_url: None,
+            hook_timeout: Duration::from_secs(10),
+            aws_retry: RetryPolicy {
+                interval: Duration::from_secs(15),
+                attempts: 5,
+                backoff: 1.5,
+            },
+        }
+    }
+}
+
+/// A replication group this bot manages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupConfig {
+    pub id: ReplicationGroupId,
+    /// Where this group's runs are posted.
+    pub channel: ChannelId,
+    pub policy: Policy,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlackConfig {
+    pub channel: ChannelId,
+    pub approvers: Vec<Approver>,
+    pub command: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlarmsConfig {
+    pub description_prefix: String,
+}
+
+/// Secrets, from the environment only.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    pub slack_bot_token: Option<Secret>,
+    pub slack_signing_secret: Option<Secret>,
+    pub pagerduty_routing_key: Option<Secret>,
+    pub alarm_api_key: Option<Secret>,
+    pub hook_signing_secret: Option<Secret>,
+}
+
+/// Where the outbound clients send their requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoints {
+    pub slack_api_url: String,
+    pub pagerduty_events_url: String,
+}
+
+/// How Slack, PagerDuty and hook deliveries are retried.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeliveryConfig {
+    pub retry: RetryPolicy,
+    pub timeout: Duration,
+}
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database: PathBuf,
+    pub slack: SlackConfig,
+    pub alarms: AlarmsConfig,
+    pub delivery: DeliveryConfig,
+    pub defaults: Policy,
+    pub groups: BTreeMap<ReplicationGroupId, GroupConfig>,
+    pub secrets: Secrets,
+    pub endpoints: Endpoints,
+}
+
+impl Config {
+    /// The group's settings, if this bot manages it.
+    pub fn group(&self, id: &ReplicationGroupId) -> Option<&GroupConfig> {
+        self.groups.get(id)
+    }
+
+    /// Read and validate a configuration file, taking secrets and endpoints from `env`.
+    pub fn load(path: &Path, env: &Env) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: Some(path.to_path_buf()),
+            issues: vec![ConfigIssue {
+                key: "(file)".into(),
+                line: 0,
+                message: format!("can't read {}: {e}", path.display()),
+            }],
+        })?;
+        Config::parse(&text, env).map_err(|mut e| {
+            e.path = Some(path.to_path_buf());
+            e
+        })
+    }
+
+    /// Validate configuration text, taking secrets and endpoints from `env`.
+    pub fn parse(text: &str, env: &Env) -> Result<Config, ConfigError> {
+        let mut w = Walker::new(text);
+        let config = w.config(env);
+        w.issues.sort_by_key(|i| i.line);
+        match config {
+            Some(c) if w.issues.is_empty() => Ok(c),
+            _ => Err(ConfigError {
+                path: None,
+                issues: w.issues,
+            }),
+        }
+    }
+
+    /// Risky but valid settings an operator should know about.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |name: &str, p: &Policy| {
+            if p.approval == ApprovalMode::Auto && p.max_node_type.is_none() {
+                out.push(format!(
+                    "{name}: approval = \"auto\" with no max_node_type: alarms can upsize without limit"
+                ));
+            }
+            if p.approval == ApprovalMode::Required
+                && p.on_approval_timeout == OnApprovalTimeout::Approve
+                && p.max_node_type.is_none()
+            {
+                out.push(format!(
+                    "{name}: on_approval_timeout = \"approve\" with no max_node_type: an unanswered alarm upsizes without limit"
+                ));
+            }
+            if p.allow_self_approval && p.min_approvals < 2 {
+                out.push(format!(
+                    "{name}: allow_self_approval = true: one person can ask for and approve an upsize alone"
+                ));
+            }
+        };
+        check("[defaults]", &self.defaults);
+        for g in self.groups.values() {
+            check(&format!("[groups.{}]", g.id), &g.policy);
+        }
+        if self.groups.is_empty() {
+            out.push("no [groups.<id>] table: the bot manages no replication group".into());
+        }
+        if self.slack.approvers.is_empty() {
+            out.push("[slack] approvers is empty: nobody can approve a run".into());
+        }
+        out
+    }
+
+    /// The effective configuration as TOML, secrets shown only as set or unset.
+    pub fn render_redacted(&self) -> String {
+        fn d(x: Duration) -> String {
+            format!("\"{}\"", crate::domain::format_duration(x))
+        }
+        fn policy(out: &mut String, p: &Policy) {
+            let approval = match p.approval {
+                ApprovalMode::Required => "required",
+                ApprovalMode::Auto => "auto",
+            };
+            let on_timeout = match p.on_approval_timeout {
+                OnApprovalTimeout::Escalate => "escalate",
+                OnApprovalTimeout::Approve => "approve",
+            };
+            out.push_str(&format!("approval = \"{approval}\"\n"));
+            out.push_str(&format!("approval_timeout = {}\n", d(p.approval_timeout)));
+            out.push_str(&format!("on_approval_timeout = \"{on_timeout}\"\n"));
+            out.push_str(&format!("approval_expiry = {}\n", d(p.approval_expiry)));
+            out.push_str(&format!("min_approvals = {}\n", p.min_approvals));
+            out.push_str(&format!(
+                "allow_self_approval = {}\n",
+                p.allow_self_approval
+            ));
+            out.push_str(&format!(
+                "snapshot_poll_interval = {}\n",
+                d(p.snapshot_poll_interval)
+            ));
+            out.push_str(&format!("snapshot_max_polls = {}\n", p.snapshot_max_polls));
+            out.push_str(&format!(
+                "modify_poll_interval = {}\n",
+                d(p.modify_poll_interval)
+            ));
+            out.push_str(&format!("modify_timeout = {}\n", d(p.modify_timeout)));
+            out.push_str(&format!("cooldown = {}\n", d(p.cooldown)));
+            out.push_str(&format!(
+                "max_node_type = \"{}\"\n",
+                p.max_node_type
+                    .as_ref()
+                    .map(|t| t.to_string())
+                    .unwrap_or_default()
+            ));
+            out.push_str(&format!(
+                "pause_url = \"{}\"\n",
+                p.pause_url.as_deref().unwrap_or("")
+            ));
+            out.push_str(&format!(
+                "resume_url = \"{}\"\n",
+                p.resume_url.as_deref().unwrap_or("")
+            ));
+            out.push_str(&format!("hook_timeout = {}\n", d(p.hook_timeout)));
+            out.push_str(&format!(
+                "aws_retry_interval = {}\n",
+                d(p.aws_retry.interval)
+            ));
+            out.push_str(&format!("aws_retry_attempts = {}\n", p.aws_retry.attempts));
+            out.push_str(&format!("aws_retry_backoff = {}\n", p.aws_retry.backoff));
+        }
+        let mut out = String::new();
+        out.push_str(&format!("listen = \"{}\"\n", self.listen));
+        out.push_str(&format!("database = \"{}\"\n\n", self.database.display()));
+        out.push_str("[slack]\n");
+        out.push_str(&format!("channel = \"{}\"\n", self.slack.channel));
+        let approvers: Vec<String> = self
+            .slack
+            .approvers
+            .iter()
+            .map(|a| match a {
+                Approver::User(u) => format!("\"{u}\""),
+                Approver::Group(g) => format!("\"{g}\""),
+            })
+            .collect();
+        out.push_str(&format!("approvers = [{}]\n", approvers.join(", ")));
+        out.push_str(&format!("command = \"{}\"\n\n", self.slack.command));
+        out.push_str("[alarms]\n");
+        out.push_str(&format!(
+            "description_prefix = {:?}\n\n",
+            self.alarms.description_prefix
+        ));
+        out.push_str("[delivery]\n");
+        out.push_str(&format!(
+            "retry_interval = {}\n",
+            d(self.delivery.retry.interval)
+        ));
+        out.push_str(&format!(
+            "retry_attempts = {}\n",
+            self.delivery.retry.attempts
+        ));
+        out.push_str(&format!(
+            "retry_backoff = {}\n",
+            self.delivery.retry.backoff
+        ));
+        out.push_str(&format!("timeout = {}\n\n", d(self.delivery.timeout)));
+        out.push_str("[defaults]\n");
+        policy(&mut out, &self.defaults);
+        for g in self.groups.values() {
+            out.push_str(&format!(
+                "\n[groups.{}]\nchannel = \"{}\"\n",
+                g.id, g.channel
+            ));
+            policy(&mut out, &g.policy);
+        }
+        let s = |o: &Option<Secret>| if o.is_some() { "set" } else { "NOT SET" };
+        out.push_str("\n# environment\n");
+        out.push_str(&format!(
+            "# SLACK_BOT_TOKEN: {}\n",
+            s(&self.secrets.slack_bot_token)
+        ));
+        out.push_str(&format!(
+            "# SLACK_SIGNING_SECRET: {}\n",
+            s(&self.secrets.slack_signing_secret)
+        ));
+        out.push_str(&format!(
+            "# PAGERDUTY_ROUTING_KEY: {}\n",
+            s(&self.secrets.pagerduty_routing_key)
+        ));
+        out.push_str(&format!(
+            "# ALARM_API_KEY: {}\n",
+            s(&self.secrets.alarm_api_key)
+        ));
+        out.push_str(&format!(
+            "# HOOK_SIGNING_SECRET: {}\n",
+            s(&self.secrets.hook_signing_secret)
+        ));
+        out.push_str(&format!(
+            "# SLACK_API_URL: {}\n",
+            self.endpoints.slack_api_url
+        ));
+        out.push_str(&format!(
+            "# PAGERDUTY_EVENTS_URL: {}\n",
+            self.endpoints.pagerduty_events_url
+        ));
+        out
+    }
+}
+
+/// A snapshot of the environment variables the bot reads. Tests build one by hand instead of
+/// changing the process environment.
+#[derive(Clone, Default)]
+pub struct Env(HashMap<String, String>);
+
+impl fmt::Debug for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut keys: Vec<&String> = self.0.keys().collect();
+        keys.sort();
+        f.debug_struct("Env").field("keys", &keys).finish()
+    }
+}
+
+impl Env {
+    /// The variables this program knows about, read from the process environment.
+    pub fn from_process() -> Env {
+        let names = [
+            "SLACK_BOT_TOKEN",
+            "SLACK_SIGNING_SECRET",
+            "PAGERDUTY_ROUTING_KEY",
+            "ALARM_API_KEY",
+            "HOOK_SIGNING_SECRET",
+            "SLACK_API_URL",
+            "PAGERDUTY_EVENTS_URL",
+        ];
+        Env(names
+            .iter()
+            .filter_map(|n| std::env::var(n).ok().map(|v| (n.to_string(), v)))
+            .collect())
+    }
+
+    pub fn with(mut self, name: &str, value: impl Into<String>) -> Env {
+        self.0.insert(name.to_string(), value.into());
+        self
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(|s| s.trim()).filter(|s| !s.is_empty())
+    }
+
+    fn secret(&self, name: &str) -> Option<Secret> {
+        self.get(name).map(Secret::new)
+    }
+}
+
+const TOP_KEYS: &[&str] = &[
+    "listen", "database", "slack", "alarms", "delivery", "defaults", "groups",
+];
+const SLACK_KEYS: &[&str] = &["channel", "approvers", "command"];
+const ALARMS_KEYS: &[&str] = &["description_prefix"];
+const DELIVERY_KEYS: &[&str] = &[
+    "retry_interval",
+    "retry_attempts",
+    "retry_backoff",
+    "timeout",
+];
+const POLICY_KEYS: &[&str] = &[
+    "approval",
+    "approval_timeout",
+    "on_approval_timeout",
+    "approval_expiry",
+    "min_approvals",
+    "allow_self_approval",
+    "snapshot_poll_interval",
+    "snapshot_max_polls",
+    "modify_poll_interval",
+    "modify_timeout",
+    "cooldown",
+    "max_node_type",
+    "pause_url",
+    "resume_url",
+    "hook_timeout",
+    "aws_retry_interval",
+    "aws_retry_attempts",
+    "aws_retry_backoff",
+];
+
+type Table<'i> = DeTable<'i>;
+type Value<'i> = Spanned<DeValue<'i>>;
+
+struct Walker<'s> {
+    src: &'s str,
+    issues: Vec<ConfigIssue>,
+}
+
+impl<'s> Walker<'s> {
+    fn new(src: &'s str) -> Self {
+        Walker {
+            src,
+            issues: Vec::new(),
+        }
+    }
+
+    fn line_of(&self, offset: usize) -> usize {
+        let offset = offset.min(self.src.len());
+        self.src[..offset].bytes().filter(|b| *b == b'\n').count() + 1
+    }
+
+    fn issue(&mut self, key: &str, offset: usize, message: impl Into<String>) {
+        let line = self.line_of(offset);
+        self.issues.push(ConfigIssue {
+            key: key.to_string(),
+            line,
+            message: message.into(),
+        });
+    }
+
+    /// Report keys of `table` that are not in `known`.
+    fn unknown_keys(&mut self, table: &Table<'_>, prefix: &str, known: &[&str]) {
+        for key in table.keys() {
+            let name: &str = key.get_ref();
+            if !known.contains(&name) {
+                let path = join(prefix, name);
+                let hint = match closest(name, known) {
+                    Some(k) => format!("; did you mean `{k}`?"),
+                    None => format!("; known keys here: {}", known.join(", ")),
+                };
+                self.issue(&path, key.span().start, format!("unknown key{hint}"));
+            }
+        }
+    }
+
+    fn get<'t, 'i>(&self, table: &'t Table<'i>, key: &str) -> Option<&'t Value<'i>> {
+        table
+            .iter()
+            .find(|(k, _)| k.get_ref().as_ref() == key)
+            .map(|(_, v)| v)
+    }
+
+    fn sub_table<'t, 'i>(
+        &mut self,
+        table: &'t Table<'i>,
+        key: &str,
+        prefix: &str,
+    ) -> Option<&'t Table<'i>> {
+        let v = self.get(table, key)?;
+        match v.get_ref() {
+            DeValue::Table(t) => Some(t),
+            other => {
+                let msg = format!("expected a table, found {}", other.type_str());
+                self.issue(&join(prefix, key), v.span().start, msg);
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, table: &Table<'_>, key: &str, prefix: &str) -> Option<(String, usize)> {
+        let v = self.get(table, key)?;
+        match v.get_ref() {
+            DeValue::String(s) => Some((s.to_string(), v.span().start)),
+            other => {
+                let msg = format!("expected a string, found {}", other.type_str());
+                self.issue(&join(prefix, key), v.span().start, msg);
+                None
+            }
+        }
+    }
+
+    /// A string parsed by `parse`; problems are reported and give `None`.
+    fn parsed<T, E: fmt::Display>(
+        &mut self,
+        table: &Table<'_>,
+        key: &str,
+        prefix: &str,
+        parse: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Option<T> {
+        let (s, at) = self.string(table, key, prefix)?;
+        match parse(&s) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.issue(&join(prefix, key), at, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, table: &Table<'_>, key: &str, prefix: &str) -> Option<Duration> {
+        self.parsed(table, key, prefix, parse_duration)
+    }
+
+    fn integer(
+        &mut self,
+        table: &Table<'_>,
+        key: &str,
+        prefix: &str,
+        range: std::ops::RangeInclusive<i64>,
+    ) -> Option<i64> {
+        let v = self.get(table, key)?;
+        let at = v.span().start;
+        let n = match v.get_ref() {
+            DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).ok(),
+            other => {
+                let msg = format!("expected an integer, found {}", other.type_str());
+                self.issue(&join(prefix, key), at, msg);
+                return None;
+            }
+        };
+        match n {
+            Some(n) if range.contains(&n) => Some(n),
+            _ => {
+                let msg = format!(
+                    "must be an integer from {} to {}",
+                    range.start(),
+                    range.end()
+                );
+                self.issue(&join(prefix, key), at, msg);
+                None
+            }
+        }
+    }
+
+    fn float(
+        &mut self,
+        table: &Table<'_>,
+        key: &str,
+        prefix: &str,
+        min: f64,
+        max: f64,
+    ) -> Option<f64> {
+        let v = self.get(table, key)?;
+        let at = v.span().start;
+        let n = match v.get_ref() {
+            DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
+            DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
+                .ok()
+                .map(|n| n as f64),
+            other => {
+                let msg = format!("expected a number, found {}", other.type_str());
+                self.issue(&join(prefix, key), at, msg);
+                return None;
+            }
+        };
+        match n {
+            Some(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                self.issue(
+                    &join(prefix, key),
+                    at,
+                    format!("must be a number from {min} to {max}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, table: &Table<'_>, key: &str, prefix: &str) -> Option<bool> {
+        let v = self.get(table, key)?;
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            other => {
+                let msg = format!("expected true or false, found {}", other.type_str());
+                self.issue(&join(prefix, key), v.span().start, msg);
+                None
+            }
+        }
+    }
+
+    fn string_list(
+        &mut self,
+        table: &Table<'_>,
+        key: &str,
+        prefix: &str,
+    ) -> Option<Vec<(String, usize)>> {
+        let v = self.get(table, key)?;
+        match v.get_ref() {
+            DeValue::Array(items) => {
+                let mut out = Vec::new();
+                for item in items.iter() {
+                    match item.get_ref() {
+                        DeValue::String(s) => out.push((s.to_string(), item.span().start)),
+                        other => {
+                            let msg =
+                                format!("expected strings in the list, found {}", other.type_str());
+                            self.issue(&join(prefix, key), item.span().start, msg);
+                        }
+                    }
+                }
+                Some(out)
+            }
+            other => {
+                let msg = format!("expected a list of strings, found {}", other.type_str());
+                self.issue(&join(prefix, key), v.span().start, msg);
+                None
+            }
+        }
+    }
+
+    fn config(&mut self, env: &Env) -> Option<Config> {
+        let (root, parse_errors) = DeTable::parse_recoverable(self.src);
+        for e in parse_errors {
+            let at = e.span().map(|s| s.start).unwrap_or(0);
+            self.issue("(syntax)", at, e.message().to_string());
+        }
+        if !self.issues.is_empty() {
+            return None;
+        }
+        let root = root.get_ref();
+        self.unknown_keys(root, "", TOP_KEYS);
+
+        let listen = self
+            .parsed(root, "listen", "", |s| {
+                s.parse::<SocketAddr>()
+                    .map_err(|_| format!("`{s}` is not an address like `0.0.0.0:8080`"))
+            })
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080)));
+        let database = self
+            .parsed(root, "database", "", |s| {
+                if s.trim().is_empty() {
+                    Err("must not be empty".to_string())
+                } else {
+                    Ok(PathBuf::from(s))
+                }
+            })
+            .unwrap_or_else(|| PathBuf::from("redis-autoscaler.db"));
+
+        let slack = self.slack(root);
+        let alarms = self.alarms(root);
+        let delivery = self.delivery(root);
+        let builtin = Policy::default();
+        let defaults = match self.sub_table(root, "defaults", "") {
+            Some(t) => {
+                let t = t.clone();
+                self.policy(&t, "defaults", &builtin, &[])
+            }
+            None => builtin,
+        };
+        let groups = self.groups(root, &defaults, slack.as_ref().map(|s| &s.channel));
+
+        let endpoints = Endpoints {
+            slack_api_url: self.endpoint(env, "SLACK_API_URL", "https://slack.com/api"),
+            pagerduty_events_url: self.endpoint(
+                env,
+                "PAGERDUTY_EVENTS_URL",
+                "https://events.pagerduty.com/v2/enqueue",
+            ),
+        };
+        let secrets = Secrets {
+            slack_bot_token: env.secret("SLACK_BOT_TOKEN"),
+            slack_signing_secret: env.secret("SLACK_SIGNING_SECRET"),
+            pagerduty_routing_key: env.secret("PAGERDUTY_ROUTING_KEY"),
+            alarm_api_key: env.secret("ALARM_API_KEY"),
+            hook_signing_secret: env.secret("HOOK_SIGNING_SECRET"),
+        };
+        Some(Config {
+            listen,
+            database,
+            slack: slack?,
+            alarms,
+            delivery,
+            defaults,
+            groups,
+            secrets,
+            endpoints,
+        })
+    }
+
+    fn endpoint(&mut self, env: &Env, name: &str, default: &str) -> String {
+        match env.get(name) {
+            None => default.to_string(),
+            Some(v) if v.starts_with("https://") || v.starts_with("http://") => {
+                v.trim_end_matches('/').to_string()
+            }
+            Some(v) => {
+                self.issues.push(ConfigIssue {
+                    key: name.to_string(),
+                    line: 0,
+                    message: format!("`{v}` is not an http(s) URL"),
+                });
+                default.to_string()
+            }
+        }
+    }
+
+    fn slack(&mut self, root: &Table<'_>) -> Option<SlackConfig> {
+        let Some(t) = self.sub_table(root, "slack", "") else {
+            self.issue(
+                "slack",
+                0,
+                "missing [slack] table (it needs at least `channel`)",
+            );
+            return None;
+        };
+        let t = t.clone();
+        self.unknown_keys(&t, "slack", SLACK_KEYS);
+        let channel = self.parsed(&t, "channel", "slack", ChannelId::parse);
+        if self.get(&t, "channel").is_none() {
+            let at = self.span_of_table_key(root, "slack");
+            self.issue(
+                "slack.channel",
+                at,
+                "missing: the channel id (`C…`) where runs are posted",
+            );
+        }
+        let mut approvers = Vec::new();
+        for (s, at) in self
+            .string_list(&t, "approvers", "slack")
+            .unwrap_or_default()
+        {
+            match Approver::parse(&s) {
+                Ok(a) if !approvers.contains(&a) => approvers.push(a),
+                Ok(_) => self.issue("slack.approvers", at, format!("`{s}` is listed twice")),
+                Err(e) => self.issue("slack.approvers", at, e.to_string()),
+            }
+        }
+        let command = self
+            .parsed(&t, "command", "slack", |s| {
+                let ok = s.starts_with('/')
+                    && s.len() >= 2
+                    && s.len() <= 32
+                    && s[1..].bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                    });
+                if ok {
+                    Ok(s.to_string())
+                } else {
+                    Err(format!("`{s}` is not a slash command like `/redis`"))
+                }
+            })
+            .unwrap_or_else(|| "/redis".to_string());
+        Some(SlackConfig {
+            channel: channel?,
+            approvers,
+            command,
+        })
+    }
+
+    fn span_of_table_key(&self, table: &Table<'_>, key: &str) -> usize {
+        table
+            .keys()
+            .find(|k| k.get_ref().as_ref() == key)
+            .map(|k| k.span().start)
+            .unwrap_or(0)
+    }
+
+    fn alarms(&mut self, root: &Table<'_>) -> AlarmsConfig {
+        let mut out = AlarmsConfig {
+            description_prefix: "Redis memory:".to_string(),
+        };
+        if let Some(t) = self.sub_table(root, "alarms", "") {
+            let t = t.clone();
+            self.unknown_keys(&t, "alarms", ALARMS_KEYS);
+            if let Some(p) = self.parsed(&t, "description_prefix", "alarms", |s| {
+                if s.trim().is_empty() {
+                    Err("must not be empty: every alarm would start a run")
+                } else {
+                    Ok(s.to_string())
+                }
+            }) {
+                out.description_prefix = p;
+            }
+        }
+        out
+    }
+
+    fn delivery(&mut self, root: &Table<'_>) -> DeliveryConfig {
+        let mut out = DeliveryConfig {
+            retry: RetryPolicy {
+                interval: Duration::from_secs(1),
+                attempts: 5,
+                backoff: 2.0,
+            },
+            timeout: Duration::from_secs(10),
+        };
+        if let Some(t) = self.sub_table(root, "delivery", "") {
+            let t = t.clone();
+            self.unknown_keys(&t, "delivery", DELIVERY_KEYS);
+            if let Some(d) = self.duration(&t, "retry_interval", "delivery") {
+                out.retry.interval = d;
+            }
+            if let Some(n) = self.integer(&t, "retry_attempts", "delivery", 1..=20) {
+                out.retry.attempts = n as u32;
+            }
+            if let Some(b) = self.float(&t, "retry_backoff", "delivery", 1.0, 10.0) {
+                out.retry.backoff = b;
+            }
+            if let Some(d) = self.duration(&t, "timeout", "delivery") {
+                out.timeout = d;
+            }
+        }
+        out
+    }
+
+    fn policy(
+        &mut self,
+        t: &Table<'_>,
+        prefix: &str,
+        base: &Policy,
+        extra_keys: &[&str],
+    ) -> Policy {
+        let known: Vec<&str> = POLICY_KEYS.iter().chain(extra_keys).copied().collect();
+        self.unknown_keys(t, prefix, &known);
+        let mut p = base.clone();
+        if let Some(v) = self.parsed(t, "approval", prefix, |s| match s {
+            "required" => Ok(ApprovalMode::Required),
+            "auto" => Ok(ApprovalMode::Auto),
+            _ => Err(format!("`{s}` is not one of: required, auto")),
+        }) {
+            p.approval = v;
+        }
+        if let Some(v) = self.duration(t, "approval_timeout", prefix) {
+            p.approval_timeout = v;
+        }
+        if let Some(v) = self.parsed(t, "on_approval_timeout", prefix, |s| match s {
+            "escalate" => Ok(OnApprovalTimeout::Escalate),
+            "approve" => Ok(OnApprovalTimeout::Approve),
+            _ => Err(format!("`{s}` is not one of: escalate, approve")),
+        }) {
+            p.on_approval_timeout = v;
+        }
+        if let Some(v) = self.duration(t, "approval_expiry", prefix) {
+            p.approval_expiry = v;
+        }
+        if let Some(v) = self.integer(t, "min_approvals", prefix, 1..=5) {
+            p.min_approvals = v as u8;
+        }
+        if let Some(v) = self.boolean(t, "allow_self_approval", prefix) {
+            p.allow_self_approval = v;
+        }
+        if let Some(v) = self.duration(t, "snapshot_poll_interval", prefix) {
+            p.snapshot_poll_interval = v;
+        }
+        if let Some(v) = self.integer(t, "snapshot_max_polls", prefix, 1..=100_000) {
+            p.snapshot_max_polls = v as u32;
+        }
+        if let Some(v) = self.duration(t, "modify_poll_interval", prefix) {
+            p.modify_poll_interval = v;
+        }
+        if let Some(v) = self.duration(t, "modify_timeout", prefix) {
+            p.modify_timeout = v;
+        }
+        if let Some(v) = self.duration(t, "cooldown", prefix) {
+            p.cooldown = v;
+        }
+        if let Some(v) = self.parsed(t, "max_node_type", prefix, |s| {
+            if s.trim().is_empty() {
+                Ok(None)
+            } else {
+                NodeType::parse(s).map(Some)
+            }
+        }) {
+            p.max_node_type = v;
+        }
+        for (key, slot) in [
+            ("pause_url", &mut p.pause_url),
+            ("resume_url", &mut p.resume_url),
+        ] {
+            if let Some(v) = self.parsed(t, key, prefix, parse_hook_url) {
+                *slot = v;
+            }
+        }
+        if let Some(v) = self.duration(t, "hook_timeout", prefix) {
+            p.hook_timeout = v;
+        }
+        if let Some(v) = self.duration(t, "aws_retry_interval", prefix) {
+            p.aws_retry.interval = v;
+        }
+        if let Some(v) = self.integer(t, "aws_retry_attempts", prefix, 1..=50) {
+            p.aws_retry.attempts = v as u32;
+        }
+        if let Some(v) = self.float(t, "aws_retry_backoff", prefix, 1.0, 10.0) {
+            p.aws_retry.backoff = v;
+        }
+        for key in [
+            "approval_timeout",
+            "approval_expiry",
+            "snapshot_poll_interval",
+            "modify_poll_interval",
+            "modify_timeout",
+            "hook_timeout",
+            "aws_retry_interval",
+        ] {
+            if let Some(v) = self.get(t, key) {
+                let zero = matches!(v.get_ref(), DeValue::String(s) if parse_duration(s) == Ok(Duration::ZERO));
+                if zero {
+                    let at = v.span().start;
+                    self.issue(&join(prefix, key), at, "must be longer than zero");
+                }
+            }
+        }
+        p
+    }
+
+    fn groups(
+        &mut self,
+        root: &Table<'_>,
+        defaults: &Policy,
+        default_channel: Option<&ChannelId>,
+    ) -> BTreeMap<ReplicationGroupId, GroupConfig> {
+        let mut out = BTreeMap::new();
+        let Some(groups) = self.sub_table(root, "groups", "") else {
+            return out;
+        };
+        let groups = groups.clone();
+        for (key, value) in groups.iter() {
+            let name: &str = key.get_ref();
+            let prefix = format!("groups.{name}");
+            let id = match ReplicationGroupId::parse(name) {
+                Ok(id) => id,
+                Err(e) => {
+                    self.issue(&prefix, key.span().start, e.to_string());
+                    continue;
+                }
+            };
+            let DeValue::Table(t) = value.get_ref() else {
+                let msg = format!("expected a table, found {}", value.get_ref().type_str());
+                self.issue(&prefix, value.span().start, msg);
+                continue;
+            };
+            let policy = self.policy(t, &prefix, defaults, &["channel"]);
+            let channel = self
+                .parsed(t, "channel", &prefix, ChannelId::parse)
+                .or_else(|| default_channel.cloned());
+            if out.contains_key(&id) {
+                self.issue(&prefix, key.span().start, "this group is configured twice");
+                continue;
+            }
+            if let Some(channel) = channel {
+                out.insert(
+                    id.clone(),
+                    GroupConfig {
+                        id,
+                        channel,
+                        policy,
+                    },
+                );
+            }
+        }
+        out
+    }
+}
+
+fn parse_hook_url(s: &str) -> Result<Option<String>, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if s.starts_with("https://") || s.starts_with("http://") {
+        Ok(Some(s.to_string()))
+    } else {
+        Err(format!(
+            "`{s}` is not an http(s) URL (leave it empty for no hook)"
+        ))
+    }
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+/// The known key closest to a typo, if it is close enough to be a likely typo.
+fn closest<'k>(typo: &str, known: &[&'k str]) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(typo, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DESIGN_EXAMPLE: &str = r#"
+listen = "0.0.0.0:8080"
+database = "redis-autoscaler.db"
+
+[slack]
+channel = "C0123ABCD"              # where alarm-started runs are posted
+approvers = ["U0123ABCD", "S0456EFGH"]   # user IDs (U…/W…) and user-group IDs (S…)
+command = "/redis"
+
+[alarms]
+description_prefix = "Redis memory:"
+
+[defaults]
+approval = "required"              # required | auto
+approval_timeout = "15m"
+on_approval_timeout = "escalate"   # escalate (page, keep waiting) | approve
+min_approvals = 1                  # 2 = two different people must approve
+allow_self_approval = false        # may the person who asked for a run approve it?
+snapshot_poll_interval = "30s"
+snapshot_max_polls = 120
+modify_poll_interval = "30s"
+modify_timeout = "2h"
+cooldown = "6h"
+max_node_type = "cache.r6g.4xlarge"
+pause_url = ""                     # optional hooks: POSTed before the snapshot…
+resume_url = ""                    # …and after the upsize (also after a failure)
+
+[groups.prod-jobs]                 # a replication group id
+max_node_type = "cache.r6g.2xlarge"
+channel = "C0999WXYZ"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, &Env::default())
+    }
+
+    #[test]
+    fn the_design_example_parses_into_typed_values() {
+        let c = parse(DESIGN_EXAMPLE).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.slack.channel.as_str(), "C0123ABCD");
+        assert_eq!(c.slack.approvers.len(), 2);
+        assert_eq!(c.defaults.approval_timeout, Duration::from_secs(900));
+        assert_eq!(c.defaults.pause_url, None);
+        let g = c
+            .group(&ReplicationGroupId::parse("prod-jobs").unwrap())
+            .unwrap();
+        assert_eq!(g.channel.as_str(), "C0999WXYZ");
+        assert_eq!(
+            g.policy.max_node_type.as_ref().unwrap().to_string(),
+            "cache.r6g.2xlarge"
+        );
+        // Keys the group does not set come from [defaults].
+        assert_eq!(g.policy.modify_timeout, Duration::from_secs(7200));
+        assert_eq!(g.policy.snapshot_max_polls, 120);
+    }
+
+    #[test]
+    fn a_group_overrides_defaults_key_by_key() {
+        let c = parse(
+            r#"
+[slack]
+channel = "C0123ABCD"
+[defaults]
+approval_timeout = "5m"
+cooldown = "1h"
+[groups.a]
+cooldown = "2h"
+"#,
+        )
+        .unwrap();
+        let g = c.group(&ReplicationGroupId::parse("a").unwrap()).unwrap();
+        assert_eq!(g.policy.cooldown, Duration::from_secs(7200));
+        assert_eq!(g.policy.approval_timeout, Duration::from_secs(300));
+        assert_eq!(
+            g.channel.as_str(),
+            "C0123ABCD",
+            "channel falls back to [slack] channel"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line_and_a_suggestion() {
+        let err = parse("[slack]\nchannel = \"C0123ABCD\"\n\n[defaults]\napprovl = \"auto\"\n")
+            .unwrap_err();
+        assert_eq!(err.issues.len(), 1);
+        let issue = &err.issues[0];
+        assert_eq!(issue.key, "defaults.approvl");
+        assert_eq!(issue.line, 5);
+        assert!(
+            issue.message.contains("did you mean `approval`"),
+            "{}",
+            issue.message
+        );
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let err = parse(
+            r#"
+[slack]
+channel = "not-a-channel"
+approvers = ["U0123ABCD", "bogus"]
+[defaults]
+approval_timeout = "15 minutes"
+max_node_type = "r6g.large"
+min_approvals = 0
+approval = "sometimes"
+[groups.prod-jobs]
+snapshot_max_polls = "ten"
+colour = "blue"
+"#,
+        )
+        .unwrap_err();
+        let keys: Vec<(&str, usize)> = err
+            .issues
+            .iter()
+            .map(|i| (i.key.as_str(), i.line))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("slack.channel", 3),
+                ("slack.approvers", 4),
+                ("defaults.approval_timeout", 6),
+                ("defaults.max_node_type", 7),
+                ("defaults.min_approvals", 8),
+                ("defaults.approval", 9),
+                ("groups.prod-jobs.snapshot_max_polls", 11),
+                ("groups.prod-jobs.colour", 12),
+            ]
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("line 6: `defaults.approval_timeout`"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_names_its_line() {
+        let err = parse("[slack]\nchannel = \"C0123ABCD\"\nlisten = \n").unwrap_err();
+        assert_eq!(err.issues[0].line, 3, "{err}");
+    }
+
+    #[test]
+    fn missing_slack_channel_is_an_error() {
+        let err = parse("[slack]\ncommand = \"/redis\"\n").unwrap_err();
+        assert!(err.issues.iter().any(|i| i.key == "slack.channel"), "{err}");
+        let err = parse("listen = \"0.0.0.0:1\"\n").unwrap_err();
+        assert!(err.issues.iter().any(|i| i.key == "slack"), "{err}");
+    }
+
+    #[test]
+    fn invalid_group_ids_and_wrong_types_are_reported() {
+        let err = parse("[slack]\nchannel = \"C0123ABCD\"\n[groups.Bad--Id]\n[groups.ok]\nallow_self_approval = \"yes\"\n")
+            .unwrap_err();
+        let keys: Vec<&str> = err.issues.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec!["groups.Bad--Id", "groups.ok.allow_self_approval"]
+        );
+    }
+
+    #[test]
+    fn zero_durations_are_refused() {
+        let err = parse(
+            "[slack]\nchannel = \"C0123ABCD\"\n[defaults]\nsnapshot_poll_interval = \"0s\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.issues[0].key, "defaults.snapshot_poll_interval");
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_and_are_redacted() {
+        let env = Env::default()
+            .with("SLACK_BOT_TOKEN", "xoxb-abc-secret")
+            .with("SLACK_API_URL", "http://127.0.0.1:9/api/");
+        let c = Config::parse(DESIGN_EXAMPLE, &env).unwrap();
+        assert_eq!(
+            c.secrets.slack_bot_token.as_ref().unwrap().expose(),
+            "xoxb-abc-secret"
+        );
+        assert_eq!(c.endpoints.slack_api_url, "http://127.0.0.1:9/api");
+        assert!(!format!("{c:?}").contains("xoxb-abc-secret"));
+        assert!(!c.render_redacted().contains("xoxb-abc-secret"));
+        assert!(c.render_redacted().contains("SLACK_BOT_TOKEN: set"));
+        assert!(!format!("{env:?}").contains("xoxb-abc-secret"));
+    }
+
+    #[test]
+    fn bad_endpoint_urls_are_errors() {
+        let env = Env::default().with("PAGERDUTY_EVENTS_URL", "events.pagerduty.com");
+        let err = Config::parse(DESIGN_EXAMPLE, &env).unwrap_err();
+        assert_eq!(err.issues[0].key, "PAGERDUTY_EVENTS_URL");
+    }
+
+    #[test]
+    fn the_redacted_rendering_parses_back_to_the_same_config() {
+        let c = parse(DESIGN_EXAMPLE).unwrap();
+        let again = parse(&c.render_redacted()).unwrap();
+        assert_eq!(again.groups, c.groups);
+        assert_eq!(again.defaults, c.defaults);
+        assert_eq!(again.slack, c.slack);
+    }
+
+    #[test]
+    fn risky_policies_are_warned_about() {
+        let c = parse(
+            "[slack]\nchannel = \"C0123ABCD\"\napprovers = [\"U0123ABCD\"]\n[defaults]\napproval = \"auto\"\nmax_node_type = \"\"\n[groups.a]\n",
+        )
+        .unwrap();
+        let w = c.warnings();
+        assert!(w.iter().any(|w| w.contains("no max_node_type")), "{w:?}");
+    }
+
+    #[test]
+    fn retry_delays_grow_by_the_backoff() {
+        let r = RetryPolicy {
+            interval: Duration::from_secs(15),
+            attempts: 5,
+            backoff: 1.5,
+        };
+        assert_eq!(r.delay_before(2), Duration::from_secs(15));
+        assert_eq!(r.delay_before(3), Duration::from_millis(22_500));
+        assert_eq!(r.delay_before(4), Duration::from_millis(33_750));
+    }
+}

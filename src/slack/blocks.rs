@@ -1,0 +1,509 @@
+//! Rendering runs into Slack messages: pure functions from a run to Block Kit plus a
+//! plain-text fallback. No I/O and no clock: `now` is an argument.
+//!
+//! The top message is the run's live checklist; thread replies ([`Note`]) say one thing each.
+
+use serde_json::{Value, json};
+
+use crate::domain::{NodeType, SlackUserId, Timestamp, format_duration};
+use crate::elasticache::node_types::memory_label;
+use crate::workflow::machine::{Note, PageReason};
+use crate::workflow::run::{
+    DecisionKind, Outcome, Run, State, Step, StepRecord, StepStatus, Trigger,
+};
+
+use super::Message;
+
+/// `action_id`s of the interactive elements on the top message.
+pub mod actions {
+    pub const APPROVE: &str = "approve";
+    pub const DENY: &str = "deny";
+    pub const CHOOSE_SIZE: &str = "choose_size";
+    pub const CANCEL: &str = "cancel";
+}
+
+/// The run's top message as it should look now.
+pub fn render_top(run: &Run, now: Timestamp) -> Message {
+    let mut blocks = vec![json!({
+        "type": "header",
+        "text": { "type": "plain_text", "text": header(run), "emoji": true }
+    })];
+    blocks.push(section(&why(run)));
+    blocks.push(section(&plan_line(run)));
+    blocks.push(section(&checklist(run, now)));
+    if let Some(outcome) = outcome_line(run) {
+        blocks.push(section(&outcome));
+    }
+    if let State::AwaitingApproval { plan, .. } = &run.state {
+        let mut elements = vec![
+            json!({
+                "type": "button",
+                "action_id": actions::APPROVE,
+                "text": { "type": "plain_text", "text": "Approve", "emoji": true },
+                "style": "primary",
+                "value": run.id.as_str(),
+            }),
+            json!({
+                "type": "button",
+                "action_id": actions::DENY,
+                "text": { "type": "plain_text", "text": "Deny", "emoji": true },
+                "style": "danger",
+                "value": run.id.as_str(),
+                "confirm": {
+                    "title": { "type": "plain_text", "text": "Deny this upsize?" },
+                    "text": { "type": "mrkdwn", "text": format!("{} stays on `{}`; nothing is changed.", run.group, plan.current) },
+                    "confirm": { "type": "plain_text", "text": "Deny" },
+                    "deny": { "type": "plain_text", "text": "Keep waiting" },
+                    "style": "danger"
+                }
+            }),
+        ];
+        if plan.choices.len() > 1 {
+            let option = |t: &NodeType| {
+                json!({
+                    "text": { "type": "plain_text", "text": format!("{t} · {}", memory_label(t)) },
+                    "value": t.to_string(),
+                })
+            };
+            // Slack allows at most 100 options.
+            let options: Vec<Value> = plan.choices.iter().take(100).map(option).collect();
+            elements.push(json!({
+                "type": "static_select",
+                "action_id": actions::CHOOSE_SIZE,
+                "placeholder": { "type": "plain_text", "text": "Choose size" },
+                "options": options,
+                "initial_option": option(&plan.target),
+            }));
+        }
+        blocks.push(json!({
+            "type": "actions",
+            "block_id": format!("run:{}", run.id),
+            "elements": elements,
+        }));
+    }
+    blocks.push(json!({
+        "type": "context",
+        "elements": [{ "type": "mrkdwn", "text": footer(run) }]
+    }));
+    Message {
+        text: fallback(run),
+        blocks,
+    }
+}
+
+fn section(text: &str) -> Value {
+    json!({ "type": "section", "text": { "type": "mrkdwn", "text": text } })
+}
+
+fn header(run: &Run) -> String {
+    match &run.trigger {
+        Trigger::Alarm { .. } => format!("🚨 {}: Redis memory alarm", run.group),
+        Trigger::Command { .. } => format!("🔧 {}: upsize requested", run.group),
+    }
+}
+
+fn why(run: &Run) -> String {
+    match &run.trigger {
+        Trigger::Alarm {
+            alarm_name,
+            reason,
+            value,
+            ..
+        } => {
+            let value = value
+                .map(|v| format!(" — memory at *{v:.1}%*"))
+                .unwrap_or_default();
+            let mut s = format!("*Alarm* `{}` is in ALARM{value}", escape(alarm_name));
+            if !reason.is_empty() {
+                s.push_str(&format!("\n> {}", escape(&truncate(reason, 300))));
+            }
+            if run.alarm_repeats > 0 {
+                s.push_str(&format!("\n_Fired {} more time(s) since._", run.alarm_repeats));
+            }
+            s
+        }
+        Trigger::Command { user, .. } => {
+            let asked = match &run.requested_type {
+                Some(t) => format!(" (to `{t}`)"),
+                None => String::new(),
+            };
+            format!("*Requested by* <@{user}>{asked}")
+        }
+    }
+}
+
+fn plan_line(run: &Run) -> String {
+    match (run.plan(), &run.state) {
+        (Some(plan), _) => {
+            let cap = match &plan.cap {
+                Some(c) => format!("cap `{c}`"),
+                None => "no cap".to_string(),
+            };
+            format!(
+                "*Plan:* snapshot, then `{}` ({}) → `{}` ({}) · {cap} · {} node(s), cluster mode {}",
+                plan.current,
+                memory_label(&plan.current),
+                plan.target,
+                memory_label(&plan.target),
+                plan.members,
+                plan.cluster_mode
+            )
+        }
+        (None, State::Planning) => "*Plan:* reading the group from AWS…".to_string(),
+        (None, _) => match run.outcome() {
+            Some(Outcome::NothingToDo { reason }) => format!("*Nothing to do:* {}", escape(reason)),
+            Some(Outcome::Failed { error, .. }) => {
+                format!("*Plan:* couldn't be made: {}", escape(error))
+            }
+            _ => "*Plan:* none".to_string(),
+        },
+    }
+}
+
+/// The steps a run will go through, given its policy, with what happened so far.
+fn checklist(run: &Run, now: Timestamp) -> String {
+    let mut expected = vec![Step::Approval];
+    if run.policy.pause_url.is_some() {
+        expected.push(Step::Pause);
+    }
+    expected.extend([Step::Snapshot, Step::Upsize]);
+    if run.policy.pause_url.is_some() {
+        expected.push(Step::Resume);
+    }
+    let planned = !matches!(run.state, State::Planning);
+    let stopped = run.outcome().is_some();
+    let mut lines = Vec::new();
+    for step in expected {
+        match run.step(step) {
+            Some(rec) => lines.push(step_line(run, rec, now)),
+            None if planned && !(stopped && step != Step::Resume) => {
+                lines.push(format!("▫️ {}", pending_label(run, step)));
+            }
+            None if stopped => {
+                if !matches!(run.outcome(), Some(Outcome::NothingToDo { .. })) {
+                    lines.push(format!("➖ ~{}~", pending_label(run, step)));
+                }
+            }
+            None => {}
+        }
+    }
+    if lines.is_empty() {
+        return "_Planning…_".to_string();
+    }
+    lines.join("\n")
+}
+
+fn pending_label(run: &Run, step: Step) -> String {
+    match (step, run.plan()) {
+        (Step::Approval, _) => "Approval".to_string(),
+        (Step::Pause, _) => "Pause workers".to_string(),
+        (Step::Snapshot, _) => "Snapshot".to_string(),
+        (Step::Upsize, Some(plan)) => format!("Upsize to `{}`", plan.target),
+        (Step::Upsize, None) => "Upsize".to_string(),
+        (Step::Resume, _) => "Resume workers".to_string(),
+        (Step::Plan, _) => "Plan".to_string(),
+    }
+}
+
+fn step_line(run: &Run, rec: &StepRecord, now: Timestamp) -> String {
+    let icon = match rec.status {
+        StepStatus::Running => "⏳",
+        StepStatus::Done => "✅",
+        StepStatus::Failed => "❌",
+        StepStatus::TimedOut => "⌛",
+        StepStatus::Cancelled => "🚫",
+    };
+    let label = match rec.step {
+        Step::Approval => approval_label(run),
+        Step::Snapshot => match &run.state {
+            State::Snapshotting { snapshot, .. } | State::Modifying { snapshot, .. } => {
+                format!("Snapshot `{snapshot}`")
+            }
+            _ => match run.outcome() {
+                Some(Outcome::Succeeded { snapshot, .. }) => format!("Snapshot `{snapshot}`"),
+                _ => "Snapshot".to_string(),
+            },
+        },
+        other => pending_label(run, other),
+    };
+    let timing = match (rec.status, rec.took()) {
+        (StepStatus::Running, _) => format!(
+            " · running for {} (since {})",
+            format_duration(now.since(rec.started)),
+            slack_time(rec.started)
+        ),
+        (_, Some(took)) => format!(" · {}", format_duration(took)),
+        _ => String::new(),
+    };
+    format!("{icon} {label}{timing}")
+}
+
+fn approval_label(run: &Run) -> String {
+    let approvers: Vec<&SlackUserId> = run
+        .decisions
+        .iter()
+        .filter(|d| d.kind == DecisionKind::Approve)
+        .map(|d| &d.user)
+        .collect();
+    match &run.state {
+        State::AwaitingApproval {
+            approvals,
+            deadline,
+            escalated,
+            ..
+        } => {
+            let need = run.policy.min_approvals.max(1);
+            let so_far = if approvals.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({}/{need}: {})",
+                    approvals.len(),
+                    approvals.iter().map(|u| format!("<@{u}>")).collect::<Vec<_>>().join(", ")
+                )
+            };
+            let when = if *escalated {
+                " — on-call paged".to_string()
+            } else {
+                match run.policy.on_approval_timeout {
+                    crate::config::OnApprovalTimeout::Escalate => {
+                        format!(" — pages on-call at {}", slack_time(*deadline))
+                    }
+                    crate::config::OnApprovalTimeout::Approve => {
+                        format!(" — approves itself at {}", slack_time(*deadline))
+                    }
+                }
+            };
+            format!("Waiting for approval{so_far}{when}")
+        }
+        _ => {
+            if let Some(d) = run.decisions.iter().rev().find(|d| d.kind == DecisionKind::Deny) {
+                return format!("Denied by <@{}>", d.user);
+            }
+            if let Some(d) = run.decisions.iter().rev().find(|d| d.kind == DecisionKind::Cancel) {
+                if run.step(Step::Approval).map(|s| s.status) == Some(StepStatus::Cancelled) {
+                    return format!("Cancelled by <@{}>", d.user);
+                }
+            }
+            if !approvers.is_empty() {
+                let by: Vec<String> = approvers.iter().map(|u| format!("<@{u}>")).collect();
+                format!("Approved by {}", by.join(", "))
+            } else if run.policy.approval == crate::config::ApprovalMode::Auto {
+                "Approved by policy (automatic)".to_string()
+            } else if matches!(run.outcome(), Some(Outcome::Expired)) {
+                "Expired without a decision".to_string()
+            } else {
+                "Approved by policy (no decision in time)".to_string()
+            }
+        }
+    }
+}
+
+fn outcome_line(run: &Run) -> Option<String> {
+    let paged = if run.page.open { " On-call has been paged." } else { "" };
+    let line = match &run.state {
+        State::Resuming { outcome, .. } => format!(
+            "⏳ {} — resuming workers…",
+            outcome_words(run, outcome)
+        ),
+        State::Finished { outcome, .. } => {
+            let mut s = outcome_words(run, outcome);
+            if let Some(err) = &run.resume_error {
+                s.push_str(&format!(
+                    "\n⚠️ *Resuming workers failed:* {} — workers may still be paused.",
+                    escape(err)
+                ));
+            }
+            s
+        }
+        _ => return None,
+    };
+    Some(format!("{line}{paged}"))
+}
+
+fn outcome_words(run: &Run, outcome: &Outcome) -> String {
+    let total = format_duration(run.updated_at.since(run.created_at));
+    match outcome {
+        Outcome::Succeeded { from, to, snapshot } => format!(
+            "✅ *Succeeded* in {total}: {} moved from `{from}` to `{to}`. Snapshot `{snapshot}` is kept.",
+            run.group
+        ),
+        Outcome::Failed { step, error } => {
+            format!("❌ *Failed* at {}: {}", step.label(), escape(error))
+        }
+        Outcome::TimedOut { step, after } => {
+            format!("⌛ *Timed out* at {} after {}.", step.label(), format_duration(*after))
+        }
+        Outcome::Denied { by } => format!("🚫 *Denied* by <@{by}>. Nothing was changed."),
+        Outcome::Cancelled { by } => format!("🚫 *Cancelled* by <@{by}>."),
+        Outcome::Expired => format!(
+            "⌛ *Expired*: nobody decided within {}. Nothing was changed.",
+            format_duration(run.policy.approval_expiry)
+        ),
+        Outcome::NothingToDo { .. } => "ℹ️ *Closed:* nothing to do.".to_string(),
+    }
+}
+
+fn footer(run: &Run) -> String {
+    let approval = match run.policy.approval {
+        crate::config::ApprovalMode::Auto => "automatic approval".to_string(),
+        crate::config::ApprovalMode::Required => {
+            let n = run.policy.min_approvals.max(1);
+            format!("{n} approval(s) required")
+        }
+    };
+    format!("Run `{}` · group `{}` · {approval}", run.id, run.group)
+}
+
+fn fallback(run: &Run) -> String {
+    let what = match &run.trigger {
+        Trigger::Alarm { value: Some(v), .. } => format!("{} memory {v:.0}%", run.group),
+        Trigger::Alarm { .. } => format!("{} memory alarm", run.group),
+        Trigger::Command { user, .. } => format!("{} upsize requested by <@{user}>", run.group),
+    };
+    let plan = run
+        .plan()
+        .map(|p| format!(" — proposed: snapshot, then {} → {}", p.current, p.target))
+        .unwrap_or_default();
+    let state = crate::workflow::machine::describe_state(run);
+    format!("{what}{plan} ({state})")
+}
+
+/// A thread reply.
+pub fn render_note(run: &Run, note: &Note) -> Message {
+    let text = match note {
+        Note::ApprovalRecorded { by, have, need } => format!(
+            "👍 <@{by}> approved ({have} of {need}). {} more approver(s) needed.",
+            need.saturating_sub(*have)
+        ),
+        Note::Approved { by } => {
+            let by: Vec<String> = by.iter().map(|u| format!("<@{u}>")).collect();
+            format!("👍 Approved by {}. Starting.", by.join(" and "))
+        }
+        Note::ApprovedByPolicy => {
+            "🤖 This group's policy approves automatically (`approval = \"auto\"`). Starting.".to_string()
+        }
+        Note::ApprovedOnTimeout { after } => format!(
+            "🤖 No decision after {}; this group's policy approves then (`on_approval_timeout = \"approve\"`). Starting.",
+            format_duration(*after)
+        ),
+        Note::Escalated { after } => format!(
+            "⏰ No decision after {}. Paging on-call; approving or denying above still works.",
+            format_duration(*after)
+        ),
+        Note::SizeChosen { by, node_type } => {
+            format!("📐 <@{by}> changed the target to `{node_type}` ({}).", memory_label(node_type))
+        }
+        Note::Denied { by } => format!("🚫 Denied by <@{by}>. Nothing was changed."),
+        Note::Cancelled { by, snapshot_kept } => match snapshot_kept {
+            Some(s) => format!(
+                "🚫 Cancelled by <@{by}>. The group was not modified; snapshot `{s}` finishes in AWS and is kept."
+            ),
+            None => format!("🚫 Cancelled by <@{by}>. Nothing was changed."),
+        },
+        Note::Expired => "⌛ Nobody decided in time; this run is closed. Nothing was changed.".to_string(),
+        Note::Pausing => "⏸️ Pausing workers…".to_string(),
+        Note::Paused => "⏸️ Workers paused.".to_string(),
+        Note::PauseFailed { error } => format!(
+            "❌ Pausing workers failed: {}. Nothing else was touched.",
+            escape(error)
+        ),
+        Note::SnapshotStarted { name } => format!("📸 Creating snapshot `{name}`…"),
+        Note::GroupBusy { status } => format!(
+            "⏳ The group is busy ({}); waiting for it to be available.",
+            escape(status)
+        ),
+        Note::SnapshotReady { name, took } => format!(
+            "📸 Snapshot `{name}` is available ({}).",
+            format_duration(*took)
+        ),
+        Note::ModifyStarted { from, to } => {
+            format!("⬆️ Upsizing from `{from}` to `{to}` (applied immediately)…")
+        }
+        Note::Resumed => "▶️ Workers resumed.".to_string(),
+        Note::ResumeFailed { error } => format!(
+            "❌ Resuming workers failed: {}. *Workers may still be paused.*",
+            escape(error)
+        ),
+        Note::Succeeded { from, to, took } => format!(
+            "✅ Done: {} is on `{to}` (was `{from}`), {} after the alarm.",
+            run.group,
+            format_duration(*took)
+        ),
+        Note::Failed { step, error } => format!("❌ Failed at {}: {}", step.label(), escape(error)),
+        Note::TimedOut { step, after } => format!(
+            "⌛ Timed out at {} after {}.",
+            step.label(),
+            format_duration(*after)
+        ),
+        Note::NothingToDo { reason } => format!("ℹ️ Nothing to do: {}", escape(reason)),
+        Note::AlarmRepeated { reason, value, count } => {
+            let value = value.map(|v| format!(" ({v:.1}%)")).unwrap_or_default();
+            let reason = if reason.is_empty() {
+                String::new()
+            } else {
+                format!("\n> {}", escape(&truncate(reason, 200)))
+            };
+            format!("🔁 The alarm fired again{value} — {count} time(s) during this run.{reason}")
+        }
+        Note::AlarmCleared { reason } => format!("💚 Alarm cleared: {}", escape(&truncate(reason, 200))),
+        Note::Paged { reason } => format!("📟 Paged on-call: {}", page_summary(run, reason)),
+        Note::PageResolved => "📟 PagerDuty incident resolved.".to_string(),
+        Note::PageFailed { error } => format!("⚠️ Couldn't page PagerDuty: {}", escape(error)),
+    };
+    Message::text(text)
+}
+
+/// One line saying why on-call is paged (also the PagerDuty summary).
+pub fn page_summary(run: &Run, reason: &PageReason) -> String {
+    match reason {
+        PageReason::ApprovalTimeout { after } => format!(
+            "{} upsize is waiting for approval for {}",
+            run.group,
+            format_duration(*after)
+        ),
+        PageReason::RunFailed => match run.outcome() {
+            Some(Outcome::TimedOut { step, after }) => format!(
+                "{} upsize timed out at {} after {}",
+                run.group,
+                step.label(),
+                format_duration(*after)
+            ),
+            Some(Outcome::Failed { step, error }) => {
+                format!("{} upsize failed at {}: {error}", run.group, step.label())
+            }
+            _ => format!("{} upsize failed", run.group),
+        },
+        PageReason::ResumeFailed { error } => format!(
+            "{} workers may still be paused: the resume hook failed: {error}",
+            run.group
+        ),
+        PageReason::CannotAct { reason } => {
+            format!("{} memory alarm, and the bot cannot upsize: {reason}", run.group)
+        }
+        PageReason::SlackUnreachable { error } => format!(
+            "{} run can't be posted to Slack ({error}); nobody can see or approve it",
+            run.group
+        ),
+    }
+}
+
+/// Slack renders this in each reader's own time zone; the fallback is UTC.
+fn slack_time(t: Timestamp) -> String {
+    format!("<!date^{}^{{time}}|{} UTC>", t.as_secs(), t.clock_utc())
+}
+
+/// Escape the three characters Slack's mrkdwn treats as control characters.
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max).collect();
+        t.push('…');
+        t
+    }
+}

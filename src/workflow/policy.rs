@@ -1,0 +1,237 @@
+//! Pure policy decisions: which node type a run moves to, and who may decide on it.
+//!
+//! No I/O: AWS's answers and the person's identity come in as arguments.
+
+use crate::config::Policy;
+use crate::domain::{NodeType, SlackUserId};
+use crate::elasticache::node_types::{next_in_family, within_cap};
+use crate::elasticache::GroupInfo;
+
+use super::run::Plan;
+
+/// Decide the plan from what AWS said, or explain why there is nothing to do.
+///
+/// The target is the requested type when one was asked for (it must be a scale-up AWS lists
+/// and within the cap), otherwise the next size up in the same family within the cap.
+pub fn plan(
+    group: &GroupInfo,
+    allowed: &[NodeType],
+    requested: Option<&NodeType>,
+    policy: &Policy,
+) -> Result<Plan, String> {
+    if !matches!(group.status.as_str(), "available" | "snapshotting") {
+        return Err(format!(
+            "{} is `{}` right now; a run can start once it is `available`",
+            group.id, group.status
+        ));
+    }
+    let Some(current) = group.node_type.clone() else {
+        return Err(format!("AWS did not report a node type for {}", group.id));
+    };
+    let cap = policy.max_node_type.clone();
+    let choices = choices_within_cap(&current, allowed, cap.as_ref());
+    let target = match requested {
+        Some(t) => {
+            if *t == current {
+                return Err(format!("{} is already on {t}", group.id));
+            }
+            if !allowed.contains(t) {
+                return Err(format!(
+                    "AWS does not list {t} as a scale-up for {} (on {current}); allowed within the cap: {}",
+                    group.id,
+                    list_or_none(&choices)
+                ));
+            }
+            if let Some(cap) = &cap {
+                match within_cap(t, cap) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Err(format!(
+                            "{t} is above this group's cap ({cap}); allowed: {}",
+                            list_or_none(&choices)
+                        ));
+                    }
+                    Err(why) => return Err(why),
+                }
+            }
+            t.clone()
+        }
+        None => match next_in_family(&current, &choices) {
+            Some(t) => t.clone(),
+            None => {
+                return Err(match &cap {
+                    Some(cap) if next_in_family(&current, allowed).is_some() => format!(
+                        "{} is on {current}, and the next size up is above the cap ({cap})",
+                        group.id
+                    ),
+                    _ => format!(
+                        "AWS lists no larger {} size for {} (on {current})",
+                        current.family(),
+                        group.id
+                    ),
+                });
+            }
+        },
+    };
+    Ok(Plan {
+        current,
+        target,
+        choices,
+        cap,
+        cluster_mode: group.cluster_mode,
+        members: group.members.len(),
+    })
+}
+
+/// Scale-ups AWS allows that are within the cap, in the same family first then by size.
+pub fn choices_within_cap(
+    current: &NodeType,
+    allowed: &[NodeType],
+    cap: Option<&NodeType>,
+) -> Vec<NodeType> {
+    let mut out: Vec<NodeType> = allowed
+        .iter()
+        .filter(|t| *t != current)
+        .filter(|t| match cap {
+            Some(cap) => within_cap(t, cap).unwrap_or(false),
+            None => true,
+        })
+        .cloned()
+        .collect();
+    out.sort_by(|a, b| {
+        (!a.same_family(current), a.family(), a.size()).cmp(&(
+            !b.same_family(current),
+            b.family(),
+            b.size(),
+        ))
+    });
+    out.dedup();
+    out
+}
+
+fn list_or_none(types: &[NodeType]) -> String {
+    if types.is_empty() {
+        "none".to_string()
+    } else {
+        types
+            .iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Why a person may not make a decision on a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotAllowed {
+    NotAnApprover,
+    SelfApproval,
+    AlreadyApprovedByYou,
+}
+
+/// May `user` approve a run requested by `requested_by`, given who approved already?
+pub fn may_approve(
+    policy: &Policy,
+    user: &SlackUserId,
+    is_approver: bool,
+    requested_by: Option<&SlackUserId>,
+    approvals_so_far: &[SlackUserId],
+) -> Result<(), NotAllowed> {
+    if !is_approver {
+        return Err(NotAllowed::NotAnApprover);
+    }
+    if !policy.allow_self_approval && requested_by == Some(user) {
+        return Err(NotAllowed::SelfApproval);
+    }
+    if approvals_so_far.contains(user) {
+        return Err(NotAllowed::AlreadyApprovedByYou);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{CacheClusterId, ReplicationGroupId};
+    use crate::elasticache::node_types::scale_ups_from;
+    use crate::elasticache::ClusterMode;
+
+    fn nt(s: &str) -> NodeType {
+        NodeType::parse(s).unwrap()
+    }
+
+    fn group(node: &str, status: &str) -> GroupInfo {
+        GroupInfo {
+            id: ReplicationGroupId::parse("prod-jobs").unwrap(),
+            status: status.into(),
+            node_type: Some(nt(node)),
+            members: vec![CacheClusterId::parse("prod-jobs-001").unwrap()],
+            cluster_mode: ClusterMode::Disabled,
+        }
+    }
+
+    fn policy(cap: Option<&str>) -> Policy {
+        Policy {
+            max_node_type: cap.map(nt),
+            ..Policy::default()
+        }
+    }
+
+    #[test]
+    fn the_target_is_the_next_size_in_the_same_family() {
+        let allowed = scale_ups_from(&nt("cache.r6g.large"));
+        let p = plan(&group("cache.r6g.large", "available"), &allowed, None, &policy(Some("cache.r6g.4xlarge"))).unwrap();
+        assert_eq!(p.target, nt("cache.r6g.xlarge"));
+        assert_eq!(p.current, nt("cache.r6g.large"));
+        assert_eq!(p.choices[0], nt("cache.r6g.xlarge"), "same family first");
+        assert!(p.choices.iter().all(|t| within_cap(t, &nt("cache.r6g.4xlarge")).unwrap()));
+    }
+
+    #[test]
+    fn a_group_at_the_cap_has_nothing_to_do() {
+        let allowed = scale_ups_from(&nt("cache.r6g.2xlarge"));
+        let err = plan(&group("cache.r6g.2xlarge", "available"), &allowed, None, &policy(Some("cache.r6g.2xlarge"))).unwrap_err();
+        assert!(err.contains("above the cap"), "{err}");
+    }
+
+    #[test]
+    fn the_largest_size_has_nothing_to_do() {
+        let err = plan(&group("cache.r6g.16xlarge", "available"), &[], None, &policy(None)).unwrap_err();
+        assert!(err.contains("no larger r6g size"), "{err}");
+    }
+
+    #[test]
+    fn a_requested_type_must_be_allowed_and_within_the_cap() {
+        let g = group("cache.r6g.large", "available");
+        let allowed = scale_ups_from(&nt("cache.r6g.large"));
+        let pol = policy(Some("cache.r6g.2xlarge"));
+        let ok = plan(&g, &allowed, Some(&nt("cache.r6g.2xlarge")), &pol).unwrap();
+        assert_eq!(ok.target, nt("cache.r6g.2xlarge"));
+        let above = plan(&g, &allowed, Some(&nt("cache.r6g.4xlarge")), &pol).unwrap_err();
+        assert!(above.contains("above this group's cap"), "{above}");
+        let not_listed = plan(&g, &allowed, Some(&nt("cache.t3.small")), &pol).unwrap_err();
+        assert!(not_listed.contains("does not list"), "{not_listed}");
+        let same = plan(&g, &allowed, Some(&nt("cache.r6g.large")), &pol).unwrap_err();
+        assert!(same.contains("already on"), "{same}");
+    }
+
+    #[test]
+    fn a_busy_group_is_not_planned() {
+        let allowed = scale_ups_from(&nt("cache.r6g.large"));
+        let err = plan(&group("cache.r6g.large", "modifying"), &allowed, None, &policy(None)).unwrap_err();
+        assert!(err.contains("`modifying`"), "{err}");
+    }
+
+    #[test]
+    fn approval_rules() {
+        let u1 = SlackUserId::parse("U0000001").unwrap();
+        let u2 = SlackUserId::parse("U0000002").unwrap();
+        let p = Policy::default();
+        assert_eq!(may_approve(&p, &u1, false, None, &[]), Err(NotAllowed::NotAnApprover));
+        assert_eq!(may_approve(&p, &u1, true, Some(&u1), &[]), Err(NotAllowed::SelfApproval));
+        assert_eq!(may_approve(&p, &u1, true, Some(&u2), &[]), Ok(()));
+        assert_eq!(may_approve(&p, &u1, true, None, std::slice::from_ref(&u1)), Err(NotAllowed::AlreadyApprovedByYou));
+        let lenient = Policy { allow_self_approval: true, ..Policy::default() };
+        assert_eq!(may_approve(&lenient, &u1, true, Some(&u1), &[]), Ok(()));
+    }
+}

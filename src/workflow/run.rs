@@ -1,0 +1,367 @@
+//! A run and its state: the data the machine decides on and the store persists.
+//!
+//! Each [`State`] variant carries exactly what is valid in it (there is no plan while
+//! planning, no snapshot name before the snapshot step). Everything here is plain data with
+//! serde, so a run survives a restart byte for byte.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Policy;
+use crate::domain::{
+    ChannelId, MessageTs, NodeType, ReplicationGroupId, RunId, SlackUserId, SnapshotName,
+    Timestamp,
+};
+use crate::elasticache::ClusterMode;
+
+/// One snapshot-then-upsize attempt for one replication group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: RunId,
+    pub group: ReplicationGroupId,
+    /// Where the run's top message and thread live.
+    pub channel: ChannelId,
+    pub trigger: Trigger,
+    /// A node type asked for explicitly (`/redis upsize prod-jobs cache.r6g.2xlarge`).
+    pub requested_type: Option<NodeType>,
+    /// The group's policy when the run started; config changes don't alter a run half-way.
+    pub policy: Policy,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub state: State,
+    /// Each step's timing, for the live checklist.
+    pub steps: Vec<StepRecord>,
+    /// Approvals, denials and size choices, in order.
+    pub decisions: Vec<DecisionRecord>,
+    /// The top message, once Slack has accepted it.
+    pub message: Option<TopMessage>,
+    pub page: PageState,
+    /// How many more times the alarm fired while this run was active.
+    pub alarm_repeats: u32,
+    /// Set when the resume hook failed (the outcome itself is kept).
+    pub resume_error: Option<String>,
+}
+
+impl Run {
+    /// A new run, about to plan.
+    pub fn new(
+        id: RunId,
+        group: ReplicationGroupId,
+        channel: ChannelId,
+        trigger: Trigger,
+        requested_type: Option<NodeType>,
+        policy: Policy,
+        now: Timestamp,
+    ) -> Run {
+        Run {
+            id,
+            group,
+            channel,
+            trigger,
+            requested_type,
+            policy,
+            created_at: now,
+            updated_at: now,
+            state: State::Planning,
+            steps: vec![StepRecord::start(Step::Plan, now)],
+            decisions: Vec::new(),
+            message: None,
+            page: PageState::default(),
+            alarm_repeats: 0,
+            resume_error: None,
+        }
+    }
+
+    pub fn plan(&self) -> Option<&Plan> {
+        match &self.state {
+            State::Planning => None,
+            State::AwaitingApproval { plan, .. }
+            | State::Pausing { plan }
+            | State::Snapshotting { plan, .. }
+            | State::Modifying { plan, .. }
+            | State::Resuming { plan, .. } => Some(plan),
+            State::Finished { plan, .. } => plan.as_ref(),
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state, State::Finished { .. })
+    }
+
+    /// The final outcome, once there is one (also while the resume hook still runs).
+    pub fn outcome(&self) -> Option<&Outcome> {
+        match &self.state {
+            State::Resuming { outcome, .. } | State::Finished { outcome, .. } => Some(outcome),
+            _ => None,
+        }
+    }
+
+    /// Who asked for this run, if a person did.
+    pub fn requested_by(&self) -> Option<&SlackUserId> {
+        match &self.trigger {
+            Trigger::Command { user, .. } => Some(user),
+            Trigger::Alarm { .. } => None,
+        }
+    }
+
+    pub fn step(&self, step: Step) -> Option<&StepRecord> {
+        self.steps.iter().rev().find(|s| s.step == step)
+    }
+
+    /// Was the pause hook attempted? Then the resume hook must run, whatever happens.
+    pub fn pause_attempted(&self) -> bool {
+        self.step(Step::Pause).is_some()
+    }
+
+    pub fn finished_at(&self) -> Option<Timestamp> {
+        match self.state {
+            State::Finished { .. } => Some(self.updated_at),
+            _ => None,
+        }
+    }
+
+    /// The short state name used in the store, `/redis runs` and metrics.
+    pub fn state_name(&self) -> &'static str {
+        self.state.name()
+    }
+}
+
+/// What started a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Trigger {
+    /// A CloudWatch alarm (through EventBridge or SNS).
+    Alarm {
+        alarm_name: String,
+        /// The alarm's state reason, e.g. "Threshold Crossed: … [93.2 …] was greater than …".
+        reason: String,
+        /// The most recent datapoint, when the alarm carried one.
+        value: Option<f64>,
+        at: Timestamp,
+    },
+    /// A person, through `/redis upsize` (or the "start anyway" button).
+    Command {
+        user: SlackUserId,
+        /// Slack's `response_url`, to answer the person privately.
+        response_url: Option<String>,
+    },
+}
+
+/// Where a run is. See the diagram in [`crate::workflow`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum State {
+    /// Reading the group and the allowed scale-ups from AWS.
+    Planning,
+    /// Waiting for a person (or the policy) to approve.
+    AwaitingApproval {
+        plan: Plan,
+        /// When the approval timeout fires (escalate or approve, per policy).
+        deadline: Timestamp,
+        /// When a run nobody decided on is closed.
+        expires: Timestamp,
+        escalated: bool,
+        /// Approvers so far (for `min_approvals` > 1).
+        approvals: Vec<SlackUserId>,
+    },
+    /// Calling the pause hook.
+    Pausing { plan: Plan },
+    /// Taking the snapshot.
+    Snapshotting {
+        plan: Plan,
+        snapshot: SnapshotName,
+        /// DescribeSnapshots polls (and busy-group waits) so far.
+        polls: u32,
+        /// AWS accepted CreateSnapshot (or the snapshot already existed).
+        created: bool,
+    },
+    /// Moving the group to the target node type.
+    Modifying {
+        plan: Plan,
+        snapshot: SnapshotName,
+        started: Timestamp,
+        /// AWS accepted ModifyReplicationGroup (or was already on it).
+        requested: bool,
+        /// The group has been seen `modifying`, so `available` on the old type means it failed.
+        seen_modifying: bool,
+        polls: u32,
+    },
+    /// The outcome is known; the resume hook runs before the run is finished.
+    Resuming { plan: Plan, outcome: Outcome },
+    Finished {
+        plan: Option<Plan>,
+        outcome: Outcome,
+    },
+}
+
+impl State {
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Planning => "planning",
+            State::AwaitingApproval { .. } => "awaiting_approval",
+            State::Pausing { .. } => "pausing",
+            State::Snapshotting { .. } => "snapshotting",
+            State::Modifying { .. } => "modifying",
+            State::Resuming { .. } => "resuming",
+            State::Finished { outcome, .. } => outcome.name(),
+        }
+    }
+}
+
+/// What the run will do, decided from AWS's answers and the policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub current: NodeType,
+    pub target: NodeType,
+    /// Scale-ups AWS allows that are within the cap, smallest first (the size picker).
+    pub choices: Vec<NodeType>,
+    pub cap: Option<NodeType>,
+    pub cluster_mode: ClusterMode,
+    pub members: usize,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded {
+        from: NodeType,
+        to: NodeType,
+        snapshot: SnapshotName,
+    },
+    Failed {
+        step: Step,
+        error: String,
+    },
+    TimedOut {
+        step: Step,
+        #[serde(with = "crate::domain::duration_ms")]
+        after: Duration,
+    },
+    Denied {
+        by: SlackUserId,
+    },
+    Cancelled {
+        by: SlackUserId,
+    },
+    /// Nobody decided before `approval_expiry`.
+    Expired,
+    /// Planning found nothing to do (at the cap, no larger size, group busy, …).
+    NothingToDo {
+        reason: String,
+    },
+}
+
+impl Outcome {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Succeeded { .. } => "succeeded",
+            Outcome::Failed { .. } => "failed",
+            Outcome::TimedOut { .. } => "timed_out",
+            Outcome::Denied { .. } => "denied",
+            Outcome::Cancelled { .. } => "cancelled",
+            Outcome::Expired => "expired",
+            Outcome::NothingToDo { .. } => "nothing_to_do",
+        }
+    }
+
+    /// Does this outcome need a person (a page)?
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Outcome::Failed { .. } | Outcome::TimedOut { .. })
+    }
+}
+
+/// The steps of the checklist, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    Plan,
+    Approval,
+    Pause,
+    Snapshot,
+    Upsize,
+    Resume,
+}
+
+impl Step {
+    pub fn label(self) -> &'static str {
+        match self {
+            Step::Plan => "plan",
+            Step::Approval => "approval",
+            Step::Pause => "pause workers",
+            Step::Snapshot => "snapshot",
+            Step::Upsize => "upsize",
+            Step::Resume => "resume workers",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Running,
+    Done,
+    Failed,
+    TimedOut,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub step: Step,
+    pub started: Timestamp,
+    pub ended: Option<Timestamp>,
+    pub status: StepStatus,
+}
+
+impl StepRecord {
+    pub fn start(step: Step, now: Timestamp) -> StepRecord {
+        StepRecord {
+            step,
+            started: now,
+            ended: None,
+            status: StepStatus::Running,
+        }
+    }
+
+    pub fn took(&self) -> Option<Duration> {
+        self.ended.map(|e| e.since(self.started))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionKind {
+    Approve,
+    Deny,
+    Cancel,
+    ChooseSize,
+}
+
+/// A person's accepted decision, for the top message and the audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionRecord {
+    pub user: SlackUserId,
+    pub kind: DecisionKind,
+    pub at: Timestamp,
+    /// For a size choice, the size chosen.
+    pub node_type: Option<NodeType>,
+}
+
+/// The run's top message in Slack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopMessage {
+    pub channel: ChannelId,
+    pub ts: MessageTs,
+    /// A link to the message (and so its thread), for PagerDuty.
+    pub permalink: Option<String>,
+}
+
+/// Whether this run has an open PagerDuty incident (its dedup key is the run id).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PageState {
+    pub open: bool,
+    /// How many triggers were sent (repeats fold into the same incident).
+    pub triggers: u32,
+}
