@@ -11,10 +11,16 @@
 //! - [`elasticache`]: the AWS verbs the workflow needs, the SDK implementation and a simulator
 //!   that speaks the ElastiCache Query protocol.
 //! - [`sim`](elasticache::sim) is also the `elasticache-sim` command.
+//! - [`http_client`]: the one outgoing HTTP client setup (TLS provider, timeouts, no redirects).
+//! - [`slack`]: Slack's language; [`slack::api`] is the Web API client.
+//! - [`pagerduty`]: the PagerDuty Events API v2 client.
+//! - [`standin`]: local Slack and PagerDuty servers for `demo` and the tests.
 
 pub mod config;
 pub mod domain;
 pub mod elasticache;
+pub mod http_client;
+pub mod pagerduty;
 pub mod slack;
 pub mod standin;
 pub mod workflow;

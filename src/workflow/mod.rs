@@ -34,8 +34,10 @@
 //! idempotent, so a process killed at any point resumes without doing anything twice.
 
 pub mod machine;
+pub mod page;
 pub mod policy;
 pub mod run;
+pub mod runner;
 
 #[cfg(test)]
 mod machine_tests;

@@ -113,12 +113,13 @@ enum Executed {
     Event(Event),
     /// Nothing for the machine; mark the effect done.
     Done,
-    /// Try again later (or give up with `fail` after the last attempt).
+    /// Try again later; after the last attempt feed `fail` to the machine (or, with `None`,
+    /// just record that delivery gave up).
     Retry {
         error: String,
         after: Option<Duration>,
         policy: RetryPolicy,
-        fail: Box<Event>,
+        fail: Option<Box<Event>>,
     },
     /// Delivery failed for good and the machine need not know (an update or a note).
     GaveUp(String),
@@ -410,7 +411,12 @@ impl Runner {
                         "gave_up",
                         format!("{} failed {} time(s); last error: {error}", pending.effect.name(), pending.attempt),
                     ));
-                    self.apply(&run.id, Some(pending.id), *fail, audit).await?;
+                    match fail {
+                        Some(event) => {
+                            self.apply(&run.id, Some(pending.id), *event, audit).await?;
+                        }
+                        None => self.complete(&run.id, pending.id, now, audit).await?,
+                    }
                 } else {
                     let next = pending.attempt + 1;
                     let wait = after.unwrap_or_else(|| policy.delay_before(next));
@@ -478,7 +484,7 @@ impl Runner {
                     error: e.to_string(),
                     after: None,
                     policy: aws_retry,
-                    fail: Box::new(Event::AwsFailed { op, error: e.clone() }),
+                    fail: Some(Box::new(Event::AwsFailed { op, error: e.clone() })),
                 }
             } else {
                 Executed::Event(Event::AwsFailed { op, error: e.clone() })
@@ -618,7 +624,7 @@ impl Runner {
                                 error: e.to_string(),
                                 after: e.retry_after(),
                                 policy: delivery,
-                                fail: Box::new(Event::TopMessageFailed { error: e.to_string() }),
+                                fail: Some(Box::new(Event::TopMessageFailed { error: e.to_string() })),
                             }
                         } else {
                             Executed::Event(Event::TopMessageFailed { error: e.to_string() })
@@ -679,7 +685,7 @@ impl Runner {
                         log("pagerduty", what, format!("error: {e}"));
                         let fail = Event::PageFailed { action: action.clone(), error: e.to_string() };
                         if e.is_retryable() {
-                            Executed::Retry { error: e.to_string(), after: None, policy: delivery, fail: Box::new(fail) }
+                            Executed::Retry { error: e.to_string(), after: None, policy: delivery, fail: Some(Box::new(fail)) }
                         } else {
                             Executed::Event(fail)
                         }
@@ -716,7 +722,7 @@ impl Runner {
                         log("hook", name, format!("error: {e}"));
                         let fail = Event::HookFailed { phase: *phase, error: e.to_string() };
                         if e.is_retryable() {
-                            Executed::Retry { error: e.to_string(), after: None, policy: delivery, fail: Box::new(fail) }
+                            Executed::Retry { error: e.to_string(), after: None, policy: delivery, fail: Some(Box::new(fail)) }
                         } else {
                             Executed::Event(fail)
                         }
@@ -736,7 +742,7 @@ fn slack_retry(e: crate::slack::api::SlackError, policy: RetryPolicy) -> Execute
             policy,
             // A thread reply or an update that never arrives is logged and audited; the run
             // goes on (the top message's next update shows the state anyway).
-            fail: Box::new(Event::AlarmCleared { reason: String::new() }),
+            fail: None,
         }
     } else {
         Executed::GaveUp(e.to_string())

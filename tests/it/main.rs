@@ -1,4 +1,5 @@
 //! All integration tests are one binary (one link, one `cargo test` target). Each module is a
 //! spec for one part of the product, run against the real app on loopback with local fakes.
 
+mod clients;
 mod elasticache;

@@ -1,0 +1,1277 @@
+//! A local stand-in for Slack's Web API, and a reader that shows its channels as a person would.
+//!
+//! It owns a real HTTP server on 127.0.0.1 (port 0) that speaks the Web API's wire format for
+//! the five methods the bot uses: bearer or form token, JSON bodies for write methods, form or
+//! query arguments for read methods, `ok:false` errors on HTTP 200, and 429 with `Retry-After`.
+//! It records every call, keeps channels, threads and edit histories, and can be told to fail.
+//! [`render_blocks`] and [`render_transcript`] turn Block Kit into text a person can read, for
+//! the `demo` command and for test failures.
+//!
+//! It must never be used by `serve`, and it is not a Slack simulator beyond what the bot needs:
+//! no users, no channel membership, no scopes.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use serde_json::{Map, Value, json};
+use tokio::sync::{broadcast, oneshot};
+
+use crate::domain::{ChannelId, MessageTs, SlackUserGroupId, SlackUserId};
+use crate::slack::Message;
+
+/// Methods Slack documents as form-encoded only: their arguments in a JSON body are ignored,
+/// just as Slack ignores them.
+const FORM_ONLY_METHODS: &[&str] = &["chat.getPermalink", "usergroups.users.list"];
+
+/// The workspace domain used in permalinks.
+const WORKSPACE_URL: &str = "https://example.slack.com";
+
+/// What the stand-in should do instead of answering a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// HTTP 429 with `Retry-After: retry_after_secs` and `{"ok":false,"error":"ratelimited"}`.
+    RateLimited { retry_after_secs: u64 },
+    /// HTTP 200 with `{"ok":false,"error":…}`, e.g. `channel_not_found`.
+    Error(&'static str),
+    /// This HTTP status with a non-JSON body, as a load balancer would answer.
+    Http(u16),
+}
+
+/// One request as the stand-in received it. `body` holds every argument (JSON body, form body
+/// and query string merged into one JSON object); a `token` argument is left out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlackCall {
+    pub method: String,
+    pub body: Value,
+}
+
+/// A message in a channel, as it looks now, with its history and thread.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeMessage {
+    pub ts: MessageTs,
+    pub text: String,
+    pub blocks: Vec<Value>,
+    /// Earlier versions, oldest first; empty when the message was never edited.
+    pub edits: Vec<Message>,
+    /// Thread replies, oldest first (always empty for a reply itself).
+    pub replies: Vec<FakeMessage>,
+}
+
+impl FakeMessage {
+    /// The message's current text and blocks.
+    pub fn message(&self) -> Message {
+        Message {
+            text: self.text.clone(),
+            blocks: self.blocks.clone(),
+        }
+    }
+
+    /// The current version as a person would read it.
+    pub fn rendered(&self) -> String {
+        render_blocks(&self.message())
+    }
+}
+
+/// A message only one person saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeEphemeral {
+    pub channel: ChannelId,
+    pub user: SlackUserId,
+    pub ts: MessageTs,
+    pub thread_ts: Option<MessageTs>,
+    pub text: String,
+    pub blocks: Vec<Value>,
+}
+
+impl FakeEphemeral {
+    pub fn message(&self) -> Message {
+        Message {
+            text: self.text.clone(),
+            blocks: self.blocks.clone(),
+        }
+    }
+}
+
+/// Something that just happened in the stand-in's workspace, for a live view such as `demo`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SlackEvent {
+    /// A new message, or a thread reply when `thread_ts` is set.
+    Posted {
+        channel: ChannelId,
+        ts: MessageTs,
+        thread_ts: Option<MessageTs>,
+        rendered: String,
+    },
+    /// A message was replaced; `rendered` is its new version.
+    Updated {
+        channel: ChannelId,
+        ts: MessageTs,
+        rendered: String,
+    },
+    /// A message only `user` sees.
+    Ephemeral {
+        channel: ChannelId,
+        user: SlackUserId,
+        rendered: String,
+    },
+}
+
+/// Namespace for starting the stand-in.
+pub struct FakeSlack;
+
+impl FakeSlack {
+    /// Start a stand-in on 127.0.0.1 that accepts `expected_token` as the bot token. It stops
+    /// when the last clone of the returned handle is dropped.
+    pub async fn spawn(expected_token: &str) -> anyhow::Result<FakeSlackHandle> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let (events, _) = broadcast::channel(1024);
+        let shared = Arc::new(Shared {
+            expected_token: expected_token.to_string(),
+            state: Mutex::new(Workspace::new(now_secs())),
+            events,
+        });
+        let app = Router::new()
+            .route("/api/{method}", any(handle))
+            .with_state(shared.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::warn!(error = %e, "the Slack stand-in stopped");
+            }
+        });
+        Ok(FakeSlackHandle {
+            shared,
+            addr,
+            _stop: Arc::new(stop),
+        })
+    }
+}
+
+/// A running stand-in: where it listens, what it received, what its channels look like.
+#[derive(Clone)]
+pub struct FakeSlackHandle {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    /// Dropped with the last handle, which stops the server.
+    _stop: Arc<oneshot::Sender<()>>,
+}
+
+impl fmt::Debug for FakeSlackHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FakeSlackHandle")
+            .field("base_url", &self.base_url())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FakeSlackHandle {
+    /// The Web API base URL, `http://127.0.0.1:PORT/api` (what `SLACK_API_URL` would be).
+    pub fn base_url(&self) -> String {
+        format!("http://{}/api", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Every call received so far, in order, including rejected and failed ones.
+    pub fn calls(&self) -> Vec<SlackCall> {
+        self.shared.lock().calls.clone()
+    }
+
+    /// How many calls of `method` were received (including rejected and failed ones).
+    pub fn count(&self, method: &str) -> usize {
+        self.shared
+            .lock()
+            .calls
+            .iter()
+            .filter(|c| c.method == method)
+            .count()
+    }
+
+    /// Answer the next `n` calls of `method` with `fault` instead of handling them.
+    pub fn fail_next(&self, method: &str, n: usize, fault: Fault) {
+        let mut state = self.shared.lock();
+        let queue = state.faults.entry(method.to_string()).or_default();
+        queue.extend(std::iter::repeat_n(fault, n));
+    }
+
+    /// Set the members of a user group (`usergroups.users.list` answers `no_such_subteam` for
+    /// groups never set).
+    pub fn set_usergroup(&self, group: &SlackUserGroupId, members: Vec<SlackUserId>) {
+        self.shared.lock().usergroups.insert(group.clone(), members);
+    }
+
+    /// The channel's top-level messages, oldest first, each with its thread.
+    pub fn messages(&self, channel: &ChannelId) -> Vec<FakeMessage> {
+        self.shared
+            .lock()
+            .channels
+            .get(channel)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// One message (top-level or reply) by its `ts`.
+    pub fn message(&self, channel: &ChannelId, ts: &MessageTs) -> Option<FakeMessage> {
+        let state = self.shared.lock();
+        let messages = state.channels.get(channel)?;
+        messages
+            .iter()
+            .flat_map(|m| std::iter::once(m).chain(m.replies.iter()))
+            .find(|m| &m.ts == ts)
+            .cloned()
+    }
+
+    /// The channels that have messages.
+    pub fn channels(&self) -> Vec<ChannelId> {
+        self.shared.lock().channels.keys().cloned().collect()
+    }
+
+    /// Every ephemeral message, in order.
+    pub fn ephemerals(&self) -> Vec<FakeEphemeral> {
+        self.shared.lock().ephemerals.clone()
+    }
+
+    /// The ephemeral messages `user` saw, in order.
+    pub fn ephemerals_for(&self, user: &SlackUserId) -> Vec<FakeEphemeral> {
+        self.shared
+            .lock()
+            .ephemerals
+            .iter()
+            .filter(|e| &e.user == user)
+            .cloned()
+            .collect()
+    }
+
+    /// The channel as a person would read it: see [`render_transcript`].
+    pub fn transcript(&self, channel: &ChannelId) -> String {
+        render_transcript(channel, &self.messages(channel))
+    }
+
+    /// A live feed of posts, updates and ephemeral messages from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<SlackEvent> {
+        self.shared.events.subscribe()
+    }
+}
+
+struct Shared {
+    expected_token: String,
+    state: Mutex<Workspace>,
+    events: broadcast::Sender<SlackEvent>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Workspace> {
+        // A panic in one handler must not take the whole stand-in down with it.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Everything the stand-in remembers.
+struct Workspace {
+    calls: Vec<SlackCall>,
+    faults: HashMap<String, VecDeque<Fault>>,
+    channels: BTreeMap<ChannelId, Vec<FakeMessage>>,
+    ephemerals: Vec<FakeEphemeral>,
+    usergroups: HashMap<SlackUserGroupId, Vec<SlackUserId>>,
+    /// `ts` seconds of the first message; later ones count up from it.
+    base_secs: u64,
+    issued: u64,
+}
+
+/// A refusal: Slack's error string, and details for `response_metadata.messages`.
+struct Refusal {
+    error: &'static str,
+    messages: Vec<String>,
+}
+
+impl Refusal {
+    fn new(error: &'static str) -> Refusal {
+        Refusal {
+            error,
+            messages: Vec::new(),
+        }
+    }
+}
+
+type Outcome = Result<(Map<String, Value>, Option<SlackEvent>), Refusal>;
+
+impl Workspace {
+    fn new(base_secs: u64) -> Workspace {
+        Workspace {
+            calls: Vec::new(),
+            faults: HashMap::new(),
+            channels: BTreeMap::new(),
+            ephemerals: Vec::new(),
+            usergroups: HashMap::new(),
+            base_secs,
+            issued: 0,
+        }
+    }
+
+    /// A fresh, strictly increasing, realistic `ts` such as `1764121929.000100`.
+    fn next_ts(&mut self) -> MessageTs {
+        self.issued += 1;
+        let micros = self.issued * 100;
+        let ts = format!(
+            "{}.{:06}",
+            self.base_secs + micros / 1_000_000,
+            micros % 1_000_000
+        );
+        MessageTs::parse(&ts).expect("generated timestamps are well formed")
+    }
+
+    fn take_fault(&mut self, method: &str) -> Option<Fault> {
+        self.faults.get_mut(method)?.pop_front()
+    }
+
+    fn dispatch(&mut self, method: &str, args: &Map<String, Value>) -> Outcome {
+        match method {
+            "chat.postMessage" => self.post_message(args),
+            "chat.update" => self.update(args),
+            "chat.getPermalink" => self.permalink(args),
+            "usergroups.users.list" => self.usergroup_members(args),
+            "chat.postEphemeral" => self.post_ephemeral(args),
+            _ => Err(Refusal::new("unknown_method")),
+        }
+    }
+
+    fn post_message(&mut self, args: &Map<String, Value>) -> Outcome {
+        let channel = channel_arg(args)?;
+        let (text, blocks) = content_args(args, None)?;
+        let thread_ts = match str_arg(args, "thread_ts").filter(|s| !s.is_empty()) {
+            None => None,
+            Some(raw) => {
+                let ts = MessageTs::parse(raw).map_err(|_| Refusal::new("thread_not_found"))?;
+                // A reply's ts threads under its parent, as Slack does.
+                let parent = self
+                    .channels
+                    .get(&channel)
+                    .and_then(|ms| {
+                        ms.iter()
+                            .find(|m| m.ts == ts || m.replies.iter().any(|r| r.ts == ts))
+                    })
+                    .map(|m| m.ts.clone())
+                    .ok_or_else(|| Refusal::new("thread_not_found"))?;
+                Some(parent)
+            }
+        };
+        let ts = self.next_ts();
+        let message = FakeMessage {
+            ts: ts.clone(),
+            text,
+            blocks,
+            edits: Vec::new(),
+            replies: Vec::new(),
+        };
+        let rendered = message.rendered();
+        let answer_message = message_json(&message, thread_ts.as_ref());
+        let messages = self.channels.entry(channel.clone()).or_default();
+        match &thread_ts {
+            Some(parent) => {
+                if let Some(p) = messages.iter_mut().find(|m| &m.ts == parent) {
+                    p.replies.push(message);
+                }
+            }
+            None => messages.push(message),
+        }
+        let answer = object(json!({
+            "channel": channel.as_str(),
+            "ts": ts.as_str(),
+            "message": answer_message,
+        }));
+        let event = SlackEvent::Posted {
+            channel,
+            ts,
+            thread_ts,
+            rendered,
+        };
+        Ok((answer, Some(event)))
+    }
+
+    fn update(&mut self, args: &Map<String, Value>) -> Outcome {
+        let channel = channel_arg(args)?;
+        let ts = str_arg(args, "ts")
+            .and_then(|s| MessageTs::parse(s).ok())
+            .ok_or_else(|| Refusal::new("message_not_found"))?;
+        let messages = self
+            .channels
+            .get_mut(&channel)
+            .ok_or_else(|| Refusal::new("channel_not_found"))?;
+        let message =
+            find_message_mut(messages, &ts).ok_or_else(|| Refusal::new("message_not_found"))?;
+        let previous = message.message();
+        // Like Slack: absent `text` or `blocks` keep the old value; `blocks: []` clears them.
+        let (text, blocks) = content_args(args, Some(&previous))?;
+        message.edits.push(previous);
+        message.text = text;
+        message.blocks = blocks;
+        let rendered = message.rendered();
+        let answer = object(json!({
+            "channel": channel.as_str(),
+            "ts": ts.as_str(),
+            "text": message.text,
+            "message": message_json(message, None),
+        }));
+        let event = SlackEvent::Updated {
+            channel,
+            ts,
+            rendered,
+        };
+        Ok((answer, Some(event)))
+    }
+
+    fn permalink(&mut self, args: &Map<String, Value>) -> Outcome {
+        let channel = channel_arg(args)?;
+        let ts = str_arg(args, "message_ts")
+            .and_then(|s| MessageTs::parse(s).ok())
+            .ok_or_else(|| Refusal::new("message_not_found"))?;
+        let messages = self
+            .channels
+            .get(&channel)
+            .ok_or_else(|| Refusal::new("channel_not_found"))?;
+        let base = format!(
+            "{WORKSPACE_URL}/archives/{}/p{}",
+            channel.as_str(),
+            ts.as_str().replace('.', "")
+        );
+        let permalink = if messages.iter().any(|m| m.ts == ts) {
+            base
+        } else if let Some(parent) = messages
+            .iter()
+            .find(|m| m.replies.iter().any(|r| r.ts == ts))
+        {
+            format!(
+                "{base}?thread_ts={}&cid={}",
+                parent.ts.as_str(),
+                channel.as_str()
+            )
+        } else {
+            return Err(Refusal::new("message_not_found"));
+        };
+        let answer = object(json!({"channel": channel.as_str(), "permalink": permalink}));
+        Ok((answer, None))
+    }
+
+    fn usergroup_members(&mut self, args: &Map<String, Value>) -> Outcome {
+        let group = str_arg(args, "usergroup")
+            .and_then(|s| SlackUserGroupId::parse(s).ok())
+            .ok_or_else(|| Refusal::new("no_such_subteam"))?;
+        let members = self
+            .usergroups
+            .get(&group)
+            .ok_or_else(|| Refusal::new("no_such_subteam"))?;
+        let users: Vec<&str> = members.iter().map(SlackUserId::as_str).collect();
+        Ok((object(json!({"users": users})), None))
+    }
+
+    fn post_ephemeral(&mut self, args: &Map<String, Value>) -> Outcome {
+        let channel = channel_arg(args)?;
+        let user = str_arg(args, "user")
+            .and_then(|s| SlackUserId::parse(s).ok())
+            .ok_or_else(|| Refusal::new("user_not_found"))?;
+        let (text, blocks) = content_args(args, None)?;
+        let thread_ts = str_arg(args, "thread_ts").and_then(|s| MessageTs::parse(s).ok());
+        let ts = self.next_ts();
+        let ephemeral = FakeEphemeral {
+            channel: channel.clone(),
+            user: user.clone(),
+            ts: ts.clone(),
+            thread_ts,
+            text,
+            blocks,
+        };
+        let rendered = render_blocks(&ephemeral.message());
+        self.ephemerals.push(ephemeral);
+        let event = SlackEvent::Ephemeral {
+            channel,
+            user,
+            rendered,
+        };
+        Ok((object(json!({"message_ts": ts.as_str()})), Some(event)))
+    }
+}
+
+/// A top-level message or a thread reply, by `ts`.
+fn find_message_mut<'a>(
+    messages: &'a mut [FakeMessage],
+    ts: &MessageTs,
+) -> Option<&'a mut FakeMessage> {
+    for m in messages.iter_mut() {
+        if &m.ts == ts {
+            return Some(m);
+        }
+        if let Some(r) = m.replies.iter_mut().find(|r| &r.ts == ts) {
+            return Some(r);
+        }
+    }
+    None
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(1_764_121_929)
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+fn str_arg<'a>(args: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    args.get(key).and_then(Value::as_str)
+}
+
+fn channel_arg(args: &Map<String, Value>) -> Result<ChannelId, Refusal> {
+    str_arg(args, "channel")
+        .and_then(|s| ChannelId::parse(s).ok())
+        .ok_or_else(|| Refusal::new("channel_not_found"))
+}
+
+/// The message content of a post or an update. For an update, `previous` fills in what the
+/// call left out.
+fn content_args(
+    args: &Map<String, Value>,
+    previous: Option<&Message>,
+) -> Result<(String, Vec<Value>), Refusal> {
+    let blocks = match args.get("blocks") {
+        None | Some(Value::Null) => previous.map(|p| p.blocks.clone()).unwrap_or_default(),
+        Some(Value::Array(blocks)) => blocks.clone(),
+        Some(_) => return Err(Refusal::new("invalid_blocks_format")),
+    };
+    let text = match str_arg(args, "text") {
+        Some(t) => t.to_string(),
+        None => previous.map(|p| p.text.clone()).unwrap_or_default(),
+    };
+    if text.is_empty() && blocks.is_empty() {
+        return Err(Refusal::new("no_text"));
+    }
+    if text.chars().count() > 40_000 {
+        return Err(Refusal::new("msg_too_long"));
+    }
+    let problems = block_problems(&blocks);
+    if !problems.is_empty() {
+        return Err(Refusal {
+            error: "invalid_blocks",
+            messages: problems,
+        });
+    }
+    Ok((text, blocks))
+}
+
+/// The Block Kit limits that real Slack enforces and that a renderer is most likely to break,
+/// worded like Slack's `response_metadata.messages`.
+fn block_problems(blocks: &[Value]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut problem = |msg: String, pointer: String| {
+        problems.push(format!("[ERROR] {msg} [json-pointer:{pointer}]"));
+    };
+    if blocks.len() > 50 {
+        problem("no more than 50 items allowed".into(), "/blocks".into());
+    }
+    let text_len = |v: &Value| v["text"].as_str().map(|s| s.chars().count());
+    for (i, block) in blocks.iter().enumerate() {
+        let at = format!("/blocks/{i}");
+        let Some(kind) = block.get("type").and_then(Value::as_str) else {
+            problem("missing required field: type".into(), at);
+            continue;
+        };
+        match kind {
+            "header" => match text_len(&block["text"]) {
+                None => problem("missing required field: text".into(), format!("{at}/text")),
+                Some(n) if n > 150 => problem(
+                    "must be less than 151 characters".into(),
+                    format!("{at}/text/text"),
+                ),
+                Some(_) => {}
+            },
+            "section" => {
+                let fields = block["fields"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+                if block.get("text").is_none() && fields.is_empty() {
+                    problem("must provide text or fields".into(), at.clone());
+                }
+                if text_len(&block["text"]).is_some_and(|n| n > 3000) {
+                    problem(
+                        "must be less than 3001 characters".into(),
+                        format!("{at}/text/text"),
+                    );
+                }
+                if fields.len() > 10 {
+                    problem(
+                        "no more than 10 items allowed".into(),
+                        format!("{at}/fields"),
+                    );
+                }
+                for (j, f) in fields.iter().enumerate() {
+                    if text_len(f).is_some_and(|n| n > 2000) {
+                        problem(
+                            "must be less than 2001 characters".into(),
+                            format!("{at}/fields/{j}/text"),
+                        );
+                    }
+                }
+            }
+            "actions" | "context" => {
+                let max = if kind == "actions" { 25 } else { 10 };
+                let elements = block["elements"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]);
+                if elements.is_empty() {
+                    problem(
+                        "must provide at least 1 item".into(),
+                        format!("{at}/elements"),
+                    );
+                }
+                if elements.len() > max {
+                    problem(
+                        format!("no more than {max} items allowed"),
+                        format!("{at}/elements"),
+                    );
+                }
+                for (j, e) in elements.iter().enumerate() {
+                    if e["type"] == "button" && text_len(&e["text"]).is_some_and(|n| n > 75) {
+                        problem(
+                            "must be less than 76 characters".into(),
+                            format!("{at}/elements/{j}/text/text"),
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    problems
+}
+
+/// The `message` object Slack echoes back after a post or an update.
+fn message_json(message: &FakeMessage, thread_ts: Option<&MessageTs>) -> Value {
+    let mut m = json!({
+        "type": "message",
+        "subtype": "bot_message",
+        "bot_id": "B0STANDIN",
+        "text": message.text,
+        "ts": message.ts.as_str(),
+    });
+    if !message.blocks.is_empty() {
+        m["blocks"] = Value::Array(message.blocks.clone());
+    }
+    if let Some(t) = thread_ts {
+        m["thread_ts"] = Value::String(t.as_str().to_string());
+    }
+    m
+}
+
+/// The arguments of a request, as Slack reads them.
+struct Args {
+    /// Everything that arrived, for the record.
+    all: Map<String, Value>,
+    /// What the method honours (form-only methods ignore a JSON body).
+    honoured: Map<String, Value>,
+    token: Option<String>,
+    /// The JSON body lacked `charset=utf-8`, which Slack answers with a warning.
+    missing_charset: bool,
+}
+
+fn read_args(
+    method: &str,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<Args, Refusal> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let mut form = Map::new();
+    if let Some(q) = query {
+        form.extend(form_pairs(q.as_bytes()));
+    }
+    let mut json_args = Map::new();
+    let mut missing_charset = false;
+    if content_type.starts_with("application/json") {
+        if !body.is_empty() {
+            match serde_json::from_slice::<Value>(body) {
+                Ok(Value::Object(map)) => json_args = map,
+                _ => return Err(Refusal::new("invalid_json")),
+            }
+        }
+        missing_charset = !content_type.replace(' ', "").contains("charset=utf-8");
+    } else if !body.is_empty() {
+        form.extend(form_pairs(body));
+    }
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    // Slack accepts the token as a form or query argument, never inside a JSON body.
+    let token = bearer.or_else(|| form.get("token").and_then(Value::as_str).map(str::to_owned));
+    form.remove("token");
+    json_args.remove("token");
+
+    let mut all = form.clone();
+    all.extend(json_args.clone());
+    let honoured = if FORM_ONLY_METHODS.contains(&method) {
+        form
+    } else {
+        all.clone()
+    };
+    Ok(Args {
+        all,
+        honoured,
+        token,
+        missing_charset,
+    })
+}
+
+/// Form pairs as JSON; `blocks` arrives as a URL-encoded JSON string and is decoded.
+fn form_pairs(raw: &[u8]) -> Map<String, Value> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(raw).unwrap_or_default();
+    pairs
+        .into_iter()
+        .map(|(k, v)| {
+            let value = if k == "blocks" {
+                serde_json::from_str(&v).unwrap_or(Value::String(v))
+            } else {
+                Value::String(v)
+            };
+            (k, value)
+        })
+        .collect()
+}
+
+fn slack_answer(mut answer: Map<String, Value>, ok: bool, missing_charset: bool) -> Response {
+    answer.insert("ok".into(), Value::Bool(ok));
+    if missing_charset {
+        answer.insert("warning".into(), json!("missing_charset"));
+        answer.insert(
+            "response_metadata".into(),
+            json!({"warnings": ["missing_charset"]}),
+        );
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        Value::Object(answer).to_string(),
+    )
+        .into_response()
+}
+
+fn refusal_answer(refusal: Refusal, missing_charset: bool) -> Response {
+    let mut answer = Map::new();
+    answer.insert("error".into(), json!(refusal.error));
+    if !refusal.messages.is_empty() {
+        answer.insert(
+            "response_metadata".into(),
+            json!({"messages": refusal.messages}),
+        );
+    }
+    slack_answer(answer, false, missing_charset)
+}
+
+fn fault_answer(fault: Fault) -> Response {
+    match fault {
+        Fault::RateLimited { retry_after_secs } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [
+                (header::RETRY_AFTER, retry_after_secs.to_string()),
+                (
+                    header::CONTENT_TYPE,
+                    "application/json; charset=utf-8".to_string(),
+                ),
+            ],
+            json!({"ok": false, "error": "ratelimited"}).to_string(),
+        )
+            .into_response(),
+        Fault::Error(error) => refusal_answer(Refusal::new(error), false),
+        Fault::Http(status) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let text = status.canonical_reason().unwrap_or("error");
+            (status, format!("<html><body>{text}</body></html>")).into_response()
+        }
+    }
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    Path(method): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let args = match read_args(&method, &headers, query.as_deref(), &body) {
+        Ok(args) => args,
+        Err(refusal) => {
+            shared.lock().calls.push(SlackCall {
+                method,
+                body: Value::String(String::from_utf8_lossy(&body).into_owned()),
+            });
+            return refusal_answer(refusal, false);
+        }
+    };
+    let (result, missing_charset) = {
+        let mut state = shared.lock();
+        state.calls.push(SlackCall {
+            method: method.clone(),
+            body: Value::Object(args.all.clone()),
+        });
+        if let Some(fault) = state.take_fault(&method) {
+            return fault_answer(fault);
+        }
+        let result = match args.token.as_deref() {
+            None | Some("") => Err(Refusal::new("not_authed")),
+            Some(t) if t != shared.expected_token => Err(Refusal::new("invalid_auth")),
+            Some(_) => state.dispatch(&method, &args.honoured),
+        };
+        (result, args.missing_charset)
+    };
+    match result {
+        Ok((answer, event)) => {
+            if let Some(event) = event {
+                // Nobody listening is fine.
+                let _ = shared.events.send(event);
+            }
+            slack_answer(answer, true, missing_charset)
+        }
+        Err(refusal) => refusal_answer(refusal, missing_charset),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading Slack as a person would.
+
+/// How a divider looks in a transcript.
+const RULE: &str = "────────────────────────────────────────";
+
+/// A message as a person would read it in Slack: Block Kit turned into lines of text, or the
+/// `text` fallback when there are no blocks. Mentions and links are shown the way Slack shows
+/// them (`<@U123>` → `@U123`, `<https://x|the run>` → `the run (https://x)`).
+///
+/// - `header` → a bold line (`*text*`)
+/// - `section` → its text, one line per field, and its accessory after the text
+/// - `context` → its elements joined with ` · `
+/// - `actions` → `[ Approve ] [ Deny ] [ Choose size ▾ ]`
+/// - `divider` → a rule
+pub fn render_blocks(message: &Message) -> String {
+    let lines: Vec<String> = message.blocks.iter().flat_map(render_block).collect();
+    if lines.is_empty() {
+        humanize_mrkdwn(&message.text)
+    } else {
+        lines.join("\n")
+    }
+}
+
+fn render_block(block: &Value) -> Vec<String> {
+    let kind = block["type"].as_str().unwrap_or("");
+    match kind {
+        "header" => vec![format!("*{}*", text_object(&block["text"]))],
+        "section" => {
+            let mut lines: Vec<String> = match block.get("text") {
+                Some(t) => text_object(t).lines().map(str::to_owned).collect(),
+                None => Vec::new(),
+            };
+            if let Some(fields) = block["fields"].as_array() {
+                lines.extend(fields.iter().map(|f| text_object(f).replace('\n', " ")));
+            }
+            if let Some(accessory) = block.get("accessory") {
+                let rendered = render_element(accessory);
+                match lines.last_mut() {
+                    Some(last) => {
+                        last.push_str("  ");
+                        last.push_str(&rendered);
+                    }
+                    None => lines.push(rendered),
+                }
+            }
+            lines
+        }
+        "context" => {
+            let parts: Vec<String> = elements(block)
+                .iter()
+                .map(|e| match e["type"].as_str() {
+                    Some("image") => format!("[{}]", e["alt_text"].as_str().unwrap_or("image")),
+                    _ => text_object(e),
+                })
+                .collect();
+            vec![parts.join(" · ")]
+        }
+        "actions" => {
+            let parts: Vec<String> = elements(block).iter().map(render_element).collect();
+            vec![parts.join(" ")]
+        }
+        "divider" => vec![RULE.to_string()],
+        "image" => vec![format!(
+            "[image: {}]",
+            block["alt_text"].as_str().unwrap_or("")
+        )],
+        "input" => vec![format!(
+            "{}: {}",
+            text_object(&block["label"]),
+            render_element(&block["element"])
+        )],
+        "rich_text" => {
+            let mut out = String::new();
+            collect_rich_text(block, &mut out);
+            out.lines().map(str::to_owned).collect()
+        }
+        "" => Vec::new(),
+        other => vec![format!("[{other}]")],
+    }
+}
+
+fn elements(block: &Value) -> &[Value] {
+    block["elements"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
+/// The text of a text object (`{"type":"mrkdwn","text":…}`), or of an element with one.
+fn text_object(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => match o.get("text") {
+            Some(Value::String(s)) if o.get("type").and_then(Value::as_str) == Some("mrkdwn") => {
+                humanize_mrkdwn(s)
+            }
+            Some(Value::String(s)) => s.clone(),
+            Some(inner @ Value::Object(_)) => text_object(inner),
+            _ => String::new(),
+        },
+        _ => String::new(),
+    }
+}
+
+fn render_element(e: &Value) -> String {
+    let kind = e["type"].as_str().unwrap_or("");
+    match kind {
+        "button" => format!("[ {} ]", text_object(&e["text"])),
+        "overflow" => "[ ⋯ ]".to_string(),
+        "checkboxes" | "radio_buttons" => {
+            let options: Vec<String> = e["options"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+                .iter()
+                .map(|o| format!("( ) {}", text_object(&o["text"])))
+                .collect();
+            options.join("  ")
+        }
+        "plain_text_input" => "[ ________ ]".to_string(),
+        _ if kind.ends_with("select") || kind.ends_with("picker") => {
+            let label = e["initial_option"]
+                .get("text")
+                .map(text_object)
+                .or_else(|| e["initial_date"].as_str().map(str::to_owned))
+                .or_else(|| e["initial_time"].as_str().map(str::to_owned))
+                .or_else(|| e.get("placeholder").map(text_object))
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "Choose".to_string());
+            format!("[ {label} ▾ ]")
+        }
+        other => format!("[ {other} ]"),
+    }
+}
+
+fn collect_rich_text(v: &Value, out: &mut String) {
+    match v["type"].as_str() {
+        Some("text") => out.push_str(v["text"].as_str().unwrap_or("")),
+        Some("link") => out.push_str(v["text"].as_str().or(v["url"].as_str()).unwrap_or("")),
+        Some("user") => out.push_str(&format!("@{}", v["user_id"].as_str().unwrap_or(""))),
+        Some("channel") => out.push_str(&format!("#{}", v["channel_id"].as_str().unwrap_or(""))),
+        Some("emoji") => out.push_str(&format!(":{}:", v["name"].as_str().unwrap_or(""))),
+        _ => {
+            for (i, child) in elements(v).iter().enumerate() {
+                if i > 0 && v["type"] == "rich_text" {
+                    out.push('\n');
+                }
+                collect_rich_text(child, out);
+            }
+        }
+    }
+}
+
+/// Slack's mrkdwn control sequences as a person sees them, and its three HTML entities decoded.
+fn humanize_mrkdwn(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find('<') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        let Some(end) = after.find('>') else {
+            out.push_str(&rest[start..]);
+            rest = "";
+            break;
+        };
+        let inner = &after[..end];
+        let (target, label) = match inner.split_once('|') {
+            Some((t, l)) => (t, Some(l)),
+            None => (inner, None),
+        };
+        let shown = if let Some(id) = target.strip_prefix('@') {
+            format!("@{}", label.unwrap_or(id))
+        } else if let Some(id) = target.strip_prefix('#') {
+            format!("#{}", label.unwrap_or(id))
+        } else if let Some(special) = target.strip_prefix('!') {
+            match special.strip_prefix("subteam^") {
+                Some(id) => label.map(str::to_owned).unwrap_or_else(|| format!("@{id}")),
+                None => label
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("@{special}")),
+            }
+        } else {
+            match label {
+                Some(l) => format!("{l} ({target})"),
+                None => target.to_string(),
+            }
+        };
+        out.push_str(&shown);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// A channel as a person would read it: each top-level message in its latest version (marked
+/// "(edited N times)" when it changed), its thread replies indented beneath with `↳`.
+pub fn render_transcript(channel: &ChannelId, messages: &[FakeMessage]) -> String {
+    let mut out = format!("#{channel}\n");
+    if messages.is_empty() {
+        out.push_str("(no messages)\n");
+        return out;
+    }
+    for message in messages {
+        out.push('\n');
+        push_indented(&mut out, &message.rendered(), "• ", "  ");
+        if !message.edits.is_empty() {
+            out.push_str(&format!("  {}\n", edited_note(message.edits.len())));
+        }
+        for reply in &message.replies {
+            push_indented(&mut out, &reply.rendered(), "    ↳ ", "      ");
+            if !reply.edits.is_empty() {
+                out.push_str(&format!("      {}\n", edited_note(reply.edits.len())));
+            }
+        }
+    }
+    out
+}
+
+fn edited_note(n: usize) -> String {
+    if n == 1 {
+        "(edited 1 time)".to_string()
+    } else {
+        format!("(edited {n} times)")
+    }
+}
+
+fn push_indented(out: &mut String, text: &str, first: &str, rest: &str) {
+    let mut lines = text.lines();
+    out.push_str(first);
+    out.push_str(lines.next().unwrap_or(""));
+    out.push('\n');
+    for line in lines {
+        out.push_str(rest);
+        out.push_str(line);
+        out.push('\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(text: &str, blocks: Value) -> Message {
+        Message {
+            text: text.into(),
+            blocks: blocks.as_array().cloned().unwrap_or_default(),
+        }
+    }
+
+    fn approval_message() -> Message {
+        msg(
+            "prod-jobs memory 93%",
+            json!([
+                {"type": "header", "text": {"type": "plain_text", "text": "🚨 prod-jobs memory 93%"}},
+                {"type": "section", "text": {"type": "mrkdwn",
+                    "text": "Proposed: snapshot, then `cache.r6g.large` → `cache.r6g.xlarge`\nRun `r-k3m9x2qa`"}},
+                {"type": "section", "fields": [
+                    {"type": "mrkdwn", "text": "*Group*\nprod-jobs"},
+                    {"type": "mrkdwn", "text": "*Asked by*\n<@U0123ABCD>"}
+                ]},
+                {"type": "divider"},
+                {"type": "actions", "elements": [
+                    {"type": "button", "text": {"type": "plain_text", "text": "Approve"}, "style": "primary", "action_id": "approve"},
+                    {"type": "button", "text": {"type": "plain_text", "text": "Deny"}, "style": "danger", "action_id": "deny"},
+                    {"type": "static_select", "placeholder": {"type": "plain_text", "text": "Choose size"}, "action_id": "size",
+                     "options": [{"text": {"type": "plain_text", "text": "cache.r6g.2xlarge"}, "value": "cache.r6g.2xlarge"}]}
+                ]},
+                {"type": "context", "elements": [
+                    {"type": "mrkdwn", "text": "alarm `Redis memory: prod-jobs`"},
+                    {"type": "mrkdwn", "text": "<https://example.com/runs/r-k3m9x2qa|audit trail>"}
+                ]}
+            ]),
+        )
+    }
+
+    #[test]
+    fn block_kit_renders_as_a_person_reads_it() {
+        let expected = [
+            "*🚨 prod-jobs memory 93%*",
+            "Proposed: snapshot, then `cache.r6g.large` → `cache.r6g.xlarge`",
+            "Run `r-k3m9x2qa`",
+            "*Group* prod-jobs",
+            "*Asked by* @U0123ABCD",
+            RULE,
+            "[ Approve ] [ Deny ] [ Choose size ▾ ]",
+            "alarm `Redis memory: prod-jobs` · audit trail (https://example.com/runs/r-k3m9x2qa)",
+        ]
+        .join("\n");
+        assert_eq!(render_blocks(&approval_message()), expected);
+    }
+
+    #[test]
+    fn messages_without_blocks_render_their_text() {
+        assert_eq!(
+            render_blocks(&Message::text(
+                "Snapshot done &amp; verified ✓ &lt;4m12s&gt;"
+            )),
+            "Snapshot done & verified ✓ <4m12s>"
+        );
+    }
+
+    #[test]
+    fn a_chosen_option_replaces_the_placeholder_and_accessories_follow_their_text() {
+        let m = msg(
+            "",
+            json!([{
+                "type": "section",
+                "text": {"type": "plain_text", "text": "Size"},
+                "accessory": {"type": "static_select",
+                    "placeholder": {"type": "plain_text", "text": "Choose size"},
+                    "initial_option": {"text": {"type": "plain_text", "text": "cache.r6g.xlarge"}, "value": "x"}}
+            }, {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": "Cancel run?"},
+                "accessory": {"type": "button", "text": {"type": "plain_text", "text": "Cancel"}}
+            }]),
+        );
+        assert_eq!(
+            render_blocks(&m),
+            "Size  [ cache.r6g.xlarge ▾ ]\nCancel run?  [ Cancel ]"
+        );
+    }
+
+    #[test]
+    fn mentions_channels_groups_and_links_read_naturally() {
+        assert_eq!(
+            humanize_mrkdwn(
+                "<@U1> in <#C2|ops> pinged <!subteam^S3|@oncall> and <!here>: <https://x.io/a|the run> <https://y.io>"
+            ),
+            "@U1 in #ops pinged @oncall and @here: the run (https://x.io/a) https://y.io"
+        );
+        assert_eq!(humanize_mrkdwn("a < b"), "a < b");
+    }
+
+    #[test]
+    fn a_transcript_shows_latest_versions_edit_counts_and_indented_threads() {
+        let channel = ChannelId::parse("C0123ABCD").unwrap();
+        let ts = |s: &str| MessageTs::parse(s).unwrap();
+        let reply = |t: &str, text: &str| FakeMessage {
+            ts: ts(t),
+            text: text.into(),
+            blocks: Vec::new(),
+            edits: Vec::new(),
+            replies: Vec::new(),
+        };
+        let top = FakeMessage {
+            ts: ts("1764121929.000100"),
+            text: "prod-jobs: upsizing".into(),
+            blocks: vec![
+                json!({"type": "header", "text": {"type": "plain_text", "text": "prod-jobs: upsizing"}}),
+                json!({"type": "context", "elements": [{"type": "mrkdwn", "text": "paused ✓"}, {"type": "mrkdwn", "text": "snapshot ✓ 4m12s"}]}),
+            ],
+            edits: vec![Message::text("v1"), Message::text("v2")],
+            replies: vec![
+                reply("1764121929.000200", "Approved by @U0123ABCD"),
+                reply(
+                    "1764121929.000300",
+                    "Snapshot started\nname redis-autoscaler-r-k3m9x2qa",
+                ),
+            ],
+        };
+        let expected = "\
+#C0123ABCD
+
+• *prod-jobs: upsizing*
+  paused ✓ · snapshot ✓ 4m12s
+  (edited 2 times)
+    ↳ Approved by @U0123ABCD
+    ↳ Snapshot started
+      name redis-autoscaler-r-k3m9x2qa
+";
+        assert_eq!(render_transcript(&channel, &[top]), expected);
+        assert_eq!(
+            render_transcript(&channel, &[]),
+            "#C0123ABCD\n(no messages)\n"
+        );
+    }
+
+    #[test]
+    fn timestamps_increase_and_look_like_slacks() {
+        let mut w = Workspace::new(1_764_121_929);
+        assert_eq!(w.next_ts().as_str(), "1764121929.000100");
+        assert_eq!(w.next_ts().as_str(), "1764121929.000200");
+        w.issued = 9_999;
+        assert_eq!(w.next_ts().as_str(), "1764121930.000000");
+    }
+
+    #[test]
+    fn block_kit_limits_are_enforced_like_slack() {
+        assert!(block_problems(&approval_message().blocks).is_empty());
+        let long_header =
+            json!({"type": "header", "text": {"type": "plain_text", "text": "x".repeat(151)}});
+        let problems = block_problems(&[long_header]);
+        assert_eq!(
+            problems,
+            vec!["[ERROR] must be less than 151 characters [json-pointer:/blocks/0/text/text]"]
+        );
+        assert_eq!(block_problems(&[json!({"text": "no type"})]).len(), 1);
+        let many = vec![json!({"type": "divider"}); 51];
+        assert_eq!(block_problems(&many).len(), 1);
+        assert_eq!(
+            block_problems(&[json!({"type": "actions", "elements": []})]).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn form_blocks_arrive_as_json() {
+        let args = form_pairs(b"channel=C1&blocks=%5B%7B%22type%22%3A%22divider%22%7D%5D&text=hi");
+        assert_eq!(args["blocks"], json!([{"type": "divider"}]));
+        assert_eq!(args["text"], "hi");
+    }
+}
