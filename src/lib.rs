@@ -26,3 +26,5 @@ pub mod standin;
 pub mod workflow;
 pub mod store;
 pub mod hooks;
+pub mod app;
+pub mod http;

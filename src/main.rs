@@ -1,1 +1,24 @@
-fn main() {}
+//! The `redis-autoscaler` binary: parse the command line, set up logging, run a command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use redis_autoscaler::cli::{self, Cli, Command};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo prints its own story; logs would only get in the way unless asked for.
+    let default_filter = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info",
+    };
+    cli::init_tracing(cli.log_format, default_filter);
+    match cli::run(cli).await {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

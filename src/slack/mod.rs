@@ -6,6 +6,7 @@
 //! Rendering and parsing here are pure functions; only `api` does I/O.
 
 pub mod api;
+pub mod approvers;
 pub mod blocks;
 
 use serde::{Deserialize, Serialize};

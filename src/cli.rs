@@ -1,0 +1,169 @@
+//! The command line: `serve`, `demo`, `elasticache-sim` and `check-config`, and the logging
+//! setup they share.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use crate::app::App;
+use crate::config::{Config, Env};
+use crate::elasticache::sdk::{SdkElastiCache, load_aws_config};
+use crate::store::Store;
+use crate::workflow::runner::RunnerOptions;
+
+#[derive(Debug, Parser)]
+#[command(name = "redis-autoscaler", version, about = "Snapshot-then-upsize ElastiCache Redis groups from Slack")]
+pub struct Cli {
+    /// Log format: human-readable text, or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the bot: Slack and alarm endpoints, and the workflow runner.
+    Serve {
+        #[arg(long, default_value = "redis-autoscaler.toml")]
+        config: PathBuf,
+    },
+    /// Show the whole flow on this machine: simulator, local Slack and PagerDuty stand-ins.
+    Demo(crate::demo::DemoArgs),
+    /// Run the ElastiCache simulator on its own.
+    ElasticacheSim(crate::elasticache::sim::SimArgs),
+    /// Validate a configuration file and print the effective configuration (secrets redacted).
+    CheckConfig {
+        #[arg(long, default_value = "redis-autoscaler.toml")]
+        config: PathBuf,
+    },
+}
+
+/// Set up `tracing`: text for a terminal, JSON for log pipelines. `RUST_LOG` filters.
+pub fn init_tracing(format: LogFormat, default_filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+    };
+}
+
+/// Run a parsed command; the exit code is the result.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Serve { config } => serve(config).await,
+        Command::Demo(args) => crate::demo::run(args).await,
+        Command::ElasticacheSim(args) => crate::elasticache::sim::run_cli(args).await.map(|()| 0),
+        Command::CheckConfig { config } => Ok(check_config(&config)),
+    }
+}
+
+fn check_config(path: &std::path::Path) -> i32 {
+    match Config::load(path, &Env::from_process()) {
+        Ok(config) => {
+            print!("{}", config.render_redacted());
+            for w in config.warnings() {
+                eprintln!("warning: {w}");
+            }
+            0
+        }
+        Err(e) => {
+            eprint!("{e}");
+            1
+        }
+    }
+}
+
+async fn serve(path: PathBuf) -> anyhow::Result<i32> {
+    let config = match Config::load(&path, &Env::from_process()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return Ok(2);
+        }
+    };
+    let missing: Vec<&str> = [
+        ("SLACK_BOT_TOKEN", config.secrets.slack_bot_token.is_some()),
+        ("SLACK_SIGNING_SECRET", config.secrets.slack_signing_secret.is_some()),
+        ("PAGERDUTY_ROUTING_KEY", config.secrets.pagerduty_routing_key.is_some()),
+        ("ALARM_API_KEY", config.secrets.alarm_api_key.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, set)| !set)
+    .map(|(name, _)| name)
+    .collect();
+    if !missing.is_empty() {
+        eprintln!("missing environment variable(s): {}", missing.join(", "));
+        return Ok(2);
+    }
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
+    let store = Arc::new(
+        Store::open(&config.database)
+            .with_context(|| format!("opening the store at {}", config.database.display()))?,
+    );
+    let aws = Arc::new(SdkElastiCache::new(&load_aws_config().await));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let app = App::new(config, store, aws, RunnerOptions::default());
+    info!(addr = %listener.local_addr()?, "redis-autoscaler serving");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        info!("shutdown signal received: finishing requests in flight");
+        let _ = stop_tx.send(true);
+    });
+    let runner = tokio::spawn(app.clone().run_workflows(stopped(stop_rx.clone())));
+    if let Err(e) = crate::http::serve(listener, app, stopped(stop_rx)).await {
+        error!(error = %e, "HTTP server failed");
+    }
+    runner.await.ok();
+    info!("stopped; unfinished runs resume on the next start");
+    Ok(0)
+}
+
+/// Resolves once the watch flips to `true`.
+pub async fn stopped(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

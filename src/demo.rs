@@ -1,0 +1,359 @@
+//! `redis-autoscaler demo`: the whole flow on this machine, with no accounts and no network.
+//!
+//! It starts the ElastiCache simulator, local stand-ins for Slack's Web API and PagerDuty,
+//! and the bot itself (store, runner and HTTP server) with compressed time; fires an alarm;
+//! acts as the on-call engineer; and prints the channel as a person would read it, the pages,
+//! and the audit trail. It exits 0 when the run ended as the scenario should.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::ValueEnum;
+use tokio::sync::watch;
+
+use crate::app::{App, UserAction};
+use crate::config::{Config, Env};
+use crate::domain::{ChannelId, NodeType, ReplicationGroupId, RunId, SlackUserId, Timestamp};
+use crate::elasticache::sdk::{SdkElastiCache, config_for_endpoint};
+use crate::elasticache::sim::{self, SimConfig, SimGroup};
+use crate::standin::pagerduty::{FakePagerDuty, FakePagerDutyHandle};
+use crate::standin::slack::{FakeSlack, FakeSlackHandle, SlackEvent};
+use crate::store::Store;
+use crate::workflow::run::{Outcome, Run, State, Trigger};
+use crate::workflow::runner::{RunnerOptions, Started, Submitted};
+
+const CHANNEL: &str = "C0DEMOOPS";
+const ONCALL: &str = "U0ONCALL1";
+const GROUP: &str = "prod-jobs";
+const BOT_TOKEN: &str = "xoxb-demo-not-a-real-token";
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Which story to tell.
+    #[arg(long, value_enum, default_value_t = Scenario::Happy)]
+    pub scenario: Scenario,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Alarm, approval, snapshot, upsize to the next size: succeeded.
+    Happy,
+    /// The snapshot never finishes: timed out after the configured polls, on-call paged.
+    SnapshotTimeout,
+    /// AWS rolls the modification back: failed at upsize, on-call paged.
+    ModifyFails,
+    /// The on-call engineer denies the upsize: nothing changes.
+    Denied,
+    /// Nobody approves in time: on-call paged; a late approval still works and resolves it.
+    Escalate,
+}
+
+impl Scenario {
+    fn expected(self) -> &'static str {
+        match self {
+            Scenario::Happy | Scenario::Escalate => "succeeded",
+            Scenario::SnapshotTimeout => "timed_out",
+            Scenario::ModifyFails => "failed",
+            Scenario::Denied => "denied",
+        }
+    }
+}
+
+/// What the demo's bot is configured with: the real config parser, compressed time.
+fn demo_config(scenario: Scenario) -> String {
+    let (max_polls, approval_timeout) = match scenario {
+        Scenario::SnapshotTimeout => (5, "30s"),
+        Scenario::Escalate => (40, "1500ms"),
+        _ => (40, "30s"),
+    };
+    format!(
+        r#"
+listen = "127.0.0.1:0"
+database = "demo.db"
+
+[slack]
+channel = "{CHANNEL}"
+approvers = ["{ONCALL}"]
+
+[delivery]
+retry_interval = "100ms"
+
+[defaults]
+approval = "required"
+approval_timeout = "{approval_timeout}"
+on_approval_timeout = "escalate"
+snapshot_poll_interval = "250ms"
+snapshot_max_polls = {max_polls}
+modify_poll_interval = "250ms"
+modify_timeout = "30s"
+aws_retry_interval = "100ms"
+
+[groups.{GROUP}]
+max_node_type = "cache.r6g.2xlarge"
+"#
+    )
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
+    let scenario = args.scenario;
+    let started = Instant::now();
+    println!("redis-autoscaler demo: scenario `{}`", scenario.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default());
+    println!("(simulated ElastiCache, local Slack and PagerDuty stand-ins; time is compressed)\n");
+
+    let group = ReplicationGroupId::parse(GROUP)?;
+    let sim_config = SimConfig {
+        groups: vec![SimGroup {
+            id: group.clone(),
+            node_type: NodeType::parse("cache.r6g.large")?,
+            replicas: 1,
+            shards: 1,
+        }],
+        snapshot_duration: match scenario {
+            Scenario::SnapshotTimeout => Duration::from_secs(3600),
+            _ => Duration::from_millis(1200),
+        },
+        modify_duration: Duration::from_millis(1500),
+        ..SimConfig::default()
+    };
+    let sim = sim::spawn(sim_config).await.context("starting the ElastiCache simulator")?;
+    if scenario == Scenario::ModifyFails {
+        sim.fail_modify_revert(&group);
+    }
+    let slack = FakeSlack::spawn(BOT_TOKEN).await?;
+    let pagerduty = FakePagerDuty::spawn().await?;
+
+    let dir = std::env::temp_dir().join(format!("redis-autoscaler-demo-{}", RunId::generate()));
+    std::fs::create_dir_all(&dir)?;
+    let env = Env::default()
+        .with("SLACK_BOT_TOKEN", BOT_TOKEN)
+        .with("SLACK_SIGNING_SECRET", "demo-signing-secret")
+        .with("PAGERDUTY_ROUTING_KEY", FakePagerDuty::EXAMPLE_ROUTING_KEY)
+        .with("ALARM_API_KEY", "demo-alarm-key")
+        .with("SLACK_API_URL", slack.base_url())
+        .with("PAGERDUTY_EVENTS_URL", pagerduty.url());
+    let mut config = Config::parse(&demo_config(scenario), &env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    config.database = dir.join("demo.db");
+    let store = Arc::new(Store::open(&config.database)?);
+    let aws = Arc::new(SdkElastiCache::new(&config_for_endpoint(&sim.endpoint())));
+    let app = App::new(config, store.clone(), aws, RunnerOptions::default());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let bot_addr = listener.local_addr()?;
+    let http = tokio::spawn(crate::http::serve(listener, app.clone(), crate::cli::stopped(stop_rx.clone())));
+    let runner = tokio::spawn(app.clone().run_workflows(crate::cli::stopped(stop_rx)));
+    let printer = tokio::spawn(print_live(slack.clone(), started));
+    println!("bot listening on http://{bot_addr}\n");
+
+    let result = drive(&app, &slack, scenario, &group, started).await;
+
+    // Let the last deliveries (final notes, pages) go out before the story is printed.
+    if let Ok(run_id) = &result {
+        wait_until(Duration::from_secs(10), || {
+            store.pending_effects(Some(run_id)).map(|p| p.is_empty()).unwrap_or(true)
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = stop_tx.send(true);
+    runner.await.ok();
+    http.await.ok();
+    printer.abort();
+
+    let run_id = result?;
+    let run = store.run(&run_id)?.context("the run disappeared")?;
+    let channel = ChannelId::parse(CHANNEL)?;
+    println!("\n════ #ops as a person reads it ════\n{}", slack.transcript(&channel));
+    print_pages(&pagerduty);
+    println!("\n════ audit trail of {} ════", run.id);
+    for a in store.audit_trail(&run.id)? {
+        println!(
+            "  +{:>7}  {:<10} {:<34} {}",
+            crate::domain::format_duration(a.at.since(run.created_at)),
+            a.actor,
+            a.kind,
+            a.detail
+        );
+    }
+    let aws_calls = sim.calls();
+    println!(
+        "\nElastiCache saw {} CreateSnapshot and {} ModifyReplicationGroup request(s); {} is now on {}.",
+        aws_calls.iter().filter(|c| c.action == "CreateSnapshot" && c.outcome == "ok").count(),
+        aws_calls.iter().filter(|c| c.action == "ModifyReplicationGroup" && c.outcome == "ok").count(),
+        group,
+        sim.group(&group).map(|g| g.node_type.to_string()).unwrap_or_else(|| "?".into())
+    );
+    std::fs::remove_dir_all(&dir).ok();
+
+    let got = run.state_name();
+    let want = scenario.expected();
+    println!(
+        "\nRun {} ended `{got}` in {:.1}s (expected `{want}`): {}",
+        run.id,
+        started.elapsed().as_secs_f64(),
+        if got == want { "as the scenario should" } else { "NOT as the scenario should" }
+    );
+    Ok(if got == want && scenario_checks(scenario, &run, &pagerduty) { 0 } else { 1 })
+}
+
+/// Extra promises each scenario makes.
+fn scenario_checks(scenario: Scenario, run: &Run, pd: &FakePagerDutyHandle) -> bool {
+    let events = pd.events();
+    let actions: Vec<&str> = events.iter().filter_map(|e| e["event_action"].as_str()).collect();
+    let thread_linked = events
+        .iter()
+        .filter(|e| e["event_action"] == "trigger")
+        .all(|e| e["links"][0]["href"].as_str().is_some_and(|h| h.contains("/archives/")));
+    let ok = match scenario {
+        Scenario::Happy | Scenario::Denied => actions.is_empty(),
+        Scenario::SnapshotTimeout | Scenario::ModifyFails => actions == ["trigger"] && thread_linked,
+        Scenario::Escalate => actions == ["trigger", "resolve"] && thread_linked,
+    };
+    if !ok {
+        println!("unexpected PagerDuty events for this scenario: {actions:?}");
+    }
+    ok && !matches!(run.state, State::Finished { outcome: Outcome::NothingToDo { .. }, .. })
+}
+
+/// Fire the alarm and play the on-call engineer.
+async fn drive(
+    app: &App,
+    slack: &FakeSlackHandle,
+    scenario: Scenario,
+    group: &ReplicationGroupId,
+    started: Instant,
+) -> anyhow::Result<RunId> {
+    let mut committed = app.runner.subscribe();
+    say(started, "CloudWatch: alarm `Redis memory: prod-jobs` goes to ALARM (93.2%)");
+    let trigger = Trigger::Alarm {
+        alarm_name: format!("Redis memory: {GROUP}"),
+        reason: "Threshold Crossed: 1 out of the last 1 datapoints [93.2 (26/11/26 03:12:00)] was greater than the threshold (90.0)".into(),
+        value: Some(93.2),
+        at: Timestamp::now(),
+    };
+    let run_id = match app.start_run(group, None, trigger).await? {
+        Started::Created(id) | Started::AlreadyActive(id) => id,
+    };
+    let oncall = SlackUserId::parse(ONCALL)?;
+
+    // Wait for the message with the buttons.
+    let waiting = wait_for(&mut committed, &run_id, Duration::from_secs(15), |r| {
+        matches!(r.state, State::AwaitingApproval { .. }) && r.message.is_some() || r.is_finished()
+    })
+    .await?;
+    if waiting.is_finished() {
+        return Ok(run_id);
+    }
+    let _ = slack;
+    match scenario {
+        Scenario::Denied => {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            say(started, "on-call taps Deny");
+            report(app.act(&run_id, &oncall, UserAction::Deny).await?);
+        }
+        Scenario::Escalate => {
+            say(started, "on-call is asleep…");
+            wait_for(&mut committed, &run_id, Duration::from_secs(15), |r| r.page.open).await?;
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            say(started, "paged, on-call wakes up and taps Approve");
+            report(app.act(&run_id, &oncall, UserAction::Approve).await?);
+        }
+        _ => {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            say(started, "on-call taps Approve");
+            report(app.act(&run_id, &oncall, UserAction::Approve).await?);
+        }
+    }
+    wait_for(&mut committed, &run_id, Duration::from_secs(25), |r| r.is_finished()).await?;
+    Ok(run_id)
+}
+
+fn report(s: Submitted) {
+    if let Submitted::Rejected(r) = s {
+        println!("    (the bot refused: {})", r.message());
+    }
+}
+
+fn say(started: Instant, what: &str) {
+    println!("[{:>5.1}s] ▶ {what}", started.elapsed().as_secs_f64());
+}
+
+async fn wait_for(
+    rx: &mut tokio::sync::broadcast::Receiver<crate::workflow::runner::Committed>,
+    run_id: &RunId,
+    timeout: Duration,
+    done: impl Fn(&Run) -> bool,
+) -> anyhow::Result<Run> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(c)) if &c.run.id == run_id && done(&c.run) => return Ok(c.run),
+            Ok(Ok(_)) => {}
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(e)) => bail!("the runner stopped: {e}"),
+            Err(_) => bail!("timed out waiting for the run"),
+        }
+    }
+}
+
+async fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Print Slack traffic as it happens: new messages whole, edits as the lines that changed.
+async fn print_live(slack: FakeSlackHandle, started: Instant) {
+    let mut rx = slack.subscribe();
+    let mut last: std::collections::HashMap<String, String> = Default::default();
+    loop {
+        let event = match rx.recv().await {
+            Ok(e) => e,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(_) => return,
+        };
+        let t = started.elapsed().as_secs_f64();
+        match event {
+            SlackEvent::Posted { ts, thread_ts: None, rendered, .. } => {
+                println!("[{t:>5.1}s] #ops  new message:");
+                for line in rendered.lines() {
+                    println!("          │ {line}");
+                }
+                last.insert(ts.to_string(), rendered);
+            }
+            SlackEvent::Posted { thread_ts: Some(_), rendered, .. } => {
+                println!("[{t:>5.1}s] #ops  ↳ {}", rendered.lines().next().unwrap_or(""));
+            }
+            SlackEvent::Updated { ts, rendered, .. } => {
+                let before = last.get(ts.as_str()).cloned().unwrap_or_default();
+                let old: std::collections::HashSet<&str> = before.lines().collect();
+                let changed: Vec<&str> = rendered.lines().filter(|l| !old.contains(l) && !l.trim().is_empty()).collect();
+                if !changed.is_empty() {
+                    println!("[{t:>5.1}s] #ops  ✎ message updated:");
+                    for line in changed {
+                        println!("          │ {line}");
+                    }
+                }
+                last.insert(ts.to_string(), rendered);
+            }
+            SlackEvent::Ephemeral { rendered, .. } => {
+                println!("[{t:>5.1}s] (only visible to you) {}", rendered.lines().next().unwrap_or(""));
+            }
+        }
+    }
+}
+
+fn print_pages(pd: &FakePagerDutyHandle) {
+    println!("════ PagerDuty ════");
+    let t = pd.transcript();
+    if t.trim().is_empty() {
+        println!("  (no pages)");
+    } else {
+        print!("{t}");
+        if !t.ends_with('\n') {
+            println!();
+        }
+    }
+}

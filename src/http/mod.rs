@@ -1,0 +1,49 @@
+//! The HTTP surface of `serve`: thin routes that verify, parse, hand work to the app and
+//! answer. No route waits on AWS, Slack's Web API or PagerDuty.
+
+use std::future::Future;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+use crate::app::App;
+
+/// All routes of the bot.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(app)
+}
+
+/// Serve until `shutdown` resolves, then finish the requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The process is up and serving HTTP.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready once the store can be written and unfinished runs have been resumed.
+async fn readyz(State(app): State<App>) -> (StatusCode, String) {
+    if !app.runner.is_ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: runs are not resumed yet\n".into());
+    }
+    let store = app.runner.store().clone();
+    match tokio::task::spawn_blocking(move || store.check_writable()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n".into()),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: the store can't be written: {e}\n")),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
+    }
+}

@@ -1,0 +1,73 @@
+//! Who may approve: the users in `slack.approvers`, and the members of the user groups there
+//! (resolved with `usergroups.users.list` and cached for a few minutes).
+//!
+//! Fails closed: when Slack can't say who is in a group and nothing is cached, the person is
+//! not an approver (and the log says why).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tracing::warn;
+
+use crate::domain::{Approver, SlackUserGroupId, SlackUserId};
+
+use super::api::SlackClient;
+
+/// How long a user group's membership is trusted before it is read again.
+const MEMBERSHIP_TTL: Duration = Duration::from_secs(300);
+
+pub struct ApproverDirectory {
+    approvers: Vec<Approver>,
+    slack: SlackClient,
+    cache: Mutex<HashMap<SlackUserGroupId, (Instant, Vec<SlackUserId>)>>,
+}
+
+impl ApproverDirectory {
+    pub fn new(approvers: Vec<Approver>, slack: SlackClient) -> Self {
+        ApproverDirectory {
+            approvers,
+            slack,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Is `user` an approver, directly or through a user group?
+    pub async fn is_approver(&self, user: &SlackUserId) -> bool {
+        if self.approvers.contains(&Approver::User(user.clone())) {
+            return true;
+        }
+        for approver in &self.approvers {
+            if let Approver::Group(group) = approver {
+                if self.members(group).await.contains(user) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    async fn members(&self, group: &SlackUserGroupId) -> Vec<SlackUserId> {
+        let cached = self.lock().get(group).cloned();
+        if let Some((at, members)) = &cached {
+            if at.elapsed() < MEMBERSHIP_TTL {
+                return members.clone();
+            }
+        }
+        match self.slack.usergroup_members(group).await {
+            Ok(members) => {
+                self.lock().insert(group.clone(), (Instant::now(), members.clone()));
+                members
+            }
+            Err(e) => {
+                warn!(usergroup = %group, error = %e, "could not read user group members");
+                // A stale answer beats none; with none, nobody from this group may approve.
+                cached.map(|(_, m)| m).unwrap_or_default()
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SlackUserGroupId, (Instant, Vec<SlackUserId>)>> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
