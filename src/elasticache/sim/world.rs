@@ -1,0 +1,1225 @@
+//! The simulated account: replication groups, snapshots, faults, and the rules AWS applies to
+//! each action.
+//!
+//! Pure: [`World::handle`] takes a parsed request and the current instant and returns the
+//! answer; nothing here reads a clock, sleeps or touches a socket. Work in progress (a snapshot
+//! being taken, a modification being applied) is stored with its deadline and settles lazily
+//! when a later call (or a look from the handle) arrives at or after that deadline, which is
+//! also why it works under tokio's paused clock.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::protocol::{API_VERSION, QueryError, QueryRequest, RequestId, Xml};
+use super::render;
+use super::{Faults, ModifyFault, SimCall, SimConfig, SimGroup};
+use crate::domain::{CacheClusterId, NodeType, ReplicationGroupId, SnapshotName, Timestamp};
+use crate::elasticache::{ClusterMode, GroupInfo, SnapshotInfo, SnapshotStatus, node_types};
+
+/// The actions the simulator answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    DescribeReplicationGroups,
+    DescribeCacheClusters,
+    ListAllowedNodeTypeModifications,
+    CreateSnapshot,
+    DescribeSnapshots,
+    ModifyReplicationGroup,
+}
+
+impl Action {
+    pub const ALL: [Action; 6] = [
+        Action::DescribeReplicationGroups,
+        Action::DescribeCacheClusters,
+        Action::ListAllowedNodeTypeModifications,
+        Action::CreateSnapshot,
+        Action::DescribeSnapshots,
+        Action::ModifyReplicationGroup,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::DescribeReplicationGroups => "DescribeReplicationGroups",
+            Action::DescribeCacheClusters => "DescribeCacheClusters",
+            Action::ListAllowedNodeTypeModifications => "ListAllowedNodeTypeModifications",
+            Action::CreateSnapshot => "CreateSnapshot",
+            Action::DescribeSnapshots => "DescribeSnapshots",
+            Action::ModifyReplicationGroup => "ModifyReplicationGroup",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.name() == s)
+    }
+}
+
+/// The answer to one call, before it is put in its envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub action: String,
+    pub request_id: String,
+    /// The elements inside `<{Action}Result>`, or the error.
+    pub result: Result<String, QueryError>,
+}
+
+/// A group's status as AWS reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupStatus {
+    Available,
+    Snapshotting,
+    Modifying,
+}
+
+impl GroupStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupStatus::Available => "available",
+            GroupStatus::Snapshotting => "snapshotting",
+            GroupStatus::Modifying => "modifying",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Activity {
+    Idle,
+    Modifying {
+        to: NodeType,
+        until: Instant,
+        /// An injected fault: when the deadline passes the group keeps its old type.
+        reverts: bool,
+    },
+}
+
+/// One replication group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub id: ReplicationGroupId,
+    pub node_type: NodeType,
+    pub replicas: u8,
+    /// Node groups: 1 when cluster mode is disabled.
+    pub shards: u8,
+    pub cluster_mode: ClusterMode,
+    pub activity: Activity,
+    /// A node type requested without `ApplyImmediately`: AWS would apply it in the next
+    /// maintenance window, which never comes here.
+    pub pending_node_type: Option<NodeType>,
+    pub created: Instant,
+}
+
+/// One cache cluster (node) of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: String,
+    /// 1-based shard (node group) number.
+    pub shard: u8,
+    /// 1-based node number within the shard; node 1 is the primary.
+    pub node: u8,
+}
+
+impl Member {
+    pub fn is_primary(&self) -> bool {
+        self.node == 1
+    }
+}
+
+impl Group {
+    fn from_config(g: &SimGroup, created: Instant) -> Group {
+        let enabled = g.cluster_mode_enabled();
+        Group {
+            id: g.id.clone(),
+            node_type: g.node_type.clone(),
+            replicas: g.replicas,
+            shards: if enabled { g.shards } else { 1 },
+            cluster_mode: if enabled {
+                ClusterMode::Enabled
+            } else {
+                ClusterMode::Disabled
+            },
+            activity: Activity::Idle,
+            pending_node_type: None,
+            created,
+        }
+    }
+
+    pub fn cluster_enabled(&self) -> bool {
+        self.cluster_mode == ClusterMode::Enabled
+    }
+
+    /// `{id}-001`… with cluster mode disabled, `{id}-0001-001`… with it enabled.
+    pub fn members(&self) -> Vec<Member> {
+        let mut out = Vec::new();
+        for shard in 1..=self.shards {
+            for node in 1..=self.replicas + 1 {
+                let id = if self.cluster_enabled() {
+                    format!("{}-{shard:04}-{node:03}", self.id)
+                } else {
+                    format!("{}-{node:03}", self.id)
+                };
+                out.push(Member { id, shard, node });
+            }
+        }
+        out
+    }
+
+    /// Snapshots are taken from the last node of each shard: a replica when there is one.
+    pub fn is_snapshot_source(&self, m: &Member) -> bool {
+        m.node == self.replicas + 1
+    }
+
+    pub fn snapshotting_cluster(&self) -> Option<String> {
+        if self.cluster_enabled() {
+            None
+        } else {
+            self.members()
+                .into_iter()
+                .find(|m| self.is_snapshot_source(m))
+                .map(|m| m.id)
+        }
+    }
+}
+
+/// How a snapshot ends once its time is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotEnd {
+    Available,
+    Failed,
+}
+
+/// One manual snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub name: SnapshotName,
+    /// The group as it was when the snapshot started.
+    pub group: Group,
+    pub started: Instant,
+    pub ready_at: Instant,
+    pub ends: SnapshotEnd,
+}
+
+impl Snapshot {
+    pub fn status(&self, now: Instant) -> SnapshotStatus {
+        if now < self.ready_at {
+            SnapshotStatus::Creating
+        } else {
+            match self.ends {
+                SnapshotEnd::Available => SnapshotStatus::Available,
+                SnapshotEnd::Failed => SnapshotStatus::Failed,
+            }
+        }
+    }
+}
+
+/// A deterministic xorshift64 PRNG: the same seed picks the same calls to throttle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XorShift64(u64);
+
+impl XorShift64 {
+    pub fn new(seed: u64) -> XorShift64 {
+        // SplitMix64 spreads nearby seeds apart; xorshift must not start at zero.
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        XorShift64(if z == 0 { 0x9E37_79B9_7F4A_7C15 } else { z })
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// True with probability `p` (never for 0, always for 1).
+    pub fn chance(&mut self, p: f64) -> bool {
+        self.next_f64() < p
+    }
+}
+
+/// The whole simulated account.
+#[derive(Debug)]
+pub struct World {
+    groups: BTreeMap<ReplicationGroupId, Group>,
+    snapshots: BTreeMap<SnapshotName, Snapshot>,
+    snapshot_duration: Duration,
+    modify_duration: Duration,
+    throttle_fraction: f64,
+    rng: XorShift64,
+    seed: u64,
+    requests: u64,
+    pub faults: Faults,
+    calls: Vec<SimCall>,
+    /// The instant the world was made and the wall-clock time it stands for, to print
+    /// timestamps without reading a clock.
+    epoch: (Instant, Timestamp),
+}
+
+impl World {
+    /// A world as `config` describes it, its groups `available` since `now` (`wall` is the
+    /// wall-clock time at `now`). The config must have been validated.
+    pub fn new(config: &SimConfig, now: Instant, wall: Timestamp) -> World {
+        World {
+            groups: config
+                .groups
+                .iter()
+                .map(|g| (g.id.clone(), Group::from_config(g, now)))
+                .collect(),
+            snapshots: BTreeMap::new(),
+            snapshot_duration: config.snapshot_duration,
+            modify_duration: config.modify_duration,
+            throttle_fraction: config.throttle_fraction,
+            rng: XorShift64::new(config.seed),
+            seed: config.seed,
+            requests: 0,
+            faults: config.faults.clone(),
+            calls: Vec::new(),
+            epoch: (now, wall),
+        }
+    }
+
+    pub fn set_throttle_fraction(&mut self, f: f64) {
+        self.throttle_fraction = f;
+    }
+
+    pub fn calls(&self) -> &[SimCall] {
+        &self.calls
+    }
+
+    /// The wall-clock time an instant stands for.
+    pub fn wall(&self, at: Instant) -> Timestamp {
+        let (i0, w0) = self.epoch;
+        w0.plus(at.saturating_duration_since(i0))
+    }
+
+    /// Finish work whose deadline has passed.
+    pub fn settle(&mut self, now: Instant) {
+        for g in self.groups.values_mut() {
+            if let Activity::Modifying { to, until, reverts } = &g.activity
+                && now >= *until
+            {
+                if !reverts {
+                    g.node_type = to.clone();
+                }
+                g.activity = Activity::Idle;
+            }
+        }
+    }
+
+    /// A group's status at `now` (after [`World::settle`]).
+    pub fn status(&self, g: &Group, now: Instant) -> GroupStatus {
+        if matches!(g.activity, Activity::Modifying { .. }) {
+            GroupStatus::Modifying
+        } else if self
+            .snapshots
+            .values()
+            .any(|s| s.group.id == g.id && now < s.ready_at)
+        {
+            GroupStatus::Snapshotting
+        } else {
+            GroupStatus::Available
+        }
+    }
+
+    /// A group as the workflow would see it through DescribeReplicationGroups.
+    pub fn group_info(&mut self, id: &ReplicationGroupId, now: Instant) -> Option<GroupInfo> {
+        self.settle(now);
+        let g = self.groups.get(id)?;
+        Some(GroupInfo {
+            id: g.id.clone(),
+            status: self.status(g, now).as_str().to_string(),
+            node_type: Some(g.node_type.clone()),
+            members: g
+                .members()
+                .into_iter()
+                .map(|m| CacheClusterId::parse(&m.id).expect("member ids are valid"))
+                .collect(),
+            cluster_mode: g.cluster_mode,
+        })
+    }
+
+    pub fn pending_node_type(&self, id: &ReplicationGroupId) -> Option<NodeType> {
+        self.groups.get(id)?.pending_node_type.clone()
+    }
+
+    pub fn snapshot_info(&self, name: &SnapshotName, now: Instant) -> Option<SnapshotInfo> {
+        let s = self.snapshots.get(name)?;
+        Some(SnapshotInfo {
+            name: s.name.clone(),
+            status: s.status(now),
+            group: Some(s.group.id.clone()),
+        })
+    }
+
+    /// Answer one call and record it.
+    pub fn handle(&mut self, req: &QueryRequest, now: Instant) -> Reply {
+        self.settle(now);
+        let result = self.dispatch(req, now);
+        self.record(req, result)
+    }
+
+    /// Record a call refused before it reached the account (unsigned, malformed).
+    pub fn refuse(&mut self, req: &QueryRequest, error: QueryError) -> Reply {
+        self.record(req, Err(error))
+    }
+
+    fn record(&mut self, req: &QueryRequest, result: Result<String, QueryError>) -> Reply {
+        self.requests += 1;
+        let request_id = RequestId(self.seed, self.requests).to_string();
+        self.calls.push(SimCall {
+            action: req.action.clone(),
+            params: req.params.clone(),
+            outcome: match &result {
+                Ok(_) => "ok".to_string(),
+                Err(e) => e.code.clone(),
+            },
+        });
+        Reply {
+            action: req.action.clone(),
+            request_id,
+            result,
+        }
+    }
+
+    fn dispatch(&mut self, req: &QueryRequest, now: Instant) -> Result<String, QueryError> {
+        // AWS throttles before it looks at what was asked.
+        if self.rng.chance(self.throttle_fraction) {
+            return Err(QueryError::new("Throttling", "Rate exceeded"));
+        }
+        if req.action.is_empty() {
+            return Err(QueryError::new(
+                "MissingAction",
+                "The request must contain the parameter Action.",
+            ));
+        }
+        let Some(action) = Action::parse(&req.action) else {
+            return Err(QueryError::new(
+                "InvalidAction",
+                format!(
+                    "The action {} is not valid for this web service.",
+                    req.action
+                ),
+            ));
+        };
+        if let Some(v) = req.get("Version")
+            && v != API_VERSION
+        {
+            return Err(QueryError::invalid_value(format!(
+                "Version {v} is not supported; ElastiCache speaks {API_VERSION}."
+            )));
+        }
+        match action {
+            Action::DescribeReplicationGroups => self.describe_replication_groups(req, now),
+            Action::DescribeCacheClusters => self.describe_cache_clusters(req, now),
+            Action::ListAllowedNodeTypeModifications => {
+                self.list_allowed_node_type_modifications(req)
+            }
+            Action::CreateSnapshot => self.create_snapshot(req, now),
+            Action::DescribeSnapshots => self.describe_snapshots(req, now),
+            Action::ModifyReplicationGroup => self.modify_replication_group(req, now),
+        }
+    }
+
+    fn find_group(&self, raw: &str) -> Result<&Group, QueryError> {
+        let id = ReplicationGroupId::parse(raw).map_err(|_| {
+            QueryError::invalid_value(format!(
+                "The parameter ReplicationGroupId is not a valid identifier: {raw}"
+            ))
+        })?;
+        self.groups.get(&id).ok_or_else(|| {
+            QueryError::new(
+                "ReplicationGroupNotFoundFault",
+                format!("Replication group {id} not found."),
+            )
+        })
+    }
+
+    fn find_cluster(&self, raw: &str) -> Result<(&Group, Member), QueryError> {
+        let wanted = raw.trim().to_ascii_lowercase();
+        self.groups
+            .values()
+            .find_map(|g| {
+                g.members()
+                    .into_iter()
+                    .find(|m| m.id == wanted)
+                    .map(|m| (g, m))
+            })
+            .ok_or_else(|| {
+                QueryError::new(
+                    "CacheClusterNotFound",
+                    format!("CacheCluster not found: {raw}"),
+                )
+            })
+    }
+
+    /// The group a request names by `ReplicationGroupId` or by one of its `CacheClusterId`s.
+    fn group_or_cluster(&self, req: &QueryRequest) -> Result<&Group, QueryError> {
+        match (req.get("ReplicationGroupId"), req.get("CacheClusterId")) {
+            (Some(_), Some(_)) => Err(QueryError::invalid_combination(
+                "Only one of ReplicationGroupId and CacheClusterId may be specified.",
+            )),
+            (Some(id), None) => self.find_group(id),
+            (None, Some(c)) => self.find_cluster(c).map(|(g, _)| g),
+            (None, None) => Err(QueryError::new(
+                "MissingParameter",
+                "The request must contain the parameter ReplicationGroupId or CacheClusterId.",
+            )),
+        }
+    }
+
+    fn describe_replication_groups(
+        &self,
+        req: &QueryRequest,
+        now: Instant,
+    ) -> Result<String, QueryError> {
+        let groups: Vec<&Group> = match req.get("ReplicationGroupId") {
+            Some(id) => vec![self.find_group(id)?],
+            None => self.groups.values().collect(),
+        };
+        let mut x = Xml::new();
+        x.node("ReplicationGroups", |x| {
+            for g in groups {
+                x.node("ReplicationGroup", |x| {
+                    render::group(x, self, g, self.status(g, now));
+                });
+            }
+        });
+        Ok(x.finish())
+    }
+
+    fn describe_cache_clusters(
+        &self,
+        req: &QueryRequest,
+        now: Instant,
+    ) -> Result<String, QueryError> {
+        let clusters: Vec<(&Group, Member)> = match req.get("CacheClusterId") {
+            Some(id) => vec![self.find_cluster(id)?],
+            None => self
+                .groups
+                .values()
+                .flat_map(|g| g.members().into_iter().map(move |m| (g, m)))
+                .collect(),
+        };
+        let mut x = Xml::new();
+        x.node("CacheClusters", |x| {
+            for (g, m) in &clusters {
+                x.node("CacheCluster", |x| {
+                    render::cache_cluster(x, self, g, m, self.status(g, now));
+                });
+            }
+        });
+        Ok(x.finish())
+    }
+
+    fn list_allowed_node_type_modifications(
+        &self,
+        req: &QueryRequest,
+    ) -> Result<String, QueryError> {
+        let g = self.group_or_cluster(req)?;
+        let ups = node_types::scale_ups_from(&g.node_type);
+        let mut x = Xml::new();
+        x.node("ScaleUpModifications", |x| {
+            for t in &ups {
+                x.leaf("member", t);
+            }
+        })
+        .empty("ScaleDownModifications");
+        Ok(x.finish())
+    }
+
+    fn create_snapshot(&mut self, req: &QueryRequest, now: Instant) -> Result<String, QueryError> {
+        let raw_name = req.require("SnapshotName")?;
+        if req.get("CacheClusterId").is_some() && req.get("ReplicationGroupId").is_none() {
+            let (g, _) = self.find_cluster(req.require("CacheClusterId")?)?;
+            if g.cluster_enabled() {
+                return Err(QueryError::invalid_combination(
+                    "Snapshots of a cluster-mode-enabled group must name its ReplicationGroupId.",
+                ));
+            }
+        }
+        let g = self.group_or_cluster(req)?;
+        let name = SnapshotName::parse(raw_name).map_err(|e| {
+            QueryError::invalid_value(format!("Invalid SnapshotName {raw_name}: {e}"))
+        })?;
+        if self.snapshots.contains_key(&name) {
+            return Err(QueryError::new(
+                "SnapshotAlreadyExistsFault",
+                format!("Snapshot with specified name [{name}] already exists."),
+            ));
+        }
+        if let Some(quota) = self.faults.snapshot_quota
+            && self.snapshots.len() >= quota
+        {
+            return Err(QueryError::new(
+                "SnapshotQuotaExceededFault",
+                format!(
+                    "The request cannot be processed because it would exceed the allowed \
+                     number of snapshots ({quota})."
+                ),
+            ));
+        }
+        let status = self.status(g, now);
+        if status != GroupStatus::Available {
+            return Err(QueryError::new(
+                "InvalidReplicationGroupState",
+                format!(
+                    "Replication group {} must be available to take a snapshot, but it is {}.",
+                    g.id,
+                    status.as_str()
+                ),
+            ));
+        }
+        let fails = self
+            .faults
+            .failing_snapshots
+            .iter()
+            .any(|s| s.matches(&g.id, &name));
+        let snapshot = Snapshot {
+            name: name.clone(),
+            group: g.clone(),
+            started: now,
+            ready_at: now + self.snapshot_duration,
+            ends: if fails {
+                SnapshotEnd::Failed
+            } else {
+                SnapshotEnd::Available
+            },
+        };
+        let mut x = Xml::new();
+        x.node("Snapshot", |x| render::snapshot(x, self, &snapshot, now));
+        self.snapshots.insert(name, snapshot);
+        Ok(x.finish())
+    }
+
+    fn describe_snapshots(&self, req: &QueryRequest, now: Instant) -> Result<String, QueryError> {
+        let mut found: Vec<&Snapshot> = self.snapshots.values().collect();
+        if let Some(raw) = req.get("SnapshotName") {
+            let wanted = raw.trim().to_ascii_lowercase();
+            found.retain(|s| s.name.as_str() == wanted);
+            if found.is_empty() {
+                return Err(QueryError::new(
+                    "SnapshotNotFoundFault",
+                    format!("Snapshot {raw} not found."),
+                ));
+            }
+        }
+        if let Some(raw) = req.get("ReplicationGroupId") {
+            let wanted = raw.trim().to_ascii_lowercase();
+            found.retain(|s| s.group.id.as_str() == wanted);
+        }
+        if let Some(raw) = req.get("CacheClusterId") {
+            let (g, _) = self.find_cluster(raw)?;
+            found.retain(|s| s.group.id == g.id);
+        }
+        if req.get("SnapshotSource").is_some_and(|s| s != "manual") {
+            found.clear();
+        }
+        let mut x = Xml::new();
+        x.node("Snapshots", |x| {
+            for s in found {
+                x.node("Snapshot", |x| render::snapshot(x, self, s, now));
+            }
+        });
+        Ok(x.finish())
+    }
+
+    fn modify_replication_group(
+        &mut self,
+        req: &QueryRequest,
+        now: Instant,
+    ) -> Result<String, QueryError> {
+        let g = self.find_group(req.require("ReplicationGroupId")?)?;
+        let Some(raw_type) = req.get("CacheNodeType") else {
+            return Err(QueryError::invalid_combination(
+                "No modifications were requested.",
+            ));
+        };
+        let target = NodeType::parse(raw_type)
+            .ok()
+            .filter(node_types::is_offered)
+            .ok_or_else(|| {
+                QueryError::invalid_value(format!(
+                    "Invalid parameter value: CacheNodeType {raw_type} is not a node type \
+                     ElastiCache offers."
+                ))
+            })?;
+        let apply_now = req.bool("ApplyImmediately")?.unwrap_or(false);
+        let status = self.status(g, now);
+        if status != GroupStatus::Available {
+            return Err(QueryError::new(
+                "InvalidReplicationGroupState",
+                format!(
+                    "Replication group {} must be available to be modified, but it is {}.",
+                    g.id,
+                    status.as_str()
+                ),
+            ));
+        }
+        if target == g.node_type {
+            return Err(QueryError::invalid_combination(format!(
+                "No modifications were requested: {} already runs on {target}.",
+                g.id
+            )));
+        }
+        if !node_types::scale_ups_from(&g.node_type).contains(&target) {
+            return Err(QueryError::invalid_combination(format!(
+                "Cannot modify {} from {} to {target}: it is not one of the allowed \
+                 scale-up modifications (see ListAllowedNodeTypeModifications).",
+                g.id, g.node_type
+            )));
+        }
+        let reverts = match self.faults.failing_modifications.get(&g.id) {
+            Some(ModifyFault::Reject { code }) => {
+                return Err(QueryError::new(code.clone(), rejection_message(code)));
+            }
+            Some(ModifyFault::Revert) => true,
+            None => false,
+        };
+        let id = g.id.clone();
+        let duration = self.modify_duration;
+        let g = self.groups.get_mut(&id).expect("found above");
+        if apply_now {
+            g.activity = Activity::Modifying {
+                to: target,
+                until: now + duration,
+                reverts,
+            };
+            g.pending_node_type = None;
+        } else {
+            g.pending_node_type = Some(target);
+        }
+        let g = &self.groups[&id];
+        let mut x = Xml::new();
+        x.node("ReplicationGroup", |x| {
+            render::group(x, self, g, self.status(g, now));
+        });
+        Ok(x.finish())
+    }
+}
+
+/// What AWS says when it refuses a modification with `code`.
+fn rejection_message(code: &str) -> String {
+    match code {
+        "InsufficientCacheClusterCapacity" => {
+            "There is insufficient capacity for the requested node type in the availability zone."
+                .to_string()
+        }
+        "NodeQuotaForCustomerExceeded" => "The request cannot be processed because it would \
+                                           exceed the allowed number of cache nodes per customer."
+            .to_string(),
+        "NodeQuotaForClusterExceeded" => "The request cannot be processed because it would \
+                                          exceed the allowed number of cache nodes in a cluster."
+            .to_string(),
+        other => format!("The modification was refused ({other}), as the simulator was told to."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::elasticache::sim::SnapshotSelector;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn id(s: &str) -> ReplicationGroupId {
+        ReplicationGroupId::parse(s).unwrap()
+    }
+
+    fn nt(s: &str) -> NodeType {
+        NodeType::parse(s).unwrap()
+    }
+
+    fn world(now: Instant) -> World {
+        let config = SimConfig {
+            groups: vec![
+                SimGroup::new(id("prod-jobs"), nt("cache.r6g.large")),
+                SimGroup::new(id("sharded"), nt("cache.m6g.large"))
+                    .replicas(2)
+                    .shards(3),
+            ],
+            snapshot_duration: 100 * MS,
+            modify_duration: 200 * MS,
+            ..SimConfig::default()
+        };
+        World::new(&config, now, Timestamp::from_millis(1_700_000_000_000))
+    }
+
+    fn call(w: &mut World, now: Instant, form: &str) -> Result<String, QueryError> {
+        let req = QueryRequest::parse(form.as_bytes()).unwrap();
+        w.handle(&req, now).result
+    }
+
+    fn code(r: Result<String, QueryError>) -> String {
+        r.expect_err("expected an error").code
+    }
+
+    fn status(w: &mut World, now: Instant, g: &str) -> (String, NodeType) {
+        let info = w.group_info(&id(g), now).unwrap();
+        (info.status, info.node_type.unwrap())
+    }
+
+    #[test]
+    fn members_are_named_like_aws_in_both_cluster_modes() {
+        let t0 = Instant::now();
+        let mut w = world(t0);
+        let plain = w.group_info(&id("prod-jobs"), t0).unwrap();
+        let names: Vec<&str> = plain.members.iter().map(|m| m.as_str()).collect();
+        assert_eq!(names, ["prod-jobs-001", "prod-jobs-002"]);
+        assert_eq!(plain.cluster_mode, ClusterMode::Disabled);
+        let sharded = w.group_info(&id("sharded"), t0).unwrap();
+        assert_eq!(sharded.members.len(), 9);
+        assert_eq!(sharded.members[0].as_str(), "sharded-0001-001");
+        assert_eq!(sharded.members[8].as_str(), "sharded-0003-003");
+        assert_eq!(sharded.cluster_mode, ClusterMode::Enabled);
+    }
+
+    #[test]
+    fn a_snapshot_is_creating_then_available_and_the_group_snapshotting_meanwhile() {
+        let t0 = Instant::now();
+        let mut w = world(t0);
+        call(
+            &mut w,
+            t0,
+            "Action=CreateSnapshot&ReplicationGroupId=prod-jobs&SnapshotName=s1",
+        )
+        .unwrap();
+        let name = SnapshotName::parse("s1").unwrap();
+        assert_eq!(
+            w.snapshot_info(&name, t0 + 99 * MS).unwrap().status,
+            SnapshotStatus::Creating
+        );
+        assert_eq!(status(&mut w, t0 + 99 * MS, "prod-jobs").0, "snapshotting");
+        assert_eq!(
+            w.snapshot_info(&name, t0 + 100 * MS).unwrap().status,
+            SnapshotStatus::Available
+        );
+        assert_eq!(status(&mut w, t0 + 100 * MS, "prod-jobs").0, "available");
+    }
+
+    #[test]
+    fn a_modification_reports_the_old_type_until_it_is_done() {
+        let t0 = Instant::now();
+        let mut w = world(t0);
+        let body = call(
+            &mut w,
+            t0,
+            "Action=ModifyReplicationGroup&ReplicationGroupId=prod-jobs\
+             &CacheNodeType=cache.r6g.xlarge&ApplyImmediately=true",
+        )
+        .unwrap();
+        assert!(body.contains("<Status>modifying</Status>"), "{body}");
+        assert!(
+            body.contains("<CacheNodeType>cache.r6g.large</CacheNodeType>"),
+            "{body}"
+        );
+        assert_eq!(
+            status(&mut w, t0 + 199 * MS, "prod-jobs"),
+            ("modifying".to_string(), nt("cache.r6g.large"))
+        );
+        assert_eq!(
+            status(&mut w, t0 + 200 * MS, "prod-jobs"),
+            ("available".to_string(), nt("cache.r6g.xlarge"))
+        );
+    }
+
+    #[test]
+    fn a_modification_without_apply_immediately_is_recorded_but_not_applied() {
+        let t0 = Instant::now();
+        let mut w = world(t0);
+        call(
+            &mut w,
+            t0,
+            "Action=ModifyReplicationGroup&ReplicationGroupId=prod-jobs&CacheNodeType=cache.r6g.xlarge",
+        )
+        .unwrap();
+        assert_eq!(
+            status(&mut w, t0 + 1000 * MS, "prod-jobs"),
+            ("available".to_string(), nt("cache.r6g.large"))
+        );
+        assert_eq!(
+            w.pending_node_type(&id("prod-jobs")),
+            Some(nt("cache.r6g.xlarge"))
+        );
+        assert_eq!(w.calls().last().unwrap().outcome, "ok");
+    }
+
+    #[test]
+    fn a_busy_group_refuses_snapshots_and_modifications() {
+        let t0 = Instant::now();
+        let mut w = world(t0);
+        let snap = "Action=CreateSnapshot&ReplicationGroupId=prod-jobs&SnapshotName=";
+        let modify = "Action=ModifyReplicationGroup&ReplicationGroupId=prod-jobs\
+                      &CacheNodeType=cache.r6g.xlarge&ApplyImmediately=true";
+        call(&mut w, t0, &format!("{snap}a")).unwrap();
+        assert_eq!(
+            code(call(&mut w, t0, &format!("{snap}b"))),
+            "InvalidReplicationGroupState"
+        );
+        assert_eq!(
+            code(call(&mut w, t0, modify)),
+            "InvalidReplicationGroupState"
+        );
+        let t1 = t0 + 100 * MS;
+        call(&mut w, t1, modify).unwrap();
+        assert_eq!(
+            code(call(&mut w, t1, modify)),
+            "InvalidReplicationGroupState"
+        );
+        assert_eq!(
+            code(call(&mut w, t1, &format!("{snap}c"))),
+            "InvalidReplicationGroupState"
+        );
+    }
+
+    #[test]
+    fn duplicate_names_unknown_ids_and_quotas_are_refused_with_aws_codes() {
+        let t0 = Instant::now();
+        let mut w = world(t0);
+        let snap = "Action=CreateSnapshot&ReplicationGroupId=prod-jobs&SnapshotName=a";
+        call(&mut w, t0, snap).unwrap();
+        let later = t0 + 1000 * MS;
+        assert_eq!(
+            code(call(&mut w, later, snap)),
+            "SnapshotAlreadyExistsFault"
+        );
+        assert_eq!(
+            code(call(
+                &mut w,
+                later,
+                "Action=DescribeReplicationGroups&ReplicationGroupId=nope"
+            )),
+            "ReplicationGroupNotFoundFault"
+        );
+        assert_eq!(
+            code(call(
+                &mut w,
+                later,
+                "Action=DescribeCacheClusters&CacheClusterId=nope-001"
+            )),
+            "CacheClusterNotFound"
+        );
+        assert_eq!(
+            code(call(
+                &mut w,
+                later,
+                "Action=DescribeSnapshots&SnapshotName=nope"
+            )),
+            "SnapshotNotFoundFault"
+        );
+        w.faults.snapshot_quota = Some(1);
+        assert_eq!(
+            code(call(
+                &mut w,
+                later,
+                "Action=CreateSnapshot&ReplicationGroupId=prod-jobs&SnapshotName=b"
+            )),
+            "SnapshotQuotaExceededFault"
+        );
+    }
+
+    #[test]
+    fn only_allowed_scale_ups_of_offered_types_are_accepted() {
+        let t0 = Instant::now();
+        let mut w = world(t0);
+        let modify = |t: &str| {
+            format!(
+                "Action=ModifyReplicationGroup&ReplicationGroupId=prod-jobs&CacheNodeType={t}\
+                 &ApplyImmediately=true"
+            )
+        };
+        assert_eq!(
+            code(call(&mut w, t0, &modify("cache.x9z.large"))),
+            "InvalidParameterValue"
+        );
+        assert_eq!(
+            code(call(&mut w, t0, &modify("large"))),
+            "InvalidParameterValue"
+        );
+        assert_eq!(
+            code(call(&mut w, t0, &modify("cache.r6g.large"))),
+            "InvalidParameterCombination"
+        );
+        assert_eq!(
+            code(call(&mut w, t0, &modify("cache.t4g.small"))),
+            "InvalidParameterCombination"
+        );
+        assert_eq!(
+            code(call(&mut w, t0, &modify("cache.r3.xlarge"))),
+            "InvalidParameterCombination"
+        );
+        assert_eq!(
+            code(call(
+                &mut w,
+                t0,
+                "Action=ModifyReplicationGroup&ReplicationGroupId=prod-jobs"
+            )),
+            "InvalidParameterCombination"
+        );
+        assert!(call(&mut w, t0, &modify("cache.m6g.2xlarge")).is_ok());
+    }
+
+    #[test]
+    fn scale_ups_are_listed_in_aws_alphabetical_order() {
+        let t0 = Instant::now();
+        let mut w = world(t0);
+        let body = call(
+            &mut w,
+            t0,
+            "Action=ListAllowedNodeTypeModifications&ReplicationGroupId=prod-jobs",
+        )
+        .unwrap();
+        let expected: String = node_types::scale_ups_from(&nt("cache.r6g.large"))
+            .iter()
+            .map(|t| format!("<member>{t}</member>"))
+            .collect();
+        assert_eq!(
+            body,
+            format!(
+                "<ScaleUpModifications>{expected}</ScaleUpModifications><ScaleDownModifications/>"
+            )
+        );
+        let by_cluster = call(
+            &mut w,
+            t0,
+            "Action=ListAllowedNodeTypeModifications&CacheClusterId=prod-jobs-002",
+        )
+        .unwrap();
+        assert_eq!(body, by_cluster);
+    }
+
+    #[test]
+    fn injected_snapshot_failures_end_failed_and_free_the_group() {
+        let t0 = Instant::now();
+        let mut w = world(t0);
+        w.faults
+            .failing_snapshots
+            .insert(SnapshotSelector::OfGroup(id("prod-jobs")));
+        call(
+            &mut w,
+            t0,
+            "Action=CreateSnapshot&ReplicationGroupId=prod-jobs&SnapshotName=s1",
+        )
+        .unwrap();
+        let name = SnapshotName::parse("s1").unwrap();
+        assert_eq!(
+            w.snapshot_info(&name, t0).unwrap().status,
+            SnapshotStatus::Creating
+        );
+        let t1 = t0 + 100 * MS;
+        assert_eq!(
+            w.snapshot_info(&name, t1).unwrap().status,
+            SnapshotStatus::Failed
+        );
+        assert_eq!(status(&mut w, t1, "prod-jobs").0, "available");
+    }
+
+    #[test]
+    fn injected_modify_faults_reject_at_once_or_revert_later() {
+        let t0 = Instant::now();
+        let mut w = world(t0);
+        let modify = |g: &str| {
+            format!(
+                "Action=ModifyReplicationGroup&ReplicationGroupId={g}\
+                 &CacheNodeType=cache.m6g.xlarge&ApplyImmediately=true"
+            )
+        };
+        w.faults.failing_modifications.insert(
+            id("sharded"),
+            ModifyFault::reject("InsufficientCacheClusterCapacity"),
+        );
+        w.faults
+            .failing_modifications
+            .insert(id("prod-jobs"), ModifyFault::Revert);
+        let err = call(&mut w, t0, &modify("sharded")).unwrap_err();
+        assert_eq!(
+            (err.code.as_str(), err.status),
+            ("InsufficientCacheClusterCapacity", 400)
+        );
+        assert_eq!(status(&mut w, t0, "sharded").0, "available");
+        call(
+            &mut w,
+            t0,
+            "Action=ModifyReplicationGroup&ReplicationGroupId=prod-jobs\
+                          &CacheNodeType=cache.r6g.xlarge&ApplyImmediately=true",
+        )
+        .unwrap();
+        assert_eq!(status(&mut w, t0 + 100 * MS, "prod-jobs").0, "modifying");
+        assert_eq!(
+            status(&mut w, t0 + 200 * MS, "prod-jobs"),
+            ("available".to_string(), nt("cache.r6g.large"))
+        );
+    }
+
+    #[test]
+    fn throttling_is_deterministic_for_a_seed_and_has_no_side_effects() {
+        let outcomes = |seed: u64| {
+            let t0 = Instant::now();
+            let mut w = world(t0);
+            w.rng = XorShift64::new(seed);
+            w.set_throttle_fraction(0.5);
+            for _ in 0..64 {
+                let _ = call(&mut w, t0, "Action=DescribeReplicationGroups");
+            }
+            w.calls()
+                .iter()
+                .map(|c| c.outcome.clone())
+                .collect::<Vec<_>>()
+        };
+        let a = outcomes(7);
+        assert_eq!(a, outcomes(7));
+        assert_ne!(a, outcomes(8));
+        let throttled = a.iter().filter(|o| *o == "Throttling").count();
+        assert!(
+            (16..=48).contains(&throttled),
+            "{throttled} of 64 throttled"
+        );
+
+        let t0 = Instant::now();
+        let mut w = world(t0);
+        w.set_throttle_fraction(1.0);
+        let err = call(
+            &mut w,
+            t0,
+            "Action=CreateSnapshot&ReplicationGroupId=prod-jobs&SnapshotName=s",
+        );
+        assert_eq!(code(err), "Throttling");
+        assert!(
+            w.snapshot_info(&SnapshotName::parse("s").unwrap(), t0)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn the_prng_covers_the_unit_interval_and_never_sticks_at_zero() {
+        let mut r = XorShift64::new(0);
+        let draws: Vec<f64> = (0..1000).map(|_| r.next_f64()).collect();
+        assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
+        assert!(draws.iter().any(|d| *d < 0.1) && draws.iter().any(|d| *d > 0.9));
+        assert!(!XorShift64::new(1).chance(0.0));
+        assert!(XorShift64::new(1).chance(1.0));
+    }
+
+    #[test]
+    fn unknown_actions_missing_actions_and_parameters_are_refused() {
+        let t0 = Instant::now();
+        let mut w = world(t0);
+        assert_eq!(
+            code(call(&mut w, t0, "Action=DeleteReplicationGroup")),
+            "InvalidAction"
+        );
+        assert_eq!(
+            code(call(&mut w, t0, "Version=2015-02-02")),
+            "MissingAction"
+        );
+        assert_eq!(
+            code(call(
+                &mut w,
+                t0,
+                "Action=DescribeReplicationGroups&Version=2010-01-01"
+            )),
+            "InvalidParameterValue"
+        );
+        assert_eq!(
+            code(call(
+                &mut w,
+                t0,
+                "Action=CreateSnapshot&ReplicationGroupId=prod-jobs"
+            )),
+            "MissingParameter"
+        );
+        assert_eq!(
+            code(call(
+                &mut w,
+                t0,
+                "Action=ModifyReplicationGroup&CacheNodeType=cache.r6g.xlarge"
+            )),
+            "MissingParameter"
+        );
+        assert_eq!(
+            code(call(&mut w, t0, "Action=ListAllowedNodeTypeModifications")),
+            "MissingParameter"
+        );
+        let outcomes: Vec<&str> = w.calls().iter().map(|c| c.outcome.as_str()).collect();
+        assert!(outcomes.iter().all(|o| *o != "ok"));
+    }
+
+    #[test]
+    fn describe_snapshots_filters_by_group_and_cluster() {
+        let t0 = Instant::now();
+        let mut w = world(t0);
+        call(
+            &mut w,
+            t0,
+            "Action=CreateSnapshot&ReplicationGroupId=prod-jobs&SnapshotName=a",
+        )
+        .unwrap();
+        call(
+            &mut w,
+            t0,
+            "Action=CreateSnapshot&ReplicationGroupId=sharded&SnapshotName=b",
+        )
+        .unwrap();
+        let count = |body: String| body.matches("<Snapshot>").count();
+        assert_eq!(
+            count(call(&mut w, t0, "Action=DescribeSnapshots").unwrap()),
+            2
+        );
+        assert_eq!(
+            count(
+                call(
+                    &mut w,
+                    t0,
+                    "Action=DescribeSnapshots&ReplicationGroupId=sharded"
+                )
+                .unwrap()
+            ),
+            1
+        );
+        assert_eq!(
+            count(
+                call(
+                    &mut w,
+                    t0,
+                    "Action=DescribeSnapshots&CacheClusterId=prod-jobs-001"
+                )
+                .unwrap()
+            ),
+            1
+        );
+        assert_eq!(
+            count(
+                call(
+                    &mut w,
+                    t0,
+                    "Action=DescribeSnapshots&ReplicationGroupId=other"
+                )
+                .unwrap()
+            ),
+            0
+        );
+    }
+
+    #[test]
+    fn action_names_round_trip() {
+        for a in Action::ALL {
+            assert_eq!(Action::parse(a.name()), Some(a));
+        }
+        assert_eq!(Action::parse("describereplicationgroups"), None);
+    }
+
+    #[test]
+    fn wall_clock_times_follow_the_instants() {
+        let t0 = Instant::now();
+        let w = world(t0);
+        assert_eq!(w.wall(t0 + 1500 * MS).as_millis(), 1_700_000_001_500);
+    }
+}
