@@ -56,16 +56,27 @@ impl App {
         options: RunnerOptions,
     ) -> App {
         let http = crate::http_client::build(config.delivery.timeout);
-        let token = config.secrets.slack_bot_token.clone().unwrap_or_else(|| crate::domain::Secret::new(""));
+        let token = config
+            .secrets
+            .slack_bot_token
+            .clone()
+            .unwrap_or_else(|| crate::domain::Secret::new(""));
         let slack = SlackClient::new(config.endpoints.slack_api_url.clone(), token, http.clone());
         let routing_key = config
             .secrets
             .pagerduty_routing_key
             .clone()
             .unwrap_or_else(|| crate::domain::Secret::new(""));
-        let pagerduty = PagerDutyClient::new(config.endpoints.pagerduty_events_url.clone(), routing_key, http.clone());
+        let pagerduty = PagerDutyClient::new(
+            config.endpoints.pagerduty_events_url.clone(),
+            routing_key,
+            http.clone(),
+        );
         let hooks = HookClient::new(http, config.secrets.hook_signing_secret.clone());
-        let approvers = Arc::new(ApproverDirectory::new(config.slack.approvers.clone(), slack.clone()));
+        let approvers = Arc::new(ApproverDirectory::new(
+            config.slack.approvers.clone(),
+            slack.clone(),
+        ));
         let runner = Runner::new(
             Deps {
                 store,
@@ -92,7 +103,10 @@ impl App {
         trigger: Trigger,
     ) -> Result<Started, StartError> {
         let Some(gc) = self.config.group(group) else {
-            return Err(StartError::UnknownGroup(group.clone(), self.managed_groups()));
+            return Err(StartError::UnknownGroup(
+                group.clone(),
+                self.managed_groups(),
+            ));
         };
         let started = self
             .runner
@@ -108,7 +122,12 @@ impl App {
     }
 
     /// A person acts on a run: the approver check happens here, the rules in the machine.
-    pub async fn act(&self, run: &RunId, user: &SlackUserId, action: UserAction) -> Result<Submitted, RunnerError> {
+    pub async fn act(
+        &self,
+        run: &RunId,
+        user: &SlackUserId,
+        action: UserAction,
+    ) -> Result<Submitted, RunnerError> {
         let actor = Actor {
             user: user.clone(),
             is_approver: self.approvers.is_approver(user).await,
@@ -134,6 +153,9 @@ impl App {
 
     /// Run the workflow runner until `shutdown`.
     pub async fn run_workflows(self, shutdown: impl std::future::Future<Output = ()>) {
-        self.runner.clone().run(shutdown, Duration::from_secs(20)).await
+        self.runner
+            .clone()
+            .run(shutdown, Duration::from_secs(20))
+            .await
     }
 }

@@ -16,7 +16,11 @@ use crate::store::Store;
 use crate::workflow::runner::RunnerOptions;
 
 #[derive(Debug, Parser)]
-#[command(name = "redis-autoscaler", version, about = "Snapshot-then-upsize ElastiCache Redis groups from Slack")]
+#[command(
+    name = "redis-autoscaler",
+    version,
+    about = "Snapshot-then-upsize ElastiCache Redis groups from Slack"
+)]
 pub struct Cli {
     /// Log format: human-readable text, or one JSON object per line.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -52,11 +56,18 @@ pub enum Command {
 /// Set up `tracing`: text for a terminal, JSON for log pipelines. `RUST_LOG` filters.
 pub fn init_tracing(format: LogFormat, default_filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
     };
 }
 
@@ -96,8 +107,14 @@ async fn serve(path: PathBuf) -> anyhow::Result<i32> {
     };
     let missing: Vec<&str> = [
         ("SLACK_BOT_TOKEN", config.secrets.slack_bot_token.is_some()),
-        ("SLACK_SIGNING_SECRET", config.secrets.slack_signing_secret.is_some()),
-        ("PAGERDUTY_ROUTING_KEY", config.secrets.pagerduty_routing_key.is_some()),
+        (
+            "SLACK_SIGNING_SECRET",
+            config.secrets.slack_signing_secret.is_some(),
+        ),
+        (
+            "PAGERDUTY_ROUTING_KEY",
+            config.secrets.pagerduty_routing_key.is_some(),
+        ),
         ("ALARM_API_KEY", config.secrets.alarm_api_key.is_some()),
     ]
     .into_iter()

@@ -98,7 +98,13 @@ max_node_type = "cache.r6g.2xlarge"
 pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     let scenario = args.scenario;
     let started = Instant::now();
-    println!("redis-autoscaler demo: scenario `{}`", scenario.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default());
+    println!(
+        "redis-autoscaler demo: scenario `{}`",
+        scenario
+            .to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    );
     println!("(simulated ElastiCache, local Slack and PagerDuty stand-ins; time is compressed)\n");
 
     let group = ReplicationGroupId::parse(GROUP)?;
@@ -116,9 +122,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         modify_duration: Duration::from_millis(1500),
         ..SimConfig::default()
     };
-    let sim = sim::spawn(sim_config).await.context("starting the ElastiCache simulator")?;
+    let sim = sim::spawn(sim_config)
+        .await
+        .context("starting the ElastiCache simulator")?;
     if scenario == Scenario::ModifyFails {
-        sim.fail_modify_revert(&group);
+        sim.fail_modifications_of(&group, sim::ModifyFault::Revert);
     }
     let slack = FakeSlack::spawn(BOT_TOKEN).await?;
     let pagerduty = FakePagerDuty::spawn().await?;
@@ -132,7 +140,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         .with("ALARM_API_KEY", "demo-alarm-key")
         .with("SLACK_API_URL", slack.base_url())
         .with("PAGERDUTY_EVENTS_URL", pagerduty.url());
-    let mut config = Config::parse(&demo_config(scenario), &env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut config =
+        Config::parse(&demo_config(scenario), &env).map_err(|e| anyhow::anyhow!("{e}"))?;
     config.database = dir.join("demo.db");
     let store = Arc::new(Store::open(&config.database)?);
     let aws = Arc::new(SdkElastiCache::new(&config_for_endpoint(&sim.endpoint())));
@@ -141,7 +150,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let bot_addr = listener.local_addr()?;
-    let http = tokio::spawn(crate::http::serve(listener, app.clone(), crate::cli::stopped(stop_rx.clone())));
+    let http = tokio::spawn(crate::http::serve(
+        listener,
+        app.clone(),
+        crate::cli::stopped(stop_rx.clone()),
+    ));
     let runner = tokio::spawn(app.clone().run_workflows(crate::cli::stopped(stop_rx)));
     let printer = tokio::spawn(print_live(slack.clone(), started));
     println!("bot listening on http://{bot_addr}\n");
@@ -151,7 +164,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     // Let the last deliveries (final notes, pages) go out before the story is printed.
     if let Ok(run_id) = &result {
         wait_until(Duration::from_secs(10), || {
-            store.pending_effects(Some(run_id)).map(|p| p.is_empty()).unwrap_or(true)
+            store
+                .pending_effects(Some(run_id))
+                .map(|p| p.is_empty())
+                .unwrap_or(true)
         })
         .await;
     }
@@ -164,7 +180,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     let run_id = result?;
     let run = store.run(&run_id)?.context("the run disappeared")?;
     let channel = ChannelId::parse(CHANNEL)?;
-    println!("\n════ #ops as a person reads it ════\n{}", slack.transcript(&channel));
+    println!(
+        "\n════ #ops as a person reads it ════\n{}",
+        slack.transcript(&channel)
+    );
     print_pages(&pagerduty);
     println!("\n════ audit trail of {} ════", run.id);
     for a in store.audit_trail(&run.id)? {
@@ -179,10 +198,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     let aws_calls = sim.calls();
     println!(
         "\nElastiCache saw {} CreateSnapshot and {} ModifyReplicationGroup request(s); {} is now on {}.",
-        aws_calls.iter().filter(|c| c.action == "CreateSnapshot" && c.outcome == "ok").count(),
-        aws_calls.iter().filter(|c| c.action == "ModifyReplicationGroup" && c.outcome == "ok").count(),
+        aws_calls
+            .iter()
+            .filter(|c| c.action == "CreateSnapshot" && c.outcome == "ok")
+            .count(),
+        aws_calls
+            .iter()
+            .filter(|c| c.action == "ModifyReplicationGroup" && c.outcome == "ok")
+            .count(),
         group,
-        sim.group(&group).map(|g| g.node_type.to_string()).unwrap_or_else(|| "?".into())
+        sim.group(&group)
+            .and_then(|g| g.node_type)
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "?".into())
     );
     std::fs::remove_dir_all(&dir).ok();
 
@@ -192,28 +220,53 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         "\nRun {} ended `{got}` in {:.1}s (expected `{want}`): {}",
         run.id,
         started.elapsed().as_secs_f64(),
-        if got == want { "as the scenario should" } else { "NOT as the scenario should" }
+        if got == want {
+            "as the scenario should"
+        } else {
+            "NOT as the scenario should"
+        }
     );
-    Ok(if got == want && scenario_checks(scenario, &run, &pagerduty) { 0 } else { 1 })
+    Ok(
+        if got == want && scenario_checks(scenario, &run, &pagerduty) {
+            0
+        } else {
+            1
+        },
+    )
 }
 
 /// Extra promises each scenario makes.
 fn scenario_checks(scenario: Scenario, run: &Run, pd: &FakePagerDutyHandle) -> bool {
     let events = pd.events();
-    let actions: Vec<&str> = events.iter().filter_map(|e| e["event_action"].as_str()).collect();
+    let actions: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["event_action"].as_str())
+        .collect();
     let thread_linked = events
         .iter()
         .filter(|e| e["event_action"] == "trigger")
-        .all(|e| e["links"][0]["href"].as_str().is_some_and(|h| h.contains("/archives/")));
+        .all(|e| {
+            e["links"][0]["href"]
+                .as_str()
+                .is_some_and(|h| h.contains("/archives/"))
+        });
     let ok = match scenario {
         Scenario::Happy | Scenario::Denied => actions.is_empty(),
-        Scenario::SnapshotTimeout | Scenario::ModifyFails => actions == ["trigger"] && thread_linked,
+        Scenario::SnapshotTimeout | Scenario::ModifyFails => {
+            actions == ["trigger"] && thread_linked
+        }
         Scenario::Escalate => actions == ["trigger", "resolve"] && thread_linked,
     };
     if !ok {
         println!("unexpected PagerDuty events for this scenario: {actions:?}");
     }
-    ok && !matches!(run.state, State::Finished { outcome: Outcome::NothingToDo { .. }, .. })
+    ok && !matches!(
+        run.state,
+        State::Finished {
+            outcome: Outcome::NothingToDo { .. },
+            ..
+        }
+    )
 }
 
 /// Fire the alarm and play the on-call engineer.
@@ -225,7 +278,10 @@ async fn drive(
     started: Instant,
 ) -> anyhow::Result<RunId> {
     let mut committed = app.runner.subscribe();
-    say(started, "CloudWatch: alarm `Redis memory: prod-jobs` goes to ALARM (93.2%)");
+    say(
+        started,
+        "CloudWatch: alarm `Redis memory: prod-jobs` goes to ALARM (93.2%)",
+    );
     let trigger = Trigger::Alarm {
         alarm_name: format!("Redis memory: {GROUP}"),
         reason: "Threshold Crossed: 1 out of the last 1 datapoints [93.2 (26/11/26 03:12:00)] was greater than the threshold (90.0)".into(),
@@ -254,7 +310,10 @@ async fn drive(
         }
         Scenario::Escalate => {
             say(started, "on-call is asleep…");
-            wait_for(&mut committed, &run_id, Duration::from_secs(15), |r| r.page.open).await?;
+            wait_for(&mut committed, &run_id, Duration::from_secs(15), |r| {
+                r.page.open
+            })
+            .await?;
             tokio::time::sleep(Duration::from_millis(800)).await;
             say(started, "paged, on-call wakes up and taps Approve");
             report(app.act(&run_id, &oncall, UserAction::Approve).await?);
@@ -265,7 +324,10 @@ async fn drive(
             report(app.act(&run_id, &oncall, UserAction::Approve).await?);
         }
     }
-    wait_for(&mut committed, &run_id, Duration::from_secs(25), |r| r.is_finished()).await?;
+    wait_for(&mut committed, &run_id, Duration::from_secs(25), |r| {
+        r.is_finished()
+    })
+    .await?;
     Ok(run_id)
 }
 
@@ -316,20 +378,35 @@ async fn print_live(slack: FakeSlackHandle, started: Instant) {
         };
         let t = started.elapsed().as_secs_f64();
         match event {
-            SlackEvent::Posted { ts, thread_ts: None, rendered, .. } => {
+            SlackEvent::Posted {
+                ts,
+                thread_ts: None,
+                rendered,
+                ..
+            } => {
                 println!("[{t:>5.1}s] #ops  new message:");
                 for line in rendered.lines() {
                     println!("          │ {line}");
                 }
                 last.insert(ts.to_string(), rendered);
             }
-            SlackEvent::Posted { thread_ts: Some(_), rendered, .. } => {
-                println!("[{t:>5.1}s] #ops  ↳ {}", rendered.lines().next().unwrap_or(""));
+            SlackEvent::Posted {
+                thread_ts: Some(_),
+                rendered,
+                ..
+            } => {
+                println!(
+                    "[{t:>5.1}s] #ops  ↳ {}",
+                    rendered.lines().next().unwrap_or("")
+                );
             }
             SlackEvent::Updated { ts, rendered, .. } => {
                 let before = last.get(ts.as_str()).cloned().unwrap_or_default();
                 let old: std::collections::HashSet<&str> = before.lines().collect();
-                let changed: Vec<&str> = rendered.lines().filter(|l| !old.contains(l) && !l.trim().is_empty()).collect();
+                let changed: Vec<&str> = rendered
+                    .lines()
+                    .filter(|l| !old.contains(l) && !l.trim().is_empty())
+                    .collect();
                 if !changed.is_empty() {
                     println!("[{t:>5.1}s] #ops  ✎ message updated:");
                     for line in changed {
@@ -339,7 +416,10 @@ async fn print_live(slack: FakeSlackHandle, started: Instant) {
                 last.insert(ts.to_string(), rendered);
             }
             SlackEvent::Ephemeral { rendered, .. } => {
-                println!("[{t:>5.1}s] (only visible to you) {}", rendered.lines().next().unwrap_or(""));
+                println!(
+                    "[{t:>5.1}s] (only visible to you) {}",
+                    rendered.lines().next().unwrap_or("")
+                );
             }
         }
     }

@@ -16,15 +16,17 @@
 //! - [`pagerduty`]: the PagerDuty Events API v2 client.
 //! - [`standin`]: local Slack and PagerDuty servers for `demo` and the tests.
 
+pub mod app;
+pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod elasticache;
+pub mod hooks;
+pub mod http;
 pub mod http_client;
 pub mod pagerduty;
 pub mod slack;
 pub mod standin;
-pub mod workflow;
 pub mod store;
-pub mod hooks;
-pub mod app;
-pub mod http;
+pub mod workflow;

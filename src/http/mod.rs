@@ -38,12 +38,18 @@ async fn healthz() -> &'static str {
 /// Ready once the store can be written and unfinished runs have been resumed.
 async fn readyz(State(app): State<App>) -> (StatusCode, String) {
     if !app.runner.is_ready() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: runs are not resumed yet\n".into());
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: runs are not resumed yet\n".into(),
+        );
     }
     let store = app.runner.store().clone();
     match tokio::task::spawn_blocking(move || store.check_writable()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n".into()),
-        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: the store can't be written: {e}\n")),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: the store can't be written: {e}\n"),
+        ),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
     }
 }

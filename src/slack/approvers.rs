@@ -38,10 +38,10 @@ impl ApproverDirectory {
             return true;
         }
         for approver in &self.approvers {
-            if let Approver::Group(group) = approver {
-                if self.members(group).await.contains(user) {
-                    return true;
-                }
+            if let Approver::Group(group) = approver
+                && self.members(group).await.contains(user)
+            {
+                return true;
             }
         }
         false
@@ -49,14 +49,15 @@ impl ApproverDirectory {
 
     async fn members(&self, group: &SlackUserGroupId) -> Vec<SlackUserId> {
         let cached = self.lock().get(group).cloned();
-        if let Some((at, members)) = &cached {
-            if at.elapsed() < MEMBERSHIP_TTL {
-                return members.clone();
-            }
+        if let Some((at, members)) = &cached
+            && at.elapsed() < MEMBERSHIP_TTL
+        {
+            return members.clone();
         }
         match self.slack.usergroup_members(group).await {
             Ok(members) => {
-                self.lock().insert(group.clone(), (Instant::now(), members.clone()));
+                self.lock()
+                    .insert(group.clone(), (Instant::now(), members.clone()));
                 members
             }
             Err(e) => {
@@ -67,7 +68,9 @@ impl ApproverDirectory {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SlackUserGroupId, (Instant, Vec<SlackUserId>)>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<SlackUserGroupId, (Instant, Vec<SlackUserId>)>> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

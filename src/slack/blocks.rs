@@ -118,7 +118,10 @@ fn why(run: &Run) -> String {
                 s.push_str(&format!("\n> {}", escape(&truncate(reason, 300))));
             }
             if run.alarm_repeats > 0 {
-                s.push_str(&format!("\n_Fired {} more time(s) since._", run.alarm_repeats));
+                s.push_str(&format!(
+                    "\n_Fired {} more time(s) since._",
+                    run.alarm_repeats
+                ));
             }
             s
         }
@@ -176,13 +179,11 @@ fn checklist(run: &Run, now: Timestamp) -> String {
     for step in expected {
         match run.step(step) {
             Some(rec) => lines.push(step_line(run, rec, now)),
-            None if planned && !(stopped && step != Step::Resume) => {
+            None if planned && !stopped => {
                 lines.push(format!("▫️ {}", pending_label(run, step)));
             }
-            None if stopped => {
-                if !matches!(run.outcome(), Some(Outcome::NothingToDo { .. })) {
-                    lines.push(format!("➖ ~{}~", pending_label(run, step)));
-                }
+            None if stopped && !matches!(run.outcome(), Some(Outcome::NothingToDo { .. })) => {
+                lines.push(format!("➖ ~{}~", pending_label(run, step)));
             }
             None => {}
         }
@@ -215,18 +216,15 @@ fn step_line(run: &Run, rec: &StepRecord, now: Timestamp) -> String {
     };
     let label = match rec.step {
         Step::Approval => approval_label(run),
-        Step::Snapshot => match &run.state {
-            State::Snapshotting { snapshot, .. } | State::Modifying { snapshot, .. } => {
-                format!("Snapshot `{snapshot}`")
-            }
-            _ => match run.outcome() {
-                Some(Outcome::Succeeded { snapshot, .. }) => format!("Snapshot `{snapshot}`"),
-                _ => "Snapshot".to_string(),
-            },
-        },
+        Step::Snapshot => format!(
+            "Snapshot `{}`",
+            crate::domain::SnapshotName::for_run(&run.id)
+        ),
         other => pending_label(run, other),
     };
     let timing = match (rec.status, rec.took()) {
+        // The approval line already says what happens next and when.
+        (StepStatus::Running, _) if rec.step == Step::Approval => String::new(),
         (StepStatus::Running, _) => format!(
             " · running for {} (since {})",
             format_duration(now.since(rec.started)),
@@ -259,7 +257,11 @@ fn approval_label(run: &Run) -> String {
                 format!(
                     " ({}/{need}: {})",
                     approvals.len(),
-                    approvals.iter().map(|u| format!("<@{u}>")).collect::<Vec<_>>().join(", ")
+                    approvals
+                        .iter()
+                        .map(|u| format!("<@{u}>"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             };
             let when = if *escalated {
@@ -277,13 +279,22 @@ fn approval_label(run: &Run) -> String {
             format!("Waiting for approval{so_far}{when}")
         }
         _ => {
-            if let Some(d) = run.decisions.iter().rev().find(|d| d.kind == DecisionKind::Deny) {
+            if let Some(d) = run
+                .decisions
+                .iter()
+                .rev()
+                .find(|d| d.kind == DecisionKind::Deny)
+            {
                 return format!("Denied by <@{}>", d.user);
             }
-            if let Some(d) = run.decisions.iter().rev().find(|d| d.kind == DecisionKind::Cancel) {
-                if run.step(Step::Approval).map(|s| s.status) == Some(StepStatus::Cancelled) {
-                    return format!("Cancelled by <@{}>", d.user);
-                }
+            if let Some(d) = run
+                .decisions
+                .iter()
+                .rev()
+                .find(|d| d.kind == DecisionKind::Cancel)
+                && run.step(Step::Approval).map(|s| s.status) == Some(StepStatus::Cancelled)
+            {
+                return format!("Cancelled by <@{}>", d.user);
             }
             if !approvers.is_empty() {
                 let by: Vec<String> = approvers.iter().map(|u| format!("<@{u}>")).collect();
@@ -300,12 +311,15 @@ fn approval_label(run: &Run) -> String {
 }
 
 fn outcome_line(run: &Run) -> Option<String> {
-    let paged = if run.page.open { " On-call has been paged." } else { "" };
+    let paged = if run.page.open {
+        "\n📟 On-call has been paged."
+    } else {
+        ""
+    };
     let line = match &run.state {
-        State::Resuming { outcome, .. } => format!(
-            "⏳ {} — resuming workers…",
-            outcome_words(run, outcome)
-        ),
+        State::Resuming { outcome, .. } => {
+            format!("⏳ {} — resuming workers…", outcome_words(run, outcome))
+        }
         State::Finished { outcome, .. } => {
             let mut s = outcome_words(run, outcome);
             if let Some(err) = &run.resume_error {
@@ -332,7 +346,11 @@ fn outcome_words(run: &Run, outcome: &Outcome) -> String {
             format!("❌ *Failed* at {}: {}", step.label(), escape(error))
         }
         Outcome::TimedOut { step, after } => {
-            format!("⌛ *Timed out* at {} after {}.", step.label(), format_duration(*after))
+            format!(
+                "⌛ *Timed out* at {} after {}.",
+                step.label(),
+                format_duration(*after)
+            )
         }
         Outcome::Denied { by } => format!("🚫 *Denied* by <@{by}>. Nothing was changed."),
         Outcome::Cancelled { by } => format!("🚫 *Cancelled* by <@{by}>."),
@@ -381,7 +399,8 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
             format!("👍 Approved by {}. Starting.", by.join(" and "))
         }
         Note::ApprovedByPolicy => {
-            "🤖 This group's policy approves automatically (`approval = \"auto\"`). Starting.".to_string()
+            "🤖 This group's policy approves automatically (`approval = \"auto\"`). Starting."
+                .to_string()
         }
         Note::ApprovedOnTimeout { after } => format!(
             "🤖 No decision after {}; this group's policy approves then (`on_approval_timeout = \"approve\"`). Starting.",
@@ -392,7 +411,10 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
             format_duration(*after)
         ),
         Note::SizeChosen { by, node_type } => {
-            format!("📐 <@{by}> changed the target to `{node_type}` ({}).", memory_label(node_type))
+            format!(
+                "📐 <@{by}> changed the target to `{node_type}` ({}).",
+                memory_label(node_type)
+            )
         }
         Note::Denied { by } => format!("🚫 Denied by <@{by}>. Nothing was changed."),
         Note::Cancelled { by, snapshot_kept } => match snapshot_kept {
@@ -401,7 +423,9 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
             ),
             None => format!("🚫 Cancelled by <@{by}>. Nothing was changed."),
         },
-        Note::Expired => "⌛ Nobody decided in time; this run is closed. Nothing was changed.".to_string(),
+        Note::Expired => {
+            "⌛ Nobody decided in time; this run is closed. Nothing was changed.".to_string()
+        }
         Note::Pausing => "⏸️ Pausing workers…".to_string(),
         Note::Paused => "⏸️ Workers paused.".to_string(),
         Note::PauseFailed { error } => format!(
@@ -437,7 +461,11 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
             format_duration(*after)
         ),
         Note::NothingToDo { reason } => format!("ℹ️ Nothing to do: {}", escape(reason)),
-        Note::AlarmRepeated { reason, value, count } => {
+        Note::AlarmRepeated {
+            reason,
+            value,
+            count,
+        } => {
             let value = value.map(|v| format!(" ({v:.1}%)")).unwrap_or_default();
             let reason = if reason.is_empty() {
                 String::new()
@@ -446,7 +474,9 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
             };
             format!("🔁 The alarm fired again{value} — {count} time(s) during this run.{reason}")
         }
-        Note::AlarmCleared { reason } => format!("💚 Alarm cleared: {}", escape(&truncate(reason, 200))),
+        Note::AlarmCleared { reason } => {
+            format!("💚 Alarm cleared: {}", escape(&truncate(reason, 200)))
+        }
         Note::Paged { reason } => format!("📟 Paged on-call: {}", page_summary(run, reason)),
         Note::PageResolved => "📟 PagerDuty incident resolved.".to_string(),
         Note::PageFailed { error } => format!("⚠️ Couldn't page PagerDuty: {}", escape(error)),
@@ -479,7 +509,10 @@ pub fn page_summary(run: &Run, reason: &PageReason) -> String {
             run.group
         ),
         PageReason::CannotAct { reason } => {
-            format!("{} memory alarm, and the bot cannot upsize: {reason}", run.group)
+            format!(
+                "{} memory alarm, and the bot cannot upsize: {reason}",
+                run.group
+            )
         }
         PageReason::SlackUnreachable { error } => format!(
             "{} run can't be posted to Slack ({error}); nobody can see or approve it",
@@ -495,7 +528,9 @@ fn slack_time(t: Timestamp) -> String {
 
 /// Escape the three characters Slack's mrkdwn treats as control characters.
 pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn truncate(s: &str, max: usize) -> String {

@@ -213,9 +213,11 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let body: Option<String> = tx
-            .query_row("SELECT body FROM runs WHERE id = ?1", params![id.as_str()], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT body FROM runs WHERE id = ?1",
+                params![id.as_str()],
+                |r| r.get(0),
+            )
             .optional()?;
         let Some(body) = body else {
             return Err(StoreError::RunNotFound(id.clone()));
@@ -346,7 +348,12 @@ impl Store {
     }
 
     /// Is another effect of this kind pending for the run after `effect_id`?
-    pub fn has_later_pending(&self, run_id: &RunId, effect_id: i64, kind: &str) -> Result<bool, StoreError> {
+    pub fn has_later_pending(
+        &self,
+        run_id: &RunId,
+        effect_id: i64,
+        kind: &str,
+    ) -> Result<bool, StoreError> {
         let conn = self.conn();
         let n: i64 = conn.query_row(
             "SELECT COUNT(*) FROM effects WHERE run_id = ?1 AND status = 'pending' AND kind = ?2 AND id > ?3",
@@ -356,7 +363,10 @@ impl Store {
         Ok(n > 0)
     }
 
-    pub fn pending_effects(&self, run_id: Option<&RunId>) -> Result<Vec<PendingEffect>, StoreError> {
+    pub fn pending_effects(
+        &self,
+        run_id: Option<&RunId>,
+    ) -> Result<Vec<PendingEffect>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT id, run_id, body, due_at, attempt FROM effects
@@ -373,9 +383,11 @@ impl Store {
     pub fn run(&self, id: &RunId) -> Result<Option<Run>, StoreError> {
         let conn = self.conn();
         let body: Option<String> = conn
-            .query_row("SELECT body FROM runs WHERE id = ?1", params![id.as_str()], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT body FROM runs WHERE id = ?1",
+                params![id.as_str()],
+                |r| r.get(0),
+            )
             .optional()?;
         body.map(|b| from_json(&b)).transpose()
     }
@@ -394,7 +406,10 @@ impl Store {
 
     /// Runs that are not finished (what a restart resumes).
     pub fn active_runs(&self) -> Result<Vec<Run>, StoreError> {
-        self.query_runs("SELECT body FROM runs WHERE active = 1 ORDER BY created_at", params![])
+        self.query_runs(
+            "SELECT body FROM runs WHERE active = 1 ORDER BY created_at",
+            params![],
+        )
     }
 
     /// The most recent runs, newest first, optionally for one group.
@@ -446,7 +461,8 @@ impl Store {
                 detail: r.get(3)?,
             })
         })?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(StoreError::from)
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::from)
     }
 
     /// How many effects wait to be executed (a metric).
@@ -581,15 +597,24 @@ mod tests {
         let store = Store::open_in_memory().unwrap();
         let a = run("prod-jobs", 1);
         let b = run("prod-jobs", 2);
-        assert_eq!(store.create_run(&a, &first_effects(1)).unwrap(), Created::Created);
+        assert_eq!(
+            store.create_run(&a, &first_effects(1)).unwrap(),
+            Created::Created
+        );
         assert_eq!(
             store.create_run(&b, &first_effects(2)).unwrap(),
             Created::AlreadyActive(a.id.clone())
         );
-        assert!(store.run(&b.id).unwrap().is_none(), "nothing written for the second");
+        assert!(
+            store.run(&b.id).unwrap().is_none(),
+            "nothing written for the second"
+        );
         assert_eq!(store.pending_effects(None).unwrap().len(), 1);
         let other = run("other-group", 3);
-        assert_eq!(store.create_run(&other, &first_effects(3)).unwrap(), Created::Created);
+        assert_eq!(
+            store.create_run(&other, &first_effects(3)).unwrap(),
+            Created::Created
+        );
     }
 
     #[test]
@@ -608,7 +633,12 @@ mod tests {
             })
             .unwrap();
         assert!(store.active_run(&a.group).unwrap().is_none());
-        assert_eq!(store.create_run(&run("prod-jobs", 6), &Change::default()).unwrap(), Created::Created);
+        assert_eq!(
+            store
+                .create_run(&run("prod-jobs", 6), &Change::default())
+                .unwrap(),
+            Created::Created
+        );
     }
 
     #[test]
@@ -617,24 +647,57 @@ mod tests {
         let a = run("a", 0);
         let change = Change {
             effects: vec![
-                Scheduled { effect: Effect::PostTopMessage, due: Timestamp::from_millis(10) },
-                Scheduled { effect: Effect::UpdateTopMessage, due: Timestamp::from_millis(10) },
-                Scheduled { effect: Effect::PollGroup, due: Timestamp::from_millis(5) },
+                Scheduled {
+                    effect: Effect::PostTopMessage,
+                    due: Timestamp::from_millis(10),
+                },
+                Scheduled {
+                    effect: Effect::UpdateTopMessage,
+                    due: Timestamp::from_millis(10),
+                },
+                Scheduled {
+                    effect: Effect::PollGroup,
+                    due: Timestamp::from_millis(5),
+                },
             ],
             ..Change::default()
         };
         store.create_run(&a, &change).unwrap();
-        let due = store.due_effects(Timestamp::from_millis(4), &[], 10).unwrap();
+        let due = store
+            .due_effects(Timestamp::from_millis(4), &[], 10)
+            .unwrap();
         assert!(due.is_empty());
-        let due = store.due_effects(Timestamp::from_millis(20), &[], 10).unwrap();
+        let due = store
+            .due_effects(Timestamp::from_millis(20), &[], 10)
+            .unwrap();
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].effect, Effect::PollGroup);
-        assert!(store.due_effects(Timestamp::from_millis(20), std::slice::from_ref(&a.id), 10).unwrap().is_empty());
-        assert_eq!(store.next_due(&[]).unwrap(), Some(Timestamp::from_millis(5)));
-        store.complete_effect(due[0].id, &a.id, Timestamp::from_millis(20), None).unwrap();
-        let due = store.due_effects(Timestamp::from_millis(20), &[], 10).unwrap();
-        assert_eq!(due[0].effect, Effect::PostTopMessage, "then in insertion order");
-        assert!(store.has_later_pending(&a.id, due[0].id, "update_top_message").unwrap());
+        assert!(
+            store
+                .due_effects(Timestamp::from_millis(20), std::slice::from_ref(&a.id), 10)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store.next_due(&[]).unwrap(),
+            Some(Timestamp::from_millis(5))
+        );
+        store
+            .complete_effect(due[0].id, &a.id, Timestamp::from_millis(20), None)
+            .unwrap();
+        let due = store
+            .due_effects(Timestamp::from_millis(20), &[], 10)
+            .unwrap();
+        assert_eq!(
+            due[0].effect,
+            Effect::PostTopMessage,
+            "then in insertion order"
+        );
+        assert!(
+            store
+                .has_later_pending(&a.id, due[0].id, "update_top_message")
+                .unwrap()
+        );
     }
 
     #[test]
@@ -643,18 +706,36 @@ mod tests {
         let a = run("a", 0);
         let change = Change {
             effects: vec![
-                Scheduled { effect: Effect::PollGroup, due: Timestamp::from_millis(50) },
-                Scheduled { effect: Effect::UpdateTopMessage, due: Timestamp::from_millis(0) },
+                Scheduled {
+                    effect: Effect::PollGroup,
+                    due: Timestamp::from_millis(50),
+                },
+                Scheduled {
+                    effect: Effect::UpdateTopMessage,
+                    due: Timestamp::from_millis(0),
+                },
             ],
             ..Change::default()
         };
         store.create_run(&a, &change).unwrap();
         store
             .update_run(&a.id, None, Timestamp::from_millis(1), |_| {
-                (None, Change { drop_pending_work: true, ..Change::default() }, ())
+                (
+                    None,
+                    Change {
+                        drop_pending_work: true,
+                        ..Change::default()
+                    },
+                    (),
+                )
             })
             .unwrap();
-        let left: Vec<Effect> = store.pending_effects(Some(&a.id)).unwrap().into_iter().map(|p| p.effect).collect();
+        let left: Vec<Effect> = store
+            .pending_effects(Some(&a.id))
+            .unwrap()
+            .into_iter()
+            .map(|p| p.effect)
+            .collect();
         assert_eq!(left, vec![Effect::UpdateTopMessage]);
     }
 
@@ -667,14 +748,22 @@ mod tests {
         {
             let store = Store::open(&path).unwrap();
             let mut change = first_effects(1);
-            change.audit.push(AuditEntry::new(Timestamp::from_millis(1), "U0123ABCD", "created", "test"));
+            change.audit.push(AuditEntry::new(
+                Timestamp::from_millis(1),
+                "U0123ABCD",
+                "created",
+                "test",
+            ));
             store.create_run(&a, &change).unwrap();
         }
         let store = Store::open(&path).unwrap();
         assert_eq!(store.run(&a.id).unwrap().unwrap(), a);
         assert_eq!(store.active_runs().unwrap().len(), 1);
         assert_eq!(store.audit_trail(&a.id).unwrap()[0].kind, "created");
-        assert_eq!(store.pending_effects(None).unwrap()[0].effect, Effect::FetchPlan);
+        assert_eq!(
+            store.pending_effects(None).unwrap()[0].effect,
+            Effect::FetchPlan
+        );
         store.check_writable().unwrap();
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -190,8 +190,14 @@ pub enum PageAction {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "note", rename_all = "snake_case")]
 pub enum Note {
-    ApprovalRecorded { by: SlackUserId, have: u8, need: u8 },
-    Approved { by: Vec<SlackUserId> },
+    ApprovalRecorded {
+        by: SlackUserId,
+        have: u8,
+        need: u8,
+    },
+    Approved {
+        by: Vec<SlackUserId>,
+    },
     ApprovedByPolicy,
     ApprovedOnTimeout {
         #[serde(with = "crate::domain::duration_ms")]
@@ -201,41 +207,75 @@ pub enum Note {
         #[serde(with = "crate::domain::duration_ms")]
         after: Duration,
     },
-    SizeChosen { by: SlackUserId, node_type: NodeType },
-    Denied { by: SlackUserId },
-    Cancelled { by: SlackUserId, snapshot_kept: Option<SnapshotName> },
+    SizeChosen {
+        by: SlackUserId,
+        node_type: NodeType,
+    },
+    Denied {
+        by: SlackUserId,
+    },
+    Cancelled {
+        by: SlackUserId,
+        snapshot_kept: Option<SnapshotName>,
+    },
     Expired,
     Pausing,
     Paused,
-    PauseFailed { error: String },
-    SnapshotStarted { name: SnapshotName },
-    GroupBusy { status: String },
+    PauseFailed {
+        error: String,
+    },
+    SnapshotStarted {
+        name: SnapshotName,
+    },
+    GroupBusy {
+        status: String,
+    },
     SnapshotReady {
         name: SnapshotName,
         #[serde(with = "crate::domain::duration_ms")]
         took: Duration,
     },
-    ModifyStarted { from: NodeType, to: NodeType },
+    ModifyStarted {
+        from: NodeType,
+        to: NodeType,
+    },
     Resumed,
-    ResumeFailed { error: String },
+    ResumeFailed {
+        error: String,
+    },
     Succeeded {
         from: NodeType,
         to: NodeType,
         #[serde(with = "crate::domain::duration_ms")]
         took: Duration,
     },
-    Failed { step: Step, error: String },
+    Failed {
+        step: Step,
+        error: String,
+    },
     TimedOut {
         step: Step,
         #[serde(with = "crate::domain::duration_ms")]
         after: Duration,
     },
-    NothingToDo { reason: String },
-    AlarmRepeated { reason: String, value: Option<f64>, count: u32 },
-    AlarmCleared { reason: String },
-    Paged { reason: PageReason },
+    NothingToDo {
+        reason: String,
+    },
+    AlarmRepeated {
+        reason: String,
+        value: Option<f64>,
+        count: u32,
+    },
+    AlarmCleared {
+        reason: String,
+    },
+    Paged {
+        reason: PageReason,
+    },
     PageResolved,
-    PageFailed { error: String },
+    PageFailed {
+        error: String,
+    },
 }
 
 /// Something the runner must do. Each is idempotent.
@@ -248,16 +288,30 @@ pub enum Effect {
     PostTopMessage,
     /// Re-render the top message from the run as it is when this executes.
     UpdateTopMessage,
-    PostNote { note: Note },
-    Page { action: PageAction },
-    CallHook { phase: HookPhase },
+    PostNote {
+        note: Note,
+    },
+    Page {
+        action: PageAction,
+    },
+    CallHook {
+        phase: HookPhase,
+    },
     /// Describe, then CreateSnapshot only if the snapshot doesn't exist.
-    CreateSnapshot { name: SnapshotName },
-    PollSnapshot { name: SnapshotName },
+    CreateSnapshot {
+        name: SnapshotName,
+    },
+    PollSnapshot {
+        name: SnapshotName,
+    },
     /// Describe, then ModifyReplicationGroup only if not already on or moving to the target.
-    ModifyNodeType { target: NodeType },
+    ModifyNodeType {
+        target: NodeType,
+    },
     PollGroup,
-    Timer { timer: Timer },
+    Timer {
+        timer: Timer,
+    },
 }
 
 impl Effect {
@@ -320,11 +374,20 @@ pub enum Rejection {
     SelfApproval,
     AlreadyApprovedByYou,
     /// The run was already decided (approved, denied or cancelled) or finished.
-    AlreadyDecided { state: String },
+    AlreadyDecided {
+        state: String,
+    },
     Expired,
-    CannotCancel { reason: String },
-    NotAllowedSize { node_type: NodeType, choices: Vec<NodeType> },
-    NotWaitingForApproval { state: String },
+    CannotCancel {
+        reason: String,
+    },
+    NotAllowedSize {
+        node_type: NodeType,
+        choices: Vec<NodeType>,
+    },
+    NotWaitingForApproval {
+        state: String,
+    },
 }
 
 impl Rejection {
@@ -374,7 +437,10 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
     match (&run.state, event) {
         // Effects that report facts about messages and pages are accepted in any state.
         (_, Event::TopMessagePosted { message }) => {
-            b.summary(format!("top message posted in {} at {}", message.channel, message.ts));
+            b.summary(format!(
+                "top message posted in {} at {}",
+                message.channel, message.ts
+            ));
             b.run.message = Some(message.clone());
             b.finish()
         }
@@ -409,7 +475,10 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
         }
 
         // People acting on finished or running runs.
-        (State::Finished { outcome, .. }, Event::Approve { .. } | Event::Deny { .. } | Event::ChooseSize { .. }) => {
+        (
+            State::Finished { outcome, .. },
+            Event::Approve { .. } | Event::Deny { .. } | Event::ChooseSize { .. },
+        ) => {
             if matches!(outcome, Outcome::Expired) {
                 Decision::Reject(Rejection::Expired)
             } else {
@@ -423,11 +492,12 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
                 reason: format!("the run is {}", describe_state(run)),
             })
         }
-        (State::Planning, Event::Approve { .. } | Event::Deny { .. } | Event::ChooseSize { .. }) => {
-            Decision::Reject(Rejection::NotWaitingForApproval {
-                state: "still planning".into(),
-            })
-        }
+        (
+            State::Planning,
+            Event::Approve { .. } | Event::Deny { .. } | Event::ChooseSize { .. },
+        ) => Decision::Reject(Rejection::NotWaitingForApproval {
+            state: "still planning".into(),
+        }),
         (
             State::Pausing { .. }
             | State::Snapshotting { .. }
@@ -445,22 +515,39 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
                 ),
             })
         }
-        (_, Event::Cancel { actor }) if !actor.is_approver && run.requested_by() != Some(&actor.user) => {
+        (_, Event::Cancel { actor })
+            if !actor.is_approver && run.requested_by() != Some(&actor.user) =>
+        {
             Decision::Reject(Rejection::NotAnApprover)
         }
         (State::Planning, Event::Cancel { actor }) => {
             b.decision(actor, DecisionKind::Cancel, None);
             b.summary(format!("cancelled by {} while planning", actor.user));
             b.close_step(Step::Plan, StepStatus::Cancelled);
-            b.finish_run(None, Outcome::Cancelled { by: actor.user.clone() }, None);
+            b.finish_run(
+                None,
+                Outcome::Cancelled {
+                    by: actor.user.clone(),
+                },
+                None,
+            );
             b.finish()
         }
         (State::AwaitingApproval { plan, .. }, Event::Cancel { actor }) => {
             b.decision(actor, DecisionKind::Cancel, None);
             b.summary(format!("cancelled by {}", actor.user));
             b.close_step(Step::Approval, StepStatus::Cancelled);
-            b.note(Note::Cancelled { by: actor.user.clone(), snapshot_kept: None });
-            b.finish_run(Some(plan.clone()), Outcome::Cancelled { by: actor.user.clone() }, None);
+            b.note(Note::Cancelled {
+                by: actor.user.clone(),
+                snapshot_kept: None,
+            });
+            b.finish_run(
+                Some(plan.clone()),
+                Outcome::Cancelled {
+                    by: actor.user.clone(),
+                },
+                None,
+            );
             if run.page.open {
                 b.page(PageAction::Resolve);
             }
@@ -468,15 +555,35 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
         }
         (State::Pausing { plan } | State::Snapshotting { plan, .. }, Event::Cancel { actor }) => {
             let snapshot_kept = match &run.state {
-                State::Snapshotting { snapshot, created: true, .. } => Some(snapshot.clone()),
+                State::Snapshotting {
+                    snapshot,
+                    created: true,
+                    ..
+                } => Some(snapshot.clone()),
                 _ => None,
             };
             b.decision(actor, DecisionKind::Cancel, None);
-            b.summary(format!("cancelled by {} during {}", actor.user, run.state.name()));
-            let step = if matches!(run.state, State::Pausing { .. }) { Step::Pause } else { Step::Snapshot };
+            b.summary(format!(
+                "cancelled by {} during {}",
+                actor.user,
+                run.state.name()
+            ));
+            let step = if matches!(run.state, State::Pausing { .. }) {
+                Step::Pause
+            } else {
+                Step::Snapshot
+            };
             b.close_step(step, StepStatus::Cancelled);
-            b.note(Note::Cancelled { by: actor.user.clone(), snapshot_kept });
-            b.end(plan.clone(), Outcome::Cancelled { by: actor.user.clone() });
+            b.note(Note::Cancelled {
+                by: actor.user.clone(),
+                snapshot_kept,
+            });
+            b.end(
+                plan.clone(),
+                Outcome::Cancelled {
+                    by: actor.user.clone(),
+                },
+            );
             b.finish()
         }
 
@@ -487,8 +594,16 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
                     b.summary(format!("nothing to do: {reason}"));
                     b.effect(Effect::PostTopMessage);
                     b.close_step(Step::Plan, StepStatus::Done);
-                    b.finish_run(None, Outcome::NothingToDo { reason: reason.clone() }, None);
-                    b.note(Note::NothingToDo { reason: reason.clone() });
+                    b.finish_run(
+                        None,
+                        Outcome::NothingToDo {
+                            reason: reason.clone(),
+                        },
+                        None,
+                    );
+                    b.note(Note::NothingToDo {
+                        reason: reason.clone(),
+                    });
                     if matches!(run.trigger, Trigger::Alarm { .. }) {
                         b.page(PageAction::Trigger(PageReason::CannotAct { reason }));
                     }
@@ -499,7 +614,10 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
                         "planned {} → {} (cap {})",
                         plan.current,
                         plan.target,
-                        plan.cap.as_ref().map(|c| c.to_string()).unwrap_or_else(|| "none".into())
+                        plan.cap
+                            .as_ref()
+                            .map(|c| c.to_string())
+                            .unwrap_or_else(|| "none".into())
                     ));
                     b.close_step(Step::Plan, StepStatus::Done);
                     b.open_step(Step::Approval);
@@ -515,8 +633,18 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
                                 approvals: Vec::new(),
                             });
                             b.effect(Effect::PostTopMessage);
-                            b.effect_at(Effect::Timer { timer: Timer::ApprovalTimeout }, deadline);
-                            b.effect_at(Effect::Timer { timer: Timer::ApprovalExpiry }, expires);
+                            b.effect_at(
+                                Effect::Timer {
+                                    timer: Timer::ApprovalTimeout,
+                                },
+                                deadline,
+                            );
+                            b.effect_at(
+                                Effect::Timer {
+                                    timer: Timer::ApprovalExpiry,
+                                },
+                                expires,
+                            );
                         }
                         ApprovalMode::Auto => {
                             b.effect(Effect::PostTopMessage);
@@ -529,19 +657,44 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
                 }
             }
         }
-        (State::Planning, Event::AwsFailed { op: AwsOp::Plan, error }) => {
+        (
+            State::Planning,
+            Event::AwsFailed {
+                op: AwsOp::Plan,
+                error,
+            },
+        ) => {
             let reason = format!("couldn't read the group from AWS: {error}");
             b.summary(reason.clone());
             b.effect(Effect::PostTopMessage);
             b.close_step(Step::Plan, StepStatus::Failed);
-            b.finish_run(None, Outcome::Failed { step: Step::Plan, error: error.to_string() }, None);
-            b.note(Note::Failed { step: Step::Plan, error: error.to_string() });
+            b.finish_run(
+                None,
+                Outcome::Failed {
+                    step: Step::Plan,
+                    error: error.to_string(),
+                },
+                None,
+            );
+            b.note(Note::Failed {
+                step: Step::Plan,
+                error: error.to_string(),
+            });
             b.page(PageAction::Trigger(PageReason::RunFailed));
             b.finish()
         }
 
         // Waiting for approval.
-        (State::AwaitingApproval { plan, approvals, escalated, deadline, expires }, Event::Approve { actor }) => {
+        (
+            State::AwaitingApproval {
+                plan,
+                approvals,
+                escalated,
+                deadline,
+                expires,
+            },
+            Event::Approve { actor },
+        ) => {
             if let Err(why) = policy::may_approve(
                 &run.policy,
                 &actor.user,
@@ -560,8 +713,16 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
             b.decision(actor, DecisionKind::Approve, None);
             let need = run.policy.min_approvals.max(1);
             if (approvals.len() as u8) < need {
-                b.summary(format!("approval {}/{need} by {}", approvals.len(), actor.user));
-                b.note(Note::ApprovalRecorded { by: actor.user.clone(), have: approvals.len() as u8, need });
+                b.summary(format!(
+                    "approval {}/{need} by {}",
+                    approvals.len(),
+                    actor.user
+                ));
+                b.note(Note::ApprovalRecorded {
+                    by: actor.user.clone(),
+                    have: approvals.len() as u8,
+                    need,
+                });
                 b.set_state(State::AwaitingApproval {
                     plan: plan.clone(),
                     deadline: *deadline,
@@ -589,14 +750,31 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
             b.decision(actor, DecisionKind::Deny, None);
             b.summary(format!("denied by {}", actor.user));
             b.close_step(Step::Approval, StepStatus::Cancelled);
-            b.note(Note::Denied { by: actor.user.clone() });
-            b.finish_run(Some(plan.clone()), Outcome::Denied { by: actor.user.clone() }, None);
+            b.note(Note::Denied {
+                by: actor.user.clone(),
+            });
+            b.finish_run(
+                Some(plan.clone()),
+                Outcome::Denied {
+                    by: actor.user.clone(),
+                },
+                None,
+            );
             if run.page.open {
                 b.page(PageAction::Resolve);
             }
             b.finish()
         }
-        (State::AwaitingApproval { plan, deadline, expires, escalated, .. }, Event::ChooseSize { actor, node_type }) => {
+        (
+            State::AwaitingApproval {
+                plan,
+                deadline,
+                expires,
+                escalated,
+                ..
+            },
+            Event::ChooseSize { actor, node_type },
+        ) => {
             if !actor.is_approver {
                 return Decision::Reject(Rejection::NotAnApprover);
             }
@@ -611,7 +789,10 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
             }
             b.decision(actor, DecisionKind::ChooseSize, Some(node_type.clone()));
             b.summary(format!("{} chose {node_type}", actor.user));
-            b.note(Note::SizeChosen { by: actor.user.clone(), node_type: node_type.clone() });
+            b.note(Note::SizeChosen {
+                by: actor.user.clone(),
+                node_type: node_type.clone(),
+            });
             let mut plan = plan.clone();
             plan.target = node_type.clone();
             // Approvals given for another size don't count for this one.
@@ -625,7 +806,18 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
             b.effect(Effect::UpdateTopMessage);
             b.finish()
         }
-        (State::AwaitingApproval { plan, deadline, expires, approvals, escalated }, Event::TimerFired { timer: Timer::ApprovalTimeout }) => {
+        (
+            State::AwaitingApproval {
+                plan,
+                deadline,
+                expires,
+                approvals,
+                escalated,
+            },
+            Event::TimerFired {
+                timer: Timer::ApprovalTimeout,
+            },
+        ) => {
             if now < *deadline {
                 return Decision::Ignore("approval timer fired early".into());
             }
@@ -635,7 +827,10 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
                         return Decision::Ignore("already escalated".into());
                     }
                     let after = run.policy.approval_timeout;
-                    b.summary(format!("no approval after {}: escalating", crate::domain::format_duration(after)));
+                    b.summary(format!(
+                        "no approval after {}: escalating",
+                        crate::domain::format_duration(after)
+                    ));
                     b.note(Note::Escalated { after });
                     b.page(PageAction::Trigger(PageReason::ApprovalTimeout { after }));
                     b.set_state(State::AwaitingApproval {
@@ -649,7 +844,10 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
                 }
                 OnApprovalTimeout::Approve => {
                     let after = run.policy.approval_timeout;
-                    b.summary(format!("no decision after {}: approved by policy", crate::domain::format_duration(after)));
+                    b.summary(format!(
+                        "no decision after {}: approved by policy",
+                        crate::domain::format_duration(after)
+                    ));
                     b.close_step(Step::Approval, StepStatus::Done);
                     b.note(Note::ApprovedOnTimeout { after });
                     b.drop_pending_work = true;
@@ -658,7 +856,12 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
             }
             b.finish()
         }
-        (State::AwaitingApproval { plan, expires, .. }, Event::TimerFired { timer: Timer::ApprovalExpiry }) => {
+        (
+            State::AwaitingApproval { plan, expires, .. },
+            Event::TimerFired {
+                timer: Timer::ApprovalExpiry,
+            },
+        ) => {
             if now < *expires {
                 return Decision::Ignore("expiry timer fired early".into());
             }
@@ -670,23 +873,44 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
         }
 
         // Pausing.
-        (State::Pausing { plan }, Event::HookDone { phase: HookPhase::Pause }) => {
+        (
+            State::Pausing { plan },
+            Event::HookDone {
+                phase: HookPhase::Pause,
+            },
+        ) => {
             b.summary("pause hook done");
             b.close_step(Step::Pause, StepStatus::Done);
             b.note(Note::Paused);
             b.start_snapshot(plan.clone());
             b.finish()
         }
-        (State::Pausing { plan }, Event::HookFailed { phase: HookPhase::Pause, error }) => {
+        (
+            State::Pausing { plan },
+            Event::HookFailed {
+                phase: HookPhase::Pause,
+                error,
+            },
+        ) => {
             b.summary(format!("pause hook failed: {error}"));
             b.close_step(Step::Pause, StepStatus::Failed);
-            b.note(Note::PauseFailed { error: error.clone() });
+            b.note(Note::PauseFailed {
+                error: error.clone(),
+            });
             b.fail(plan.clone(), Step::Pause, error.clone());
             b.finish()
         }
 
         // Snapshot.
-        (State::Snapshotting { plan, snapshot, polls, .. }, Event::SnapshotStarted { status }) => {
+        (
+            State::Snapshotting {
+                plan,
+                snapshot,
+                polls,
+                ..
+            },
+            Event::SnapshotStarted { status },
+        ) => {
             b.summary(format!("snapshot {snapshot} is {status}"));
             b.set_state(State::Snapshotting {
                 plan: plan.clone(),
@@ -697,12 +921,23 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
             b.on_snapshot_status(plan, snapshot, *polls, Some(status));
             b.finish()
         }
-        (State::Snapshotting { plan, snapshot, polls, created: true }, Event::SnapshotPolled { status }) => {
+        (
+            State::Snapshotting {
+                plan,
+                snapshot,
+                polls,
+                created: true,
+            },
+            Event::SnapshotPolled { status },
+        ) => {
             let polls = polls + 1;
             b.summary(format!(
                 "snapshot poll {polls}/{}: {}",
                 run.policy.snapshot_max_polls,
-                status.as_ref().map(|s| s.to_string()).unwrap_or_else(|| "missing".into())
+                status
+                    .as_ref()
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "missing".into())
             ));
             b.set_state(State::Snapshotting {
                 plan: plan.clone(),
@@ -713,22 +948,54 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
             b.on_snapshot_status(plan, snapshot, polls, status.as_ref());
             b.finish()
         }
-        (State::Snapshotting { plan, snapshot, polls, created }, Event::AwsFailed { op: AwsOp::CreateSnapshot, error: AwsError::InvalidState { message, .. } }) => {
+        (
+            State::Snapshotting {
+                plan,
+                snapshot,
+                polls,
+                created,
+            },
+            Event::AwsFailed {
+                op: AwsOp::CreateSnapshot,
+                error: AwsError::InvalidState { message, .. },
+            },
+        ) => {
             // The group is busy (a backup or another change): wait like a poll, then try again.
             let polls = polls + 1;
-            b.summary(format!("group busy, CreateSnapshot waits ({polls}/{}): {message}", run.policy.snapshot_max_polls));
+            b.summary(format!(
+                "group busy, CreateSnapshot waits ({polls}/{}): {message}",
+                run.policy.snapshot_max_polls
+            ));
             if polls >= run.policy.snapshot_max_polls {
                 b.timed_out(plan.clone(), Step::Snapshot);
             } else {
                 if polls == 1 {
-                    b.note(Note::GroupBusy { status: message.clone() });
+                    b.note(Note::GroupBusy {
+                        status: message.clone(),
+                    });
                 }
-                b.set_state(State::Snapshotting { plan: plan.clone(), snapshot: snapshot.clone(), polls, created: *created });
-                b.effect_at(Effect::CreateSnapshot { name: snapshot.clone() }, now.plus(run.policy.snapshot_poll_interval));
+                b.set_state(State::Snapshotting {
+                    plan: plan.clone(),
+                    snapshot: snapshot.clone(),
+                    polls,
+                    created: *created,
+                });
+                b.effect_at(
+                    Effect::CreateSnapshot {
+                        name: snapshot.clone(),
+                    },
+                    now.plus(run.policy.snapshot_poll_interval),
+                );
             }
             b.finish()
         }
-        (State::Snapshotting { plan, .. }, Event::AwsFailed { op: AwsOp::CreateSnapshot | AwsOp::PollSnapshot, error }) => {
+        (
+            State::Snapshotting { plan, .. },
+            Event::AwsFailed {
+                op: AwsOp::CreateSnapshot | AwsOp::PollSnapshot,
+                error,
+            },
+        ) => {
             b.summary(format!("snapshot failed: {error}"));
             b.close_step(Step::Snapshot, StepStatus::Failed);
             b.fail(plan.clone(), Step::Snapshot, error.to_string());
@@ -736,10 +1003,22 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
         }
 
         // Upsize.
-        (State::Modifying { plan, snapshot, started, polls, .. }, Event::ModifyRequested { group }) => {
+        (
+            State::Modifying {
+                plan,
+                snapshot,
+                started,
+                polls,
+                ..
+            },
+            Event::ModifyRequested { group },
+        ) => {
             let seen_modifying = group.status == "modifying";
             b.summary(format!("modification requested; group is {}", group.status));
-            b.note(Note::ModifyStarted { from: plan.current.clone(), to: plan.target.clone() });
+            b.note(Note::ModifyStarted {
+                from: plan.current.clone(),
+                to: plan.target.clone(),
+            });
             b.set_state(State::Modifying {
                 plan: plan.clone(),
                 snapshot: snapshot.clone(),
@@ -755,10 +1034,24 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
             }
             b.finish()
         }
-        (State::Modifying { plan, snapshot, started, seen_modifying, polls, requested: true }, Event::GroupPolled { group }) => {
+        (
+            State::Modifying {
+                plan,
+                snapshot,
+                started,
+                seen_modifying,
+                polls,
+                requested: true,
+            },
+            Event::GroupPolled { group },
+        ) => {
             let polls = polls + 1;
             let seen_modifying = *seen_modifying || group.status == "modifying";
-            let on = group.node_type.as_ref().map(|t| t.to_string()).unwrap_or_else(|| "?".into());
+            let on = group
+                .node_type
+                .as_ref()
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "?".into());
             b.summary(format!("group poll {polls}: {} on {on}", group.status));
             if group.is_available() && group.node_type.as_ref() == Some(&plan.target) {
                 b.succeed(plan.clone(), snapshot.clone());
@@ -784,13 +1077,30 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
             }
             b.finish()
         }
-        (State::Modifying { plan, snapshot, started, polls, seen_modifying, requested }, Event::AwsFailed { op: AwsOp::Modify, error: AwsError::InvalidState { message, .. } }) => {
-            b.summary(format!("group busy, ModifyReplicationGroup waits: {message}"));
+        (
+            State::Modifying {
+                plan,
+                snapshot,
+                started,
+                polls,
+                seen_modifying,
+                requested,
+            },
+            Event::AwsFailed {
+                op: AwsOp::Modify,
+                error: AwsError::InvalidState { message, .. },
+            },
+        ) => {
+            b.summary(format!(
+                "group busy, ModifyReplicationGroup waits: {message}"
+            ));
             if now.since(*started) >= run.policy.modify_timeout {
                 b.timed_out(plan.clone(), Step::Upsize);
             } else {
                 if *polls == 0 {
-                    b.note(Note::GroupBusy { status: message.clone() });
+                    b.note(Note::GroupBusy {
+                        status: message.clone(),
+                    });
                 }
                 b.set_state(State::Modifying {
                     plan: plan.clone(),
@@ -800,11 +1110,22 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
                     seen_modifying: *seen_modifying,
                     polls: polls + 1,
                 });
-                b.effect_at(Effect::ModifyNodeType { target: plan.target.clone() }, now.plus(run.policy.modify_poll_interval));
+                b.effect_at(
+                    Effect::ModifyNodeType {
+                        target: plan.target.clone(),
+                    },
+                    now.plus(run.policy.modify_poll_interval),
+                );
             }
             b.finish()
         }
-        (State::Modifying { plan, .. }, Event::AwsFailed { op: AwsOp::Modify | AwsOp::PollGroup, error }) => {
+        (
+            State::Modifying { plan, .. },
+            Event::AwsFailed {
+                op: AwsOp::Modify | AwsOp::PollGroup,
+                error,
+            },
+        ) => {
             b.summary(format!("upsize failed: {error}"));
             b.close_step(Step::Upsize, StepStatus::Failed);
             b.fail(plan.clone(), Step::Upsize, error.to_string());
@@ -812,33 +1133,56 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
         }
 
         // Resuming.
-        (State::Resuming { plan, outcome }, Event::HookDone { phase: HookPhase::Resume }) => {
+        (
+            State::Resuming { plan, outcome },
+            Event::HookDone {
+                phase: HookPhase::Resume,
+            },
+        ) => {
             b.summary("resume hook done");
             b.close_step(Step::Resume, StepStatus::Done);
             b.note(Note::Resumed);
             b.finish_run(Some(plan.clone()), outcome.clone(), None);
             b.finish()
         }
-        (State::Resuming { plan, outcome }, Event::HookFailed { phase: HookPhase::Resume, error }) => {
+        (
+            State::Resuming { plan, outcome },
+            Event::HookFailed {
+                phase: HookPhase::Resume,
+                error,
+            },
+        ) => {
             b.summary(format!("resume hook failed: {error}"));
             b.close_step(Step::Resume, StepStatus::Failed);
-            b.note(Note::ResumeFailed { error: error.clone() });
+            b.note(Note::ResumeFailed {
+                error: error.clone(),
+            });
             b.finish_run(Some(plan.clone()), outcome.clone(), Some(error.clone()));
-            b.page(PageAction::Trigger(PageReason::ResumeFailed { error: error.clone() }));
+            b.page(PageAction::Trigger(PageReason::ResumeFailed {
+                error: error.clone(),
+            }));
             b.finish()
         }
 
         // Alarms while a run is active.
-        (state, Event::AlarmRepeated { reason, value }) if !matches!(state, State::Finished { .. }) => {
+        (state, Event::AlarmRepeated { reason, value })
+            if !matches!(state, State::Finished { .. }) =>
+        {
             b.run.alarm_repeats += 1;
             let count = b.run.alarm_repeats;
             b.summary(format!("alarm fired again ({count})"));
-            b.note(Note::AlarmRepeated { reason: reason.clone(), value: *value, count });
+            b.note(Note::AlarmRepeated {
+                reason: reason.clone(),
+                value: *value,
+                count,
+            });
             b.finish()
         }
         (state, Event::AlarmCleared { reason }) if !matches!(state, State::Finished { .. }) => {
             b.summary("alarm cleared");
-            b.note(Note::AlarmCleared { reason: reason.clone() });
+            b.note(Note::AlarmCleared {
+                reason: reason.clone(),
+            });
             b.finish()
         }
 
@@ -858,7 +1202,11 @@ fn page_action_name(action: &PageAction) -> &'static str {
 }
 
 fn join_users(users: &[SlackUserId]) -> String {
-    users.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(", ")
+    users
+        .iter()
+        .map(|u| u.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// How a run's state reads in a sentence ("succeeded", "waiting for approval", …).
@@ -906,8 +1254,13 @@ impl Builder {
 
     fn finish(mut self) -> Decision {
         // A message posted in this transition already shows the latest state.
-        if self.effects.iter().any(|e| e.effect == Effect::PostTopMessage) {
-            self.effects.retain(|e| e.effect != Effect::UpdateTopMessage);
+        if self
+            .effects
+            .iter()
+            .any(|e| e.effect == Effect::PostTopMessage)
+        {
+            self.effects
+                .retain(|e| e.effect != Effect::UpdateTopMessage);
         }
         Decision::Accept(Box::new(Transition {
             run: self.run,

@@ -28,11 +28,17 @@ fn user(s: &str) -> SlackUserId {
 }
 
 fn approver(s: &str) -> Actor {
-    Actor { user: user(s), is_approver: true }
+    Actor {
+        user: user(s),
+        is_approver: true,
+    }
 }
 
 fn stranger(s: &str) -> Actor {
-    Actor { user: user(s), is_approver: false }
+    Actor {
+        user: user(s),
+        is_approver: false,
+    }
 }
 
 fn policy() -> Policy {
@@ -93,7 +99,10 @@ fn alarm() -> Trigger {
 }
 
 fn command(by: &str) -> Trigger {
-    Trigger::Command { user: user(by), response_url: None }
+    Trigger::Command {
+        user: user(by),
+        response_url: None,
+    }
 }
 
 fn planning() -> Run {
@@ -124,7 +133,13 @@ fn snapshot_name() -> SnapshotName {
 }
 
 fn pausing() -> Run {
-    let mut r = awaiting_with(Policy { pause_url: Some("http://127.0.0.1:1/pause".into()), ..policy() }, alarm());
+    let mut r = awaiting_with(
+        Policy {
+            pause_url: Some("http://127.0.0.1:1/pause".into()),
+            ..policy()
+        },
+        alarm(),
+    );
     r.steps.push(StepRecord::start(Step::Pause, at(20)));
     r.state = State::Pausing { plan: plan() };
     r
@@ -133,7 +148,12 @@ fn pausing() -> Run {
 fn snapshotting(created: bool, polls: u32) -> Run {
     let mut r = awaiting();
     r.steps.push(StepRecord::start(Step::Snapshot, at(20)));
-    r.state = State::Snapshotting { plan: plan(), snapshot: snapshot_name(), polls, created };
+    r.state = State::Snapshotting {
+        plan: plan(),
+        snapshot: snapshot_name(),
+        polls,
+        created,
+    };
     r
 }
 
@@ -154,18 +174,28 @@ fn modifying(requested: bool, seen_modifying: bool, polls: u32) -> Run {
 fn resuming(outcome: Outcome) -> Run {
     let mut r = pausing();
     r.steps.push(StepRecord::start(Step::Resume, at(70_000)));
-    r.state = State::Resuming { plan: plan(), outcome };
+    r.state = State::Resuming {
+        plan: plan(),
+        outcome,
+    };
     r
 }
 
 fn finished(outcome: Outcome) -> Run {
     let mut r = awaiting();
-    r.state = State::Finished { plan: Some(plan()), outcome };
+    r.state = State::Finished {
+        plan: Some(plan()),
+        outcome,
+    };
     r
 }
 
 fn succeeded() -> Outcome {
-    Outcome::Succeeded { from: nt("cache.r6g.large"), to: nt("cache.r6g.xlarge"), snapshot: snapshot_name() }
+    Outcome::Succeeded {
+        from: nt("cache.r6g.large"),
+        to: nt("cache.r6g.xlarge"),
+        snapshot: snapshot_name(),
+    }
 }
 
 /// What a row expects.
@@ -196,7 +226,10 @@ fn check(name: &str, run: Run, event: Event, now: Timestamp, expect: Expect) -> 
             assert_eq!(t.run.state_name(), state, "{name}: next state");
             let names: Vec<&str> = t.effects.iter().map(|s| s.effect.name()).collect();
             assert_eq!(names, effects, "{name}: effects");
-            assert!(!t.summary.is_empty(), "{name}: every transition explains itself");
+            assert!(
+                !t.summary.is_empty(),
+                "{name}: every transition explains itself"
+            );
             assert_eq!(t.run.updated_at, now, "{name}: updated_at");
             Some(*t)
         }
@@ -216,37 +249,87 @@ fn planning_transitions() {
     let t = check(
         "plan needing approval",
         planning(),
-        Event::PlanFetched { group: group_info("available", "cache.r6g.large"), allowed: allowed() },
+        Event::PlanFetched {
+            group: group_info("available", "cache.r6g.large"),
+            allowed: allowed(),
+        },
         at(10),
         Accept("awaiting_approval", &["post_top_message", "timer", "timer"]),
     )
     .unwrap();
-    assert_eq!(t.effects[1].due, at(10).plus(Duration::from_secs(900)), "approval timeout");
-    assert_eq!(t.effects[2].due, at(10).plus(Duration::from_secs(86_400)), "expiry");
+    assert_eq!(
+        t.effects[1].due,
+        at(10).plus(Duration::from_secs(900)),
+        "approval timeout"
+    );
+    assert_eq!(
+        t.effects[2].due,
+        at(10).plus(Duration::from_secs(86_400)),
+        "expiry"
+    );
     assert_eq!(t.run.plan().unwrap().target, nt("cache.r6g.xlarge"));
 
-    let auto = base(alarm(), Policy { approval: ApprovalMode::Auto, ..policy() });
+    let auto = base(
+        alarm(),
+        Policy {
+            approval: ApprovalMode::Auto,
+            ..policy()
+        },
+    );
     check(
         "auto approval goes straight to the snapshot",
         auto,
-        Event::PlanFetched { group: group_info("available", "cache.r6g.large"), allowed: allowed() },
+        Event::PlanFetched {
+            group: group_info("available", "cache.r6g.large"),
+            allowed: allowed(),
+        },
         at(10),
-        Accept("snapshotting", &["post_top_message", "post_note", "post_note", "create_snapshot"]),
+        Accept(
+            "snapshotting",
+            &[
+                "post_top_message",
+                "post_note",
+                "post_note",
+                "create_snapshot",
+            ],
+        ),
     );
 
-    let auto_paused = base(alarm(), Policy { approval: ApprovalMode::Auto, pause_url: Some("http://127.0.0.1:1/p".into()), ..policy() });
+    let auto_paused = base(
+        alarm(),
+        Policy {
+            approval: ApprovalMode::Auto,
+            pause_url: Some("http://127.0.0.1:1/p".into()),
+            ..policy()
+        },
+    );
     check(
         "auto approval with a pause hook pauses first",
         auto_paused,
-        Event::PlanFetched { group: group_info("available", "cache.r6g.large"), allowed: allowed() },
+        Event::PlanFetched {
+            group: group_info("available", "cache.r6g.large"),
+            allowed: allowed(),
+        },
         at(10),
-        Accept("pausing", &["post_top_message", "post_note", "post_note", "call_hook"]),
+        Accept(
+            "pausing",
+            &["post_top_message", "post_note", "post_note", "call_hook"],
+        ),
     );
 
     let t = check(
         "an alarm at the cap posts, pages, and closes",
-        base(alarm(), Policy { max_node_type: Some(nt("cache.r6g.large")), ..policy() }),
-        Event::PlanFetched { group: group_info("available", "cache.r6g.large"), allowed: allowed() },
+        base(
+            alarm(),
+            Policy {
+                max_node_type: Some(nt("cache.r6g.large")),
+                ..policy()
+            },
+        ),
+        Event::PlanFetched {
+            group: group_info("available", "cache.r6g.large"),
+            allowed: allowed(),
+        },
         at(10),
         Accept("nothing_to_do", &["post_top_message", "post_note", "page"]),
     )
@@ -255,8 +338,17 @@ fn planning_transitions() {
 
     check(
         "a command at the cap does not page",
-        base(command("U0000001"), Policy { max_node_type: Some(nt("cache.r6g.large")), ..policy() }),
-        Event::PlanFetched { group: group_info("available", "cache.r6g.large"), allowed: allowed() },
+        base(
+            command("U0000001"),
+            Policy {
+                max_node_type: Some(nt("cache.r6g.large")),
+                ..policy()
+            },
+        ),
+        Event::PlanFetched {
+            group: group_info("available", "cache.r6g.large"),
+            allowed: allowed(),
+        },
         at(10),
         Accept("nothing_to_do", &["post_top_message", "post_note"]),
     );
@@ -264,163 +356,866 @@ fn planning_transitions() {
     check(
         "AWS failing while planning fails the run and pages",
         planning(),
-        Event::AwsFailed { op: AwsOp::Plan, error: AwsError::NotFound { code: "ReplicationGroupNotFoundFault".into(), message: "gone".into() } },
+        Event::AwsFailed {
+            op: AwsOp::Plan,
+            error: AwsError::NotFound {
+                code: "ReplicationGroupNotFoundFault".into(),
+                message: "gone".into(),
+            },
+        },
         at(10),
         Accept("failed", &["post_top_message", "post_note", "page"]),
     );
-    check("approve while planning", planning(), Event::Approve { actor: approver("U0000001") }, at(5), Reject("not_waiting"));
-    check("cancel while planning", planning(), Event::Cancel { actor: approver("U0000001") }, at(5), Accept("cancelled", &["update_top_message"]));
-    let stale_poll = Event::GroupPolled { group: group_info("available", "cache.r6g.large") };
-    check("a stale poll while planning", planning(), stale_poll, at(5), Ignore);
+    check(
+        "approve while planning",
+        planning(),
+        Event::Approve {
+            actor: approver("U0000001"),
+        },
+        at(5),
+        Reject("not_waiting"),
+    );
+    check(
+        "cancel while planning",
+        planning(),
+        Event::Cancel {
+            actor: approver("U0000001"),
+        },
+        at(5),
+        Accept("cancelled", &["update_top_message"]),
+    );
+    let stale_poll = Event::GroupPolled {
+        group: group_info("available", "cache.r6g.large"),
+    };
+    check(
+        "a stale poll while planning",
+        planning(),
+        stale_poll,
+        at(5),
+        Ignore,
+    );
 }
 
 #[test]
 fn approval_matrix() {
     use Expect::*;
-    check("non-approver", awaiting(), Event::Approve { actor: stranger("U0000009") }, at(100), Reject("not_an_approver"));
+    check(
+        "non-approver",
+        awaiting(),
+        Event::Approve {
+            actor: stranger("U0000009"),
+        },
+        at(100),
+        Reject("not_an_approver"),
+    );
     let t = check(
         "approver",
         awaiting(),
-        Event::Approve { actor: approver("U0000001") },
+        Event::Approve {
+            actor: approver("U0000001"),
+        },
         at(100),
-        Accept("snapshotting", &["post_note", "post_note", "create_snapshot", "update_top_message"]),
+        Accept(
+            "snapshotting",
+            &[
+                "post_note",
+                "post_note",
+                "create_snapshot",
+                "update_top_message",
+            ],
+        ),
     )
     .unwrap();
     assert!(t.drop_pending_work, "the approval timers are dropped");
     assert_eq!(t.run.decisions.len(), 1);
 
     let mine = awaiting_with(policy(), command("U0000001"));
-    check("requester with self-approval off", mine.clone(), Event::Approve { actor: approver("U0000001") }, at(100), Reject("self_approval"));
-    let lenient = awaiting_with(Policy { allow_self_approval: true, ..policy() }, command("U0000001"));
-    check("requester with self-approval on", lenient, Event::Approve { actor: approver("U0000001") }, at(100), Accept("snapshotting", &["post_note", "post_note", "create_snapshot", "update_top_message"]));
+    check(
+        "requester with self-approval off",
+        mine.clone(),
+        Event::Approve {
+            actor: approver("U0000001"),
+        },
+        at(100),
+        Reject("self_approval"),
+    );
+    let lenient = awaiting_with(
+        Policy {
+            allow_self_approval: true,
+            ..policy()
+        },
+        command("U0000001"),
+    );
+    check(
+        "requester with self-approval on",
+        lenient,
+        Event::Approve {
+            actor: approver("U0000001"),
+        },
+        at(100),
+        Accept(
+            "snapshotting",
+            &[
+                "post_note",
+                "post_note",
+                "create_snapshot",
+                "update_top_message",
+            ],
+        ),
+    );
 
-    let two = awaiting_with(Policy { min_approvals: 2, ..policy() }, alarm());
-    let t = check("first of two", two, Event::Approve { actor: approver("U0000001") }, at(100), Accept("awaiting_approval", &["post_note", "update_top_message"])).unwrap();
-    check("same person twice", t.run.clone(), Event::Approve { actor: approver("U0000001") }, at(110), Reject("already_approved_by_you"));
-    check("second approver", t.run, Event::Approve { actor: approver("U0000002") }, at(120), Accept("snapshotting", &["post_note", "post_note", "create_snapshot", "update_top_message"]));
+    let two = awaiting_with(
+        Policy {
+            min_approvals: 2,
+            ..policy()
+        },
+        alarm(),
+    );
+    let t = check(
+        "first of two",
+        two,
+        Event::Approve {
+            actor: approver("U0000001"),
+        },
+        at(100),
+        Accept("awaiting_approval", &["post_note", "update_top_message"]),
+    )
+    .unwrap();
+    check(
+        "same person twice",
+        t.run.clone(),
+        Event::Approve {
+            actor: approver("U0000001"),
+        },
+        at(110),
+        Reject("already_approved_by_you"),
+    );
+    check(
+        "second approver",
+        t.run,
+        Event::Approve {
+            actor: approver("U0000002"),
+        },
+        at(120),
+        Accept(
+            "snapshotting",
+            &[
+                "post_note",
+                "post_note",
+                "create_snapshot",
+                "update_top_message",
+            ],
+        ),
+    );
 
-    check("deny by non-approver", awaiting(), Event::Deny { actor: stranger("U0000009") }, at(100), Reject("not_an_approver"));
-    check("deny", awaiting(), Event::Deny { actor: approver("U0000001") }, at(100), Accept("denied", &["post_note", "update_top_message"]));
-    check("cancel by requester", awaiting_with(policy(), command("U0000005")), Event::Cancel { actor: stranger("U0000005") }, at(100), Accept("cancelled", &["post_note", "update_top_message"]));
-    check("cancel by a stranger", awaiting(), Event::Cancel { actor: stranger("U0000009") }, at(100), Reject("not_an_approver"));
+    check(
+        "deny by non-approver",
+        awaiting(),
+        Event::Deny {
+            actor: stranger("U0000009"),
+        },
+        at(100),
+        Reject("not_an_approver"),
+    );
+    check(
+        "deny",
+        awaiting(),
+        Event::Deny {
+            actor: approver("U0000001"),
+        },
+        at(100),
+        Accept("denied", &["post_note", "update_top_message"]),
+    );
+    check(
+        "cancel by requester",
+        awaiting_with(policy(), command("U0000005")),
+        Event::Cancel {
+            actor: stranger("U0000005"),
+        },
+        at(100),
+        Accept("cancelled", &["post_note", "update_top_message"]),
+    );
+    check(
+        "cancel by a stranger",
+        awaiting(),
+        Event::Cancel {
+            actor: stranger("U0000009"),
+        },
+        at(100),
+        Reject("not_an_approver"),
+    );
 
-    check("choose an allowed size", awaiting(), Event::ChooseSize { actor: approver("U0000001"), node_type: nt("cache.r6g.2xlarge") }, at(100), Accept("awaiting_approval", &["post_note", "update_top_message"]));
-    check("choose a size outside the plan", awaiting(), Event::ChooseSize { actor: approver("U0000001"), node_type: nt("cache.r6g.8xlarge") }, at(100), Reject("not_allowed_size"));
-    check("choose by a stranger", awaiting(), Event::ChooseSize { actor: stranger("U0000009"), node_type: nt("cache.r6g.2xlarge") }, at(100), Reject("not_an_approver"));
-    check("choose the current target", awaiting(), Event::ChooseSize { actor: approver("U0000001"), node_type: nt("cache.r6g.xlarge") }, at(100), Ignore);
+    check(
+        "choose an allowed size",
+        awaiting(),
+        Event::ChooseSize {
+            actor: approver("U0000001"),
+            node_type: nt("cache.r6g.2xlarge"),
+        },
+        at(100),
+        Accept("awaiting_approval", &["post_note", "update_top_message"]),
+    );
+    check(
+        "choose a size outside the plan",
+        awaiting(),
+        Event::ChooseSize {
+            actor: approver("U0000001"),
+            node_type: nt("cache.r6g.8xlarge"),
+        },
+        at(100),
+        Reject("not_allowed_size"),
+    );
+    check(
+        "choose by a stranger",
+        awaiting(),
+        Event::ChooseSize {
+            actor: stranger("U0000009"),
+            node_type: nt("cache.r6g.2xlarge"),
+        },
+        at(100),
+        Reject("not_an_approver"),
+    );
+    check(
+        "choose the current target",
+        awaiting(),
+        Event::ChooseSize {
+            actor: approver("U0000001"),
+            node_type: nt("cache.r6g.xlarge"),
+        },
+        at(100),
+        Ignore,
+    );
 }
 
 #[test]
 fn clicks_after_a_decision_are_rejected() {
     use Expect::*;
     let running = snapshotting(true, 0);
-    check("approve while snapshotting", running.clone(), Event::Approve { actor: approver("U0000002") }, at(100), Reject("already_decided"));
-    check("deny while snapshotting", running, Event::Deny { actor: approver("U0000002") }, at(100), Reject("already_decided"));
-    check("approve after deny", finished(Outcome::Denied { by: user("U0000001") }), Event::Approve { actor: approver("U0000002") }, at(100), Reject("already_decided"));
-    check("approve after cancel", finished(Outcome::Cancelled { by: user("U0000001") }), Event::Approve { actor: approver("U0000002") }, at(100), Reject("already_decided"));
-    check("approve after completion", finished(succeeded()), Event::Approve { actor: approver("U0000002") }, at(100), Reject("already_decided"));
-    check("approve after expiry", finished(Outcome::Expired), Event::Approve { actor: approver("U0000002") }, at(100), Reject("expired"));
-    check("cancel after completion", finished(succeeded()), Event::Cancel { actor: approver("U0000002") }, at(100), Reject("cannot_cancel"));
-    check("cancel while modifying", modifying(true, true, 1), Event::Cancel { actor: approver("U0000002") }, at(100), Reject("cannot_cancel"));
-    check("cancel while resuming", resuming(succeeded()), Event::Cancel { actor: approver("U0000002") }, at(100), Reject("cannot_cancel"));
+    check(
+        "approve while snapshotting",
+        running.clone(),
+        Event::Approve {
+            actor: approver("U0000002"),
+        },
+        at(100),
+        Reject("already_decided"),
+    );
+    check(
+        "deny while snapshotting",
+        running,
+        Event::Deny {
+            actor: approver("U0000002"),
+        },
+        at(100),
+        Reject("already_decided"),
+    );
+    check(
+        "approve after deny",
+        finished(Outcome::Denied {
+            by: user("U0000001"),
+        }),
+        Event::Approve {
+            actor: approver("U0000002"),
+        },
+        at(100),
+        Reject("already_decided"),
+    );
+    check(
+        "approve after cancel",
+        finished(Outcome::Cancelled {
+            by: user("U0000001"),
+        }),
+        Event::Approve {
+            actor: approver("U0000002"),
+        },
+        at(100),
+        Reject("already_decided"),
+    );
+    check(
+        "approve after completion",
+        finished(succeeded()),
+        Event::Approve {
+            actor: approver("U0000002"),
+        },
+        at(100),
+        Reject("already_decided"),
+    );
+    check(
+        "approve after expiry",
+        finished(Outcome::Expired),
+        Event::Approve {
+            actor: approver("U0000002"),
+        },
+        at(100),
+        Reject("expired"),
+    );
+    check(
+        "cancel after completion",
+        finished(succeeded()),
+        Event::Cancel {
+            actor: approver("U0000002"),
+        },
+        at(100),
+        Reject("cannot_cancel"),
+    );
+    check(
+        "cancel while modifying",
+        modifying(true, true, 1),
+        Event::Cancel {
+            actor: approver("U0000002"),
+        },
+        at(100),
+        Reject("cannot_cancel"),
+    );
+    check(
+        "cancel while resuming",
+        resuming(succeeded()),
+        Event::Cancel {
+            actor: approver("U0000002"),
+        },
+        at(100),
+        Reject("cannot_cancel"),
+    );
 }
 
 #[test]
 fn approval_timeouts() {
     use Expect::*;
-    check("timer before the deadline", awaiting(), Event::TimerFired { timer: Timer::ApprovalTimeout }, at(100), Ignore);
-    let t = check("escalate", awaiting(), Event::TimerFired { timer: Timer::ApprovalTimeout }, at(900_000), Accept("awaiting_approval", &["post_note", "page", "update_top_message"])).unwrap();
+    check(
+        "timer before the deadline",
+        awaiting(),
+        Event::TimerFired {
+            timer: Timer::ApprovalTimeout,
+        },
+        at(100),
+        Ignore,
+    );
+    let t = check(
+        "escalate",
+        awaiting(),
+        Event::TimerFired {
+            timer: Timer::ApprovalTimeout,
+        },
+        at(900_000),
+        Accept(
+            "awaiting_approval",
+            &["post_note", "page", "update_top_message"],
+        ),
+    )
+    .unwrap();
     assert!(t.run.page.open);
-    check("escalate only once", t.run.clone(), Event::TimerFired { timer: Timer::ApprovalTimeout }, at(900_001), Ignore);
-    check("a late approval resolves the page", t.run, Event::Approve { actor: approver("U0000001") }, at(1_000_000), Accept("snapshotting", &["post_note", "page", "post_note", "create_snapshot", "update_top_message"]));
+    check(
+        "escalate only once",
+        t.run.clone(),
+        Event::TimerFired {
+            timer: Timer::ApprovalTimeout,
+        },
+        at(900_001),
+        Ignore,
+    );
+    check(
+        "a late approval resolves the page",
+        t.run,
+        Event::Approve {
+            actor: approver("U0000001"),
+        },
+        at(1_000_000),
+        Accept(
+            "snapshotting",
+            &[
+                "post_note",
+                "page",
+                "post_note",
+                "create_snapshot",
+                "update_top_message",
+            ],
+        ),
+    );
 
-    let approve_on_timeout = awaiting_with(Policy { on_approval_timeout: OnApprovalTimeout::Approve, ..policy() }, alarm());
-    check("approve on timeout", approve_on_timeout, Event::TimerFired { timer: Timer::ApprovalTimeout }, at(900_000), Accept("snapshotting", &["post_note", "post_note", "create_snapshot", "update_top_message"]));
-    check("expire", awaiting(), Event::TimerFired { timer: Timer::ApprovalExpiry }, at(86_400_000), Accept("expired", &["post_note", "update_top_message"]));
-    check("expiry timer after approval", snapshotting(true, 0), Event::TimerFired { timer: Timer::ApprovalExpiry }, at(86_400_000), Ignore);
+    let approve_on_timeout = awaiting_with(
+        Policy {
+            on_approval_timeout: OnApprovalTimeout::Approve,
+            ..policy()
+        },
+        alarm(),
+    );
+    check(
+        "approve on timeout",
+        approve_on_timeout,
+        Event::TimerFired {
+            timer: Timer::ApprovalTimeout,
+        },
+        at(900_000),
+        Accept(
+            "snapshotting",
+            &[
+                "post_note",
+                "post_note",
+                "create_snapshot",
+                "update_top_message",
+            ],
+        ),
+    );
+    check(
+        "expire",
+        awaiting(),
+        Event::TimerFired {
+            timer: Timer::ApprovalExpiry,
+        },
+        at(86_400_000),
+        Accept("expired", &["post_note", "update_top_message"]),
+    );
+    check(
+        "expiry timer after approval",
+        snapshotting(true, 0),
+        Event::TimerFired {
+            timer: Timer::ApprovalExpiry,
+        },
+        at(86_400_000),
+        Ignore,
+    );
 }
 
 #[test]
 fn pause_hook_transitions() {
     use Expect::*;
-    check("paused", pausing(), Event::HookDone { phase: HookPhase::Pause }, at(100), Accept("snapshotting", &["post_note", "post_note", "create_snapshot", "update_top_message"]));
-    let t = check("pause failed resumes anyway", pausing(), Event::HookFailed { phase: HookPhase::Pause, error: "503".into() }, at(100), Accept("resuming", &["post_note", "post_note", "page", "call_hook", "update_top_message"])).unwrap();
-    assert!(matches!(t.run.outcome(), Some(Outcome::Failed { step: Step::Pause, .. })));
-    check("cancel while pausing resumes", pausing(), Event::Cancel { actor: approver("U0000001") }, at(100), Accept("resuming", &["post_note", "call_hook", "update_top_message"]));
+    check(
+        "paused",
+        pausing(),
+        Event::HookDone {
+            phase: HookPhase::Pause,
+        },
+        at(100),
+        Accept(
+            "snapshotting",
+            &[
+                "post_note",
+                "post_note",
+                "create_snapshot",
+                "update_top_message",
+            ],
+        ),
+    );
+    let t = check(
+        "pause failed resumes anyway",
+        pausing(),
+        Event::HookFailed {
+            phase: HookPhase::Pause,
+            error: "503".into(),
+        },
+        at(100),
+        Accept(
+            "resuming",
+            &[
+                "post_note",
+                "post_note",
+                "page",
+                "call_hook",
+                "update_top_message",
+            ],
+        ),
+    )
+    .unwrap();
+    assert!(matches!(
+        t.run.outcome(),
+        Some(Outcome::Failed {
+            step: Step::Pause,
+            ..
+        })
+    ));
+    check(
+        "cancel while pausing resumes",
+        pausing(),
+        Event::Cancel {
+            actor: approver("U0000001"),
+        },
+        at(100),
+        Accept(
+            "resuming",
+            &["post_note", "call_hook", "update_top_message"],
+        ),
+    );
 }
 
 #[test]
 fn snapshot_transitions() {
     use Expect::*;
-    let t = check("created", snapshotting(false, 0), Event::SnapshotStarted { status: SnapshotStatus::Creating }, at(100), Accept("snapshotting", &["poll_snapshot"])).unwrap();
+    let t = check(
+        "created",
+        snapshotting(false, 0),
+        Event::SnapshotStarted {
+            status: SnapshotStatus::Creating,
+        },
+        at(100),
+        Accept("snapshotting", &["poll_snapshot"]),
+    )
+    .unwrap();
     assert_eq!(t.effects[0].due, at(100).plus(Duration::from_secs(30)));
-    check("already available on create", snapshotting(false, 0), Event::SnapshotStarted { status: SnapshotStatus::Available }, at(100), Accept("modifying", &["post_note", "modify_node_type", "update_top_message"]));
-    check("poll creating", snapshotting(true, 0), Event::SnapshotPolled { status: Some(SnapshotStatus::Creating) }, at(100), Accept("snapshotting", &["poll_snapshot"]));
-    let t = check("poll limit reached", snapshotting(true, 2), Event::SnapshotPolled { status: Some(SnapshotStatus::Creating) }, at(100), Accept("timed_out", &["post_note", "page", "update_top_message"])).unwrap();
+    check(
+        "already available on create",
+        snapshotting(false, 0),
+        Event::SnapshotStarted {
+            status: SnapshotStatus::Available,
+        },
+        at(100),
+        Accept(
+            "modifying",
+            &["post_note", "modify_node_type", "update_top_message"],
+        ),
+    );
+    check(
+        "poll creating",
+        snapshotting(true, 0),
+        Event::SnapshotPolled {
+            status: Some(SnapshotStatus::Creating),
+        },
+        at(100),
+        Accept("snapshotting", &["poll_snapshot"]),
+    );
+    let t = check(
+        "poll limit reached",
+        snapshotting(true, 2),
+        Event::SnapshotPolled {
+            status: Some(SnapshotStatus::Creating),
+        },
+        at(100),
+        Accept("timed_out", &["post_note", "page", "update_top_message"]),
+    )
+    .unwrap();
     assert!(t.drop_pending_work);
-    check("poll available", snapshotting(true, 1), Event::SnapshotPolled { status: Some(SnapshotStatus::Available) }, at(100), Accept("modifying", &["post_note", "modify_node_type", "update_top_message"]));
-    check("poll failed", snapshotting(true, 1), Event::SnapshotPolled { status: Some(SnapshotStatus::Failed) }, at(100), Accept("failed", &["post_note", "page", "update_top_message"]));
-    check("snapshot vanished", snapshotting(true, 1), Event::SnapshotPolled { status: None }, at(100), Accept("failed", &["post_note", "page", "update_top_message"]));
-    check("poll before create acknowledged", snapshotting(false, 0), Event::SnapshotPolled { status: Some(SnapshotStatus::Available) }, at(100), Ignore);
-    let busy = AwsError::InvalidState { code: "InvalidReplicationGroupState".into(), message: "snapshotting".into() };
-    check("group busy waits", snapshotting(false, 0), Event::AwsFailed { op: AwsOp::CreateSnapshot, error: busy.clone() }, at(100), Accept("snapshotting", &["post_note", "create_snapshot"]));
-    check("group busy too long", snapshotting(false, 2), Event::AwsFailed { op: AwsOp::CreateSnapshot, error: busy }, at(100), Accept("timed_out", &["post_note", "page", "update_top_message"]));
-    let quota = AwsError::QuotaExceeded { code: "SnapshotQuotaExceededFault".into(), message: "too many".into() };
-    check("quota fails", snapshotting(false, 0), Event::AwsFailed { op: AwsOp::CreateSnapshot, error: quota }, at(100), Accept("failed", &["post_note", "page", "update_top_message"]));
-    check("cancel while snapshotting", snapshotting(true, 1), Event::Cancel { actor: approver("U0000001") }, at(100), Accept("cancelled", &["post_note", "update_top_message"]));
+    check(
+        "poll available",
+        snapshotting(true, 1),
+        Event::SnapshotPolled {
+            status: Some(SnapshotStatus::Available),
+        },
+        at(100),
+        Accept(
+            "modifying",
+            &["post_note", "modify_node_type", "update_top_message"],
+        ),
+    );
+    check(
+        "poll failed",
+        snapshotting(true, 1),
+        Event::SnapshotPolled {
+            status: Some(SnapshotStatus::Failed),
+        },
+        at(100),
+        Accept("failed", &["post_note", "page", "update_top_message"]),
+    );
+    check(
+        "snapshot vanished",
+        snapshotting(true, 1),
+        Event::SnapshotPolled { status: None },
+        at(100),
+        Accept("failed", &["post_note", "page", "update_top_message"]),
+    );
+    check(
+        "poll before create acknowledged",
+        snapshotting(false, 0),
+        Event::SnapshotPolled {
+            status: Some(SnapshotStatus::Available),
+        },
+        at(100),
+        Ignore,
+    );
+    let busy = AwsError::InvalidState {
+        code: "InvalidReplicationGroupState".into(),
+        message: "snapshotting".into(),
+    };
+    check(
+        "group busy waits",
+        snapshotting(false, 0),
+        Event::AwsFailed {
+            op: AwsOp::CreateSnapshot,
+            error: busy.clone(),
+        },
+        at(100),
+        Accept("snapshotting", &["post_note", "create_snapshot"]),
+    );
+    check(
+        "group busy too long",
+        snapshotting(false, 2),
+        Event::AwsFailed {
+            op: AwsOp::CreateSnapshot,
+            error: busy,
+        },
+        at(100),
+        Accept("timed_out", &["post_note", "page", "update_top_message"]),
+    );
+    let quota = AwsError::QuotaExceeded {
+        code: "SnapshotQuotaExceededFault".into(),
+        message: "too many".into(),
+    };
+    check(
+        "quota fails",
+        snapshotting(false, 0),
+        Event::AwsFailed {
+            op: AwsOp::CreateSnapshot,
+            error: quota,
+        },
+        at(100),
+        Accept("failed", &["post_note", "page", "update_top_message"]),
+    );
+    check(
+        "cancel while snapshotting",
+        snapshotting(true, 1),
+        Event::Cancel {
+            actor: approver("U0000001"),
+        },
+        at(100),
+        Accept("cancelled", &["post_note", "update_top_message"]),
+    );
 }
 
 #[test]
 fn modify_transitions() {
     use Expect::*;
-    let t = check("requested", modifying(false, false, 0), Event::ModifyRequested { group: group_info("modifying", "cache.r6g.large") }, at(61_000), Accept("modifying", &["post_note", "poll_group"])).unwrap();
-    assert!(matches!(t.run.state, State::Modifying { seen_modifying: true, requested: true, .. }));
-    check("already on target", modifying(false, false, 0), Event::ModifyRequested { group: group_info("available", "cache.r6g.xlarge") }, at(61_000), Accept("succeeded", &["post_note", "post_note", "update_top_message"]));
-    check("still modifying", modifying(true, true, 1), Event::GroupPolled { group: group_info("modifying", "cache.r6g.large") }, at(90_000), Accept("modifying", &["poll_group"]));
-    let t = check("done", modifying(true, true, 1), Event::GroupPolled { group: group_info("available", "cache.r6g.xlarge") }, at(90_000), Accept("succeeded", &["post_note", "update_top_message"])).unwrap();
+    let t = check(
+        "requested",
+        modifying(false, false, 0),
+        Event::ModifyRequested {
+            group: group_info("modifying", "cache.r6g.large"),
+        },
+        at(61_000),
+        Accept("modifying", &["post_note", "poll_group"]),
+    )
+    .unwrap();
+    assert!(matches!(
+        t.run.state,
+        State::Modifying {
+            seen_modifying: true,
+            requested: true,
+            ..
+        }
+    ));
+    check(
+        "already on target",
+        modifying(false, false, 0),
+        Event::ModifyRequested {
+            group: group_info("available", "cache.r6g.xlarge"),
+        },
+        at(61_000),
+        Accept(
+            "succeeded",
+            &["post_note", "post_note", "update_top_message"],
+        ),
+    );
+    check(
+        "still modifying",
+        modifying(true, true, 1),
+        Event::GroupPolled {
+            group: group_info("modifying", "cache.r6g.large"),
+        },
+        at(90_000),
+        Accept("modifying", &["poll_group"]),
+    );
+    let t = check(
+        "done",
+        modifying(true, true, 1),
+        Event::GroupPolled {
+            group: group_info("available", "cache.r6g.xlarge"),
+        },
+        at(90_000),
+        Accept("succeeded", &["post_note", "update_top_message"]),
+    )
+    .unwrap();
     assert_eq!(t.run.step(Step::Upsize).unwrap().status, StepStatus::Done);
-    check("rolled back", modifying(true, true, 2), Event::GroupPolled { group: group_info("available", "cache.r6g.large") }, at(90_000), Accept("failed", &["post_note", "page", "update_top_message"]));
-    check("not yet started", modifying(true, false, 0), Event::GroupPolled { group: group_info("available", "cache.r6g.large") }, at(90_000), Accept("modifying", &["poll_group"]));
-    check("modify timeout", modifying(true, true, 5), Event::GroupPolled { group: group_info("modifying", "cache.r6g.large") }, at(60_000 + 7_200_000), Accept("timed_out", &["post_note", "page", "update_top_message"]));
-    let rejected = AwsError::Other { code: "InsufficientCacheClusterCapacity".into(), message: "no capacity".into() };
-    check("modify rejected", modifying(false, false, 0), Event::AwsFailed { op: AwsOp::Modify, error: rejected }, at(61_000), Accept("failed", &["post_note", "page", "update_top_message"]));
-    let busy = AwsError::InvalidState { code: "InvalidReplicationGroupState".into(), message: "snapshotting".into() };
-    check("modify waits for a busy group", modifying(false, false, 0), Event::AwsFailed { op: AwsOp::Modify, error: busy }, at(61_000), Accept("modifying", &["post_note", "modify_node_type"]));
-    check("a page resolves on success", {
-        let mut r = modifying(true, true, 1);
-        r.page.open = true;
-        r
-    }, Event::GroupPolled { group: group_info("available", "cache.r6g.xlarge") }, at(90_000), Accept("succeeded", &["post_note", "page", "update_top_message"]));
+    check(
+        "rolled back",
+        modifying(true, true, 2),
+        Event::GroupPolled {
+            group: group_info("available", "cache.r6g.large"),
+        },
+        at(90_000),
+        Accept("failed", &["post_note", "page", "update_top_message"]),
+    );
+    check(
+        "not yet started",
+        modifying(true, false, 0),
+        Event::GroupPolled {
+            group: group_info("available", "cache.r6g.large"),
+        },
+        at(90_000),
+        Accept("modifying", &["poll_group"]),
+    );
+    check(
+        "modify timeout",
+        modifying(true, true, 5),
+        Event::GroupPolled {
+            group: group_info("modifying", "cache.r6g.large"),
+        },
+        at(60_000 + 7_200_000),
+        Accept("timed_out", &["post_note", "page", "update_top_message"]),
+    );
+    let rejected = AwsError::Other {
+        code: "InsufficientCacheClusterCapacity".into(),
+        message: "no capacity".into(),
+    };
+    check(
+        "modify rejected",
+        modifying(false, false, 0),
+        Event::AwsFailed {
+            op: AwsOp::Modify,
+            error: rejected,
+        },
+        at(61_000),
+        Accept("failed", &["post_note", "page", "update_top_message"]),
+    );
+    let busy = AwsError::InvalidState {
+        code: "InvalidReplicationGroupState".into(),
+        message: "snapshotting".into(),
+    };
+    check(
+        "modify waits for a busy group",
+        modifying(false, false, 0),
+        Event::AwsFailed {
+            op: AwsOp::Modify,
+            error: busy,
+        },
+        at(61_000),
+        Accept("modifying", &["post_note", "modify_node_type"]),
+    );
+    check(
+        "a page resolves on success",
+        {
+            let mut r = modifying(true, true, 1);
+            r.page.open = true;
+            r
+        },
+        Event::GroupPolled {
+            group: group_info("available", "cache.r6g.xlarge"),
+        },
+        at(90_000),
+        Accept("succeeded", &["post_note", "page", "update_top_message"]),
+    );
 }
 
 #[test]
 fn resume_transitions() {
     use Expect::*;
-    check("resumed", resuming(succeeded()), Event::HookDone { phase: HookPhase::Resume }, at(100), Accept("succeeded", &["post_note", "update_top_message"]));
-    let t = check("resume failed pages", resuming(succeeded()), Event::HookFailed { phase: HookPhase::Resume, error: "timeout".into() }, at(100), Accept("succeeded", &["post_note", "update_top_message", "page"])).unwrap();
+    check(
+        "resumed",
+        resuming(succeeded()),
+        Event::HookDone {
+            phase: HookPhase::Resume,
+        },
+        at(100),
+        Accept("succeeded", &["post_note", "update_top_message"]),
+    );
+    let t = check(
+        "resume failed pages",
+        resuming(succeeded()),
+        Event::HookFailed {
+            phase: HookPhase::Resume,
+            error: "timeout".into(),
+        },
+        at(100),
+        Accept("succeeded", &["post_note", "update_top_message", "page"]),
+    )
+    .unwrap();
     assert_eq!(t.run.resume_error.as_deref(), Some("timeout"));
-    let t = check("success after a pause ends with resume", {
-        let mut r = modifying(true, true, 1);
-        r.steps.insert(2, StepRecord::start(Step::Pause, at(15)));
-        r
-    }, Event::GroupPolled { group: group_info("available", "cache.r6g.xlarge") }, at(90_000), Accept("resuming", &["post_note", "call_hook", "update_top_message"])).unwrap();
+    let t = check(
+        "success after a pause ends with resume",
+        {
+            let mut r = modifying(true, true, 1);
+            r.steps.insert(2, StepRecord::start(Step::Pause, at(15)));
+            r
+        },
+        Event::GroupPolled {
+            group: group_info("available", "cache.r6g.xlarge"),
+        },
+        at(90_000),
+        Accept(
+            "resuming",
+            &["post_note", "call_hook", "update_top_message"],
+        ),
+    )
+    .unwrap();
     assert!(matches!(t.run.outcome(), Some(Outcome::Succeeded { .. })));
 }
 
 #[test]
 fn alarms_and_deliveries() {
     use Expect::*;
-    let t = check("repeat", awaiting(), Event::AlarmRepeated { reason: "again".into(), value: Some(95.0) }, at(100), Accept("awaiting_approval", &["post_note"])).unwrap();
+    let t = check(
+        "repeat",
+        awaiting(),
+        Event::AlarmRepeated {
+            reason: "again".into(),
+            value: Some(95.0),
+        },
+        at(100),
+        Accept("awaiting_approval", &["post_note"]),
+    )
+    .unwrap();
     assert_eq!(t.run.alarm_repeats, 1);
-    check("cleared", modifying(true, true, 1), Event::AlarmCleared { reason: "ok".into() }, at(100), Accept("modifying", &["post_note"]));
-    check("repeat after finish", finished(succeeded()), Event::AlarmRepeated { reason: "x".into(), value: None }, at(100), Ignore);
-    let msg = TopMessage { channel: ChannelId::parse("C0123ABCD").unwrap(), ts: crate::domain::MessageTs::parse("1.2").unwrap(), permalink: None };
-    let t = check("top message recorded", awaiting(), Event::TopMessagePosted { message: msg.clone() }, at(100), Accept("awaiting_approval", &[])).unwrap();
+    check(
+        "cleared",
+        modifying(true, true, 1),
+        Event::AlarmCleared {
+            reason: "ok".into(),
+        },
+        at(100),
+        Accept("modifying", &["post_note"]),
+    );
+    check(
+        "repeat after finish",
+        finished(succeeded()),
+        Event::AlarmRepeated {
+            reason: "x".into(),
+            value: None,
+        },
+        at(100),
+        Ignore,
+    );
+    let msg = TopMessage {
+        channel: ChannelId::parse("C0123ABCD").unwrap(),
+        ts: crate::domain::MessageTs::parse("1.2").unwrap(),
+        permalink: None,
+    };
+    let t = check(
+        "top message recorded",
+        awaiting(),
+        Event::TopMessagePosted {
+            message: msg.clone(),
+        },
+        at(100),
+        Accept("awaiting_approval", &[]),
+    )
+    .unwrap();
     assert_eq!(t.run.message, Some(msg));
-    let t = check("top message failed pages", awaiting(), Event::TopMessageFailed { error: "channel_not_found".into() }, at(100), Accept("awaiting_approval", &["page"])).unwrap();
+    let t = check(
+        "top message failed pages",
+        awaiting(),
+        Event::TopMessageFailed {
+            error: "channel_not_found".into(),
+        },
+        at(100),
+        Accept("awaiting_approval", &["page"]),
+    )
+    .unwrap();
     assert!(t.run.page.open);
-    check("page delivered is noted", awaiting(), Event::PageDelivered { action: PageAction::Trigger(PageReason::RunFailed) }, at(100), Accept("awaiting_approval", &["post_note"]));
-    check("page failure is noted", awaiting(), Event::PageFailed { action: PageAction::Trigger(PageReason::RunFailed), error: "400".into() }, at(100), Accept("awaiting_approval", &["post_note"]));
+    check(
+        "page delivered is noted",
+        awaiting(),
+        Event::PageDelivered {
+            action: PageAction::Trigger(PageReason::RunFailed),
+        },
+        at(100),
+        Accept("awaiting_approval", &["post_note"]),
+    );
+    check(
+        "page failure is noted",
+        awaiting(),
+        Event::PageFailed {
+            action: PageAction::Trigger(PageReason::RunFailed),
+            error: "400".into(),
+        },
+        at(100),
+        Accept("awaiting_approval", &["post_note"]),
+    );
 }
 
 #[test]
@@ -431,9 +1226,14 @@ fn runs_serialise_and_come_back_identical_in_every_state() {
         pausing(),
         snapshotting(true, 2),
         modifying(true, true, 3),
-        resuming(Outcome::TimedOut { step: Step::Snapshot, after: Duration::from_secs(3600) }),
+        resuming(Outcome::TimedOut {
+            step: Step::Snapshot,
+            after: Duration::from_secs(3600),
+        }),
         finished(succeeded()),
-        finished(Outcome::NothingToDo { reason: "at cap".into() }),
+        finished(Outcome::NothingToDo {
+            reason: "at cap".into(),
+        }),
     ] {
         let json = serde_json::to_string(&run).unwrap();
         let back: Run = serde_json::from_str(&json).unwrap();

@@ -43,12 +43,16 @@ pub fn page_event(run: &Run, action: &PageAction, now: Timestamp) -> PdEvent {
         _ => (None, None),
     };
     let error = match reason {
-        PageReason::ResumeFailed { error } | PageReason::SlackUnreachable { error } => Some(error.clone()),
+        PageReason::ResumeFailed { error } | PageReason::SlackUnreachable { error } => {
+            Some(error.clone())
+        }
         PageReason::CannotAct { reason } => Some(reason.clone()),
         _ => error,
     };
     let trigger = match &run.trigger {
-        Trigger::Alarm { alarm_name, reason, .. } => format!("alarm `{alarm_name}`: {reason}"),
+        Trigger::Alarm {
+            alarm_name, reason, ..
+        } => format!("alarm `{alarm_name}`: {reason}"),
         Trigger::Command { user, .. } => format!("requested by Slack user {user}"),
     };
     let thread = run.message.as_ref().and_then(|m| m.permalink.clone());
@@ -64,7 +68,8 @@ pub fn page_event(run: &Run, action: &PageAction, now: Timestamp) -> PdEvent {
         "trigger": trigger,
         "slack_thread": thread,
     });
-    let mut event = PdEvent::trigger(run.id.as_str(), payload).with_client("redis-autoscaler", thread.clone());
+    let mut event =
+        PdEvent::trigger(run.id.as_str(), payload).with_client("redis-autoscaler", thread.clone());
     if let Some(link) = thread {
         event = event.with_link(link, "Slack thread for this run");
     }

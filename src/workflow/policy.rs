@@ -4,8 +4,8 @@
 
 use crate::config::Policy;
 use crate::domain::{NodeType, SlackUserId};
-use crate::elasticache::node_types::{next_in_family, within_cap};
 use crate::elasticache::GroupInfo;
+use crate::elasticache::node_types::{next_in_family, within_cap};
 
 use super::run::Plan;
 
@@ -153,8 +153,8 @@ pub fn may_approve(
 mod tests {
     use super::*;
     use crate::domain::{CacheClusterId, ReplicationGroupId};
-    use crate::elasticache::node_types::scale_ups_from;
     use crate::elasticache::ClusterMode;
+    use crate::elasticache::node_types::scale_ups_from;
 
     fn nt(s: &str) -> NodeType {
         NodeType::parse(s).unwrap()
@@ -180,23 +180,45 @@ mod tests {
     #[test]
     fn the_target_is_the_next_size_in_the_same_family() {
         let allowed = scale_ups_from(&nt("cache.r6g.large"));
-        let p = plan(&group("cache.r6g.large", "available"), &allowed, None, &policy(Some("cache.r6g.4xlarge"))).unwrap();
+        let p = plan(
+            &group("cache.r6g.large", "available"),
+            &allowed,
+            None,
+            &policy(Some("cache.r6g.4xlarge")),
+        )
+        .unwrap();
         assert_eq!(p.target, nt("cache.r6g.xlarge"));
         assert_eq!(p.current, nt("cache.r6g.large"));
         assert_eq!(p.choices[0], nt("cache.r6g.xlarge"), "same family first");
-        assert!(p.choices.iter().all(|t| within_cap(t, &nt("cache.r6g.4xlarge")).unwrap()));
+        assert!(
+            p.choices
+                .iter()
+                .all(|t| within_cap(t, &nt("cache.r6g.4xlarge")).unwrap())
+        );
     }
 
     #[test]
     fn a_group_at_the_cap_has_nothing_to_do() {
         let allowed = scale_ups_from(&nt("cache.r6g.2xlarge"));
-        let err = plan(&group("cache.r6g.2xlarge", "available"), &allowed, None, &policy(Some("cache.r6g.2xlarge"))).unwrap_err();
+        let err = plan(
+            &group("cache.r6g.2xlarge", "available"),
+            &allowed,
+            None,
+            &policy(Some("cache.r6g.2xlarge")),
+        )
+        .unwrap_err();
         assert!(err.contains("above the cap"), "{err}");
     }
 
     #[test]
     fn the_largest_size_has_nothing_to_do() {
-        let err = plan(&group("cache.r6g.16xlarge", "available"), &[], None, &policy(None)).unwrap_err();
+        let err = plan(
+            &group("cache.r6g.16xlarge", "available"),
+            &[],
+            None,
+            &policy(None),
+        )
+        .unwrap_err();
         assert!(err.contains("no larger r6g size"), "{err}");
     }
 
@@ -218,7 +240,13 @@ mod tests {
     #[test]
     fn a_busy_group_is_not_planned() {
         let allowed = scale_ups_from(&nt("cache.r6g.large"));
-        let err = plan(&group("cache.r6g.large", "modifying"), &allowed, None, &policy(None)).unwrap_err();
+        let err = plan(
+            &group("cache.r6g.large", "modifying"),
+            &allowed,
+            None,
+            &policy(None),
+        )
+        .unwrap_err();
         assert!(err.contains("`modifying`"), "{err}");
     }
 
@@ -227,11 +255,23 @@ mod tests {
         let u1 = SlackUserId::parse("U0000001").unwrap();
         let u2 = SlackUserId::parse("U0000002").unwrap();
         let p = Policy::default();
-        assert_eq!(may_approve(&p, &u1, false, None, &[]), Err(NotAllowed::NotAnApprover));
-        assert_eq!(may_approve(&p, &u1, true, Some(&u1), &[]), Err(NotAllowed::SelfApproval));
+        assert_eq!(
+            may_approve(&p, &u1, false, None, &[]),
+            Err(NotAllowed::NotAnApprover)
+        );
+        assert_eq!(
+            may_approve(&p, &u1, true, Some(&u1), &[]),
+            Err(NotAllowed::SelfApproval)
+        );
         assert_eq!(may_approve(&p, &u1, true, Some(&u2), &[]), Ok(()));
-        assert_eq!(may_approve(&p, &u1, true, None, std::slice::from_ref(&u1)), Err(NotAllowed::AlreadyApprovedByYou));
-        let lenient = Policy { allow_self_approval: true, ..Policy::default() };
+        assert_eq!(
+            may_approve(&p, &u1, true, None, std::slice::from_ref(&u1)),
+            Err(NotAllowed::AlreadyApprovedByYou)
+        );
+        let lenient = Policy {
+            allow_self_approval: true,
+            ..Policy::default()
+        };
         assert_eq!(may_approve(&lenient, &u1, true, Some(&u1), &[]), Ok(()));
     }
 }

@@ -10,8 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Policy;
 use crate::domain::{
-    ChannelId, MessageTs, NodeType, ReplicationGroupId, RunId, SlackUserId, SnapshotName,
-    Timestamp,
+    ChannelId, MessageTs, NodeType, ReplicationGroupId, RunId, SlackUserId, SnapshotName, Timestamp,
 };
 use crate::elasticache::ClusterMode;
 

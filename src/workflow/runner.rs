@@ -178,7 +178,9 @@ impl Runner {
             now,
         );
         let (actor, how) = match &run.trigger {
-            Trigger::Alarm { alarm_name, .. } => ("alarm".to_string(), format!("alarm `{alarm_name}`")),
+            Trigger::Alarm { alarm_name, .. } => {
+                ("alarm".to_string(), format!("alarm `{alarm_name}`"))
+            }
             Trigger::Command { user, .. } => (user.to_string(), format!("{user}")),
         };
         let requested = run
@@ -258,7 +260,11 @@ impl Runner {
                             drop_pending_work: t.drop_pending_work,
                             audit,
                         };
-                        (Some(t.run.clone()), change, (Submitted::Accepted(Box::new(t.run)), t.summary))
+                        (
+                            Some(t.run.clone()),
+                            change,
+                            (Submitted::Accepted(Box::new(t.run)), t.summary),
+                        )
                     }
                     Decision::Reject(r) => {
                         audit.push(AuditEntry::new(
@@ -267,11 +273,30 @@ impl Runner {
                             "rejected",
                             format!("{} refused: {}", ev.name(), r.message()),
                         ));
-                        (None, Change { audit, ..Change::default() }, (Submitted::Rejected(r), String::new()))
+                        (
+                            None,
+                            Change {
+                                audit,
+                                ..Change::default()
+                            },
+                            (Submitted::Rejected(r), String::new()),
+                        )
                     }
                     Decision::Ignore(why) => {
-                        audit.push(AuditEntry::new(now, actor, "ignored", format!("{}: {why}", ev.name())));
-                        (None, Change { audit, ..Change::default() }, (Submitted::Ignored(why), String::new()))
+                        audit.push(AuditEntry::new(
+                            now,
+                            actor,
+                            "ignored",
+                            format!("{}: {why}", ev.name()),
+                        ));
+                        (
+                            None,
+                            Change {
+                                audit,
+                                ..Change::default()
+                            },
+                            (Submitted::Ignored(why), String::new()),
+                        )
                     }
                 }
             })
@@ -324,11 +349,11 @@ impl Runner {
                 tasks.spawn(
                     async move {
                         let run_id = pending.run_id.clone();
-                        if let Err(e) = me.execute(pending).await {
-                            if !matches!(e, RunnerError::Halted) {
-                                error!(error = %e, "effect could not be completed; it stays pending");
-                                tokio::time::sleep(Duration::from_secs(1)).await;
-                            }
+                        if let Err(e) = me.execute(pending).await
+                            && !matches!(e, RunnerError::Halted)
+                        {
+                            error!(error = %e, "effect could not be completed; it stays pending");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
                         }
                         me.busy().remove(&run_id);
                         me.inner.notify.notify_one();
@@ -338,9 +363,15 @@ impl Runner {
             }
             let busy: Vec<RunId> = self.busy().iter().cloned().collect();
             let store = self.inner.deps.store.clone();
-            let next = blocking(move || store.next_due(&busy)).await.ok().and_then(|r| r.ok()).flatten();
+            let next = blocking(move || store.next_due(&busy))
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .flatten();
             let wait = match next {
-                Some(t) => Duration::from_millis((t.as_millis() - Timestamp::now().as_millis()).max(0) as u64),
+                Some(t) => Duration::from_millis(
+                    (t.as_millis() - Timestamp::now().as_millis()).max(0) as u64,
+                ),
                 None => Duration::from_secs(60),
             };
             tokio::select! {
@@ -348,10 +379,10 @@ impl Runner {
                 _ = self.inner.notify.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
                 Some(res) = tasks.join_next(), if !tasks.is_empty() => {
-                    if let Err(e) = res {
-                        if e.is_panic() {
-                            error!("an effect task panicked: {e}");
-                        }
+                    if let Err(e) = res
+                        && e.is_panic()
+                    {
+                        error!("an effect task panicked: {e}");
                     }
                 }
             }
@@ -362,10 +393,15 @@ impl Runner {
             info!("runner halted");
             return;
         }
-        info!(in_flight = tasks.len(), "runner stopping; letting in-flight effects finish");
+        info!(
+            in_flight = tasks.len(),
+            "runner stopping; letting in-flight effects finish"
+        );
         let drain = async { while tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(grace, drain).await.is_err() {
-            warn!("in-flight effects did not finish within {grace:?}; they stay pending for the next start");
+            warn!(
+                "in-flight effects did not finish within {grace:?}; they stay pending for the next start"
+            );
         }
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
@@ -382,7 +418,10 @@ impl Runner {
         let store = self.inner.deps.store.clone();
         let id = pending.run_id.clone();
         let Some(run) = blocking(move || store.run(&id)).await?? else {
-            return Err(RunnerError::Internal(format!("effect {} has no run", pending.id)));
+            return Err(RunnerError::Internal(format!(
+                "effect {} has no run",
+                pending.id
+            )));
         };
         let mut audit = Vec::new();
         let executed = self.perform(&run, &pending, &mut audit).await;
@@ -409,7 +448,11 @@ impl Runner {
                         now,
                         "runner",
                         "gave_up",
-                        format!("{} failed {} time(s); last error: {error}", pending.effect.name(), pending.attempt),
+                        format!(
+                            "{} failed {} time(s); last error: {error}",
+                            pending.effect.name(),
+                            pending.attempt
+                        ),
                     ));
                     match fail {
                         Some(event) => {
@@ -473,7 +516,12 @@ impl Runner {
 
     /// Do one effect's I/O and say what came of it. Idempotent by construction: every step
     /// looks before it acts.
-    async fn perform(&self, run: &Run, pending: &PendingEffect, audit: &mut Vec<AuditEntry>) -> Executed {
+    async fn perform(
+        &self,
+        run: &Run,
+        pending: &PendingEffect,
+        audit: &mut Vec<AuditEntry>,
+    ) -> Executed {
         let deps = &self.inner.deps;
         let now = Timestamp::now();
         let aws_retry = run.policy.aws_retry;
@@ -484,10 +532,16 @@ impl Runner {
                     error: e.to_string(),
                     after: None,
                     policy: aws_retry,
-                    fail: Some(Box::new(Event::AwsFailed { op, error: e.clone() })),
+                    fail: Some(Box::new(Event::AwsFailed {
+                        op,
+                        error: e.clone(),
+                    })),
                 }
             } else {
-                Executed::Event(Event::AwsFailed { op, error: e.clone() })
+                Executed::Event(Event::AwsFailed {
+                    op,
+                    error: e.clone(),
+                })
             }
         };
         let mut log = |actor: &str, kind: &str, detail: String| {
@@ -497,7 +551,11 @@ impl Runner {
             Effect::FetchPlan => {
                 let group = match deps.aws.describe_group(&run.group).await {
                     Ok(g) => {
-                        log("aws", "DescribeReplicationGroups", format!("{}: {} on {}", g.id, g.status, opt(&g.node_type)));
+                        log(
+                            "aws",
+                            "DescribeReplicationGroups",
+                            format!("{}: {} on {}", g.id, g.status, opt(&g.node_type)),
+                        );
                         g
                     }
                     Err(e) => {
@@ -507,11 +565,19 @@ impl Runner {
                 };
                 match deps.aws.allowed_scale_ups(&run.group).await {
                     Ok(allowed) => {
-                        log("aws", "ListAllowedNodeTypeModifications", format!("{} scale-up(s)", allowed.len()));
+                        log(
+                            "aws",
+                            "ListAllowedNodeTypeModifications",
+                            format!("{} scale-up(s)", allowed.len()),
+                        );
                         Executed::Event(Event::PlanFetched { group, allowed })
                     }
                     Err(e) => {
-                        log("aws", "ListAllowedNodeTypeModifications", format!("error: {e}"));
+                        log(
+                            "aws",
+                            "ListAllowedNodeTypeModifications",
+                            format!("error: {e}"),
+                        );
                         aws_fail(AwsOp::Plan, &e)
                     }
                 }
@@ -519,10 +585,18 @@ impl Runner {
             Effect::CreateSnapshot { name } => {
                 match deps.aws.describe_snapshot(name).await {
                     Ok(Some(s)) => {
-                        log("aws", "DescribeSnapshots", format!("{name} already exists: {}", s.status));
+                        log(
+                            "aws",
+                            "DescribeSnapshots",
+                            format!("{name} already exists: {}", s.status),
+                        );
                         return Executed::Event(Event::SnapshotStarted { status: s.status });
                     }
-                    Ok(None) => log("aws", "DescribeSnapshots", format!("{name} does not exist yet")),
+                    Ok(None) => log(
+                        "aws",
+                        "DescribeSnapshots",
+                        format!("{name} does not exist yet"),
+                    ),
                     Err(e) => {
                         log("aws", "DescribeSnapshots", format!("error: {e}"));
                         return aws_fail(AwsOp::CreateSnapshot, &e);
@@ -534,7 +608,11 @@ impl Runner {
                         Executed::Event(Event::SnapshotStarted { status: s.status })
                     }
                     Err(AwsError::SnapshotAlreadyExists { message }) => {
-                        log("aws", "CreateSnapshot", format!("{name} already exists ({message}); it is ours"));
+                        log(
+                            "aws",
+                            "CreateSnapshot",
+                            format!("{name} already exists ({message}); it is ours"),
+                        );
                         Executed::Event(Event::SnapshotStarted {
                             status: crate::elasticache::SnapshotStatus::Creating,
                         })
@@ -548,7 +626,17 @@ impl Runner {
             Effect::PollSnapshot { name } => match deps.aws.describe_snapshot(name).await {
                 Ok(s) => {
                     let status = s.map(|s| s.status);
-                    log("aws", "DescribeSnapshots", format!("{name}: {}", status.as_ref().map(|s| s.to_string()).unwrap_or_else(|| "missing".into())));
+                    log(
+                        "aws",
+                        "DescribeSnapshots",
+                        format!(
+                            "{name}: {}",
+                            status
+                                .as_ref()
+                                .map(|s| s.to_string())
+                                .unwrap_or_else(|| "missing".into())
+                        ),
+                    );
                     Executed::Event(Event::SnapshotPolled { status })
                 }
                 Err(e) => {
@@ -559,14 +647,26 @@ impl Runner {
             Effect::ModifyNodeType { target } => {
                 match deps.aws.describe_group(&run.group).await {
                     Ok(g) if g.node_type.as_ref() == Some(target) && g.is_available() => {
-                        log("aws", "DescribeReplicationGroups", format!("already on {target}; no modification needed"));
+                        log(
+                            "aws",
+                            "DescribeReplicationGroups",
+                            format!("already on {target}; no modification needed"),
+                        );
                         return Executed::Event(Event::ModifyRequested { group: g });
                     }
                     Ok(g) if g.status == "modifying" => {
-                        log("aws", "DescribeReplicationGroups", "already modifying; not asking again".to_string());
+                        log(
+                            "aws",
+                            "DescribeReplicationGroups",
+                            "already modifying; not asking again".to_string(),
+                        );
                         return Executed::Event(Event::ModifyRequested { group: g });
                     }
-                    Ok(g) => log("aws", "DescribeReplicationGroups", format!("{} on {}", g.status, opt(&g.node_type))),
+                    Ok(g) => log(
+                        "aws",
+                        "DescribeReplicationGroups",
+                        format!("{} on {}", g.status, opt(&g.node_type)),
+                    ),
                     Err(e) => {
                         log("aws", "DescribeReplicationGroups", format!("error: {e}"));
                         return aws_fail(AwsOp::Modify, &e);
@@ -574,7 +674,14 @@ impl Runner {
                 }
                 match deps.aws.modify_node_type(&run.group, target).await {
                     Ok(g) => {
-                        log("aws", "ModifyReplicationGroup", format!("CacheNodeType={target} ApplyImmediately=true → {}", g.status));
+                        log(
+                            "aws",
+                            "ModifyReplicationGroup",
+                            format!(
+                                "CacheNodeType={target} ApplyImmediately=true → {}",
+                                g.status
+                            ),
+                        );
                         Executed::Event(Event::ModifyRequested { group: g })
                     }
                     Err(e) => {
@@ -585,7 +692,11 @@ impl Runner {
             }
             Effect::PollGroup => match deps.aws.describe_group(&run.group).await {
                 Ok(g) => {
-                    log("aws", "DescribeReplicationGroups", format!("{} on {}", g.status, opt(&g.node_type)));
+                    log(
+                        "aws",
+                        "DescribeReplicationGroups",
+                        format!("{} on {}", g.status, opt(&g.node_type)),
+                    );
                     Executed::Event(Event::GroupPolled { group: g })
                 }
                 Err(e) => {
@@ -595,20 +706,32 @@ impl Runner {
             },
             Effect::PostTopMessage => {
                 if run.message.is_some() {
-                    log("slack", "chat.postMessage", "top message already posted; not posting again".into());
+                    log(
+                        "slack",
+                        "chat.postMessage",
+                        "top message already posted; not posting again".into(),
+                    );
                     return Executed::Done;
                 }
                 let msg = blocks::render_top(run, now);
                 match deps.slack.post_message(&run.channel, None, &msg).await {
                     Ok(posted) => {
-                        log("slack", "chat.postMessage", format!("top message posted in {} (ts {})", posted.channel, posted.ts));
-                        let permalink = match deps.slack.permalink(&posted.channel, &posted.ts).await {
-                            Ok(link) => Some(link),
-                            Err(e) => {
-                                log("slack", "chat.getPermalink", format!("error: {e}"));
-                                None
-                            }
-                        };
+                        log(
+                            "slack",
+                            "chat.postMessage",
+                            format!(
+                                "top message posted in {} (ts {})",
+                                posted.channel, posted.ts
+                            ),
+                        );
+                        let permalink =
+                            match deps.slack.permalink(&posted.channel, &posted.ts).await {
+                                Ok(link) => Some(link),
+                                Err(e) => {
+                                    log("slack", "chat.getPermalink", format!("error: {e}"));
+                                    None
+                                }
+                            };
                         Executed::Event(Event::TopMessagePosted {
                             message: TopMessage {
                                 channel: posted.channel,
@@ -624,10 +747,14 @@ impl Runner {
                                 error: e.to_string(),
                                 after: e.retry_after(),
                                 policy: delivery,
-                                fail: Some(Box::new(Event::TopMessageFailed { error: e.to_string() })),
+                                fail: Some(Box::new(Event::TopMessageFailed {
+                                    error: e.to_string(),
+                                })),
                             }
                         } else {
-                            Executed::Event(Event::TopMessageFailed { error: e.to_string() })
+                            Executed::Event(Event::TopMessageFailed {
+                                error: e.to_string(),
+                            })
                         }
                     }
                 }
@@ -638,13 +765,19 @@ impl Runner {
                 };
                 let store = deps.store.clone();
                 let (rid, eid) = (run.id.clone(), pending.id);
-                if let Ok(Ok(true)) = blocking(move || store.has_later_pending(&rid, eid, "update_top_message")).await {
+                if let Ok(Ok(true)) =
+                    blocking(move || store.has_later_pending(&rid, eid, "update_top_message")).await
+                {
                     return Executed::Done;
                 }
                 let msg = blocks::render_top(run, now);
                 match deps.slack.update_message(&top.channel, &top.ts, &msg).await {
                     Ok(()) => {
-                        log("slack", "chat.update", format!("top message shows {}", run.state_name()));
+                        log(
+                            "slack",
+                            "chat.update",
+                            format!("top message shows {}", run.state_name()),
+                        );
                         Executed::Done
                     }
                     Err(e) => {
@@ -655,17 +788,33 @@ impl Runner {
             }
             Effect::PostNote { note } => {
                 let Some(top) = &run.message else {
-                    log("slack", "chat.postMessage", "no top message to reply to; thread note skipped".into());
+                    log(
+                        "slack",
+                        "chat.postMessage",
+                        "no top message to reply to; thread note skipped".into(),
+                    );
                     return Executed::Done;
                 };
                 let msg = blocks::render_note(run, note);
-                match deps.slack.post_message(&top.channel, Some(&top.ts), &msg).await {
+                match deps
+                    .slack
+                    .post_message(&top.channel, Some(&top.ts), &msg)
+                    .await
+                {
                     Ok(posted) => {
-                        log("slack", "chat.postMessage", format!("thread reply (ts {}): {}", posted.ts, msg.text));
+                        log(
+                            "slack",
+                            "chat.postMessage",
+                            format!("thread reply (ts {}): {}", posted.ts, msg.text),
+                        );
                         Executed::Done
                     }
                     Err(e) => {
-                        log("slack", "chat.postMessage", format!("thread reply failed: {e}"));
+                        log(
+                            "slack",
+                            "chat.postMessage",
+                            format!("thread reply failed: {e}"),
+                        );
                         slack_retry(e, delivery)
                     }
                 }
@@ -678,14 +827,28 @@ impl Runner {
                 };
                 match deps.pagerduty.send(&event).await {
                     Ok(_) => {
-                        log("pagerduty", what, format!("accepted (dedup_key {})", run.id));
-                        Executed::Event(Event::PageDelivered { action: action.clone() })
+                        log(
+                            "pagerduty",
+                            what,
+                            format!("accepted (dedup_key {})", run.id),
+                        );
+                        Executed::Event(Event::PageDelivered {
+                            action: action.clone(),
+                        })
                     }
                     Err(e) => {
                         log("pagerduty", what, format!("error: {e}"));
-                        let fail = Event::PageFailed { action: action.clone(), error: e.to_string() };
+                        let fail = Event::PageFailed {
+                            action: action.clone(),
+                            error: e.to_string(),
+                        };
                         if e.is_retryable() {
-                            Executed::Retry { error: e.to_string(), after: None, policy: delivery, fail: Some(Box::new(fail)) }
+                            Executed::Retry {
+                                error: e.to_string(),
+                                after: None,
+                                policy: delivery,
+                                fail: Some(Box::new(fail)),
+                            }
                         } else {
                             Executed::Event(fail)
                         }
@@ -702,7 +865,10 @@ impl Runner {
                     return Executed::Event(Event::HookDone { phase: *phase });
                 };
                 let Some(plan) = run.plan() else {
-                    return Executed::Event(Event::HookFailed { phase: *phase, error: "no plan".into() });
+                    return Executed::Event(Event::HookFailed {
+                        phase: *phase,
+                        error: "no plan".into(),
+                    });
                 };
                 let payload = HookPayload {
                     run_id: run.id.clone(),
@@ -713,16 +879,28 @@ impl Runner {
                     snapshot: Some(crate::domain::SnapshotName::for_run(&run.id)),
                     outcome: run.outcome().map(|o| o.name().to_string()),
                 };
-                match deps.hooks.call(url, &payload, run.policy.hook_timeout, now).await {
+                match deps
+                    .hooks
+                    .call(url, &payload, run.policy.hook_timeout, now)
+                    .await
+                {
                     Ok(()) => {
                         log("hook", name, "accepted".into());
                         Executed::Event(Event::HookDone { phase: *phase })
                     }
                     Err(e) => {
                         log("hook", name, format!("error: {e}"));
-                        let fail = Event::HookFailed { phase: *phase, error: e.to_string() };
+                        let fail = Event::HookFailed {
+                            phase: *phase,
+                            error: e.to_string(),
+                        };
                         if e.is_retryable() {
-                            Executed::Retry { error: e.to_string(), after: None, policy: delivery, fail: Some(Box::new(fail)) }
+                            Executed::Retry {
+                                error: e.to_string(),
+                                after: None,
+                                policy: delivery,
+                                fail: Some(Box::new(fail)),
+                            }
                         } else {
                             Executed::Event(fail)
                         }
@@ -750,15 +928,18 @@ fn slack_retry(e: crate::slack::api::SlackError, policy: RetryPolicy) -> Execute
 }
 
 fn opt(t: &Option<NodeType>) -> String {
-    t.as_ref().map(|t| t.to_string()).unwrap_or_else(|| "?".into())
+    t.as_ref()
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| "?".into())
 }
 
 /// Who did it, for the audit trail.
 fn actor_of(event: &Event) -> String {
     match event {
-        Event::Approve { actor } | Event::Deny { actor } | Event::Cancel { actor } | Event::ChooseSize { actor, .. } => {
-            actor.user.to_string()
-        }
+        Event::Approve { actor }
+        | Event::Deny { actor }
+        | Event::Cancel { actor }
+        | Event::ChooseSize { actor, .. } => actor.user.to_string(),
         Event::AlarmRepeated { .. } | Event::AlarmCleared { .. } => "alarm".into(),
         Event::TimerFired { .. } => "timer".into(),
         Event::HookDone { .. } | Event::HookFailed { .. } => "hook".into(),
@@ -769,7 +950,9 @@ fn actor_of(event: &Event) -> String {
 }
 
 /// Run blocking store work off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, RunnerError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, RunnerError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| RunnerError::Internal(format!("store task failed: {e}")))
