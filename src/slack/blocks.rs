@@ -542,3 +542,237 @@ fn truncate(s: &str, max: usize) -> String {
         t
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Policy;
+    use crate::domain::{
+        CacheClusterId, ChannelId, MessageTs, NodeType, ReplicationGroupId, RunId, SlackUserId,
+    };
+    use crate::elasticache::{ClusterMode, GroupInfo, SnapshotStatus};
+    use crate::workflow::machine::{Actor, Decision, Event, decide};
+    use crate::workflow::run::TopMessage;
+
+    const T0: i64 = 1_764_121_929_000;
+
+    fn at(ms: i64) -> Timestamp {
+        Timestamp::from_millis(T0 + ms)
+    }
+
+    fn nt(s: &str) -> NodeType {
+        NodeType::parse(s).unwrap()
+    }
+
+    fn advance(run: &Run, event: Event, ms: i64) -> Run {
+        match decide(run, &event, at(ms)) {
+            Decision::Accept(t) => t.run,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn group(status: &str, node: &str) -> GroupInfo {
+        GroupInfo {
+            id: ReplicationGroupId::parse("prod-jobs").unwrap(),
+            status: status.into(),
+            node_type: Some(nt(node)),
+            members: vec![CacheClusterId::parse("prod-jobs-001").unwrap()],
+            cluster_mode: ClusterMode::Disabled,
+        }
+    }
+
+    /// A run driven through the machine to where the snapshot is being taken.
+    fn runs() -> Vec<(&'static str, Run)> {
+        let policy = Policy {
+            max_node_type: Some(nt("cache.r6g.2xlarge")),
+            ..Policy::default()
+        };
+        let planning = Run::new(
+            RunId::parse("r-abcdefgh").unwrap(),
+            ReplicationGroupId::parse("prod-jobs").unwrap(),
+            ChannelId::parse("C0123ABCD").unwrap(),
+            Trigger::Alarm {
+                alarm_name: "Redis memory: prod-jobs".into(),
+                reason:
+                    "Threshold Crossed: 1 datapoint [93.2] was greater than the threshold (90.0)"
+                        .into(),
+                value: Some(93.2),
+                at: at(0),
+            },
+            None,
+            policy,
+            at(0),
+        );
+        let allowed = crate::elasticache::node_types::scale_ups_from(&nt("cache.r6g.large"));
+        let awaiting = advance(
+            &planning,
+            Event::PlanFetched {
+                group: group("available", "cache.r6g.large"),
+                allowed,
+            },
+            800,
+        );
+        let awaiting = advance(
+            &awaiting,
+            Event::TopMessagePosted {
+                message: TopMessage {
+                    channel: ChannelId::parse("C0123ABCD").unwrap(),
+                    ts: MessageTs::parse("1764121930.000100").unwrap(),
+                    permalink: Some(
+                        "https://example.slack.com/archives/C0123ABCD/p1764121930000100".into(),
+                    ),
+                },
+            },
+            900,
+        );
+        let actor = Actor {
+            user: SlackUserId::parse("U0ONCALL1").unwrap(),
+            is_approver: true,
+        };
+        let snapshotting = advance(
+            &awaiting,
+            Event::Approve {
+                actor: actor.clone(),
+            },
+            95_000,
+        );
+        let snapshotting = advance(
+            &snapshotting,
+            Event::SnapshotStarted {
+                status: SnapshotStatus::Creating,
+            },
+            96_000,
+        );
+        let modifying = advance(
+            &snapshotting,
+            Event::SnapshotPolled {
+                status: Some(SnapshotStatus::Available),
+            },
+            347_000,
+        );
+        let modifying = advance(
+            &modifying,
+            Event::ModifyRequested {
+                group: group("modifying", "cache.r6g.large"),
+            },
+            348_000,
+        );
+        let succeeded = advance(
+            &modifying,
+            Event::GroupPolled {
+                group: group("available", "cache.r6g.xlarge"),
+            },
+            1_020_000,
+        );
+        let mut failed = advance(
+            &modifying,
+            Event::GroupPolled {
+                group: group("available", "cache.r6g.large"),
+            },
+            1_020_000,
+        );
+        failed.page.open = true;
+        let denied = advance(&awaiting, Event::Deny { actor }, 60_000);
+        vec![
+            ("planning", planning),
+            ("awaiting_approval", awaiting),
+            ("snapshotting", snapshotting),
+            ("modifying", modifying),
+            ("succeeded", succeeded),
+            ("failed", failed),
+            ("denied", denied),
+        ]
+    }
+
+    #[test]
+    fn top_message_snapshots() {
+        for (name, run) in runs() {
+            let msg = render_top(&run, at(400_000));
+            insta::assert_json_snapshot!(format!("top_{name}"), msg);
+        }
+    }
+
+    #[test]
+    fn only_a_run_waiting_for_approval_has_buttons() {
+        for (name, run) in runs() {
+            let msg = render_top(&run, at(400_000));
+            let has_actions = msg.blocks.iter().any(|b| b["type"] == "actions");
+            assert_eq!(has_actions, name == "awaiting_approval", "{name}");
+            assert!(!msg.text.is_empty(), "{name}: a text fallback");
+        }
+    }
+
+    #[test]
+    fn the_size_picker_offers_only_allowed_sizes_within_the_cap() {
+        let (_, run) = runs()
+            .into_iter()
+            .find(|(n, _)| *n == "awaiting_approval")
+            .unwrap();
+        let msg = render_top(&run, at(1000));
+        let actions = msg.blocks.iter().find(|b| b["type"] == "actions").unwrap();
+        let picker = actions["elements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == "static_select")
+            .unwrap();
+        let values: Vec<&str> = picker["options"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["value"].as_str().unwrap())
+            .collect();
+        assert_eq!(values[0], "cache.r6g.xlarge");
+        assert!(values.contains(&"cache.r6g.2xlarge"));
+        assert!(!values.contains(&"cache.r6g.4xlarge"), "above the cap");
+        for v in values {
+            let t = nt(v);
+            assert!(
+                crate::elasticache::node_types::within_cap(&t, &nt("cache.r6g.2xlarge")).unwrap()
+            );
+        }
+        assert_eq!(picker["initial_option"]["value"], "cache.r6g.xlarge");
+    }
+
+    #[test]
+    fn mrkdwn_control_characters_from_outside_are_escaped() {
+        assert_eq!(
+            escape("<!channel> & <@U1>"),
+            "&lt;!channel&gt; &amp; &lt;@U1&gt;"
+        );
+        let (_, mut run) = runs().remove(0);
+        if let Trigger::Alarm { reason, .. } = &mut run.trigger {
+            *reason = "<!here> memory".into();
+        }
+        let msg = render_top(&run, at(10));
+        assert!(!serde_json::to_string(&msg).unwrap().contains("<!here>"));
+    }
+
+    #[test]
+    fn thread_note_snapshots() {
+        let (_, run) = runs().remove(4);
+        let notes = vec![
+            Note::Approved {
+                by: vec![SlackUserId::parse("U0ONCALL1").unwrap()],
+            },
+            Note::SnapshotReady {
+                name: crate::domain::SnapshotName::for_run(&run.id),
+                took: std::time::Duration::from_secs(252),
+            },
+            Note::Failed {
+                step: Step::Upsize,
+                error: "InsufficientCacheClusterCapacity: no capacity".into(),
+            },
+            Note::Paged {
+                reason: crate::workflow::machine::PageReason::RunFailed,
+            },
+            Note::AlarmRepeated {
+                reason: "Threshold Crossed".into(),
+                value: Some(95.5),
+                count: 2,
+            },
+        ];
+        let texts: Vec<String> = notes.iter().map(|n| render_note(&run, n).text).collect();
+        insta::assert_json_snapshot!("notes", texts);
+    }
+}

@@ -3,5 +3,6 @@
 //! Each one is a real HTTP server on 127.0.0.1 port 0 that speaks the service's wire format,
 //! records what it received, and can be told to fail. They are never used by `serve`.
 
+pub mod hooks;
 pub mod pagerduty;
 pub mod slack;

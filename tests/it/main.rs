@@ -3,3 +3,5 @@
 
 mod clients;
 mod elasticache;
+mod support;
+mod workflow;

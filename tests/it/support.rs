@@ -1,0 +1,290 @@
+//! The test harness: the real app on loopback, against the ElastiCache simulator and local
+//! Slack, PagerDuty and hook stand-ins. Time is compressed through config (milliseconds).
+
+#![allow(
+    dead_code,
+    reason = "each test module uses a different part of the harness"
+)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis_autoscaler::app::App;
+use redis_autoscaler::config::{Config, Env};
+use redis_autoscaler::domain::{
+    ChannelId, NodeType, ReplicationGroupId, RunId, SlackUserId, Timestamp,
+};
+use redis_autoscaler::elasticache::sdk::{SdkElastiCache, config_for_endpoint};
+use redis_autoscaler::elasticache::sim::{self, SimConfig, SimGroup, SimHandle};
+use redis_autoscaler::standin::hooks::{FakeHooks, FakeHooksHandle};
+use redis_autoscaler::standin::pagerduty::{FakePagerDuty, FakePagerDutyHandle};
+use redis_autoscaler::standin::slack::{FakeMessage, FakeSlack, FakeSlackHandle};
+use redis_autoscaler::store::Store;
+use redis_autoscaler::workflow::run::{Run, Trigger};
+use redis_autoscaler::workflow::runner::{RunnerOptions, Started};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub const CHANNEL: &str = "C0TESTOPS";
+pub const ONCALL: &str = "U0ONCALL1";
+pub const ONCALL2: &str = "U0ONCALL2";
+pub const STRANGER: &str = "U0STRANGER";
+pub const ONCALL_GROUP: &str = "S0ONCALLS";
+pub const GROUP_MEMBER: &str = "U0GROUPIE";
+pub const GROUP: &str = "prod-jobs";
+pub const TOKEN: &str = "xoxb-test-token";
+pub const SIGNING_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+pub const HOOK_SECRET: &str = "test-hook-secret";
+pub const ALARM_KEY: &str = "test-alarm-api-key";
+
+pub fn group() -> ReplicationGroupId {
+    ReplicationGroupId::parse(GROUP).unwrap()
+}
+
+pub fn channel() -> ChannelId {
+    ChannelId::parse(CHANNEL).unwrap()
+}
+
+pub fn user(s: &str) -> SlackUserId {
+    SlackUserId::parse(s).unwrap()
+}
+
+pub fn nt(s: &str) -> NodeType {
+    NodeType::parse(s).unwrap()
+}
+
+/// A simulator with `prod-jobs` on `cache.r6g.large` and fast snapshots and modifications.
+pub fn sim_config() -> SimConfig {
+    SimConfig {
+        snapshot_duration: Duration::from_millis(150),
+        modify_duration: Duration::from_millis(150),
+        ..SimConfig::with_groups([SimGroup::new(group(), nt("cache.r6g.large"))])
+    }
+}
+
+/// The outside world: AWS (simulated), Slack, PagerDuty and the hooks.
+#[derive(Clone)]
+pub struct Services {
+    pub sim: SimHandle,
+    pub slack: FakeSlackHandle,
+    pub pd: FakePagerDutyHandle,
+    pub hooks: FakeHooksHandle,
+}
+
+impl Services {
+    pub async fn start(sim_config: SimConfig) -> Services {
+        let slack = FakeSlack::spawn(TOKEN).await.unwrap();
+        slack.set_usergroup(
+            &redis_autoscaler::domain::SlackUserGroupId::parse(ONCALL_GROUP).unwrap(),
+            vec![user(GROUP_MEMBER)],
+        );
+        Services {
+            sim: sim::spawn(sim_config).await.unwrap(),
+            slack,
+            pd: FakePagerDuty::spawn().await.unwrap(),
+            hooks: FakeHooks::spawn(HOOK_SECRET).await.unwrap(),
+        }
+    }
+
+    pub fn env(&self) -> Env {
+        Env::default()
+            .with("SLACK_BOT_TOKEN", TOKEN)
+            .with("SLACK_SIGNING_SECRET", SIGNING_SECRET)
+            .with("PAGERDUTY_ROUTING_KEY", FakePagerDuty::EXAMPLE_ROUTING_KEY)
+            .with("ALARM_API_KEY", ALARM_KEY)
+            .with("HOOK_SIGNING_SECRET", HOOK_SECRET)
+            .with("SLACK_API_URL", self.slack.base_url())
+            .with("PAGERDUTY_EVENTS_URL", self.pd.url())
+    }
+
+    /// The top-level messages in the test channel.
+    pub fn top_messages(&self) -> Vec<FakeMessage> {
+        self.slack.messages(&channel())
+    }
+
+    pub fn pages(&self) -> Vec<serde_json::Value> {
+        self.pd.events()
+    }
+}
+
+/// Config text for tests: millisecond intervals; `defaults` and `group` add keys.
+pub fn config_text(defaults: &str, group_keys: &str) -> String {
+    format!(
+        r#"
+[slack]
+channel = "{CHANNEL}"
+approvers = ["{ONCALL}", "{ONCALL2}", "{ONCALL_GROUP}"]
+
+[delivery]
+retry_interval = "20ms"
+
+[defaults]
+approval_timeout = "1h"
+snapshot_poll_interval = "30ms"
+snapshot_max_polls = 200
+modify_poll_interval = "30ms"
+modify_timeout = "20s"
+aws_retry_interval = "20ms"
+aws_retry_attempts = 8
+{defaults}
+
+[groups.{GROUP}]
+max_node_type = "cache.r6g.2xlarge"
+{group_keys}
+"#
+    )
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let dir = std::env::temp_dir().join(format!("redis-autoscaler-test-{}", RunId::generate()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.0.join("test.db")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The bot, running: HTTP server on 127.0.0.1:0 and the workflow runner.
+pub struct TestApp {
+    pub app: App,
+    pub store: Arc<Store>,
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    runner: JoinHandle<()>,
+    http: JoinHandle<std::io::Result<()>>,
+}
+
+impl TestApp {
+    pub async fn spawn(services: &Services, config_text: &str, db: &Path) -> TestApp {
+        TestApp::spawn_with(services, config_text, db, RunnerOptions::default()).await
+    }
+
+    pub async fn spawn_with(
+        services: &Services,
+        config_text: &str,
+        db: &Path,
+        options: RunnerOptions,
+    ) -> TestApp {
+        let mut config =
+            Config::parse(config_text, &services.env()).unwrap_or_else(|e| panic!("{e}"));
+        config.database = db.to_path_buf();
+        let store = Arc::new(Store::open(db).unwrap());
+        let aws = Arc::new(SdkElastiCache::new(&config_for_endpoint(
+            &services.sim.endpoint(),
+        )));
+        let app = App::new(config, store.clone(), aws, options);
+        let (stop, rx) = watch::channel(false);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let http = tokio::spawn(redis_autoscaler::http::serve(
+            listener,
+            app.clone(),
+            redis_autoscaler::cli::stopped(rx.clone()),
+        ));
+        let runner = tokio::spawn(
+            app.clone()
+                .run_workflows(redis_autoscaler::cli::stopped(rx)),
+        );
+        TestApp {
+            app,
+            store,
+            addr,
+            stop,
+            runner,
+            http,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Start a run as an alarm would.
+    pub async fn alarm(&self) -> RunId {
+        let trigger = Trigger::Alarm {
+            alarm_name: format!("Redis memory: {GROUP}"),
+            reason: "Threshold Crossed: 1 datapoint [93.2] was greater than the threshold (90.0)"
+                .into(),
+            value: Some(93.2),
+            at: Timestamp::now(),
+        };
+        match self.app.start_run(&group(), None, trigger).await.unwrap() {
+            Started::Created(id) => id,
+            Started::AlreadyActive(id) => panic!("a run was already active: {id}"),
+        }
+    }
+
+    pub fn run(&self, id: &RunId) -> Run {
+        self.store.run(id).unwrap().expect("the run exists")
+    }
+
+    /// Wait (up to 20 s) until `pred` holds for the run.
+    pub async fn wait_for(&self, id: &RunId, what: &str, pred: impl Fn(&Run) -> bool) -> Run {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let run = self.run(id);
+            if pred(&run) {
+                return run;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let audit = self.store.audit_trail(id).unwrap();
+                let lines: Vec<String> = audit
+                    .iter()
+                    .map(|a| format!("{} {} {}", a.actor, a.kind, a.detail))
+                    .collect();
+                panic!(
+                    "timed out waiting for {what}; run is {}\n{}",
+                    run.state_name(),
+                    lines.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Wait until the run has finished and all its effects (messages, pages) are delivered.
+    pub async fn wait_done(&self, id: &RunId) -> Run {
+        self.wait_for(id, "the run to finish and go quiet", |r| {
+            r.is_finished() && self.store.pending_effects(Some(&r.id)).unwrap().is_empty()
+        })
+        .await
+    }
+
+    /// Stop gracefully (as on SIGTERM) and wait for both halves.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.runner.await.unwrap();
+        self.http.await.unwrap().unwrap();
+    }
+
+    /// Wait for a runner that halts by itself (test control), then stop the HTTP server.
+    pub async fn wait_halted(self) {
+        self.runner.await.unwrap();
+        let _ = self.stop.send(true);
+        self.http.await.unwrap().unwrap();
+    }
+
+    /// Has the runner task ended (a halt)?
+    pub fn runner_finished(&self) -> bool {
+        self.runner.is_finished()
+    }
+}
+
+/// The thread replies' text of a top message, in order.
+pub fn thread_texts(m: &FakeMessage) -> Vec<String> {
+    m.replies.iter().map(|r| r.text.clone()).collect()
+}

@@ -1,0 +1,439 @@
+//! The workflow end to end through the runner: the real AWS SDK against the simulator, and
+//! the local Slack, PagerDuty and hook stand-ins.
+
+use redis_autoscaler::app::UserAction;
+use redis_autoscaler::elasticache::sim::ModifyFault;
+use redis_autoscaler::workflow::run::{Outcome, State, Step};
+use redis_autoscaler::workflow::runner::{RunnerOptions, Submitted};
+
+use crate::support::*;
+
+async fn approve(t: &TestApp, run: &redis_autoscaler::domain::RunId) {
+    t.wait_for(run, "the approval message", |r| {
+        matches!(r.state, State::AwaitingApproval { .. }) && r.message.is_some()
+    })
+    .await;
+    let s = t
+        .app
+        .act(run, &user(ONCALL), UserAction::Approve)
+        .await
+        .unwrap();
+    assert!(matches!(s, Submitted::Accepted(_)), "{s:?}");
+}
+
+#[tokio::test]
+async fn happy_path_snapshots_once_upsizes_once_and_threads_every_step() {
+    let services = Services::start(sim_config()).await;
+    let dir = TempDir::new();
+    let t = TestApp::spawn(&services, &config_text("", ""), &dir.db()).await;
+    let run = t.alarm().await;
+    approve(&t, &run).await;
+    let done = t.wait_done(&run).await;
+
+    assert_eq!(done.state_name(), "succeeded");
+    let sim = &services.sim;
+    assert_eq!(sim.count("CreateSnapshot"), 1);
+    assert_eq!(sim.count("ModifyReplicationGroup"), 1);
+    let modify = sim
+        .calls()
+        .into_iter()
+        .find(|c| c.action == "ModifyReplicationGroup")
+        .unwrap();
+    assert_eq!(modify.param("ApplyImmediately"), Some("true"));
+    assert_eq!(modify.param("CacheNodeType"), Some("cache.r6g.xlarge"));
+    assert_eq!(modify.param("ReplicationGroupId"), Some(GROUP));
+    let create = sim
+        .calls()
+        .into_iter()
+        .find(|c| c.action == "CreateSnapshot")
+        .unwrap();
+    assert_eq!(
+        create.param("SnapshotName"),
+        Some(format!("redis-autoscaler-{run}").as_str())
+    );
+    assert_eq!(
+        sim.group(&group()).unwrap().node_type,
+        Some(nt("cache.r6g.xlarge"))
+    );
+
+    let tops = services.top_messages();
+    assert_eq!(tops.len(), 1, "one top message");
+    let top = &tops[0];
+    let replies = thread_texts(top);
+    let expected_order = [
+        "Approved by",
+        "Creating snapshot",
+        "is available",
+        "Upsizing from",
+        "Done:",
+    ];
+    assert_eq!(replies.len(), expected_order.len(), "{replies:#?}");
+    for (reply, want) in replies.iter().zip(expected_order) {
+        assert!(
+            reply.contains(want),
+            "expected `{want}` in `{reply}`; all: {replies:#?}"
+        );
+    }
+    let rendered = top.rendered();
+    assert!(rendered.contains("Succeeded"), "{rendered}");
+    assert!(
+        !rendered.contains("[ Approve ]"),
+        "buttons are gone: {rendered}"
+    );
+    assert!(services.pages().is_empty(), "no page on success");
+
+    let audit = t.store.audit_trail(&run).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.actor == ONCALL && a.kind == "approve")
+    );
+    assert!(audit.iter().any(|a| a.kind == "ModifyReplicationGroup"));
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn snapshot_timeout_pages_once_with_the_run_id_as_dedup_key() {
+    let mut sim = sim_config();
+    sim.snapshot_duration = std::time::Duration::from_secs(3600);
+    let services = Services::start(sim).await;
+    let dir = TempDir::new();
+    let t = TestApp::spawn(
+        &services,
+        &config_text("", "snapshot_max_polls = 3"),
+        &dir.db(),
+    )
+    .await;
+    let run = t.alarm().await;
+    approve(&t, &run).await;
+    let done = t.wait_done(&run).await;
+
+    assert!(
+        matches!(
+            done.outcome(),
+            Some(Outcome::TimedOut {
+                step: Step::Snapshot,
+                ..
+            })
+        ),
+        "{:?}",
+        done.state
+    );
+    // One describe before the create, then exactly the configured number of polls.
+    assert_eq!(services.sim.attempts("DescribeSnapshots"), 1 + 3);
+    assert_eq!(
+        services.sim.count("DescribeSnapshots"),
+        3,
+        "the first look finds nothing"
+    );
+    assert_eq!(
+        services.sim.count("ModifyReplicationGroup"),
+        0,
+        "never upsized"
+    );
+    let pages = services.pages();
+    assert_eq!(pages.len(), 1, "{pages:#?}");
+    assert_eq!(pages[0]["event_action"], "trigger");
+    assert_eq!(pages[0]["dedup_key"], run.as_str());
+    let link = pages[0]["links"][0]["href"].as_str().unwrap();
+    assert!(
+        link.contains(&format!("/archives/{CHANNEL}/")),
+        "links to the thread: {link}"
+    );
+    assert_eq!(pages[0]["payload"]["custom_details"]["step"], "snapshot");
+    assert_eq!(
+        pages[0]["payload"]["custom_details"]["replication_group"],
+        GROUP
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_snapshot_fails_the_run_and_pages() {
+    let services = Services::start(sim_config()).await;
+    services.sim.fail_snapshots_of(&group());
+    let dir = TempDir::new();
+    let t = TestApp::spawn(&services, &config_text("", ""), &dir.db()).await;
+    let run = t.alarm().await;
+    approve(&t, &run).await;
+    let done = t.wait_done(&run).await;
+    assert!(
+        matches!(
+            done.outcome(),
+            Some(Outcome::Failed {
+                step: Step::Snapshot,
+                ..
+            })
+        ),
+        "{:?}",
+        done.state
+    );
+    assert_eq!(services.sim.count("ModifyReplicationGroup"), 0);
+    assert_eq!(services.pages().len(), 1);
+    assert!(services.top_messages()[0].rendered().contains("Failed"));
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_rejected_modification_fails_the_run_leaves_the_group_and_pages() {
+    let services = Services::start(sim_config()).await;
+    services.sim.fail_modifications_of(
+        &group(),
+        ModifyFault::reject("InsufficientCacheClusterCapacity"),
+    );
+    let dir = TempDir::new();
+    let t = TestApp::spawn(&services, &config_text("", ""), &dir.db()).await;
+    let run = t.alarm().await;
+    approve(&t, &run).await;
+    let done = t.wait_done(&run).await;
+    match done.outcome() {
+        Some(Outcome::Failed {
+            step: Step::Upsize,
+            error,
+        }) => {
+            assert!(
+                error.contains("InsufficientCacheClusterCapacity"),
+                "{error}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        services.sim.group(&group()).unwrap().node_type,
+        Some(nt("cache.r6g.large"))
+    );
+    let pages = services.pages();
+    assert_eq!(pages.len(), 1);
+    assert!(
+        pages[0]["payload"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("InsufficientCacheClusterCapacity")
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn thirty_percent_of_aws_calls_throttled_still_succeeds_with_one_snapshot_and_one_modify() {
+    let mut sim = sim_config();
+    sim.throttle_fraction = 0.3;
+    sim.seed = 7;
+    let services = Services::start(sim).await;
+    let dir = TempDir::new();
+    let t = TestApp::spawn(&services, &config_text("", ""), &dir.db()).await;
+    let run = t.alarm().await;
+    approve(&t, &run).await;
+    let done = t.wait_done(&run).await;
+    assert_eq!(done.state_name(), "succeeded");
+    assert_eq!(services.sim.count("CreateSnapshot"), 1);
+    assert_eq!(services.sim.count("ModifyReplicationGroup"), 1);
+    let throttled = services
+        .sim
+        .calls()
+        .iter()
+        .filter(|c| c.outcome == "Throttling")
+        .count();
+    assert!(throttled > 0, "the fault was active");
+    let retries = t
+        .store
+        .audit_trail(&run)
+        .unwrap()
+        .iter()
+        .filter(|a| a.kind == "retry")
+        .count();
+    assert!(retries >= throttled.min(1), "retries are audited");
+    assert!(services.pages().is_empty());
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn pause_and_resume_hooks_wrap_the_work_and_are_signed() {
+    let services = Services::start(sim_config()).await;
+    let hooks = format!(
+        "pause_url = \"{}\"\nresume_url = \"{}\"",
+        services.hooks.url("pause"),
+        services.hooks.url("resume")
+    );
+    let dir = TempDir::new();
+    let t = TestApp::spawn(&services, &config_text(&hooks, ""), &dir.db()).await;
+    let run = t.alarm().await;
+    approve(&t, &run).await;
+    let done = t.wait_done(&run).await;
+    assert_eq!(done.state_name(), "succeeded");
+    assert_eq!(services.hooks.accepted_phases(), ["pause", "resume"]);
+    let calls = services.hooks.calls();
+    assert!(calls.iter().all(|c| c.signature_ok), "signed: {calls:?}");
+    assert_eq!(calls[0].body["run_id"], run.as_str());
+    assert_eq!(calls[0].body["to_node_type"], "cache.r6g.xlarge");
+    assert_eq!(calls[1].body["outcome"], "succeeded");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_pause_hook_touches_nothing_resumes_and_pages() {
+    let services = Services::start(sim_config()).await;
+    services.hooks.fail_next("pause", 100, 500);
+    let hooks = format!(
+        "pause_url = \"{}\"\nresume_url = \"{}\"",
+        services.hooks.url("pause"),
+        services.hooks.url("resume")
+    );
+    let dir = TempDir::new();
+    let t = TestApp::spawn(&services, &config_text(&hooks, ""), &dir.db()).await;
+    let run = t.alarm().await;
+    approve(&t, &run).await;
+    let done = t.wait_done(&run).await;
+    assert!(
+        matches!(
+            done.outcome(),
+            Some(Outcome::Failed {
+                step: Step::Pause,
+                ..
+            })
+        ),
+        "{:?}",
+        done.state
+    );
+    assert_eq!(
+        services.sim.attempts("CreateSnapshot"),
+        0,
+        "nothing touched"
+    );
+    assert_eq!(
+        services.hooks.accepted_phases(),
+        ["resume"],
+        "resume still attempted"
+    );
+    assert_eq!(services.pages().len(), 1);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_resume_hook_pages_and_says_workers_may_still_be_paused() {
+    let services = Services::start(sim_config()).await;
+    services.hooks.fail_next("resume", 100, 503);
+    let hooks = format!(
+        "pause_url = \"{}\"\nresume_url = \"{}\"",
+        services.hooks.url("pause"),
+        services.hooks.url("resume")
+    );
+    let dir = TempDir::new();
+    let t = TestApp::spawn(&services, &config_text(&hooks, ""), &dir.db()).await;
+    let run = t.alarm().await;
+    approve(&t, &run).await;
+    let done = t.wait_done(&run).await;
+    assert_eq!(done.state_name(), "succeeded", "the upsize itself worked");
+    assert!(done.resume_error.is_some());
+    let pages = services.pages();
+    assert_eq!(pages.len(), 1);
+    assert!(
+        pages[0]["payload"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("may still be paused")
+    );
+    assert!(
+        services.top_messages()[0]
+            .rendered()
+            .contains("may still be paused")
+    );
+    t.stop().await;
+}
+
+/// Stop the runner right after its k-th committed transition (as if the process died there),
+/// start a new one on the same database file, and check that the run still completes exactly
+/// once — for every k until a run completes without being stopped.
+#[tokio::test]
+async fn a_restart_at_every_step_boundary_completes_the_run_exactly_once() {
+    let mut boundaries = 0;
+    for k in 1..=60 {
+        let services = Services::start(sim_config()).await;
+        let hooks = format!(
+            "approval = \"auto\"\npause_url = \"{}\"\nresume_url = \"{}\"",
+            services.hooks.url("pause"),
+            services.hooks.url("resume")
+        );
+        let config = config_text(&hooks, "");
+        let dir = TempDir::new();
+        let first = TestApp::spawn_with(
+            &services,
+            &config,
+            &dir.db(),
+            RunnerOptions {
+                halt_after_transitions: Some(k),
+            },
+        )
+        .await;
+        let run = first.alarm().await;
+        // Either the runner halts at boundary k, or the run completes before reaching it.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let r = first.run(&run);
+            let quiet =
+                r.is_finished() && first.store.pending_effects(Some(&run)).unwrap().is_empty();
+            if first.runner_finished() || quiet {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "k={k}: stuck in {}",
+                r.state_name()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let halted = first.runner_finished();
+        if halted {
+            first.wait_halted().await;
+            let second = TestApp::spawn(&services, &config, &dir.db()).await;
+            let done = second.wait_done(&run).await;
+            assert_eq!(done.state_name(), "succeeded", "k={k}");
+            second.stop().await;
+        } else {
+            first.stop().await;
+        }
+        let sim = &services.sim;
+        assert_eq!(sim.count("CreateSnapshot"), 1, "k={k}: one snapshot");
+        assert_eq!(sim.count("ModifyReplicationGroup"), 1, "k={k}: one modify");
+        assert_eq!(
+            sim.group(&group()).unwrap().node_type,
+            Some(nt("cache.r6g.xlarge")),
+            "k={k}"
+        );
+        assert_eq!(services.top_messages().len(), 1, "k={k}: one top message");
+        assert!(services.pages().len() <= 1, "k={k}: at most one page");
+        assert_eq!(
+            services.hooks.accepted_phases(),
+            ["pause", "resume"],
+            "k={k}"
+        );
+        if !halted {
+            boundaries = k - 1;
+            break;
+        }
+    }
+    assert!(
+        boundaries >= 8,
+        "the run went through {boundaries} boundaries"
+    );
+}
+
+#[tokio::test]
+async fn unfinished_runs_resume_after_a_graceful_stop() {
+    let services = Services::start(sim_config()).await;
+    let dir = TempDir::new();
+    let config = config_text("", "");
+    let t = TestApp::spawn(&services, &config, &dir.db()).await;
+    let run = t.alarm().await;
+    approve(&t, &run).await;
+    t.wait_for(&run, "the snapshot step", |r| {
+        matches!(r.state, State::Snapshotting { created: true, .. })
+    })
+    .await;
+    t.stop().await;
+    let again = TestApp::spawn(&services, &config, &dir.db()).await;
+    let done = again.wait_done(&run).await;
+    assert_eq!(done.state_name(), "succeeded");
+    assert_eq!(services.sim.count("CreateSnapshot"), 1);
+    assert_eq!(services.top_messages().len(), 1);
+    again.stop().await;
+}
