@@ -751,7 +751,7 @@ mod tests {
     #[test]
     fn thread_note_snapshots() {
         let (_, run) = runs().remove(4);
-        let notes = vec![
+        let notes = [
             Note::Approved {
                 by: vec![SlackUserId::parse("U0ONCALL1").unwrap()],
             },
