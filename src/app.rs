@@ -132,6 +132,16 @@ impl App {
             user: user.clone(),
             is_approver: self.approvers.is_approver(user).await,
         };
+        self.act_as(run, actor, action).await
+    }
+
+    /// A person acts on a run, with the approver check already done.
+    pub async fn act_as(
+        &self,
+        run: &RunId,
+        actor: Actor,
+        action: UserAction,
+    ) -> Result<Submitted, RunnerError> {
         let event = match action {
             UserAction::Approve => Event::Approve { actor },
             UserAction::Deny => Event::Deny { actor },
@@ -153,9 +163,21 @@ impl App {
 
     /// Run the workflow runner until `shutdown`.
     pub async fn run_workflows(self, shutdown: impl std::future::Future<Output = ()>) {
+        // Keep approver user groups fresh, so clicks are decided without waiting on Slack.
+        let approvers = self.approvers.clone();
+        let refresher = tokio::spawn(async move {
+            if !approvers.has_groups() {
+                return;
+            }
+            loop {
+                approvers.refresh().await;
+                tokio::time::sleep(Duration::from_secs(240)).await;
+            }
+        });
         self.runner
             .clone()
             .run(shutdown, Duration::from_secs(20))
-            .await
+            .await;
+        refresher.abort();
     }
 }

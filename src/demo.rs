@@ -415,7 +415,7 @@ async fn print_live(slack: FakeSlackHandle, started: Instant) {
                 }
                 last.insert(ts.to_string(), rendered);
             }
-            SlackEvent::Ephemeral { rendered, .. } => {
+            SlackEvent::Ephemeral { rendered, .. } | SlackEvent::Responded { rendered } => {
                 println!(
                     "[{t:>5.1}s] (only visible to you) {}",
                     rendered.lines().next().unwrap_or("")

@@ -6,16 +6,20 @@ use std::future::Future;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
 use crate::app::App;
+
+pub mod slack;
 
 /// All routes of the bot.
 pub fn router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/slack/commands", post(slack::commands))
+        .route("/slack/interactions", post(slack::interactions))
         .with_state(app)
 }
 

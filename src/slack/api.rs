@@ -183,6 +183,51 @@ impl SlackClient {
         self.call_json("chat.postEphemeral", &body).await.map(drop)
     }
 
+    /// Answer a person privately through a command's or click's `response_url`.
+    ///
+    /// Only Slack's own `https://hooks.slack.com/` URLs (or, for tests and proxies, URLs on the
+    /// configured API host) are followed: the URL arrives in a request body and is never
+    /// trusted to point anywhere else. The bot token is not sent.
+    pub async fn respond(&self, response_url: &str, message: &Message) -> Result<(), SlackError> {
+        if !self.is_response_url(response_url) {
+            return Err(SlackError::BadResponse(format!(
+                "refusing to answer through a response_url outside Slack ({})",
+                origin(response_url)
+            )));
+        }
+        let mut body = json!({
+            "response_type": "ephemeral",
+            "replace_original": false,
+            "text": message.text,
+        });
+        if !message.blocks.is_empty() {
+            body["blocks"] = Value::Array(message.blocks.clone());
+        }
+        let bytes =
+            serde_json::to_vec(&body).map_err(|e| SlackError::BadResponse(e.to_string()))?;
+        let response = self
+            .http
+            .post(response_url)
+            .header(CONTENT_TYPE, "application/json; charset=utf-8")
+            .body(bytes)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status().as_u16();
+        match status {
+            200..=299 => Ok(()),
+            429 => Err(SlackError::RateLimited {
+                retry_after: Duration::from_secs(1),
+            }),
+            _ => Err(SlackError::Http { status }),
+        }
+    }
+
+    /// Is this a URL Slack would give us to answer on?
+    pub fn is_response_url(&self, url: &str) -> bool {
+        url.starts_with("https://hooks.slack.com/") || origin(url) == origin(&self.base_url)
+    }
+
     fn url(&self, method: &str) -> String {
         format!("{}/{method}", self.base_url)
     }
@@ -239,6 +284,16 @@ impl SlackClient {
         }
         result
     }
+}
+
+/// `scheme://host[:port]` of a URL, for comparing where URLs point.
+fn origin(url: &str) -> &str {
+    let after_scheme = url.find("://").map(|i| i + 3).unwrap_or(0);
+    let end = url[after_scheme..]
+        .find(['/', '?', '#'])
+        .map(|i| after_scheme + i)
+        .unwrap_or(url.len());
+    &url[..end]
 }
 
 fn transport_error(e: reqwest::Error) -> SlackError {

@@ -47,6 +47,50 @@ impl ApproverDirectory {
         false
     }
 
+    /// The answer without calling Slack, when the cache can give it: `None` when a user
+    /// group's members have never been read.
+    pub fn cached_verdict(&self, user: &SlackUserId) -> Option<bool> {
+        if self.approvers.contains(&Approver::User(user.clone())) {
+            return Some(true);
+        }
+        let cache = self.lock();
+        let mut unknown = false;
+        for approver in &self.approvers {
+            if let Approver::Group(group) = approver {
+                match cache.get(group) {
+                    Some((_, members)) if members.contains(user) => return Some(true),
+                    Some(_) => {}
+                    None => unknown = true,
+                }
+            }
+        }
+        if unknown { None } else { Some(false) }
+    }
+
+    /// Read every approver user group's members now (at start, then periodically), so that
+    /// clicks can be decided without waiting on Slack.
+    pub async fn refresh(&self) {
+        for approver in &self.approvers {
+            if let Approver::Group(group) = approver {
+                match self.slack.usergroup_members(group).await {
+                    Ok(members) => {
+                        self.lock().insert(group.clone(), (Instant::now(), members));
+                    }
+                    Err(e) => {
+                        warn!(usergroup = %group, error = %e, "could not read user group members")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Does the config name any user group (so there is something to refresh)?
+    pub fn has_groups(&self) -> bool {
+        self.approvers
+            .iter()
+            .any(|a| matches!(a, Approver::Group(_)))
+    }
+
     async fn members(&self, group: &SlackUserGroupId) -> Vec<SlackUserId> {
         let cached = self.lock().get(group).cloned();
         if let Some((at, members)) = &cached

@@ -20,6 +20,7 @@ pub mod actions {
     pub const DENY: &str = "deny";
     pub const CHOOSE_SIZE: &str = "choose_size";
     pub const CANCEL: &str = "cancel";
+    pub const START_ANYWAY: &str = "start_anyway";
 }
 
 /// The run's top message as it should look now.
@@ -279,26 +280,18 @@ fn approval_label(run: &Run) -> String {
             format!("Waiting for approval{so_far}{when}")
         }
         _ => {
-            if let Some(d) = run
-                .decisions
-                .iter()
-                .rev()
-                .find(|d| d.kind == DecisionKind::Deny)
-            {
-                return format!("Denied by <@{}>", d.user);
+            let last = |kind: DecisionKind| run.decisions.iter().rev().find(|d| d.kind == kind);
+            if let Some(d) = last(DecisionKind::Deny) {
+                return format!("Denied by <@{}> at {}", d.user, slack_time(d.at));
             }
-            if let Some(d) = run
-                .decisions
-                .iter()
-                .rev()
-                .find(|d| d.kind == DecisionKind::Cancel)
+            if let Some(d) = last(DecisionKind::Cancel)
                 && run.step(Step::Approval).map(|s| s.status) == Some(StepStatus::Cancelled)
             {
-                return format!("Cancelled by <@{}>", d.user);
+                return format!("Cancelled by <@{}> at {}", d.user, slack_time(d.at));
             }
-            if !approvers.is_empty() {
+            if let Some(d) = last(DecisionKind::Approve) {
                 let by: Vec<String> = approvers.iter().map(|u| format!("<@{u}>")).collect();
-                format!("Approved by {}", by.join(", "))
+                format!("Approved by {} at {}", by.join(", "), slack_time(d.at))
             } else if run.policy.approval == crate::config::ApprovalMode::Auto {
                 "Approved by policy (automatic)".to_string()
             } else if matches!(run.outcome(), Some(Outcome::Expired)) {
@@ -385,6 +378,44 @@ fn fallback(run: &Run) -> String {
         .unwrap_or_default();
     let state = crate::workflow::machine::describe_state(run);
     format!("{what}{plan} ({state})")
+}
+
+/// The thread reply that offers a Cancel button while the run can still be cancelled.
+pub fn render_cancel_offer(run: &Run) -> Message {
+    let text = "🛑 Need to stop? This run can be cancelled until the upsize starts.";
+    Message {
+        text: text.to_string(),
+        blocks: vec![
+            section(text),
+            json!({
+                "type": "actions",
+                "block_id": format!("cancel:{}", run.id),
+                "elements": [{
+                    "type": "button",
+                    "action_id": actions::CANCEL,
+                    "text": { "type": "plain_text", "text": "Cancel run", "emoji": true },
+                    "style": "danger",
+                    "value": run.id.as_str(),
+                    "confirm": {
+                        "title": { "type": "plain_text", "text": "Cancel this run?" },
+                        "text": { "type": "mrkdwn", "text": format!("{} is not upsized. A snapshot already started finishes in AWS and is kept.", run.group) },
+                        "confirm": { "type": "plain_text", "text": "Cancel run" },
+                        "deny": { "type": "plain_text", "text": "Keep going" },
+                        "style": "danger"
+                    }
+                }]
+            }),
+        ],
+    }
+}
+
+/// The same thread reply once cancelling is no longer possible.
+pub fn render_cancel_withdrawn(reason: &str) -> Message {
+    let text = format!("🛑 Cancelling is no longer possible: {reason}.");
+    Message {
+        blocks: vec![section(&text)],
+        text,
+    }
 }
 
 /// A thread reply.

@@ -5,9 +5,13 @@
 //!
 //! Rendering and parsing here are pure functions; only `api` does I/O.
 
+pub mod answers;
 pub mod api;
 pub mod approvers;
 pub mod blocks;
+pub mod commands;
+pub mod interactions;
+pub mod signature;
 
 use serde::{Deserialize, Serialize};
 

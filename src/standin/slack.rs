@@ -122,6 +122,17 @@ pub enum SlackEvent {
         user: SlackUserId,
         rendered: String,
     },
+    /// A message sent to a `response_url` (shown only to the person who acted).
+    Responded { rendered: String },
+}
+
+/// A message the bot sent to a `response_url` (a delayed answer to a command or a click).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeResponse {
+    /// The last path segment of the `response_url`.
+    pub id: String,
+    pub body: Value,
+    pub text: String,
 }
 
 /// Namespace for starting the stand-in.
@@ -141,6 +152,7 @@ impl FakeSlack {
         });
         let app = Router::new()
             .route("/api/{method}", any(handle))
+            .route("/responses/{id}", axum::routing::post(respond))
             .with_state(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -244,6 +256,16 @@ impl FakeSlackHandle {
     }
 
     /// Every ephemeral message, in order.
+    /// A `response_url` that leads to this stand-in, as Slack would put in a command or click.
+    pub fn response_url(&self, id: &str) -> String {
+        format!("http://{}/responses/{id}", self.addr)
+    }
+
+    /// What the bot sent to `response_url`s, in order.
+    pub fn responses(&self) -> Vec<FakeResponse> {
+        self.shared.lock().responses.clone()
+    }
+
     pub fn ephemerals(&self) -> Vec<FakeEphemeral> {
         self.shared.lock().ephemerals.clone()
     }
@@ -289,6 +311,7 @@ struct Workspace {
     faults: HashMap<String, VecDeque<Fault>>,
     channels: BTreeMap<ChannelId, Vec<FakeMessage>>,
     ephemerals: Vec<FakeEphemeral>,
+    responses: Vec<FakeResponse>,
     usergroups: HashMap<SlackUserGroupId, Vec<SlackUserId>>,
     /// `ts` seconds of the first message; later ones count up from it.
     base_secs: u64,
@@ -319,6 +342,7 @@ impl Workspace {
             faults: HashMap::new(),
             channels: BTreeMap::new(),
             ephemerals: Vec::new(),
+            responses: Vec::new(),
             usergroups: HashMap::new(),
             base_secs,
             issued: 0,
@@ -812,6 +836,31 @@ fn fault_answer(fault: Fault) -> Response {
             (status, format!("<html><body>{text}</body></html>")).into_response()
         }
     }
+}
+
+/// A `response_url` POST: JSON with `text` (and optionally `blocks`, `response_type`,
+/// `replace_original`). Slack answers a plain `ok`.
+async fn respond(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Ok(value) = serde_json::from_slice::<Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "invalid_payload").into_response();
+    };
+    let text = value["text"].as_str().unwrap_or_default().to_string();
+    let blocks = value["blocks"].as_array().cloned().unwrap_or_default();
+    let rendered = render_blocks(&Message {
+        text: text.clone(),
+        blocks,
+    });
+    shared.lock().responses.push(FakeResponse {
+        id,
+        body: value,
+        text,
+    });
+    let _ = shared.events.send(SlackEvent::Responded { rendered });
+    (StatusCode::OK, "ok").into_response()
 }
 
 async fn handle(

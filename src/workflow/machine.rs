@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ApprovalMode, OnApprovalTimeout};
-use crate::domain::{NodeType, SlackUserId, SnapshotName, Timestamp};
+use crate::domain::{MessageTs, NodeType, SlackUserId, SnapshotName, Timestamp};
 use crate::elasticache::{AwsError, GroupInfo, SnapshotStatus};
 
 use super::policy::{self, NotAllowed};
@@ -28,6 +28,10 @@ pub enum Event {
     },
     TopMessagePosted {
         message: TopMessage,
+    },
+    /// The thread reply with the Cancel button was posted.
+    CancelOffered {
+        ts: MessageTs,
     },
     SnapshotStarted {
         status: SnapshotStatus,
@@ -96,6 +100,7 @@ impl Event {
         match self {
             Event::PlanFetched { .. } => "plan_fetched",
             Event::TopMessagePosted { .. } => "top_message_posted",
+            Event::CancelOffered { .. } => "cancel_offered",
             Event::SnapshotStarted { .. } => "snapshot_started",
             Event::SnapshotPolled { .. } => "snapshot_polled",
             Event::ModifyRequested { .. } => "modify_requested",
@@ -291,6 +296,17 @@ pub enum Effect {
     PostNote {
         note: Note,
     },
+    /// Answer the person who asked for the run, privately (their `response_url`).
+    Reply {
+        note: Note,
+    },
+    /// Post a thread reply with a Cancel button (skipped if the run can't be cancelled anymore).
+    OfferCancel,
+    /// Replace the Cancel button with why it is gone.
+    WithdrawCancelOffer {
+        ts: MessageTs,
+        reason: String,
+    },
     Page {
         action: PageAction,
     },
@@ -321,6 +337,9 @@ impl Effect {
             Effect::PostTopMessage => "post_top_message",
             Effect::UpdateTopMessage => "update_top_message",
             Effect::PostNote { .. } => "post_note",
+            Effect::Reply { .. } => "reply",
+            Effect::OfferCancel => "offer_cancel",
+            Effect::WithdrawCancelOffer { .. } => "withdraw_cancel_offer",
             Effect::Page { .. } => "page",
             Effect::CallHook { .. } => "call_hook",
             Effect::CreateSnapshot { .. } => "create_snapshot",
@@ -442,6 +461,19 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
                 message.channel, message.ts
             ));
             b.run.message = Some(message.clone());
+            b.finish()
+        }
+        (_, Event::CancelOffered { ts }) => {
+            if run.is_cancellable() {
+                b.summary("cancel button offered in the thread");
+                b.run.cancel_offer = Some(ts.clone());
+            } else {
+                b.summary("cancel button offered too late; withdrawing it");
+                b.effect(Effect::WithdrawCancelOffer {
+                    ts: ts.clone(),
+                    reason: withdraw_reason(run),
+                });
+            }
             b.finish()
         }
         (_, Event::TopMessageFailed { error }) => {
@@ -592,20 +624,26 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
             match policy::plan(group, allowed, run.requested_type.as_ref(), &run.policy) {
                 Err(reason) => {
                     b.summary(format!("nothing to do: {reason}"));
-                    b.effect(Effect::PostTopMessage);
                     b.close_step(Step::Plan, StepStatus::Done);
-                    b.finish_run(
-                        None,
-                        Outcome::NothingToDo {
-                            reason: reason.clone(),
-                        },
-                        None,
-                    );
-                    b.note(Note::NothingToDo {
+                    let note = Note::NothingToDo {
                         reason: reason.clone(),
-                    });
+                    };
                     if matches!(run.trigger, Trigger::Alarm { .. }) {
+                        // The channel must know the alarm is not being handled, and on-call too.
+                        b.effect(Effect::PostTopMessage);
+                        b.finish_run(
+                            None,
+                            Outcome::NothingToDo {
+                                reason: reason.clone(),
+                            },
+                            None,
+                        );
+                        b.note(note);
                         b.page(PageAction::Trigger(PageReason::CannotAct { reason }));
+                    } else {
+                        // A person's request that can't be done is their answer, not the channel's.
+                        b.finish_run(None, Outcome::NothingToDo { reason }, None);
+                        b.effect(Effect::Reply { note });
                     }
                     b.finish()
                 }
@@ -665,22 +703,25 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
             },
         ) => {
             let reason = format!("couldn't read the group from AWS: {error}");
-            b.summary(reason.clone());
-            b.effect(Effect::PostTopMessage);
+            b.summary(reason);
             b.close_step(Step::Plan, StepStatus::Failed);
-            b.finish_run(
-                None,
-                Outcome::Failed {
-                    step: Step::Plan,
-                    error: error.to_string(),
-                },
-                None,
-            );
-            b.note(Note::Failed {
+            let outcome = Outcome::Failed {
                 step: Step::Plan,
                 error: error.to_string(),
-            });
-            b.page(PageAction::Trigger(PageReason::RunFailed));
+            };
+            let note = Note::Failed {
+                step: Step::Plan,
+                error: error.to_string(),
+            };
+            if matches!(run.trigger, Trigger::Alarm { .. }) {
+                b.effect(Effect::PostTopMessage);
+                b.finish_run(None, outcome, None);
+                b.note(note);
+                b.page(PageAction::Trigger(PageReason::RunFailed));
+            } else {
+                b.finish_run(None, outcome, None);
+                b.effect(Effect::Reply { note });
+            }
             b.finish()
         }
 
@@ -1194,6 +1235,15 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
     }
 }
 
+fn withdraw_reason(run: &Run) -> String {
+    match &run.state {
+        State::Modifying { .. } => {
+            "the upsize has started and AWS can't stop a modification in progress".to_string()
+        }
+        _ => format!("the run is {}", describe_state(run)),
+    }
+}
+
 fn page_action_name(action: &PageAction) -> &'static str {
     match action {
         PageAction::Trigger(_) => "trigger",
@@ -1332,6 +1382,7 @@ impl Builder {
 
     /// Approved: pause (if there is a hook) or go straight to the snapshot.
     fn start_work(&mut self, plan: Plan) {
+        self.effect(Effect::OfferCancel);
         if self.run.policy.pause_url.is_some() {
             self.open_step(Step::Pause);
             self.set_state(State::Pausing { plan });
@@ -1412,6 +1463,9 @@ impl Builder {
     }
 
     fn start_modify(&mut self, plan: Plan, snapshot: SnapshotName) {
+        self.withdraw_cancel_offer(
+            "the upsize has started and AWS can't stop a modification in progress",
+        );
         self.open_step(Step::Upsize);
         let target = plan.target.clone();
         self.set_state(State::Modifying {
@@ -1466,9 +1520,23 @@ impl Builder {
         self.end(plan, Outcome::TimedOut { step, after });
     }
 
+    fn withdraw_cancel_offer(&mut self, reason: &str) {
+        if let Some(ts) = self.run.cancel_offer.take() {
+            self.effect(Effect::WithdrawCancelOffer {
+                ts,
+                reason: reason.to_string(),
+            });
+        }
+    }
+
     /// The outcome is known: resume the workers if they were paused, else finish.
     fn end(&mut self, plan: Plan, outcome: Outcome) {
         self.drop_pending_work = true;
+        let reason = match &outcome {
+            Outcome::Cancelled { by } => format!("cancelled by <@{by}>"),
+            other => format!("the run is over ({})", other.name().replace('_', " ")),
+        };
+        self.withdraw_cancel_offer(&reason);
         if self.run.pause_attempted() {
             self.open_step(Step::Resume);
             self.set_state(State::Resuming { plan, outcome });

@@ -289,6 +289,7 @@ fn planning_transitions() {
             &[
                 "post_top_message",
                 "post_note",
+                "offer_cancel",
                 "post_note",
                 "create_snapshot",
             ],
@@ -313,7 +314,13 @@ fn planning_transitions() {
         at(10),
         Accept(
             "pausing",
-            &["post_top_message", "post_note", "post_note", "call_hook"],
+            &[
+                "post_top_message",
+                "post_note",
+                "offer_cancel",
+                "post_note",
+                "call_hook",
+            ],
         ),
     );
 
@@ -350,7 +357,8 @@ fn planning_transitions() {
             allowed: allowed(),
         },
         at(10),
-        Accept("nothing_to_do", &["post_top_message", "post_note"]),
+        // A person's request that can't be done is answered privately, not in the channel.
+        Accept("nothing_to_do", &["update_top_message", "reply"]),
     );
 
     check(
@@ -419,6 +427,7 @@ fn approval_matrix() {
             "snapshotting",
             &[
                 "post_note",
+                "offer_cancel",
                 "post_note",
                 "create_snapshot",
                 "update_top_message",
@@ -457,6 +466,7 @@ fn approval_matrix() {
             "snapshotting",
             &[
                 "post_note",
+                "offer_cancel",
                 "post_note",
                 "create_snapshot",
                 "update_top_message",
@@ -501,6 +511,7 @@ fn approval_matrix() {
             "snapshotting",
             &[
                 "post_note",
+                "offer_cancel",
                 "post_note",
                 "create_snapshot",
                 "update_top_message",
@@ -725,6 +736,7 @@ fn approval_timeouts() {
             &[
                 "post_note",
                 "page",
+                "offer_cancel",
                 "post_note",
                 "create_snapshot",
                 "update_top_message",
@@ -750,6 +762,7 @@ fn approval_timeouts() {
             "snapshotting",
             &[
                 "post_note",
+                "offer_cancel",
                 "post_note",
                 "create_snapshot",
                 "update_top_message",

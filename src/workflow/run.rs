@@ -40,6 +40,9 @@ pub struct Run {
     pub alarm_repeats: u32,
     /// Set when the resume hook failed (the outcome itself is kept).
     pub resume_error: Option<String>,
+    /// The thread reply that offers a Cancel button, while the run can still be cancelled.
+    #[serde(default)]
+    pub cancel_offer: Option<MessageTs>,
 }
 
 impl Run {
@@ -69,6 +72,7 @@ impl Run {
             page: PageState::default(),
             alarm_repeats: 0,
             resume_error: None,
+            cancel_offer: None,
         }
     }
 
@@ -123,6 +127,17 @@ impl Run {
     /// The short state name used in the store, `/redis runs` and metrics.
     pub fn state_name(&self) -> &'static str {
         self.state.name()
+    }
+
+    /// Can this run still be cancelled? (Until the upsize starts.)
+    pub fn is_cancellable(&self) -> bool {
+        matches!(
+            self.state,
+            State::Planning
+                | State::AwaitingApproval { .. }
+                | State::Pausing { .. }
+                | State::Snapshotting { .. }
+        )
     }
 }
 

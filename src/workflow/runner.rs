@@ -819,6 +819,99 @@ impl Runner {
                     }
                 }
             }
+            Effect::Reply { note } => {
+                let Trigger::Command {
+                    response_url: Some(url),
+                    user,
+                } = &run.trigger
+                else {
+                    log(
+                        "slack",
+                        "response_url",
+                        "nobody to answer privately; skipped".into(),
+                    );
+                    return Executed::Done;
+                };
+                let msg = blocks::render_note(run, note);
+                match deps.slack.respond(url, &msg).await {
+                    Ok(()) => {
+                        log(
+                            "slack",
+                            "response_url",
+                            format!("answered {user}: {}", msg.text),
+                        );
+                        Executed::Done
+                    }
+                    Err(e) => {
+                        log(
+                            "slack",
+                            "response_url",
+                            format!("answer to {user} failed: {e}"),
+                        );
+                        slack_retry(e, delivery)
+                    }
+                }
+            }
+            Effect::OfferCancel => {
+                let Some(top) = &run.message else {
+                    return Executed::Done;
+                };
+                if !run.is_cancellable() {
+                    log(
+                        "slack",
+                        "chat.postMessage",
+                        "cancel button not offered: the run can no longer be cancelled".into(),
+                    );
+                    return Executed::Done;
+                }
+                let msg = blocks::render_cancel_offer(run);
+                match deps
+                    .slack
+                    .post_message(&top.channel, Some(&top.ts), &msg)
+                    .await
+                {
+                    Ok(posted) => {
+                        log(
+                            "slack",
+                            "chat.postMessage",
+                            format!("cancel button offered (ts {})", posted.ts),
+                        );
+                        Executed::Event(Event::CancelOffered { ts: posted.ts })
+                    }
+                    Err(e) => {
+                        log(
+                            "slack",
+                            "chat.postMessage",
+                            format!("cancel button failed: {e}"),
+                        );
+                        slack_retry(e, delivery)
+                    }
+                }
+            }
+            Effect::WithdrawCancelOffer { ts, reason } => {
+                let Some(top) = &run.message else {
+                    return Executed::Done;
+                };
+                let msg = blocks::render_cancel_withdrawn(reason);
+                match deps.slack.update_message(&top.channel, ts, &msg).await {
+                    Ok(()) => {
+                        log(
+                            "slack",
+                            "chat.update",
+                            format!("cancel button withdrawn: {reason}"),
+                        );
+                        Executed::Done
+                    }
+                    Err(e) => {
+                        log(
+                            "slack",
+                            "chat.update",
+                            format!("withdrawing the cancel button failed: {e}"),
+                        );
+                        slack_retry(e, delivery)
+                    }
+                }
+            }
             Effect::Page { action } => {
                 let event = page_event(run, action, now);
                 let what = match action {

@@ -1,0 +1,194 @@
+//! What slash commands answer: pure rendering of status, dry runs and run lists into
+//! ephemeral messages. No I/O; the handlers gather the data.
+
+use crate::config::{ApprovalMode, GroupConfig, OnApprovalTimeout, Policy};
+use crate::domain::{Timestamp, format_duration};
+use crate::elasticache::GroupInfo;
+use crate::elasticache::node_types::memory_label;
+use crate::workflow::machine::describe_state;
+use crate::workflow::run::{DecisionKind, Plan, Run, Trigger};
+
+use super::Message;
+use super::blocks::escape;
+
+/// A short ephemeral answer.
+pub fn text(s: impl Into<String>) -> Message {
+    Message::text(s)
+}
+
+fn link(run: &Run, label: &str) -> String {
+    match run.message.as_ref().and_then(|m| m.permalink.as_deref()) {
+        Some(url) => format!("<{url}|{label}>"),
+        None => label.to_string(),
+    }
+}
+
+/// One line about a run: id, state, trigger, who approved, duration.
+pub fn run_line(run: &Run, now: Timestamp) -> String {
+    let trigger = match &run.trigger {
+        Trigger::Alarm { .. } => "alarm".to_string(),
+        Trigger::Command { user, .. } => format!("<@{user}>"),
+    };
+    let approved: Vec<String> = run
+        .decisions
+        .iter()
+        .filter(|d| d.kind == DecisionKind::Approve)
+        .map(|d| format!("<@{}>", d.user))
+        .collect();
+    let approved = if approved.is_empty() {
+        String::new()
+    } else {
+        format!(" · approved by {}", approved.join(", "))
+    };
+    let plan = run
+        .plan()
+        .map(|p| format!(" · `{}` → `{}`", p.current, p.target))
+        .unwrap_or_default();
+    let took = if run.is_finished() {
+        format_duration(run.updated_at.since(run.created_at))
+    } else {
+        format!("{} so far", format_duration(now.since(run.created_at)))
+    };
+    format!(
+        "• `{}` {} — *{}* · by {trigger}{approved}{plan} · {took} · {}",
+        run.id,
+        run.group,
+        describe_state(run),
+        link(run, "thread")
+    )
+}
+
+/// `/redis runs`.
+pub fn runs(runs: &[Run], now: Timestamp) -> Message {
+    if runs.is_empty() {
+        return text("No runs yet.");
+    }
+    let lines: Vec<String> = runs.iter().map(|r| run_line(r, now)).collect();
+    text(format!(
+        "*Recent runs*, newest first:\n{}",
+        lines.join("\n")
+    ))
+}
+
+fn policy_line(p: &Policy) -> String {
+    let approval = match p.approval {
+        ApprovalMode::Auto => "automatic approval".to_string(),
+        ApprovalMode::Required => {
+            let timeout = match p.on_approval_timeout {
+                OnApprovalTimeout::Escalate => "pages on-call",
+                OnApprovalTimeout::Approve => "approves itself",
+            };
+            format!(
+                "{} approval(s) required; after {} it {timeout}",
+                p.min_approvals.max(1),
+                format_duration(p.approval_timeout)
+            )
+        }
+    };
+    let cap = p
+        .max_node_type
+        .as_ref()
+        .map(|c| format!("cap `{c}`"))
+        .unwrap_or_else(|| "no cap".into());
+    format!(
+        "{approval} · {cap} · cooldown {}",
+        format_duration(p.cooldown)
+    )
+}
+
+/// The part of `/redis status` that needs no AWS call.
+pub fn status_local(
+    group: &GroupConfig,
+    active: Option<&Run>,
+    recent: &[Run],
+    now: Timestamp,
+    live_follows: bool,
+) -> Message {
+    let mut out = format!("*{}* · {}\n", group.id, policy_line(&group.policy));
+    match active {
+        Some(run) => out.push_str(&format!(
+            "Active run: `{}` — {} ({})\n",
+            run.id,
+            describe_state(run),
+            link(run, "thread")
+        )),
+        None => out.push_str("No active run.\n"),
+    }
+    if !recent.is_empty() {
+        out.push_str("Last runs:\n");
+        for r in recent {
+            out.push_str(&run_line(r, now));
+            out.push('\n');
+        }
+    }
+    if live_follows {
+        out.push_str("_Asking AWS for the live status…_");
+    }
+    text(out.trim_end().to_string())
+}
+
+/// The live part of `/redis status`, from DescribeReplicationGroups.
+pub fn status_live(g: &GroupInfo) -> Message {
+    let node = match &g.node_type {
+        Some(t) => format!("`{t}` ({})", memory_label(t)),
+        None => "an unknown node type".into(),
+    };
+    let members: Vec<&str> = g.members.iter().map(|m| m.as_str()).collect();
+    text(format!(
+        "*{}* is `{}` on {node} · {} member(s): {} · cluster mode {}",
+        g.id,
+        escape(&g.status),
+        members.len(),
+        members.join(", "),
+        g.cluster_mode
+    ))
+}
+
+/// `/redis upsize … --dry-run`: the plan, or why there is none. Nothing changes.
+pub fn dry_run(
+    group: &GroupConfig,
+    plan: Result<&Plan, &str>,
+    last_success: Option<&Run>,
+    now: Timestamp,
+) -> Message {
+    let mut out = String::from("*Dry run* — nothing was changed.\n");
+    match plan {
+        Ok(p) => {
+            out.push_str(&format!(
+                "*{}*: snapshot, then `{}` ({}) → `{}` ({})\n",
+                group.id,
+                p.current,
+                memory_label(&p.current),
+                p.target,
+                memory_label(&p.target)
+            ));
+            let choices: Vec<String> = p.choices.iter().map(|t| format!("`{t}`")).collect();
+            out.push_str(&format!("Allowed within the cap: {}\n", choices.join(", ")));
+        }
+        Err(reason) => out.push_str(&format!(
+            "*{}*: nothing to do: {}\n",
+            group.id,
+            escape(reason)
+        )),
+    }
+    out.push_str(&format!("Policy: {}\n", policy_line(&group.policy)));
+    match last_success.and_then(|r| r.finished_at()) {
+        Some(at) => {
+            let until = at.plus(group.policy.cooldown);
+            if until > now {
+                out.push_str(&format!(
+                    "Cooldown: last upsize {} ago; alarms won't start runs for another {} (a command still can).",
+                    format_duration(now.since(at)),
+                    format_duration(until.since(now))
+                ));
+            } else {
+                out.push_str(&format!(
+                    "Cooldown: over (last upsize {} ago).",
+                    format_duration(now.since(at))
+                ));
+            }
+        }
+        None => out.push_str("Cooldown: no earlier upsize."),
+    }
+    text(out)
+}

@@ -1,0 +1,260 @@
+//! Interactive payloads: a `block_actions` click on the run's message, parsed into a [`Click`].
+//!
+//! Slack posts `payload=<url-encoded JSON>`. Pure parsing; acting on a click lives in
+//! [`crate::http::slack`].
+
+use serde::Deserialize;
+
+use crate::domain::{ChannelId, MessageTs, NodeType, ReplicationGroupId, RunId, SlackUserId};
+
+use super::blocks::actions;
+
+/// A parsed interaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interaction {
+    pub user: SlackUserId,
+    pub channel: Option<ChannelId>,
+    pub message_ts: Option<MessageTs>,
+    pub response_url: Option<String>,
+    pub click: Click,
+}
+
+/// What was clicked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Click {
+    Approve(RunId),
+    Deny(RunId),
+    Cancel(RunId),
+    ChooseSize(RunId, NodeType),
+    /// "Start anyway" on a cooldown notice.
+    StartAnyway(ReplicationGroupId),
+    /// Something we don't act on (another payload type, an unknown action).
+    Other(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed interaction payload: {0}")]
+pub struct PayloadError(pub String);
+
+#[derive(Deserialize)]
+struct Form {
+    payload: String,
+}
+
+#[derive(Deserialize)]
+struct Payload {
+    #[serde(rename = "type")]
+    kind: String,
+    user: User,
+    #[serde(default)]
+    channel: Option<Channel>,
+    #[serde(default)]
+    container: Option<Container>,
+    #[serde(default)]
+    message: Option<MessageRef>,
+    #[serde(default)]
+    response_url: Option<String>,
+    #[serde(default)]
+    actions: Vec<Action>,
+}
+
+#[derive(Deserialize)]
+struct User {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct Channel {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct Container {
+    #[serde(default)]
+    message_ts: Option<String>,
+    #[serde(default)]
+    channel_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MessageRef {
+    #[serde(default)]
+    ts: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Action {
+    action_id: String,
+    #[serde(default)]
+    block_id: Option<String>,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    selected_option: Option<SelectedOption>,
+}
+
+#[derive(Deserialize)]
+struct SelectedOption {
+    value: String,
+}
+
+/// Parse a form body `payload=…` into an interaction.
+pub fn parse(body: &[u8]) -> Result<Interaction, PayloadError> {
+    let form: Form = serde_urlencoded::from_bytes(body)
+        .map_err(|e| PayloadError(format!("expected a `payload` form field: {e}")))?;
+    parse_json(&form.payload)
+}
+
+/// Parse the JSON inside `payload`.
+pub fn parse_json(json: &str) -> Result<Interaction, PayloadError> {
+    let p: Payload = serde_json::from_str(json).map_err(|e| PayloadError(e.to_string()))?;
+    let user = SlackUserId::parse(&p.user.id).map_err(|e| PayloadError(e.to_string()))?;
+    let channel = p
+        .channel
+        .map(|c| c.id)
+        .or_else(|| p.container.as_ref().and_then(|c| c.channel_id.clone()))
+        .and_then(|c| ChannelId::parse(&c).ok());
+    let message_ts = p
+        .container
+        .as_ref()
+        .and_then(|c| c.message_ts.clone())
+        .or_else(|| p.message.and_then(|m| m.ts))
+        .and_then(|ts| MessageTs::parse(&ts).ok());
+    let click = if p.kind != "block_actions" {
+        Click::Other(p.kind)
+    } else {
+        match p.actions.first() {
+            None => Click::Other("block_actions without actions".into()),
+            Some(a) => click(a)?,
+        }
+    };
+    Ok(Interaction {
+        user,
+        channel,
+        message_ts,
+        response_url: p.response_url,
+        click,
+    })
+}
+
+fn click(a: &Action) -> Result<Click, PayloadError> {
+    let run_from_value = || -> Result<RunId, PayloadError> {
+        let v = a
+            .value
+            .as_deref()
+            .ok_or_else(|| PayloadError(format!("`{}` without a value", a.action_id)))?;
+        RunId::parse(v).map_err(|e| PayloadError(e.to_string()))
+    };
+    Ok(match a.action_id.as_str() {
+        actions::APPROVE => Click::Approve(run_from_value()?),
+        actions::DENY => Click::Deny(run_from_value()?),
+        actions::CANCEL => Click::Cancel(run_from_value()?),
+        actions::CHOOSE_SIZE => {
+            let run = a
+                .block_id
+                .as_deref()
+                .and_then(|b| b.strip_prefix("run:"))
+                .ok_or_else(|| PayloadError("size picker without its run".into()))
+                .and_then(|r| RunId::parse(r).map_err(|e| PayloadError(e.to_string())))?;
+            let value = a
+                .selected_option
+                .as_ref()
+                .map(|o| o.value.as_str())
+                .ok_or_else(|| PayloadError("size picker without a selected option".into()))?;
+            Click::ChooseSize(
+                run,
+                NodeType::parse(value).map_err(|e| PayloadError(e.to_string()))?,
+            )
+        }
+        actions::START_ANYWAY => {
+            let v = a.value.as_deref().unwrap_or_default();
+            Click::StartAnyway(
+                ReplicationGroupId::parse(v).map_err(|e| PayloadError(e.to_string()))?,
+            )
+        }
+        other => Click::Other(other.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(json: &str) -> Vec<u8> {
+        serde_urlencoded::to_string([("payload", json)])
+            .unwrap()
+            .into_bytes()
+    }
+
+    #[test]
+    fn the_real_block_actions_sample_parses_as_an_unknown_action() {
+        let json = include_str!("../../tests/fixtures/slack_block_actions.json");
+        let i = parse(&form(json)).unwrap();
+        assert_eq!(i.user.as_str(), "UA8RXUSPL");
+        assert_eq!(i.channel.unwrap().as_str(), "CBR2V3XEX");
+        assert_eq!(i.message_ts.unwrap().as_str(), "1548261231.000200");
+        assert!(
+            i.response_url
+                .unwrap()
+                .starts_with("https://hooks.slack.com/actions/")
+        );
+        assert_eq!(i.click, Click::Other("WaXA".into()));
+    }
+
+    fn sample_with(action: serde_json::Value) -> Vec<u8> {
+        let mut v: serde_json::Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/slack_block_actions.json"
+        ))
+        .unwrap();
+        v["actions"] = serde_json::json!([action]);
+        form(&v.to_string())
+    }
+
+    #[test]
+    fn our_buttons_parse_into_clicks() {
+        let run = RunId::parse("r-abcdefgh").unwrap();
+        let approve = sample_with(
+            serde_json::json!({"action_id": "approve", "block_id": "run:r-abcdefgh", "type": "button", "value": "r-abcdefgh"}),
+        );
+        assert_eq!(parse(&approve).unwrap().click, Click::Approve(run.clone()));
+        let deny = sample_with(
+            serde_json::json!({"action_id": "deny", "type": "button", "value": "r-abcdefgh"}),
+        );
+        assert_eq!(parse(&deny).unwrap().click, Click::Deny(run.clone()));
+        let cancel = sample_with(
+            serde_json::json!({"action_id": "cancel", "type": "button", "value": "r-abcdefgh"}),
+        );
+        assert_eq!(parse(&cancel).unwrap().click, Click::Cancel(run.clone()));
+        let pick = sample_with(serde_json::json!({
+            "action_id": "choose_size", "block_id": "run:r-abcdefgh", "type": "static_select",
+            "selected_option": {"text": {"type": "plain_text", "text": "x"}, "value": "cache.r6g.2xlarge"}
+        }));
+        assert_eq!(
+            parse(&pick).unwrap().click,
+            Click::ChooseSize(run, NodeType::parse("cache.r6g.2xlarge").unwrap())
+        );
+    }
+
+    #[test]
+    fn malformed_payloads_are_errors() {
+        assert!(parse(b"payload=not-json").is_err());
+        assert!(parse(b"nothing=here").is_err());
+        assert!(parse(&form(r#"{"type":"block_actions","user":{"id":"bad id"}}"#)).is_err());
+        let bad_run =
+            sample_with(serde_json::json!({"action_id": "approve", "value": "DROP TABLE"}));
+        assert!(parse(&bad_run).is_err());
+        let bad_size = sample_with(
+            serde_json::json!({"action_id": "choose_size", "block_id": "run:r-abcdefgh", "selected_option": {"value": "huge"}}),
+        );
+        assert!(parse(&bad_size).is_err());
+    }
+
+    #[test]
+    fn other_payload_types_are_recognised_and_left_alone() {
+        let i = parse(&form(
+            r#"{"type":"view_submission","user":{"id":"U0123ABCD"}}"#,
+        ))
+        .unwrap();
+        assert_eq!(i.click, Click::Other("view_submission".into()));
+    }
+}
