@@ -12,16 +12,16 @@ use anyhow::{Context, bail};
 use clap::ValueEnum;
 use tokio::sync::watch;
 
-use crate::app::{App, UserAction};
+use crate::app::App;
 use crate::config::{Config, Env};
-use crate::domain::{ChannelId, NodeType, ReplicationGroupId, RunId, SlackUserId, Timestamp};
+use crate::domain::{ChannelId, NodeType, ReplicationGroupId, RunId, Timestamp};
 use crate::elasticache::sdk::{SdkElastiCache, config_for_endpoint};
 use crate::elasticache::sim::{self, SimConfig, SimGroup};
 use crate::standin::pagerduty::{FakePagerDuty, FakePagerDutyHandle};
 use crate::standin::slack::{FakeSlack, FakeSlackHandle, SlackEvent};
 use crate::store::Store;
 use crate::workflow::run::{Outcome, Run, State, Trigger};
-use crate::workflow::runner::{RunnerOptions, Started, Submitted};
+use crate::workflow::runner::{RunnerOptions, Started};
 
 const CHANNEL: &str = "C0DEMOOPS";
 const ONCALL: &str = "U0ONCALL1";
@@ -159,7 +159,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     let printer = tokio::spawn(print_live(slack.clone(), started));
     println!("bot listening on http://{bot_addr}\n");
 
-    let result = drive(&app, &slack, scenario, &group, started).await;
+    let result = drive(&app, &slack, bot_addr, scenario, &group, started).await;
 
     // Let the last deliveries (final notes, pages) go out before the story is printed.
     if let Ok(run_id) = &result {
@@ -273,6 +273,7 @@ fn scenario_checks(scenario: Scenario, run: &Run, pd: &FakePagerDutyHandle) -> b
 async fn drive(
     app: &App,
     slack: &FakeSlackHandle,
+    bot: std::net::SocketAddr,
     scenario: Scenario,
     group: &ReplicationGroupId,
     started: Instant,
@@ -291,7 +292,6 @@ async fn drive(
     let run_id = match app.start_run(group, None, trigger).await? {
         Started::Created(id) | Started::AlreadyActive(id) => id,
     };
-    let oncall = SlackUserId::parse(ONCALL)?;
 
     // Wait for the message with the buttons.
     let waiting = wait_for(&mut committed, &run_id, Duration::from_secs(15), |r| {
@@ -301,13 +301,14 @@ async fn drive(
     if waiting.is_finished() {
         return Ok(run_id);
     }
-    let _ = slack;
-    match scenario {
-        Scenario::Denied => {
-            tokio::time::sleep(Duration::from_millis(400)).await;
-            say(started, "on-call taps Deny");
-            report(app.act(&run_id, &oncall, UserAction::Deny).await?);
-        }
+    let secret = app
+        .config
+        .secrets
+        .slack_signing_secret
+        .clone()
+        .context("the demo sets a signing secret")?;
+    let (button, who) = match scenario {
+        Scenario::Denied => ("deny", "on-call taps Deny"),
         Scenario::Escalate => {
             say(started, "on-call is asleep…");
             wait_for(&mut committed, &run_id, Duration::from_secs(15), |r| {
@@ -315,15 +316,18 @@ async fn drive(
             })
             .await?;
             tokio::time::sleep(Duration::from_millis(800)).await;
-            say(started, "paged, on-call wakes up and taps Approve");
-            report(app.act(&run_id, &oncall, UserAction::Approve).await?);
+            ("approve", "paged, on-call wakes up and taps Approve")
         }
-        _ => {
-            tokio::time::sleep(Duration::from_millis(400)).await;
-            say(started, "on-call taps Approve");
-            report(app.act(&run_id, &oncall, UserAction::Approve).await?);
-        }
+        _ => ("approve", "on-call taps Approve"),
+    };
+    if scenario != Scenario::Escalate {
+        tokio::time::sleep(Duration::from_millis(400)).await;
     }
+    let status = click(slack, bot, &secret, &waiting, button).await?;
+    say(
+        started,
+        &format!("{who} (a signed block_actions POST to /slack/interactions → {status})"),
+    );
     wait_for(&mut committed, &run_id, Duration::from_secs(25), |r| {
         r.is_finished()
     })
@@ -331,10 +335,62 @@ async fn drive(
     Ok(run_id)
 }
 
-fn report(s: Submitted) {
-    if let Submitted::Rejected(r) = s {
-        println!("    (the bot refused: {})", r.message());
-    }
+/// Click a button on the run's message the way Slack delivers it: a `block_actions` payload,
+/// form-encoded, signed with the signing secret, POSTed to the bot's own endpoint.
+async fn click(
+    slack: &FakeSlackHandle,
+    bot: std::net::SocketAddr,
+    secret: &crate::domain::Secret,
+    run: &Run,
+    action_id: &str,
+) -> anyhow::Result<u16> {
+    let top = run.message.as_ref().context("the run has a message")?;
+    let posted = slack
+        .message(&top.channel, &top.ts)
+        .context("the stand-in has the message")?;
+    // The very element the person taps, as it is on the message.
+    let mut action = posted
+        .blocks
+        .iter()
+        .filter(|b| b["type"] == "actions")
+        .flat_map(|b| {
+            let block_id = b["block_id"].clone();
+            let elements = b["elements"].as_array().cloned().unwrap_or_default();
+            elements.into_iter().map(move |mut e| {
+                e["block_id"] = block_id.clone();
+                e
+            })
+        })
+        .find(|e| e["action_id"] == action_id)
+        .context("the message has that button")?;
+    action["action_ts"] = serde_json::json!(format!("{}.000100", Timestamp::now().as_secs()));
+    let payload = serde_json::json!({
+        "type": "block_actions",
+        "team": { "id": "T0DEMO", "domain": "demo" },
+        "user": { "id": ONCALL, "username": "on-call", "team_id": "T0DEMO" },
+        "api_app_id": "A0DEMO",
+        "container": {
+            "type": "message", "message_ts": top.ts.as_str(),
+            "channel_id": top.channel.as_str(), "is_ephemeral": false
+        },
+        "trigger_id": "0000000000.000000000.demo",
+        "channel": { "id": top.channel.as_str(), "name": "ops" },
+        "message": { "type": "message", "ts": top.ts.as_str(), "text": posted.text },
+        "response_url": slack.response_url("demo-click"),
+        "actions": [action],
+    });
+    let body = serde_urlencoded::to_string([("payload", payload.to_string())])?;
+    let ts = Timestamp::now().as_secs().to_string();
+    let signature = crate::slack::signature::sign(secret, &ts, body.as_bytes());
+    let response = crate::http_client::build(Duration::from_secs(5))
+        .post(format!("http://{bot}/slack/interactions"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .header("X-Slack-Request-Timestamp", ts)
+        .header("X-Slack-Signature", signature)
+        .body(body)
+        .send()
+        .await?;
+    Ok(response.status().as_u16())
 }
 
 fn say(started: Instant, what: &str) {

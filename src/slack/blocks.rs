@@ -450,7 +450,7 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
         Note::Denied { by } => format!("🚫 Denied by <@{by}>. Nothing was changed."),
         Note::Cancelled { by, snapshot_kept } => match snapshot_kept {
             Some(s) => format!(
-                "🚫 Cancelled by <@{by}>. The group was not modified; snapshot `{s}` finishes in AWS and is kept."
+                "🚫 Cancelled by <@{by}>. The group was not upsized; snapshot `{s}`, if AWS started it, finishes and is kept."
             ),
             None => format!("🚫 Cancelled by <@{by}>. Nothing was changed."),
         },

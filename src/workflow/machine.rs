@@ -586,12 +586,9 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
             b.finish()
         }
         (State::Pausing { plan } | State::Snapshotting { plan, .. }, Event::Cancel { actor }) => {
+            // A CreateSnapshot may be in flight: the snapshot, if AWS started it, is kept.
             let snapshot_kept = match &run.state {
-                State::Snapshotting {
-                    snapshot,
-                    created: true,
-                    ..
-                } => Some(snapshot.clone()),
+                State::Snapshotting { snapshot, .. } => Some(snapshot.clone()),
                 _ => None,
             };
             b.decision(actor, DecisionKind::Cancel, None);

@@ -3,5 +3,6 @@
 
 mod clients;
 mod elasticache;
+mod slack;
 mod support;
 mod workflow;

@@ -1,0 +1,692 @@
+//! The Slack surface over HTTP: signed slash commands and button clicks, as Slack sends them.
+
+use std::time::Duration;
+
+use redis_autoscaler::domain::{RunId, Secret, Timestamp};
+use redis_autoscaler::slack::signature;
+use redis_autoscaler::workflow::run::{DecisionKind, State};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// Sign and POST a body the way Slack does.
+async fn post_signed(t: &TestApp, path: &str, body: &str) -> reqwest::Response {
+    let ts = Timestamp::now().as_secs().to_string();
+    let sig = signature::sign(&Secret::new(SIGNING_SECRET), &ts, body.as_bytes());
+    post_with(t, path, body, Some(&ts), Some(&sig)).await
+}
+
+async fn post_with(
+    t: &TestApp,
+    path: &str,
+    body: &str,
+    ts: Option<&str>,
+    sig: Option<&str>,
+) -> reqwest::Response {
+    let mut req = reqwest::Client::new()
+        .post(t.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_string());
+    if let Some(ts) = ts {
+        req = req.header("X-Slack-Request-Timestamp", ts);
+    }
+    if let Some(sig) = sig {
+        req = req.header("X-Slack-Signature", sig);
+    }
+    req.send().await.unwrap()
+}
+
+/// A slash command form as Slack posts it (field set and encoding of the real sample).
+fn slash_body(services: &Services, user: &str, text: &str) -> String {
+    serde_urlencoded::to_string([
+        ("token", "gIkuvaNzQIHg97ATvDxqgjtO"),
+        ("team_id", "T0001"),
+        ("team_domain", "example"),
+        ("channel_id", CHANNEL),
+        ("channel_name", "ops"),
+        ("user_id", user),
+        ("user_name", "someone"),
+        ("command", "/redis"),
+        ("text", text),
+        ("api_app_id", "A123456"),
+        (
+            "response_url",
+            &services.slack.response_url(&format!("cmd-{user}")),
+        ),
+        ("trigger_id", "13345224609.738474920.8088930838d88f008e0"),
+    ])
+    .unwrap()
+}
+
+async fn slash(t: &TestApp, services: &Services, user: &str, text: &str) -> Value {
+    let resp = post_signed(t, "/slack/commands", &slash_body(services, user, text)).await;
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+/// A block_actions payload like Slack's sample, clicking one of our elements.
+fn click_body(services: &Services, user: &str, action: Value) -> String {
+    let mut v: Value =
+        serde_json::from_str(include_str!("../fixtures/slack_block_actions.json")).unwrap();
+    v["user"]["id"] = json!(user);
+    v["channel"]["id"] = json!(CHANNEL);
+    v["container"]["channel_id"] = json!(CHANNEL);
+    v["response_url"] = json!(services.slack.response_url(&format!("click-{user}")));
+    v["actions"] = json!([action]);
+    serde_urlencoded::to_string([("payload", v.to_string())]).unwrap()
+}
+
+fn button(action_id: &str, run: &RunId) -> Value {
+    json!({
+        "action_id": action_id, "block_id": format!("run:{run}"), "type": "button",
+        "value": run.as_str(), "action_ts": "1548426417.840180",
+        "text": {"type": "plain_text", "text": action_id}
+    })
+}
+
+async fn click(
+    t: &TestApp,
+    services: &Services,
+    user: &str,
+    action: &str,
+    run: &RunId,
+) -> reqwest::StatusCode {
+    post_signed(
+        t,
+        "/slack/interactions",
+        &click_body(services, user, button(action, run)),
+    )
+    .await
+    .status()
+}
+
+/// The private answers a person got through response_url.
+fn answers_to(services: &Services, id: &str) -> Vec<String> {
+    services
+        .slack
+        .responses()
+        .into_iter()
+        .filter(|r| r.id == id)
+        .map(|r| r.text)
+        .collect()
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn started_run(t: &TestApp) -> RunId {
+    let runs = t.store.recent_runs(None, 1).unwrap();
+    runs.first().expect("a run was started").id.clone()
+}
+
+async fn awaiting_approval(t: &TestApp, run: &RunId) {
+    t.wait_for(run, "the approval message", |r| {
+        matches!(r.state, State::AwaitingApproval { .. }) && r.message.is_some()
+    })
+    .await;
+}
+
+async fn app(defaults: &str) -> (Services, TempDir, TestApp) {
+    let services = Services::start(sim_config()).await;
+    let dir = TempDir::new();
+    let t = TestApp::spawn(&services, &config_text(defaults, ""), &dir.db()).await;
+    (services, dir, t)
+}
+
+#[tokio::test]
+async fn bad_signatures_get_401_and_change_nothing() {
+    let (services, _dir, t) = app("").await;
+    let body = slash_body(&services, ONCALL, "upsize prod-jobs");
+    let now = Timestamp::now().as_secs();
+    let good_ts = now.to_string();
+    let good_sig = signature::sign(&Secret::new(SIGNING_SECRET), &good_ts, body.as_bytes());
+    let tampered = body.replace("prod-jobs", "prod-jobz");
+    let wrong_secret = signature::sign(&Secret::new("not-the-secret"), &good_ts, body.as_bytes());
+    let stale_ts = (now - 301).to_string();
+    let stale_sig = signature::sign(&Secret::new(SIGNING_SECRET), &stale_ts, body.as_bytes());
+    let future_ts = (now + 301).to_string();
+    let future_sig = signature::sign(&Secret::new(SIGNING_SECRET), &future_ts, body.as_bytes());
+    let cases: Vec<(&str, &str, Option<&str>, Option<&str>)> = vec![
+        ("tampered body", &tampered, Some(&good_ts), Some(&good_sig)),
+        ("wrong secret", &body, Some(&good_ts), Some(&wrong_secret)),
+        ("stale timestamp", &body, Some(&stale_ts), Some(&stale_sig)),
+        (
+            "future timestamp",
+            &body,
+            Some(&future_ts),
+            Some(&future_sig),
+        ),
+        ("no signature", &body, Some(&good_ts), None),
+        ("no timestamp", &body, None, Some(&good_sig)),
+        ("no headers", &body, None, None),
+    ];
+    for path in ["/slack/commands", "/slack/interactions"] {
+        for (name, body, ts, sig) in &cases {
+            let resp = post_with(&t, path, body, *ts, *sig).await;
+            assert_eq!(resp.status(), 401, "{path}: {name}");
+        }
+    }
+    // The official vector is a real signature, but from 2018: stale today.
+    let vector = include_str!("../fixtures/slack_signing_docs_vector_body.txt");
+    let resp = post_with(
+        &t,
+        "/slack/commands",
+        vector,
+        Some("1531420618"),
+        Some("v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503"),
+    )
+    .await;
+    assert_eq!(resp.status(), 401);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        t.store.recent_runs(None, 10).unwrap().is_empty(),
+        "no run created"
+    );
+    assert_eq!(
+        services
+            .slack
+            .calls()
+            .iter()
+            .filter(|c| c.method != "usergroups.users.list")
+            .count(),
+        0,
+        "nothing posted"
+    );
+    assert!(services.slack.responses().is_empty());
+    // The same request, signed properly, is accepted.
+    let resp = post_with(
+        &t,
+        "/slack/commands",
+        &body,
+        Some(&good_ts),
+        Some(&good_sig),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused_and_ssl_checks_are_answered() {
+    let (services, _dir, t) = app("").await;
+    let big = format!("text={}", "a".repeat(70 * 1024));
+    let resp = post_signed(&t, "/slack/commands", &big).await;
+    assert_eq!(resp.status(), 413);
+    let resp = post_with(&t, "/slack/commands", "ssl_check=1&token=abc", None, None).await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.unwrap().is_empty());
+    assert!(t.store.recent_runs(None, 10).unwrap().is_empty());
+    assert!(
+        services
+            .slack
+            .calls()
+            .iter()
+            .all(|c| c.method == "usergroups.users.list")
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_requests_are_400() {
+    let (_services, _dir, t) = app("").await;
+    assert_eq!(
+        post_signed(&t, "/slack/commands", "text=status")
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        post_signed(&t, "/slack/interactions", "payload=%7Bnot-json")
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        post_signed(&t, "/slack/interactions", "nothing=here")
+            .await
+            .status(),
+        400
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn help_and_unknown_commands_explain_every_command() {
+    let (services, _dir, t) = app("").await;
+    for text in ["", "help", "frobnicate now"] {
+        let answer = slash(&t, &services, ONCALL, text).await;
+        assert_eq!(answer["response_type"], "ephemeral");
+        let s = answer["text"].as_str().unwrap();
+        for c in [
+            "/redis status",
+            "/redis upsize",
+            "/redis runs",
+            "/redis cancel",
+        ] {
+            assert!(s.contains(c), "{text:?}: {s}");
+        }
+        if text.starts_with("frob") {
+            assert!(s.starts_with("I don't know `frobnicate`"), "{s}");
+        }
+    }
+    let usage = slash(&t, &services, ONCALL, "status").await;
+    assert_eq!(usage["text"], "Usage: `/redis status <group>`");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn user_mistakes_get_a_short_private_answer_and_change_nothing() {
+    let (services, _dir, t) = app("").await;
+    let cases = [
+        ("upsize nope-group", "not a group this bot manages"),
+        ("status nope-group", "not a group this bot manages"),
+        (
+            "upsize prod-jobs cache.r6g.8xlarge",
+            "above prod-jobs's cap",
+        ),
+        ("upsize prod-jobs huge", "not a node type"),
+        ("cancel r-abcdefgh", "There is no run `r-abcdefgh`"),
+        ("cancel 12", "not a run id"),
+    ];
+    for (text, want) in cases {
+        let answer = slash(&t, &services, ONCALL, text).await;
+        assert_eq!(answer["response_type"], "ephemeral", "{text}");
+        let s = answer["text"].as_str().unwrap();
+        assert!(s.contains(want), "{text}: {s}");
+    }
+    assert!(t.store.recent_runs(None, 10).unwrap().is_empty());
+    assert_eq!(services.sim.attempts("CreateSnapshot"), 0);
+    assert!(services.top_messages().is_empty());
+
+    // A size AWS does not list for this group is found out while planning (an AWS call), and
+    // answered privately: nothing appears in the channel.
+    let answer = slash(&t, &services, ONCALL2, "upsize prod-jobs cache.t3.small").await;
+    assert!(answer["text"].as_str().unwrap().starts_with("Started run"));
+    let run = started_run(&t).await;
+    t.wait_done(&run).await;
+    let private = answers_to(&services, &format!("cmd-{ONCALL2}"));
+    assert!(
+        private
+            .iter()
+            .any(|a| a.contains("does not list cache.t3.small")),
+        "{private:?}"
+    );
+    assert!(
+        services.top_messages().is_empty(),
+        "no channel message for a request that can't be done"
+    );
+    assert!(services.pages().is_empty());
+
+    // A second upsize while one is active is refused.
+    slash(&t, &services, ONCALL2, "upsize prod-jobs").await;
+    let run = started_run(&t).await;
+    awaiting_approval(&t, &run).await;
+    let again = slash(&t, &services, ONCALL, "upsize prod-jobs").await;
+    let s = again["text"].as_str().unwrap();
+    assert!(
+        s.contains("already has an active run") && s.contains(run.as_str()),
+        "{s}"
+    );
+    assert_eq!(t.store.recent_runs(None, 10).unwrap().len(), 2);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn dry_run_shows_the_plan_and_changes_nothing() {
+    let (services, _dir, t) = app("").await;
+    let answer = slash(&t, &services, ONCALL, "upsize prod-jobs --dry-run").await;
+    assert!(answer["text"].as_str().unwrap().contains("dry run"));
+    let id = format!("cmd-{ONCALL}");
+    eventually("the dry run's plan", || {
+        !answers_to(&services, &id).is_empty()
+    })
+    .await;
+    let plan = answers_to(&services, &id).remove(0);
+    assert!(plan.contains("nothing was changed"), "{plan}");
+    assert!(
+        plan.contains("`cache.r6g.large` (13.1 GiB) → `cache.r6g.xlarge`"),
+        "{plan}"
+    );
+    assert!(plan.contains("cap `cache.r6g.2xlarge`"), "{plan}");
+    assert!(plan.contains("Cooldown"), "{plan}");
+    assert!(t.store.recent_runs(None, 10).unwrap().is_empty());
+    assert_eq!(
+        services.sim.attempts("CreateSnapshot") + services.sim.attempts("ModifyReplicationGroup"),
+        0
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn status_and_runs_answer_from_the_store_and_aws() {
+    let (services, _dir, t) = app("").await;
+    slash(&t, &services, ONCALL2, "upsize prod-jobs").await;
+    let run = started_run(&t).await;
+    awaiting_approval(&t, &run).await;
+    let status = slash(&t, &services, ONCALL, "status prod-jobs").await;
+    let s = status["text"].as_str().unwrap();
+    assert!(
+        s.contains(&format!("Active run: `{run}` — waiting for approval")),
+        "{s}"
+    );
+    assert!(s.contains("1 approval(s) required"), "{s}");
+    let id = format!("cmd-{ONCALL}");
+    eventually("the live status", || !answers_to(&services, &id).is_empty()).await;
+    let live = answers_to(&services, &id).remove(0);
+    assert!(
+        live.contains("is `available` on `cache.r6g.large`"),
+        "{live}"
+    );
+    assert!(live.contains("prod-jobs-001"), "{live}");
+
+    let runs = slash(&t, &services, ONCALL, "runs").await;
+    let s = runs["text"].as_str().unwrap();
+    assert!(
+        s.contains(run.as_str())
+            && s.contains("waiting for approval")
+            && s.contains(&format!("<@{ONCALL2}>")),
+        "{s}"
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn slash_upsize_then_a_signed_approve_click_runs_to_success() {
+    let (services, _dir, t) = app("").await;
+    let answer = slash(&t, &services, ONCALL2, "upsize prod-jobs").await;
+    assert!(
+        answer["text"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("<#{CHANNEL}>"))
+    );
+    let run = started_run(&t).await;
+    awaiting_approval(&t, &run).await;
+    let top = &services.top_messages()[0];
+    let rendered = top.rendered();
+    assert!(
+        rendered.contains("[ Approve ]") && rendered.contains("[ Deny ]"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains(&format!("Requested by* @{ONCALL2}")),
+        "{rendered}"
+    );
+
+    assert_eq!(click(&t, &services, ONCALL, "approve", &run).await, 200);
+    let done = t.wait_done(&run).await;
+    assert_eq!(done.state_name(), "succeeded");
+    assert_eq!(services.sim.count("CreateSnapshot"), 1);
+    assert_eq!(services.sim.count("ModifyReplicationGroup"), 1);
+    let top = &services.top_messages()[0];
+    let rendered = top.rendered();
+    assert!(
+        rendered.contains(&format!("Approved by @{ONCALL} at")),
+        "{rendered}"
+    );
+    assert!(
+        !rendered.contains("[ Approve ]"),
+        "buttons gone: {rendered}"
+    );
+    assert!(rendered.contains("Succeeded"), "{rendered}");
+    let replies: Vec<String> = thread_texts(top);
+    assert!(
+        replies
+            .first()
+            .unwrap()
+            .contains(&format!("Approved by <@{ONCALL}>")),
+        "{replies:?}"
+    );
+    assert!(replies.last().unwrap().contains("Done:"), "{replies:?}");
+    assert!(
+        answers_to(&services, &format!("click-{ONCALL}")).is_empty(),
+        "no private answer needed"
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn approval_matrix_over_http() {
+    // Non-approver: refused privately, run unchanged, attempt audited.
+    let (services, _dir, t) = app("").await;
+    let run = t.alarm().await;
+    awaiting_approval(&t, &run).await;
+    assert_eq!(click(&t, &services, STRANGER, "approve", &run).await, 200);
+    let id = format!("click-{STRANGER}");
+    eventually("the refusal", || !answers_to(&services, &id).is_empty()).await;
+    assert!(answers_to(&services, &id)[0].contains("Only approvers"));
+    assert!(matches!(t.run(&run).state, State::AwaitingApproval { .. }));
+    assert!(
+        t.store
+            .audit_trail(&run)
+            .unwrap()
+            .iter()
+            .any(|a| a.actor == STRANGER && a.kind == "rejected")
+    );
+    // A member of an approver user group may approve.
+    assert_eq!(
+        click(&t, &services, GROUP_MEMBER, "approve", &run).await,
+        200
+    );
+    let r = t
+        .wait_for(&run, "the group member's approval", |r| {
+            !matches!(r.state, State::AwaitingApproval { .. })
+        })
+        .await;
+    assert_eq!(r.decisions.last().unwrap().user.as_str(), GROUP_MEMBER);
+    t.stop().await;
+
+    // The requester may not approve their own run when self-approval is off.
+    let (services, _dir, t) = app("").await;
+    slash(&t, &services, ONCALL, "upsize prod-jobs").await;
+    let run = started_run(&t).await;
+    awaiting_approval(&t, &run).await;
+    click(&t, &services, ONCALL, "approve", &run).await;
+    let id = format!("click-{ONCALL}");
+    eventually("the refusal", || !answers_to(&services, &id).is_empty()).await;
+    assert!(answers_to(&services, &id)[0].contains("someone else has to approve"));
+    assert!(matches!(t.run(&run).state, State::AwaitingApproval { .. }));
+    t.stop().await;
+
+    // Two different people are needed with min_approvals = 2.
+    let (services, _dir, t) = app("min_approvals = 2").await;
+    let run = t.alarm().await;
+    awaiting_approval(&t, &run).await;
+    click(&t, &services, ONCALL, "approve", &run).await;
+    t.wait_for(&run, "the first approval", |r| r.decisions.len() == 1)
+        .await;
+    click(&t, &services, ONCALL, "approve", &run).await;
+    let id = format!("click-{ONCALL}");
+    eventually("the refusal", || !answers_to(&services, &id).is_empty()).await;
+    assert!(answers_to(&services, &id)[0].contains("already approved"));
+    assert!(
+        matches!(t.run(&run).state, State::AwaitingApproval { .. }),
+        "one approval is not enough"
+    );
+    click(&t, &services, ONCALL2, "approve", &run).await;
+    let done = t.wait_done(&run).await;
+    assert_eq!(done.state_name(), "succeeded");
+    let approvers: Vec<&str> = done.decisions.iter().map(|d| d.user.as_str()).collect();
+    assert_eq!(approvers, [ONCALL, ONCALL2]);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn double_and_concurrent_clicks_make_exactly_one_decision() {
+    let (services, _dir, t) = app("").await;
+    let run = t.alarm().await;
+    awaiting_approval(&t, &run).await;
+    // Double clicks from one person and a deny from another, all in flight at once.
+    let mut clicks = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let (user, action) = if i % 3 == 1 {
+            (ONCALL2, "deny")
+        } else {
+            (ONCALL, "approve")
+        };
+        let body = click_body(&services, user, button(action, &run));
+        let ts = Timestamp::now().as_secs().to_string();
+        let sig = signature::sign(&Secret::new(SIGNING_SECRET), &ts, body.as_bytes());
+        let url = t.url("/slack/interactions");
+        clicks.spawn(async move {
+            reqwest::Client::new()
+                .post(url)
+                .header("X-Slack-Request-Timestamp", ts)
+                .header("X-Slack-Signature", sig)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+    }
+    while let Some(status) = clicks.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    let done = t.wait_done(&run).await;
+    let decisions: Vec<DecisionKind> = done.decisions.iter().map(|d| d.kind).collect();
+    assert_eq!(decisions.len(), 1, "exactly one decision: {decisions:?}");
+    match decisions[0] {
+        DecisionKind::Approve => {
+            assert_eq!(done.state_name(), "succeeded");
+            assert_eq!(services.sim.count("CreateSnapshot"), 1);
+        }
+        DecisionKind::Deny => {
+            assert_eq!(done.state_name(), "denied");
+            assert_eq!(services.sim.attempts("CreateSnapshot"), 0);
+        }
+        other => panic!("{other:?}"),
+    }
+    let rejected = t
+        .store
+        .audit_trail(&run)
+        .unwrap()
+        .iter()
+        .filter(|a| a.kind == "rejected")
+        .count();
+    assert_eq!(rejected, 7, "every other click is refused and audited");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn clicks_after_deny_cancel_or_completion_are_refused() {
+    for (end, by, action) in [
+        ("denied", ONCALL2, "deny"),
+        ("cancelled", ONCALL2, "cancel"),
+        ("succeeded", ONCALL2, "approve"),
+    ] {
+        let (services, _dir, t) = app("").await;
+        let run = t.alarm().await;
+        awaiting_approval(&t, &run).await;
+        click(&t, &services, by, action, &run).await;
+        let done = t.wait_done(&run).await;
+        assert_eq!(done.state_name(), end);
+        click(&t, &services, ONCALL, "approve", &run).await;
+        let id = format!("click-{ONCALL}");
+        eventually("the refusal", || !answers_to(&services, &id).is_empty()).await;
+        let answer = answers_to(&services, &id).remove(0);
+        assert!(answer.contains("already decided"), "{end}: {answer}");
+        assert_eq!(t.run(&run).decisions.len(), 1, "{end}: unchanged");
+        t.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn cancel_works_until_the_upsize_starts_and_explains_why_not_after() {
+    let mut sim = sim_config();
+    sim.snapshot_duration = Duration::from_secs(3600);
+    let services = Services::start(sim).await;
+    let dir = TempDir::new();
+    let t = TestApp::spawn(&services, &config_text("", ""), &dir.db()).await;
+    let run = t.alarm().await;
+    awaiting_approval(&t, &run).await;
+    click(&t, &services, ONCALL, "approve", &run).await;
+    // The thread offers Cancel while the snapshot runs.
+    let r = t
+        .wait_for(&run, "the cancel offer and the snapshot", |r| {
+            r.cancel_offer.is_some() && matches!(r.state, State::Snapshotting { created: true, .. })
+        })
+        .await;
+    let offer = r.cancel_offer.unwrap();
+    let top = &services.top_messages()[0];
+    let offered = top.replies.iter().find(|m| m.ts == offer).unwrap();
+    assert!(
+        offered.rendered().contains("[ Cancel run ]"),
+        "{}",
+        offered.rendered()
+    );
+    let answer = slash(&t, &services, ONCALL2, &format!("cancel {run}")).await;
+    assert!(
+        answer["text"].as_str().unwrap().contains("cancelled"),
+        "{answer}"
+    );
+    let done = t.wait_done(&run).await;
+    assert_eq!(done.state_name(), "cancelled");
+    assert_eq!(services.sim.attempts("ModifyReplicationGroup"), 0);
+    let top = &services.top_messages()[0];
+    let withdrawn = top.replies.iter().find(|m| m.ts == offer).unwrap();
+    assert!(
+        withdrawn
+            .rendered()
+            .contains("no longer possible: cancelled by"),
+        "{}",
+        withdrawn.rendered()
+    );
+    assert!(
+        thread_texts(top)
+            .iter()
+            .any(|r| r.contains("snapshot") && r.contains("kept"))
+    );
+    t.stop().await;
+
+    // Once the upsize has started, cancel explains why it can't.
+    let mut sim = sim_config();
+    sim.modify_duration = Duration::from_secs(3600);
+    let services = Services::start(sim).await;
+    let dir = TempDir::new();
+    let t = TestApp::spawn(&services, &config_text("", ""), &dir.db()).await;
+    let run = t.alarm().await;
+    awaiting_approval(&t, &run).await;
+    click(&t, &services, ONCALL, "approve", &run).await;
+    t.wait_for(&run, "the upsize", |r| {
+        matches!(
+            r.state,
+            State::Modifying {
+                requested: true,
+                ..
+            }
+        )
+    })
+    .await;
+    let answer = slash(&t, &services, ONCALL, &format!("cancel {run}")).await;
+    let s = answer["text"].as_str().unwrap();
+    assert!(
+        s.contains("Can't cancel") && s.contains("AWS can't stop a modification"),
+        "{s}"
+    );
+    assert!(matches!(t.run(&run).state, State::Modifying { .. }));
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn the_manifest_matches_the_routes_and_asks_only_for_needed_scopes() {
+    let manifest = include_str!("../../manifest/slack-app.yaml");
+    assert!(manifest.contains("url: REPLACE-WITH-PUBLIC-BASE-URL/slack/commands"));
+    assert!(manifest.contains("request_url: REPLACE-WITH-PUBLIC-BASE-URL/slack/interactions"));
+    assert!(manifest.contains("- command: /redis"));
+    let scopes: Vec<&str> = manifest
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("bot:"))
+        .skip(1)
+        .take_while(|l| l.trim_start().starts_with("- "))
+        .map(|l| l.trim_start().trim_start_matches("- "))
+        .collect();
+    assert_eq!(scopes, ["commands", "chat:write", "usergroups:read"]);
+}
