@@ -4,8 +4,15 @@
 //! Operations here return quickly: they validate, commit a run or an event to the store, and
 //! leave the slow work (AWS, Slack, PagerDuty) to the runner.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use crate::alarm::sns::{ReqwestSnsHttp, SnsHttp, SnsVerifier};
+use crate::alarm::{Alarm, AlarmState};
+use crate::domain::{CacheClusterId, ChannelId, Timestamp};
+use crate::slack::{Message, blocks};
+use crate::workflow::policy::{AlarmAction, on_alarm};
 
 use crate::config::Config;
 use crate::domain::{NodeType, ReplicationGroupId, RunId, SlackUserId};
@@ -27,6 +34,41 @@ pub struct App {
     pub config: Arc<Config>,
     pub runner: Runner,
     pub approvers: Arc<ApproverDirectory>,
+    /// Verifies SNS deliveries (and confirms subscriptions).
+    pub sns: Arc<SnsVerifier>,
+    /// Cache cluster → replication group, learned from DescribeCacheClusters.
+    cluster_groups: Arc<Mutex<HashMap<CacheClusterId, ReplicationGroupId>>>,
+}
+
+/// What an alarm delivery did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlarmOutcome {
+    /// Not ours, or nothing to do; the reason is in the answer.
+    Ignored(String),
+    /// A retry of a delivery already handled.
+    Duplicate,
+    Started(RunId),
+    /// Noted on the group's active run.
+    Repeated(RunId),
+    Cleared(RunId),
+    /// Within the cooldown: a notice was posted with a "start anyway" button.
+    Cooldown(ReplicationGroupId),
+    /// The alarm maps to no group this bot manages; posted to the channel as such.
+    UnknownGroup,
+}
+
+impl AlarmOutcome {
+    pub fn name(&self) -> &'static str {
+        match self {
+            AlarmOutcome::Ignored(_) => "ignored",
+            AlarmOutcome::Duplicate => "duplicate",
+            AlarmOutcome::Started(_) => "started",
+            AlarmOutcome::Repeated(_) => "repeated",
+            AlarmOutcome::Cleared(_) => "cleared",
+            AlarmOutcome::Cooldown(_) => "cooldown",
+            AlarmOutcome::UnknownGroup => "unknown_group",
+        }
+    }
 }
 
 /// Why a run could not be started. Each is the user's mistake, said so they can fix it.
@@ -88,11 +130,211 @@ impl App {
             },
             options,
         );
+        let sns = Arc::new(SnsVerifier::new(Arc::new(ReqwestSnsHttp(
+            crate::http_client::build(Duration::from_secs(10)),
+        ))));
         App {
             config: Arc::new(config),
             runner,
             approvers,
+            sns,
+            cluster_groups: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// Use another way to reach SNS (tests: a stand-in that records requests).
+    pub fn with_sns_http(mut self, http: Arc<dyn SnsHttp>) -> App {
+        self.sns = Arc::new(SnsVerifier::new(http));
+        self
+    }
+
+    /// Handle a CloudWatch alarm (from EventBridge or SNS): start a run, note it on the active
+    /// run, or explain why not. Deliveries are idempotent: a retry changes nothing.
+    pub async fn handle_alarm(&self, alarm: Alarm) -> Result<AlarmOutcome, RunnerError> {
+        let store = self.runner.store().clone();
+        if !alarm
+            .description
+            .starts_with(&self.config.alarms.description_prefix)
+        {
+            return Ok(AlarmOutcome::Ignored(format!(
+                "the alarm description does not start with `{}`",
+                self.config.alarms.description_prefix
+            )));
+        }
+        if store.alarm_seen(&alarm.delivery_id)? {
+            return Ok(AlarmOutcome::Duplicate);
+        }
+        let group = match self.group_for(&alarm).await {
+            Some(g) => g,
+            None => {
+                let outcome = if alarm.state == AlarmState::Alarm {
+                    self.post_notice(
+                        &self.config.slack.channel,
+                        blocks::render_unknown_group_notice(&alarm),
+                    );
+                    AlarmOutcome::UnknownGroup
+                } else {
+                    AlarmOutcome::Ignored("the alarm maps to no managed group".into())
+                };
+                self.record(&alarm, None, &outcome)?;
+                return Ok(outcome);
+            }
+        };
+        let gc = self
+            .config
+            .group(&group)
+            .expect("group_for returns managed groups")
+            .clone();
+        let now = Timestamp::now();
+        let active = store.active_run(&group)?;
+        let last = store.last_success(&group)?;
+        let outcome = match on_alarm(
+            alarm.state,
+            active.as_ref(),
+            last.as_ref(),
+            gc.policy.cooldown,
+            now,
+        ) {
+            AlarmAction::Ignore(why) => AlarmOutcome::Ignored(why),
+            AlarmAction::Repeat(run) => self.repeat(&run, &alarm).await?,
+            AlarmAction::Clear(run) => {
+                let event = Event::AlarmCleared {
+                    delivery_id: alarm.delivery_id.clone(),
+                    reason: alarm.reason.clone(),
+                };
+                self.runner.submit(&run, event).await?;
+                AlarmOutcome::Cleared(run)
+            }
+            AlarmAction::Cooldown {
+                last,
+                since,
+                remaining,
+            } => {
+                self.post_notice(
+                    &gc.channel,
+                    blocks::render_cooldown_notice(&gc.id, &alarm, &last, since, remaining),
+                );
+                AlarmOutcome::Cooldown(group.clone())
+            }
+            AlarmAction::Start => {
+                let trigger = Trigger::Alarm {
+                    delivery_id: alarm.delivery_id.clone(),
+                    alarm_name: alarm.name.clone(),
+                    reason: alarm.reason.clone(),
+                    value: alarm.value,
+                    at: alarm.at,
+                };
+                match self.start_run(&group, None, trigger).await {
+                    Ok(Started::Created(id)) => AlarmOutcome::Started(id),
+                    // Another delivery won the race: this one is a repeat on that run.
+                    Ok(Started::AlreadyActive(id)) => self.repeat(&id, &alarm).await?,
+                    Err(StartError::Runner(e)) => return Err(e),
+                    Err(StartError::UnknownGroup(..)) => AlarmOutcome::UnknownGroup,
+                }
+            }
+        };
+        self.record(&alarm, Some(&group), &outcome)?;
+        Ok(outcome)
+    }
+
+    async fn repeat(&self, run: &RunId, alarm: &Alarm) -> Result<AlarmOutcome, RunnerError> {
+        let event = Event::AlarmRepeated {
+            delivery_id: alarm.delivery_id.clone(),
+            reason: alarm.reason.clone(),
+            value: alarm.value,
+        };
+        Ok(match self.runner.submit(run, event).await? {
+            Submitted::Ignored(_) => AlarmOutcome::Duplicate,
+            _ => AlarmOutcome::Repeated(run.clone()),
+        })
+    }
+
+    fn record(
+        &self,
+        alarm: &Alarm,
+        group: Option<&ReplicationGroupId>,
+        outcome: &AlarmOutcome,
+    ) -> Result<(), RunnerError> {
+        let state = match alarm.state {
+            AlarmState::Alarm => "ALARM",
+            AlarmState::Ok => "OK",
+            AlarmState::InsufficientData => "INSUFFICIENT_DATA",
+        };
+        self.runner.store().record_alarm(
+            &alarm.delivery_id,
+            alarm.at,
+            &alarm.name,
+            state,
+            group,
+            outcome.name(),
+        )?;
+        Ok(())
+    }
+
+    /// Which managed group an alarm is about: an explicit mapping by alarm name, the
+    /// `ReplicationGroupId` dimension, or the `CacheClusterId` dimension's group (asked of AWS).
+    async fn group_for(&self, alarm: &Alarm) -> Option<ReplicationGroupId> {
+        let managed = |g: ReplicationGroupId| self.config.group(&g).is_some().then_some(g);
+        if let Some(g) = self.config.alarms.groups.get(&alarm.name) {
+            return managed(g.clone());
+        }
+        if let Some(g) = alarm
+            .dimension("ReplicationGroupId")
+            .and_then(|g| ReplicationGroupId::parse(g).ok())
+        {
+            return managed(g);
+        }
+        let cluster = alarm
+            .dimension("CacheClusterId")
+            .and_then(|c| CacheClusterId::parse(c).ok())?;
+        let known = self.lock_clusters().get(&cluster).cloned();
+        if let Some(g) = known {
+            return managed(g);
+        }
+        match self.runner.aws().describe_cache_cluster(&cluster).await {
+            Ok(info) => {
+                let g = info.replication_group?;
+                self.lock_clusters().insert(cluster, g.clone());
+                managed(g)
+            }
+            Err(e) => {
+                tracing::warn!(cluster = %cluster, error = %e, "could not find the cache cluster's group");
+                None
+            }
+        }
+    }
+
+    fn lock_clusters(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<CacheClusterId, ReplicationGroupId>> {
+        self.cluster_groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Post a message that belongs to no run (a cooldown or unknown-group notice), in the
+    /// background, with a few retries.
+    fn post_notice(&self, channel: &ChannelId, msg: Message) {
+        let slack = self.runner.slack().clone();
+        let channel = channel.clone();
+        let retry = self.config.delivery.retry;
+        tokio::spawn(async move {
+            for attempt in 1..=retry.attempts {
+                match slack.post_message(&channel, None, &msg).await {
+                    Ok(_) => return,
+                    Err(e) if e.is_retryable() && attempt < retry.attempts => {
+                        let wait = e
+                            .retry_after()
+                            .unwrap_or_else(|| retry.delay_before(attempt + 1));
+                        tokio::time::sleep(wait).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(channel = %channel, error = %e, "could not post a notice");
+                        return;
+                    }
+                }
+            }
+        });
     }
 
     /// Start a run for a managed group.

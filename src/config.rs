@@ -173,7 +173,12 @@ pub struct SlackConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlarmsConfig {
+    /// Only alarms whose description starts with this start runs.
     pub description_prefix: String,
+    /// SNS topics whose subscription the bot confirms and whose messages it accepts.
+    pub sns_topic_arns: Vec<String>,
+    /// Explicit alarm name → replication group mappings, for alarms whose dimensions don't say.
+    pub groups: BTreeMap<String, ReplicationGroupId>,
 }
 
 /// Secrets, from the environment only.
@@ -361,9 +366,23 @@ impl Config {
         out.push_str(&format!("command = \"{}\"\n\n", self.slack.command));
         out.push_str("[alarms]\n");
         out.push_str(&format!(
-            "description_prefix = {:?}\n\n",
+            "description_prefix = {:?}\n",
             self.alarms.description_prefix
         ));
+        let arns: Vec<String> = self
+            .alarms
+            .sns_topic_arns
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect();
+        out.push_str(&format!("sns_topic_arns = [{}]\n\n", arns.join(", ")));
+        if !self.alarms.groups.is_empty() {
+            out.push_str("[alarms.groups]\n");
+            for (name, group) in &self.alarms.groups {
+                out.push_str(&format!("{name:?} = \"{group}\"\n"));
+            }
+            out.push('\n');
+        }
         out.push_str("[delivery]\n");
         out.push_str(&format!(
             "retry_interval = {}\n",
@@ -470,7 +489,7 @@ const TOP_KEYS: &[&str] = &[
     "listen", "database", "slack", "alarms", "delivery", "defaults", "groups",
 ];
 const SLACK_KEYS: &[&str] = &["channel", "approvers", "command"];
-const ALARMS_KEYS: &[&str] = &["description_prefix"];
+const ALARMS_KEYS: &[&str] = &["description_prefix", "sns_topic_arns", "groups"];
 const DELIVERY_KEYS: &[&str] = &[
     "retry_interval",
     "retry_attempts",
@@ -858,6 +877,8 @@ impl<'s> Walker<'s> {
     fn alarms(&mut self, root: &Table<'_>) -> AlarmsConfig {
         let mut out = AlarmsConfig {
             description_prefix: "Redis memory:".to_string(),
+            sns_topic_arns: Vec::new(),
+            groups: BTreeMap::new(),
         };
         if let Some(t) = self.sub_table(root, "alarms", "") {
             let t = t.clone();
@@ -870,6 +891,45 @@ impl<'s> Walker<'s> {
                 }
             }) {
                 out.description_prefix = p;
+            }
+            for (arn, at) in self
+                .string_list(&t, "sns_topic_arns", "alarms")
+                .unwrap_or_default()
+            {
+                let ok = arn.starts_with("arn:aws")
+                    && arn.split(':').count() == 6
+                    && arn.split(':').nth(2) == Some("sns");
+                if ok {
+                    out.sns_topic_arns.push(arn);
+                } else {
+                    self.issue(
+                        "alarms.sns_topic_arns",
+                        at,
+                        format!(
+                            "`{arn}` is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)"
+                        ),
+                    );
+                }
+            }
+            if let Some(groups) = self.sub_table(&t, "groups", "alarms") {
+                for (name, value) in groups.clone().iter() {
+                    let key = format!("alarms.groups.{}", name.get_ref());
+                    match value.get_ref() {
+                        DeValue::String(g) => match ReplicationGroupId::parse(g) {
+                            Ok(id) => {
+                                out.groups.insert(name.get_ref().to_string(), id);
+                            }
+                            Err(e) => self.issue(&key, value.span().start, e.to_string()),
+                        },
+                        other => {
+                            let msg = format!(
+                                "expected a replication group id, found {}",
+                                other.type_str()
+                            );
+                            self.issue(&key, value.span().start, msg);
+                        }
+                    }
+                }
             }
         }
         out

@@ -284,6 +284,7 @@ async fn drive(
         "CloudWatch: alarm `Redis memory: prod-jobs` goes to ALARM (93.2%)",
     );
     let trigger = Trigger::Alarm {
+        delivery_id: "demo".into(),
         alarm_name: format!("Redis memory: {GROUP}"),
         reason: "Threshold Crossed: 1 out of the last 1 datapoints [93.2 (26/11/26 03:12:00)] was greater than the threshold (90.0)".into(),
         value: Some(93.2),

@@ -16,6 +16,7 @@
 //! - [`pagerduty`]: the PagerDuty Events API v2 client.
 //! - [`standin`]: local Slack and PagerDuty servers for `demo` and the tests.
 
+pub mod alarm;
 pub mod app;
 pub mod cli;
 pub mod config;

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::app::App;
 
+pub mod alarms;
 pub mod slack;
 
 /// All routes of the bot.
@@ -20,6 +21,9 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(readyz))
         .route("/slack/commands", post(slack::commands))
         .route("/slack/interactions", post(slack::interactions))
+        .route("/alarms/eventbridge", post(alarms::eventbridge))
+        .route("/alarms/sns", post(alarms::sns))
+        .layer(axum::extract::DefaultBodyLimit::max(alarms::MAX_BODY_BYTES))
         .with_state(app)
 }
 

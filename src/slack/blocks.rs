@@ -418,6 +418,67 @@ pub fn render_cancel_withdrawn(reason: &str) -> Message {
     }
 }
 
+/// An alarm that maps to no managed group, said in the channel once per delivery.
+pub fn render_unknown_group_notice(alarm: &crate::alarm::Alarm) -> Message {
+    let dims: Vec<String> = alarm
+        .dimensions
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let dims = if dims.is_empty() {
+        "none".to_string()
+    } else {
+        dims.join(", ")
+    };
+    let text = format!(
+        "⚠️ Alarm `{}` fired, but it maps to no replication group this bot manages (dimensions: {}). \
+         Nothing was started. Give the alarm a `ReplicationGroupId` or `CacheClusterId` dimension of a managed group, \
+         or map it in the config under `[alarms.groups]`.",
+        escape(&alarm.name),
+        escape(&dims)
+    );
+    Message {
+        blocks: vec![section(&text)],
+        text,
+    }
+}
+
+/// An alarm during the cooldown after a successful upsize: no run, but a button for approvers.
+pub fn render_cooldown_notice(
+    group: &crate::domain::ReplicationGroupId,
+    alarm: &crate::alarm::Alarm,
+    last: &crate::domain::RunId,
+    since: std::time::Duration,
+    remaining: std::time::Duration,
+) -> Message {
+    let value = alarm
+        .value
+        .map(|v| format!(" ({v:.1}%)"))
+        .unwrap_or_default();
+    let text = format!(
+        "⏸️ {group}: memory alarm again{value}, but it was upsized {} ago (run `{last}`). \
+         The cooldown holds off alarm-started runs for another {}, so nothing was started. An approver can start one anyway.",
+        format_duration(since),
+        format_duration(remaining)
+    );
+    Message {
+        blocks: vec![
+            section(&text),
+            json!({
+                "type": "actions",
+                "block_id": format!("cooldown:{group}"),
+                "elements": [{
+                    "type": "button",
+                    "action_id": actions::START_ANYWAY,
+                    "text": { "type": "plain_text", "text": "Start a run anyway", "emoji": true },
+                    "value": group.as_str(),
+                }]
+            }),
+        ],
+        text,
+    }
+}
+
 /// A thread reply.
 pub fn render_note(run: &Run, note: &Note) -> Message {
     let text = match note {
@@ -623,6 +684,7 @@ mod tests {
             ReplicationGroupId::parse("prod-jobs").unwrap(),
             ChannelId::parse("C0123ABCD").unwrap(),
             Trigger::Alarm {
+                delivery_id: "eventbridge:test".into(),
                 alarm_name: "Redis memory: prod-jobs".into(),
                 reason:
                     "Threshold Crossed: 1 datapoint [93.2] was greater than the threshold (90.0)"

@@ -128,6 +128,16 @@ CREATE TABLE IF NOT EXISTS effects (
     done_at     INTEGER
 );
 CREATE INDEX IF NOT EXISTS effects_pending ON effects(status, run_id, due_at, id);
+
+CREATE TABLE IF NOT EXISTS alarms (
+    delivery_id TEXT PRIMARY KEY,
+    at          INTEGER NOT NULL,
+    name        TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    group_id    TEXT,
+    outcome     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alarms_by_time ON alarms(at);
 "#;
 
 impl Store {
@@ -460,6 +470,60 @@ impl Store {
                 kind: r.get(2)?,
                 detail: r.get(3)?,
             })
+        })?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Has this alarm delivery been handled already? (Retries repeat the delivery id.)
+    pub fn alarm_seen(&self, delivery_id: &str) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        let n: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM alarms WHERE delivery_id = ?1",
+            params![delivery_id],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Record what an alarm delivery did (the log of alarms, including those that started no
+    /// run). Returns false if the delivery was recorded before.
+    pub fn record_alarm(
+        &self,
+        delivery_id: &str,
+        at: Timestamp,
+        name: &str,
+        state: &str,
+        group: Option<&ReplicationGroupId>,
+        outcome: &str,
+    ) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        let n = conn.execute(
+            "INSERT OR IGNORE INTO alarms (delivery_id, at, name, state, group_id, outcome)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                delivery_id,
+                at.as_millis(),
+                name,
+                state,
+                group.map(|g| g.as_str()),
+                outcome
+            ],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// The alarm log, newest first: (delivery id, name, state, group, outcome).
+    pub fn recent_alarms(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(String, String, String, Option<String>, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT delivery_id, name, state, group_id, outcome FROM alarms ORDER BY at DESC, rowid DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })?;
         rows.collect::<Result<Vec<_>, _>>()
             .map_err(StoreError::from)

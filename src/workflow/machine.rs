@@ -86,10 +86,12 @@ pub enum Event {
         node_type: NodeType,
     },
     AlarmRepeated {
+        delivery_id: String,
         reason: String,
         value: Option<f64>,
     },
     AlarmCleared {
+        delivery_id: String,
         reason: String,
     },
 }
@@ -1202,10 +1204,21 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
             b.finish()
         }
 
-        // Alarms while a run is active.
-        (state, Event::AlarmRepeated { reason, value })
-            if !matches!(state, State::Finished { .. }) =>
+        // Alarms while a run is active. A delivery seen before (a retry) changes nothing.
+        (_, Event::AlarmRepeated { delivery_id, .. } | Event::AlarmCleared { delivery_id, .. })
+            if is_known_delivery(run, delivery_id) =>
         {
+            Decision::Ignore(format!("alarm delivery {delivery_id} was already handled"))
+        }
+        (
+            state,
+            Event::AlarmRepeated {
+                delivery_id,
+                reason,
+                value,
+            },
+        ) if !matches!(state, State::Finished { .. }) => {
+            b.remember_delivery(delivery_id);
             b.run.alarm_repeats += 1;
             let count = b.run.alarm_repeats;
             b.summary(format!("alarm fired again ({count})"));
@@ -1214,9 +1227,17 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
                 value: *value,
                 count,
             });
+            b.effect(Effect::UpdateTopMessage);
             b.finish()
         }
-        (state, Event::AlarmCleared { reason }) if !matches!(state, State::Finished { .. }) => {
+        (
+            state,
+            Event::AlarmCleared {
+                delivery_id,
+                reason,
+            },
+        ) if !matches!(state, State::Finished { .. }) => {
+            b.remember_delivery(delivery_id);
             b.summary("alarm cleared");
             b.note(Note::AlarmCleared {
                 reason: reason.clone(),
@@ -1230,6 +1251,14 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
             run.state.name()
         )),
     }
+}
+
+fn is_known_delivery(run: &Run, delivery_id: &str) -> bool {
+    let first = match &run.trigger {
+        Trigger::Alarm { delivery_id: d, .. } => d == delivery_id,
+        Trigger::Command { .. } => false,
+    };
+    !delivery_id.is_empty() && (first || run.alarm_deliveries.iter().any(|d| d == delivery_id))
 }
 
 fn withdraw_reason(run: &Run) -> String {
@@ -1356,6 +1385,16 @@ impl Builder {
             at: self.now,
             node_type,
         });
+    }
+
+    /// Remember an alarm delivery (the last 100), so a retry of it is recognised.
+    fn remember_delivery(&mut self, delivery_id: &str) {
+        if delivery_id.is_empty() {
+            return;
+        }
+        self.run.alarm_deliveries.push(delivery_id.to_string());
+        let excess = self.run.alarm_deliveries.len().saturating_sub(100);
+        self.run.alarm_deliveries.drain(..excess);
     }
 
     fn open_step(&mut self, step: Step) {

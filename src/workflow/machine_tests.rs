@@ -91,6 +91,7 @@ fn base(trigger: Trigger, policy: Policy) -> Run {
 
 fn alarm() -> Trigger {
     Trigger::Alarm {
+        delivery_id: "eventbridge:test".into(),
         alarm_name: "Redis memory: prod-jobs".into(),
         reason: "Threshold Crossed".into(),
         value: Some(93.2),
@@ -1156,18 +1157,42 @@ fn alarms_and_deliveries() {
         "repeat",
         awaiting(),
         Event::AlarmRepeated {
+            delivery_id: "eventbridge:again".into(),
             reason: "again".into(),
             value: Some(95.0),
         },
         at(100),
-        Accept("awaiting_approval", &["post_note"]),
+        Accept("awaiting_approval", &["post_note", "update_top_message"]),
     )
     .unwrap();
     assert_eq!(t.run.alarm_repeats, 1);
     check(
+        "a retried delivery is ignored",
+        t.run.clone(),
+        Event::AlarmRepeated {
+            delivery_id: "eventbridge:again".into(),
+            reason: "again".into(),
+            value: Some(95.0),
+        },
+        at(200),
+        Ignore,
+    );
+    check(
+        "a retry of the delivery that started the run is ignored",
+        awaiting(),
+        Event::AlarmRepeated {
+            delivery_id: "eventbridge:test".into(),
+            reason: "again".into(),
+            value: Some(95.0),
+        },
+        at(200),
+        Ignore,
+    );
+    check(
         "cleared",
         modifying(true, true, 1),
         Event::AlarmCleared {
+            delivery_id: "eventbridge:ok".into(),
             reason: "ok".into(),
         },
         at(100),
@@ -1177,6 +1202,7 @@ fn alarms_and_deliveries() {
         "repeat after finish",
         finished(succeeded()),
         Event::AlarmRepeated {
+            delivery_id: "eventbridge:again".into(),
             reason: "x".into(),
             value: None,
         },

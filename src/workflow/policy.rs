@@ -2,12 +2,15 @@
 //!
 //! No I/O: AWS's answers and the person's identity come in as arguments.
 
+use std::time::Duration;
+
+use crate::alarm::AlarmState;
 use crate::config::Policy;
-use crate::domain::{NodeType, SlackUserId};
+use crate::domain::{NodeType, RunId, SlackUserId, Timestamp};
 use crate::elasticache::GroupInfo;
 use crate::elasticache::node_types::{next_in_family, within_cap};
 
-use super::run::Plan;
+use super::run::{Plan, Run};
 
 /// Decide the plan from what AWS said, or explain why there is nothing to do.
 ///
@@ -149,6 +152,60 @@ pub fn may_approve(
     Ok(())
 }
 
+/// What an alarm for a managed group does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlarmAction {
+    /// Nothing to do, and why.
+    Ignore(String),
+    /// Start a run.
+    Start,
+    /// Tell the active run the alarm fired again.
+    Repeat(RunId),
+    /// Tell the active run the alarm cleared.
+    Clear(RunId),
+    /// Within the cooldown after a successful upsize: say so, offer to start anyway.
+    Cooldown {
+        last: RunId,
+        since: Duration,
+        remaining: Duration,
+    },
+}
+
+/// Decide what an alarm does, given the group's active run and last successful run.
+pub fn on_alarm(
+    state: AlarmState,
+    active: Option<&Run>,
+    last_success: Option<&Run>,
+    cooldown: Duration,
+    now: Timestamp,
+) -> AlarmAction {
+    match (state, active) {
+        (AlarmState::InsufficientData, _) => {
+            AlarmAction::Ignore("INSUFFICIENT_DATA is not a decision to act on".into())
+        }
+        (AlarmState::Ok, Some(run)) => AlarmAction::Clear(run.id.clone()),
+        (AlarmState::Ok, None) => {
+            AlarmAction::Ignore("the alarm cleared and no run is active".into())
+        }
+        (AlarmState::Alarm, Some(run)) => AlarmAction::Repeat(run.id.clone()),
+        (AlarmState::Alarm, None) => {
+            if let Some(last) = last_success
+                && let Some(at) = last.finished_at()
+            {
+                let since = now.since(at);
+                if since < cooldown {
+                    return AlarmAction::Cooldown {
+                        last: last.id.clone(),
+                        since,
+                        remaining: cooldown - since,
+                    };
+                }
+            }
+            AlarmAction::Start
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +305,78 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("`modifying`"), "{err}");
+    }
+
+    #[test]
+    fn alarms_start_repeat_clear_or_wait_out_the_cooldown() {
+        use crate::domain::{ChannelId, RunId};
+        use crate::workflow::run::{Outcome, State, Trigger};
+        let t = |ms| Timestamp::from_millis(ms);
+        let mut active = Run::new(
+            RunId::parse("r-abcdefgh").unwrap(),
+            ReplicationGroupId::parse("prod-jobs").unwrap(),
+            ChannelId::parse("C0123ABCD").unwrap(),
+            Trigger::Command {
+                user: SlackUserId::parse("U0000001").unwrap(),
+                response_url: None,
+            },
+            None,
+            Policy::default(),
+            t(0),
+        );
+        let six_hours = Duration::from_secs(6 * 3600);
+        assert_eq!(
+            on_alarm(AlarmState::Alarm, None, None, six_hours, t(0)),
+            AlarmAction::Start
+        );
+        assert_eq!(
+            on_alarm(AlarmState::Alarm, Some(&active), None, six_hours, t(0)),
+            AlarmAction::Repeat(active.id.clone())
+        );
+        assert_eq!(
+            on_alarm(AlarmState::Ok, Some(&active), None, six_hours, t(0)),
+            AlarmAction::Clear(active.id.clone())
+        );
+        assert!(matches!(
+            on_alarm(AlarmState::Ok, None, None, six_hours, t(0)),
+            AlarmAction::Ignore(_)
+        ));
+        assert!(matches!(
+            on_alarm(AlarmState::InsufficientData, None, None, six_hours, t(0)),
+            AlarmAction::Ignore(_)
+        ));
+        active.state = State::Finished {
+            plan: None,
+            outcome: Outcome::Expired,
+        };
+        active.updated_at = t(1000);
+        let two_hours_later = t(1000 + 2 * 3600 * 1000);
+        match on_alarm(
+            AlarmState::Alarm,
+            None,
+            Some(&active),
+            six_hours,
+            two_hours_later,
+        ) {
+            AlarmAction::Cooldown {
+                since, remaining, ..
+            } => {
+                assert_eq!(since, Duration::from_secs(2 * 3600));
+                assert_eq!(remaining, Duration::from_secs(4 * 3600));
+            }
+            other => panic!("{other:?}"),
+        }
+        let seven_hours_later = t(1000 + 7 * 3600 * 1000);
+        assert_eq!(
+            on_alarm(
+                AlarmState::Alarm,
+                None,
+                Some(&active),
+                six_hours,
+                seven_hours_later
+            ),
+            AlarmAction::Start
+        );
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub struct Run {
     /// The thread reply that offers a Cancel button, while the run can still be cancelled.
     #[serde(default)]
     pub cancel_offer: Option<MessageTs>,
+    /// Alarm deliveries already taken into account (retries of one are ignored).
+    #[serde(default)]
+    pub alarm_deliveries: Vec<String>,
 }
 
 impl Run {
@@ -73,6 +76,7 @@ impl Run {
             alarm_repeats: 0,
             resume_error: None,
             cancel_offer: None,
+            alarm_deliveries: Vec::new(),
         }
     }
 
@@ -147,6 +151,9 @@ impl Run {
 pub enum Trigger {
     /// A CloudWatch alarm (through EventBridge or SNS).
     Alarm {
+        /// The delivery that started the run (EventBridge event id / SNS message id).
+        #[serde(default)]
+        delivery_id: String,
         alarm_name: String,
         /// The alarm's state reason, e.g. "Threshold Crossed: … [93.2 …] was greater than …".
         reason: String,

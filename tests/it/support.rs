@@ -216,6 +216,7 @@ impl TestApp {
     /// Start a run as an alarm would.
     pub async fn alarm(&self) -> RunId {
         let trigger = Trigger::Alarm {
+            delivery_id: "eventbridge:test".into(),
             alarm_name: format!("Redis memory: {GROUP}"),
             reason: "Threshold Crossed: 1 datapoint [93.2] was greater than the threshold (90.0)"
                 .into(),
