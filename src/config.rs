@@ -730,8 +730,20 @@ impl<'s> Walker<'s> {
     fn config(&mut self, env: &Env) -> Option<Config> {
         let (root, parse_errors) = DeTable::parse_recoverable(self.src);
         for e in parse_errors {
-            let at = e.span().map(|s| s.start).unwrap_or(0);
-            self.issue("(syntax)", at, e.message().to_string());
+            let span = e.span().unwrap_or(0..0);
+            // Name the key when the error points at one (a duplicate key, say).
+            let text = self.src.get(span.clone()).unwrap_or_default().trim();
+            let key = if !text.is_empty()
+                && text.len() < 64
+                && text
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-.\"".contains(&b))
+            {
+                text.trim_matches('"').to_string()
+            } else {
+                "(syntax)".to_string()
+            };
+            self.issue(&key, span.start, e.message().to_string());
         }
         if !self.issues.is_empty() {
             return None;
@@ -1299,6 +1311,13 @@ colour = "blue"
             text.contains("line 6: `defaults.approval_timeout`"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_duplicate_key_is_named() {
+        let err = parse("[slack]\nchannel = \"C0123ABCD\"\nchannel = \"C0123ABCE\"\n").unwrap_err();
+        assert_eq!(err.issues[0].key, "channel", "{err}");
+        assert_eq!(err.issues[0].line, 3, "{err}");
     }
 
     #[test]

@@ -20,8 +20,8 @@ use crate::elasticache::sim::{self, SimConfig, SimGroup};
 use crate::standin::pagerduty::{FakePagerDuty, FakePagerDutyHandle};
 use crate::standin::slack::{FakeSlack, FakeSlackHandle, SlackEvent};
 use crate::store::Store;
-use crate::workflow::run::{Outcome, Run, State, Trigger};
-use crate::workflow::runner::{RunnerOptions, Started};
+use crate::workflow::run::{Outcome, Run, State};
+use crate::workflow::runner::RunnerOptions;
 
 const CHANNEL: &str = "C0DEMOOPS";
 const ONCALL: &str = "U0ONCALL1";
@@ -159,7 +159,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     let printer = tokio::spawn(print_live(slack.clone(), started));
     println!("bot listening on http://{bot_addr}\n");
 
-    let result = drive(&app, &slack, bot_addr, scenario, &group, started).await;
+    let result = drive(&app, &slack, bot_addr, scenario, started).await;
 
     // Let the last deliveries (final notes, pages) go out before the story is printed.
     if let Ok(run_id) = &result {
@@ -275,7 +275,6 @@ async fn drive(
     slack: &FakeSlackHandle,
     bot: std::net::SocketAddr,
     scenario: Scenario,
-    group: &ReplicationGroupId,
     started: Instant,
 ) -> anyhow::Result<RunId> {
     let mut committed = app.runner.subscribe();
@@ -283,16 +282,19 @@ async fn drive(
         started,
         "CloudWatch: alarm `Redis memory: prod-jobs` goes to ALARM (93.2%)",
     );
-    let trigger = Trigger::Alarm {
-        delivery_id: "demo".into(),
-        alarm_name: format!("Redis memory: {GROUP}"),
-        reason: "Threshold Crossed: 1 out of the last 1 datapoints [93.2 (26/11/26 03:12:00)] was greater than the threshold (90.0)".into(),
-        value: Some(93.2),
-        at: Timestamp::now(),
-    };
-    let run_id = match app.start_run(group, None, trigger).await? {
-        Started::Created(id) | Started::AlreadyActive(id) => id,
-    };
+    let answer = deliver_alarm(app, bot).await?;
+    say(
+        started,
+        &format!(
+            "EventBridge delivers it to POST /alarms/eventbridge (X-Api-Key) → {}",
+            answer["outcome"].as_str().unwrap_or("?")
+        ),
+    );
+    let run_id = RunId::parse(
+        answer["run_id"]
+            .as_str()
+            .context("the alarm started a run")?,
+    )?;
 
     // Wait for the message with the buttons.
     let waiting = wait_for(&mut committed, &run_id, Duration::from_secs(15), |r| {
@@ -334,6 +336,65 @@ async fn drive(
     })
     .await?;
     Ok(run_id)
+}
+
+/// The alarm, as an EventBridge API destination delivers it: CloudWatch's "Alarm State Change"
+/// event (the shape of AWS's own sample) for `prod-jobs`, with the API key header.
+async fn deliver_alarm(app: &App, bot: std::net::SocketAddr) -> anyhow::Result<serde_json::Value> {
+    let key = app
+        .config
+        .secrets
+        .alarm_api_key
+        .clone()
+        .context("the demo sets an API key")?;
+    let now = Timestamp::now().to_rfc3339();
+    let event = serde_json::json!({
+        "version": "0",
+        "id": format!("demo-{}", RunId::generate()),
+        "detail-type": "CloudWatch Alarm State Change",
+        "source": "aws.cloudwatch",
+        "account": "123456789012",
+        "time": now,
+        "region": "us-east-1",
+        "resources": [format!("arn:aws:cloudwatch:us-east-1:123456789012:alarm:Redis memory: {GROUP}")],
+        "detail": {
+            "alarmName": format!("Redis memory: {GROUP}"),
+            "configuration": {
+                "description": format!("Redis memory: {GROUP} above 90%"),
+                "metrics": [{
+                    "id": "m1",
+                    "metricStat": {
+                        "metric": {
+                            "dimensions": { "ReplicationGroupId": GROUP },
+                            "name": "DatabaseMemoryUsagePercentage",
+                            "namespace": "AWS/ElastiCache"
+                        },
+                        "period": 60,
+                        "stat": "Average"
+                    },
+                    "returnData": true
+                }]
+            },
+            "previousState": { "value": "OK", "reason": "", "timestamp": now },
+            "state": {
+                "value": "ALARM",
+                "reason": "Threshold Crossed: 1 out of the last 1 datapoints [93.2 (26/11/26 03:12:00)] was greater than the threshold (90.0) (minimum 1 datapoint for OK -> ALARM transition).",
+                "reasonData": "{\"version\":\"1.0\",\"recentDatapoints\":[93.2],\"threshold\":90.0}",
+                "timestamp": now
+            }
+        }
+    });
+    let response = crate::http_client::build(Duration::from_secs(5))
+        .post(format!("http://{bot}/alarms/eventbridge"))
+        .header("Content-Type", "application/json")
+        .header("X-Api-Key", key.expose())
+        .body(event.to_string())
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        bail!("the bot refused the alarm: HTTP {}", response.status());
+    }
+    Ok(response.json().await?)
 }
 
 /// Click a button on the run's message the way Slack delivers it: a `block_actions` payload,

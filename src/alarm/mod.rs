@@ -78,10 +78,9 @@ pub fn value_from_reason(reason: &str, reason_data: Option<&str>) -> Option<f64>
 /// `None` if it can't.
 pub fn parse_time(s: &str) -> Option<Timestamp> {
     use aws_smithy_types::date_time::{DateTime, Format};
-    let normalized = if s.ends_with("+0000") {
-        format!("{}Z", &s[..s.len() - 5])
-    } else {
-        s.to_string()
+    let normalized = match s.strip_suffix("+0000") {
+        Some(stripped) => format!("{stripped}Z"),
+        None => s.to_string(),
     };
     DateTime::from_str(&normalized, Format::DateTime)
         .ok()

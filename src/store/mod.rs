@@ -54,6 +54,16 @@ impl AuditEntry {
     }
 }
 
+/// One alarm delivery and what it did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlarmRecord {
+    pub delivery_id: String,
+    pub name: String,
+    pub state: String,
+    pub group: Option<String>,
+    pub outcome: String,
+}
+
 /// A pending effect as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingEffect {
@@ -513,17 +523,21 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// The alarm log, newest first: (delivery id, name, state, group, outcome).
-    pub fn recent_alarms(
-        &self,
-        limit: usize,
-    ) -> Result<Vec<(String, String, String, Option<String>, String)>, StoreError> {
+    /// The alarm log, newest first.
+    pub fn recent_alarms(&self, limit: usize) -> Result<Vec<AlarmRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT delivery_id, name, state, group_id, outcome FROM alarms ORDER BY at DESC, rowid DESC LIMIT ?1",
+            "SELECT delivery_id, name, state, group_id, outcome FROM alarms
+             ORDER BY at DESC, rowid DESC LIMIT ?1",
         )?;
         let rows = stmt.query_map(params![limit as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            Ok(AlarmRecord {
+                delivery_id: r.get(0)?,
+                name: r.get(1)?,
+                state: r.get(2)?,
+                group: r.get(3)?,
+                outcome: r.get(4)?,
+            })
         })?;
         rows.collect::<Result<Vec<_>, _>>()
             .map_err(StoreError::from)

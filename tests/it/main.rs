@@ -1,6 +1,7 @@
 //! All integration tests are one binary (one link, one `cargo test` target). Each module is a
 //! spec for one part of the product, run against the real app on loopback with local fakes.
 
+mod alarms;
 mod clients;
 mod elasticache;
 mod slack;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use redis_autoscaler::alarm::sns::SnsHttp;
 use redis_autoscaler::app::App;
 use redis_autoscaler::config::{Config, Env};
 use redis_autoscaler::domain::{
@@ -158,9 +159,33 @@ impl Drop for TempDir {
     }
 }
 
+/// SNS as the bot reaches it in tests: records every GET (subscription confirmations, and
+/// certificate fetches, which tests avoid by seeding the cache) and never leaves the machine.
+#[derive(Default)]
+pub struct RecordingSnsHttp {
+    pub gets: std::sync::Mutex<Vec<String>>,
+}
+
+impl SnsHttp for RecordingSnsHttp {
+    fn get<'a>(
+        &'a self,
+        url: &'a str,
+    ) -> redis_autoscaler::elasticache::BoxFuture<'a, Result<Vec<u8>, String>> {
+        self.gets.lock().unwrap().push(url.to_string());
+        Box::pin(async move {
+            if url.ends_with(".pem") {
+                Err("certificates are seeded in tests, not fetched".to_string())
+            } else {
+                Ok(b"<ConfirmSubscriptionResponse/>".to_vec())
+            }
+        })
+    }
+}
+
 /// The bot, running: HTTP server on 127.0.0.1:0 and the workflow runner.
 pub struct TestApp {
     pub app: App,
+    pub sns: Arc<RecordingSnsHttp>,
     pub store: Arc<Store>,
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
@@ -186,7 +211,8 @@ impl TestApp {
         let aws = Arc::new(SdkElastiCache::new(&config_for_endpoint(
             &services.sim.endpoint(),
         )));
-        let app = App::new(config, store.clone(), aws, options);
+        let sns = Arc::new(RecordingSnsHttp::default());
+        let app = App::new(config, store.clone(), aws, options).with_sns_http(sns.clone());
         let (stop, rx) = watch::channel(false);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -201,6 +227,7 @@ impl TestApp {
         );
         TestApp {
             app,
+            sns,
             store,
             addr,
             stop,
