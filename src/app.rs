@@ -97,6 +97,8 @@ impl App {
         aws: Arc<dyn ElastiCache>,
         options: RunnerOptions,
     ) -> App {
+        // Metrics are recorded from the first moment on.
+        crate::telemetry::prometheus();
         let http = crate::http_client::build(config.delivery.timeout);
         let token = config
             .secrets
@@ -119,6 +121,7 @@ impl App {
             config.slack.approvers.clone(),
             slack.clone(),
         ));
+        let aws: Arc<dyn ElastiCache> = Arc::new(crate::elasticache::Metered(aws));
         let runner = Runner::new(
             Deps {
                 store,
@@ -162,6 +165,7 @@ impl App {
             )));
         }
         if store.alarm_seen(&alarm.delivery_id)? {
+            crate::telemetry::alarm("duplicate");
             return Ok(AlarmOutcome::Duplicate);
         }
         let group = match self.group_for(&alarm).await {
@@ -255,6 +259,7 @@ impl App {
         group: Option<&ReplicationGroupId>,
         outcome: &AlarmOutcome,
     ) -> Result<(), RunnerError> {
+        crate::telemetry::alarm(outcome.name());
         let state = match alarm.state {
             AlarmState::Alarm => "ALARM",
             AlarmState::Ok => "OK",

@@ -76,6 +76,18 @@ impl HookClient {
         timeout: Duration,
         now: Timestamp,
     ) -> Result<(), HookError> {
+        let result = self.call_once(url, payload, timeout, now).await;
+        crate::telemetry::hook_call(payload.phase, result.is_ok());
+        result
+    }
+
+    async fn call_once(
+        &self,
+        url: &str,
+        payload: &HookPayload,
+        timeout: Duration,
+        now: Timestamp,
+    ) -> Result<(), HookError> {
         let body = serde_json::to_vec(payload).expect("hook payloads serialise");
         let ts = now.as_secs().to_string();
         let mut req = self

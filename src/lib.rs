@@ -30,4 +30,5 @@ pub mod pagerduty;
 pub mod slack;
 pub mod standin;
 pub mod store;
+pub mod telemetry;
 pub mod workflow;

@@ -360,6 +360,12 @@ impl PagerDutyClient {
 
     /// Send one event: exactly one HTTP request, no retries.
     pub async fn send(&self, event: &PdEvent) -> Result<PdAccepted, PdError> {
+        let result = self.send_once(event).await;
+        crate::telemetry::pagerduty_delivery(event.action.to_string(), result.is_ok());
+        result
+    }
+
+    async fn send_once(&self, event: &PdEvent) -> Result<PdAccepted, PdError> {
         let body = event.wire_body(&self.routing_key);
         tracing::debug!(action = %event.action, dedup_key = %event.dedup_key, "sending PagerDuty event");
         let response = self

@@ -246,6 +246,84 @@ pub trait ElastiCache: Send + Sync {
     ) -> BoxFuture<'a, Result<GroupInfo, AwsError>>;
 }
 
+/// Any [`ElastiCache`], with every call counted and timed by operation and outcome.
+pub struct Metered(pub std::sync::Arc<dyn ElastiCache>);
+
+async fn metered<T>(
+    operation: &'static str,
+    call: impl Future<Output = Result<T, AwsError>>,
+) -> Result<T, AwsError> {
+    let started = std::time::Instant::now();
+    let result = call.await;
+    let outcome = match &result {
+        Ok(_) => "ok".to_string(),
+        Err(e) => e.code().to_string(),
+    };
+    crate::telemetry::aws_call(operation, outcome, started.elapsed());
+    result
+}
+
+impl ElastiCache for Metered {
+    fn describe_group<'a>(
+        &'a self,
+        id: &'a ReplicationGroupId,
+    ) -> BoxFuture<'a, Result<GroupInfo, AwsError>> {
+        Box::pin(metered(
+            "DescribeReplicationGroups",
+            self.0.describe_group(id),
+        ))
+    }
+
+    fn describe_cache_cluster<'a>(
+        &'a self,
+        id: &'a CacheClusterId,
+    ) -> BoxFuture<'a, Result<CacheClusterInfo, AwsError>> {
+        Box::pin(metered(
+            "DescribeCacheClusters",
+            self.0.describe_cache_cluster(id),
+        ))
+    }
+
+    fn allowed_scale_ups<'a>(
+        &'a self,
+        id: &'a ReplicationGroupId,
+    ) -> BoxFuture<'a, Result<Vec<NodeType>, AwsError>> {
+        Box::pin(metered(
+            "ListAllowedNodeTypeModifications",
+            self.0.allowed_scale_ups(id),
+        ))
+    }
+
+    fn create_snapshot<'a>(
+        &'a self,
+        group: &'a ReplicationGroupId,
+        name: &'a SnapshotName,
+    ) -> BoxFuture<'a, Result<SnapshotInfo, AwsError>> {
+        Box::pin(metered(
+            "CreateSnapshot",
+            self.0.create_snapshot(group, name),
+        ))
+    }
+
+    fn describe_snapshot<'a>(
+        &'a self,
+        name: &'a SnapshotName,
+    ) -> BoxFuture<'a, Result<Option<SnapshotInfo>, AwsError>> {
+        Box::pin(metered("DescribeSnapshots", self.0.describe_snapshot(name)))
+    }
+
+    fn modify_node_type<'a>(
+        &'a self,
+        group: &'a ReplicationGroupId,
+        node_type: &'a NodeType,
+    ) -> BoxFuture<'a, Result<GroupInfo, AwsError>> {
+        Box::pin(metered(
+            "ModifyReplicationGroup",
+            self.0.modify_node_type(group, node_type),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

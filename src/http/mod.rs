@@ -19,11 +19,13 @@ pub fn router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/slack/commands", post(slack::commands))
         .route("/slack/interactions", post(slack::interactions))
         .route("/alarms/eventbridge", post(alarms::eventbridge))
         .route("/alarms/sns", post(alarms::sns))
         .layer(axum::extract::DefaultBodyLimit::max(alarms::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(crate::telemetry::http_layer))
         .with_state(app)
 }
 
@@ -41,6 +43,21 @@ pub async fn serve(
 /// The process is up and serving HTTP.
 async fn healthz() -> &'static str {
     "ok\n"
+}
+
+/// Prometheus text format: runs, steps, AWS calls, deliveries, pending effects, HTTP.
+async fn metrics(State(app): State<App>) -> impl axum::response::IntoResponse {
+    let store = app.runner.store().clone();
+    if let Ok(Ok(n)) = tokio::task::spawn_blocking(move || store.pending_count()).await {
+        crate::telemetry::pending_effects(n);
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::telemetry::prometheus().render(),
+    )
 }
 
 /// Ready once the store can be written and unfinished runs have been resumed.

@@ -270,15 +270,22 @@ impl SlackClient {
         request: reqwest::RequestBuilder,
     ) -> Result<Map<String, Value>, SlackError> {
         tracing::debug!(method, "calling Slack");
-        let response = request.send().await.map_err(transport_error)?;
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                crate::telemetry::slack_delivery(method.to_string(), false);
+                return Err(transport_error(e));
+            }
+        };
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = response.bytes().await.map_err(transport_error)?;
-        let result = interpret(method, status, retry_after.as_deref(), &body);
+        let body = response.bytes().await.map_err(transport_error);
+        let result = body.and_then(|body| interpret(method, status, retry_after.as_deref(), &body));
+        crate::telemetry::slack_delivery(method.to_string(), result.is_ok());
         if let Err(e) = &result {
             tracing::debug!(method, error = %e, "Slack call failed");
         }

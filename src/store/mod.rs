@@ -184,7 +184,11 @@ impl Store {
     /// Can the store be written right now? (`/readyz`.)
     pub fn check_writable(&self) -> Result<(), StoreError> {
         let conn = self.conn();
-        conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")?;
+        // Answer quickly: a probe must not hang for the whole busy timeout.
+        conn.busy_timeout(std::time::Duration::from_millis(500))?;
+        let result = conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;");
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        result?;
         Ok(())
     }
 

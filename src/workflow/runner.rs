@@ -207,6 +207,10 @@ impl Runner {
         match created {
             Created::Created => {
                 info!(run_id = %run.id, group = %run.group, "run created");
+                crate::telemetry::run_started(match run.trigger {
+                    Trigger::Alarm { .. } => "alarm",
+                    Trigger::Command { .. } => "command",
+                });
                 self.announce(&run, "created", "run created".into());
                 self.inner.notify.notify_one();
                 Ok(Started::Created(run.id))
@@ -254,6 +258,7 @@ impl Runner {
                 let actor = actor_of(&ev);
                 match decide(run, &ev, now) {
                     Decision::Accept(t) => {
+                        record_progress(run, &t.run);
                         audit.push(AuditEntry::new(now, actor, ev.name(), t.summary.clone()));
                         let change = Change {
                             effects: t.effects,
@@ -345,7 +350,13 @@ impl Runner {
             for pending in due {
                 self.busy().insert(pending.run_id.clone());
                 let me = self.clone();
-                let span = info_span!("effect", run_id = %pending.run_id, effect = pending.effect.name(), attempt = pending.attempt);
+                let span = info_span!(
+                    "run",
+                    run_id = %pending.run_id,
+                    group = tracing::field::Empty,
+                    effect = pending.effect.name(),
+                    attempt = pending.attempt
+                );
                 tasks.spawn(
                     async move {
                         let run_id = pending.run_id.clone();
@@ -423,6 +434,7 @@ impl Runner {
                 pending.id
             )));
         };
+        tracing::Span::current().record("group", run.group.as_str());
         let mut audit = Vec::new();
         let executed = self.perform(&run, &pending, &mut audit).await;
         self.check_running()?;
@@ -1024,6 +1036,30 @@ fn opt(t: &Option<NodeType>) -> String {
     t.as_ref()
         .map(|t| t.to_string())
         .unwrap_or_else(|| "?".into())
+}
+
+/// Metrics for what a transition finished: steps that ended, and the run if it ended.
+fn record_progress(before: &Run, after: &Run) {
+    use super::run::StepStatus;
+    for (i, step) in after.steps.iter().enumerate() {
+        let was_open = before.steps.get(i).is_none_or(|s| s.ended.is_none());
+        if let (true, Some(took)) = (was_open, step.took()) {
+            let status = match step.status {
+                StepStatus::Done => "done",
+                StepStatus::Failed => "failed",
+                StepStatus::TimedOut => "timed_out",
+                StepStatus::Cancelled => "cancelled",
+                StepStatus::Running => continue,
+            };
+            crate::telemetry::step_finished(step.step.label(), status, took);
+        }
+    }
+    if after.is_finished()
+        && !before.is_finished()
+        && let Some(outcome) = after.outcome()
+    {
+        crate::telemetry::run_finished(outcome.name());
+    }
 }
 
 /// Who did it, for the audit trail.

@@ -4,6 +4,7 @@
 mod alarms;
 mod clients;
 mod elasticache;
+mod ops;
 mod slack;
 mod support;
 mod workflow;

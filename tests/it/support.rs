@@ -159,6 +159,44 @@ impl Drop for TempDir {
     }
 }
 
+/// Everything the app logs during the tests (all tests share it), as JSON lines, at trace level
+/// for this crate: the secret-leak test reads it.
+pub fn captured_logs() -> &'static std::sync::Mutex<Vec<u8>> {
+    static LOGS: std::sync::OnceLock<&'static std::sync::Mutex<Vec<u8>>> =
+        std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer: &'static std::sync::Mutex<Vec<u8>> =
+            Box::leak(Box::new(std::sync::Mutex::new(Vec::new())));
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "redis_autoscaler=trace,warn",
+            ))
+            .with_writer(move || LogWriter(buffer))
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        buffer
+    })
+}
+
+struct LogWriter(&'static std::sync::Mutex<Vec<u8>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// SNS as the bot reaches it in tests: records every GET (subscription confirmations, and
 /// certificate fetches, which tests avoid by seeding the cache) and never leaves the machine.
 #[derive(Default)]
@@ -204,6 +242,7 @@ impl TestApp {
         db: &Path,
         options: RunnerOptions,
     ) -> TestApp {
+        captured_logs();
         let mut config =
             Config::parse(config_text, &services.env()).unwrap_or_else(|e| panic!("{e}"));
         config.database = db.to_path_buf();
