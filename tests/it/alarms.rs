@@ -4,36 +4,15 @@
 use std::time::Duration;
 
 use base64::Engine;
-use redis_autoscaler::domain::{RunId, Secret, Timestamp};
+use redis_autoscaler::domain::RunId;
 use redis_autoscaler::elasticache::sim::{SimConfig, SimGroup};
-use redis_autoscaler::slack::signature;
 use redis_autoscaler::workflow::run::State;
 use serde_json::{Value, json};
 
 use crate::support::*;
 
-/// An EventBridge "CloudWatch Alarm State Change" event, from the real sample, about `group`.
 fn event(id: &str, group: &str, state: &str, value: f64) -> String {
-    let mut v: Value = serde_json::from_str(include_str!(
-        "../fixtures/eventbridge_cloudwatch_alarm.json"
-    ))
-    .unwrap();
-    v["id"] = json!(id);
-    v["detail"]["alarmName"] = json!(format!("Redis memory: {group}"));
-    v["detail"]["configuration"]["description"] = json!(format!("Redis memory: {group} above 90%"));
-    v["detail"]["configuration"]["metrics"][0]["metricStat"]["metric"] = json!({
-        "dimensions": { "ReplicationGroupId": group },
-        "name": "DatabaseMemoryUsagePercentage",
-        "namespace": "AWS/ElastiCache"
-    });
-    v["detail"]["state"]["value"] = json!(state);
-    v["detail"]["state"]["reason"] = json!(format!(
-        "Threshold Crossed: 1 out of the last 1 datapoints [{value} (26/11/26 03:12:00)] was greater than the threshold (90.0)"
-    ));
-    v["detail"]["state"]["reasonData"] = json!(format!(
-        "{{\"recentDatapoints\":[{value}],\"threshold\":90.0}}"
-    ));
-    v.to_string()
+    eventbridge_event(id, group, state, value)
 }
 
 async fn post_event(t: &TestApp, body: &str, key: Option<&str>) -> (u16, Value) {
@@ -58,22 +37,8 @@ async fn approve_over_http(t: &TestApp, services: &Services, run: &RunId) {
         matches!(r.state, State::AwaitingApproval { .. }) && r.message.is_some()
     })
     .await;
-    let mut v: Value =
-        serde_json::from_str(include_str!("../fixtures/slack_block_actions.json")).unwrap();
-    v["user"]["id"] = json!(ONCALL);
-    v["response_url"] = json!(services.slack.response_url("approve"));
-    v["actions"] = json!([{ "action_id": "approve", "block_id": format!("run:{run}"), "type": "button", "value": run.as_str() }]);
-    let body = serde_urlencoded::to_string([("payload", v.to_string())]).unwrap();
-    let ts = Timestamp::now().as_secs().to_string();
-    let sig = signature::sign(&Secret::new(SIGNING_SECRET), &ts, body.as_bytes());
-    let resp = reqwest::Client::new()
-        .post(t.url("/slack/interactions"))
-        .header("X-Slack-Request-Timestamp", ts)
-        .header("X-Slack-Signature", sig)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let body = click_body(services, ONCALL, "approve", button("approve", run));
+    let resp = post_signed(t, "/slack/interactions", &body).await;
     assert_eq!(resp.status(), 200);
 }
 
@@ -441,33 +406,19 @@ async fn within_the_cooldown_an_alarm_posts_a_notice_with_start_anyway() {
         notice.rendered()
     );
 
-    let click = |who: &str| {
-        let mut v: Value =
-            serde_json::from_str(include_str!("../fixtures/slack_block_actions.json")).unwrap();
-        v["user"]["id"] = json!(who);
-        v["response_url"] = json!(services.slack.response_url(&format!("anyway-{who}")));
-        v["actions"] = json!([{ "action_id": "start_anyway", "block_id": format!("cooldown:{GROUP}"), "type": "button", "value": GROUP }]);
-        serde_urlencoded::to_string([("payload", v.to_string())]).unwrap()
-    };
+    let start_anyway = json!({
+        "action_id": "start_anyway", "block_id": format!("cooldown:{GROUP}"),
+        "type": "button", "value": GROUP
+    });
     for who in [STRANGER, ONCALL] {
-        let body = click(who);
-        let ts = Timestamp::now().as_secs().to_string();
-        let sig = signature::sign(&Secret::new(SIGNING_SECRET), &ts, body.as_bytes());
-        let resp = reqwest::Client::new()
-            .post(t.url("/slack/interactions"))
-            .header("X-Slack-Request-Timestamp", ts)
-            .header("X-Slack-Signature", sig)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let body = click_body(&services, who, "anyway", start_anyway.clone());
+        let resp = post_signed(&t, "/slack/interactions", &body).await;
         assert_eq!(resp.status(), 200);
         let id = format!("anyway-{who}");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while services.slack.responses().iter().all(|r| r.id != id) {
-            assert!(tokio::time::Instant::now() < deadline);
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually("the answer", || {
+            services.slack.responses().iter().any(|r| r.id == id)
+        })
+        .await;
     }
     let answers: Vec<(String, String)> = services
         .slack

@@ -8,28 +8,15 @@ use std::time::Duration;
 use redis_autoscaler::domain::RunId;
 use redis_autoscaler::standin::pagerduty::FakePagerDuty;
 use redis_autoscaler::store::Store;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::support::*;
-
-fn eventbridge_event(id: &str) -> String {
-    let mut v: Value = serde_json::from_str(include_str!(
-        "../fixtures/eventbridge_cloudwatch_alarm.json"
-    ))
-    .unwrap();
-    v["id"] = json!(id);
-    v["detail"]["alarmName"] = json!(format!("Redis memory: {GROUP}"));
-    v["detail"]["configuration"]["description"] = json!(format!("Redis memory: {GROUP}"));
-    v["detail"]["configuration"]["metrics"][0]["metricStat"]["metric"]["dimensions"] =
-        json!({ "ReplicationGroupId": GROUP });
-    v.to_string()
-}
 
 async fn deliver(base: &str, id: &str) -> Value {
     let resp = reqwest::Client::new()
         .post(format!("{base}/alarms/eventbridge"))
         .header("X-Api-Key", ALARM_KEY)
-        .body(eventbridge_event(id))
+        .body(eventbridge_event(id, GROUP, "ALARM", 93.2))
         .send()
         .await
         .unwrap();

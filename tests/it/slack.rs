@@ -5,16 +5,9 @@ use std::time::Duration;
 use redis_autoscaler::domain::{RunId, Secret, Timestamp};
 use redis_autoscaler::slack::signature;
 use redis_autoscaler::workflow::run::{DecisionKind, State};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::support::*;
-
-/// Sign and POST a body the way Slack does.
-async fn post_signed(t: &TestApp, path: &str, body: &str) -> reqwest::Response {
-    let ts = Timestamp::now().as_secs().to_string();
-    let sig = signature::sign(&Secret::new(SIGNING_SECRET), &ts, body.as_bytes());
-    post_with(t, path, body, Some(&ts), Some(&sig)).await
-}
 
 async fn post_with(
     t: &TestApp,
@@ -64,26 +57,6 @@ async fn slash(t: &TestApp, services: &Services, user: &str, text: &str) -> Valu
     resp.json().await.unwrap()
 }
 
-/// A block_actions payload like Slack's sample, clicking one of our elements.
-fn click_body(services: &Services, user: &str, action: Value) -> String {
-    let mut v: Value =
-        serde_json::from_str(include_str!("../fixtures/slack_block_actions.json")).unwrap();
-    v["user"]["id"] = json!(user);
-    v["channel"]["id"] = json!(CHANNEL);
-    v["container"]["channel_id"] = json!(CHANNEL);
-    v["response_url"] = json!(services.slack.response_url(&format!("click-{user}")));
-    v["actions"] = json!([action]);
-    serde_urlencoded::to_string([("payload", v.to_string())]).unwrap()
-}
-
-fn button(action_id: &str, run: &RunId) -> Value {
-    json!({
-        "action_id": action_id, "block_id": format!("run:{run}"), "type": "button",
-        "value": run.as_str(), "action_ts": "1548426417.840180",
-        "text": {"type": "plain_text", "text": action_id}
-    })
-}
-
 async fn click(
     t: &TestApp,
     services: &Services,
@@ -94,7 +67,7 @@ async fn click(
     post_signed(
         t,
         "/slack/interactions",
-        &click_body(services, user, button(action, run)),
+        &click_body(services, user, "click", button(action, run)),
     )
     .await
     .status()
@@ -109,16 +82,6 @@ fn answers_to(services: &Services, id: &str) -> Vec<String> {
         .filter(|r| r.id == id)
         .map(|r| r.text)
         .collect()
-}
-
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..500 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 async fn started_run(t: &TestApp) -> RunId {
@@ -531,7 +494,7 @@ async fn double_and_concurrent_clicks_make_exactly_one_decision() {
         } else {
             (ONCALL, "approve")
         };
-        let body = click_body(&services, user, button(action, &run));
+        let body = click_body(&services, user, "click", button(action, &run));
         let ts = Timestamp::now().as_secs().to_string();
         let sig = signature::sign(&Secret::new(SIGNING_SECRET), &ts, body.as_bytes());
         let url = t.url("/slack/interactions");

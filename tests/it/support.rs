@@ -351,6 +351,88 @@ impl TestApp {
     }
 }
 
+/// Sign and POST a body the way Slack does (`X-Slack-Request-Timestamp`, `X-Slack-Signature`).
+pub async fn post_signed(t: &TestApp, path: &str, body: &str) -> reqwest::Response {
+    let ts = Timestamp::now().as_secs().to_string();
+    let sig = redis_autoscaler::slack::signature::sign(
+        &redis_autoscaler::domain::Secret::new(SIGNING_SECRET),
+        &ts,
+        body.as_bytes(),
+    );
+    reqwest::Client::new()
+        .post(t.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("X-Slack-Request-Timestamp", ts)
+        .header("X-Slack-Signature", sig)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A `block_actions` form body like Slack's sample, `user` clicking `action`; private answers
+/// go to the stand-in's response URL `{prefix}-{user}`.
+pub fn click_body(
+    services: &Services,
+    user: &str,
+    prefix: &str,
+    action: serde_json::Value,
+) -> String {
+    let mut v: serde_json::Value =
+        serde_json::from_str(include_str!("../fixtures/slack_block_actions.json")).unwrap();
+    v["user"]["id"] = serde_json::json!(user);
+    v["channel"]["id"] = serde_json::json!(CHANNEL);
+    v["container"]["channel_id"] = serde_json::json!(CHANNEL);
+    v["response_url"] = serde_json::json!(services.slack.response_url(&format!("{prefix}-{user}")));
+    v["actions"] = serde_json::json!([action]);
+    serde_urlencoded::to_string([("payload", v.to_string())]).unwrap()
+}
+
+/// One of the run message's buttons, as it comes back in a click.
+pub fn button(action_id: &str, run: &RunId) -> serde_json::Value {
+    serde_json::json!({
+        "action_id": action_id, "block_id": format!("run:{run}"), "type": "button",
+        "value": run.as_str(), "action_ts": "1548426417.840180",
+        "text": {"type": "plain_text", "text": action_id}
+    })
+}
+
+/// An EventBridge "CloudWatch Alarm State Change" event, from AWS's sample, about `group`.
+pub fn eventbridge_event(id: &str, group: &str, state: &str, value: f64) -> String {
+    use serde_json::json;
+    let mut v: serde_json::Value = serde_json::from_str(include_str!(
+        "../fixtures/eventbridge_cloudwatch_alarm.json"
+    ))
+    .unwrap();
+    v["id"] = json!(id);
+    v["detail"]["alarmName"] = json!(format!("Redis memory: {group}"));
+    v["detail"]["configuration"]["description"] = json!(format!("Redis memory: {group} above 90%"));
+    v["detail"]["configuration"]["metrics"][0]["metricStat"]["metric"] = json!({
+        "dimensions": { "ReplicationGroupId": group },
+        "name": "DatabaseMemoryUsagePercentage",
+        "namespace": "AWS/ElastiCache"
+    });
+    v["detail"]["state"]["value"] = json!(state);
+    v["detail"]["state"]["reason"] = json!(format!(
+        "Threshold Crossed: 1 out of the last 1 datapoints [{value} (26/11/26 03:12:00)] was greater than the threshold (90.0)"
+    ));
+    v["detail"]["state"]["reasonData"] = json!(format!(
+        "{{\"recentDatapoints\":[{value}],\"threshold\":90.0}}"
+    ));
+    v.to_string()
+}
+
+/// Wait (up to 5 s) until `f` holds.
+pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
 /// The thread replies' text of a top message, in order.
 pub fn thread_texts(m: &FakeMessage) -> Vec<String> {
     m.replies.iter().map(|r| r.text.clone()).collect()
