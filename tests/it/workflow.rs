@@ -439,3 +439,112 @@ async fn unfinished_runs_resume_after_a_graceful_stop() {
     assert_eq!(services.top_messages().len(), 1);
     again.stop().await;
 }
+
+#[tokio::test]
+async fn slack_rate_limits_are_waited_out_as_retry_after_says() {
+    let services = Services::start(sim_config()).await;
+    services.slack.fail_next(
+        "chat.postMessage",
+        1,
+        redis_autoscaler::standin::slack::Fault::RateLimited {
+            retry_after_secs: 1,
+        },
+    );
+    let dir = TempDir::new();
+    let t = TestApp::spawn(&services, &config_text("", ""), &dir.db()).await;
+    let started = std::time::Instant::now();
+    let run = t.alarm().await;
+    t.wait_for(&run, "the top message", |r| r.message.is_some())
+        .await;
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "waited for Retry-After"
+    );
+    assert_eq!(services.top_messages().len(), 1);
+    let audit = t.store.audit_trail(&run).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.kind == "retry" && a.detail.contains("retrying in 1s")),
+        "{audit:#?}"
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_slack_error_is_reported_not_swallowed_and_pages_when_nobody_can_see_the_run() {
+    let services = Services::start(sim_config()).await;
+    services.slack.fail_next(
+        "chat.postMessage",
+        1,
+        redis_autoscaler::standin::slack::Fault::Error("channel_not_found"),
+    );
+    let dir = TempDir::new();
+    let t = TestApp::spawn(&services, &config_text("", ""), &dir.db()).await;
+    let run = t.alarm().await;
+    t.wait_for(&run, "the page", |_| !services.pages().is_empty())
+        .await;
+    let page = &services.pages()[0];
+    assert_eq!(page["dedup_key"], run.as_str());
+    assert!(
+        page["payload"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("channel_not_found"),
+        "{page}"
+    );
+    let audit = t.store.audit_trail(&run).unwrap();
+    assert!(
+        audit.iter().any(|a| a.detail.contains("channel_not_found")),
+        "{audit:#?}"
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn pagerduty_5xx_is_retried_and_400_is_not() {
+    let mut sim = sim_config();
+    sim.snapshot_duration = std::time::Duration::from_secs(3600);
+    let services = Services::start(sim).await;
+    services.pd.fail_next(2, 500);
+    let dir = TempDir::new();
+    let t = TestApp::spawn(
+        &services,
+        &config_text("", "snapshot_max_polls = 1"),
+        &dir.db(),
+    )
+    .await;
+    let run = t.alarm().await;
+    approve(&t, &run).await;
+    t.wait_done(&run).await;
+    assert_eq!(services.pd.attempts(), 3, "two 500s, then accepted");
+    assert_eq!(services.pages().len(), 1);
+    assert!(
+        thread_texts(&services.top_messages()[0])
+            .iter()
+            .any(|r| r.contains("Paged on-call"))
+    );
+    t.stop().await;
+
+    let mut sim = sim_config();
+    sim.snapshot_duration = std::time::Duration::from_secs(3600);
+    let services = Services::start(sim).await;
+    services.pd.fail_next(1, 400);
+    let dir = TempDir::new();
+    let t = TestApp::spawn(
+        &services,
+        &config_text("", "snapshot_max_polls = 1"),
+        &dir.db(),
+    )
+    .await;
+    let run = t.alarm().await;
+    approve(&t, &run).await;
+    t.wait_done(&run).await;
+    assert_eq!(services.pd.attempts(), 1, "a 400 is never retried");
+    let texts = thread_texts(&services.top_messages()[0]);
+    assert!(
+        texts.iter().any(|r| r.contains("Couldn't page PagerDuty")),
+        "{texts:?}"
+    );
+    t.stop().await;
+}
