@@ -496,6 +496,8 @@ const DELIVERY_KEYS: &[&str] = &[
     "retry_backoff",
     "timeout",
 ];
+/// Keys a `[groups.<id>]` table takes besides the policy keys.
+const GROUP_KEYS: &[&str] = &["channel"];
 const POLICY_KEYS: &[&str] = &[
     "approval",
     "approval_timeout",
@@ -516,6 +518,37 @@ const POLICY_KEYS: &[&str] = &[
     "aws_retry_attempts",
     "aws_retry_backoff",
 ];
+
+/// Every key the configuration file accepts, as dotted paths built from the lists that reject
+/// unknown keys: `listen`, `slack.channel`, `defaults.approval`, …. Names the operator picks are
+/// written `alarms.groups.<alarm-name>` and `groups.<id>.`; only the group-only keys are listed
+/// under `groups.<id>.`, since a group table also takes every `defaults.` key. Lets a test hold
+/// `deploy/config.example.toml` to documenting every key.
+pub fn known_keys() -> Vec<String> {
+    let mut out = Vec::new();
+    for &top in TOP_KEYS {
+        let (prefix, keys): (&str, &[&str]) = match top {
+            "slack" => ("slack", SLACK_KEYS),
+            "alarms" => ("alarms", ALARMS_KEYS),
+            "delivery" => ("delivery", DELIVERY_KEYS),
+            "defaults" => ("defaults", POLICY_KEYS),
+            // What `Walker::groups` accepts besides the policy keys.
+            "groups" => ("groups.<id>", GROUP_KEYS),
+            key => {
+                out.push(key.to_string());
+                continue;
+            }
+        };
+        for &key in keys {
+            if (prefix, key) == ("alarms", "groups") {
+                out.push("alarms.groups.<alarm-name>".to_string());
+            } else {
+                out.push(format!("{prefix}.{key}"));
+            }
+        }
+    }
+    out
+}
 
 type Table<'i> = DeTable<'i>;
 type Value<'i> = Spanned<DeValue<'i>>;
@@ -1101,7 +1134,7 @@ impl<'s> Walker<'s> {
                 self.issue(&prefix, value.span().start, msg);
                 continue;
             };
-            let policy = self.policy(t, &prefix, defaults, &["channel"]);
+            let policy = self.policy(t, &prefix, defaults, GROUP_KEYS);
             let channel = self
                 .parsed(t, "channel", &prefix, ChannelId::parse)
                 .or_else(|| default_channel.cloned());

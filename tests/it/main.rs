@@ -3,6 +3,7 @@
 
 mod alarms;
 mod clients;
+mod deploy;
 mod elasticache;
 mod ops;
 mod slack;
