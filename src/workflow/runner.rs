@@ -125,6 +125,28 @@ enum Executed {
     GaveUp(String),
 }
 
+impl Executed {
+    /// A failed attempt: try again later if the error is worth it, else tell the machine now.
+    fn failed(
+        retryable: bool,
+        error: String,
+        after: Option<Duration>,
+        policy: RetryPolicy,
+        fail: Event,
+    ) -> Executed {
+        if retryable {
+            Executed::Retry {
+                error,
+                after,
+                policy,
+                fail: Some(Box::new(fail)),
+            }
+        } else {
+            Executed::Event(fail)
+        }
+    }
+}
+
 impl Runner {
     pub fn new(deps: Deps, options: RunnerOptions) -> Runner {
         let (committed, _) = broadcast::channel(1024);
@@ -539,22 +561,11 @@ impl Runner {
         let aws_retry = run.policy.aws_retry;
         let delivery = deps.delivery.retry;
         let aws_fail = |op: AwsOp, e: &AwsError| -> Executed {
-            if e.is_retryable() {
-                Executed::Retry {
-                    error: e.to_string(),
-                    after: None,
-                    policy: aws_retry,
-                    fail: Some(Box::new(Event::AwsFailed {
-                        op,
-                        error: e.clone(),
-                    })),
-                }
-            } else {
-                Executed::Event(Event::AwsFailed {
-                    op,
-                    error: e.clone(),
-                })
-            }
+            let fail = Event::AwsFailed {
+                op,
+                error: e.clone(),
+            };
+            Executed::failed(e.is_retryable(), e.to_string(), None, aws_retry, fail)
         };
         let mut log = |actor: &str, kind: &str, detail: String| {
             audit.push(AuditEntry::new(Timestamp::now(), actor, kind, detail));
@@ -754,20 +765,16 @@ impl Runner {
                     }
                     Err(e) => {
                         log("slack", "chat.postMessage", format!("error: {e}"));
-                        if e.is_retryable() {
-                            Executed::Retry {
-                                error: e.to_string(),
-                                after: e.retry_after(),
-                                policy: delivery,
-                                fail: Some(Box::new(Event::TopMessageFailed {
-                                    error: e.to_string(),
-                                })),
-                            }
-                        } else {
-                            Executed::Event(Event::TopMessageFailed {
-                                error: e.to_string(),
-                            })
-                        }
+                        let fail = Event::TopMessageFailed {
+                            error: e.to_string(),
+                        };
+                        Executed::failed(
+                            e.is_retryable(),
+                            e.to_string(),
+                            e.retry_after(),
+                            delivery,
+                            fail,
+                        )
                     }
                 }
             }
@@ -947,16 +954,7 @@ impl Runner {
                             action: action.clone(),
                             error: e.to_string(),
                         };
-                        if e.is_retryable() {
-                            Executed::Retry {
-                                error: e.to_string(),
-                                after: None,
-                                policy: delivery,
-                                fail: Some(Box::new(fail)),
-                            }
-                        } else {
-                            Executed::Event(fail)
-                        }
+                        Executed::failed(e.is_retryable(), e.to_string(), None, delivery, fail)
                     }
                 }
             }
@@ -999,16 +997,7 @@ impl Runner {
                             phase: *phase,
                             error: e.to_string(),
                         };
-                        if e.is_retryable() {
-                            Executed::Retry {
-                                error: e.to_string(),
-                                after: None,
-                                policy: delivery,
-                                fail: Some(Box::new(fail)),
-                            }
-                        } else {
-                            Executed::Event(fail)
-                        }
+                        Executed::failed(e.is_retryable(), e.to_string(), None, delivery, fail)
                     }
                 }
             }
