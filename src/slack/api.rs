@@ -140,6 +140,72 @@ impl SlackClient {
         parse_posted(&answer)
     }
 
+    /// Post a top-level message carrying Slack message metadata (`event_type` and a JSON
+    /// `event_payload`), so it can be found again with [`SlackClient::find_by_metadata`].
+    pub async fn post_message_with_metadata(
+        &self,
+        channel: &ChannelId,
+        message: &Message,
+        event_type: &str,
+        payload: &Value,
+    ) -> Result<PostedMessage, SlackError> {
+        let mut body = post_message_body(channel, None, message);
+        body["metadata"] = json!({ "event_type": event_type, "event_payload": payload });
+        let answer = self.call_json("chat.postMessage", &body).await?;
+        parse_posted(&answer)
+    }
+
+    /// The newest message in `channel` since `oldest` whose metadata has this `event_type` and
+    /// `event_payload[key] == value` (conversations.history, needs `channels:history` /
+    /// `groups:history`). Looks through at most the last 1,000 messages.
+    pub async fn find_by_metadata(
+        &self,
+        channel: &ChannelId,
+        oldest_secs: i64,
+        event_type: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<Option<MessageTs>, SlackError> {
+        let oldest = format!("{}.000000", oldest_secs.max(0));
+        let mut cursor = String::new();
+        for _ in 0..5 {
+            let mut args = vec![
+                ("channel", channel.as_str()),
+                ("oldest", oldest.as_str()),
+                ("include_all_metadata", "true"),
+                ("limit", "200"),
+            ];
+            if !cursor.is_empty() {
+                args.push(("cursor", cursor.as_str()));
+            }
+            let answer = self.call_form("conversations.history", &args).await?;
+            let messages = answer
+                .get("messages")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for m in &messages {
+                let meta = &m["metadata"];
+                if meta["event_type"] == event_type
+                    && meta["event_payload"][key] == value
+                    && let Some(ts) = m["ts"].as_str().and_then(|t| MessageTs::parse(t).ok())
+                {
+                    return Ok(Some(ts));
+                }
+            }
+            cursor = answer
+                .get("response_metadata")
+                .and_then(|r| r.get("next_cursor"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            if cursor.is_empty() {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
     /// `chat.update`: replace a message's text and blocks.
     pub async fn update_message(
         &self,

@@ -29,7 +29,11 @@ use crate::slack::Message;
 
 /// Methods Slack documents as form-encoded only: their arguments in a JSON body are ignored,
 /// just as Slack ignores them.
-const FORM_ONLY_METHODS: &[&str] = &["chat.getPermalink", "usergroups.users.list"];
+const FORM_ONLY_METHODS: &[&str] = &[
+    "chat.getPermalink",
+    "usergroups.users.list",
+    "conversations.history",
+];
 
 /// The workspace domain used in permalinks.
 const WORKSPACE_URL: &str = "https://example.slack.com";
@@ -43,6 +47,9 @@ pub enum Fault {
     Error(&'static str),
     /// This HTTP status with a non-JSON body, as a load balancer would answer.
     Http(u16),
+    /// Do the work (post the message), then answer this HTTP status anyway: what a caller sees
+    /// when Slack accepted a request but the answer was lost (a timeout, a proxy's 5xx).
+    AcceptThenFail(u16),
 }
 
 /// One request as the stand-in received it. `body` holds every argument (JSON body, form body
@@ -56,6 +63,8 @@ pub struct SlackCall {
 /// A message in a channel, as it looks now, with its history and thread.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FakeMessage {
+    /// Message metadata (`event_type`, `event_payload`) as posted, if any.
+    pub metadata: Option<Value>,
     pub ts: MessageTs,
     pub text: String,
     pub blocks: Vec<Value>,
@@ -372,8 +381,44 @@ impl Workspace {
             "chat.getPermalink" => self.permalink(args),
             "usergroups.users.list" => self.usergroup_members(args),
             "chat.postEphemeral" => self.post_ephemeral(args),
+            "conversations.history" => self.history(args),
             _ => Err(Refusal::new("unknown_method")),
         }
+    }
+
+    /// conversations.history: a channel's top-level messages, newest first, newer than
+    /// `oldest`; metadata only with `include_all_metadata=true`.
+    fn history(&mut self, args: &Map<String, Value>) -> Outcome {
+        let channel = channel_arg(args)?;
+        let oldest: f64 = str_arg(args, "oldest")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0.0);
+        let with_metadata = str_arg(args, "include_all_metadata") == Some("true");
+        let limit: usize = str_arg(args, "limit")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(100);
+        let messages: Vec<Value> = self
+            .channels
+            .get(&channel)
+            .map(|ms| {
+                ms.iter()
+                    .rev()
+                    .filter(|m| m.ts.as_str().parse::<f64>().unwrap_or(0.0) > oldest)
+                    .take(limit)
+                    .map(|m| {
+                        let mut v = json!({"type": "message", "ts": m.ts.as_str(), "text": m.text});
+                        if with_metadata && let Some(meta) = &m.metadata {
+                            v["metadata"] = meta.clone();
+                        }
+                        v
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((
+            object(json!({"messages": messages, "has_more": false})),
+            None,
+        ))
     }
 
     fn post_message(&mut self, args: &Map<String, Value>) -> Outcome {
@@ -397,7 +442,13 @@ impl Workspace {
             }
         };
         let ts = self.next_ts();
+        let metadata = match args.get("metadata") {
+            Some(Value::String(s)) => serde_json::from_str(s).ok(),
+            Some(v @ Value::Object(_)) => Some(v.clone()),
+            _ => None,
+        };
         let message = FakeMessage {
+            metadata,
             ts: ts.clone(),
             text,
             blocks,
@@ -830,7 +881,7 @@ fn fault_answer(fault: Fault) -> Response {
         )
             .into_response(),
         Fault::Error(error) => refusal_answer(Refusal::new(error), false),
-        Fault::Http(status) => {
+        Fault::Http(status) | Fault::AcceptThenFail(status) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let text = status.canonical_reason().unwrap_or("error");
             (status, format!("<html><body>{text}</body></html>")).into_response()
@@ -886,14 +937,23 @@ async fn handle(
             method: method.clone(),
             body: Value::Object(args.all.clone()),
         });
-        if let Some(fault) = state.take_fault(&method) {
-            return fault_answer(fault);
-        }
+        let fault = state.take_fault(&method);
+        let lost_answer = match fault {
+            Some(Fault::AcceptThenFail(status)) => Some(status),
+            Some(other) => return fault_answer(other),
+            None => None,
+        };
         let result = match args.token.as_deref() {
             None | Some("") => Err(Refusal::new("not_authed")),
             Some(t) if t != shared.expected_token => Err(Refusal::new("invalid_auth")),
             Some(_) => state.dispatch(&method, &args.honoured),
         };
+        if let Some(status) = lost_answer {
+            if let Ok((_, Some(event))) = result {
+                let _ = shared.events.send(event);
+            }
+            return fault_answer(Fault::Http(status));
+        }
         (result, args.missing_charset)
     };
     match result {
@@ -1250,6 +1310,7 @@ mod tests {
         let channel = ChannelId::parse("C0123ABCD").unwrap();
         let ts = |s: &str| MessageTs::parse(s).unwrap();
         let reply = |t: &str, text: &str| FakeMessage {
+            metadata: None,
             ts: ts(t),
             text: text.into(),
             blocks: Vec::new(),
@@ -1257,6 +1318,7 @@ mod tests {
             replies: Vec::new(),
         };
         let top = FakeMessage {
+            metadata: None,
             ts: ts("1764121929.000100"),
             text: "prod-jobs: upsizing".into(),
             blocks: vec![

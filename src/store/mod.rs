@@ -135,7 +135,9 @@ CREATE TABLE IF NOT EXISTS effects (
     attempt     INTEGER NOT NULL DEFAULT 1,
     status      TEXT NOT NULL DEFAULT 'pending',
     created_at  INTEGER NOT NULL,
-    done_at     INTEGER
+    done_at     INTEGER,
+    lane        TEXT NOT NULL DEFAULT 'work',
+    started_at  INTEGER
 );
 CREATE INDEX IF NOT EXISTS effects_pending ON effects(status, run_id, due_at, id);
 
@@ -170,6 +172,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
         })
@@ -329,15 +332,15 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<PendingEffect>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT e.id, e.run_id, e.body, e.due_at, e.attempt FROM effects e
-             WHERE e.status = 'pending'
-               AND e.id = (SELECT e2.id FROM effects e2
-                           WHERE e2.run_id = e.run_id AND e2.status = 'pending'
+        let sql = format!(
+            "{ELIGIBLE}
+            SELECT el.id, el.run_id, el.body, el.due_at, el.attempt FROM eligible el
+            WHERE el.id = (SELECT e2.id FROM eligible e2 WHERE e2.run_id = el.run_id
                            ORDER BY e2.due_at, e2.id LIMIT 1)
-               AND e.due_at <= ?1
-             ORDER BY e.due_at, e.id",
-        )?;
+              AND el.due_at <= ?1
+            ORDER BY el.due_at, el.id"
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(params![now.as_millis()], row_to_pending)?;
         let mut out = Vec::new();
         for row in rows {
@@ -356,9 +359,8 @@ impl Store {
     /// When the next pending effect of a run not in `busy` is due.
     pub fn next_due(&self, busy: &[RunId]) -> Result<Option<Timestamp>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT run_id, MIN(due_at) FROM effects WHERE status = 'pending' GROUP BY run_id",
-        )?;
+        let sql = format!("{ELIGIBLE} SELECT run_id, MIN(due_at) FROM eligible GROUP BY run_id");
+        let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
         let mut next: Option<i64> = None;
         for row in rows {
@@ -369,6 +371,27 @@ impl Store {
             next = Some(next.map_or(due, |n: i64| n.min(due)));
         }
         Ok(next.map(Timestamp::from_millis))
+    }
+
+    /// Note that an effect is being executed. Returns whether an earlier execution had already
+    /// started it (and so may have done its work before the process stopped).
+    pub fn mark_started(&self, effect_id: i64, now: Timestamp) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        let before: Option<i64> = conn
+            .query_row(
+                "SELECT started_at FROM effects WHERE id = ?1",
+                params![effect_id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        if before.is_none() {
+            conn.execute(
+                "UPDATE effects SET started_at = ?2 WHERE id = ?1",
+                params![effect_id, now.as_millis()],
+            )?;
+        }
+        Ok(before.is_some())
     }
 
     /// Is another effect of this kind pending for the run after `effect_id`?
@@ -559,6 +582,34 @@ impl Store {
     }
 }
 
+/// Bring a store written by an older version up to date (columns added since).
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let mut columns = Vec::new();
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('effects')")?;
+    for name in stmt.query_map([], |r| r.get::<_, String>(0))? {
+        columns.push(name?);
+    }
+    if !columns.iter().any(|c| c == "lane") {
+        conn.execute_batch("ALTER TABLE effects ADD COLUMN lane TEXT NOT NULL DEFAULT 'work';")?;
+    }
+    if !columns.iter().any(|c| c == "started_at") {
+        conn.execute_batch("ALTER TABLE effects ADD COLUMN started_at INTEGER;")?;
+    }
+    Ok(())
+}
+
+/// Pending effects a run may execute now: work effects, and the earliest pending Slack effect
+/// (a run's messages go out strictly in the order they were decided, even when one of them
+/// waits out a rate limit).
+const ELIGIBLE: &str = "
+    WITH eligible AS (
+        SELECT e.id, e.run_id, e.body, e.due_at, e.attempt FROM effects e
+        WHERE e.status = 'pending'
+          AND NOT (e.lane = 'slack' AND EXISTS (
+              SELECT 1 FROM effects p
+              WHERE p.run_id = e.run_id AND p.status = 'pending' AND p.lane = 'slack' AND p.id < e.id))
+    )";
+
 fn write_change(
     conn: &Connection,
     run_id: &RunId,
@@ -589,13 +640,15 @@ fn write_change(
     }
     for s in &change.effects {
         conn.execute(
-            "INSERT INTO effects (run_id, kind, body, due_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO effects (run_id, kind, body, due_at, created_at, lane)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 run_id.as_str(),
                 s.effect.name(),
                 to_json(&s.effect)?,
                 s.due.as_millis(),
-                now.as_millis()
+                now.as_millis(),
+                s.effect.lane(),
             ],
         )?;
     }
@@ -780,6 +833,75 @@ mod tests {
                 .has_later_pending(&a.id, due[0].id, "update_top_message")
                 .unwrap()
         );
+    }
+
+    #[test]
+    fn a_runs_messages_never_overtake_each_other_but_work_goes_on() {
+        let store = Store::open_in_memory().unwrap();
+        let a = run("a", 0);
+        let change = Change {
+            effects: vec![
+                // The top message waits out a rate limit…
+                Scheduled {
+                    effect: Effect::PostTopMessage,
+                    due: Timestamp::from_millis(1000),
+                },
+                // …so the note decided after it waits too, though it is due now…
+                Scheduled {
+                    effect: Effect::OfferCancel,
+                    due: Timestamp::from_millis(0),
+                },
+                // …while AWS work is not held up.
+                Scheduled {
+                    effect: Effect::PollGroup,
+                    due: Timestamp::from_millis(5),
+                },
+            ],
+            ..Change::default()
+        };
+        store.create_run(&a, &change).unwrap();
+        let due = store
+            .due_effects(Timestamp::from_millis(10), &[], 10)
+            .unwrap();
+        assert_eq!(
+            due.iter().map(|p| p.effect.clone()).collect::<Vec<_>>(),
+            vec![Effect::PollGroup]
+        );
+        store
+            .complete_effect(due[0].id, &a.id, Timestamp::from_millis(10), None)
+            .unwrap();
+        assert!(
+            store
+                .due_effects(Timestamp::from_millis(10), &[], 10)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store.next_due(&[]).unwrap(),
+            Some(Timestamp::from_millis(1000))
+        );
+        let due = store
+            .due_effects(Timestamp::from_millis(1000), &[], 10)
+            .unwrap();
+        assert_eq!(due[0].effect, Effect::PostTopMessage);
+        assert!(
+            !store
+                .mark_started(due[0].id, Timestamp::from_millis(1000))
+                .unwrap()
+        );
+        assert!(
+            store
+                .mark_started(due[0].id, Timestamp::from_millis(1001))
+                .unwrap(),
+            "a second start knows"
+        );
+        store
+            .complete_effect(due[0].id, &a.id, Timestamp::from_millis(1000), None)
+            .unwrap();
+        let due = store
+            .due_effects(Timestamp::from_millis(1000), &[], 10)
+            .unwrap();
+        assert_eq!(due[0].effect, Effect::OfferCancel);
     }
 
     #[test]

@@ -352,6 +352,20 @@ impl Effect {
         }
     }
 
+    /// Which lane the effect runs in: a run's Slack messages (`slack`) go out strictly in
+    /// order; everything else (`work`) runs as soon as it is due.
+    pub fn lane(&self) -> &'static str {
+        match self {
+            Effect::PostTopMessage
+            | Effect::UpdateTopMessage
+            | Effect::PostNote { .. }
+            | Effect::Reply { .. }
+            | Effect::OfferCancel
+            | Effect::WithdrawCancelOffer { .. } => "slack",
+            _ => "work",
+        }
+    }
+
     /// Work that a cancelled or finished run no longer needs (messages, pages and the
     /// resume hook are never dropped).
     pub fn is_droppable_work(&self) -> bool {

@@ -29,6 +29,9 @@ use super::machine::{AwsOp, Decision, Effect, Event, HookPhase, PageAction, Reje
 use super::page::page_event;
 use super::run::{Run, TopMessage, Trigger};
 
+/// The Slack message-metadata event type that marks a run's top message.
+pub const TOP_MESSAGE_EVENT: &str = "redis_autoscaler_run";
+
 /// Everything the runner talks to.
 pub struct Deps {
     pub store: Arc<Store>,
@@ -736,47 +739,115 @@ impl Runner {
                     );
                     return Executed::Done;
                 }
-                let msg = blocks::render_top(run, now);
-                match deps.slack.post_message(&run.channel, None, &msg).await {
-                    Ok(posted) => {
+                // An earlier attempt may have reached Slack even if its answer never came back
+                // (a timeout, a crash): look for the run's message before posting one.
+                let store = deps.store.clone();
+                let effect_id = pending.id;
+                let tried_before = matches!(
+                    blocking(move || store.mark_started(effect_id, now)).await,
+                    Ok(Ok(true))
+                ) || pending.attempt > 1;
+                let found = if tried_before {
+                    match deps
+                        .slack
+                        .find_by_metadata(
+                            &run.channel,
+                            run.created_at.as_secs() - 60,
+                            TOP_MESSAGE_EVENT,
+                            "run_id",
+                            run.id.as_str(),
+                        )
+                        .await
+                    {
+                        Ok(found) => found,
+                        Err(e) => {
+                            log("slack", "conversations.history", format!("error: {e}"));
+                            return Executed::Retry {
+                                error: e.to_string(),
+                                after: e.retry_after(),
+                                policy: delivery,
+                                fail: Some(Box::new(Event::TopMessageFailed {
+                                    error: format!("could not check for an earlier post: {e}"),
+                                })),
+                            };
+                        }
+                    }
+                } else {
+                    None
+                };
+                let posted = match found {
+                    Some(ts) => {
                         log(
                             "slack",
-                            "chat.postMessage",
+                            "conversations.history",
                             format!(
-                                "top message posted in {} (ts {})",
-                                posted.channel, posted.ts
+                                "the top message was already posted (ts {ts}); not posting again"
                             ),
                         );
-                        let permalink =
-                            match deps.slack.permalink(&posted.channel, &posted.ts).await {
-                                Ok(link) => Some(link),
-                                Err(e) => {
-                                    log("slack", "chat.getPermalink", format!("error: {e}"));
-                                    None
-                                }
-                            };
-                        Executed::Event(Event::TopMessagePosted {
-                            message: TopMessage {
-                                channel: posted.channel,
-                                ts: posted.ts,
-                                permalink,
-                            },
-                        })
+                        // It shows the run as it was then; bring it up to date.
+                        let msg = blocks::render_top(run, now);
+                        if let Err(e) = deps.slack.update_message(&run.channel, &ts, &msg).await {
+                            log("slack", "chat.update", format!("error: {e}"));
+                        }
+                        crate::slack::api::PostedMessage {
+                            channel: run.channel.clone(),
+                            ts,
+                        }
                     }
+                    None => {
+                        let msg = blocks::render_top(run, now);
+                        let payload = serde_json::json!({ "run_id": run.id.as_str() });
+                        match deps
+                            .slack
+                            .post_message_with_metadata(
+                                &run.channel,
+                                &msg,
+                                TOP_MESSAGE_EVENT,
+                                &payload,
+                            )
+                            .await
+                        {
+                            Ok(posted) => {
+                                log(
+                                    "slack",
+                                    "chat.postMessage",
+                                    format!(
+                                        "top message posted in {} (ts {})",
+                                        posted.channel, posted.ts
+                                    ),
+                                );
+                                posted
+                            }
+                            Err(e) => {
+                                log("slack", "chat.postMessage", format!("error: {e}"));
+                                let fail = Event::TopMessageFailed {
+                                    error: e.to_string(),
+                                };
+                                return Executed::failed(
+                                    e.is_retryable(),
+                                    e.to_string(),
+                                    e.retry_after(),
+                                    delivery,
+                                    fail,
+                                );
+                            }
+                        }
+                    }
+                };
+                let permalink = match deps.slack.permalink(&posted.channel, &posted.ts).await {
+                    Ok(link) => Some(link),
                     Err(e) => {
-                        log("slack", "chat.postMessage", format!("error: {e}"));
-                        let fail = Event::TopMessageFailed {
-                            error: e.to_string(),
-                        };
-                        Executed::failed(
-                            e.is_retryable(),
-                            e.to_string(),
-                            e.retry_after(),
-                            delivery,
-                            fail,
-                        )
+                        log("slack", "chat.getPermalink", format!("error: {e}"));
+                        None
                     }
-                }
+                };
+                Executed::Event(Event::TopMessagePosted {
+                    message: TopMessage {
+                        channel: posted.channel,
+                        ts: posted.ts,
+                        permalink,
+                    },
+                })
             }
             Effect::UpdateTopMessage => {
                 let Some(top) = &run.message else {

@@ -651,5 +651,14 @@ async fn the_manifest_matches_the_routes_and_asks_only_for_needed_scopes() {
         .take_while(|l| l.trim_start().starts_with("- "))
         .map(|l| l.trim_start().trim_start_matches("- "))
         .collect();
-    assert_eq!(scopes, ["commands", "chat:write", "usergroups:read"]);
+    assert_eq!(
+        scopes,
+        [
+            "commands",
+            "chat:write",
+            "usergroups:read",
+            "channels:history",
+            "groups:history"
+        ]
+    );
 }

@@ -548,3 +548,105 @@ async fn pagerduty_5xx_is_retried_and_400_is_not() {
     );
     t.stop().await;
 }
+
+#[tokio::test]
+async fn a_top_message_slack_accepted_but_never_confirmed_is_not_posted_twice() {
+    let services = Services::start(sim_config()).await;
+    services.slack.fail_next(
+        "chat.postMessage",
+        1,
+        redis_autoscaler::standin::slack::Fault::AcceptThenFail(503),
+    );
+    let dir = TempDir::new();
+    let t = TestApp::spawn(&services, &config_text("", ""), &dir.db()).await;
+    let run = t.alarm().await;
+    approve(&t, &run).await;
+    let done = t.wait_done(&run).await;
+    assert_eq!(done.state_name(), "succeeded");
+    let tops = services.top_messages();
+    assert_eq!(
+        tops.len(),
+        1,
+        "one top message although the first answer was lost"
+    );
+    assert_eq!(done.message.unwrap().ts, tops[0].ts);
+    assert_eq!(
+        tops[0].metadata.as_ref().unwrap()["event_payload"]["run_id"],
+        run.as_str()
+    );
+    let audit = t.store.audit_trail(&run).unwrap();
+    assert!(
+        audit.iter().any(|a| a.detail.contains("already posted")),
+        "{audit:#?}"
+    );
+    t.stop().await;
+}
+
+/// The process dies while `chat.postMessage` for the top message is in flight: Slack has the
+/// message, the store only knows the attempt started. The next start finds it, posts nothing.
+#[tokio::test]
+async fn a_crash_during_the_top_message_post_does_not_post_it_twice() {
+    let services = Services::start(sim_config()).await;
+    let dir = TempDir::new();
+    let config = config_text("", "");
+    // Stop right after planning commits, before the top message effect runs.
+    let first = TestApp::spawn_with(
+        &services,
+        &config,
+        &dir.db(),
+        RunnerOptions {
+            halt_after_transitions: Some(1),
+        },
+    )
+    .await;
+    let run = first.alarm().await;
+    let store = first.store.clone();
+    let app = first.app.clone();
+    while !first.runner_finished() {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    first.wait_halted().await;
+    let pending = store.pending_effects(Some(&run)).unwrap();
+    let top = pending
+        .iter()
+        .find(|p| p.effect == redis_autoscaler::workflow::machine::Effect::PostTopMessage)
+        .expect("the top message is pending");
+    // What the dead process did: started the effect, and Slack accepted the post.
+    store
+        .mark_started(top.id, redis_autoscaler::domain::Timestamp::now())
+        .unwrap();
+    let posted = app
+        .runner
+        .slack()
+        .post_message_with_metadata(
+            &channel(),
+            &redis_autoscaler::slack::Message::text("(the post that was in flight)"),
+            redis_autoscaler::workflow::runner::TOP_MESSAGE_EVENT,
+            &serde_json::json!({ "run_id": run.as_str() }),
+        )
+        .await
+        .unwrap();
+
+    let second = TestApp::spawn(&services, &config, &dir.db()).await;
+    let r = second
+        .wait_for(&run, "the top message to be recorded", |r| {
+            r.message.is_some()
+        })
+        .await;
+    assert_eq!(
+        r.message.unwrap().ts,
+        posted.ts,
+        "the earlier post is adopted"
+    );
+    assert_eq!(services.top_messages().len(), 1, "nothing posted twice");
+    assert!(
+        services.top_messages()[0]
+            .rendered()
+            .contains("[ Approve ]"),
+        "and brought up to date"
+    );
+    approve(&second, &run).await;
+    assert_eq!(second.wait_done(&run).await.state_name(), "succeeded");
+    assert_eq!(services.top_messages().len(), 1);
+    second.stop().await;
+}
