@@ -21,7 +21,7 @@ use crate::hooks::HookClient;
 use crate::pagerduty::PagerDutyClient;
 use crate::slack::api::SlackClient;
 use crate::slack::approvers::ApproverDirectory;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::workflow::machine::{Actor, Event};
 use crate::workflow::run::Trigger;
 use crate::workflow::runner::{
@@ -151,10 +151,21 @@ impl App {
         self
     }
 
+    /// Run store work off the async threads (SQLite calls block).
+    pub async fn store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, RunnerError> {
+        let store = self.runner.store().clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| RunnerError::Internal(format!("store task failed: {e}")))?
+            .map_err(RunnerError::from)
+    }
+
     /// Handle a CloudWatch alarm (from EventBridge or SNS): start a run, note it on the active
     /// run, or explain why not. Deliveries are idempotent: a retry changes nothing.
     pub async fn handle_alarm(&self, alarm: Alarm) -> Result<AlarmOutcome, RunnerError> {
-        let store = self.runner.store().clone();
         if !alarm
             .description
             .starts_with(&self.config.alarms.description_prefix)
@@ -164,7 +175,8 @@ impl App {
                 self.config.alarms.description_prefix
             )));
         }
-        if store.alarm_seen(&alarm.delivery_id)? {
+        let delivery = alarm.delivery_id.clone();
+        if self.store(move |s| s.alarm_seen(&delivery)).await? {
             crate::telemetry::alarm("duplicate");
             return Ok(AlarmOutcome::Duplicate);
         }
@@ -172,15 +184,19 @@ impl App {
             Some(g) => g,
             None => {
                 let outcome = if alarm.state == AlarmState::Alarm {
-                    self.post_notice(
-                        &self.config.slack.channel,
-                        blocks::render_unknown_group_notice(&alarm),
-                    );
                     AlarmOutcome::UnknownGroup
                 } else {
                     AlarmOutcome::Ignored("the alarm maps to no managed group".into())
                 };
-                self.record(&alarm, None, &outcome)?;
+                // Claim the delivery before saying anything, so concurrent retries say it once.
+                if self.record(&alarm, None, &outcome).await?
+                    && outcome == AlarmOutcome::UnknownGroup
+                {
+                    self.post_notice(
+                        &self.config.slack.channel,
+                        blocks::render_unknown_group_notice(&alarm),
+                    );
+                }
                 return Ok(outcome);
             }
         };
@@ -190,8 +206,10 @@ impl App {
             .expect("group_for returns managed groups")
             .clone();
         let now = Timestamp::now();
-        let active = store.active_run(&group)?;
-        let last = store.last_success(&group)?;
+        let g = group.clone();
+        let (active, last) = self
+            .store(move |s| Ok((s.active_run(&g)?, s.last_success(&g)?)))
+            .await?;
         let outcome = match on_alarm(
             alarm.state,
             active.as_ref(),
@@ -214,11 +232,15 @@ impl App {
                 since,
                 remaining,
             } => {
-                self.post_notice(
-                    &gc.channel,
-                    blocks::render_cooldown_notice(&gc.id, &alarm, &last, since, remaining),
-                );
-                AlarmOutcome::Cooldown(group.clone())
+                let outcome = AlarmOutcome::Cooldown(group.clone());
+                // Claim the delivery before saying anything, so concurrent retries say it once.
+                if self.record(&alarm, Some(&group), &outcome).await? {
+                    self.post_notice(
+                        &gc.channel,
+                        blocks::render_cooldown_notice(&gc.id, &alarm, &last, since, remaining),
+                    );
+                }
+                return Ok(outcome);
             }
             AlarmAction::Start => {
                 let trigger = Trigger::Alarm {
@@ -237,7 +259,7 @@ impl App {
                 }
             }
         };
-        self.record(&alarm, Some(&group), &outcome)?;
+        self.record(&alarm, Some(&group), &outcome).await?;
         Ok(outcome)
     }
 
@@ -253,27 +275,23 @@ impl App {
         })
     }
 
-    fn record(
+    /// Log what a delivery did; false if this delivery was logged before.
+    async fn record(
         &self,
         alarm: &Alarm,
         group: Option<&ReplicationGroupId>,
         outcome: &AlarmOutcome,
-    ) -> Result<(), RunnerError> {
+    ) -> Result<bool, RunnerError> {
         crate::telemetry::alarm(outcome.name());
         let state = match alarm.state {
             AlarmState::Alarm => "ALARM",
             AlarmState::Ok => "OK",
             AlarmState::InsufficientData => "INSUFFICIENT_DATA",
         };
-        self.runner.store().record_alarm(
-            &alarm.delivery_id,
-            alarm.at,
-            &alarm.name,
-            state,
-            group,
-            outcome.name(),
-        )?;
-        Ok(())
+        let (delivery, at, name) = (alarm.delivery_id.clone(), alarm.at, alarm.name.clone());
+        let (group, outcome) = (group.cloned(), outcome.name());
+        self.store(move |s| s.record_alarm(&delivery, at, &name, state, group.as_ref(), outcome))
+            .await
     }
 
     /// Which managed group an alarm is about: an explicit mapping by alarm name, the

@@ -105,22 +105,7 @@ async fn serve(path: PathBuf) -> anyhow::Result<i32> {
             return Ok(2);
         }
     };
-    let missing: Vec<&str> = [
-        ("SLACK_BOT_TOKEN", config.secrets.slack_bot_token.is_some()),
-        (
-            "SLACK_SIGNING_SECRET",
-            config.secrets.slack_signing_secret.is_some(),
-        ),
-        (
-            "PAGERDUTY_ROUTING_KEY",
-            config.secrets.pagerduty_routing_key.is_some(),
-        ),
-        ("ALARM_API_KEY", config.secrets.alarm_api_key.is_some()),
-    ]
-    .into_iter()
-    .filter(|(_, set)| !set)
-    .map(|(name, _)| name)
-    .collect();
+    let missing = config.missing_secrets();
     if !missing.is_empty() {
         eprintln!("missing environment variable(s): {}", missing.join(", "));
         return Ok(2);

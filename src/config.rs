@@ -89,10 +89,23 @@ pub struct RetryPolicy {
 
 impl RetryPolicy {
     /// The wait before attempt number `next_attempt` (2 = the first retry).
+    /// Waits grow by `backoff` but never beyond five minutes: a long outage is retried every
+    /// five minutes, not once an hour.
     pub fn delay_before(&self, next_attempt: u32) -> Duration {
         let n = next_attempt.saturating_sub(2) as i32;
         let ms = self.interval.as_millis() as f64 * self.backoff.powi(n);
-        Duration::from_millis(ms.min(24.0 * 3600.0 * 1000.0) as u64)
+        Duration::from_millis(ms.min(Self::MAX_DELAY.as_millis() as f64) as u64)
+    }
+
+    pub const MAX_DELAY: Duration = Duration::from_secs(300);
+
+    /// Pages matter more than any other delivery: at least 20 tries (with the default
+    /// `[delivery]` schedule, about an hour) before a page is given up on.
+    pub fn for_pages(self) -> RetryPolicy {
+        RetryPolicy {
+            attempts: self.attempts.max(20),
+            ..self
+        }
     }
 }
 
@@ -255,6 +268,29 @@ impl Config {
         }
     }
 
+    /// The environment variables `serve` needs and doesn't have. `HOOK_SIGNING_SECRET` is
+    /// needed as soon as a pause or resume hook is configured: hooks are never sent unsigned.
+    pub fn missing_secrets(&self) -> Vec<&'static str> {
+        let s = &self.secrets;
+        let hooks = std::iter::once(&self.defaults)
+            .chain(self.groups.values().map(|g| &g.policy))
+            .any(|p| p.pause_url.is_some() || p.resume_url.is_some());
+        [
+            ("SLACK_BOT_TOKEN", s.slack_bot_token.is_some()),
+            ("SLACK_SIGNING_SECRET", s.slack_signing_secret.is_some()),
+            ("PAGERDUTY_ROUTING_KEY", s.pagerduty_routing_key.is_some()),
+            ("ALARM_API_KEY", s.alarm_api_key.is_some()),
+            (
+                "HOOK_SIGNING_SECRET",
+                !hooks || s.hook_signing_secret.is_some(),
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(name, _)| name)
+        .collect()
+    }
+
     /// Risky but valid settings an operator should know about.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -334,11 +370,11 @@ impl Config {
             ));
             out.push_str(&format!(
                 "pause_url = \"{}\"\n",
-                p.pause_url.as_deref().unwrap_or("")
+                redact_url(p.pause_url.as_deref())
             ));
             out.push_str(&format!(
                 "resume_url = \"{}\"\n",
-                p.resume_url.as_deref().unwrap_or("")
+                redact_url(p.resume_url.as_deref())
             ));
             out.push_str(&format!("hook_timeout = {}\n", d(p.hook_timeout)));
             out.push_str(&format!(
@@ -1157,6 +1193,27 @@ impl<'s> Walker<'s> {
     }
 }
 
+/// A URL fit to print: no user:password, no query string (either may carry a token).
+fn redact_url(url: Option<&str>) -> String {
+    let Some(url) = url else {
+        return String::new();
+    };
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let rest = match rest.split_once('@') {
+        Some((userinfo, host)) if !userinfo.contains('/') => format!("[redacted]@{host}"),
+        _ => rest.to_string(),
+    };
+    let rest = match rest.split_once('?') {
+        Some((path, _)) => format!("{path}?[redacted]"),
+        None => rest,
+    };
+    if scheme.is_empty() {
+        rest
+    } else {
+        format!("{scheme}://{rest}")
+    }
+}
+
 fn parse_hook_url(s: &str) -> Result<Option<String>, String> {
     let s = s.trim();
     if s.is_empty() {
@@ -1431,6 +1488,36 @@ colour = "blue"
     }
 
     #[test]
+    fn hook_urls_print_without_credentials_and_hooks_need_a_signing_secret() {
+        let text = format!(
+            "{DESIGN_EXAMPLE}\n[groups.other]\npause_url = \"https://u:p@hooks.example/pause?token=abc\"\n"
+        );
+        let c = parse(&text).unwrap();
+        let shown = c.render_redacted();
+        assert!(
+            shown.contains("https://[redacted]@hooks.example/pause?[redacted]"),
+            "{shown}"
+        );
+        assert!(!shown.contains("token=abc") && !shown.contains("u:p"));
+        assert!(c.missing_secrets().contains(&"HOOK_SIGNING_SECRET"));
+        let env = Env::default()
+            .with("SLACK_BOT_TOKEN", "x")
+            .with("SLACK_SIGNING_SECRET", "x")
+            .with("PAGERDUTY_ROUTING_KEY", "x")
+            .with("ALARM_API_KEY", "x");
+        assert_eq!(
+            Config::parse(DESIGN_EXAMPLE, &env)
+                .unwrap()
+                .missing_secrets(),
+            Vec::<&str>::new()
+        );
+        assert_eq!(
+            Config::parse(&text, &env).unwrap().missing_secrets(),
+            vec!["HOOK_SIGNING_SECRET"]
+        );
+    }
+
+    #[test]
     fn retry_delays_grow_by_the_backoff() {
         let r = RetryPolicy {
             interval: Duration::from_secs(15),
@@ -1440,5 +1527,7 @@ colour = "blue"
         assert_eq!(r.delay_before(2), Duration::from_secs(15));
         assert_eq!(r.delay_before(3), Duration::from_millis(22_500));
         assert_eq!(r.delay_before(4), Duration::from_millis(33_750));
+        assert_eq!(r.delay_before(30), RetryPolicy::MAX_DELAY, "capped");
+        assert_eq!(r.for_pages().attempts, 20);
     }
 }

@@ -124,7 +124,7 @@ pub async fn commands(State(app): State<App>, SlackVerified(body): SlackVerified
             &name,
             unknown.as_deref(),
         ))),
-        Command::Runs => match app.runner.store().recent_runs(None, 10) {
+        Command::Runs => match app.store(|s| s.recent_runs(None, 10)).await {
             Ok(runs) => ephemeral(answers::runs(&runs, Timestamp::now())),
             Err(e) => internal(e),
         },
@@ -132,12 +132,14 @@ pub async fn commands(State(app): State<App>, SlackVerified(body): SlackVerified
             let Some(gc) = app.config.group(&group) else {
                 return ephemeral(unknown_group(&app, &group));
             };
-            let store = app.runner.store();
-            let (active, recent) =
-                match (store.active_run(&group), store.recent_runs(Some(&group), 5)) {
-                    (Ok(a), Ok(r)) => (a, r),
-                    (Err(e), _) | (_, Err(e)) => return internal(e),
-                };
+            let g = group.clone();
+            let (active, recent) = match app
+                .store(move |s| Ok((s.active_run(&g)?, s.recent_runs(Some(&g), 5)?)))
+                .await
+            {
+                Ok(found) => found,
+                Err(e) => return internal(e),
+            };
             let live = response_url.is_some();
             if let Some(url) = response_url {
                 let aws = app.runner.aws().clone();
@@ -201,7 +203,12 @@ pub async fn commands(State(app): State<App>, SlackVerified(body): SlackVerified
                                 node_type.as_ref(),
                                 &gc.policy,
                             );
-                            let last = app2.runner.store().last_success(&gc.id).ok().flatten();
+                            let id = gc.id.clone();
+                            let last = app2
+                                .store(move |s| s.last_success(&id))
+                                .await
+                                .ok()
+                                .flatten();
                             answers::dry_run(
                                 &gc,
                                 plan.as_ref().map_err(|e| e.as_str()),
@@ -221,7 +228,8 @@ pub async fn commands(State(app): State<App>, SlackVerified(body): SlackVerified
                     "Working out the plan for {group}… (dry run: nothing will change)"
                 )));
             }
-            if let Ok(Some(active)) = app.runner.store().active_run(&group) {
+            let g = group.clone();
+            if let Ok(Some(active)) = app.store(move |s| s.active_run(&g)).await {
                 return ephemeral(already_active(&active));
             }
             let trigger = Trigger::Command {
@@ -233,7 +241,13 @@ pub async fn commands(State(app): State<App>, SlackVerified(body): SlackVerified
                     "Started run `{id}` for {group}. The plan and the Approve button will be in <#{}> in a moment.",
                     gc.channel
                 ))),
-                Ok(Started::AlreadyActive(id)) => match app.runner.store().run(&id) {
+                Ok(Started::AlreadyActive(id)) => match app
+                    .store({
+                        let id = id.clone();
+                        move |s| s.run(&id)
+                    })
+                    .await
+                {
                     Ok(Some(active)) => ephemeral(already_active(&active)),
                     _ => ephemeral(answers::text(format!(
                         "{group} already has an active run: `{id}`."
@@ -384,35 +398,36 @@ pub async fn interactions(State(app): State<App>, SlackVerified(body): SlackVeri
     StatusCode::OK.into_response()
 }
 
-/// The "start anyway" button on a cooldown notice: approvers only.
+/// The "start anyway" button on a cooldown notice: approvers only. Answered in the background
+/// (the approver check may ask Slack).
 async fn start_anyway(
     app: &App,
     group: &crate::domain::ReplicationGroupId,
     user: &SlackUserId,
     response_url: Option<String>,
 ) {
-    let is_approver = match app.approvers.cached_verdict(user) {
-        Some(v) => v,
-        None => app.approvers.is_approver(user).await,
-    };
-    if !is_approver {
-        answer_later(
-            app,
-            response_url,
-            answers::text("Only approvers can start a run during the cooldown."),
-        );
-        return;
-    }
-    let trigger = Trigger::Command {
-        user: user.clone(),
-        response_url: response_url.clone(),
-    };
-    let msg = match app.start_run(group, None, trigger).await {
-        Ok(Started::Created(id)) => answers::text(format!("Started run `{id}` for {group}.")),
-        Ok(Started::AlreadyActive(id)) => {
-            answers::text(format!("{group} already has an active run: `{id}`."))
+    let (app, group, user) = (app.clone(), group.clone(), user.clone());
+    tokio::spawn(async move {
+        let is_approver = match app.approvers.cached_verdict(&user) {
+            Some(v) => v,
+            None => app.approvers.is_approver(&user).await,
+        };
+        if !is_approver {
+            let msg = answers::text("Only approvers can start a run during the cooldown.");
+            answer_later(&app, response_url, msg);
+            return;
         }
-        Err(e) => answers::text(e.to_string()),
-    };
-    answer_later(app, response_url, msg);
+        let trigger = Trigger::Command {
+            user: user.clone(),
+            response_url: response_url.clone(),
+        };
+        let msg = match app.start_run(&group, None, trigger).await {
+            Ok(Started::Created(id)) => answers::text(format!("Started run `{id}` for {group}.")),
+            Ok(Started::AlreadyActive(id)) => {
+                answers::text(format!("{group} already has an active run: `{id}`."))
+            }
+            Err(e) => answers::text(e.to_string()),
+        };
+        answer_later(&app, response_url, msg);
+    });
 }

@@ -16,6 +16,8 @@ use super::api::SlackClient;
 
 /// How long a user group's membership is trusted before it is read again.
 const MEMBERSHIP_TTL: Duration = Duration::from_secs(300);
+/// When Slack can't be asked, how old a membership may be and still be used.
+const STALE_LIMIT: Duration = Duration::from_secs(1800);
 
 pub struct ApproverDirectory {
     approvers: Vec<Approver>,
@@ -58,6 +60,8 @@ impl ApproverDirectory {
         for approver in &self.approvers {
             if let Approver::Group(group) = approver {
                 match cache.get(group) {
+                    // Too old to trust without asking Slack again.
+                    Some((at, _)) if at.elapsed() >= MEMBERSHIP_TTL => unknown = true,
                     Some((_, members)) if members.contains(user) => return Some(true),
                     Some(_) => {}
                     None => unknown = true,
@@ -106,8 +110,12 @@ impl ApproverDirectory {
             }
             Err(e) => {
                 warn!(usergroup = %group, error = %e, "could not read user group members");
-                // A stale answer beats none; with none, nobody from this group may approve.
-                cached.map(|(_, m)| m).unwrap_or_default()
+                // A recent answer beats none; an old one is not trusted: nobody from this group
+                // may approve until Slack answers again (fail closed).
+                cached
+                    .filter(|(at, _)| at.elapsed() < STALE_LIMIT)
+                    .map(|(_, m)| m)
+                    .unwrap_or_default()
             }
         }
     }

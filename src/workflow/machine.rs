@@ -1062,7 +1062,6 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
                 plan,
                 snapshot,
                 started,
-                polls,
                 ..
             },
             Event::ModifyRequested { group },
@@ -1079,7 +1078,9 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
                 started: *started,
                 requested: true,
                 seen_modifying,
-                polls: *polls,
+                // Polls count from here: waits for a busy group before the request don't
+                // count towards "the modification never started".
+                polls: 0,
             });
             if group.is_available() && group.node_type.as_ref() == Some(&plan.target) {
                 b.succeed(plan.clone(), snapshot.clone());

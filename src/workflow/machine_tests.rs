@@ -1107,6 +1107,21 @@ fn modify_transitions() {
 }
 
 #[test]
+fn waits_for_a_busy_group_do_not_count_as_polls_of_the_modification() {
+    let t = check(
+        "requested after three busy waits",
+        modifying(false, false, 3),
+        Event::ModifyRequested {
+            group: group_info("modifying", "cache.r6g.large"),
+        },
+        at(61_000),
+        Expect::Accept("modifying", &["post_note", "poll_group"]),
+    )
+    .unwrap();
+    assert!(matches!(t.run.state, State::Modifying { polls: 0, .. }));
+}
+
+#[test]
 fn resume_transitions() {
     use Expect::*;
     check(

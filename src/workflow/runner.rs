@@ -384,15 +384,18 @@ impl Runner {
                 );
                 tasks.spawn(
                     async move {
-                        let run_id = pending.run_id.clone();
+                        // Frees the run for its next effect however this task ends, a panic
+                        // included.
+                        let _release = Release {
+                            runner: me.clone(),
+                            run_id: pending.run_id.clone(),
+                        };
                         if let Err(e) = me.execute(pending).await
                             && !matches!(e, RunnerError::Halted)
                         {
                             error!(error = %e, "effect could not be completed; it stays pending");
                             tokio::time::sleep(Duration::from_secs(1)).await;
                         }
-                        me.busy().remove(&run_id);
-                        me.inner.notify.notify_one();
                     }
                     .instrument(span),
                 );
@@ -1025,7 +1028,13 @@ impl Runner {
                             action: action.clone(),
                             error: e.to_string(),
                         };
-                        Executed::failed(e.is_retryable(), e.to_string(), None, delivery, fail)
+                        Executed::failed(
+                            e.is_retryable(),
+                            e.to_string(),
+                            None,
+                            delivery.for_pages(),
+                            fail,
+                        )
                     }
                 }
             }
@@ -1096,6 +1105,19 @@ fn opt(t: &Option<NodeType>) -> String {
     t.as_ref()
         .map(|t| t.to_string())
         .unwrap_or_else(|| "?".into())
+}
+
+/// Marks a run free again (and wakes the dispatcher) when an effect task ends.
+struct Release {
+    runner: Runner,
+    run_id: RunId,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.runner.busy().remove(&self.run_id);
+        self.runner.inner.notify.notify_one();
+    }
 }
 
 /// Metrics for what a transition finished: steps that ended, and the run if it ended.

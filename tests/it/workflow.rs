@@ -650,3 +650,98 @@ async fn a_crash_during_the_top_message_post_does_not_post_it_twice() {
     assert_eq!(services.top_messages().len(), 1);
     second.stop().await;
 }
+
+fn hook_keys(services: &Services) -> String {
+    format!(
+        "pause_url = \"{}\"\nresume_url = \"{}\"",
+        services.hooks.url("pause"),
+        services.hooks.url("resume")
+    )
+}
+
+#[tokio::test]
+async fn workers_are_resumed_after_a_failed_snapshot_and_after_a_cancel() {
+    let services = Services::start(sim_config()).await;
+    services.sim.fail_snapshots_of(&group());
+    let dir = TempDir::new();
+    let t = TestApp::spawn(
+        &services,
+        &config_text(&hook_keys(&services), ""),
+        &dir.db(),
+    )
+    .await;
+    let run = t.alarm().await;
+    approve(&t, &run).await;
+    let done = t.wait_done(&run).await;
+    assert!(matches!(
+        done.outcome(),
+        Some(Outcome::Failed {
+            step: Step::Snapshot,
+            ..
+        })
+    ));
+    assert_eq!(services.hooks.accepted_phases(), ["pause", "resume"]);
+    assert_eq!(services.hooks.calls()[1].body["outcome"], "failed");
+    t.stop().await;
+
+    let mut sim = sim_config();
+    sim.snapshot_duration = std::time::Duration::from_secs(3600);
+    let services = Services::start(sim).await;
+    let dir = TempDir::new();
+    let t = TestApp::spawn(
+        &services,
+        &config_text(&hook_keys(&services), ""),
+        &dir.db(),
+    )
+    .await;
+    let run = t.alarm().await;
+    approve(&t, &run).await;
+    t.wait_for(&run, "the snapshot", |r| {
+        matches!(r.state, State::Snapshotting { created: true, .. })
+    })
+    .await;
+    let s = t
+        .app
+        .act(&run, &user(ONCALL2), UserAction::Cancel)
+        .await
+        .unwrap();
+    assert!(matches!(s, Submitted::Accepted(_)), "{s:?}");
+    let done = t.wait_done(&run).await;
+    assert_eq!(done.state_name(), "cancelled");
+    assert_eq!(services.hooks.accepted_phases(), ["pause", "resume"]);
+    assert_eq!(services.hooks.calls()[1].body["outcome"], "cancelled");
+    assert_eq!(services.sim.attempts("ModifyReplicationGroup"), 0);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_hook_that_fails_once_is_retried() {
+    let services = Services::start(sim_config()).await;
+    services.hooks.fail_next("pause", 1, 503);
+    let dir = TempDir::new();
+    let t = TestApp::spawn(
+        &services,
+        &config_text(&hook_keys(&services), ""),
+        &dir.db(),
+    )
+    .await;
+    let run = t.alarm().await;
+    approve(&t, &run).await;
+    assert_eq!(t.wait_done(&run).await.state_name(), "succeeded");
+    let calls: Vec<(String, u16)> = services
+        .hooks
+        .calls()
+        .into_iter()
+        .map(|c| (c.phase, c.status))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            ("pause".to_string(), 503),
+            ("pause".to_string(), 200),
+            ("resume".to_string(), 200)
+        ]
+    );
+    assert!(services.pages().is_empty());
+    t.stop().await;
+}
