@@ -16,16 +16,7 @@ fn event(id: &str, group: &str, state: &str, value: f64) -> String {
 }
 
 async fn post_event(t: &TestApp, body: &str, key: Option<&str>) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
-        .post(t.url("/alarms/eventbridge"))
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    if let Some(k) = key {
-        req = req.header("X-Api-Key", k);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    post_eventbridge(&t.url(""), body, key).await
 }
 
 fn run_id(answer: &Value) -> RunId {

@@ -13,15 +13,10 @@ use serde_json::Value;
 use crate::support::*;
 
 async fn deliver(base: &str, id: &str) -> Value {
-    let resp = reqwest::Client::new()
-        .post(format!("{base}/alarms/eventbridge"))
-        .header("X-Api-Key", ALARM_KEY)
-        .body(eventbridge_event(id, GROUP, "ALARM", 93.2))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    resp.json().await.unwrap()
+    let body = eventbridge_event(id, GROUP, "ALARM", 93.2);
+    let (status, answer) = post_eventbridge(base, &body, Some(ALARM_KEY)).await;
+    assert_eq!(status, 200, "{answer}");
+    answer
 }
 
 #[tokio::test]

@@ -422,6 +422,25 @@ pub fn eventbridge_event(id: &str, group: &str, state: &str, value: f64) -> Stri
     v.to_string()
 }
 
+/// POST an EventBridge event to `{base}/alarms/eventbridge` (with `X-Api-Key` when given);
+/// the status and the JSON answer.
+pub async fn post_eventbridge(
+    base: &str,
+    body: &str,
+    key: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}/alarms/eventbridge"))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(k) = key {
+        req = req.header("X-Api-Key", k);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
 /// Wait (up to 5 s) until `f` holds.
 pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     for _ in 0..500 {

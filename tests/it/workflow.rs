@@ -251,11 +251,7 @@ async fn thirty_percent_of_aws_calls_throttled_still_succeeds_with_one_snapshot_
 #[tokio::test]
 async fn pause_and_resume_hooks_wrap_the_work_and_are_signed() {
     let services = Services::start(sim_config()).await;
-    let hooks = format!(
-        "pause_url = \"{}\"\nresume_url = \"{}\"",
-        services.hooks.url("pause"),
-        services.hooks.url("resume")
-    );
+    let hooks = hook_keys(&services);
     let dir = TempDir::new();
     let t = TestApp::spawn(&services, &config_text(&hooks, ""), &dir.db()).await;
     let run = t.alarm().await;
@@ -275,11 +271,7 @@ async fn pause_and_resume_hooks_wrap_the_work_and_are_signed() {
 async fn a_failing_pause_hook_touches_nothing_resumes_and_pages() {
     let services = Services::start(sim_config()).await;
     services.hooks.fail_next("pause", 100, 500);
-    let hooks = format!(
-        "pause_url = \"{}\"\nresume_url = \"{}\"",
-        services.hooks.url("pause"),
-        services.hooks.url("resume")
-    );
+    let hooks = hook_keys(&services);
     let dir = TempDir::new();
     let t = TestApp::spawn(&services, &config_text(&hooks, ""), &dir.db()).await;
     let run = t.alarm().await;
@@ -314,11 +306,7 @@ async fn a_failing_pause_hook_touches_nothing_resumes_and_pages() {
 async fn a_failing_resume_hook_pages_and_says_workers_may_still_be_paused() {
     let services = Services::start(sim_config()).await;
     services.hooks.fail_next("resume", 100, 503);
-    let hooks = format!(
-        "pause_url = \"{}\"\nresume_url = \"{}\"",
-        services.hooks.url("pause"),
-        services.hooks.url("resume")
-    );
+    let hooks = hook_keys(&services);
     let dir = TempDir::new();
     let t = TestApp::spawn(&services, &config_text(&hooks, ""), &dir.db()).await;
     let run = t.alarm().await;
@@ -350,11 +338,7 @@ async fn a_restart_at_every_step_boundary_completes_the_run_exactly_once() {
     let mut boundaries = 0;
     for k in 1..=60 {
         let services = Services::start(sim_config()).await;
-        let hooks = format!(
-            "approval = \"auto\"\npause_url = \"{}\"\nresume_url = \"{}\"",
-            services.hooks.url("pause"),
-            services.hooks.url("resume")
-        );
+        let hooks = format!("approval = \"auto\"\n{}", hook_keys(&services));
         let config = config_text(&hooks, "");
         let dir = TempDir::new();
         let first = TestApp::spawn_with(
