@@ -157,10 +157,7 @@ impl App {
         f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, RunnerError> {
         let store = self.runner.store().clone();
-        tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(|e| RunnerError::Internal(format!("store task failed: {e}")))?
-            .map_err(RunnerError::from)
+        Ok(crate::workflow::runner::blocking(move || f(&store)).await??)
     }
 
     /// Handle a CloudWatch alarm (from EventBridge or SNS): start a run, note it on the active

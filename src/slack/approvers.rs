@@ -76,14 +76,22 @@ impl ApproverDirectory {
     pub async fn refresh(&self) {
         for approver in &self.approvers {
             if let Approver::Group(group) = approver {
-                match self.slack.usergroup_members(group).await {
-                    Ok(members) => {
-                        self.lock().insert(group.clone(), (Instant::now(), members));
-                    }
-                    Err(e) => {
-                        warn!(usergroup = %group, error = %e, "could not read user group members")
-                    }
-                }
+                let _ = self.fetch(group).await;
+            }
+        }
+    }
+
+    /// Ask Slack for a group's members and cache the answer.
+    async fn fetch(&self, group: &SlackUserGroupId) -> Option<Vec<SlackUserId>> {
+        match self.slack.usergroup_members(group).await {
+            Ok(members) => {
+                self.lock()
+                    .insert(group.clone(), (Instant::now(), members.clone()));
+                Some(members)
+            }
+            Err(e) => {
+                warn!(usergroup = %group, error = %e, "could not read user group members");
+                None
             }
         }
     }
@@ -102,21 +110,14 @@ impl ApproverDirectory {
         {
             return members.clone();
         }
-        match self.slack.usergroup_members(group).await {
-            Ok(members) => {
-                self.lock()
-                    .insert(group.clone(), (Instant::now(), members.clone()));
-                members
-            }
-            Err(e) => {
-                warn!(usergroup = %group, error = %e, "could not read user group members");
-                // A recent answer beats none; an old one is not trusted: nobody from this group
-                // may approve until Slack answers again (fail closed).
-                cached
-                    .filter(|(at, _)| at.elapsed() < STALE_LIMIT)
-                    .map(|(_, m)| m)
-                    .unwrap_or_default()
-            }
+        match self.fetch(group).await {
+            Some(members) => members,
+            // A recent answer beats none; an old one is not trusted: nobody from this group
+            // may approve until Slack answers again (fail closed).
+            None => cached
+                .filter(|(at, _)| at.elapsed() < STALE_LIMIT)
+                .map(|(_, m)| m)
+                .unwrap_or_default(),
         }
     }
 

@@ -1161,7 +1161,7 @@ fn actor_of(event: &Event) -> String {
 }
 
 /// Run blocking store work off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, RunnerError> {
     tokio::task::spawn_blocking(f)

@@ -485,12 +485,13 @@ async fn a_slack_error_is_reported_not_swallowed_and_pages_when_nobody_can_see_t
     t.stop().await;
 }
 
-#[tokio::test]
-async fn pagerduty_5xx_is_retried_and_400_is_not() {
+/// A run whose snapshot times out (so it pages), with PagerDuty answering `status` to the
+/// first `n` events; returns the outside world once the run has gone quiet.
+async fn timed_out_run_paging_through(n: usize, status: u16) -> Services {
     let mut sim = sim_config();
     sim.snapshot_duration = std::time::Duration::from_secs(3600);
     let services = Services::start(sim).await;
-    services.pd.fail_next(2, 500);
+    services.pd.fail_next(n, status);
     let dir = TempDir::new();
     let t = TestApp::spawn(
         &services,
@@ -501,6 +502,13 @@ async fn pagerduty_5xx_is_retried_and_400_is_not() {
     let run = t.alarm().await;
     approve(&t, &run).await;
     t.wait_done(&run).await;
+    t.stop().await;
+    services
+}
+
+#[tokio::test]
+async fn pagerduty_5xx_is_retried_and_400_is_not() {
+    let services = timed_out_run_paging_through(2, 500).await;
     assert_eq!(services.pd.attempts(), 3, "two 500s, then accepted");
     assert_eq!(services.pages().len(), 1);
     assert!(
@@ -508,29 +516,14 @@ async fn pagerduty_5xx_is_retried_and_400_is_not() {
             .iter()
             .any(|r| r.contains("Paged on-call"))
     );
-    t.stop().await;
 
-    let mut sim = sim_config();
-    sim.snapshot_duration = std::time::Duration::from_secs(3600);
-    let services = Services::start(sim).await;
-    services.pd.fail_next(1, 400);
-    let dir = TempDir::new();
-    let t = TestApp::spawn(
-        &services,
-        &config_text("", "snapshot_max_polls = 1"),
-        &dir.db(),
-    )
-    .await;
-    let run = t.alarm().await;
-    approve(&t, &run).await;
-    t.wait_done(&run).await;
+    let services = timed_out_run_paging_through(1, 400).await;
     assert_eq!(services.pd.attempts(), 1, "a 400 is never retried");
     let texts = thread_texts(&services.top_messages()[0]);
     assert!(
         texts.iter().any(|r| r.contains("Couldn't page PagerDuty")),
         "{texts:?}"
     );
-    t.stop().await;
 }
 
 #[tokio::test]
