@@ -16,13 +16,13 @@ use crate::workflow::policy::{AlarmAction, on_alarm};
 
 use crate::config::Config;
 use crate::domain::{NodeType, ReplicationGroupId, RunId, SlackUserId};
-use crate::elasticache::ElastiCache;
 use crate::hooks::HookClient;
 use crate::pagerduty::PagerDutyClient;
 use crate::slack::api::SlackClient;
 use crate::slack::approvers::ApproverDirectory;
 use crate::store::{Store, StoreError};
 use crate::workflow::machine::{Actor, Event};
+use crate::workflow::ports::ElastiCache;
 use crate::workflow::run::Trigger;
 use crate::workflow::runner::{
     Deps, Runner, RunnerError, RunnerOptions, StartRequest, Started, Submitted,

@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
@@ -60,113 +59,7 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Whether a run needs a person's approval.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ApprovalMode {
-    Required,
-    Auto,
-}
-
-/// What to do when nobody approves within `approval_timeout`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnApprovalTimeout {
-    /// Page PagerDuty and keep waiting; a later approval still works.
-    Escalate,
-    /// Proceed as if approved (the "sleep through the night" mode), and say so.
-    Approve,
-}
-
-/// A retry schedule: `attempts` tries in all, waiting `interval × backoff^n` between them.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct RetryPolicy {
-    #[serde(with = "crate::domain::duration_ms")]
-    pub interval: Duration,
-    pub attempts: u32,
-    pub backoff: f64,
-}
-
-impl RetryPolicy {
-    /// The wait before attempt number `next_attempt` (2 = the first retry).
-    /// Waits grow by `backoff` but never beyond five minutes: a long outage is retried every
-    /// five minutes, not once an hour.
-    pub fn delay_before(&self, next_attempt: u32) -> Duration {
-        let n = next_attempt.saturating_sub(2) as i32;
-        let ms = self.interval.as_millis() as f64 * self.backoff.powi(n);
-        Duration::from_millis(ms.min(Self::MAX_DELAY.as_millis() as f64) as u64)
-    }
-
-    pub const MAX_DELAY: Duration = Duration::from_secs(300);
-
-    /// Pages matter more than any other delivery: at least 20 tries (with the default
-    /// `[delivery]` schedule, about an hour) before a page is given up on.
-    pub fn for_pages(self) -> RetryPolicy {
-        RetryPolicy {
-            attempts: self.attempts.max(20),
-            ..self
-        }
-    }
-}
-
-/// Everything that decides how a run for one group behaves. Copied into each run when it
-/// starts, so a config change never alters a run half-way.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Policy {
-    pub approval: ApprovalMode,
-    #[serde(with = "crate::domain::duration_ms")]
-    pub approval_timeout: Duration,
-    pub on_approval_timeout: OnApprovalTimeout,
-    /// After this long without a decision a run that still waits is closed as expired.
-    #[serde(with = "crate::domain::duration_ms")]
-    pub approval_expiry: Duration,
-    pub min_approvals: u8,
-    pub allow_self_approval: bool,
-    #[serde(with = "crate::domain::duration_ms")]
-    pub snapshot_poll_interval: Duration,
-    pub snapshot_max_polls: u32,
-    #[serde(with = "crate::domain::duration_ms")]
-    pub modify_poll_interval: Duration,
-    #[serde(with = "crate::domain::duration_ms")]
-    pub modify_timeout: Duration,
-    #[serde(with = "crate::domain::duration_ms")]
-    pub cooldown: Duration,
-    pub max_node_type: Option<NodeType>,
-    pub pause_url: Option<String>,
-    pub resume_url: Option<String>,
-    #[serde(with = "crate::domain::duration_ms")]
-    pub hook_timeout: Duration,
-    /// Transient AWS errors (throttling, 5xx, network) are retried on this schedule.
-    pub aws_retry: RetryPolicy,
-}
-
-impl Default for Policy {
-    /// The built-in defaults: the original Step Functions workflow's timings.
-    fn default() -> Policy {
-        Policy {
-            approval: ApprovalMode::Required,
-            approval_timeout: Duration::from_secs(15 * 60),
-            on_approval_timeout: OnApprovalTimeout::Escalate,
-            approval_expiry: Duration::from_secs(24 * 3600),
-            min_approvals: 1,
-            allow_self_approval: false,
-            snapshot_poll_interval: Duration::from_secs(30),
-            snapshot_max_polls: 120,
-            modify_poll_interval: Duration::from_secs(30),
-            modify_timeout: Duration::from_secs(2 * 3600),
-            cooldown: Duration::from_secs(6 * 3600),
-            max_node_type: Some(NodeType::parse("cache.r6g.4xlarge").expect("valid")),
-            pause_url: None,
-            resume_url: None,
-            hook_timeout: Duration::from_secs(10),
-            aws_retry: RetryPolicy {
-                interval: Duration::from_secs(15),
-                attempts: 5,
-                backoff: 1.5,
-            },
-        }
-    }
-}
+pub use crate::workflow::policy::{ApprovalMode, OnApprovalTimeout, Policy, RetryPolicy};
 
 /// A replication group this bot manages.
 #[derive(Debug, Clone, PartialEq)]

@@ -13,7 +13,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::domain::Secret;
+use crate::domain::{Secret, SnapshotName, Timestamp, format_duration};
+use crate::workflow::machine::{PageAction, PageReason};
+use crate::workflow::run::{Outcome, Run, Trigger};
 
 /// PagerDuty's production Events API v2 endpoint.
 pub const DEFAULT_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
@@ -381,6 +383,113 @@ impl PagerDutyClient {
             .await
             .map_err(|e| PdError::Transport(crate::http_client::describe_error(&e)))?;
         interpret(&event.dedup_key, status, &bytes)
+    }
+}
+
+// ---- What a page says ---------------------------------------------------------------------
+
+/// The PagerDuty event for a run's page: a pure function of the run and the page action.
+///
+/// The dedup key is always the run id, so everything about one run is one incident: a
+/// repeated trigger updates it, and a later success resolves it.
+pub fn page_event(run: &Run, action: &PageAction, now: Timestamp) -> PdEvent {
+    let reason = match action {
+        PageAction::Resolve => return PdEvent::resolve(run.id.as_str()),
+        PageAction::Trigger(reason) => reason,
+    };
+    let (severity, class) = match reason {
+        PageReason::ApprovalTimeout { .. } => (Severity::Error, "approval timeout"),
+        PageReason::RunFailed => match run.outcome() {
+            Some(Outcome::TimedOut { .. }) => (Severity::Critical, "upsize timed out"),
+            _ => (Severity::Critical, "upsize failed"),
+        },
+        PageReason::ResumeFailed { .. } => (Severity::Critical, "resume failed"),
+        PageReason::CannotAct { .. } => (Severity::Critical, "cannot upsize"),
+        PageReason::SlackUnreachable { .. } => (Severity::Error, "slack unreachable"),
+    };
+    let mut payload = PdPayload::new(
+        format!("redis-autoscaler: {}", summary(run, reason)),
+        format!("elasticache:replicationgroup/{}", run.group),
+        severity,
+    );
+    payload.timestamp = Some(now.to_rfc3339());
+    payload.component = Some("redis".into());
+    payload.group = Some(run.group.to_string());
+    payload.class = Some(class.into());
+    let plan = run.plan();
+    let (step, error) = match run.outcome() {
+        Some(Outcome::Failed { step, error }) => (Some(step.label()), Some(error.clone())),
+        Some(Outcome::TimedOut { step, .. }) => (Some(step.label()), None),
+        _ => (None, None),
+    };
+    let error = match reason {
+        PageReason::ResumeFailed { error } | PageReason::SlackUnreachable { error } => {
+            Some(error.clone())
+        }
+        PageReason::CannotAct { reason } => Some(reason.clone()),
+        _ => error,
+    };
+    let trigger = match &run.trigger {
+        Trigger::Alarm {
+            alarm_name, reason, ..
+        } => format!("alarm `{alarm_name}`: {reason}"),
+        Trigger::Command { user, .. } => format!("requested by Slack user {user}"),
+    };
+    let thread = run.message.as_ref().and_then(|m| m.permalink.clone());
+    payload.custom_details = json!({
+        "run_id": run.id,
+        "replication_group": run.group,
+        "state": run.state_name(),
+        "step": step,
+        "error": error,
+        "from_node_type": plan.map(|p| p.current.to_string()),
+        "to_node_type": plan.map(|p| p.target.to_string()),
+        "snapshot": run.plan().map(|_| SnapshotName::for_run(&run.id)),
+        "trigger": trigger,
+        "slack_thread": thread,
+    });
+    let mut event =
+        PdEvent::trigger(run.id.as_str(), payload).with_client("redis-autoscaler", thread.clone());
+    if let Some(link) = thread {
+        event = event.with_link(link, "Slack thread for this run");
+    }
+    event
+}
+
+/// One line saying why on-call is paged: the incident's summary, also quoted in the thread.
+pub fn summary(run: &Run, reason: &PageReason) -> String {
+    match reason {
+        PageReason::ApprovalTimeout { after } => format!(
+            "{} upsize is waiting for approval for {}",
+            run.group,
+            format_duration(*after)
+        ),
+        PageReason::RunFailed => match run.outcome() {
+            Some(Outcome::TimedOut { step, after }) => format!(
+                "{} upsize timed out at {} after {}",
+                run.group,
+                step.label(),
+                format_duration(*after)
+            ),
+            Some(Outcome::Failed { step, error }) => {
+                format!("{} upsize failed at {}: {error}", run.group, step.label())
+            }
+            _ => format!("{} upsize failed", run.group),
+        },
+        PageReason::ResumeFailed { error } => format!(
+            "{} workers may still be paused: the resume hook failed: {error}",
+            run.group
+        ),
+        PageReason::CannotAct { reason } => {
+            format!(
+                "{} memory alarm, and the bot cannot upsize: {reason}",
+                run.group
+            )
+        }
+        PageReason::SlackUnreachable { error } => format!(
+            "{} run can't be posted to Slack ({error}); nobody can see or approve it",
+            run.group
+        ),
     }
 }
 

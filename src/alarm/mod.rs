@@ -7,50 +7,7 @@ pub mod eventbridge;
 pub mod sns;
 
 use crate::domain::Timestamp;
-
-/// A CloudWatch alarm state change.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Alarm {
-    /// Identifies this delivery (EventBridge event id, SNS message id): retries repeat it.
-    pub delivery_id: String,
-    pub name: String,
-    pub description: String,
-    pub state: AlarmState,
-    pub reason: String,
-    /// The latest datapoint, when the alarm carried one.
-    pub value: Option<f64>,
-    /// The metric's dimensions (`ReplicationGroupId`, `CacheClusterId`, …) in order.
-    pub dimensions: Vec<(String, String)>,
-    pub region: Option<String>,
-    pub at: Timestamp,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AlarmState {
-    Alarm,
-    Ok,
-    InsufficientData,
-}
-
-impl AlarmState {
-    pub fn parse(s: &str) -> Option<AlarmState> {
-        match s {
-            "ALARM" => Some(AlarmState::Alarm),
-            "OK" => Some(AlarmState::Ok),
-            "INSUFFICIENT_DATA" => Some(AlarmState::InsufficientData),
-            _ => None,
-        }
-    }
-}
-
-impl Alarm {
-    pub fn dimension(&self, name: &str) -> Option<&str> {
-        self.dimensions
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
+pub use crate::domain::alarm::{Alarm, AlarmState};
 
 /// Why an alarm payload was not accepted. The message is for the sender (a 400 body).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

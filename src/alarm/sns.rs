@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::{Alarm, AlarmError, AlarmState, parse_time, value_from_reason};
 use crate::domain::Timestamp;
-use crate::elasticache::BoxFuture;
+use crate::workflow::ports::BoxFuture;
 
 /// An SNS message as delivered over HTTP(S).
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -19,11 +19,11 @@ use aws_sdk_elasticache::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_elasticache::types;
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 
-use super::{
-    AwsError, BoxFuture, CacheClusterInfo, ClusterMode, ElastiCache, GroupInfo, SnapshotInfo,
-    SnapshotStatus,
-};
 use crate::domain::{CacheClusterId, NodeType, ReplicationGroupId, SnapshotName};
+use crate::workflow::ports::{
+    AwsError, BoxFuture, CacheClusterInfo, ClusterMode, ElastiCache, GroupInfo, GroupStatus,
+    SnapshotInfo, SnapshotStatus,
+};
 
 /// How long to wait for a TCP (and TLS) connection to ElastiCache.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -361,7 +361,7 @@ fn group_info(g: &types::ReplicationGroup) -> Result<GroupInfo, AwsError> {
     };
     Ok(GroupInfo {
         id,
-        status: g.status().unwrap_or("unknown").to_string(),
+        status: GroupStatus::parse(g.status().unwrap_or("unknown")),
         node_type,
         members,
         cluster_mode,

@@ -14,8 +14,8 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::app::{App, StartError, UserAction};
+use crate::domain::node_types::within_cap;
 use crate::domain::{RunId, SlackUserId, Timestamp};
-use crate::elasticache::node_types::within_cap;
 use crate::slack::Message;
 use crate::slack::answers;
 use crate::slack::commands::{self, Command, SlashForm};

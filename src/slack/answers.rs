@@ -2,10 +2,10 @@
 //! ephemeral messages. No I/O; the handlers gather the data.
 
 use crate::config::{ApprovalMode, GroupConfig, OnApprovalTimeout, Policy};
+use crate::domain::node_types::memory_label;
 use crate::domain::{Timestamp, format_duration};
-use crate::elasticache::GroupInfo;
-use crate::elasticache::node_types::memory_label;
 use crate::workflow::machine::describe_state;
+use crate::workflow::ports::GroupInfo;
 use crate::workflow::run::{DecisionKind, Plan, Run, Trigger};
 
 use super::Message;
@@ -137,7 +137,7 @@ pub fn status_live(g: &GroupInfo) -> Message {
     text(format!(
         "*{}* is `{}` on {node} · {} member(s): {} · cluster mode {}",
         g.id,
-        escape(&g.status),
+        escape(g.status.as_str()),
         members.len(),
         members.join(", "),
         g.cluster_mode

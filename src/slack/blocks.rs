@@ -5,9 +5,9 @@
 
 use serde_json::{Value, json};
 
+use crate::domain::node_types::memory_label;
 use crate::domain::{NodeType, SlackUserId, Timestamp, format_duration};
-use crate::elasticache::node_types::memory_label;
-use crate::workflow::machine::{Note, PageReason};
+use crate::workflow::machine::Note;
 use crate::workflow::run::{
     DecisionKind, Outcome, Run, State, Step, StepRecord, StepStatus, Trigger,
 };
@@ -569,48 +569,14 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
         Note::AlarmCleared { reason } => {
             format!("💚 Alarm cleared: {}", escape(&truncate(reason, 200)))
         }
-        Note::Paged { reason } => format!("📟 Paged on-call: {}", page_summary(run, reason)),
+        Note::Paged { reason } => format!(
+            "📟 Paged on-call: {}",
+            crate::pagerduty::summary(run, reason)
+        ),
         Note::PageResolved => "📟 PagerDuty incident resolved.".to_string(),
         Note::PageFailed { error } => format!("⚠️ Couldn't page PagerDuty: {}", escape(error)),
     };
     Message::text(text)
-}
-
-/// One line saying why on-call is paged (also the PagerDuty summary).
-pub fn page_summary(run: &Run, reason: &PageReason) -> String {
-    match reason {
-        PageReason::ApprovalTimeout { after } => format!(
-            "{} upsize is waiting for approval for {}",
-            run.group,
-            format_duration(*after)
-        ),
-        PageReason::RunFailed => match run.outcome() {
-            Some(Outcome::TimedOut { step, after }) => format!(
-                "{} upsize timed out at {} after {}",
-                run.group,
-                step.label(),
-                format_duration(*after)
-            ),
-            Some(Outcome::Failed { step, error }) => {
-                format!("{} upsize failed at {}: {error}", run.group, step.label())
-            }
-            _ => format!("{} upsize failed", run.group),
-        },
-        PageReason::ResumeFailed { error } => format!(
-            "{} workers may still be paused: the resume hook failed: {error}",
-            run.group
-        ),
-        PageReason::CannotAct { reason } => {
-            format!(
-                "{} memory alarm, and the bot cannot upsize: {reason}",
-                run.group
-            )
-        }
-        PageReason::SlackUnreachable { error } => format!(
-            "{} run can't be posted to Slack ({error}); nobody can see or approve it",
-            run.group
-        ),
-    }
 }
 
 /// Slack renders this in each reader's own time zone; the fallback is UTC.
@@ -642,8 +608,8 @@ mod tests {
     use crate::domain::{
         CacheClusterId, ChannelId, MessageTs, NodeType, ReplicationGroupId, RunId, SlackUserId,
     };
-    use crate::elasticache::{ClusterMode, GroupInfo, SnapshotStatus};
     use crate::workflow::machine::{Actor, Decision, Event, decide};
+    use crate::workflow::ports::{ClusterMode, GroupInfo, SnapshotStatus};
     use crate::workflow::run::TopMessage;
 
     const T0: i64 = 1_764_121_929_000;
@@ -696,7 +662,7 @@ mod tests {
             policy,
             at(0),
         );
-        let allowed = crate::elasticache::node_types::scale_ups_from(&nt("cache.r6g.large"));
+        let allowed = crate::domain::node_types::scale_ups_from(&nt("cache.r6g.large"));
         let awaiting = advance(
             &planning,
             Event::PlanFetched {
@@ -820,9 +786,7 @@ mod tests {
         assert!(!values.contains(&"cache.r6g.4xlarge"), "above the cap");
         for v in values {
             let t = nt(v);
-            assert!(
-                crate::elasticache::node_types::within_cap(&t, &nt("cache.r6g.2xlarge")).unwrap()
-            );
+            assert!(crate::domain::node_types::within_cap(&t, &nt("cache.r6g.2xlarge")).unwrap());
         }
         assert_eq!(picker["initial_option"]["value"], "cache.r6g.xlarge");
     }

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ApprovalMode, OnApprovalTimeout};
+use super::policy::{ApprovalMode, OnApprovalTimeout};
 use crate::domain::{MessageTs, NodeType, SlackUserId, SnapshotName, Timestamp};
-use crate::elasticache::{AwsError, GroupInfo, SnapshotStatus};
+use crate::workflow::ports::{AwsError, GroupInfo, GroupStatus, SnapshotStatus};
 
 use super::policy::{self, NotAllowed};
 use super::run::{
@@ -1066,7 +1066,7 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
             },
             Event::ModifyRequested { group },
         ) => {
-            let seen_modifying = group.status == "modifying";
+            let seen_modifying = group.status == GroupStatus::Modifying;
             b.summary(format!("modification requested; group is {}", group.status));
             b.note(Note::ModifyStarted {
                 from: plan.current.clone(),
@@ -1101,7 +1101,7 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
             Event::GroupPolled { group },
         ) => {
             let polls = polls + 1;
-            let seen_modifying = *seen_modifying || group.status == "modifying";
+            let seen_modifying = *seen_modifying || group.status == GroupStatus::Modifying;
             let on = group
                 .node_type
                 .as_ref()

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use crate::config::{ApprovalMode, OnApprovalTimeout, Policy};
+use super::policy::{ApprovalMode, OnApprovalTimeout, Policy};
 use crate::domain::{
     CacheClusterId, ChannelId, NodeType, ReplicationGroupId, RunId, SlackUserId, SnapshotName,
     Timestamp,
 };
-use crate::elasticache::{AwsError, ClusterMode, GroupInfo, SnapshotStatus};
+use crate::workflow::ports::{AwsError, ClusterMode, GroupInfo, SnapshotStatus};
 
 use super::machine::*;
 use super::run::*;
@@ -63,7 +63,7 @@ fn group_info(status: &str, node: &str) -> GroupInfo {
 }
 
 fn allowed() -> Vec<NodeType> {
-    crate::elasticache::node_types::scale_ups_from(&nt("cache.r6g.large"))
+    crate::domain::node_types::scale_ups_from(&nt("cache.r6g.large"))
 }
 
 fn plan() -> Plan {

@@ -34,8 +34,8 @@
 //! idempotent, so a process killed at any point resumes without doing anything twice.
 
 pub mod machine;
-pub mod page;
 pub mod policy;
+pub mod ports;
 pub mod run;
 pub mod runner;
 

@@ -1,16 +1,128 @@
-//! Pure policy decisions: which node type a run moves to, and who may decide on it.
+//! Policy: the settings that decide how a run behaves (copied into each run when it starts),
+//! and the pure decisions made with them — which node type a run moves to, who may decide on
+//! it, what an alarm does.
 //!
-//! No I/O: AWS's answers and the person's identity come in as arguments.
+//! No I/O: AWS's answers and the person's identity come in as arguments. `config` parses the
+//! file into these types; nothing here reads a file or the environment.
 
 use std::time::Duration;
 
-use crate::alarm::AlarmState;
-use crate::config::Policy;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::alarm::AlarmState;
+use crate::domain::node_types::{next_in_family, within_cap};
 use crate::domain::{NodeType, RunId, SlackUserId, Timestamp};
-use crate::elasticache::GroupInfo;
-use crate::elasticache::node_types::{next_in_family, within_cap};
+use crate::workflow::ports::{GroupInfo, GroupStatus};
 
 use super::run::{Plan, Run};
+
+/// Whether a run needs a person's approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalMode {
+    Required,
+    Auto,
+}
+
+/// What to do when nobody approves within `approval_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnApprovalTimeout {
+    /// Page PagerDuty and keep waiting; a later approval still works.
+    Escalate,
+    /// Proceed as if approved (the "sleep through the night" mode), and say so.
+    Approve,
+}
+
+/// A retry schedule: `attempts` tries in all, waiting `interval × backoff^n` between them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    #[serde(with = "crate::domain::duration_ms")]
+    pub interval: Duration,
+    pub attempts: u32,
+    pub backoff: f64,
+}
+
+impl RetryPolicy {
+    /// The wait before attempt number `next_attempt` (2 = the first retry).
+    /// Waits grow by `backoff` but never beyond five minutes: a long outage is retried every
+    /// five minutes, not once an hour.
+    pub fn delay_before(&self, next_attempt: u32) -> Duration {
+        let n = next_attempt.saturating_sub(2) as i32;
+        let ms = self.interval.as_millis() as f64 * self.backoff.powi(n);
+        Duration::from_millis(ms.min(Self::MAX_DELAY.as_millis() as f64) as u64)
+    }
+
+    pub const MAX_DELAY: Duration = Duration::from_secs(300);
+
+    /// Pages matter more than any other delivery: at least 20 tries (with the default
+    /// `[delivery]` schedule, about an hour) before a page is given up on.
+    pub fn for_pages(self) -> RetryPolicy {
+        RetryPolicy {
+            attempts: self.attempts.max(20),
+            ..self
+        }
+    }
+}
+
+/// Everything that decides how a run for one group behaves. Copied into each run when it
+/// starts, so a config change never alters a run half-way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    pub approval: ApprovalMode,
+    #[serde(with = "crate::domain::duration_ms")]
+    pub approval_timeout: Duration,
+    pub on_approval_timeout: OnApprovalTimeout,
+    /// After this long without a decision a run that still waits is closed as expired.
+    #[serde(with = "crate::domain::duration_ms")]
+    pub approval_expiry: Duration,
+    pub min_approvals: u8,
+    pub allow_self_approval: bool,
+    #[serde(with = "crate::domain::duration_ms")]
+    pub snapshot_poll_interval: Duration,
+    pub snapshot_max_polls: u32,
+    #[serde(with = "crate::domain::duration_ms")]
+    pub modify_poll_interval: Duration,
+    #[serde(with = "crate::domain::duration_ms")]
+    pub modify_timeout: Duration,
+    #[serde(with = "crate::domain::duration_ms")]
+    pub cooldown: Duration,
+    pub max_node_type: Option<NodeType>,
+    pub pause_url: Option<String>,
+    pub resume_url: Option<String>,
+    #[serde(with = "crate::domain::duration_ms")]
+    pub hook_timeout: Duration,
+    /// Transient AWS errors (throttling, 5xx, network) are retried on this schedule.
+    pub aws_retry: RetryPolicy,
+}
+
+impl Default for Policy {
+    /// The built-in defaults: the original Step Functions workflow's timings.
+    fn default() -> Policy {
+        Policy {
+            approval: ApprovalMode::Required,
+            approval_timeout: Duration::from_secs(15 * 60),
+            on_approval_timeout: OnApprovalTimeout::Escalate,
+            approval_expiry: Duration::from_secs(24 * 3600),
+            min_approvals: 1,
+            allow_self_approval: false,
+            snapshot_poll_interval: Duration::from_secs(30),
+            snapshot_max_polls: 120,
+            modify_poll_interval: Duration::from_secs(30),
+            modify_timeout: Duration::from_secs(2 * 3600),
+            cooldown: Duration::from_secs(6 * 3600),
+            max_node_type: Some(NodeType::parse("cache.r6g.4xlarge").expect("valid")),
+            pause_url: None,
+            resume_url: None,
+            hook_timeout: Duration::from_secs(10),
+            aws_retry: RetryPolicy {
+                interval: Duration::from_secs(15),
+                attempts: 5,
+                backoff: 1.5,
+            },
+        }
+    }
+}
 
 /// Decide the plan from what AWS said, or explain why there is nothing to do.
 ///
@@ -22,7 +134,10 @@ pub fn plan(
     requested: Option<&NodeType>,
     policy: &Policy,
 ) -> Result<Plan, String> {
-    if !matches!(group.status.as_str(), "available" | "snapshotting") {
+    if !matches!(
+        group.status,
+        GroupStatus::Available | GroupStatus::Snapshotting
+    ) {
         return Err(format!(
             "{} is `{}` right now; a run can start once it is `available`",
             group.id, group.status
@@ -209,9 +324,9 @@ pub fn on_alarm(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::node_types::scale_ups_from;
     use crate::domain::{CacheClusterId, ReplicationGroupId};
-    use crate::elasticache::ClusterMode;
-    use crate::elasticache::node_types::scale_ups_from;
+    use crate::workflow::ports::ClusterMode;
 
     fn nt(s: &str) -> NodeType {
         NodeType::parse(s).unwrap()

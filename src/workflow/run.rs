@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Policy;
+use super::policy::Policy;
 use crate::domain::{
     ChannelId, MessageTs, NodeType, ReplicationGroupId, RunId, SlackUserId, SnapshotName, Timestamp,
 };
-use crate::elasticache::ClusterMode;
+use crate::workflow::ports::ClusterMode;
 
 /// One snapshot-then-upsize attempt for one replication group.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

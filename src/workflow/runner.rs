@@ -18,16 +18,16 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::config::{DeliveryConfig, Policy, RetryPolicy};
 use crate::domain::{ChannelId, NodeType, ReplicationGroupId, RunId, Timestamp};
-use crate::elasticache::{AwsError, ElastiCache};
 use crate::hooks::{HookClient, HookPayload};
 use crate::pagerduty::PagerDutyClient;
 use crate::slack::api::SlackClient;
 use crate::slack::blocks;
 use crate::store::{AuditEntry, Change, Created, PendingEffect, Store, StoreError};
+use crate::workflow::ports::{AwsError, ElastiCache, GroupStatus};
 
 use super::machine::{AwsOp, Decision, Effect, Event, HookPhase, PageAction, Rejection, decide};
-use super::page::page_event;
 use super::run::{Run, TopMessage, Trigger};
+use crate::pagerduty::page_event;
 
 /// The Slack message-metadata event type that marks a run's top message.
 pub const TOP_MESSAGE_EVENT: &str = "redis_autoscaler_run";
@@ -643,7 +643,7 @@ impl Runner {
                             format!("{name} already exists ({message}); it is ours"),
                         );
                         Executed::Event(Event::SnapshotStarted {
-                            status: crate::elasticache::SnapshotStatus::Creating,
+                            status: crate::workflow::ports::SnapshotStatus::Creating,
                         })
                     }
                     Err(e) => {
@@ -683,7 +683,7 @@ impl Runner {
                         );
                         return Executed::Event(Event::ModifyRequested { group: g });
                     }
-                    Ok(g) if g.status == "modifying" => {
+                    Ok(g) if g.status == GroupStatus::Modifying => {
                         log(
                             "aws",
                             "DescribeReplicationGroups",

@@ -5,12 +5,11 @@
 use std::future::Future;
 use std::time::Duration;
 
+use redis_autoscaler::domain::node_types;
 use redis_autoscaler::domain::{CacheClusterId, NodeType, ReplicationGroupId, SnapshotName};
 use redis_autoscaler::elasticache::sdk::{SdkElastiCache, config_for_endpoint};
 use redis_autoscaler::elasticache::sim::{self, ModifyFault, SimConfig, SimGroup, SimHandle};
-use redis_autoscaler::elasticache::{
-    AwsError, ClusterMode, ElastiCache, SnapshotStatus, node_types,
-};
+use redis_autoscaler::workflow::ports::{AwsError, ClusterMode, ElastiCache, SnapshotStatus};
 
 const SNAPSHOT: Duration = Duration::from_millis(150);
 const MODIFY: Duration = Duration::from_millis(150);

@@ -208,7 +208,7 @@ impl SnsHttp for RecordingSnsHttp {
     fn get<'a>(
         &'a self,
         url: &'a str,
-    ) -> redis_autoscaler::elasticache::BoxFuture<'a, Result<Vec<u8>, String>> {
+    ) -> redis_autoscaler::workflow::ports::BoxFuture<'a, Result<Vec<u8>, String>> {
         self.gets.lock().unwrap().push(url.to_string());
         Box::pin(async move {
             if url.ends_with(".pem") {

@@ -27,8 +27,8 @@ mod world;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use crate::domain::node_types;
 use crate::domain::{NodeType, ReplicationGroupId, SnapshotName};
-use crate::elasticache::node_types;
 
 pub use cli::{FailModifyArg, SimArgs, parse_groups_file, run_cli};
 pub use server::{SimHandle, router, spawn, spawn_on};

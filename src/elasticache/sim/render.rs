@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::protocol::Xml;
 use super::world::{Group, GroupStatus, Member, Snapshot, World};
-use crate::elasticache::SnapshotStatus;
+use crate::workflow::ports::SnapshotStatus;
 
 const REGION: &str = "us-east-1";
 const ACCOUNT: &str = "123456789012";

@@ -26,7 +26,7 @@ use super::{
     Faults, ModifyFault, SimCall, SimConfig, SimConfigError, SnapshotSelector, check_fraction,
 };
 use crate::domain::{NodeType, ReplicationGroupId, SnapshotName, Timestamp};
-use crate::elasticache::{GroupInfo, SnapshotInfo};
+use crate::workflow::ports::{GroupInfo, SnapshotInfo};
 
 /// A running simulator: cheap to clone, `Send + Sync`. Dropping every handle does not stop
 /// the server; [`SimHandle::shutdown`] does.

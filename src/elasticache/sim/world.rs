@@ -15,8 +15,9 @@ use tokio::time::Instant;
 use super::protocol::{API_VERSION, QueryError, QueryRequest, RequestId, Xml};
 use super::render;
 use super::{Faults, ModifyFault, SimCall, SimConfig, SimGroup};
+use crate::domain::node_types;
 use crate::domain::{CacheClusterId, NodeType, ReplicationGroupId, SnapshotName, Timestamp};
-use crate::elasticache::{ClusterMode, GroupInfo, SnapshotInfo, SnapshotStatus, node_types};
+use crate::workflow::ports::{self, ClusterMode, GroupInfo, SnapshotInfo, SnapshotStatus};
 
 /// The actions the simulator answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -336,7 +337,7 @@ impl World {
         let g = self.groups.get(id)?;
         Some(GroupInfo {
             id: g.id.clone(),
-            status: self.status(g, now).as_str().to_string(),
+            status: ports::GroupStatus::parse(self.status(g, now).as_str()),
             node_type: Some(g.node_type.clone()),
             members: g
                 .members()
@@ -764,7 +765,7 @@ mod tests {
 
     fn status(w: &mut World, now: Instant, g: &str) -> (String, NodeType) {
         let info = w.group_info(&id(g), now).unwrap();
-        (info.status, info.node_type.unwrap())
+        (info.status.to_string(), info.node_type.unwrap())
     }
 
     #[test]

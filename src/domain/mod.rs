@@ -2,11 +2,17 @@
 //!
 //! Every type here has a private field and a `parse` constructor, so a value that exists is a
 //! value that is valid. This module does no I/O and knows nothing about Slack or AWS clients.
+//!
+//! - [`node_types`]: the node families and sizes AWS offers, with each node's memory.
+//! - [`alarm`]: a CloudWatch alarm state change, however it arrived.
 
 use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub mod alarm;
+pub mod node_types;
 
 /// Why a string was not accepted as a domain value. The message is written for a person.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -308,7 +314,7 @@ impl fmt::Display for NodeSize {
 /// An ElastiCache node type such as `cache.r6g.large`: a family (`r6g`) and a size (`large`).
 ///
 /// Parsing checks the shape only, so a family AWS adds tomorrow still parses; what AWS
-/// actually offers comes from [`crate::elasticache::node_types`] and from AWS itself.
+/// actually offers comes from [`crate::domain::node_types`] and from AWS itself.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct NodeType {
     family: String,

@@ -1,0 +1,336 @@
+//! The [`ElastiCache`] port: the AWS verbs runs and use cases need, and what AWS answers, in
+//! the workflow's own types. Errors ([`AwsError`]) are sorted by what the caller does next,
+//! not by AWS's many error codes.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{CacheClusterId, NodeType, ReplicationGroupId, SnapshotName};
+
+use super::BoxFuture;
+
+/// The replication group as the workflow needs to see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    pub id: ReplicationGroupId,
+    pub status: GroupStatus,
+    /// The node type the group runs on now (during a modification, still the old one).
+    pub node_type: Option<NodeType>,
+    pub members: Vec<CacheClusterId>,
+    pub cluster_mode: ClusterMode,
+}
+
+impl GroupInfo {
+    pub fn is_available(&self) -> bool {
+        self.status == GroupStatus::Available
+    }
+}
+
+/// A replication group's status as AWS reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum GroupStatus {
+    Available,
+    Creating,
+    Modifying,
+    Deleting,
+    CreateFailed,
+    Snapshotting,
+    /// Any status AWS adds later, kept as it was spelled.
+    Other(String),
+}
+
+impl GroupStatus {
+    pub fn parse(s: &str) -> GroupStatus {
+        match s {
+            "available" => GroupStatus::Available,
+            "creating" => GroupStatus::Creating,
+            "modifying" => GroupStatus::Modifying,
+            "deleting" => GroupStatus::Deleting,
+            "create-failed" => GroupStatus::CreateFailed,
+            "snapshotting" => GroupStatus::Snapshotting,
+            other => GroupStatus::Other(other.to_string()),
+        }
+    }
+
+    /// AWS's spelling.
+    pub fn as_str(&self) -> &str {
+        match self {
+            GroupStatus::Available => "available",
+            GroupStatus::Creating => "creating",
+            GroupStatus::Modifying => "modifying",
+            GroupStatus::Deleting => "deleting",
+            GroupStatus::CreateFailed => "create-failed",
+            GroupStatus::Snapshotting => "snapshotting",
+            GroupStatus::Other(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for GroupStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&str> for GroupStatus {
+    fn from(s: &str) -> GroupStatus {
+        GroupStatus::parse(s)
+    }
+}
+
+impl PartialEq<&str> for GroupStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Serialize for GroupStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for GroupStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(GroupStatus::parse(&String::deserialize(d)?))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterMode {
+    Enabled,
+    Disabled,
+    Compatible,
+}
+
+impl fmt::Display for ClusterMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ClusterMode::Enabled => "enabled",
+            ClusterMode::Disabled => "disabled",
+            ClusterMode::Compatible => "compatible",
+        })
+    }
+}
+
+/// One cache cluster (node), enough to find the group it belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheClusterInfo {
+    pub id: CacheClusterId,
+    pub replication_group: Option<ReplicationGroupId>,
+    pub node_type: Option<NodeType>,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotStatus {
+    Creating,
+    Available,
+    Failed,
+    /// Any other status AWS reports (`restoring`, `copying`, `deleting`, …).
+    Other(String),
+}
+
+impl SnapshotStatus {
+    pub fn parse(s: &str) -> SnapshotStatus {
+        match s {
+            "creating" => SnapshotStatus::Creating,
+            "available" => SnapshotStatus::Available,
+            "failed" => SnapshotStatus::Failed,
+            other => SnapshotStatus::Other(other.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for SnapshotStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SnapshotStatus::Creating => f.write_str("creating"),
+            SnapshotStatus::Available => f.write_str("available"),
+            SnapshotStatus::Failed => f.write_str("failed"),
+            SnapshotStatus::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    pub name: SnapshotName,
+    pub status: SnapshotStatus,
+    pub group: Option<ReplicationGroupId>,
+}
+
+/// What went wrong talking to ElastiCache, sorted by what the caller does next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AwsError {
+    /// The group, cluster or snapshot does not exist: stop and tell someone.
+    #[error("not found ({code}): {message}")]
+    NotFound { code: String, message: String },
+    /// The resource is busy (`modifying`, `snapshotting`, …): wait and look again.
+    #[error("invalid state ({code}): {message}")]
+    InvalidState { code: String, message: String },
+    /// A snapshot with that name exists already: for our deterministic names, that is ours.
+    #[error("snapshot already exists: {message}")]
+    SnapshotAlreadyExists { message: String },
+    /// An account or cluster quota is exhausted: a person must act.
+    #[error("quota exceeded ({code}): {message}")]
+    QuotaExceeded { code: String, message: String },
+    /// Throttled, a 5xx or a network failure: retry with backoff.
+    #[error("transient ({code}): {message}")]
+    Transient { code: String, message: String },
+    /// Anything else (bad parameter, access denied, …): a person must act.
+    #[error("{code}: {message}")]
+    Other { code: String, message: String },
+}
+
+impl AwsError {
+    /// Sort an AWS error code (and HTTP status, when known) into what to do next.
+    pub fn classify(code: &str, message: impl Into<String>, http_status: Option<u16>) -> AwsError {
+        let message = message.into();
+        let code_s = code.to_string();
+        match code {
+            "ReplicationGroupNotFoundFault" | "CacheClusterNotFound" | "SnapshotNotFoundFault" => {
+                AwsError::NotFound {
+                    code: code_s,
+                    message,
+                }
+            }
+            "InvalidReplicationGroupState"
+            | "InvalidCacheClusterState"
+            | "InvalidSnapshotState" => AwsError::InvalidState {
+                code: code_s,
+                message,
+            },
+            "SnapshotAlreadyExistsFault" => AwsError::SnapshotAlreadyExists { message },
+            "SnapshotQuotaExceededFault"
+            | "NodeQuotaForClusterExceeded"
+            | "NodeQuotaForCustomerExceeded"
+            | "ClusterQuotaForCustomerExceeded"
+            | "NodeGroupsPerReplicationGroupQuotaExceeded" => AwsError::QuotaExceeded {
+                code: code_s,
+                message,
+            },
+            "Throttling"
+            | "ThrottlingException"
+            | "ThrottledException"
+            | "RequestLimitExceeded"
+            | "RequestThrottled"
+            | "RequestThrottledException"
+            | "TooManyRequestsException"
+            | "SlowDown"
+            | "ServiceUnavailable"
+            | "ServiceUnavailableException"
+            | "InternalFailure"
+            | "InternalError"
+            | "RequestTimeout"
+            | "RequestTimeoutException" => AwsError::Transient {
+                code: code_s,
+                message,
+            },
+            _ if matches!(http_status, Some(s) if s >= 500 || s == 429) => AwsError::Transient {
+                code: code_s,
+                message,
+            },
+            _ => AwsError::Other {
+                code: code_s,
+                message,
+            },
+        }
+    }
+
+    /// Should the same call be tried again later?
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, AwsError::Transient { .. })
+    }
+
+    /// AWS's error code, for the audit trail and metrics.
+    pub fn code(&self) -> &str {
+        match self {
+            AwsError::NotFound { code, .. }
+            | AwsError::InvalidState { code, .. }
+            | AwsError::QuotaExceeded { code, .. }
+            | AwsError::Transient { code, .. }
+            | AwsError::Other { code, .. } => code,
+            AwsError::SnapshotAlreadyExists { .. } => "SnapshotAlreadyExistsFault",
+        }
+    }
+}
+
+/// The ElastiCache verbs the workflow needs. Every call is one AWS request (no hidden retries:
+/// the runner retries transient errors itself, on its persisted schedule).
+pub trait ElastiCache: Send + Sync {
+    /// DescribeReplicationGroups for one group.
+    fn describe_group<'a>(
+        &'a self,
+        id: &'a ReplicationGroupId,
+    ) -> BoxFuture<'a, Result<GroupInfo, AwsError>>;
+
+    /// DescribeCacheClusters for one cluster (to map an alarm's `CacheClusterId` to its group).
+    fn describe_cache_cluster<'a>(
+        &'a self,
+        id: &'a CacheClusterId,
+    ) -> BoxFuture<'a, Result<CacheClusterInfo, AwsError>>;
+
+    /// ListAllowedNodeTypeModifications: the node types this group may scale up to.
+    fn allowed_scale_ups<'a>(
+        &'a self,
+        id: &'a ReplicationGroupId,
+    ) -> BoxFuture<'a, Result<Vec<NodeType>, AwsError>>;
+
+    /// CreateSnapshot of the whole replication group.
+    fn create_snapshot<'a>(
+        &'a self,
+        group: &'a ReplicationGroupId,
+        name: &'a SnapshotName,
+    ) -> BoxFuture<'a, Result<SnapshotInfo, AwsError>>;
+
+    /// DescribeSnapshots for one name; `Ok(None)` when there is no such snapshot.
+    fn describe_snapshot<'a>(
+        &'a self,
+        name: &'a SnapshotName,
+    ) -> BoxFuture<'a, Result<Option<SnapshotInfo>, AwsError>>;
+
+    /// ModifyReplicationGroup with `CacheNodeType` and `ApplyImmediately=true`.
+    fn modify_node_type<'a>(
+        &'a self,
+        group: &'a ReplicationGroupId,
+        node_type: &'a NodeType,
+    ) -> BoxFuture<'a, Result<GroupInfo, AwsError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_sorted_by_what_to_do_next() {
+        let c = |code: &str, status| AwsError::classify(code, "m", status);
+        assert!(matches!(
+            c("ReplicationGroupNotFoundFault", Some(404)),
+            AwsError::NotFound { .. }
+        ));
+        assert!(matches!(
+            c("InvalidReplicationGroupState", Some(400)),
+            AwsError::InvalidState { .. }
+        ));
+        assert!(matches!(
+            c("SnapshotAlreadyExistsFault", Some(400)),
+            AwsError::SnapshotAlreadyExists { .. }
+        ));
+        assert!(matches!(
+            c("SnapshotQuotaExceededFault", Some(400)),
+            AwsError::QuotaExceeded { .. }
+        ));
+        assert!(c("Throttling", Some(400)).is_retryable());
+        assert!(c("SomethingNew", Some(503)).is_retryable());
+        assert!(!c("InvalidParameterValue", Some(400)).is_retryable());
+        assert_eq!(
+            c("InvalidParameterValue", Some(400)).code(),
+            "InvalidParameterValue"
+        );
+    }
+}
