@@ -21,7 +21,7 @@ use crate::pagerduty::PagerDutyClient;
 use crate::slack::api::SlackClient;
 use crate::slack::approvers::ApproverDirectory;
 use crate::store::{Store, StoreError};
-use crate::workflow::machine::{Actor, Event};
+use crate::workflow::event::{Actor, Event};
 use crate::workflow::ports::ElastiCache;
 use crate::workflow::run::Trigger;
 use crate::workflow::runner::{

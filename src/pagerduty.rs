@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::domain::{Secret, SnapshotName, Timestamp, format_duration};
-use crate::workflow::machine::{PageAction, PageReason};
+use crate::workflow::effect::{PageAction, PageReason};
 use crate::workflow::run::{Outcome, Run, Trigger};
 
 /// PagerDuty's production Events API v2 endpoint.

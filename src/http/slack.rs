@@ -21,7 +21,7 @@ use crate::slack::answers;
 use crate::slack::commands::{self, Command, SlashForm};
 use crate::slack::interactions::{self, Click};
 use crate::slack::signature::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
-use crate::workflow::machine::Actor;
+use crate::workflow::event::Actor;
 use crate::workflow::run::Trigger;
 use crate::workflow::runner::{Started, Submitted};
 
@@ -209,12 +209,7 @@ pub async fn commands(State(app): State<App>, SlackVerified(body): SlackVerified
                                 .await
                                 .ok()
                                 .flatten();
-                            answers::dry_run(
-                                &gc,
-                                plan.as_ref().map_err(|e| e.as_str()),
-                                last.as_ref(),
-                                Timestamp::now(),
-                            )
+                            answers::dry_run(&gc, plan.as_ref(), last.as_ref(), Timestamp::now())
                         }
                         (Err(e), _) | (_, Err(e)) => {
                             answers::text(format!("Couldn't read {} from AWS: {e}", gc.id))
@@ -286,7 +281,7 @@ fn already_active(run: &crate::workflow::run::Run) -> Message {
         "{} already has an active run: `{}` ({}){link}. Only one run per group at a time.",
         run.group,
         run.id,
-        crate::workflow::machine::describe_state(run)
+        crate::slack::blocks::describe_state(&run.state)
     ))
 }
 
@@ -341,11 +336,11 @@ fn outcome_message(
                 answers::text(format!(
                     "Done: run `{}` is now {}.",
                     run.id,
-                    crate::workflow::machine::describe_state(&run)
+                    crate::slack::blocks::describe_state(&run.state)
                 )),
             );
         }
-        Ok(Submitted::Rejected(why)) => answers::text(why.message()),
+        Ok(Submitted::Rejected(why)) => answers::text(answers::rejection(&why)),
         Ok(Submitted::Ignored(why)) => answers::text(format!("Nothing changed: {why}.")),
         Err(crate::workflow::runner::RunnerError::Store(
             crate::store::StoreError::RunNotFound(_),

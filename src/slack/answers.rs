@@ -4,12 +4,13 @@
 use crate::config::{ApprovalMode, GroupConfig, OnApprovalTimeout, Policy};
 use crate::domain::node_types::memory_label;
 use crate::domain::{Timestamp, format_duration};
-use crate::workflow::machine::describe_state;
+use crate::workflow::machine::{CannotCancel, Rejection};
+use crate::workflow::policy::NoPlan;
 use crate::workflow::ports::GroupInfo;
 use crate::workflow::run::{DecisionKind, Plan, Run, Trigger};
 
 use super::Message;
-use super::blocks::escape;
+use super::blocks::{describe_state, escape};
 
 /// A short ephemeral answer.
 pub fn text(s: impl Into<String>) -> Message {
@@ -53,9 +54,50 @@ pub fn run_line(run: &Run, now: Timestamp) -> String {
         "• `{}` {} — *{}* · by {trigger}{approved}{plan} · {took} · {}",
         run.id,
         run.group,
-        describe_state(run),
+        describe_state(&run.state),
         link(run, "thread")
     )
+}
+
+/// Why a person's click or command was refused, said to them privately.
+pub fn rejection(r: &Rejection) -> String {
+    match r {
+        Rejection::NotAnApprover => {
+            "Only approvers can decide on this run (see `slack.approvers` in the bot's config). Ask one of them.".into()
+        }
+        Rejection::SelfApproval => "You asked for this run, so someone else has to approve it.".into(),
+        Rejection::AlreadyApprovedByYou => {
+            "You already approved this run; it needs another approver too.".into()
+        }
+        Rejection::AlreadyDecided { state } => format!(
+            "This run was already decided (it is {}); nothing changed.",
+            describe_state(state)
+        ),
+        Rejection::Expired => {
+            "This run expired without a decision. Start a new one with `/redis upsize <group>`.".into()
+        }
+        Rejection::CannotCancel(CannotCancel::UpsizeStarted { target }) => format!(
+            "Can't cancel: the upsize to {target} has started and AWS can't stop a modification in progress."
+        ),
+        Rejection::CannotCancel(CannotCancel::Over { state }) => {
+            format!("Can't cancel: the run is {}.", describe_state(state))
+        }
+        Rejection::NotAllowedSize { node_type, choices } => format!(
+            "{node_type} is not a size this run may move to. Choose one of: {}.",
+            choices
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Rejection::NotWaitingForApproval { state } => {
+            let state = match **state {
+                crate::workflow::run::State::Planning => "still planning".to_string(),
+                ref other => describe_state(other),
+            };
+            format!("This run is not waiting for a decision (it is {state}).")
+        }
+    }
 }
 
 /// `/redis runs`.
@@ -109,7 +151,7 @@ pub fn status_local(
         Some(run) => out.push_str(&format!(
             "Active run: `{}` — {} ({})\n",
             run.id,
-            describe_state(run),
+            describe_state(&run.state),
             link(run, "thread")
         )),
         None => out.push_str("No active run.\n"),
@@ -147,7 +189,7 @@ pub fn status_live(g: &GroupInfo) -> Message {
 /// `/redis upsize … --dry-run`: the plan, or why there is none. Nothing changes.
 pub fn dry_run(
     group: &GroupConfig,
-    plan: Result<&Plan, &str>,
+    plan: Result<&Plan, &NoPlan>,
     last_success: Option<&Run>,
     now: Timestamp,
 ) -> Message {
@@ -168,7 +210,7 @@ pub fn dry_run(
         Err(reason) => out.push_str(&format!(
             "*{}*: nothing to do: {}\n",
             group.id,
-            escape(reason)
+            escape(&reason.to_string())
         )),
     }
     out.push_str(&format!("Policy: {}\n", policy_line(&group.policy)));
@@ -191,4 +233,49 @@ pub fn dry_run(
         None => out.push_str("Cooldown: no earlier upsize."),
     }
     text(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::NodeType;
+    use crate::workflow::run::{Outcome, State};
+
+    #[test]
+    fn every_refusal_reads_as_a_sentence() {
+        let t = NodeType::parse("cache.r6g.xlarge").unwrap();
+        let finished = Box::new(State::Finished {
+            plan: None,
+            outcome: Outcome::Expired,
+        });
+        let all = [
+            Rejection::NotAnApprover,
+            Rejection::SelfApproval,
+            Rejection::AlreadyApprovedByYou,
+            Rejection::AlreadyDecided {
+                state: finished.clone(),
+            },
+            Rejection::Expired,
+            Rejection::CannotCancel(CannotCancel::UpsizeStarted { target: t.clone() }),
+            Rejection::CannotCancel(CannotCancel::Over {
+                state: finished.clone(),
+            }),
+            Rejection::NotAllowedSize {
+                node_type: t.clone(),
+                choices: vec![t],
+            },
+            Rejection::NotWaitingForApproval {
+                state: Box::new(State::Planning),
+            },
+        ];
+        for r in &all {
+            let text = rejection(r);
+            assert!(text.ends_with('.'), "{r:?}: {text}");
+            assert!(text.len() > 20, "{r:?}: {text}");
+        }
+        assert_eq!(
+            rejection(&all[8]),
+            "This run is not waiting for a decision (it is still planning)."
+        );
+    }
 }

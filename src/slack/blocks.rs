@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::domain::node_types::memory_label;
 use crate::domain::{NodeType, SlackUserId, Timestamp, format_duration};
-use crate::workflow::machine::Note;
+use crate::workflow::effect::{CancelGone, Note};
 use crate::workflow::run::{
     DecisionKind, Outcome, Run, State, Step, StepRecord, StepStatus, Trigger,
 };
@@ -376,7 +376,7 @@ fn fallback(run: &Run) -> String {
         .plan()
         .map(|p| format!(" — proposed: snapshot, then {} → {}", p.current, p.target))
         .unwrap_or_default();
-    let state = crate::workflow::machine::describe_state(run);
+    let state = describe_state(&run.state);
     format!("{what}{plan} ({state})")
 }
 
@@ -410,11 +410,27 @@ pub fn render_cancel_offer(run: &Run) -> Message {
 }
 
 /// The same thread reply once cancelling is no longer possible.
-pub fn render_cancel_withdrawn(reason: &str) -> Message {
-    let text = format!("🛑 Cancelling is no longer possible: {reason}.");
+pub fn render_cancel_withdrawn(reason: &CancelGone) -> Message {
+    let text = format!(
+        "🛑 Cancelling is no longer possible: {}.",
+        cancel_gone(reason)
+    );
     Message {
         blocks: vec![section(&text)],
         text,
+    }
+}
+
+/// Why the Cancel button is gone, as a clause.
+pub fn cancel_gone(reason: &CancelGone) -> String {
+    match reason {
+        CancelGone::UpsizeStarted => {
+            "the upsize has started and AWS can't stop a modification in progress".to_string()
+        }
+        CancelGone::CancelledBy(by) => format!("cancelled by <@{by}>"),
+        CancelGone::Ended(outcome) => format!("the run is over ({})", outcome.replace('_', " ")),
+        CancelGone::Resuming => "the run is resuming workers".to_string(),
+        CancelGone::Said(text) => text.clone(),
     }
 }
 
@@ -579,6 +595,27 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
     Message::text(text)
 }
 
+/// How a run's state reads in a sentence ("succeeded", "waiting for approval", …).
+pub fn describe_state(state: &State) -> String {
+    match state {
+        State::Planning => "planning".into(),
+        State::AwaitingApproval { .. } => "waiting for approval".into(),
+        State::Pausing { .. } => "pausing workers".into(),
+        State::Snapshotting { .. } => "taking the snapshot".into(),
+        State::Modifying { .. } => "upsizing".into(),
+        State::Resuming { .. } => "resuming workers".into(),
+        State::Finished { outcome, .. } => match outcome {
+            Outcome::Succeeded { .. } => "succeeded".into(),
+            Outcome::Failed { step, .. } => format!("failed at {}", step.label()),
+            Outcome::TimedOut { step, .. } => format!("timed out at {}", step.label()),
+            Outcome::Denied { by } => format!("denied by <@{by}>"),
+            Outcome::Cancelled { by } => format!("cancelled by <@{by}>"),
+            Outcome::Expired => "expired".into(),
+            Outcome::NothingToDo { .. } => "closed with nothing to do".into(),
+        },
+    }
+}
+
 /// Slack renders this in each reader's own time zone; the fallback is UTC.
 fn slack_time(t: Timestamp) -> String {
     format!("<!date^{}^{{time}}|{} UTC>", t.as_secs(), t.clock_utc())
@@ -608,7 +645,8 @@ mod tests {
     use crate::domain::{
         CacheClusterId, ChannelId, MessageTs, NodeType, ReplicationGroupId, RunId, SlackUserId,
     };
-    use crate::workflow::machine::{Actor, Decision, Event, decide};
+    use crate::workflow::event::{Actor, Event};
+    use crate::workflow::machine::{Decision, decide};
     use crate::workflow::ports::{ClusterMode, GroupInfo, SnapshotStatus};
     use crate::workflow::run::TopMessage;
 
@@ -821,7 +859,7 @@ mod tests {
                 error: "InsufficientCacheClusterCapacity: no capacity".into(),
             },
             Note::Paged {
-                reason: crate::workflow::machine::PageReason::RunFailed,
+                reason: crate::workflow::effect::PageReason::RunFailed,
             },
             Note::AlarmRepeated {
                 reason: "Threshold Crossed".into(),

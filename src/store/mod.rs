@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{ReplicationGroupId, RunId, Timestamp};
-use crate::workflow::machine::{Effect, Scheduled};
+use crate::workflow::effect::{Effect, Scheduled};
 use crate::workflow::run::Run;
 
 #[derive(Debug, thiserror::Error)]
@@ -648,7 +648,7 @@ fn write_change(
                 to_json(&s.effect)?,
                 s.due.as_millis(),
                 now.as_millis(),
-                s.effect.lane(),
+                s.effect.lane().as_str(),
             ],
         )?;
     }

@@ -33,11 +33,10 @@
 //! A transition is committed to the store before any of its effects run, and every effect is
 //! idempotent, so a process killed at any point resumes without doing anything twice.
 
+pub mod effect;
+pub mod event;
 pub mod machine;
 pub mod policy;
 pub mod ports;
 pub mod run;
 pub mod runner;
-
-#[cfg(test)]
-mod machine_tests;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::alarm::AlarmState;
 use crate::domain::node_types::{next_in_family, within_cap};
-use crate::domain::{NodeType, RunId, SlackUserId, Timestamp};
+use crate::domain::{NodeType, ReplicationGroupId, RunId, SlackUserId, Timestamp};
 use crate::workflow::ports::{GroupInfo, GroupStatus};
 
 use super::run::{Plan, Run};
@@ -133,43 +133,49 @@ pub fn plan(
     allowed: &[NodeType],
     requested: Option<&NodeType>,
     policy: &Policy,
-) -> Result<Plan, String> {
+) -> Result<Plan, NoPlan> {
+    let id = || group.id.clone();
     if !matches!(
         group.status,
         GroupStatus::Available | GroupStatus::Snapshotting
     ) {
-        return Err(format!(
-            "{} is `{}` right now; a run can start once it is `available`",
-            group.id, group.status
-        ));
+        return Err(NoPlan::Busy {
+            group: id(),
+            status: group.status.clone(),
+        });
     }
     let Some(current) = group.node_type.clone() else {
-        return Err(format!("AWS did not report a node type for {}", group.id));
+        return Err(NoPlan::NoNodeType { group: id() });
     };
     let cap = policy.max_node_type.clone();
     let choices = choices_within_cap(&current, allowed, cap.as_ref());
     let target = match requested {
         Some(t) => {
             if *t == current {
-                return Err(format!("{} is already on {t}", group.id));
+                return Err(NoPlan::AlreadyOn {
+                    group: id(),
+                    node_type: t.clone(),
+                });
             }
             if !allowed.contains(t) {
-                return Err(format!(
-                    "AWS does not list {t} as a scale-up for {} (on {current}); allowed within the cap: {}",
-                    group.id,
-                    list_or_none(&choices)
-                ));
+                return Err(NoPlan::NotAScaleUp {
+                    group: id(),
+                    requested: t.clone(),
+                    current,
+                    choices,
+                });
             }
             if let Some(cap) = &cap {
                 match within_cap(t, cap) {
                     Ok(true) => {}
                     Ok(false) => {
-                        return Err(format!(
-                            "{t} is above this group's cap ({cap}); allowed: {}",
-                            list_or_none(&choices)
-                        ));
+                        return Err(NoPlan::AboveCap {
+                            requested: t.clone(),
+                            cap: cap.clone(),
+                            choices,
+                        });
                     }
-                    Err(why) => return Err(why),
+                    Err(why) => return Err(NoPlan::CapUnusable(why)),
                 }
             }
             t.clone()
@@ -178,15 +184,15 @@ pub fn plan(
             Some(t) => t.clone(),
             None => {
                 return Err(match &cap {
-                    Some(cap) if next_in_family(&current, allowed).is_some() => format!(
-                        "{} is on {current}, and the next size up is above the cap ({cap})",
-                        group.id
-                    ),
-                    _ => format!(
-                        "AWS lists no larger {} size for {} (on {current})",
-                        current.family(),
-                        group.id
-                    ),
+                    Some(cap) if next_in_family(&current, allowed).is_some() => NoPlan::AtCap {
+                        group: id(),
+                        current,
+                        cap: cap.clone(),
+                    },
+                    _ => NoPlan::Largest {
+                        group: id(),
+                        current,
+                    },
                 });
             }
         },
@@ -199,6 +205,56 @@ pub fn plan(
         cluster_mode: group.cluster_mode,
         members: group.members.len(),
     })
+}
+
+/// Why there is no plan: nothing to do for the group now, or not what was asked for.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NoPlan {
+    #[error("{group} is `{status}` right now; a run can start once it is `available`")]
+    Busy {
+        group: ReplicationGroupId,
+        status: GroupStatus,
+    },
+    #[error("AWS did not report a node type for {group}")]
+    NoNodeType { group: ReplicationGroupId },
+    #[error("{group} is already on {node_type}")]
+    AlreadyOn {
+        group: ReplicationGroupId,
+        node_type: NodeType,
+    },
+    #[error(
+        "AWS does not list {requested} as a scale-up for {group} (on {current}); allowed within the cap: {}",
+        list_or_none(choices)
+    )]
+    NotAScaleUp {
+        group: ReplicationGroupId,
+        requested: NodeType,
+        current: NodeType,
+        choices: Vec<NodeType>,
+    },
+    #[error(
+        "{requested} is above this group's cap ({cap}); allowed: {}",
+        list_or_none(choices)
+    )]
+    AboveCap {
+        requested: NodeType,
+        cap: NodeType,
+        choices: Vec<NodeType>,
+    },
+    /// The cap can't be compared with the type (another kind of family).
+    #[error("{0}")]
+    CapUnusable(String),
+    #[error("{group} is on {current}, and the next size up is above the cap ({cap})")]
+    AtCap {
+        group: ReplicationGroupId,
+        current: NodeType,
+        cap: NodeType,
+    },
+    #[error("AWS lists no larger {} size for {group} (on {current})", current.family())]
+    Largest {
+        group: ReplicationGroupId,
+        current: NodeType,
+    },
 }
 
 /// Scale-ups AWS allows that are within the cap, in the same family first then by size.
@@ -378,7 +434,8 @@ mod tests {
             None,
             &policy(Some("cache.r6g.2xlarge")),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("above the cap"), "{err}");
     }
 
@@ -390,7 +447,8 @@ mod tests {
             None,
             &policy(None),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("no larger r6g size"), "{err}");
     }
 
@@ -401,11 +459,17 @@ mod tests {
         let pol = policy(Some("cache.r6g.2xlarge"));
         let ok = plan(&g, &allowed, Some(&nt("cache.r6g.2xlarge")), &pol).unwrap();
         assert_eq!(ok.target, nt("cache.r6g.2xlarge"));
-        let above = plan(&g, &allowed, Some(&nt("cache.r6g.4xlarge")), &pol).unwrap_err();
+        let above = plan(&g, &allowed, Some(&nt("cache.r6g.4xlarge")), &pol)
+            .unwrap_err()
+            .to_string();
         assert!(above.contains("above this group's cap"), "{above}");
-        let not_listed = plan(&g, &allowed, Some(&nt("cache.t3.small")), &pol).unwrap_err();
+        let not_listed = plan(&g, &allowed, Some(&nt("cache.t3.small")), &pol)
+            .unwrap_err()
+            .to_string();
         assert!(not_listed.contains("does not list"), "{not_listed}");
-        let same = plan(&g, &allowed, Some(&nt("cache.r6g.large")), &pol).unwrap_err();
+        let same = plan(&g, &allowed, Some(&nt("cache.r6g.large")), &pol)
+            .unwrap_err()
+            .to_string();
         assert!(same.contains("already on"), "{same}");
     }
 
@@ -418,7 +482,8 @@ mod tests {
             None,
             &policy(None),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("`modifying`"), "{err}");
     }
 

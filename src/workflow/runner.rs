@@ -25,7 +25,9 @@ use crate::slack::blocks;
 use crate::store::{AuditEntry, Change, Created, PendingEffect, Store, StoreError};
 use crate::workflow::ports::{AwsError, ElastiCache, GroupStatus};
 
-use super::machine::{AwsOp, Decision, Effect, Event, HookPhase, PageAction, Rejection, decide};
+use super::effect::{Effect, PageAction};
+use super::event::{AwsOp, Event, HookPhase};
+use super::machine::{Decision, Rejection, decide};
 use super::run::{Run, TopMessage, Trigger};
 use crate::pagerduty::page_event;
 
@@ -301,7 +303,7 @@ impl Runner {
                             now,
                             actor,
                             "rejected",
-                            format!("{} refused: {}", ev.name(), r.message()),
+                            format!("{} refused: {r}", ev.name()),
                         ));
                         (
                             None,
@@ -991,7 +993,7 @@ impl Runner {
                         log(
                             "slack",
                             "chat.update",
-                            format!("cancel button withdrawn: {reason}"),
+                            format!("cancel button withdrawn: {}", blocks::cancel_gone(reason)),
                         );
                         Executed::Done
                     }

@@ -119,8 +119,8 @@ async fn alarms_map_to_groups_by_dimension_cluster_or_name_and_unknown_ones_are_
     );
     assert_eq!(services.sim.count("DescribeCacheClusters"), 1);
     let run = run_id(&answer);
-    let cancel = redis_autoscaler::workflow::machine::Event::Cancel {
-        actor: redis_autoscaler::workflow::machine::Actor {
+    let cancel = redis_autoscaler::workflow::event::Event::Cancel {
+        actor: redis_autoscaler::workflow::event::Actor {
             user: user(ONCALL),
             is_approver: true,
         },

@@ -586,7 +586,7 @@ async fn a_crash_during_the_top_message_post_does_not_post_it_twice() {
     let pending = store.pending_effects(Some(&run)).unwrap();
     let top = pending
         .iter()
-        .find(|p| p.effect == redis_autoscaler::workflow::machine::Effect::PostTopMessage)
+        .find(|p| p.effect == redis_autoscaler::workflow::effect::Effect::PostTopMessage)
         .expect("the top message is pending");
     // What the dead process did: started the effect, and Slack accepted the post.
     store

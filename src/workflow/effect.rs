@@ -1,0 +1,318 @@
+//! Effects: what the runner must do for a run, each idempotent, and the words-free data the
+//! renderers turn into messages ([`Note`], [`PageReason`], [`CancelGone`]).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{MessageTs, NodeType, SlackUserId, SnapshotName, Timestamp};
+
+use super::event::{HookPhase, Timer};
+use super::run::Step;
+
+/// Why a page is sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PageReason {
+    /// Nobody approved within `approval_timeout`.
+    ApprovalTimeout {
+        #[serde(with = "crate::domain::duration_ms")]
+        after: Duration,
+    },
+    /// A step failed or timed out.
+    RunFailed,
+    /// The resume hook failed: workers may still be paused.
+    ResumeFailed { error: String },
+    /// An alarm fired but the bot can't act on it.
+    CannotAct { reason: String },
+    /// The top message could not be posted, so nobody can see or approve the run.
+    SlackUnreachable { error: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum PageAction {
+    Trigger(PageReason),
+    Resolve,
+}
+
+impl PageAction {
+    pub fn name(&self) -> &'static str {
+        match self {
+            PageAction::Trigger(_) => "trigger",
+            PageAction::Resolve => "resolve",
+        }
+    }
+}
+
+/// A thread reply: one thing that happened, said once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "note", rename_all = "snake_case")]
+pub enum Note {
+    ApprovalRecorded {
+        by: SlackUserId,
+        have: u8,
+        need: u8,
+    },
+    Approved {
+        by: Vec<SlackUserId>,
+    },
+    ApprovedByPolicy,
+    ApprovedOnTimeout {
+        #[serde(with = "crate::domain::duration_ms")]
+        after: Duration,
+    },
+    Escalated {
+        #[serde(with = "crate::domain::duration_ms")]
+        after: Duration,
+    },
+    SizeChosen {
+        by: SlackUserId,
+        node_type: NodeType,
+    },
+    Denied {
+        by: SlackUserId,
+    },
+    Cancelled {
+        by: SlackUserId,
+        snapshot_kept: Option<SnapshotName>,
+    },
+    Expired,
+    Pausing,
+    Paused,
+    PauseFailed {
+        error: String,
+    },
+    SnapshotStarted {
+        name: SnapshotName,
+    },
+    GroupBusy {
+        status: String,
+    },
+    SnapshotReady {
+        name: SnapshotName,
+        #[serde(with = "crate::domain::duration_ms")]
+        took: Duration,
+    },
+    ModifyStarted {
+        from: NodeType,
+        to: NodeType,
+    },
+    Resumed,
+    ResumeFailed {
+        error: String,
+    },
+    Succeeded {
+        from: NodeType,
+        to: NodeType,
+        #[serde(with = "crate::domain::duration_ms")]
+        took: Duration,
+    },
+    Failed {
+        step: Step,
+        error: String,
+    },
+    TimedOut {
+        step: Step,
+        #[serde(with = "crate::domain::duration_ms")]
+        after: Duration,
+    },
+    NothingToDo {
+        reason: String,
+    },
+    AlarmRepeated {
+        reason: String,
+        value: Option<f64>,
+        count: u32,
+    },
+    AlarmCleared {
+        reason: String,
+    },
+    Paged {
+        reason: PageReason,
+    },
+    PageResolved,
+    PageFailed {
+        error: String,
+    },
+}
+
+/// Something the runner must do. Each is idempotent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "effect", rename_all = "snake_case")]
+pub enum Effect {
+    /// DescribeReplicationGroups + ListAllowedNodeTypeModifications.
+    FetchPlan,
+    /// Post the top message (once; a re-run finds it already posted).
+    PostTopMessage,
+    /// Re-render the top message from the run as it is when this executes.
+    UpdateTopMessage,
+    PostNote {
+        note: Note,
+    },
+    /// Answer the person who asked for the run, privately (their `response_url`).
+    Reply {
+        note: Note,
+    },
+    /// Post a thread reply with a Cancel button (skipped if the run can't be cancelled anymore).
+    OfferCancel,
+    /// Replace the Cancel button with why it is gone.
+    WithdrawCancelOffer {
+        ts: MessageTs,
+        reason: CancelGone,
+    },
+    Page {
+        action: PageAction,
+    },
+    CallHook {
+        phase: HookPhase,
+    },
+    /// Describe, then CreateSnapshot only if the snapshot doesn't exist.
+    CreateSnapshot {
+        name: SnapshotName,
+    },
+    PollSnapshot {
+        name: SnapshotName,
+    },
+    /// Describe, then ModifyReplicationGroup only if not already on or moving to the target.
+    ModifyNodeType {
+        target: NodeType,
+    },
+    PollGroup,
+    Timer {
+        timer: Timer,
+    },
+}
+
+impl Effect {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Effect::FetchPlan => "fetch_plan",
+            Effect::PostTopMessage => "post_top_message",
+            Effect::UpdateTopMessage => "update_top_message",
+            Effect::PostNote { .. } => "post_note",
+            Effect::Reply { .. } => "reply",
+            Effect::OfferCancel => "offer_cancel",
+            Effect::WithdrawCancelOffer { .. } => "withdraw_cancel_offer",
+            Effect::Page { .. } => "page",
+            Effect::CallHook { .. } => "call_hook",
+            Effect::CreateSnapshot { .. } => "create_snapshot",
+            Effect::PollSnapshot { .. } => "poll_snapshot",
+            Effect::ModifyNodeType { .. } => "modify_node_type",
+            Effect::PollGroup => "poll_group",
+            Effect::Timer { .. } => "timer",
+        }
+    }
+
+    /// Which lane the effect runs in.
+    pub fn lane(&self) -> Lane {
+        match self {
+            Effect::PostTopMessage
+            | Effect::UpdateTopMessage
+            | Effect::PostNote { .. }
+            | Effect::Reply { .. }
+            | Effect::OfferCancel
+            | Effect::WithdrawCancelOffer { .. } => Lane::Chat,
+            _ => Lane::Work,
+        }
+    }
+
+    /// Work that a cancelled or finished run no longer needs (messages, pages and the
+    /// resume hook are never dropped).
+    pub fn is_droppable_work(&self) -> bool {
+        matches!(
+            self,
+            Effect::FetchPlan
+                | Effect::CreateSnapshot { .. }
+                | Effect::PollSnapshot { .. }
+                | Effect::ModifyNodeType { .. }
+                | Effect::PollGroup
+                | Effect::Timer { .. }
+                | Effect::CallHook {
+                    phase: HookPhase::Pause
+                }
+        )
+    }
+}
+
+/// An effect and when it is due.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scheduled {
+    pub effect: Effect,
+    pub due: Timestamp,
+}
+
+/// Where an effect waits its turn. A run's chat messages go out strictly in the order they
+/// were decided, even when one of them waits out a rate limit; work (AWS, pages, hooks,
+/// timers) runs as soon as it is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    Chat,
+    Work,
+}
+
+impl Lane {
+    /// The name the store keeps (`slack` for chat, as written since the first version).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Chat => "slack",
+            Lane::Work => "work",
+        }
+    }
+}
+
+/// Why the Cancel button in the thread is gone.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CancelGone {
+    /// The upsize started, and AWS can't stop a modification in progress.
+    UpsizeStarted,
+    CancelledBy(SlackUserId),
+    /// The run is over; how it ended ([`super::run::Outcome::name`]).
+    Ended(String),
+    /// The run is resuming the workers after its outcome is known.
+    Resuming,
+    /// Worded by an earlier version of the bot (an effect pending across an upgrade).
+    Said(String),
+}
+
+/// Stored as a tagged object; an effect written by an earlier version holds a plain string.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum CancelGoneRepr {
+    UpsizeStarted,
+    CancelledBy { by: SlackUserId },
+    Ended { outcome: String },
+    Resuming,
+}
+
+impl Serialize for CancelGone {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let repr = match self {
+            CancelGone::UpsizeStarted => CancelGoneRepr::UpsizeStarted,
+            CancelGone::CancelledBy(by) => CancelGoneRepr::CancelledBy { by: by.clone() },
+            CancelGone::Ended(outcome) => CancelGoneRepr::Ended {
+                outcome: outcome.clone(),
+            },
+            CancelGone::Resuming => CancelGoneRepr::Resuming,
+            CancelGone::Said(text) => return s.serialize_str(text),
+        };
+        repr.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for CancelGone {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        if let serde_json::Value::String(text) = value {
+            return Ok(CancelGone::Said(text));
+        }
+        let repr: CancelGoneRepr =
+            serde_json::from_value(value).map_err(serde::de::Error::custom)?;
+        Ok(match repr {
+            CancelGoneRepr::UpsizeStarted => CancelGone::UpsizeStarted,
+            CancelGoneRepr::CancelledBy { by } => CancelGone::CancelledBy(by),
+            CancelGoneRepr::Ended { outcome } => CancelGone::Ended(outcome),
+            CancelGoneRepr::Resuming => CancelGone::Resuming,
+        })
+    }
+}

@@ -1,0 +1,159 @@
+//! Events: what happened to a run — an effect's result, a person's click, an alarm, a timer.
+//! The machine decides what each one does.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{MessageTs, NodeType, SlackUserId};
+
+use super::effect::PageAction;
+use super::ports::{AwsError, GroupInfo, SnapshotStatus};
+use super::run::TopMessage;
+
+/// Something that happened to a run: an effect's result, a person's click, an alarm, a timer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    PlanFetched {
+        group: GroupInfo,
+        allowed: Vec<NodeType>,
+    },
+    TopMessagePosted {
+        message: TopMessage,
+    },
+    /// The thread reply with the Cancel button was posted.
+    CancelOffered {
+        ts: MessageTs,
+    },
+    SnapshotStarted {
+        status: SnapshotStatus,
+    },
+    SnapshotPolled {
+        /// `None`: the snapshot no longer exists.
+        status: Option<SnapshotStatus>,
+    },
+    ModifyRequested {
+        group: GroupInfo,
+    },
+    GroupPolled {
+        group: GroupInfo,
+    },
+    HookDone {
+        phase: HookPhase,
+    },
+    HookFailed {
+        phase: HookPhase,
+        error: String,
+    },
+    /// An AWS call failed for good (not transient, or out of retries).
+    AwsFailed {
+        op: AwsOp,
+        error: AwsError,
+    },
+    /// The top message could not be posted.
+    TopMessageFailed {
+        error: String,
+    },
+    PageDelivered {
+        action: PageAction,
+    },
+    PageFailed {
+        action: PageAction,
+        error: String,
+    },
+    TimerFired {
+        timer: Timer,
+    },
+    Approve {
+        actor: Actor,
+    },
+    Deny {
+        actor: Actor,
+    },
+    Cancel {
+        actor: Actor,
+    },
+    ChooseSize {
+        actor: Actor,
+        node_type: NodeType,
+    },
+    AlarmRepeated {
+        delivery_id: String,
+        reason: String,
+        value: Option<f64>,
+    },
+    AlarmCleared {
+        delivery_id: String,
+        reason: String,
+    },
+}
+
+impl Event {
+    /// A short name for the audit trail and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::PlanFetched { .. } => "plan_fetched",
+            Event::TopMessagePosted { .. } => "top_message_posted",
+            Event::CancelOffered { .. } => "cancel_offered",
+            Event::SnapshotStarted { .. } => "snapshot_started",
+            Event::SnapshotPolled { .. } => "snapshot_polled",
+            Event::ModifyRequested { .. } => "modify_requested",
+            Event::GroupPolled { .. } => "group_polled",
+            Event::HookDone { .. } => "hook_done",
+            Event::HookFailed { .. } => "hook_failed",
+            Event::AwsFailed { .. } => "aws_failed",
+            Event::TopMessageFailed { .. } => "top_message_failed",
+            Event::PageDelivered { .. } => "page_delivered",
+            Event::PageFailed { .. } => "page_failed",
+            Event::TimerFired { .. } => "timer_fired",
+            Event::Approve { .. } => "approve",
+            Event::Deny { .. } => "deny",
+            Event::Cancel { .. } => "cancel",
+            Event::ChooseSize { .. } => "choose_size",
+            Event::AlarmRepeated { .. } => "alarm_repeated",
+            Event::AlarmCleared { .. } => "alarm_cleared",
+        }
+    }
+
+    /// The person behind the event, if any.
+    pub fn actor(&self) -> Option<&Actor> {
+        match self {
+            Event::Approve { actor }
+            | Event::Deny { actor }
+            | Event::Cancel { actor }
+            | Event::ChooseSize { actor, .. } => Some(actor),
+            _ => None,
+        }
+    }
+}
+
+/// A person acting on a run, with what the edge found out about them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub user: SlackUserId,
+    /// Listed in `slack.approvers`, directly or through a user group.
+    pub is_approver: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AwsOp {
+    Plan,
+    CreateSnapshot,
+    PollSnapshot,
+    Modify,
+    PollGroup,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookPhase {
+    Pause,
+    Resume,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Timer {
+    ApprovalTimeout,
+    ApprovalExpiry,
+}

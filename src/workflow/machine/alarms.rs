@@ -1,0 +1,53 @@
+//! The alarm firing again, or clearing, while a run is active. A delivery seen before (a
+//! retry of one) changes nothing; a finished run ignores alarms (a new one starts a new run).
+
+use crate::workflow::effect::{Effect, Note};
+use crate::workflow::event::Event;
+use crate::workflow::run::{Run, Trigger};
+
+use super::builder::Builder;
+use super::{Decision, does_not_apply};
+
+pub(super) fn decide(mut b: Builder, run: &Run, event: &Event) -> Decision {
+    let (Event::AlarmRepeated { delivery_id, .. } | Event::AlarmCleared { delivery_id, .. }) =
+        event
+    else {
+        unreachable!("decide routes only alarms here");
+    };
+    if is_known_delivery(run, delivery_id) {
+        return Decision::Ignore(format!("alarm delivery {delivery_id} was already handled"));
+    }
+    if run.is_finished() {
+        return does_not_apply(run, event);
+    }
+    b.remember_delivery(delivery_id);
+    match event {
+        Event::AlarmRepeated { reason, value, .. } => {
+            b.run.alarm_repeats += 1;
+            let count = b.run.alarm_repeats;
+            b.summary(format!("alarm fired again ({count})"));
+            b.note(Note::AlarmRepeated {
+                reason: reason.clone(),
+                value: *value,
+                count,
+            });
+            b.effect(Effect::UpdateTopMessage);
+        }
+        Event::AlarmCleared { reason, .. } => {
+            b.summary("alarm cleared");
+            b.note(Note::AlarmCleared {
+                reason: reason.clone(),
+            });
+        }
+        _ => unreachable!("matched above"),
+    }
+    b.finish()
+}
+
+fn is_known_delivery(run: &Run, delivery_id: &str) -> bool {
+    let first = match &run.trigger {
+        Trigger::Alarm { delivery_id: d, .. } => d == delivery_id,
+        Trigger::Command { .. } => false,
+    };
+    !delivery_id.is_empty() && (first || run.alarm_deliveries.iter().any(|d| d == delivery_id))
+}

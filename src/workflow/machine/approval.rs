@@ -1,0 +1,204 @@
+//! Waiting for approval: Approve (once per person, `min_approvals` people), Deny, the size
+//! picker, and the two timers — the approval timeout (page on-call, or approve, per policy) and
+//! the expiry that closes a run nobody decided on.
+
+use crate::domain::{NodeType, SlackUserId, format_duration};
+use crate::workflow::effect::{Effect, Note, PageAction, PageReason};
+use crate::workflow::event::{Actor, Event, Timer};
+use crate::workflow::policy::{self, NotAllowed, OnApprovalTimeout};
+use crate::workflow::run::{DecisionKind, Outcome, Plan, Run, State, Step, StepStatus};
+
+use super::builder::Builder;
+use super::{Decision, Rejection, does_not_apply};
+
+/// What a waiting run carries, taken apart once.
+struct Waiting<'a> {
+    plan: &'a Plan,
+    deadline: crate::domain::Timestamp,
+    expires: crate::domain::Timestamp,
+    escalated: bool,
+    approvals: &'a [SlackUserId],
+}
+
+impl Waiting<'_> {
+    /// The same wait with some fields changed.
+    fn state(&self, plan: Plan, escalated: bool, approvals: Vec<SlackUserId>) -> State {
+        State::AwaitingApproval {
+            plan,
+            deadline: self.deadline,
+            expires: self.expires,
+            escalated,
+            approvals,
+        }
+    }
+}
+
+pub(super) fn decide(b: Builder, run: &Run, event: &Event) -> Decision {
+    let State::AwaitingApproval {
+        plan,
+        deadline,
+        expires,
+        escalated,
+        approvals,
+    } = &run.state
+    else {
+        unreachable!("decide routes only waiting runs here");
+    };
+    let w = Waiting {
+        plan,
+        deadline: *deadline,
+        expires: *expires,
+        escalated: *escalated,
+        approvals,
+    };
+    match event {
+        Event::Approve { actor } => approve(b, run, &w, actor),
+        Event::Deny { actor } => deny(b, run, &w, actor),
+        Event::ChooseSize { actor, node_type } => choose_size(b, &w, actor, node_type),
+        Event::TimerFired { timer } => timer_fired(b, run, &w, *timer),
+        _ => does_not_apply(run, event),
+    }
+}
+
+fn approve(mut b: Builder, run: &Run, w: &Waiting<'_>, actor: &Actor) -> Decision {
+    if let Err(why) = policy::may_approve(
+        &run.policy,
+        &actor.user,
+        actor.is_approver,
+        run.requested_by(),
+        w.approvals,
+    ) {
+        return Decision::Reject(match why {
+            NotAllowed::NotAnApprover => Rejection::NotAnApprover,
+            NotAllowed::SelfApproval => Rejection::SelfApproval,
+            NotAllowed::AlreadyApprovedByYou => Rejection::AlreadyApprovedByYou,
+        });
+    }
+    let mut approvals = w.approvals.to_vec();
+    approvals.push(actor.user.clone());
+    b.decision(actor, DecisionKind::Approve, None);
+    let need = run.policy.min_approvals.max(1);
+    if (approvals.len() as u8) < need {
+        b.summary(format!(
+            "approval {}/{need} by {}",
+            approvals.len(),
+            actor.user
+        ));
+        b.note(Note::ApprovalRecorded {
+            by: actor.user.clone(),
+            have: approvals.len() as u8,
+            need,
+        });
+        b.set_state(w.state(w.plan.clone(), w.escalated, approvals));
+        b.effect(Effect::UpdateTopMessage);
+    } else {
+        let names: Vec<&str> = approvals.iter().map(|u| u.as_str()).collect();
+        b.summary(format!("approved by {}", names.join(", ")));
+        b.close_step(Step::Approval, StepStatus::Done);
+        b.note(Note::Approved { by: approvals });
+        if run.page.open {
+            b.page(PageAction::Resolve);
+        }
+        b.drop_pending_work = true;
+        b.start_work(w.plan.clone());
+    }
+    b.finish()
+}
+
+fn deny(mut b: Builder, run: &Run, w: &Waiting<'_>, actor: &Actor) -> Decision {
+    if !actor.is_approver {
+        return Decision::Reject(Rejection::NotAnApprover);
+    }
+    b.decision(actor, DecisionKind::Deny, None);
+    b.summary(format!("denied by {}", actor.user));
+    b.close_step(Step::Approval, StepStatus::Cancelled);
+    b.note(Note::Denied {
+        by: actor.user.clone(),
+    });
+    b.finish_run(
+        Some(w.plan.clone()),
+        Outcome::Denied {
+            by: actor.user.clone(),
+        },
+        None,
+    );
+    if run.page.open {
+        b.page(PageAction::Resolve);
+    }
+    b.finish()
+}
+
+/// The size picker: a new target from the plan's choices. Approvals given for another size
+/// don't count for this one.
+fn choose_size(mut b: Builder, w: &Waiting<'_>, actor: &Actor, node_type: &NodeType) -> Decision {
+    if !actor.is_approver {
+        return Decision::Reject(Rejection::NotAnApprover);
+    }
+    if !w.plan.choices.contains(node_type) {
+        return Decision::Reject(Rejection::NotAllowedSize {
+            node_type: node_type.clone(),
+            choices: w.plan.choices.clone(),
+        });
+    }
+    if *node_type == w.plan.target {
+        return Decision::Ignore(format!("{node_type} is already the target"));
+    }
+    b.decision(actor, DecisionKind::ChooseSize, Some(node_type.clone()));
+    b.summary(format!("{} chose {node_type}", actor.user));
+    b.note(Note::SizeChosen {
+        by: actor.user.clone(),
+        node_type: node_type.clone(),
+    });
+    let mut plan = w.plan.clone();
+    plan.target = node_type.clone();
+    b.set_state(w.state(plan, w.escalated, Vec::new()));
+    b.effect(Effect::UpdateTopMessage);
+    b.finish()
+}
+
+fn timer_fired(mut b: Builder, run: &Run, w: &Waiting<'_>, timer: Timer) -> Decision {
+    let now = b.now();
+    match timer {
+        Timer::ApprovalTimeout => {
+            if now < w.deadline {
+                return Decision::Ignore("approval timer fired early".into());
+            }
+            let after = run.policy.approval_timeout;
+            match run.policy.on_approval_timeout {
+                OnApprovalTimeout::Escalate => {
+                    if w.escalated {
+                        return Decision::Ignore("already escalated".into());
+                    }
+                    b.summary(format!(
+                        "no approval after {}: escalating",
+                        format_duration(after)
+                    ));
+                    b.note(Note::Escalated { after });
+                    b.page(PageAction::Trigger(PageReason::ApprovalTimeout { after }));
+                    b.set_state(w.state(w.plan.clone(), true, w.approvals.to_vec()));
+                    b.effect(Effect::UpdateTopMessage);
+                }
+                OnApprovalTimeout::Approve => {
+                    b.summary(format!(
+                        "no decision after {}: approved by policy",
+                        format_duration(after)
+                    ));
+                    b.close_step(Step::Approval, StepStatus::Done);
+                    b.note(Note::ApprovedOnTimeout { after });
+                    b.drop_pending_work = true;
+                    b.start_work(w.plan.clone());
+                }
+            }
+        }
+        Timer::ApprovalExpiry => {
+            if now < w.expires {
+                return Decision::Ignore("expiry timer fired early".into());
+            }
+            b.summary("expired without a decision");
+            b.close_step(Step::Approval, StepStatus::TimedOut);
+            b.note(Note::Expired);
+            b.finish_run(Some(w.plan.clone()), Outcome::Expired, None);
+        }
+    }
+    b.finish()
+}

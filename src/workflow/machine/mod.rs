@@ -1,0 +1,147 @@
+//! The decision logic: `(run, event, now) → transition | rejection | ignore`.
+//!
+//! Pure: no async, no I/O, no clock. The runner persists the returned run and effects in one
+//! transaction, then executes the effects and feeds their results back as events. Every
+//! effect must be safe to execute twice (a restart re-executes effects that were pending).
+//!
+//! [`decide`] only routes: facts about messages and pages ([`reports`]) and alarms
+//! ([`alarms`]) apply in any state, a person's actions go to [`people`], and everything else
+//! to the phase the run is in — [`planning`], [`approval`], [`snapshot`] (with the pause
+//! hook), [`modify`], [`finish`] (the resume hook). [`builder`] holds the steps phases share
+//! (start the snapshot, fail, end). No sentence for a person is written here: rejections and
+//! notes are data, and the Slack renderer words them.
+
+mod alarms;
+mod approval;
+mod builder;
+mod finish;
+mod modify;
+mod people;
+mod planning;
+mod reports;
+mod snapshot;
+
+#[cfg(test)]
+mod tests;
+
+use crate::domain::{NodeType, Timestamp};
+
+use super::event::Event;
+use super::run::{Run, State};
+use builder::Builder;
+
+pub use super::effect::Scheduled;
+
+/// An accepted event's result: the next run, what to do, and what to drop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub run: Run,
+    pub effects: Vec<Scheduled>,
+    /// Drop pending work effects ([`super::effect::Effect::is_droppable_work`]) of this run.
+    pub drop_pending_work: bool,
+    /// One line for the audit trail.
+    pub summary: String,
+}
+
+/// Why a person's action was refused. Turned into a private answer; the run is unchanged.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rejection {
+    NotAnApprover,
+    SelfApproval,
+    AlreadyApprovedByYou,
+    /// The run was already decided (approved, denied or cancelled) or finished; where it is.
+    AlreadyDecided {
+        state: Box<State>,
+    },
+    Expired,
+    CannotCancel(CannotCancel),
+    NotAllowedSize {
+        node_type: NodeType,
+        choices: Vec<NodeType>,
+    },
+    /// The run is still planning: there is nothing to decide on yet.
+    NotWaitingForApproval {
+        state: Box<State>,
+    },
+}
+
+/// For the audit trail (the person's own answer is worded by the Slack renderer).
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejection::NotAnApprover => f.write_str("not an approver"),
+            Rejection::SelfApproval => f.write_str("asked for the run, so may not approve it"),
+            Rejection::AlreadyApprovedByYou => f.write_str("already approved by this person"),
+            Rejection::AlreadyDecided { state } => {
+                write!(f, "already decided (the run is {})", state.name())
+            }
+            Rejection::Expired => f.write_str("the run expired"),
+            Rejection::CannotCancel(CannotCancel::UpsizeStarted { target }) => {
+                write!(f, "can't cancel: the upsize to {target} has started")
+            }
+            Rejection::CannotCancel(CannotCancel::Over { state }) => {
+                write!(f, "can't cancel: the run is {}", state.name())
+            }
+            Rejection::NotAllowedSize { node_type, .. } => {
+                write!(f, "{node_type} is not among the run's choices")
+            }
+            Rejection::NotWaitingForApproval { state } => {
+                write!(f, "not waiting for approval (the run is {})", state.name())
+            }
+        }
+    }
+}
+
+/// Why a run can't be cancelled any more.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CannotCancel {
+    /// The upsize to `target` has started; AWS can't stop a modification in progress.
+    UpsizeStarted { target: NodeType },
+    /// The run is resuming its workers or is over.
+    Over { state: Box<State> },
+}
+
+/// What the machine says about an event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Accept(Box<Transition>),
+    /// A person's action that is not allowed; the run does not change.
+    Reject(Rejection),
+    /// An event that no longer applies (a late poll, a timer for a decided run); why, for the
+    /// audit trail.
+    Ignore(String),
+}
+
+/// Decide what `event` does to `run` at `now`.
+pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
+    let b = Builder::new(run, now);
+    match event {
+        Event::TopMessagePosted { .. }
+        | Event::CancelOffered { .. }
+        | Event::TopMessageFailed { .. }
+        | Event::PageDelivered { .. }
+        | Event::PageFailed { .. } => reports::decide(b, run, event),
+        Event::AlarmRepeated { .. } | Event::AlarmCleared { .. } => alarms::decide(b, run, event),
+        Event::Approve { .. }
+        | Event::Deny { .. }
+        | Event::ChooseSize { .. }
+        | Event::Cancel { .. } => people::decide(b, run, event),
+        _ => match &run.state {
+            State::Planning => planning::decide(b, run, event),
+            State::AwaitingApproval { .. } => approval::decide(b, run, event),
+            State::Pausing { .. } | State::Snapshotting { .. } => snapshot::decide(b, run, event),
+            State::Modifying { .. } => modify::decide(b, run, event),
+            State::Resuming { .. } => finish::decide(b, run, event),
+            State::Finished { .. } => does_not_apply(run, event),
+        },
+    }
+}
+
+/// The answer for an event that means nothing in the run's state (a late poll or timer).
+fn does_not_apply(run: &Run, event: &Event) -> Decision {
+    Decision::Ignore(format!(
+        "{} does not apply while the run is {}",
+        event.name(),
+        run.state.name()
+    ))
+}

@@ -1,0 +1,87 @@
+//! A person acting on a run: Approve, Deny and the size picker while it waits for approval
+//! (decided in [`super::approval`]), and Cancel until the upsize starts. A click that comes too
+//! early or too late is refused here, with where the run is.
+
+use crate::workflow::effect::{Note, PageAction};
+use crate::workflow::event::{Actor, Event};
+use crate::workflow::run::{DecisionKind, Outcome, Run, State, Step, StepStatus};
+
+use super::builder::Builder;
+use super::{CannotCancel, Decision, Rejection, approval};
+
+pub(super) fn decide(b: Builder, run: &Run, event: &Event) -> Decision {
+    match (event, &run.state) {
+        (Event::Cancel { actor }, _) => cancel(b, run, actor),
+        (_, State::AwaitingApproval { .. }) => approval::decide(b, run, event),
+        (_, State::Planning) => Decision::Reject(Rejection::NotWaitingForApproval {
+            state: Box::new(run.state.clone()),
+        }),
+        (
+            _,
+            State::Finished {
+                outcome: Outcome::Expired,
+                ..
+            },
+        ) => Decision::Reject(Rejection::Expired),
+        _ => Decision::Reject(Rejection::AlreadyDecided {
+            state: Box::new(run.state.clone()),
+        }),
+    }
+}
+
+/// Cancel: approvers and whoever asked for the run, until the upsize starts. A snapshot that
+/// AWS already started finishes and is kept; the workers are resumed if they were paused.
+fn cancel(mut b: Builder, run: &Run, actor: &Actor) -> Decision {
+    let state = || Box::new(run.state.clone());
+    match &run.state {
+        State::Finished { .. } | State::Resuming { .. } => {
+            return Decision::Reject(Rejection::CannotCancel(CannotCancel::Over {
+                state: state(),
+            }));
+        }
+        State::Modifying { plan, .. } => {
+            return Decision::Reject(Rejection::CannotCancel(CannotCancel::UpsizeStarted {
+                target: plan.target.clone(),
+            }));
+        }
+        _ if !actor.is_approver && run.requested_by() != Some(&actor.user) => {
+            return Decision::Reject(Rejection::NotAnApprover);
+        }
+        _ => {}
+    }
+    b.decision(actor, DecisionKind::Cancel, None);
+    let by = actor.user.clone();
+    let cancelled = Outcome::Cancelled { by: by.clone() };
+    match &run.state {
+        State::Planning => {
+            b.summary(format!("cancelled by {by} while planning"));
+            b.close_step(Step::Plan, StepStatus::Cancelled);
+            b.finish_run(None, cancelled, None);
+        }
+        State::AwaitingApproval { plan, .. } => {
+            b.summary(format!("cancelled by {by}"));
+            b.close_step(Step::Approval, StepStatus::Cancelled);
+            b.note(Note::Cancelled {
+                by,
+                snapshot_kept: None,
+            });
+            b.finish_run(Some(plan.clone()), cancelled, None);
+            if run.page.open {
+                b.page(PageAction::Resolve);
+            }
+        }
+        State::Pausing { plan } | State::Snapshotting { plan, .. } => {
+            // A CreateSnapshot may be in flight: the snapshot, if AWS started it, is kept.
+            let (step, snapshot_kept) = match &run.state {
+                State::Snapshotting { snapshot, .. } => (Step::Snapshot, Some(snapshot.clone())),
+                _ => (Step::Pause, None),
+            };
+            b.summary(format!("cancelled by {by} during {}", run.state.name()));
+            b.close_step(step, StepStatus::Cancelled);
+            b.note(Note::Cancelled { by, snapshot_kept });
+            b.end(plan.clone(), cancelled);
+        }
+        _ => unreachable!("the other states refused above"),
+    }
+    b.finish()
+}

@@ -1,0 +1,129 @@
+//! Planning: what AWS said about the group becomes a plan (and the approval wait, or straight
+//! to work under `approval = "auto"`), or the reason there is nothing to do.
+//!
+//! A run an alarm started always shows in the channel, and an alarm the bot can't act on pages;
+//! a person's request that can't be done is answered to them privately instead.
+
+use crate::workflow::effect::{Effect, Note, PageAction, PageReason};
+use crate::workflow::event::{AwsOp, Event, Timer};
+use crate::workflow::policy::{self, ApprovalMode};
+use crate::workflow::ports::{AwsError, GroupInfo};
+use crate::workflow::run::{Outcome, Run, State, Step, StepStatus, Trigger};
+
+use crate::domain::NodeType;
+
+use super::builder::Builder;
+use super::{Decision, does_not_apply};
+
+pub(super) fn decide(b: Builder, run: &Run, event: &Event) -> Decision {
+    match event {
+        Event::PlanFetched { group, allowed } => planned(b, run, group, allowed),
+        Event::AwsFailed {
+            op: AwsOp::Plan,
+            error,
+        } => unreadable(b, run, error),
+        _ => does_not_apply(run, event),
+    }
+}
+
+fn planned(mut b: Builder, run: &Run, group: &GroupInfo, allowed: &[NodeType]) -> Decision {
+    let plan = match policy::plan(group, allowed, run.requested_type.as_ref(), &run.policy) {
+        Ok(plan) => plan,
+        Err(why) => {
+            let reason = why.to_string();
+            b.summary(format!("nothing to do: {reason}"));
+            b.close_step(Step::Plan, StepStatus::Done);
+            let note = Note::NothingToDo {
+                reason: reason.clone(),
+            };
+            let outcome = Outcome::NothingToDo {
+                reason: reason.clone(),
+            };
+            let page = PageAction::Trigger(PageReason::CannotAct { reason });
+            closed(&mut b, run, outcome, note, page);
+            return b.finish();
+        }
+    };
+    let now = b.now();
+    b.summary(format!(
+        "planned {} → {} (cap {})",
+        plan.current,
+        plan.target,
+        plan.cap
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "none".into())
+    ));
+    b.close_step(Step::Plan, StepStatus::Done);
+    b.open_step(Step::Approval);
+    b.effect(Effect::PostTopMessage);
+    match run.policy.approval {
+        ApprovalMode::Required => {
+            let deadline = now.plus(run.policy.approval_timeout);
+            let expires = now.plus(run.policy.approval_expiry);
+            b.set_state(State::AwaitingApproval {
+                plan,
+                deadline,
+                expires,
+                escalated: false,
+                approvals: Vec::new(),
+            });
+            b.effect_at(
+                Effect::Timer {
+                    timer: Timer::ApprovalTimeout,
+                },
+                deadline,
+            );
+            b.effect_at(
+                Effect::Timer {
+                    timer: Timer::ApprovalExpiry,
+                },
+                expires,
+            );
+        }
+        ApprovalMode::Auto => {
+            b.close_step(Step::Approval, StepStatus::Done);
+            b.note(Note::ApprovedByPolicy);
+            b.start_work(plan);
+        }
+    }
+    b.finish()
+}
+
+/// AWS couldn't tell us about the group: the run fails at planning.
+fn unreadable(mut b: Builder, run: &Run, error: &AwsError) -> Decision {
+    b.summary(format!("couldn't read the group from AWS: {error}"));
+    b.close_step(Step::Plan, StepStatus::Failed);
+    let outcome = Outcome::Failed {
+        step: Step::Plan,
+        error: error.to_string(),
+    };
+    let note = Note::Failed {
+        step: Step::Plan,
+        error: error.to_string(),
+    };
+    closed(
+        &mut b,
+        run,
+        outcome,
+        note,
+        PageAction::Trigger(PageReason::RunFailed),
+    );
+    b.finish()
+}
+
+/// Close a run that never got a plan: in the channel (and paged) for an alarm, privately to
+/// the person for a command.
+fn closed(b: &mut Builder, run: &Run, outcome: Outcome, note: Note, page: PageAction) {
+    if matches!(run.trigger, Trigger::Alarm { .. }) {
+        // The channel must know the alarm is not being handled, and on-call too.
+        b.effect(Effect::PostTopMessage);
+        b.finish_run(None, outcome, None);
+        b.note(note);
+        b.page(page);
+    } else {
+        // A person's request that can't be done is their answer, not the channel's.
+        b.finish_run(None, outcome, None);
+        b.effect(Effect::Reply { note });
+    }
+}

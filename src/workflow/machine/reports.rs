@@ -1,0 +1,68 @@
+//! Facts about the run's messages and pages, accepted in any state: the top message was
+//! posted (or couldn't be), the Cancel button was offered, PagerDuty took a page (or didn't).
+
+use crate::workflow::effect::{CancelGone, Effect, Note, PageAction, PageReason};
+use crate::workflow::event::Event;
+use crate::workflow::run::{Run, State};
+
+use super::Decision;
+use super::builder::Builder;
+
+pub(super) fn decide(mut b: Builder, run: &Run, event: &Event) -> Decision {
+    match event {
+        Event::TopMessagePosted { message } => {
+            b.summary(format!(
+                "top message posted in {} at {}",
+                message.channel, message.ts
+            ));
+            b.run.message = Some(message.clone());
+        }
+        Event::CancelOffered { ts } => {
+            if run.is_cancellable() {
+                b.summary("cancel button offered in the thread");
+                b.run.cancel_offer = Some(ts.clone());
+            } else {
+                b.summary("cancel button offered too late; withdrawing it");
+                b.effect(Effect::WithdrawCancelOffer {
+                    ts: ts.clone(),
+                    reason: too_late(run),
+                });
+            }
+        }
+        Event::TopMessageFailed { error } => {
+            b.summary(format!("top message could not be posted: {error}"));
+            b.page(PageAction::Trigger(PageReason::SlackUnreachable {
+                error: error.clone(),
+            }));
+        }
+        Event::PageDelivered { action } => {
+            b.summary(format!("PagerDuty accepted {}", action.name()));
+            b.note(match action {
+                PageAction::Trigger(reason) => Note::Paged {
+                    reason: reason.clone(),
+                },
+                PageAction::Resolve => Note::PageResolved,
+            });
+        }
+        Event::PageFailed { action, error } => {
+            b.summary(format!("PagerDuty {} failed: {error}", action.name()));
+            if matches!(action, PageAction::Trigger(_)) {
+                b.note(Note::PageFailed {
+                    error: error.clone(),
+                });
+            }
+        }
+        _ => unreachable!("decide routes only reports here"),
+    }
+    b.finish()
+}
+
+/// Why a Cancel button that arrived after the run moved on is withdrawn.
+fn too_late(run: &Run) -> CancelGone {
+    match &run.state {
+        State::Modifying { .. } => CancelGone::UpsizeStarted,
+        State::Finished { outcome, .. } => CancelGone::Ended(outcome.name().to_string()),
+        // Only `Resuming` is left: the cancellable states never get here.
+        _ => CancelGone::Resuming,
+    }
+}

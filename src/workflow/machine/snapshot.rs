@@ -1,0 +1,173 @@
+//! Pausing the workers (when a pause hook is set) and taking the snapshot: CreateSnapshot,
+//! then polls until AWS says `available`, within `snapshot_max_polls`. A busy group is waited
+//! for like a poll; a failed or vanished snapshot fails the run.
+
+use crate::domain::SnapshotName;
+use crate::workflow::effect::{Effect, Note};
+use crate::workflow::event::{AwsOp, Event, HookPhase};
+use crate::workflow::ports::{AwsError, SnapshotStatus};
+use crate::workflow::run::{Plan, Run, State, Step, StepStatus};
+
+use super::builder::Builder;
+use super::{Decision, does_not_apply};
+
+pub(super) fn decide(b: Builder, run: &Run, event: &Event) -> Decision {
+    match (&run.state, event) {
+        (State::Pausing { plan }, Event::HookDone { phase }) if *phase == HookPhase::Pause => {
+            paused(b, plan)
+        }
+        (State::Pausing { plan }, Event::HookFailed { phase, error })
+            if *phase == HookPhase::Pause =>
+        {
+            pause_failed(b, plan, error)
+        }
+        (State::Snapshotting { .. }, _) => snapshotting(b, run, event),
+        _ => does_not_apply(run, event),
+    }
+}
+
+fn paused(mut b: Builder, plan: &Plan) -> Decision {
+    b.summary("pause hook done");
+    b.close_step(Step::Pause, StepStatus::Done);
+    b.note(Note::Paused);
+    b.start_snapshot(plan.clone());
+    b.finish()
+}
+
+fn pause_failed(mut b: Builder, plan: &Plan, error: &str) -> Decision {
+    b.summary(format!("pause hook failed: {error}"));
+    b.close_step(Step::Pause, StepStatus::Failed);
+    b.note(Note::PauseFailed {
+        error: error.to_string(),
+    });
+    b.fail(plan.clone(), Step::Pause, error.to_string());
+    b.finish()
+}
+
+fn snapshotting(mut b: Builder, run: &Run, event: &Event) -> Decision {
+    let State::Snapshotting {
+        plan,
+        snapshot,
+        polls,
+        created,
+    } = &run.state
+    else {
+        unreachable!("routed by state");
+    };
+    let max = run.policy.snapshot_max_polls;
+    let state = |polls: u32, created: bool| State::Snapshotting {
+        plan: plan.clone(),
+        snapshot: snapshot.clone(),
+        polls,
+        created,
+    };
+    match event {
+        Event::SnapshotStarted { status } => {
+            b.summary(format!("snapshot {snapshot} is {status}"));
+            b.set_state(state(*polls, true));
+            on_status(&mut b, plan, snapshot, *polls, Some(status));
+        }
+        Event::SnapshotPolled { status } if *created => {
+            let polls = polls + 1;
+            b.summary(format!(
+                "snapshot poll {polls}/{max}: {}",
+                status
+                    .as_ref()
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "missing".into())
+            ));
+            b.set_state(state(polls, true));
+            on_status(&mut b, plan, snapshot, polls, status.as_ref());
+        }
+        Event::AwsFailed {
+            op: AwsOp::CreateSnapshot,
+            error: AwsError::InvalidState { message, .. },
+        } => {
+            // The group is busy (a backup or another change): wait like a poll, then try again.
+            let polls = polls + 1;
+            b.summary(format!(
+                "group busy, CreateSnapshot waits ({polls}/{max}): {message}"
+            ));
+            if polls >= max {
+                b.timed_out(plan.clone(), Step::Snapshot);
+            } else {
+                if polls == 1 {
+                    b.note(Note::GroupBusy {
+                        status: message.clone(),
+                    });
+                }
+                b.set_state(state(polls, *created));
+                let due = b.now().plus(run.policy.snapshot_poll_interval);
+                b.effect_at(
+                    Effect::CreateSnapshot {
+                        name: snapshot.clone(),
+                    },
+                    due,
+                );
+            }
+        }
+        Event::AwsFailed {
+            op: AwsOp::CreateSnapshot | AwsOp::PollSnapshot,
+            error,
+        } => {
+            b.summary(format!("snapshot failed: {error}"));
+            b.close_step(Step::Snapshot, StepStatus::Failed);
+            b.fail(plan.clone(), Step::Snapshot, error.to_string());
+        }
+        _ => return does_not_apply(run, event),
+    }
+    b.finish()
+}
+
+/// What AWS says about the snapshot decides the next step.
+fn on_status(
+    b: &mut Builder,
+    plan: &Plan,
+    snapshot: &SnapshotName,
+    polls: u32,
+    status: Option<&SnapshotStatus>,
+) {
+    match status {
+        Some(SnapshotStatus::Available) => {
+            let took = b
+                .run
+                .step(Step::Snapshot)
+                .map(|s| b.now().since(s.started))
+                .unwrap_or_default();
+            b.close_step(Step::Snapshot, StepStatus::Done);
+            b.note(Note::SnapshotReady {
+                name: snapshot.clone(),
+                took,
+            });
+            b.start_modify(plan.clone(), snapshot.clone());
+        }
+        Some(SnapshotStatus::Failed) => {
+            b.close_step(Step::Snapshot, StepStatus::Failed);
+            b.fail(
+                plan.clone(),
+                Step::Snapshot,
+                format!("AWS reports snapshot {snapshot} as failed"),
+            );
+        }
+        None => {
+            b.close_step(Step::Snapshot, StepStatus::Failed);
+            b.fail(
+                plan.clone(),
+                Step::Snapshot,
+                format!("snapshot {snapshot} disappeared while it was being created"),
+            );
+        }
+        Some(_) if polls >= b.run.policy.snapshot_max_polls => {
+            b.timed_out(plan.clone(), Step::Snapshot);
+        }
+        Some(_) => {
+            let due = b.now().plus(b.run.policy.snapshot_poll_interval);
+            b.effect_at(
+                Effect::PollSnapshot {
+                    name: snapshot.clone(),
+                },
+                due,
+            );
+        }
+    }
+}

@@ -1,0 +1,1747 @@
+//! Table tests for the machine: every state against the events that matter to it, including
+//! the ones it must reject or ignore. Each (state, event) row is its own test, grouped by the
+//! phase it exercises, so a failing row never hides the others; a row that starts where
+//! another ended replays that row first.
+
+use std::time::Duration;
+
+use crate::domain::{
+    CacheClusterId, ChannelId, NodeType, ReplicationGroupId, RunId, SlackUserId, SnapshotName,
+    Timestamp,
+};
+use crate::workflow::policy::{ApprovalMode, OnApprovalTimeout, Policy};
+use crate::workflow::ports::{AwsError, ClusterMode, GroupInfo, SnapshotStatus};
+
+use super::*;
+use crate::workflow::effect::*;
+use crate::workflow::event::*;
+use crate::workflow::run::*;
+
+const T0: i64 = 1_764_121_929_000;
+
+fn at(ms: i64) -> Timestamp {
+    Timestamp::from_millis(T0 + ms)
+}
+
+fn nt(s: &str) -> NodeType {
+    NodeType::parse(s).unwrap()
+}
+
+fn user(s: &str) -> SlackUserId {
+    SlackUserId::parse(s).unwrap()
+}
+
+fn approver(s: &str) -> Actor {
+    Actor {
+        user: user(s),
+        is_approver: true,
+    }
+}
+
+fn stranger(s: &str) -> Actor {
+    Actor {
+        user: user(s),
+        is_approver: false,
+    }
+}
+
+fn policy() -> Policy {
+    Policy {
+        max_node_type: Some(nt("cache.r6g.4xlarge")),
+        snapshot_max_polls: 3,
+        ..Policy::default()
+    }
+}
+
+fn group_info(status: &str, node: &str) -> GroupInfo {
+    GroupInfo {
+        id: ReplicationGroupId::parse("prod-jobs").unwrap(),
+        status: status.into(),
+        node_type: Some(nt(node)),
+        members: vec![
+            CacheClusterId::parse("prod-jobs-001").unwrap(),
+            CacheClusterId::parse("prod-jobs-002").unwrap(),
+        ],
+        cluster_mode: ClusterMode::Disabled,
+    }
+}
+
+fn allowed() -> Vec<NodeType> {
+    crate::domain::node_types::scale_ups_from(&nt("cache.r6g.large"))
+}
+
+fn plan() -> Plan {
+    Plan {
+        current: nt("cache.r6g.large"),
+        target: nt("cache.r6g.xlarge"),
+        choices: vec![nt("cache.r6g.xlarge"), nt("cache.r6g.2xlarge")],
+        cap: Some(nt("cache.r6g.4xlarge")),
+        cluster_mode: ClusterMode::Disabled,
+        members: 2,
+    }
+}
+
+fn base(trigger: Trigger, policy: Policy) -> Run {
+    Run::new(
+        RunId::parse("r-abcdefgh").unwrap(),
+        ReplicationGroupId::parse("prod-jobs").unwrap(),
+        ChannelId::parse("C0123ABCD").unwrap(),
+        trigger,
+        None,
+        policy,
+        at(0),
+    )
+}
+
+fn alarm() -> Trigger {
+    Trigger::Alarm {
+        delivery_id: "eventbridge:test".into(),
+        alarm_name: "Redis memory: prod-jobs".into(),
+        reason: "Threshold Crossed".into(),
+        value: Some(93.2),
+        at: at(0),
+    }
+}
+
+fn command(by: &str) -> Trigger {
+    Trigger::Command {
+        user: user(by),
+        response_url: None,
+    }
+}
+
+fn planning() -> Run {
+    base(alarm(), policy())
+}
+
+fn awaiting_with(policy: Policy, trigger: Trigger) -> Run {
+    let mut r = base(trigger, policy);
+    r.steps[0].ended = Some(at(10));
+    r.steps[0].status = StepStatus::Done;
+    r.steps.push(StepRecord::start(Step::Approval, at(10)));
+    r.state = State::AwaitingApproval {
+        plan: plan(),
+        deadline: at(900_000),
+        expires: at(86_400_000),
+        escalated: false,
+        approvals: vec![],
+    };
+    r
+}
+
+fn awaiting() -> Run {
+    awaiting_with(policy(), alarm())
+}
+
+fn snapshot_name() -> SnapshotName {
+    SnapshotName::for_run(&RunId::parse("r-abcdefgh").unwrap())
+}
+
+fn pausing() -> Run {
+    let mut r = awaiting_with(
+        Policy {
+            pause_url: Some("http://127.0.0.1:1/pause".into()),
+            ..policy()
+        },
+        alarm(),
+    );
+    r.steps.push(StepRecord::start(Step::Pause, at(20)));
+    r.state = State::Pausing { plan: plan() };
+    r
+}
+
+fn snapshotting(created: bool, polls: u32) -> Run {
+    let mut r = awaiting();
+    r.steps.push(StepRecord::start(Step::Snapshot, at(20)));
+    r.state = State::Snapshotting {
+        plan: plan(),
+        snapshot: snapshot_name(),
+        polls,
+        created,
+    };
+    r
+}
+
+fn modifying(requested: bool, seen_modifying: bool, polls: u32) -> Run {
+    let mut r = snapshotting(true, 1);
+    r.steps.push(StepRecord::start(Step::Upsize, at(60_000)));
+    r.state = State::Modifying {
+        plan: plan(),
+        snapshot: snapshot_name(),
+        started: at(60_000),
+        requested,
+        seen_modifying,
+        polls,
+    };
+    r
+}
+
+fn resuming(outcome: Outcome) -> Run {
+    let mut r = pausing();
+    r.steps.push(StepRecord::start(Step::Resume, at(70_000)));
+    r.state = State::Resuming {
+        plan: plan(),
+        outcome,
+    };
+    r
+}
+
+fn finished(outcome: Outcome) -> Run {
+    let mut r = awaiting();
+    r.state = State::Finished {
+        plan: Some(plan()),
+        outcome,
+    };
+    r
+}
+
+fn succeeded() -> Outcome {
+    Outcome::Succeeded {
+        from: nt("cache.r6g.large"),
+        to: nt("cache.r6g.xlarge"),
+        snapshot: snapshot_name(),
+    }
+}
+
+/// What a row expects.
+enum Expect {
+    /// Next state name and the names of the effects, in order.
+    Accept(&'static str, &'static [&'static str]),
+    Reject(&'static str),
+    Ignore,
+}
+
+fn rejection_name(r: &Rejection) -> &'static str {
+    match r {
+        Rejection::NotAnApprover => "not_an_approver",
+        Rejection::SelfApproval => "self_approval",
+        Rejection::AlreadyApprovedByYou => "already_approved_by_you",
+        Rejection::AlreadyDecided { .. } => "already_decided",
+        Rejection::Expired => "expired",
+        Rejection::CannotCancel { .. } => "cannot_cancel",
+        Rejection::NotAllowedSize { .. } => "not_allowed_size",
+        Rejection::NotWaitingForApproval { .. } => "not_waiting",
+    }
+}
+
+fn check(name: &str, run: Run, event: Event, now: Timestamp, expect: Expect) -> Option<Transition> {
+    let decision = decide(&run, &event, now);
+    match (expect, decision) {
+        (Expect::Accept(state, effects), Decision::Accept(t)) => {
+            assert_eq!(t.run.state_name(), state, "{name}: next state");
+            let names: Vec<&str> = t.effects.iter().map(|s| s.effect.name()).collect();
+            assert_eq!(names, effects, "{name}: effects");
+            assert!(
+                !t.summary.is_empty(),
+                "{name}: every transition explains itself"
+            );
+            assert_eq!(t.run.updated_at, now, "{name}: updated_at");
+            Some(*t)
+        }
+        (Expect::Reject(want), Decision::Reject(r)) => {
+            assert_eq!(rejection_name(&r), want, "{name}");
+            assert!(!r.to_string().is_empty(), "{name}: the audit says why");
+            None
+        }
+        (Expect::Ignore, Decision::Ignore(_)) => None,
+        (_, got) => panic!("{name}: unexpected decision {got:?}"),
+    }
+}
+
+mod planning_transitions {
+    use super::*;
+
+    #[test]
+    fn plan_needing_approval() {
+        use Expect::*;
+        let t = check(
+            "plan needing approval",
+            planning(),
+            Event::PlanFetched {
+                group: group_info("available", "cache.r6g.large"),
+                allowed: allowed(),
+            },
+            at(10),
+            Accept("awaiting_approval", &["post_top_message", "timer", "timer"]),
+        )
+        .unwrap();
+        assert_eq!(
+            t.effects[1].due,
+            at(10).plus(Duration::from_secs(900)),
+            "approval timeout"
+        );
+        assert_eq!(
+            t.effects[2].due,
+            at(10).plus(Duration::from_secs(86_400)),
+            "expiry"
+        );
+        assert_eq!(t.run.plan().unwrap().target, nt("cache.r6g.xlarge"));
+    }
+
+    #[test]
+    fn auto_approval_goes_straight_to_the_snapshot() {
+        use Expect::*;
+        let auto = base(
+            alarm(),
+            Policy {
+                approval: ApprovalMode::Auto,
+                ..policy()
+            },
+        );
+        check(
+            "auto approval goes straight to the snapshot",
+            auto,
+            Event::PlanFetched {
+                group: group_info("available", "cache.r6g.large"),
+                allowed: allowed(),
+            },
+            at(10),
+            Accept(
+                "snapshotting",
+                &[
+                    "post_top_message",
+                    "post_note",
+                    "offer_cancel",
+                    "post_note",
+                    "create_snapshot",
+                ],
+            ),
+        );
+    }
+
+    #[test]
+    fn auto_approval_with_a_pause_hook_pauses_first() {
+        use Expect::*;
+        let auto_paused = base(
+            alarm(),
+            Policy {
+                approval: ApprovalMode::Auto,
+                pause_url: Some("http://127.0.0.1:1/p".into()),
+                ..policy()
+            },
+        );
+        check(
+            "auto approval with a pause hook pauses first",
+            auto_paused,
+            Event::PlanFetched {
+                group: group_info("available", "cache.r6g.large"),
+                allowed: allowed(),
+            },
+            at(10),
+            Accept(
+                "pausing",
+                &[
+                    "post_top_message",
+                    "post_note",
+                    "offer_cancel",
+                    "post_note",
+                    "call_hook",
+                ],
+            ),
+        );
+    }
+
+    #[test]
+    fn an_alarm_at_the_cap_posts_pages_and_closes() {
+        use Expect::*;
+        let t = check(
+            "an alarm at the cap posts, pages, and closes",
+            base(
+                alarm(),
+                Policy {
+                    max_node_type: Some(nt("cache.r6g.large")),
+                    ..policy()
+                },
+            ),
+            Event::PlanFetched {
+                group: group_info("available", "cache.r6g.large"),
+                allowed: allowed(),
+            },
+            at(10),
+            Accept("nothing_to_do", &["post_top_message", "post_note", "page"]),
+        )
+        .unwrap();
+        assert!(t.run.page.open);
+    }
+
+    #[test]
+    fn a_command_at_the_cap_does_not_page() {
+        use Expect::*;
+        check(
+            "a command at the cap does not page",
+            base(
+                command("U0000001"),
+                Policy {
+                    max_node_type: Some(nt("cache.r6g.large")),
+                    ..policy()
+                },
+            ),
+            Event::PlanFetched {
+                group: group_info("available", "cache.r6g.large"),
+                allowed: allowed(),
+            },
+            at(10),
+            // A person's request that can't be done is answered privately, not in the channel.
+            Accept("nothing_to_do", &["update_top_message", "reply"]),
+        );
+    }
+
+    #[test]
+    fn aws_failing_while_planning_fails_the_run_and_pages() {
+        use Expect::*;
+        check(
+            "AWS failing while planning fails the run and pages",
+            planning(),
+            Event::AwsFailed {
+                op: AwsOp::Plan,
+                error: AwsError::NotFound {
+                    code: "ReplicationGroupNotFoundFault".into(),
+                    message: "gone".into(),
+                },
+            },
+            at(10),
+            Accept("failed", &["post_top_message", "post_note", "page"]),
+        );
+    }
+
+    #[test]
+    fn approve_while_planning() {
+        use Expect::*;
+        check(
+            "approve while planning",
+            planning(),
+            Event::Approve {
+                actor: approver("U0000001"),
+            },
+            at(5),
+            Reject("not_waiting"),
+        );
+    }
+
+    #[test]
+    fn cancel_while_planning() {
+        use Expect::*;
+        check(
+            "cancel while planning",
+            planning(),
+            Event::Cancel {
+                actor: approver("U0000001"),
+            },
+            at(5),
+            Accept("cancelled", &["update_top_message"]),
+        );
+    }
+
+    #[test]
+    fn a_stale_poll_while_planning() {
+        use Expect::*;
+        let stale_poll = Event::GroupPolled {
+            group: group_info("available", "cache.r6g.large"),
+        };
+        check(
+            "a stale poll while planning",
+            planning(),
+            stale_poll,
+            at(5),
+            Ignore,
+        );
+    }
+}
+
+mod approval_matrix {
+    use super::*;
+
+    #[test]
+    fn non_approver() {
+        use Expect::*;
+        check(
+            "non-approver",
+            awaiting(),
+            Event::Approve {
+                actor: stranger("U0000009"),
+            },
+            at(100),
+            Reject("not_an_approver"),
+        );
+    }
+
+    #[test]
+    fn an_approver_approves() {
+        use Expect::*;
+        let t = check(
+            "approver",
+            awaiting(),
+            Event::Approve {
+                actor: approver("U0000001"),
+            },
+            at(100),
+            Accept(
+                "snapshotting",
+                &[
+                    "post_note",
+                    "offer_cancel",
+                    "post_note",
+                    "create_snapshot",
+                    "update_top_message",
+                ],
+            ),
+        )
+        .unwrap();
+        assert!(t.drop_pending_work, "the approval timers are dropped");
+        assert_eq!(t.run.decisions.len(), 1);
+    }
+
+    #[test]
+    fn requester_with_self_approval_off() {
+        use Expect::*;
+        let mine = awaiting_with(policy(), command("U0000001"));
+        check(
+            "requester with self-approval off",
+            mine.clone(),
+            Event::Approve {
+                actor: approver("U0000001"),
+            },
+            at(100),
+            Reject("self_approval"),
+        );
+    }
+
+    #[test]
+    fn requester_with_self_approval_on() {
+        use Expect::*;
+        let lenient = awaiting_with(
+            Policy {
+                allow_self_approval: true,
+                ..policy()
+            },
+            command("U0000001"),
+        );
+        check(
+            "requester with self-approval on",
+            lenient,
+            Event::Approve {
+                actor: approver("U0000001"),
+            },
+            at(100),
+            Accept(
+                "snapshotting",
+                &[
+                    "post_note",
+                    "offer_cancel",
+                    "post_note",
+                    "create_snapshot",
+                    "update_top_message",
+                ],
+            ),
+        );
+    }
+
+    #[test]
+    fn first_of_two() {
+        use Expect::*;
+        let two = awaiting_with(
+            Policy {
+                min_approvals: 2,
+                ..policy()
+            },
+            alarm(),
+        );
+        check(
+            "first of two",
+            two,
+            Event::Approve {
+                actor: approver("U0000001"),
+            },
+            at(100),
+            Accept("awaiting_approval", &["post_note", "update_top_message"]),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn same_person_twice() {
+        use Expect::*;
+        let two = awaiting_with(
+            Policy {
+                min_approvals: 2,
+                ..policy()
+            },
+            alarm(),
+        );
+        let t = check(
+            "first of two",
+            two,
+            Event::Approve {
+                actor: approver("U0000001"),
+            },
+            at(100),
+            Accept("awaiting_approval", &["post_note", "update_top_message"]),
+        )
+        .unwrap();
+        check(
+            "same person twice",
+            t.run.clone(),
+            Event::Approve {
+                actor: approver("U0000001"),
+            },
+            at(110),
+            Reject("already_approved_by_you"),
+        );
+    }
+
+    #[test]
+    fn second_approver() {
+        use Expect::*;
+        let two = awaiting_with(
+            Policy {
+                min_approvals: 2,
+                ..policy()
+            },
+            alarm(),
+        );
+        let t = check(
+            "first of two",
+            two,
+            Event::Approve {
+                actor: approver("U0000001"),
+            },
+            at(100),
+            Accept("awaiting_approval", &["post_note", "update_top_message"]),
+        )
+        .unwrap();
+        check(
+            "second approver",
+            t.run,
+            Event::Approve {
+                actor: approver("U0000002"),
+            },
+            at(120),
+            Accept(
+                "snapshotting",
+                &[
+                    "post_note",
+                    "offer_cancel",
+                    "post_note",
+                    "create_snapshot",
+                    "update_top_message",
+                ],
+            ),
+        );
+    }
+
+    #[test]
+    fn deny_by_non_approver() {
+        use Expect::*;
+        check(
+            "deny by non-approver",
+            awaiting(),
+            Event::Deny {
+                actor: stranger("U0000009"),
+            },
+            at(100),
+            Reject("not_an_approver"),
+        );
+    }
+
+    #[test]
+    fn deny() {
+        use Expect::*;
+        check(
+            "deny",
+            awaiting(),
+            Event::Deny {
+                actor: approver("U0000001"),
+            },
+            at(100),
+            Accept("denied", &["post_note", "update_top_message"]),
+        );
+    }
+
+    #[test]
+    fn cancel_by_requester() {
+        use Expect::*;
+        check(
+            "cancel by requester",
+            awaiting_with(policy(), command("U0000005")),
+            Event::Cancel {
+                actor: stranger("U0000005"),
+            },
+            at(100),
+            Accept("cancelled", &["post_note", "update_top_message"]),
+        );
+    }
+
+    #[test]
+    fn cancel_by_a_stranger() {
+        use Expect::*;
+        check(
+            "cancel by a stranger",
+            awaiting(),
+            Event::Cancel {
+                actor: stranger("U0000009"),
+            },
+            at(100),
+            Reject("not_an_approver"),
+        );
+    }
+
+    #[test]
+    fn choose_an_allowed_size() {
+        use Expect::*;
+        check(
+            "choose an allowed size",
+            awaiting(),
+            Event::ChooseSize {
+                actor: approver("U0000001"),
+                node_type: nt("cache.r6g.2xlarge"),
+            },
+            at(100),
+            Accept("awaiting_approval", &["post_note", "update_top_message"]),
+        );
+    }
+
+    #[test]
+    fn choose_a_size_outside_the_plan() {
+        use Expect::*;
+        check(
+            "choose a size outside the plan",
+            awaiting(),
+            Event::ChooseSize {
+                actor: approver("U0000001"),
+                node_type: nt("cache.r6g.8xlarge"),
+            },
+            at(100),
+            Reject("not_allowed_size"),
+        );
+    }
+
+    #[test]
+    fn choose_by_a_stranger() {
+        use Expect::*;
+        check(
+            "choose by a stranger",
+            awaiting(),
+            Event::ChooseSize {
+                actor: stranger("U0000009"),
+                node_type: nt("cache.r6g.2xlarge"),
+            },
+            at(100),
+            Reject("not_an_approver"),
+        );
+    }
+
+    #[test]
+    fn choose_the_current_target() {
+        use Expect::*;
+        check(
+            "choose the current target",
+            awaiting(),
+            Event::ChooseSize {
+                actor: approver("U0000001"),
+                node_type: nt("cache.r6g.xlarge"),
+            },
+            at(100),
+            Ignore,
+        );
+    }
+}
+
+mod clicks_after_a_decision_are_rejected {
+    use super::*;
+
+    #[test]
+    fn approve_while_snapshotting() {
+        use Expect::*;
+        let running = snapshotting(true, 0);
+        check(
+            "approve while snapshotting",
+            running.clone(),
+            Event::Approve {
+                actor: approver("U0000002"),
+            },
+            at(100),
+            Reject("already_decided"),
+        );
+    }
+
+    #[test]
+    fn deny_while_snapshotting() {
+        use Expect::*;
+        let running = snapshotting(true, 0);
+        check(
+            "deny while snapshotting",
+            running,
+            Event::Deny {
+                actor: approver("U0000002"),
+            },
+            at(100),
+            Reject("already_decided"),
+        );
+    }
+
+    #[test]
+    fn approve_after_deny() {
+        use Expect::*;
+        check(
+            "approve after deny",
+            finished(Outcome::Denied {
+                by: user("U0000001"),
+            }),
+            Event::Approve {
+                actor: approver("U0000002"),
+            },
+            at(100),
+            Reject("already_decided"),
+        );
+    }
+
+    #[test]
+    fn approve_after_cancel() {
+        use Expect::*;
+        check(
+            "approve after cancel",
+            finished(Outcome::Cancelled {
+                by: user("U0000001"),
+            }),
+            Event::Approve {
+                actor: approver("U0000002"),
+            },
+            at(100),
+            Reject("already_decided"),
+        );
+    }
+
+    #[test]
+    fn approve_after_completion() {
+        use Expect::*;
+        check(
+            "approve after completion",
+            finished(succeeded()),
+            Event::Approve {
+                actor: approver("U0000002"),
+            },
+            at(100),
+            Reject("already_decided"),
+        );
+    }
+
+    #[test]
+    fn approve_after_expiry() {
+        use Expect::*;
+        check(
+            "approve after expiry",
+            finished(Outcome::Expired),
+            Event::Approve {
+                actor: approver("U0000002"),
+            },
+            at(100),
+            Reject("expired"),
+        );
+    }
+
+    #[test]
+    fn cancel_after_completion() {
+        use Expect::*;
+        check(
+            "cancel after completion",
+            finished(succeeded()),
+            Event::Cancel {
+                actor: approver("U0000002"),
+            },
+            at(100),
+            Reject("cannot_cancel"),
+        );
+    }
+
+    #[test]
+    fn cancel_while_modifying() {
+        use Expect::*;
+        check(
+            "cancel while modifying",
+            modifying(true, true, 1),
+            Event::Cancel {
+                actor: approver("U0000002"),
+            },
+            at(100),
+            Reject("cannot_cancel"),
+        );
+    }
+
+    #[test]
+    fn cancel_while_resuming() {
+        use Expect::*;
+        check(
+            "cancel while resuming",
+            resuming(succeeded()),
+            Event::Cancel {
+                actor: approver("U0000002"),
+            },
+            at(100),
+            Reject("cannot_cancel"),
+        );
+    }
+}
+
+mod approval_timeouts {
+    use super::*;
+
+    #[test]
+    fn timer_before_the_deadline() {
+        use Expect::*;
+        check(
+            "timer before the deadline",
+            awaiting(),
+            Event::TimerFired {
+                timer: Timer::ApprovalTimeout,
+            },
+            at(100),
+            Ignore,
+        );
+    }
+
+    #[test]
+    fn escalate() {
+        use Expect::*;
+        let t = check(
+            "escalate",
+            awaiting(),
+            Event::TimerFired {
+                timer: Timer::ApprovalTimeout,
+            },
+            at(900_000),
+            Accept(
+                "awaiting_approval",
+                &["post_note", "page", "update_top_message"],
+            ),
+        )
+        .unwrap();
+        assert!(t.run.page.open);
+    }
+
+    #[test]
+    fn escalate_only_once() {
+        use Expect::*;
+        let t = check(
+            "escalate",
+            awaiting(),
+            Event::TimerFired {
+                timer: Timer::ApprovalTimeout,
+            },
+            at(900_000),
+            Accept(
+                "awaiting_approval",
+                &["post_note", "page", "update_top_message"],
+            ),
+        )
+        .unwrap();
+        check(
+            "escalate only once",
+            t.run.clone(),
+            Event::TimerFired {
+                timer: Timer::ApprovalTimeout,
+            },
+            at(900_001),
+            Ignore,
+        );
+    }
+
+    #[test]
+    fn a_late_approval_resolves_the_page() {
+        use Expect::*;
+        let t = check(
+            "escalate",
+            awaiting(),
+            Event::TimerFired {
+                timer: Timer::ApprovalTimeout,
+            },
+            at(900_000),
+            Accept(
+                "awaiting_approval",
+                &["post_note", "page", "update_top_message"],
+            ),
+        )
+        .unwrap();
+        check(
+            "a late approval resolves the page",
+            t.run,
+            Event::Approve {
+                actor: approver("U0000001"),
+            },
+            at(1_000_000),
+            Accept(
+                "snapshotting",
+                &[
+                    "post_note",
+                    "page",
+                    "offer_cancel",
+                    "post_note",
+                    "create_snapshot",
+                    "update_top_message",
+                ],
+            ),
+        );
+    }
+
+    #[test]
+    fn approve_on_timeout() {
+        use Expect::*;
+        let approve_on_timeout = awaiting_with(
+            Policy {
+                on_approval_timeout: OnApprovalTimeout::Approve,
+                ..policy()
+            },
+            alarm(),
+        );
+        check(
+            "approve on timeout",
+            approve_on_timeout,
+            Event::TimerFired {
+                timer: Timer::ApprovalTimeout,
+            },
+            at(900_000),
+            Accept(
+                "snapshotting",
+                &[
+                    "post_note",
+                    "offer_cancel",
+                    "post_note",
+                    "create_snapshot",
+                    "update_top_message",
+                ],
+            ),
+        );
+    }
+
+    #[test]
+    fn expire() {
+        use Expect::*;
+        check(
+            "expire",
+            awaiting(),
+            Event::TimerFired {
+                timer: Timer::ApprovalExpiry,
+            },
+            at(86_400_000),
+            Accept("expired", &["post_note", "update_top_message"]),
+        );
+    }
+
+    #[test]
+    fn expiry_timer_after_approval() {
+        use Expect::*;
+        check(
+            "expiry timer after approval",
+            snapshotting(true, 0),
+            Event::TimerFired {
+                timer: Timer::ApprovalExpiry,
+            },
+            at(86_400_000),
+            Ignore,
+        );
+    }
+}
+
+mod pause_hook_transitions {
+    use super::*;
+
+    #[test]
+    fn paused() {
+        use Expect::*;
+        check(
+            "paused",
+            pausing(),
+            Event::HookDone {
+                phase: HookPhase::Pause,
+            },
+            at(100),
+            Accept(
+                "snapshotting",
+                &[
+                    "post_note",
+                    "post_note",
+                    "create_snapshot",
+                    "update_top_message",
+                ],
+            ),
+        );
+    }
+
+    #[test]
+    fn pause_failed_resumes_anyway() {
+        use Expect::*;
+        let t = check(
+            "pause failed resumes anyway",
+            pausing(),
+            Event::HookFailed {
+                phase: HookPhase::Pause,
+                error: "503".into(),
+            },
+            at(100),
+            Accept(
+                "resuming",
+                &[
+                    "post_note",
+                    "post_note",
+                    "page",
+                    "call_hook",
+                    "update_top_message",
+                ],
+            ),
+        )
+        .unwrap();
+        assert!(matches!(
+            t.run.outcome(),
+            Some(Outcome::Failed {
+                step: Step::Pause,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn cancel_while_pausing_resumes() {
+        use Expect::*;
+        check(
+            "cancel while pausing resumes",
+            pausing(),
+            Event::Cancel {
+                actor: approver("U0000001"),
+            },
+            at(100),
+            Accept(
+                "resuming",
+                &["post_note", "call_hook", "update_top_message"],
+            ),
+        );
+    }
+}
+
+mod snapshot_transitions {
+    use super::*;
+
+    #[test]
+    fn created() {
+        use Expect::*;
+        let t = check(
+            "created",
+            snapshotting(false, 0),
+            Event::SnapshotStarted {
+                status: SnapshotStatus::Creating,
+            },
+            at(100),
+            Accept("snapshotting", &["poll_snapshot"]),
+        )
+        .unwrap();
+        assert_eq!(t.effects[0].due, at(100).plus(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn already_available_on_create() {
+        use Expect::*;
+        check(
+            "already available on create",
+            snapshotting(false, 0),
+            Event::SnapshotStarted {
+                status: SnapshotStatus::Available,
+            },
+            at(100),
+            Accept(
+                "modifying",
+                &["post_note", "modify_node_type", "update_top_message"],
+            ),
+        );
+    }
+
+    #[test]
+    fn poll_creating() {
+        use Expect::*;
+        check(
+            "poll creating",
+            snapshotting(true, 0),
+            Event::SnapshotPolled {
+                status: Some(SnapshotStatus::Creating),
+            },
+            at(100),
+            Accept("snapshotting", &["poll_snapshot"]),
+        );
+    }
+
+    #[test]
+    fn poll_limit_reached() {
+        use Expect::*;
+        let t = check(
+            "poll limit reached",
+            snapshotting(true, 2),
+            Event::SnapshotPolled {
+                status: Some(SnapshotStatus::Creating),
+            },
+            at(100),
+            Accept("timed_out", &["post_note", "page", "update_top_message"]),
+        )
+        .unwrap();
+        assert!(t.drop_pending_work);
+    }
+
+    #[test]
+    fn poll_available() {
+        use Expect::*;
+        check(
+            "poll available",
+            snapshotting(true, 1),
+            Event::SnapshotPolled {
+                status: Some(SnapshotStatus::Available),
+            },
+            at(100),
+            Accept(
+                "modifying",
+                &["post_note", "modify_node_type", "update_top_message"],
+            ),
+        );
+    }
+
+    #[test]
+    fn poll_failed() {
+        use Expect::*;
+        check(
+            "poll failed",
+            snapshotting(true, 1),
+            Event::SnapshotPolled {
+                status: Some(SnapshotStatus::Failed),
+            },
+            at(100),
+            Accept("failed", &["post_note", "page", "update_top_message"]),
+        );
+    }
+
+    #[test]
+    fn snapshot_vanished() {
+        use Expect::*;
+        check(
+            "snapshot vanished",
+            snapshotting(true, 1),
+            Event::SnapshotPolled { status: None },
+            at(100),
+            Accept("failed", &["post_note", "page", "update_top_message"]),
+        );
+    }
+
+    #[test]
+    fn poll_before_create_acknowledged() {
+        use Expect::*;
+        check(
+            "poll before create acknowledged",
+            snapshotting(false, 0),
+            Event::SnapshotPolled {
+                status: Some(SnapshotStatus::Available),
+            },
+            at(100),
+            Ignore,
+        );
+    }
+
+    #[test]
+    fn group_busy_waits() {
+        use Expect::*;
+        let busy = AwsError::InvalidState {
+            code: "InvalidReplicationGroupState".into(),
+            message: "snapshotting".into(),
+        };
+        check(
+            "group busy waits",
+            snapshotting(false, 0),
+            Event::AwsFailed {
+                op: AwsOp::CreateSnapshot,
+                error: busy.clone(),
+            },
+            at(100),
+            Accept("snapshotting", &["post_note", "create_snapshot"]),
+        );
+    }
+
+    #[test]
+    fn group_busy_too_long() {
+        use Expect::*;
+        let busy = AwsError::InvalidState {
+            code: "InvalidReplicationGroupState".into(),
+            message: "snapshotting".into(),
+        };
+        check(
+            "group busy too long",
+            snapshotting(false, 2),
+            Event::AwsFailed {
+                op: AwsOp::CreateSnapshot,
+                error: busy,
+            },
+            at(100),
+            Accept("timed_out", &["post_note", "page", "update_top_message"]),
+        );
+    }
+
+    #[test]
+    fn quota_fails() {
+        use Expect::*;
+        let quota = AwsError::QuotaExceeded {
+            code: "SnapshotQuotaExceededFault".into(),
+            message: "too many".into(),
+        };
+        check(
+            "quota fails",
+            snapshotting(false, 0),
+            Event::AwsFailed {
+                op: AwsOp::CreateSnapshot,
+                error: quota,
+            },
+            at(100),
+            Accept("failed", &["post_note", "page", "update_top_message"]),
+        );
+    }
+
+    #[test]
+    fn cancel_while_snapshotting() {
+        use Expect::*;
+        check(
+            "cancel while snapshotting",
+            snapshotting(true, 1),
+            Event::Cancel {
+                actor: approver("U0000001"),
+            },
+            at(100),
+            Accept("cancelled", &["post_note", "update_top_message"]),
+        );
+    }
+}
+
+mod modify_transitions {
+    use super::*;
+
+    #[test]
+    fn requested() {
+        use Expect::*;
+        let t = check(
+            "requested",
+            modifying(false, false, 0),
+            Event::ModifyRequested {
+                group: group_info("modifying", "cache.r6g.large"),
+            },
+            at(61_000),
+            Accept("modifying", &["post_note", "poll_group"]),
+        )
+        .unwrap();
+        assert!(matches!(
+            t.run.state,
+            State::Modifying {
+                seen_modifying: true,
+                requested: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn already_on_target() {
+        use Expect::*;
+        check(
+            "already on target",
+            modifying(false, false, 0),
+            Event::ModifyRequested {
+                group: group_info("available", "cache.r6g.xlarge"),
+            },
+            at(61_000),
+            Accept(
+                "succeeded",
+                &["post_note", "post_note", "update_top_message"],
+            ),
+        );
+    }
+
+    #[test]
+    fn still_modifying() {
+        use Expect::*;
+        check(
+            "still modifying",
+            modifying(true, true, 1),
+            Event::GroupPolled {
+                group: group_info("modifying", "cache.r6g.large"),
+            },
+            at(90_000),
+            Accept("modifying", &["poll_group"]),
+        );
+    }
+
+    #[test]
+    fn done() {
+        use Expect::*;
+        let t = check(
+            "done",
+            modifying(true, true, 1),
+            Event::GroupPolled {
+                group: group_info("available", "cache.r6g.xlarge"),
+            },
+            at(90_000),
+            Accept("succeeded", &["post_note", "update_top_message"]),
+        )
+        .unwrap();
+        assert_eq!(t.run.step(Step::Upsize).unwrap().status, StepStatus::Done);
+    }
+
+    #[test]
+    fn rolled_back() {
+        use Expect::*;
+        check(
+            "rolled back",
+            modifying(true, true, 2),
+            Event::GroupPolled {
+                group: group_info("available", "cache.r6g.large"),
+            },
+            at(90_000),
+            Accept("failed", &["post_note", "page", "update_top_message"]),
+        );
+    }
+
+    #[test]
+    fn not_yet_started() {
+        use Expect::*;
+        check(
+            "not yet started",
+            modifying(true, false, 0),
+            Event::GroupPolled {
+                group: group_info("available", "cache.r6g.large"),
+            },
+            at(90_000),
+            Accept("modifying", &["poll_group"]),
+        );
+    }
+
+    #[test]
+    fn modify_timeout() {
+        use Expect::*;
+        check(
+            "modify timeout",
+            modifying(true, true, 5),
+            Event::GroupPolled {
+                group: group_info("modifying", "cache.r6g.large"),
+            },
+            at(60_000 + 7_200_000),
+            Accept("timed_out", &["post_note", "page", "update_top_message"]),
+        );
+    }
+
+    #[test]
+    fn modify_rejected() {
+        use Expect::*;
+        let rejected = AwsError::Other {
+            code: "InsufficientCacheClusterCapacity".into(),
+            message: "no capacity".into(),
+        };
+        check(
+            "modify rejected",
+            modifying(false, false, 0),
+            Event::AwsFailed {
+                op: AwsOp::Modify,
+                error: rejected,
+            },
+            at(61_000),
+            Accept("failed", &["post_note", "page", "update_top_message"]),
+        );
+    }
+
+    #[test]
+    fn modify_waits_for_a_busy_group() {
+        use Expect::*;
+        let busy = AwsError::InvalidState {
+            code: "InvalidReplicationGroupState".into(),
+            message: "snapshotting".into(),
+        };
+        check(
+            "modify waits for a busy group",
+            modifying(false, false, 0),
+            Event::AwsFailed {
+                op: AwsOp::Modify,
+                error: busy,
+            },
+            at(61_000),
+            Accept("modifying", &["post_note", "modify_node_type"]),
+        );
+    }
+
+    #[test]
+    fn a_page_resolves_on_success() {
+        use Expect::*;
+        check(
+            "a page resolves on success",
+            {
+                let mut r = modifying(true, true, 1);
+                r.page.open = true;
+                r
+            },
+            Event::GroupPolled {
+                group: group_info("available", "cache.r6g.xlarge"),
+            },
+            at(90_000),
+            Accept("succeeded", &["post_note", "page", "update_top_message"]),
+        );
+    }
+}
+
+mod waits_for_a_busy_group_do_not_count_as_polls_of_the_modification {
+    use super::*;
+
+    #[test]
+    fn requested_after_three_busy_waits() {
+        let t = check(
+            "requested after three busy waits",
+            modifying(false, false, 3),
+            Event::ModifyRequested {
+                group: group_info("modifying", "cache.r6g.large"),
+            },
+            at(61_000),
+            Expect::Accept("modifying", &["post_note", "poll_group"]),
+        )
+        .unwrap();
+        assert!(matches!(t.run.state, State::Modifying { polls: 0, .. }));
+    }
+}
+
+mod resume_transitions {
+    use super::*;
+
+    #[test]
+    fn resumed() {
+        use Expect::*;
+        check(
+            "resumed",
+            resuming(succeeded()),
+            Event::HookDone {
+                phase: HookPhase::Resume,
+            },
+            at(100),
+            Accept("succeeded", &["post_note", "update_top_message"]),
+        );
+    }
+
+    #[test]
+    fn resume_failed_pages() {
+        use Expect::*;
+        let t = check(
+            "resume failed pages",
+            resuming(succeeded()),
+            Event::HookFailed {
+                phase: HookPhase::Resume,
+                error: "timeout".into(),
+            },
+            at(100),
+            Accept("succeeded", &["post_note", "update_top_message", "page"]),
+        )
+        .unwrap();
+        assert_eq!(t.run.resume_error.as_deref(), Some("timeout"));
+    }
+
+    #[test]
+    fn success_after_a_pause_ends_with_resume() {
+        use Expect::*;
+        let t = check(
+            "success after a pause ends with resume",
+            {
+                let mut r = modifying(true, true, 1);
+                r.steps.insert(2, StepRecord::start(Step::Pause, at(15)));
+                r
+            },
+            Event::GroupPolled {
+                group: group_info("available", "cache.r6g.xlarge"),
+            },
+            at(90_000),
+            Accept(
+                "resuming",
+                &["post_note", "call_hook", "update_top_message"],
+            ),
+        )
+        .unwrap();
+        assert!(matches!(t.run.outcome(), Some(Outcome::Succeeded { .. })));
+    }
+}
+
+mod alarms_and_deliveries {
+    use super::*;
+
+    #[test]
+    fn repeat() {
+        use Expect::*;
+        let t = check(
+            "repeat",
+            awaiting(),
+            Event::AlarmRepeated {
+                delivery_id: "eventbridge:again".into(),
+                reason: "again".into(),
+                value: Some(95.0),
+            },
+            at(100),
+            Accept("awaiting_approval", &["post_note", "update_top_message"]),
+        )
+        .unwrap();
+        assert_eq!(t.run.alarm_repeats, 1);
+    }
+
+    #[test]
+    fn a_retried_delivery_is_ignored() {
+        use Expect::*;
+        let t = check(
+            "repeat",
+            awaiting(),
+            Event::AlarmRepeated {
+                delivery_id: "eventbridge:again".into(),
+                reason: "again".into(),
+                value: Some(95.0),
+            },
+            at(100),
+            Accept("awaiting_approval", &["post_note", "update_top_message"]),
+        )
+        .unwrap();
+        check(
+            "a retried delivery is ignored",
+            t.run.clone(),
+            Event::AlarmRepeated {
+                delivery_id: "eventbridge:again".into(),
+                reason: "again".into(),
+                value: Some(95.0),
+            },
+            at(200),
+            Ignore,
+        );
+    }
+
+    #[test]
+    fn a_retry_of_the_delivery_that_started_the_run_is_ignored() {
+        use Expect::*;
+        check(
+            "a retry of the delivery that started the run is ignored",
+            awaiting(),
+            Event::AlarmRepeated {
+                delivery_id: "eventbridge:test".into(),
+                reason: "again".into(),
+                value: Some(95.0),
+            },
+            at(200),
+            Ignore,
+        );
+    }
+
+    #[test]
+    fn cleared() {
+        use Expect::*;
+        check(
+            "cleared",
+            modifying(true, true, 1),
+            Event::AlarmCleared {
+                delivery_id: "eventbridge:ok".into(),
+                reason: "ok".into(),
+            },
+            at(100),
+            Accept("modifying", &["post_note"]),
+        );
+    }
+
+    #[test]
+    fn repeat_after_finish() {
+        use Expect::*;
+        check(
+            "repeat after finish",
+            finished(succeeded()),
+            Event::AlarmRepeated {
+                delivery_id: "eventbridge:again".into(),
+                reason: "x".into(),
+                value: None,
+            },
+            at(100),
+            Ignore,
+        );
+    }
+
+    #[test]
+    fn top_message_recorded() {
+        use Expect::*;
+        let msg = TopMessage {
+            channel: ChannelId::parse("C0123ABCD").unwrap(),
+            ts: crate::domain::MessageTs::parse("1.2").unwrap(),
+            permalink: None,
+        };
+        let t = check(
+            "top message recorded",
+            awaiting(),
+            Event::TopMessagePosted {
+                message: msg.clone(),
+            },
+            at(100),
+            Accept("awaiting_approval", &[]),
+        )
+        .unwrap();
+        assert_eq!(t.run.message, Some(msg));
+    }
+
+    #[test]
+    fn top_message_failed_pages() {
+        use Expect::*;
+        let t = check(
+            "top message failed pages",
+            awaiting(),
+            Event::TopMessageFailed {
+                error: "channel_not_found".into(),
+            },
+            at(100),
+            Accept("awaiting_approval", &["page"]),
+        )
+        .unwrap();
+        assert!(t.run.page.open);
+    }
+
+    #[test]
+    fn page_delivered_is_noted() {
+        use Expect::*;
+        check(
+            "page delivered is noted",
+            awaiting(),
+            Event::PageDelivered {
+                action: PageAction::Trigger(PageReason::RunFailed),
+            },
+            at(100),
+            Accept("awaiting_approval", &["post_note"]),
+        );
+    }
+
+    #[test]
+    fn page_failure_is_noted() {
+        use Expect::*;
+        check(
+            "page failure is noted",
+            awaiting(),
+            Event::PageFailed {
+                action: PageAction::Trigger(PageReason::RunFailed),
+                error: "400".into(),
+            },
+            at(100),
+            Accept("awaiting_approval", &["post_note"]),
+        );
+    }
+}
+
+#[test]
+fn runs_serialise_and_come_back_identical_in_every_state() {
+    for run in [
+        planning(),
+        awaiting(),
+        pausing(),
+        snapshotting(true, 2),
+        modifying(true, true, 3),
+        resuming(Outcome::TimedOut {
+            step: Step::Snapshot,
+            after: Duration::from_secs(3600),
+        }),
+        finished(succeeded()),
+        finished(Outcome::NothingToDo {
+            reason: "at cap".into(),
+        }),
+    ] {
+        let json = serde_json::to_string(&run).unwrap();
+        let back: Run = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, run);
+    }
+}
