@@ -2,18 +2,12 @@
 //! setup they share.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use tokio::sync::watch;
 use tracing::{error, info};
 
-use crate::app::App;
 use crate::config::{Config, Env};
-use crate::elasticache::sdk::{SdkElastiCache, load_aws_config};
-use crate::store::Store;
-use crate::workflow::runner::RunnerOptions;
+use crate::startup::{Application, Deps};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -113,39 +107,17 @@ async fn serve(path: PathBuf) -> anyhow::Result<i32> {
     for w in config.warnings() {
         tracing::warn!("{w}");
     }
-    let store = Arc::new(
-        Store::open(&config.database)
-            .with_context(|| format!("opening the store at {}", config.database.display()))?,
-    );
-    let aws = Arc::new(SdkElastiCache::new(&load_aws_config().await));
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listening on {}", config.listen))?;
-    let app = App::new(config, store, aws, RunnerOptions::default());
-    info!(addr = %listener.local_addr()?, "redis-autoscaler serving");
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
+    let deps = Deps::production(&config).await?;
+    let application = Application::build(config, deps).await?;
+    let shutdown = async {
         shutdown_signal().await;
         info!("shutdown signal received: finishing requests in flight");
-        let _ = stop_tx.send(true);
-    });
-    let runner = tokio::spawn(app.clone().run_workflows(stopped(stop_rx.clone())));
-    if let Err(e) = crate::http::serve(listener, app, stopped(stop_rx)).await {
+    };
+    if let Err(e) = application.run_until_stopped(shutdown).await {
         error!(error = %e, "HTTP server failed");
     }
-    runner.await.ok();
     info!("stopped; unfinished runs resume on the next start");
     Ok(0)
-}
-
-/// Resolves once the watch flips to `true`.
-pub async fn stopped(mut rx: watch::Receiver<bool>) {
-    while !*rx.borrow() {
-        if rx.changed().await.is_err() {
-            return;
-        }
-    }
 }
 
 /// SIGINT or SIGTERM.

@@ -62,7 +62,7 @@ impl fmt::Display for ConfigError {
 pub use crate::workflow::policy::{ApprovalMode, OnApprovalTimeout, Policy, RetryPolicy};
 
 /// A replication group this bot manages.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GroupConfig {
     pub id: ReplicationGroupId,
     /// Where this group's runs are posted.

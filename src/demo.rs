@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use clap::ValueEnum;
 use tokio::sync::watch;
 
+use crate::alarm::sns::ReqwestSnsHttp;
 use crate::app::App;
 use crate::config::{Config, Env};
 use crate::domain::{ChannelId, NodeType, ReplicationGroupId, RunId, Timestamp};
@@ -19,7 +20,9 @@ use crate::elasticache::sdk::{SdkElastiCache, config_for_endpoint};
 use crate::elasticache::sim::{self, SimConfig, SimGroup};
 use crate::standin::pagerduty::{FakePagerDuty, FakePagerDutyHandle};
 use crate::standin::slack::{FakeSlack, FakeSlackHandle, SlackEvent};
-use crate::store::Store;
+use crate::startup::{Application, Deps, stopped};
+use crate::store::SqliteStore;
+use crate::workflow::ports::SystemClock;
 use crate::workflow::run::{Outcome, Run, State};
 use crate::workflow::runner::RunnerOptions;
 
@@ -143,19 +146,21 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     let mut config =
         Config::parse(&demo_config(scenario), &env).map_err(|e| anyhow::anyhow!("{e}"))?;
     config.database = dir.join("demo.db");
-    let store = Arc::new(Store::open(&config.database)?);
-    let aws = Arc::new(SdkElastiCache::new(&config_for_endpoint(&sim.endpoint())));
-    let app = App::new(config, store.clone(), aws, RunnerOptions::default());
-
+    let store = Arc::new(SqliteStore::open(&config.database)?);
+    let deps = Deps {
+        store: store.clone(),
+        aws: Arc::new(SdkElastiCache::new(&config_for_endpoint(&sim.endpoint()))),
+        clock: Arc::new(SystemClock),
+        sns_http: Arc::new(ReqwestSnsHttp(crate::http_client::build(
+            Duration::from_secs(5),
+        ))),
+        options: RunnerOptions::default(),
+    };
+    let bot = Application::build(config, deps).await?;
+    let bot_addr = bot.local_addr();
+    let app = bot.app().clone();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let bot_addr = listener.local_addr()?;
-    let http = tokio::spawn(crate::http::serve(
-        listener,
-        app.clone(),
-        crate::cli::stopped(stop_rx.clone()),
-    ));
-    let runner = tokio::spawn(app.clone().run_workflows(crate::cli::stopped(stop_rx)));
+    let running = tokio::spawn(bot.run_until_stopped(stopped(stop_rx)));
     let printer = tokio::spawn(print_live(slack.clone(), started));
     println!("bot listening on http://{bot_addr}\n");
 
@@ -173,8 +178,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     let _ = stop_tx.send(true);
-    runner.await.ok();
-    http.await.ok();
+    running.await.ok();
     printer.abort();
 
     let run_id = result?;

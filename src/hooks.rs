@@ -2,6 +2,7 @@
 //! snapshot, and to start again afterwards.
 //!
 //! Each call is one signed HTTP POST; the runner retries it on its persisted schedule. The
+//! client implements the workflow's `Hooks` port: what a hook receives is built here. The
 //! receiver verifies `X-Redis-Autoscaler-Signature: v1=<hex HMAC-SHA256 of "v1:{timestamp}:{body}">`
 //! with the shared `HOOK_SIGNING_SECRET` and rejects timestamps older than a few minutes.
 
@@ -12,6 +13,8 @@ use serde::Serialize;
 use sha2::Sha256;
 
 use crate::domain::{NodeType, ReplicationGroupId, RunId, Secret, SnapshotName, Timestamp};
+use crate::workflow::event::HookPhase;
+use crate::workflow::ports::{Attempt, BoxFuture, Failure, Hooks};
 
 pub const SIGNATURE_HEADER: &str = "X-Redis-Autoscaler-Signature";
 pub const TIMESTAMP_HEADER: &str = "X-Redis-Autoscaler-Timestamp";
@@ -69,7 +72,7 @@ impl HookClient {
     }
 
     /// POST the payload to `url`, signed, within `timeout`.
-    pub async fn call(
+    pub async fn post(
         &self,
         url: &str,
         payload: &HookPayload,
@@ -110,6 +113,53 @@ impl HookClient {
         } else {
             Err(HookError::Status { status })
         }
+    }
+}
+
+impl Hooks for HookClient {
+    fn call<'a>(
+        &'a self,
+        at: &'a mut Attempt,
+        phase: HookPhase,
+    ) -> BoxFuture<'a, Result<(), Failure>> {
+        Box::pin(async move {
+            let run = &at.run;
+            let (url, name) = match phase {
+                HookPhase::Pause => (run.policy.pause_url.clone(), "pause"),
+                HookPhase::Resume => (run.policy.resume_url.clone(), "resume"),
+            };
+            let Some(url) = url else {
+                at.log("hook", name, "no hook configured");
+                return Ok(());
+            };
+            let Some(plan) = run.plan() else {
+                return Err(Failure::fatal("no plan"));
+            };
+            let payload = HookPayload {
+                run_id: run.id.clone(),
+                group: run.group.clone(),
+                phase: name,
+                from_node_type: plan.current.clone(),
+                to_node_type: plan.target.clone(),
+                snapshot: Some(SnapshotName::for_run(&run.id)),
+                outcome: run.outcome().map(|o| o.name().to_string()),
+            };
+            let timeout = run.policy.hook_timeout;
+            match self.post(&url, &payload, timeout, at.now).await {
+                Ok(()) => {
+                    at.log("hook", name, "accepted");
+                    Ok(())
+                }
+                Err(e) => {
+                    at.log("hook", name, format!("error: {e}"));
+                    Err(Failure {
+                        error: e.to_string(),
+                        retryable: e.is_retryable(),
+                        retry_after: None,
+                    })
+                }
+            }
+        })
     }
 }
 

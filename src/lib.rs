@@ -29,6 +29,7 @@ pub mod http_client;
 pub mod pagerduty;
 pub mod slack;
 pub mod standin;
+pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod workflow;

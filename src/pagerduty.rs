@@ -7,6 +7,9 @@
 //! It must not retry or decide when to page: [`PagerDutyClient::send`] makes exactly one HTTP
 //! request. The runner retries 429, 5xx and network failures on its persisted schedule and never
 //! retries a 400, as PagerDuty's documentation asks.
+//!
+//! It also implements the workflow's `Pager` port: what a run's page says ([`page_event`],
+//! [`summary`]) lives here.
 
 use std::fmt;
 
@@ -15,6 +18,7 @@ use serde_json::{Value, json};
 
 use crate::domain::{Secret, SnapshotName, Timestamp, format_duration};
 use crate::workflow::effect::{PageAction, PageReason};
+use crate::workflow::ports::{Attempt, BoxFuture, Failure, Pager};
 use crate::workflow::run::{Outcome, Run, Trigger};
 
 /// PagerDuty's production Events API v2 endpoint.
@@ -383,6 +387,35 @@ impl PagerDutyClient {
             .await
             .map_err(|e| PdError::Transport(crate::http_client::describe_error(&e)))?;
         interpret(&event.dedup_key, status, &bytes)
+    }
+}
+
+// ---- The Pager port ----------------------------------------------------------------------
+
+impl Pager for PagerDutyClient {
+    fn page<'a>(
+        &'a self,
+        at: &'a mut Attempt,
+        action: &'a PageAction,
+    ) -> BoxFuture<'a, Result<(), Failure>> {
+        Box::pin(async move {
+            let event = page_event(&at.run, action, at.now);
+            match self.send(&event).await {
+                Ok(_) => {
+                    let detail = format!("accepted (dedup_key {})", at.run.id);
+                    at.log("pagerduty", action.name(), detail);
+                    Ok(())
+                }
+                Err(e) => {
+                    at.log("pagerduty", action.name(), format!("error: {e}"));
+                    Err(Failure {
+                        error: e.to_string(),
+                        retryable: e.is_retryable(),
+                        retry_after: None,
+                    })
+                }
+            }
+        })
     }
 }
 

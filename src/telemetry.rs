@@ -102,3 +102,26 @@ pub async fn http_layer(req: Request, next: Next) -> Response {
         .record(took.as_secs_f64());
     response
 }
+
+/// The workflow's [`Metrics`](crate::workflow::ports::Metrics) port, into the Prometheus
+/// recorder.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Prometheus;
+
+impl crate::workflow::ports::Metrics for Prometheus {
+    fn run_started(&self, trigger: &'static str) {
+        run_started(trigger);
+    }
+
+    fn run_finished(&self, outcome: &'static str) {
+        run_finished(outcome);
+    }
+
+    fn step_finished(&self, step: &'static str, status: &'static str, took: Duration) {
+        step_finished(step, status, took);
+    }
+
+    fn alarm(&self, outcome: &'static str) {
+        alarm(outcome);
+    }
+}

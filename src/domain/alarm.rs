@@ -1,10 +1,12 @@
 //! A CloudWatch alarm state change, however it arrived (EventBridge, SNS): the one type the
 //! alarm parsers produce and the use cases consume.
 
+use serde::{Deserialize, Serialize};
+
 use super::Timestamp;
 
 /// A CloudWatch alarm state change.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alarm {
     /// Identifies this delivery (EventBridge event id, SNS message id): retries repeat it.
     pub delivery_id: String,
@@ -20,7 +22,7 @@ pub struct Alarm {
     pub at: Timestamp,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AlarmState {
     Alarm,
     Ok,

@@ -1,6 +1,8 @@
 //! ElastiCache: the adapter behind the workflow's [`ElastiCache`] port.
 //!
 //! - [`sdk`] is the production implementation over `aws-sdk-elasticache`.
+//! - [`steps`] turns a run's AWS effects into calls (looking before acting), with their audit
+//!   lines.
 //! - [`Metered`] counts and times every call for `/metrics`.
 //! - [`sim`] is a simulator that speaks the ElastiCache Query protocol over HTTP, so tests and
 //!   the demo exercise the real SDK client end to end.
@@ -10,6 +12,7 @@
 
 pub mod sdk;
 pub mod sim;
+pub mod steps;
 
 use std::future::Future;
 

@@ -13,7 +13,9 @@ use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
 use crate::alarm::{Alarm, eventbridge, sns};
-use crate::app::{AlarmOutcome, App};
+use crate::app::AlarmOutcome;
+
+use super::Http;
 
 /// EventBridge and SNS payloads are at most 256 KiB.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -22,9 +24,9 @@ fn refuse(status: StatusCode, why: &str) -> Response {
     (status, axum::Json(json!({ "error": why }))).into_response()
 }
 
-async fn handle(app: &App, alarm: Alarm) -> Response {
+async fn handle(http: &Http, alarm: Alarm) -> Response {
     let name = alarm.name.clone();
-    match app.handle_alarm(alarm).await {
+    match http.app.handle_alarm(alarm).await {
         Ok(outcome) => {
             info!(alarm = %name, outcome = outcome.name(), "alarm handled");
             let (run, detail) = match &outcome {
@@ -48,8 +50,8 @@ async fn handle(app: &App, alarm: Alarm) -> Response {
     }
 }
 
-pub async fn eventbridge(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(expected) = app.config.secrets.alarm_api_key.as_ref() else {
+pub async fn eventbridge(State(http): State<Http>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(expected) = http.app.config.secrets.alarm_api_key.as_ref() else {
         warn!("refused an EventBridge delivery: ALARM_API_KEY is not set");
         return refuse(StatusCode::UNAUTHORIZED, "unauthorized");
     };
@@ -65,7 +67,7 @@ pub async fn eventbridge(State(app): State<App>, headers: HeaderMap, body: Bytes
         return refuse(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
     }
     match eventbridge::parse(&body) {
-        Ok(alarm) => handle(&app, alarm).await,
+        Ok(alarm) => handle(&http, alarm).await,
         Err(e) => {
             warn!(error = %e, "refused an EventBridge delivery");
             refuse(StatusCode::BAD_REQUEST, &e.0)
@@ -73,7 +75,7 @@ pub async fn eventbridge(State(app): State<App>, headers: HeaderMap, body: Bytes
     }
 }
 
-pub async fn sns(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn sns(State(http): State<Http>, headers: HeaderMap, body: Bytes) -> Response {
     if body.len() > MAX_BODY_BYTES {
         return refuse(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
     }
@@ -94,7 +96,8 @@ pub async fn sns(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Res
             "x-amz-sns-message-type does not match the message",
         );
     }
-    if !app
+    if !http
+        .app
         .config
         .alarms
         .sns_topic_arns
@@ -103,7 +106,7 @@ pub async fn sns(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Res
         warn!(topic = %message.topic_arn, "refused an SNS delivery from a topic not in alarms.sns_topic_arns");
         return refuse(StatusCode::FORBIDDEN, "unknown topic");
     }
-    if let Err(e) = app.sns.verify(&message).await {
+    if let Err(e) = http.sns.verify(&message).await {
         warn!(topic = %message.topic_arn, error = %e, "refused an SNS delivery");
         let status = match e {
             sns::SnsError::CertUnavailable(_) => StatusCode::BAD_GATEWAY,
@@ -115,7 +118,7 @@ pub async fn sns(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Res
         return refuse(status, &e.to_string());
     }
     match message.kind.as_str() {
-        "SubscriptionConfirmation" => match app.sns.confirm(&message).await {
+        "SubscriptionConfirmation" => match http.sns.confirm(&message).await {
             Ok(()) => {
                 info!(topic = %message.topic_arn, "SNS subscription confirmed");
                 axum::Json(json!({ "outcome": "subscription_confirmed" })).into_response()
@@ -133,7 +136,7 @@ pub async fn sns(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Res
             axum::Json(json!({ "outcome": "unsubscribe_noted" })).into_response()
         }
         "Notification" => match sns::cloudwatch_alarm(&message) {
-            Ok(Some(alarm)) => handle(&app, alarm).await,
+            Ok(Some(alarm)) => handle(&http, alarm).await,
             Ok(None) => {
                 axum::Json(json!({ "outcome": "ignored", "detail": "not a CloudWatch alarm" }))
                     .into_response()

@@ -1,7 +1,8 @@
-//! The HTTP surface of `serve`: thin routes that verify, parse, hand work to the app and
-//! answer. No route waits on AWS, Slack's Web API or PagerDuty.
+//! The HTTP surface of `serve`: thin routes that verify, parse, call one use case and render
+//! its answer. No route waits on AWS, Slack's Web API or PagerDuty.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
@@ -9,13 +10,21 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
+use crate::alarm::sns::SnsVerifier;
 use crate::app::App;
 
 pub mod alarms;
 pub mod slack;
 
+/// What the routes share: the use cases, and the SNS verifier (with its certificate cache).
+#[derive(Clone)]
+pub struct Http {
+    pub app: App,
+    pub sns: Arc<SnsVerifier>,
+}
+
 /// All routes of the bot.
-pub fn router(app: App) -> Router {
+pub fn router(state: Http) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -26,16 +35,16 @@ pub fn router(app: App) -> Router {
         .route("/alarms/sns", post(alarms::sns))
         .layer(axum::extract::DefaultBodyLimit::max(alarms::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(crate::telemetry::http_layer))
-        .with_state(app)
+        .with_state(state)
 }
 
 /// Serve until `shutdown` resolves, then finish the requests in flight.
 pub async fn serve(
     listener: TcpListener,
-    app: App,
+    state: Http,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(app))
+    axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -46,9 +55,8 @@ async fn healthz() -> &'static str {
 }
 
 /// Prometheus text format: runs, steps, AWS calls, deliveries, pending effects, HTTP.
-async fn metrics(State(app): State<App>) -> impl axum::response::IntoResponse {
-    let store = app.runner.store().clone();
-    if let Ok(Ok(n)) = tokio::task::spawn_blocking(move || store.pending_count()).await {
+async fn metrics(State(http): State<Http>) -> impl axum::response::IntoResponse {
+    if let Ok(n) = http.app.store.pending_count().await {
         crate::telemetry::pending_effects(n);
     }
     (
@@ -61,20 +69,18 @@ async fn metrics(State(app): State<App>) -> impl axum::response::IntoResponse {
 }
 
 /// Ready once the store can be written and unfinished runs have been resumed.
-async fn readyz(State(app): State<App>) -> (StatusCode, String) {
-    if !app.runner.is_ready() {
+async fn readyz(State(http): State<Http>) -> (StatusCode, String) {
+    if !http.app.runner.is_ready() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: runs are not resumed yet\n".into(),
         );
     }
-    let store = app.runner.store().clone();
-    match tokio::task::spawn_blocking(move || store.check_writable()).await {
-        Ok(Ok(())) => (StatusCode::OK, "ready\n".into()),
-        Ok(Err(e)) => (
+    match http.app.store.check_writable().await {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: the store can't be written: {e}\n"),
         ),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
     }
 }

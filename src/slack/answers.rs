@@ -1,6 +1,7 @@
-//! What slash commands answer: pure rendering of status, dry runs and run lists into
-//! ephemeral messages. No I/O; the handlers gather the data.
+//! What the bot answers a person: pure rendering of the use cases' [`Answer`]s (status, dry
+//! runs, run lists, refusals, …) into ephemeral messages. No I/O; the use cases gather the data.
 
+use crate::app::Answer;
 use crate::config::{ApprovalMode, GroupConfig, OnApprovalTimeout, Policy};
 use crate::domain::node_types::memory_label;
 use crate::domain::{Timestamp, format_duration};
@@ -15,6 +16,96 @@ use super::blocks::{describe_state, escape};
 /// A short ephemeral answer.
 pub fn text(s: impl Into<String>) -> Message {
     Message::text(s)
+}
+
+/// What a use case said, as the person reads it in Slack.
+pub fn render(answer: &Answer) -> Message {
+    match answer {
+        Answer::Runs { runs: list, now } => runs(list, *now),
+        Answer::Status {
+            group,
+            active,
+            recent,
+            now,
+            live_follows,
+        } => status_local(group, active.as_ref(), recent, *now, *live_follows),
+        Answer::LiveStatus { group } => status_live(group),
+        Answer::AwsUnreadable { group, error } => {
+            text(format!("Couldn't read {group} from AWS: {}", escape(error)))
+        }
+        Answer::DryRun {
+            group,
+            plan,
+            last_success,
+            now,
+        } => dry_run(group, plan.as_ref(), last_success.as_ref(), *now),
+        Answer::DryRunPending { group } => text(format!(
+            "Working out the plan for {group}… (dry run: nothing will change)"
+        )),
+        Answer::DryRunNeedsResponseUrl => text(
+            "A dry run answers a moment later, and this request came without a usable response_url.",
+        ),
+        Answer::UnknownGroup { group, managed } => text(format!(
+            "`{group}` is not a group this bot manages. Managed groups: {managed}. (A group is managed once the bot's config has a `[groups.{group}]` table.)"
+        )),
+        Answer::AboveCap {
+            node_type: t,
+            group,
+            cap,
+            command,
+        } => text(format!(
+            "{t} is above {group}'s cap ({cap}). Ask for a size at or below the cap, or leave the size out to get the next one up. `{command} upsize {group} --dry-run` shows the choices."
+        )),
+        Answer::CapUnusable { node_type, why } => {
+            text(format!("Can't use {node_type}: {}.", escape(why)))
+        }
+        Answer::AlreadyActive { run } => {
+            let link = run
+                .message
+                .as_ref()
+                .and_then(|m| m.permalink.as_deref())
+                .map(|u| format!(" — <{u}|see its thread>"))
+                .unwrap_or_default();
+            text(format!(
+                "{} already has an active run: `{}` ({}){link}. Only one run per group at a time.",
+                run.group,
+                run.id,
+                describe_state(&run.state)
+            ))
+        }
+        Answer::AlreadyActiveId { group, id } => {
+            text(format!("{group} already has an active run: `{id}`."))
+        }
+        Answer::Started {
+            id,
+            group,
+            channel: Some(channel),
+        } => text(format!(
+            "Started run `{id}` for {group}. The plan and the Approve button will be in <#{channel}> in a moment."
+        )),
+        Answer::Started {
+            id,
+            group,
+            channel: None,
+        } => text(format!("Started run `{id}` for {group}.")),
+        Answer::Decided { run } => text(format!(
+            "Done: run `{}` is now {}.",
+            run.id,
+            describe_state(&run.state)
+        )),
+        Answer::Refused { why } => text(rejection(why)),
+        Answer::NothingChanged { why } => text(format!("Nothing changed: {why}.")),
+        Answer::NoSuchRun { id } => text(format!(
+            "There is no run `{id}`. `/redis runs` lists the recent ones."
+        )),
+        Answer::CheckingCancel { id } => text(format!("Checking whether you may cancel `{id}`…")),
+        Answer::OnlyApproversStartAnyway => {
+            text("Only approvers can start a run during the cooldown.")
+        }
+        Answer::Internal => {
+            text("Something went wrong on my side; it is in the bot's log. Please try again.")
+        }
+    }
 }
 
 fn link(run: &Run, label: &str) -> String {
@@ -76,10 +167,14 @@ pub fn rejection(r: &Rejection) -> String {
         Rejection::Expired => {
             "This run expired without a decision. Start a new one with `/redis upsize <group>`.".into()
         }
-        Rejection::CannotCancel(CannotCancel::UpsizeStarted { target }) => format!(
+        Rejection::CannotCancel {
+            why: CannotCancel::UpsizeStarted { target },
+        } => format!(
             "Can't cancel: the upsize to {target} has started and AWS can't stop a modification in progress."
         ),
-        Rejection::CannotCancel(CannotCancel::Over { state }) => {
+        Rejection::CannotCancel {
+            why: CannotCancel::Over { state },
+        } => {
             format!("Can't cancel: the run is {}.", describe_state(state))
         }
         Rejection::NotAllowedSize { node_type, choices } => format!(
@@ -256,10 +351,14 @@ mod tests {
                 state: finished.clone(),
             },
             Rejection::Expired,
-            Rejection::CannotCancel(CannotCancel::UpsizeStarted { target: t.clone() }),
-            Rejection::CannotCancel(CannotCancel::Over {
-                state: finished.clone(),
-            }),
+            Rejection::CannotCancel {
+                why: CannotCancel::UpsizeStarted { target: t.clone() },
+            },
+            Rejection::CannotCancel {
+                why: CannotCancel::Over {
+                    state: finished.clone(),
+                },
+            },
             Rejection::NotAllowedSize {
                 node_type: t.clone(),
                 choices: vec![t],

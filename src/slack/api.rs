@@ -291,7 +291,7 @@ impl SlackClient {
 
     /// Is this a URL Slack would give us to answer on?
     pub fn is_response_url(&self, url: &str) -> bool {
-        url.starts_with("https://hooks.slack.com/") || origin(url) == origin(&self.base_url)
+        is_response_url(url, &self.base_url)
     }
 
     fn url(&self, method: &str) -> String {
@@ -360,6 +360,12 @@ impl SlackClient {
 }
 
 /// `scheme://host[:port]` of a URL, for comparing where URLs point.
+/// Is this a URL Slack would give us to answer on: Slack's own `https://hooks.slack.com/`, or
+/// (tests, proxies) a URL on the configured API host `api_base`?
+pub fn is_response_url(url: &str, api_base: &str) -> bool {
+    url.starts_with("https://hooks.slack.com/") || origin(url) == origin(api_base)
+}
+
 fn origin(url: &str) -> &str {
     let after_scheme = url.find("://").map(|i| i + 3).unwrap_or(0);
     let end = url[after_scheme..]

@@ -12,6 +12,8 @@ use tracing::warn;
 
 use crate::domain::{Approver, SlackUserGroupId, SlackUserId};
 
+use crate::workflow::ports::BoxFuture;
+
 use super::api::SlackClient;
 
 /// How long a user group's membership is trusted before it is read again.
@@ -125,5 +127,23 @@ impl ApproverDirectory {
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<SlackUserGroupId, (Instant, Vec<SlackUserId>)>> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl crate::app::Directory for ApproverDirectory {
+    fn cached_verdict(&self, user: &SlackUserId) -> Option<bool> {
+        ApproverDirectory::cached_verdict(self, user)
+    }
+
+    fn is_approver<'a>(&'a self, user: &'a SlackUserId) -> BoxFuture<'a, bool> {
+        Box::pin(ApproverDirectory::is_approver(self, user))
+    }
+
+    fn refresh(&self) -> BoxFuture<'_, ()> {
+        Box::pin(ApproverDirectory::refresh(self))
+    }
+
+    fn has_groups(&self) -> bool {
+        ApproverDirectory::has_groups(self)
     }
 }

@@ -435,7 +435,7 @@ pub fn cancel_gone(reason: &CancelGone) -> String {
 }
 
 /// An alarm that maps to no managed group, said in the channel once per delivery.
-pub fn render_unknown_group_notice(alarm: &crate::alarm::Alarm) -> Message {
+pub fn render_unknown_group_notice(alarm: &crate::domain::alarm::Alarm) -> Message {
     let dims: Vec<String> = alarm
         .dimensions
         .iter()
@@ -462,7 +462,7 @@ pub fn render_unknown_group_notice(alarm: &crate::alarm::Alarm) -> Message {
 /// An alarm during the cooldown after a successful upsize: no run, but a button for approvers.
 pub fn render_cooldown_notice(
     group: &crate::domain::ReplicationGroupId,
-    alarm: &crate::alarm::Alarm,
+    alarm: &crate::domain::alarm::Alarm,
     last: &crate::domain::RunId,
     since: std::time::Duration,
     remaining: std::time::Duration,

@@ -2,13 +2,19 @@
 //!
 //! - [`api`]: the Web API client (`chat.postMessage`, `chat.update`, …) over a configurable base
 //!   URL (`SLACK_API_URL`), with Slack's rate limits and `ok:false` errors made explicit.
+//! - [`chat`]: the workflow's `Chat` port over `api`: a run's messages, rendered by [`blocks`].
+//! - [`approvers`]: who may approve, with user-group memberships cached.
+//! - [`signature`], [`commands`], [`interactions`]: verifying and parsing what Slack sends.
+//! - [`blocks`], [`answers`]: rendering runs and answers into Block Kit.
 //!
-//! Rendering and parsing here are pure functions; only `api` does I/O.
+//! Rendering and parsing here are pure functions; only `api` does I/O (and `chat`, `approvers`
+//! through it).
 
 pub mod answers;
 pub mod api;
 pub mod approvers;
 pub mod blocks;
+pub mod chat;
 pub mod commands;
 pub mod interactions;
 pub mod signature;

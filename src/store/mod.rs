@@ -8,97 +8,36 @@
 //! This module knows how to store a run, not what a run should do.
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{ReplicationGroupId, RunId, Timestamp};
-use crate::workflow::effect::{Effect, Scheduled};
+use crate::workflow::effect::Effect;
+use crate::workflow::ports::{
+    AlarmRecord, AuditEntry, BoxFuture, Change, Created, Decide, Decided, DueJobs, EffectId,
+    NewJob, PendingEffect, PendingJob, Store, StoreError,
+};
 use crate::workflow::run::Run;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("stored data could not be read: {0}")]
-    Corrupt(String),
-    #[error("run {0} not found")]
-    RunNotFound(RunId),
+/// The SQLite store. Cheap to clone and share; calls are short and serialised. Its inherent
+/// methods are synchronous (tests and tools use them); the [`Store`] port runs the same calls
+/// off the async threads.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
 }
 
-/// An entry of a run's audit trail.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditEntry {
-    pub at: Timestamp,
-    /// Who or what: a Slack user id, `alarm`, `aws`, `slack`, `pagerduty`, `hook`, `policy`, `timer`.
-    pub actor: String,
-    /// What kind of entry: an event name, an effect name, `rejected`, …
-    pub kind: String,
-    pub detail: String,
-}
-
-impl AuditEntry {
-    pub fn new(
-        at: Timestamp,
-        actor: impl Into<String>,
-        kind: impl Into<String>,
-        detail: impl Into<String>,
-    ) -> Self {
-        AuditEntry {
-            at,
-            actor: actor.into(),
-            kind: kind.into(),
-            detail: detail.into(),
-        }
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteStore")
     }
 }
 
-/// One alarm delivery and what it did.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AlarmRecord {
-    pub delivery_id: String,
-    pub name: String,
-    pub state: String,
-    pub group: Option<String>,
-    pub outcome: String,
-}
-
-/// A pending effect as stored.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PendingEffect {
-    pub id: i64,
-    pub run_id: RunId,
-    pub effect: Effect,
-    pub due: Timestamp,
-    /// 1 for the first try; raised on each retry.
-    pub attempt: u32,
-}
-
-/// What a change to a run writes besides the run itself.
-#[derive(Debug, Default)]
-pub struct Change {
-    pub effects: Vec<Scheduled>,
-    pub drop_pending_work: bool,
-    pub audit: Vec<AuditEntry>,
-}
-
-/// The result of trying to create a run.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Created {
-    Created,
-    /// The group already has an active run; nothing was written.
-    AlreadyActive(RunId),
-}
-
-/// The SQLite store. Cheap to share behind an `Arc`; calls are short and serialised.
-pub struct Store {
-    conn: Mutex<Connection>,
-}
-
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Store")
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::Backend(e.to_string())
     }
 }
 
@@ -150,21 +89,33 @@ CREATE TABLE IF NOT EXISTS alarms (
     outcome     TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS alarms_by_time ON alarms(at);
+
+CREATE TABLE IF NOT EXISTS jobs (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind        TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    due_at      INTEGER NOT NULL,
+    attempt     INTEGER NOT NULL DEFAULT 1,
+    status      TEXT NOT NULL DEFAULT 'pending',
+    created_at  INTEGER NOT NULL,
+    done_at     INTEGER
+);
+CREATE INDEX IF NOT EXISTS jobs_pending ON jobs(status, due_at, id);
 "#;
 
-impl Store {
+impl SqliteStore {
     /// Open (creating if needed) the database file.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let conn = Connection::open(path)?;
         Self::init(conn)
     }
 
     /// A private in-memory database (tests).
-    pub fn open_in_memory() -> Result<Store, StoreError> {
+    pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
         Self::init(Connection::open_in_memory()?)
     }
 
-    fn init(conn: Connection) -> Result<Store, StoreError> {
+    fn init(conn: Connection) -> Result<SqliteStore, StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         // WAL keeps readers off the writer's back; FULL makes every commit durable, because a
         // lost transition could mean a repeated snapshot or a lost page.
@@ -173,8 +124,8 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
         migrate(&conn)?;
-        Ok(Store {
-            conn: Mutex::new(conn),
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
         })
     }
 
@@ -227,16 +178,16 @@ impl Store {
         Ok(Created::Created)
     }
 
-    /// Change a run in one transaction: `f` sees the stored run and returns the next one (or
-    /// `None` to leave it as is) with what to write alongside. `completed` is the effect whose
-    /// result this is; it is marked done in the same transaction.
-    pub fn update_run<T>(
+    /// Change a run in one transaction: `decide` sees the stored run and says what to write.
+    /// `completed` is the effect whose result this is; it is marked done in the same
+    /// transaction.
+    pub fn update_run(
         &self,
         id: &RunId,
-        completed: Option<i64>,
+        completed: Option<EffectId>,
         now: Timestamp,
-        f: impl FnOnce(&Run) -> (Option<Run>, Change, T),
-    ) -> Result<T, StoreError> {
+        decide: impl FnOnce(&Run) -> Decided,
+    ) -> Result<Decided, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let body: Option<String> = tx
@@ -250,8 +201,8 @@ impl Store {
             return Err(StoreError::RunNotFound(id.clone()));
         };
         let run: Run = from_json(&body)?;
-        let (next, change, out) = f(&run);
-        if let Some(next) = &next {
+        let decided = decide(&run);
+        if let Some(next) = &decided.next {
             tx.execute(
                 "UPDATE runs SET active = ?2, state = ?3, updated_at = ?4, body = ?5 WHERE id = ?1",
                 params![
@@ -269,19 +220,19 @@ impl Store {
                 params![effect_id, now.as_millis()],
             )?;
         }
-        write_change(&tx, id, &change, now)?;
+        write_change(&tx, id, &decided.change, now)?;
         tx.commit()?;
-        Ok(out)
+        Ok(decided)
     }
 
     /// Put an effect back in the queue for another attempt.
     pub fn retry_effect(
         &self,
-        effect_id: i64,
+        effect_id: EffectId,
+        run_id: &RunId,
         due: Timestamp,
         attempt: u32,
-        audit: &AuditEntry,
-        run_id: &RunId,
+        audit: &[AuditEntry],
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -289,18 +240,20 @@ impl Store {
             "UPDATE effects SET due_at = ?2, attempt = ?3 WHERE id = ?1 AND status = 'pending'",
             params![effect_id, due.as_millis(), attempt],
         )?;
-        insert_audit(&tx, run_id, audit)?;
+        for a in audit {
+            insert_audit(&tx, run_id, a)?;
+        }
         tx.commit()?;
         Ok(())
     }
 
-    /// Mark an effect done without changing its run (with a line for the audit trail).
+    /// Mark an effect done without changing its run, with its lines for the audit trail.
     pub fn complete_effect(
         &self,
-        effect_id: i64,
+        effect_id: EffectId,
         run_id: &RunId,
         now: Timestamp,
-        audit: Option<&AuditEntry>,
+        audit: &[AuditEntry],
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -308,17 +261,11 @@ impl Store {
             "UPDATE effects SET status = 'done', done_at = ?2 WHERE id = ?1 AND status = 'pending'",
             params![effect_id, now.as_millis()],
         )?;
-        if let Some(a) = audit {
+        for a in audit {
             insert_audit(&tx, run_id, a)?;
         }
         tx.commit()?;
         Ok(())
-    }
-
-    /// Append to a run's audit trail.
-    pub fn audit(&self, run_id: &RunId, entry: &AuditEntry) -> Result<(), StoreError> {
-        let conn = self.conn();
-        insert_audit(&conn, run_id, entry)
     }
 
     /// For each run not in `busy`, its next pending effect if it is due by `now`.
@@ -524,37 +471,95 @@ impl Store {
     }
 
     /// Record what an alarm delivery did (the log of alarms, including those that started no
-    /// run). Returns false if the delivery was recorded before.
-    pub fn record_alarm(
-        &self,
-        delivery_id: &str,
-        at: Timestamp,
-        name: &str,
-        state: &str,
-        group: Option<&ReplicationGroupId>,
-        outcome: &str,
-    ) -> Result<bool, StoreError> {
-        let conn = self.conn();
-        let n = conn.execute(
+    /// run), and the job it leaves, in one transaction. Returns false, and writes nothing, if the
+    /// delivery was recorded before.
+    pub fn record_alarm(&self, r: &AlarmRecord, job: Option<&NewJob>) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute(
             "INSERT OR IGNORE INTO alarms (delivery_id, at, name, state, group_id, outcome)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
-                delivery_id,
-                at.as_millis(),
-                name,
-                state,
-                group.map(|g| g.as_str()),
-                outcome
+                r.delivery_id,
+                r.at.as_millis(),
+                r.name,
+                r.state,
+                r.group,
+                r.outcome
             ],
         )?;
+        if n > 0
+            && let Some(job) = job
+        {
+            insert_job(&tx, job, r.at)?;
+        }
+        tx.commit()?;
         Ok(n > 0)
+    }
+
+    /// Put a job in the outbox.
+    pub fn enqueue_job(&self, job: &NewJob) -> Result<(), StoreError> {
+        insert_job(&self.conn(), job, job.due)
+    }
+
+    /// Due jobs not in `busy` (oldest first), and when the next one not in `busy` is due.
+    pub fn due_jobs(
+        &self,
+        now: Timestamp,
+        busy: &[i64],
+        limit: usize,
+    ) -> Result<DueJobs, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, kind, body, due_at, attempt FROM jobs WHERE status = 'pending'
+             ORDER BY due_at, id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(PendingJob {
+                id: r.get(0)?,
+                kind: r.get(1)?,
+                body: r.get(2)?,
+                due: Timestamp::from_millis(r.get(3)?),
+                attempt: r.get::<_, i64>(4)?.max(1) as u32,
+            })
+        })?;
+        let (mut due, mut next) = (Vec::new(), None);
+        for job in rows {
+            let job = job?;
+            if busy.contains(&job.id) {
+                continue;
+            }
+            if job.due <= now && due.len() < limit {
+                due.push(job);
+            } else if job.due > now {
+                next = Some(job.due);
+                break;
+            }
+        }
+        Ok((due, next))
+    }
+
+    pub fn complete_job(&self, id: i64, now: Timestamp) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE jobs SET status = 'done', done_at = ?2 WHERE id = ?1",
+            params![id, now.as_millis()],
+        )?;
+        Ok(())
+    }
+
+    pub fn retry_job(&self, id: i64, due: Timestamp, attempt: u32) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE jobs SET due_at = ?2, attempt = ?3 WHERE id = ?1 AND status = 'pending'",
+            params![id, due.as_millis(), attempt],
+        )?;
+        Ok(())
     }
 
     /// The alarm log, newest first.
     pub fn recent_alarms(&self, limit: usize) -> Result<Vec<AlarmRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT delivery_id, name, state, group_id, outcome FROM alarms
+            "SELECT delivery_id, name, state, group_id, outcome, at FROM alarms
              ORDER BY at DESC, rowid DESC LIMIT ?1",
         )?;
         let rows = stmt.query_map(params![limit as i64], |r| {
@@ -564,21 +569,198 @@ impl Store {
                 state: r.get(2)?,
                 group: r.get(3)?,
                 outcome: r.get(4)?,
+                at: Timestamp::from_millis(r.get(5)?),
             })
         })?;
         rows.collect::<Result<Vec<_>, _>>()
             .map_err(StoreError::from)
     }
 
-    /// How many effects wait to be executed (a metric).
+    /// How many effects and jobs wait to be executed (a metric).
     pub fn pending_count(&self) -> Result<u64, StoreError> {
         let conn = self.conn();
         let n: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM effects WHERE status = 'pending'",
+            "SELECT (SELECT COUNT(*) FROM effects WHERE status = 'pending')
+                  + (SELECT COUNT(*) FROM jobs WHERE status = 'pending')",
             [],
             |r| r.get(0),
         )?;
         Ok(n as u64)
+    }
+}
+
+/// The port: the same calls, off the async threads (SQLite calls block).
+impl Store for SqliteStore {
+    fn create_run<'a>(
+        &'a self,
+        run: &'a Run,
+        change: Change,
+    ) -> BoxFuture<'a, Result<Created, StoreError>> {
+        let run = run.clone();
+        self.blocking(move |s| s.create_run(&run, &change))
+    }
+
+    fn update_run<'a>(
+        &'a self,
+        id: &'a RunId,
+        completed: Option<EffectId>,
+        now: Timestamp,
+        decide: Decide,
+    ) -> BoxFuture<'a, Result<Decided, StoreError>> {
+        let id = id.clone();
+        self.blocking(move |s| s.update_run(&id, completed, now, decide))
+    }
+
+    fn run<'a>(&'a self, id: &'a RunId) -> BoxFuture<'a, Result<Option<Run>, StoreError>> {
+        let id = id.clone();
+        self.blocking(move |s| s.run(&id))
+    }
+
+    fn active_run<'a>(
+        &'a self,
+        group: &'a ReplicationGroupId,
+    ) -> BoxFuture<'a, Result<Option<Run>, StoreError>> {
+        let group = group.clone();
+        self.blocking(move |s| s.active_run(&group))
+    }
+
+    fn recent_runs<'a>(
+        &'a self,
+        group: Option<&'a ReplicationGroupId>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Run>, StoreError>> {
+        let group = group.cloned();
+        self.blocking(move |s| s.recent_runs(group.as_ref(), limit))
+    }
+
+    fn last_success<'a>(
+        &'a self,
+        group: &'a ReplicationGroupId,
+    ) -> BoxFuture<'a, Result<Option<Run>, StoreError>> {
+        let group = group.clone();
+        self.blocking(move |s| s.last_success(&group))
+    }
+
+    fn due_effects<'a>(
+        &'a self,
+        now: Timestamp,
+        busy: &'a [RunId],
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<PendingEffect>, StoreError>> {
+        let busy = busy.to_vec();
+        self.blocking(move |s| s.due_effects(now, &busy, limit))
+    }
+
+    fn next_due<'a>(
+        &'a self,
+        busy: &'a [RunId],
+    ) -> BoxFuture<'a, Result<Option<Timestamp>, StoreError>> {
+        let busy = busy.to_vec();
+        self.blocking(move |s| s.next_due(&busy))
+    }
+
+    fn mark_started(
+        &self,
+        effect: EffectId,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.blocking(move |s| s.mark_started(effect, now))
+    }
+
+    fn has_later_pending<'a>(
+        &'a self,
+        run: &'a RunId,
+        effect: EffectId,
+        kind: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let (run, kind) = (run.clone(), kind.to_string());
+        self.blocking(move |s| s.has_later_pending(&run, effect, &kind))
+    }
+
+    fn complete_effect<'a>(
+        &'a self,
+        effect: EffectId,
+        run: &'a RunId,
+        now: Timestamp,
+        audit: Vec<AuditEntry>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let run = run.clone();
+        self.blocking(move |s| s.complete_effect(effect, &run, now, &audit))
+    }
+
+    fn retry_effect<'a>(
+        &'a self,
+        effect: EffectId,
+        run: &'a RunId,
+        due: Timestamp,
+        attempt: u32,
+        audit: Vec<AuditEntry>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let run = run.clone();
+        self.blocking(move |s| s.retry_effect(effect, &run, due, attempt, &audit))
+    }
+
+    fn pending_count(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.blocking(|s| s.pending_count())
+    }
+
+    fn enqueue_job<'a>(&'a self, job: NewJob) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.blocking(move |s| s.enqueue_job(&job))
+    }
+
+    fn due_jobs<'a>(
+        &'a self,
+        now: Timestamp,
+        busy: &'a [i64],
+        limit: usize,
+    ) -> BoxFuture<'a, Result<DueJobs, StoreError>> {
+        let busy = busy.to_vec();
+        self.blocking(move |s| s.due_jobs(now, &busy, limit))
+    }
+
+    fn complete_job(&self, id: i64, now: Timestamp) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.blocking(move |s| s.complete_job(id, now))
+    }
+
+    fn retry_job(
+        &self,
+        id: i64,
+        due: Timestamp,
+        attempt: u32,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.blocking(move |s| s.retry_job(id, due, attempt))
+    }
+
+    fn alarm_seen<'a>(&'a self, delivery_id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let delivery_id = delivery_id.to_string();
+        self.blocking(move |s| s.alarm_seen(&delivery_id))
+    }
+
+    fn record_alarm(
+        &self,
+        record: AlarmRecord,
+        job: Option<NewJob>,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.blocking(move |s| s.record_alarm(&record, job.as_ref()))
+    }
+
+    fn check_writable(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.blocking(|s| s.check_writable())
+    }
+}
+
+impl SqliteStore {
+    /// Run `f` on this store on tokio's blocking threads.
+    fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&SqliteStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> BoxFuture<'static, Result<T, StoreError>> {
+        let store = self.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || f(&store))
+                .await
+                .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+        })
     }
 }
 
@@ -658,6 +840,14 @@ fn write_change(
     Ok(())
 }
 
+fn insert_job(conn: &Connection, job: &NewJob, now: Timestamp) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO jobs (kind, body, due_at, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![job.kind, job.body, job.due.as_millis(), now.as_millis()],
+    )?;
+    Ok(())
+}
+
 fn insert_audit(conn: &Connection, run_id: &RunId, a: &AuditEntry) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO audit (run_id, at, actor, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -698,8 +888,9 @@ fn from_json<T: for<'de> Deserialize<'de>>(s: &str) -> Result<T, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Policy;
     use crate::domain::{ChannelId, SlackUserId};
+    use crate::workflow::effect::Scheduled;
+    use crate::workflow::policy::Policy;
     use crate::workflow::run::Trigger;
 
     fn run(group: &str, at: i64) -> Run {
@@ -717,6 +908,16 @@ mod tests {
         )
     }
 
+    fn decided(next: Option<Run>, change: Change) -> Decided {
+        Decided {
+            next,
+            change,
+            submitted: crate::workflow::machine::Submitted::Ignored(String::new()),
+            summary: String::new(),
+            progress: Default::default(),
+        }
+    }
+
     fn first_effects(at: i64) -> Change {
         Change {
             effects: vec![Scheduled {
@@ -729,7 +930,7 @@ mod tests {
 
     #[test]
     fn only_one_active_run_per_group_is_created() {
-        let store = Store::open_in_memory().unwrap();
+        let store = SqliteStore::open_in_memory().unwrap();
         let a = run("prod-jobs", 1);
         let b = run("prod-jobs", 2);
         assert_eq!(
@@ -754,7 +955,7 @@ mod tests {
 
     #[test]
     fn a_finished_run_frees_its_group() {
-        let store = Store::open_in_memory().unwrap();
+        let store = SqliteStore::open_in_memory().unwrap();
         let a = run("prod-jobs", 1);
         store.create_run(&a, &Change::default()).unwrap();
         store
@@ -764,7 +965,7 @@ mod tests {
                     plan: None,
                     outcome: crate::workflow::run::Outcome::Expired,
                 };
-                (Some(next), Change::default(), ())
+                decided(Some(next), Change::default())
             })
             .unwrap();
         assert!(store.active_run(&a.group).unwrap().is_none());
@@ -778,7 +979,7 @@ mod tests {
 
     #[test]
     fn due_effects_give_each_run_its_earliest_effect_only() {
-        let store = Store::open_in_memory().unwrap();
+        let store = SqliteStore::open_in_memory().unwrap();
         let a = run("a", 0);
         let change = Change {
             effects: vec![
@@ -818,7 +1019,7 @@ mod tests {
             Some(Timestamp::from_millis(5))
         );
         store
-            .complete_effect(due[0].id, &a.id, Timestamp::from_millis(20), None)
+            .complete_effect(due[0].id, &a.id, Timestamp::from_millis(20), &[])
             .unwrap();
         let due = store
             .due_effects(Timestamp::from_millis(20), &[], 10)
@@ -837,7 +1038,7 @@ mod tests {
 
     #[test]
     fn a_runs_messages_never_overtake_each_other_but_work_goes_on() {
-        let store = Store::open_in_memory().unwrap();
+        let store = SqliteStore::open_in_memory().unwrap();
         let a = run("a", 0);
         let change = Change {
             effects: vec![
@@ -868,7 +1069,7 @@ mod tests {
             vec![Effect::PollGroup]
         );
         store
-            .complete_effect(due[0].id, &a.id, Timestamp::from_millis(10), None)
+            .complete_effect(due[0].id, &a.id, Timestamp::from_millis(10), &[])
             .unwrap();
         assert!(
             store
@@ -896,7 +1097,7 @@ mod tests {
             "a second start knows"
         );
         store
-            .complete_effect(due[0].id, &a.id, Timestamp::from_millis(1000), None)
+            .complete_effect(due[0].id, &a.id, Timestamp::from_millis(1000), &[])
             .unwrap();
         let due = store
             .due_effects(Timestamp::from_millis(1000), &[], 10)
@@ -906,7 +1107,7 @@ mod tests {
 
     #[test]
     fn dropping_work_keeps_messages_and_pages() {
-        let store = Store::open_in_memory().unwrap();
+        let store = SqliteStore::open_in_memory().unwrap();
         let a = run("a", 0);
         let change = Change {
             effects: vec![
@@ -924,13 +1125,12 @@ mod tests {
         store.create_run(&a, &change).unwrap();
         store
             .update_run(&a.id, None, Timestamp::from_millis(1), |_| {
-                (
+                decided(
                     None,
                     Change {
                         drop_pending_work: true,
                         ..Change::default()
                     },
-                    (),
                 )
             })
             .unwrap();
@@ -950,7 +1150,7 @@ mod tests {
         let path = dir.join("t.db");
         let a = run("prod-jobs", 1);
         {
-            let store = Store::open(&path).unwrap();
+            let store = SqliteStore::open(&path).unwrap();
             let mut change = first_effects(1);
             change.audit.push(AuditEntry::new(
                 Timestamp::from_millis(1),
@@ -960,7 +1160,7 @@ mod tests {
             ));
             store.create_run(&a, &change).unwrap();
         }
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.run(&a.id).unwrap().unwrap(), a);
         assert_eq!(store.active_runs().unwrap().len(), 1);
         assert_eq!(store.audit_trail(&a.id).unwrap()[0].kind, "created");

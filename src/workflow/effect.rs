@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{MessageTs, NodeType, SlackUserId, SnapshotName, Timestamp};
 
-use super::event::{HookPhase, Timer};
+use super::event::{Event, HookPhase, Timer};
 use super::run::Step;
 
 /// Why a page is sent.
@@ -215,6 +215,36 @@ impl Effect {
             | Effect::WithdrawCancelOffer { .. } => Lane::Chat,
             _ => Lane::Work,
         }
+    }
+
+    /// What the machine hears when this delivery fails for good (a message that never
+    /// arrives tells only the audit trail; AWS's failures are [`Event::AwsFailed`]).
+    pub fn failed_for_good(&self, error: &str) -> Option<Event> {
+        let error = error.to_string();
+        match self {
+            Effect::PostTopMessage => Some(Event::TopMessageFailed { error }),
+            Effect::Page { action } => Some(Event::PageFailed {
+                action: action.clone(),
+                error,
+            }),
+            Effect::CallHook { phase } => Some(Event::HookFailed {
+                phase: *phase,
+                error,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Is its first execution recorded, so that a try after a crash mid-flight knows an
+    /// earlier one may have done the work? (A top message posted twice can't be taken back.)
+    pub fn records_start(&self) -> bool {
+        matches!(self, Effect::PostTopMessage)
+    }
+
+    /// Does a later pending effect of the same kind make this one pointless? (A later update
+    /// of the top message shows the run as it is then anyway.)
+    pub fn superseded_by_later(&self) -> bool {
+        matches!(self, Effect::UpdateTopMessage)
     }
 
     /// Work that a cancelled or finished run no longer needs (messages, pages and the

@@ -114,6 +114,22 @@ impl Event {
         }
     }
 
+    /// Who or what it came from, for the audit trail.
+    pub fn actor_name(&self) -> String {
+        match self {
+            Event::Approve { actor }
+            | Event::Deny { actor }
+            | Event::Cancel { actor }
+            | Event::ChooseSize { actor, .. } => actor.user.to_string(),
+            Event::AlarmRepeated { .. } | Event::AlarmCleared { .. } => "alarm".into(),
+            Event::TimerFired { .. } => "timer".into(),
+            Event::HookDone { .. } | Event::HookFailed { .. } => "hook".into(),
+            Event::PageDelivered { .. } | Event::PageFailed { .. } => "pagerduty".into(),
+            Event::TopMessagePosted { .. } | Event::TopMessageFailed { .. } => "slack".into(),
+            _ => "aws".into(),
+        }
+    }
+
     /// The person behind the event, if any.
     pub fn actor(&self) -> Option<&Actor> {
         match self {

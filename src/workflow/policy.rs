@@ -55,12 +55,67 @@ impl RetryPolicy {
 
     pub const MAX_DELAY: Duration = Duration::from_secs(300);
 
+    /// After try number `attempt` failed: how long to wait before the next, or `None` when
+    /// another try isn't worth it (the failure is not retryable, or this was the last try).
+    /// The other side's `Retry-After` wins when it gave one.
+    pub fn next_try(
+        &self,
+        attempt: u32,
+        retryable: bool,
+        retry_after: Option<Duration>,
+    ) -> Option<Duration> {
+        (retryable && attempt < self.attempts)
+            .then(|| retry_after.unwrap_or_else(|| self.delay_before(attempt + 1)))
+    }
+
     /// Pages matter more than any other delivery: at least 20 tries (with the default
     /// `[delivery]` schedule, about an hour) before a page is given up on.
     pub fn for_pages(self) -> RetryPolicy {
         RetryPolicy {
             attempts: self.attempts.max(20),
             ..self
+        }
+    }
+}
+
+/// What to do after a try of an effect failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AfterFailure {
+    /// Try again at `due`, as try number `attempt`; `line` says so in the audit trail.
+    Retry {
+        due: Timestamp,
+        attempt: u32,
+        line: String,
+    },
+    /// No more tries; `line` says so when tries ran out (not when one was pointless).
+    GiveUp { line: Option<String> },
+}
+
+impl RetryPolicy {
+    /// After try `attempt` of effect `kind` failed with `error` at `now`: retry, or give up.
+    pub fn after_failure(
+        &self,
+        kind: &str,
+        attempt: u32,
+        error: &str,
+        retryable: bool,
+        retry_after: Option<Duration>,
+        now: Timestamp,
+    ) -> AfterFailure {
+        match self.next_try(attempt, retryable, retry_after) {
+            Some(wait) => AfterFailure::Retry {
+                due: now.plus(wait),
+                attempt: attempt + 1,
+                line: format!(
+                    "{kind} attempt {attempt}/{} failed ({error}); retrying in {}",
+                    self.attempts,
+                    crate::domain::format_duration(wait)
+                ),
+            },
+            None => AfterFailure::GiveUp {
+                line: retryable
+                    .then(|| format!("{kind} failed {attempt} time(s); last error: {error}")),
+            },
         }
     }
 }
@@ -208,7 +263,8 @@ pub fn plan(
 }
 
 /// Why there is no plan: nothing to do for the group now, or not what was asked for.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "why", rename_all = "snake_case")]
 pub enum NoPlan {
     #[error("{group} is `{status}` right now; a run can start once it is `available`")]
     Busy {
@@ -557,6 +613,24 @@ mod tests {
             ),
             AlarmAction::Start
         );
+    }
+
+    #[test]
+    fn retries_wait_longer_each_time_and_stop_at_the_last_try() {
+        let p = RetryPolicy {
+            interval: Duration::from_secs(15),
+            attempts: 3,
+            backoff: 1.5,
+        };
+        assert_eq!(p.next_try(1, true, None), Some(Duration::from_secs(15)));
+        assert_eq!(
+            p.next_try(2, true, None),
+            Some(Duration::from_millis(22_500))
+        );
+        assert_eq!(p.next_try(3, true, None), None, "the last try");
+        assert_eq!(p.next_try(1, false, None), None, "not worth another try");
+        let asked = Some(Duration::from_secs(7));
+        assert_eq!(p.next_try(1, true, asked), asked, "Retry-After wins");
     }
 
     #[test]

@@ -133,6 +133,23 @@ impl Run {
         self.state.name()
     }
 
+    /// What a transition from `before` to `self` finished: the steps that ended (with their
+    /// status and duration) and the run's outcome if it ended.
+    pub fn progress_since(&self, before: &Run) -> Progress {
+        let steps = self
+            .steps
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| before.steps.get(*i).is_none_or(|s| s.ended.is_none()))
+            .filter_map(|(_, s)| Some((s.step, s.status, s.took()?)))
+            .filter(|(_, status, _)| *status != StepStatus::Running)
+            .collect();
+        let finished = (self.is_finished() && !before.is_finished())
+            .then(|| self.outcome().map(Outcome::name))
+            .flatten();
+        Progress { steps, finished }
+    }
+
     /// Can this run still be cancelled? (Until the upsize starts.)
     pub fn is_cancellable(&self) -> bool {
         matches!(
@@ -143,6 +160,14 @@ impl Run {
                 | State::Snapshotting { .. }
         )
     }
+}
+
+/// What one transition finished, for the metrics.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Progress {
+    pub steps: Vec<(Step, StepStatus, Duration)>,
+    /// The outcome's name, when the run ended.
+    pub finished: Option<&'static str>,
 }
 
 /// What started a run.
@@ -167,6 +192,24 @@ pub enum Trigger {
         /// Slack's `response_url`, to answer the person privately.
         response_url: Option<String>,
     },
+}
+
+impl Trigger {
+    /// Who started the run, for the audit trail: `alarm`, or the person's user id.
+    pub fn actor_name(&self) -> String {
+        match self {
+            Trigger::Alarm { .. } => "alarm".into(),
+            Trigger::Command { user, .. } => user.to_string(),
+        }
+    }
+
+    /// `alarm` or `command`, for the metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Trigger::Alarm { .. } => "alarm",
+            Trigger::Command { .. } => "command",
+        }
+    }
 }
 
 /// Where a run is. See the diagram in [`crate::workflow`].
@@ -326,6 +369,18 @@ pub enum StepStatus {
     Failed,
     TimedOut,
     Cancelled,
+}
+
+impl StepStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            StepStatus::Running => "running",
+            StepStatus::Done => "done",
+            StepStatus::Failed => "failed",
+            StepStatus::TimedOut => "timed_out",
+            StepStatus::Cancelled => "cancelled",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

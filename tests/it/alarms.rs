@@ -518,8 +518,7 @@ async fn sns_app() -> (Services, TempDir, TestApp) {
     let services = Services::start(sim_config()).await;
     let dir = TempDir::new();
     let t = TestApp::spawn(&services, &sns_config(), &dir.db()).await;
-    t.app
-        .sns
+    t.verifier
         .seed_certificate(
             TEST_CERT_URL,
             include_bytes!("../fixtures/test_sns_signing_cert.pem"),
@@ -529,8 +528,7 @@ async fn sns_app() -> (Services, TempDir, TestApp) {
         "../fixtures/sns_signed_notification_v1_with_subject.json"
     ))
     .unwrap();
-    t.app
-        .sns
+    t.verifier
         .seed_certificate(
             sample["SigningCertURL"].as_str().unwrap(),
             include_bytes!("../fixtures/sns_signing_cert_aws_php_validator_fixture.pem"),

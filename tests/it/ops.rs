@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use redis_autoscaler::domain::RunId;
 use redis_autoscaler::standin::pagerduty::FakePagerDuty;
-use redis_autoscaler::store::Store;
+use redis_autoscaler::store::SqliteStore as Store;
 use serde_json::Value;
 
 use crate::support::*;

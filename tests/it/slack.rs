@@ -4,8 +4,11 @@ use std::time::Duration;
 
 use redis_autoscaler::domain::{RunId, Secret, Timestamp};
 use redis_autoscaler::slack::signature;
+use redis_autoscaler::workflow::ports::ManualClock;
 use redis_autoscaler::workflow::run::{DecisionKind, State};
+use redis_autoscaler::workflow::runner::RunnerOptions;
 use serde_json::Value;
+use std::sync::Arc;
 
 use crate::support::*;
 
@@ -105,9 +108,15 @@ async fn app(defaults: &str) -> (Services, TempDir, TestApp) {
 
 #[tokio::test]
 async fn bad_signatures_get_401_and_change_nothing() {
-    let (services, _dir, t) = app("").await;
-    let body = slash_body(&services, ONCALL, "upsize prod-jobs");
+    // The bot's clock stands still half-way through a second, so the window's edges are exact.
     let now = Timestamp::now().as_secs();
+    let clock = ManualClock::at(Timestamp::from_millis(now * 1000 + 500));
+    let services = Services::start(sim_config()).await;
+    let _dir = TempDir::new();
+    let config = config_text("", "");
+    let options = RunnerOptions::default();
+    let t = TestApp::spawn_clocked(&services, &config, &_dir.db(), options, Arc::new(clock)).await;
+    let body = slash_body(&services, ONCALL, "upsize prod-jobs");
     let good_ts = now.to_string();
     let good_sig = signature::sign(&Secret::new(SIGNING_SECRET), &good_ts, body.as_bytes());
     let tampered = body.replace("prod-jobs", "prod-jobz");

@@ -22,9 +22,12 @@ use redis_autoscaler::elasticache::sim::{self, SimConfig, SimGroup, SimHandle};
 use redis_autoscaler::standin::hooks::{FakeHooks, FakeHooksHandle};
 use redis_autoscaler::standin::pagerduty::{FakePagerDuty, FakePagerDutyHandle};
 use redis_autoscaler::standin::slack::{FakeMessage, FakeSlack, FakeSlackHandle};
-use redis_autoscaler::store::Store;
+use redis_autoscaler::startup::{Application, Deps, stopped};
+use redis_autoscaler::store::SqliteStore;
+use redis_autoscaler::workflow::machine::Started;
+use redis_autoscaler::workflow::ports::SystemClock;
 use redis_autoscaler::workflow::run::{Run, Trigger};
-use redis_autoscaler::workflow::runner::{RunnerOptions, Started};
+use redis_autoscaler::workflow::runner::RunnerOptions;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -98,6 +101,15 @@ impl Services {
             .with("HOOK_SIGNING_SECRET", HOOK_SECRET)
             .with("SLACK_API_URL", self.slack.base_url())
             .with("PAGERDUTY_EVENTS_URL", self.pd.url())
+    }
+
+    /// A Web API client for the Slack stand-in, with the bot's token.
+    pub fn slack_client(&self) -> redis_autoscaler::slack::api::SlackClient {
+        redis_autoscaler::slack::api::SlackClient::new(
+            self.slack.base_url(),
+            redis_autoscaler::domain::Secret::new(TOKEN),
+            redis_autoscaler::http_client::build(Duration::from_secs(5)),
+        )
     }
 
     /// The top-level messages in the test channel.
@@ -220,15 +232,17 @@ impl SnsHttp for RecordingSnsHttp {
     }
 }
 
-/// The bot, running: HTTP server on 127.0.0.1:0 and the workflow runner.
+/// The bot, running: HTTP server on 127.0.0.1:0, the workflow runner and the job worker,
+/// started the way `serve` starts them.
 pub struct TestApp {
     pub app: App,
     pub sns: Arc<RecordingSnsHttp>,
-    pub store: Arc<Store>,
+    /// The bot's SNS verifier (tests seed its certificate cache).
+    pub verifier: Arc<redis_autoscaler::alarm::sns::SnsVerifier>,
+    pub store: Arc<SqliteStore>,
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
-    runner: JoinHandle<()>,
-    http: JoinHandle<std::io::Result<()>>,
+    running: JoinHandle<std::io::Result<()>>,
 }
 
 impl TestApp {
@@ -242,36 +256,46 @@ impl TestApp {
         db: &Path,
         options: RunnerOptions,
     ) -> TestApp {
+        TestApp::spawn_clocked(services, config_text, db, options, Arc::new(SystemClock)).await
+    }
+
+    /// The bot with its own clock (a test that needs an exact time).
+    pub async fn spawn_clocked(
+        services: &Services,
+        config_text: &str,
+        db: &Path,
+        options: RunnerOptions,
+        clock: Arc<dyn redis_autoscaler::workflow::ports::Clock>,
+    ) -> TestApp {
         captured_logs();
         let mut config =
             Config::parse(config_text, &services.env()).unwrap_or_else(|e| panic!("{e}"));
         config.database = db.to_path_buf();
-        let store = Arc::new(Store::open(db).unwrap());
-        let aws = Arc::new(SdkElastiCache::new(&config_for_endpoint(
-            &services.sim.endpoint(),
-        )));
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        let store = Arc::new(SqliteStore::open(db).unwrap());
         let sns = Arc::new(RecordingSnsHttp::default());
-        let app = App::new(config, store.clone(), aws, options).with_sns_http(sns.clone());
+        let deps = Deps {
+            store: store.clone(),
+            aws: Arc::new(SdkElastiCache::new(&config_for_endpoint(
+                &services.sim.endpoint(),
+            ))),
+            clock,
+            sns_http: sns.clone(),
+            options,
+        };
+        let application = Application::build(config, deps).await.unwrap();
+        let (app, addr) = (application.app().clone(), application.local_addr());
+        let verifier = application.sns().clone();
         let (stop, rx) = watch::channel(false);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let http = tokio::spawn(redis_autoscaler::http::serve(
-            listener,
-            app.clone(),
-            redis_autoscaler::cli::stopped(rx.clone()),
-        ));
-        let runner = tokio::spawn(
-            app.clone()
-                .run_workflows(redis_autoscaler::cli::stopped(rx)),
-        );
+        let running = tokio::spawn(application.run_until_stopped(stopped(rx)));
         TestApp {
             app,
             sns,
+            verifier,
             store,
             addr,
             stop,
-            runner,
-            http,
+            running,
         }
     }
 
@@ -331,23 +355,21 @@ impl TestApp {
         .await
     }
 
-    /// Stop gracefully (as on SIGTERM) and wait for both halves.
+    /// Stop gracefully (as on SIGTERM) and wait until everything has stopped.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        self.runner.await.unwrap();
-        self.http.await.unwrap().unwrap();
+        self.running.await.unwrap().unwrap();
     }
 
-    /// Wait for a runner that halts by itself (test control), then stop the HTTP server.
+    /// Wait for a runner that halts by itself (test control): the whole bot stops with it, as
+    /// the process it stands for died there.
     pub async fn wait_halted(self) {
-        self.runner.await.unwrap();
-        let _ = self.stop.send(true);
-        self.http.await.unwrap().unwrap();
+        self.running.await.unwrap().unwrap();
     }
 
-    /// Has the runner task ended (a halt)?
+    /// Has the bot stopped by itself (the runner halted)?
     pub fn runner_finished(&self) -> bool {
-        self.runner.is_finished()
+        self.running.is_finished()
     }
 }
 

@@ -3,8 +3,9 @@
 
 use redis_autoscaler::app::UserAction;
 use redis_autoscaler::elasticache::sim::ModifyFault;
+use redis_autoscaler::workflow::machine::Submitted;
 use redis_autoscaler::workflow::run::{Outcome, State, Step};
-use redis_autoscaler::workflow::runner::{RunnerOptions, Submitted};
+use redis_autoscaler::workflow::runner::RunnerOptions;
 
 use crate::support::*;
 
@@ -578,7 +579,6 @@ async fn a_crash_during_the_top_message_post_does_not_post_it_twice() {
     .await;
     let run = first.alarm().await;
     let store = first.store.clone();
-    let app = first.app.clone();
     while !first.runner_finished() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
@@ -592,13 +592,12 @@ async fn a_crash_during_the_top_message_post_does_not_post_it_twice() {
     store
         .mark_started(top.id, redis_autoscaler::domain::Timestamp::now())
         .unwrap();
-    let posted = app
-        .runner
-        .slack()
+    let posted = services
+        .slack_client()
         .post_message_with_metadata(
             &channel(),
             &redis_autoscaler::slack::Message::text("(the post that was in flight)"),
-            redis_autoscaler::workflow::runner::TOP_MESSAGE_EVENT,
+            redis_autoscaler::slack::chat::TOP_MESSAGE_EVENT,
             &serde_json::json!({ "run_id": run.as_str() }),
         )
         .await

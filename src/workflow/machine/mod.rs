@@ -24,10 +24,15 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 
-use crate::domain::{NodeType, Timestamp};
+use serde::{Deserialize, Serialize};
 
+use crate::domain::{ChannelId, NodeType, ReplicationGroupId, RunId, Timestamp};
+
+use super::effect::Effect;
 use super::event::Event;
-use super::run::{Run, State};
+use super::policy::Policy;
+use super::ports::{AuditEntry, Change, Decided};
+use super::run::{Run, State, Trigger};
 use builder::Builder;
 
 pub use super::effect::Scheduled;
@@ -44,7 +49,8 @@ pub struct Transition {
 }
 
 /// Why a person's action was refused. Turned into a private answer; the run is unchanged.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "rejection", rename_all = "snake_case")]
 pub enum Rejection {
     NotAnApprover,
     SelfApproval,
@@ -54,7 +60,9 @@ pub enum Rejection {
         state: Box<State>,
     },
     Expired,
-    CannotCancel(CannotCancel),
+    CannotCancel {
+        why: CannotCancel,
+    },
     NotAllowedSize {
         node_type: NodeType,
         choices: Vec<NodeType>,
@@ -76,10 +84,14 @@ impl std::fmt::Display for Rejection {
                 write!(f, "already decided (the run is {})", state.name())
             }
             Rejection::Expired => f.write_str("the run expired"),
-            Rejection::CannotCancel(CannotCancel::UpsizeStarted { target }) => {
+            Rejection::CannotCancel {
+                why: CannotCancel::UpsizeStarted { target },
+            } => {
                 write!(f, "can't cancel: the upsize to {target} has started")
             }
-            Rejection::CannotCancel(CannotCancel::Over { state }) => {
+            Rejection::CannotCancel {
+                why: CannotCancel::Over { state },
+            } => {
                 write!(f, "can't cancel: the run is {}", state.name())
             }
             Rejection::NotAllowedSize { node_type, .. } => {
@@ -93,12 +105,29 @@ impl std::fmt::Display for Rejection {
 }
 
 /// Why a run can't be cancelled any more.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "why", rename_all = "snake_case")]
 pub enum CannotCancel {
     /// The upsize to `target` has started; AWS can't stop a modification in progress.
     UpsizeStarted { target: NodeType },
     /// The run is resuming its workers or is over.
     Over { state: Box<State> },
+}
+
+/// What starting a run did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Started {
+    Created(RunId),
+    /// The group already has an active run: nothing was created.
+    AlreadyActive(RunId),
+}
+
+/// What submitting an event to a run came to, for whoever submitted it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Submitted {
+    Accepted(Box<Run>),
+    Rejected(Rejection),
+    Ignored(String),
 }
 
 /// What the machine says about an event.
@@ -110,6 +139,54 @@ pub enum Decision {
     /// An event that no longer applies (a late poll, a timer for a decided run); why, for the
     /// audit trail.
     Ignore(String),
+}
+
+/// A request to start a run.
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    pub group: ReplicationGroupId,
+    pub channel: ChannelId,
+    pub trigger: Trigger,
+    pub requested_type: Option<NodeType>,
+    pub policy: Policy,
+}
+
+/// A new run `id` for `req`, and what creating it writes: it starts by reading the group from
+/// AWS.
+pub fn open(id: RunId, req: StartRequest, now: Timestamp) -> (Run, Change) {
+    let run = Run::new(
+        id,
+        req.group,
+        req.channel,
+        req.trigger,
+        req.requested_type,
+        req.policy,
+        now,
+    );
+    let how = match &run.trigger {
+        Trigger::Alarm { alarm_name, .. } => format!("alarm `{alarm_name}`"),
+        Trigger::Command { user, .. } => user.to_string(),
+    };
+    let requested = run
+        .requested_type
+        .as_ref()
+        .map(|t| format!(" asking for {t}"))
+        .unwrap_or_default();
+    let summary = format!("run for {} started by {how}{requested}", run.group);
+    let change = Change {
+        effects: vec![Scheduled {
+            effect: Effect::FetchPlan,
+            due: now,
+        }],
+        drop_pending_work: false,
+        audit: vec![AuditEntry::new(
+            now,
+            run.trigger.actor_name(),
+            "created",
+            summary,
+        )],
+    };
+    (run, change)
 }
 
 /// Decide what `event` does to `run` at `now`.
@@ -134,6 +211,62 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
             State::Resuming { .. } => finish::decide(b, run, event),
             State::Finished { .. } => does_not_apply(run, event),
         },
+    }
+}
+
+/// Decide `event` on the stored `run` and say what to write: the next run and its effects
+/// when accepted, and the audit trail either way (after the lines the event's effect wrote).
+pub fn commit(run: &Run, event: &Event, now: Timestamp, mut audit: Vec<AuditEntry>) -> Decided {
+    let (actor, name) = (event.actor_name(), event.name());
+    let mut line =
+        |kind: &str, detail: String| audit.push(AuditEntry::new(now, &actor, kind, detail));
+    let (next, effects, drop_pending_work, submitted, summary) = match decide(run, event, now) {
+        Decision::Accept(t) => {
+            line(name, t.summary.clone());
+            let accepted = Submitted::Accepted(Box::new(t.run.clone()));
+            (
+                Some(t.run),
+                t.effects,
+                t.drop_pending_work,
+                accepted,
+                t.summary,
+            )
+        }
+        Decision::Reject(r) => {
+            line("rejected", format!("{name} refused: {r}"));
+            (
+                None,
+                Vec::new(),
+                false,
+                Submitted::Rejected(r),
+                String::new(),
+            )
+        }
+        Decision::Ignore(why) => {
+            line("ignored", format!("{name}: {why}"));
+            (
+                None,
+                Vec::new(),
+                false,
+                Submitted::Ignored(why),
+                String::new(),
+            )
+        }
+    };
+    let progress = next
+        .as_ref()
+        .map(|n| n.progress_since(run))
+        .unwrap_or_default();
+    Decided {
+        next,
+        change: Change {
+            effects,
+            drop_pending_work,
+            audit,
+        },
+        submitted,
+        summary,
+        progress,
     }
 }
 

@@ -35,14 +35,16 @@ fn cancel(mut b: Builder, run: &Run, actor: &Actor) -> Decision {
     let state = || Box::new(run.state.clone());
     match &run.state {
         State::Finished { .. } | State::Resuming { .. } => {
-            return Decision::Reject(Rejection::CannotCancel(CannotCancel::Over {
-                state: state(),
-            }));
+            return Decision::Reject(Rejection::CannotCancel {
+                why: CannotCancel::Over { state: state() },
+            });
         }
         State::Modifying { plan, .. } => {
-            return Decision::Reject(Rejection::CannotCancel(CannotCancel::UpsizeStarted {
-                target: plan.target.clone(),
-            }));
+            return Decision::Reject(Rejection::CannotCancel {
+                why: CannotCancel::UpsizeStarted {
+                    target: plan.target.clone(),
+                },
+            });
         }
         _ if !actor.is_approver && run.requested_by() != Some(&actor.user) => {
             return Decision::Reject(Rejection::NotAnApprover);

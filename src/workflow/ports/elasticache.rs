@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{CacheClusterId, NodeType, ReplicationGroupId, SnapshotName};
 
-use super::BoxFuture;
+use super::{Attempt, BoxFuture};
 
 /// The replication group as the workflow needs to see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -300,6 +300,52 @@ pub trait ElastiCache: Send + Sync {
         group: &'a ReplicationGroupId,
         node_type: &'a NodeType,
     ) -> BoxFuture<'a, Result<GroupInfo, AwsError>>;
+}
+
+impl From<&AwsError> for super::Failure {
+    fn from(e: &AwsError) -> Self {
+        super::Failure {
+            error: e.to_string(),
+            retryable: e.is_retryable(),
+            retry_after: None,
+        }
+    }
+}
+
+/// What a run asks of AWS: one method per effect. Implementations look before they act, so a
+/// repeated call (a retry, a restart) never does the work twice: a snapshot that exists is
+/// the run's own (its name is the run's), a group already on or moving to the target is not
+/// asked again. Each writes the calls it made to the attempt's audit lines.
+pub trait Aws: Send + Sync {
+    /// The group as it is, and the node types AWS allows it to scale up to.
+    fn fetch_plan<'a>(
+        &'a self,
+        at: &'a mut Attempt,
+    ) -> BoxFuture<'a, Result<(GroupInfo, Vec<NodeType>), AwsError>>;
+
+    /// Start the run's snapshot (or find it started); its status.
+    fn create_snapshot<'a>(
+        &'a self,
+        at: &'a mut Attempt,
+        name: &'a SnapshotName,
+    ) -> BoxFuture<'a, Result<SnapshotStatus, AwsError>>;
+
+    /// The snapshot's status; `None` when it no longer exists.
+    fn poll_snapshot<'a>(
+        &'a self,
+        at: &'a mut Attempt,
+        name: &'a SnapshotName,
+    ) -> BoxFuture<'a, Result<Option<SnapshotStatus>, AwsError>>;
+
+    /// Ask AWS to move the group to `target`, unless it is on it or on its way already.
+    fn modify_node_type<'a>(
+        &'a self,
+        at: &'a mut Attempt,
+        target: &'a NodeType,
+    ) -> BoxFuture<'a, Result<GroupInfo, AwsError>>;
+
+    /// The group as it is (while the modification runs).
+    fn poll_group<'a>(&'a self, at: &'a mut Attempt) -> BoxFuture<'a, Result<GroupInfo, AwsError>>;
 }
 
 #[cfg(test)]

@@ -1,0 +1,219 @@
+//! Handle a CloudWatch alarm (from EventBridge or SNS, already verified and parsed): start a
+//! run, note it on the group's active run, or say why not. Deliveries are idempotent: a retry
+//! of one changes nothing.
+
+use crate::domain::alarm::{Alarm, AlarmState};
+use crate::domain::{CacheClusterId, ReplicationGroupId, RunId};
+use crate::workflow::event::Event;
+use crate::workflow::machine::{Started, Submitted};
+use crate::workflow::policy::{AlarmAction, on_alarm};
+use crate::workflow::ports::AlarmRecord;
+use crate::workflow::run::Trigger;
+
+use super::jobs::Job;
+use super::requests::Start;
+use super::{App, AppError, Notice};
+
+/// What an alarm delivery did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlarmOutcome {
+    /// Not ours, or nothing to do; the reason is in the answer.
+    Ignored(String),
+    /// A retry of a delivery already handled.
+    Duplicate,
+    Started(RunId),
+    /// Noted on the group's active run.
+    Repeated(RunId),
+    Cleared(RunId),
+    /// Within the cooldown: a notice was posted with a "start anyway" button.
+    Cooldown(ReplicationGroupId),
+    /// The alarm maps to no group this bot manages; posted to the channel as such.
+    UnknownGroup,
+}
+
+impl AlarmOutcome {
+    pub fn name(&self) -> &'static str {
+        match self {
+            AlarmOutcome::Ignored(_) => "ignored",
+            AlarmOutcome::Duplicate => "duplicate",
+            AlarmOutcome::Started(_) => "started",
+            AlarmOutcome::Repeated(_) => "repeated",
+            AlarmOutcome::Cleared(_) => "cleared",
+            AlarmOutcome::Cooldown(_) => "cooldown",
+            AlarmOutcome::UnknownGroup => "unknown_group",
+        }
+    }
+}
+
+impl App {
+    /// Handle a CloudWatch alarm state change.
+    pub async fn handle_alarm(&self, alarm: Alarm) -> Result<AlarmOutcome, AppError> {
+        let prefix = &self.config.alarms.description_prefix;
+        if !alarm.description.starts_with(prefix) {
+            return Ok(AlarmOutcome::Ignored(format!(
+                "the alarm description does not start with `{prefix}`"
+            )));
+        }
+        if self.store.alarm_seen(&alarm.delivery_id).await? {
+            self.metrics.alarm("duplicate");
+            return Ok(AlarmOutcome::Duplicate);
+        }
+        let Some(group) = self.group_for(&alarm).await else {
+            if alarm.state != AlarmState::Alarm {
+                let outcome = AlarmOutcome::Ignored("the alarm maps to no managed group".into());
+                self.record(&alarm, None, &outcome, None).await?;
+                return Ok(outcome);
+            }
+            // The delivery and its notice are written together, so concurrent retries say it once.
+            let notice = Job::Notice {
+                channel: self.config.slack.channel.clone(),
+                notice: Notice::UnknownGroup {
+                    alarm: alarm.clone(),
+                },
+            };
+            let outcome = AlarmOutcome::UnknownGroup;
+            self.record(&alarm, None, &outcome, Some(notice)).await?;
+            return Ok(outcome);
+        };
+        let gc = self
+            .group(&group)
+            .expect("group_for returns managed groups")
+            .clone();
+        let active = self.store.active_run(&group).await?;
+        let last = self.store.last_success(&group).await?;
+        let now = self.clock.now();
+        let action = on_alarm(
+            alarm.state,
+            active.as_ref(),
+            last.as_ref(),
+            gc.policy.cooldown,
+            now,
+        );
+        let outcome = match action {
+            AlarmAction::Ignore(why) => AlarmOutcome::Ignored(why),
+            AlarmAction::Repeat(run) => self.repeat(&run, &alarm).await?,
+            AlarmAction::Clear(run) => {
+                let event = Event::AlarmCleared {
+                    delivery_id: alarm.delivery_id.clone(),
+                    reason: alarm.reason.clone(),
+                };
+                self.runner.submit(&run, event).await?;
+                AlarmOutcome::Cleared(run)
+            }
+            AlarmAction::Cooldown {
+                last,
+                since,
+                remaining,
+            } => {
+                let notice = Job::Notice {
+                    channel: gc.channel.clone(),
+                    notice: Notice::Cooldown {
+                        group: gc.id.clone(),
+                        alarm: alarm.clone(),
+                        last,
+                        since,
+                        remaining,
+                    },
+                };
+                let outcome = AlarmOutcome::Cooldown(group.clone());
+                self.record(&alarm, Some(&group), &outcome, Some(notice))
+                    .await?;
+                return Ok(outcome);
+            }
+            AlarmAction::Start => {
+                let trigger = Trigger::Alarm {
+                    delivery_id: alarm.delivery_id.clone(),
+                    alarm_name: alarm.name.clone(),
+                    reason: alarm.reason.clone(),
+                    value: alarm.value,
+                    at: alarm.at,
+                };
+                match self.start(&group, None, trigger).await? {
+                    Start::Started(Started::Created(id)) => AlarmOutcome::Started(id),
+                    // Another delivery won the race: this one is a repeat on that run.
+                    Start::Started(Started::AlreadyActive(id)) => self.repeat(&id, &alarm).await?,
+                    Start::UnknownGroup => AlarmOutcome::UnknownGroup,
+                }
+            }
+        };
+        self.record(&alarm, Some(&group), &outcome, None).await?;
+        Ok(outcome)
+    }
+
+    async fn repeat(&self, run: &RunId, alarm: &Alarm) -> Result<AlarmOutcome, AppError> {
+        let event = Event::AlarmRepeated {
+            delivery_id: alarm.delivery_id.clone(),
+            reason: alarm.reason.clone(),
+            value: alarm.value,
+        };
+        Ok(match self.runner.submit(run, event).await? {
+            Submitted::Ignored(_) => AlarmOutcome::Duplicate,
+            _ => AlarmOutcome::Repeated(run.clone()),
+        })
+    }
+
+    /// Log what a delivery did, with the notice it leaves; false if it was logged before.
+    async fn record(
+        &self,
+        alarm: &Alarm,
+        group: Option<&ReplicationGroupId>,
+        outcome: &AlarmOutcome,
+        notice: Option<Job>,
+    ) -> Result<bool, AppError> {
+        self.metrics.alarm(outcome.name());
+        let record = AlarmRecord {
+            delivery_id: alarm.delivery_id.clone(),
+            at: alarm.at,
+            name: alarm.name.clone(),
+            state: alarm.state.as_str().to_string(),
+            group: group.map(|g| g.to_string()),
+            outcome: outcome.name().to_string(),
+        };
+        let job = notice.map(|j| j.into_new(self.clock.now()));
+        let new = self.store.record_alarm(record, job).await?;
+        self.jobs_added.notify_one();
+        Ok(new)
+    }
+
+    /// Which managed group an alarm is about: an explicit mapping by alarm name, the
+    /// `ReplicationGroupId` dimension, or the `CacheClusterId` dimension's group (asked of AWS).
+    async fn group_for(&self, alarm: &Alarm) -> Option<ReplicationGroupId> {
+        let managed = |g: ReplicationGroupId| self.group(&g).is_some().then_some(g);
+        if let Some(g) = self.config.alarms.groups.get(&alarm.name) {
+            return managed(g.clone());
+        }
+        if let Some(g) = alarm
+            .dimension("ReplicationGroupId")
+            .and_then(|g| ReplicationGroupId::parse(g).ok())
+        {
+            return managed(g);
+        }
+        let cluster = alarm
+            .dimension("CacheClusterId")
+            .and_then(|c| CacheClusterId::parse(c).ok())?;
+        let known = self.clusters().get(&cluster).cloned();
+        if let Some(g) = known {
+            return managed(g);
+        }
+        match self.aws.describe_cache_cluster(&cluster).await {
+            Ok(info) => {
+                let g = info.replication_group?;
+                self.clusters().insert(cluster, g.clone());
+                managed(g)
+            }
+            Err(e) => {
+                tracing::warn!(cluster = %cluster, error = %e, "could not find the cache cluster's group");
+                None
+            }
+        }
+    }
+
+    fn clusters(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<CacheClusterId, ReplicationGroupId>>
+    {
+        self.cluster_groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+}

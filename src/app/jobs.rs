@@ -1,0 +1,315 @@
+//! Work a request leaves behind, kept in the store's outbox until it is done: a notice in a
+//! channel, an answer to deliver, or a slow look-up whose answer is delivered when it is in
+//! (AWS's live status, a dry run, who may approve). The [`JobWorker`] does them, retries what
+//! failed on the delivery schedule, and a restart picks up what was left.
+//!
+//! A job that works something out never delivers it itself: it leaves a [`Job::Respond`] with
+//! the answer, so retrying a failed delivery never does the work (a decision!) twice.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+use tracing::{Instrument, error, info_span, warn};
+
+use crate::domain::{ChannelId, NodeType, ReplicationGroupId, RunId, SlackUserId, Timestamp};
+use crate::workflow::machine::Started;
+use crate::workflow::policy::{RetryPolicy, plan};
+use crate::workflow::ports::{Failure, NewJob, PendingJob, StoreError};
+use crate::workflow::run::Trigger;
+
+use super::requests::{Start, UserAction, internal};
+use super::{Answer, App, AppError, Messenger, Notice};
+
+/// One piece of work left for later.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "job", rename_all = "snake_case")]
+pub enum Job {
+    /// Post a notice in a channel.
+    Notice { channel: ChannelId, notice: Notice },
+    /// Deliver an answer through a request's `response_url`.
+    Respond {
+        response_url: String,
+        answer: Box<Answer>,
+    },
+    /// `/redis status`: AWS's view of the group.
+    LiveStatus {
+        group: ReplicationGroupId,
+        response_url: String,
+    },
+    /// `/redis upsize --dry-run`: the plan, from AWS's answers.
+    DryRun {
+        group: ReplicationGroupId,
+        node_type: Option<NodeType>,
+        response_url: String,
+    },
+    /// A person's decision on a run, once Slack has said whether they are an approver.
+    Decide {
+        run: RunId,
+        user: SlackUserId,
+        action: UserAction,
+        response_url: Option<String>,
+    },
+    /// "Start a run anyway" during the cooldown: approvers only.
+    StartAnyway {
+        group: ReplicationGroupId,
+        user: SlackUserId,
+        response_url: Option<String>,
+    },
+}
+
+impl Job {
+    fn kind(&self) -> &'static str {
+        match self {
+            Job::Notice { .. } => "notice",
+            Job::Respond { .. } => "respond",
+            Job::LiveStatus { .. } => "live_status",
+            Job::DryRun { .. } => "dry_run",
+            Job::Decide { .. } => "decide",
+            Job::StartAnyway { .. } => "start_anyway",
+        }
+    }
+
+    /// The job as the outbox keeps it, due at once.
+    pub fn into_new(self, now: Timestamp) -> NewJob {
+        NewJob {
+            kind: self.kind().to_string(),
+            body: serde_json::to_string(&self).expect("jobs serialise"),
+            due: now,
+        }
+    }
+}
+
+impl App {
+    /// Leave a job for the worker.
+    pub(super) async fn leave(&self, job: Job) -> Result<(), AppError> {
+        self.store
+            .enqueue_job(job.into_new(self.clock.now()))
+            .await?;
+        self.jobs_added.notify_one();
+        Ok(())
+    }
+
+    /// Do one job; a retryable failure is tried again later.
+    async fn do_job(&self, job: Job, messenger: &dyn Messenger) -> Result<(), Failure> {
+        let (response_url, answer) = match job {
+            Job::Notice { channel, notice } => {
+                return messenger.post_notice(&channel, &notice).await;
+            }
+            Job::Respond {
+                response_url,
+                answer,
+            } => return messenger.respond(&response_url, &answer).await,
+            Job::LiveStatus {
+                group,
+                response_url,
+            } => {
+                let answer = match self.aws.describe_group(&group).await {
+                    Ok(group) => Answer::LiveStatus { group },
+                    Err(e) => Answer::AwsUnreadable {
+                        group,
+                        error: e.to_string(),
+                    },
+                };
+                (Some(response_url), answer)
+            }
+            Job::DryRun {
+                group,
+                node_type,
+                response_url,
+            } => (Some(response_url), self.dry_run(&group, node_type).await),
+            Job::Decide {
+                run,
+                user,
+                action,
+                response_url,
+            } => {
+                let submitted = self.act(&run, &user, action).await;
+                return self
+                    .tell_unless_accepted(&run, submitted, response_url)
+                    .await
+                    .map_err(stored);
+            }
+            Job::StartAnyway {
+                group,
+                user,
+                response_url,
+            } => (
+                response_url.clone(),
+                self.start_anyway_now(&group, &user, response_url).await,
+            ),
+        };
+        match response_url {
+            Some(response_url) => self
+                .leave(Job::Respond {
+                    response_url,
+                    answer: Box::new(answer),
+                })
+                .await
+                .map_err(stored),
+            None => Ok(()),
+        }
+    }
+
+    async fn dry_run(&self, group: &ReplicationGroupId, node_type: Option<NodeType>) -> Answer {
+        let Some(gc) = self.group(group).cloned() else {
+            return self.unknown_group(group);
+        };
+        let read = async {
+            let g = self.aws.describe_group(group).await?;
+            Ok((g, self.aws.allowed_scale_ups(group).await?))
+        };
+        let (g, allowed) = match read.await {
+            Ok(found) => found,
+            Err(e) => {
+                let e: crate::workflow::ports::AwsError = e;
+                return Answer::AwsUnreadable {
+                    group: group.clone(),
+                    error: e.to_string(),
+                };
+            }
+        };
+        let last_success = self.store.last_success(group).await.ok().flatten();
+        Answer::DryRun {
+            plan: plan(&g, &allowed, node_type.as_ref(), &gc.policy),
+            group: gc,
+            last_success,
+            now: self.clock.now(),
+        }
+    }
+
+    async fn start_anyway_now(
+        &self,
+        group: &ReplicationGroupId,
+        user: &SlackUserId,
+        response_url: Option<String>,
+    ) -> Answer {
+        if !self.directory.is_approver(user).await {
+            return Answer::OnlyApproversStartAnyway;
+        }
+        let trigger = Trigger::Command {
+            user: user.clone(),
+            response_url,
+        };
+        match self.start(group, None, trigger).await {
+            Ok(Start::Started(Started::Created(id))) => Answer::Started {
+                id,
+                group: group.clone(),
+                channel: None,
+            },
+            Ok(Start::Started(Started::AlreadyActive(id))) => Answer::AlreadyActiveId {
+                group: group.clone(),
+                id,
+            },
+            Ok(Start::UnknownGroup) => self.unknown_group(group),
+            Err(e) => internal(e),
+        }
+    }
+}
+
+/// A store error while doing a job: worth another try.
+fn stored(e: AppError) -> Failure {
+    Failure::transient(e.to_string(), None)
+}
+
+/// Does the jobs in the outbox as they come due, a few at a time.
+pub struct JobWorker {
+    app: App,
+    messenger: Arc<dyn Messenger>,
+    retry: RetryPolicy,
+    busy: Arc<Mutex<HashSet<i64>>>,
+}
+
+impl JobWorker {
+    pub fn new(app: App, messenger: Arc<dyn Messenger>, retry: RetryPolicy) -> JobWorker {
+        JobWorker {
+            app,
+            messenger,
+            retry,
+            busy: Arc::default(),
+        }
+    }
+
+    /// Work until `shutdown` resolves, then let the jobs in flight finish (for a while).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let worker = Arc::new(self);
+        let mut tasks = JoinSet::new();
+        loop {
+            let busy: Vec<i64> = worker.busy().iter().copied().collect();
+            let now = worker.app.clock.now();
+            let next = match worker.app.store.due_jobs(now, &busy, 16).await {
+                Ok((due, next)) => {
+                    for job in due {
+                        worker.busy().insert(job.id);
+                        let span = info_span!("job", job = job.id, kind = %job.kind);
+                        tasks.spawn(worker.clone().execute(job).instrument(span));
+                    }
+                    next
+                }
+                Err(e) => {
+                    error!(error = %e, "could not read pending jobs; retrying in 1s");
+                    Some(now.plus(Duration::from_secs(1)))
+                }
+            };
+            let wait = next.map_or(Duration::from_secs(60), |t| t.since(worker.app.clock.now()));
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = worker.app.jobs_added.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        let drain = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(10), drain)
+            .await
+            .is_err()
+        {
+            warn!("jobs in flight did not finish in time; they stay pending");
+        }
+    }
+
+    fn busy(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+        self.busy.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn execute(self: Arc<Self>, job: PendingJob) {
+        let _release = Release(self.clone(), job.id);
+        let result = match serde_json::from_str::<Job>(&job.body) {
+            Ok(j) => self.app.do_job(j, self.messenger.as_ref()).await,
+            Err(e) => Err(Failure::fatal(format!("unreadable job: {e}"))),
+        };
+        let store = &self.app.store;
+        let now = self.app.clock.now();
+        let written: Result<(), StoreError> = match result {
+            Ok(()) => store.complete_job(job.id, now).await,
+            Err(f) => match self.retry.next_try(job.attempt, f.retryable, f.retry_after) {
+                Some(wait) => {
+                    store
+                        .retry_job(job.id, now.plus(wait), job.attempt + 1)
+                        .await
+                }
+                None => {
+                    warn!(job = job.id, kind = %job.kind, attempts = job.attempt, "job gave up: {}", f.error);
+                    store.complete_job(job.id, now).await
+                }
+            },
+        };
+        if let Err(e) = written {
+            error!(job = job.id, error = %e, "job could not be completed; it stays pending");
+        }
+    }
+}
+
+/// Frees a job for its next try, and wakes the worker, however its task ends.
+struct Release(Arc<JobWorker>, i64);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.busy().remove(&self.1);
+        self.0.app.jobs_added.notify_one();
+    }
+}

@@ -1,0 +1,136 @@
+//! The use cases: what a person or an alarm can ask of the bot, whatever the transport.
+//!
+//! - [`alarms`]: handle a CloudWatch alarm — start a run, note it on the active run, or say
+//!   why not.
+//! - [`requests`]: what people ask — start a run, act on a run (approve, deny, choose a size,
+//!   cancel), status, dry run, the list of runs.
+//! - [`answer`]: what the use cases say back, as data ([`Answer`], [`Notice`]); transports render
+//!   it (Slack: `slack::answers`).
+//! - [`jobs`]: work a request leaves behind — a notice, an answer that needs a slow call first
+//!   or has to be delivered later — kept in the store's outbox and done by the job worker, so
+//!   nothing is lost when the process stops.
+//!
+//! A use case returns quickly: it reads the store, commits a run or an event, or leaves a job;
+//! AWS and Slack are called by the runner and the job worker, never while a request waits
+//! (except to ask who may approve, when that is not known yet: then the decision is a job too).
+
+pub mod alarms;
+pub mod answer;
+pub mod jobs;
+pub mod requests;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::config::{Config, GroupConfig};
+use crate::domain::{CacheClusterId, ChannelId, ReplicationGroupId, SlackUserId};
+use tokio::sync::Notify;
+
+use crate::workflow::ports::{BoxFuture, Clock, ElastiCache, Failure, Metrics, Store, StoreError};
+use crate::workflow::runner::{Runner, RunnerError};
+
+pub use alarms::AlarmOutcome;
+pub use answer::{Answer, Notice};
+pub use requests::UserAction;
+
+/// Who may approve: approvers listed in the config, directly or through a user group whose
+/// members are read from Slack (and cached).
+pub trait Directory: Send + Sync {
+    /// The answer without calling out, when the cache can give it.
+    fn cached_verdict(&self, user: &SlackUserId) -> Option<bool>;
+    /// The answer, asking Slack for a user group's members when needed (fails closed).
+    fn is_approver<'a>(&'a self, user: &'a SlackUserId) -> BoxFuture<'a, bool>;
+    /// Read every approver user group's members now.
+    fn refresh(&self) -> BoxFuture<'_, ()>;
+    /// Does the config name any user group (so there is something to refresh)?
+    fn has_groups(&self) -> bool;
+}
+
+/// How the use cases reach people outside a run: a private answer, a notice in a channel.
+pub trait Messenger: Send + Sync {
+    fn respond<'a>(
+        &'a self,
+        response_url: &'a str,
+        answer: &'a Answer,
+    ) -> BoxFuture<'a, Result<(), Failure>>;
+
+    fn post_notice<'a>(
+        &'a self,
+        channel: &'a ChannelId,
+        notice: &'a Notice,
+    ) -> BoxFuture<'a, Result<(), Failure>>;
+}
+
+/// Something went wrong on the bot's side (the person is told to try again; an alarm's sender
+/// is answered 5xx and redelivers).
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Runner(#[from] RunnerError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The use cases, with what they need: the config, the runner, the store, AWS (to read), the
+/// approver directory.
+#[derive(Clone)]
+pub struct App {
+    pub config: Arc<Config>,
+    pub runner: Runner,
+    pub store: Arc<dyn Store>,
+    aws: Arc<dyn ElastiCache>,
+    directory: Arc<dyn Directory>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<dyn Metrics>,
+    /// Cache cluster → replication group, learned from DescribeCacheClusters.
+    cluster_groups: Arc<Mutex<HashMap<CacheClusterId, ReplicationGroupId>>>,
+    /// Wakes the job worker when a job is left.
+    jobs_added: Arc<Notify>,
+}
+
+impl App {
+    pub fn new(
+        config: Arc<Config>,
+        runner: Runner,
+        store: Arc<dyn Store>,
+        aws: Arc<dyn ElastiCache>,
+        directory: Arc<dyn Directory>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<dyn Metrics>,
+    ) -> App {
+        App {
+            config,
+            runner,
+            store,
+            aws,
+            directory,
+            clock,
+            metrics,
+            cluster_groups: Arc::default(),
+            jobs_added: Arc::default(),
+        }
+    }
+
+    /// The time, as the app's clock says.
+    pub fn now(&self) -> crate::domain::Timestamp {
+        self.clock.now()
+    }
+
+    pub fn directory(&self) -> &Arc<dyn Directory> {
+        &self.directory
+    }
+
+    fn group(&self, id: &ReplicationGroupId) -> Option<&GroupConfig> {
+        self.config.group(id)
+    }
+
+    /// Managed groups, for answers.
+    fn managed_groups(&self) -> String {
+        let names: Vec<&str> = self.config.groups.keys().map(|g| g.as_str()).collect();
+        if names.is_empty() {
+            "none configured".into()
+        } else {
+            names.join(", ")
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! What people ask: start a run, act on one, status, a dry run, the recent runs, cancel. Each
+//! answers at once; what needs AWS or Slack first is left as a job whose answer arrives a
+//! moment later (through the request's `response_url`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::node_types::within_cap;
+use crate::domain::{NodeType, ReplicationGroupId, RunId, SlackUserId};
+use crate::workflow::event::{Actor, Event};
+use crate::workflow::machine::{StartRequest, Started, Submitted};
+use crate::workflow::ports::StoreError;
+use crate::workflow::run::Trigger;
+use crate::workflow::runner::RunnerError;
+
+use super::jobs::Job;
+use super::{Answer, App, AppError};
+
+/// A person's decision on a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", content = "node_type", rename_all = "snake_case")]
+pub enum UserAction {
+    Approve,
+    Deny,
+    Cancel,
+    ChooseSize(NodeType),
+}
+
+/// Why a run could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("`{0}` is not a group this bot manages. Managed groups: {1}.")]
+    UnknownGroup(ReplicationGroupId, String),
+    #[error(transparent)]
+    App(#[from] AppError),
+}
+
+/// What starting a run for a group came to.
+pub(super) enum Start {
+    Started(Started),
+    UnknownGroup,
+}
+
+impl App {
+    /// Start a run for a managed group.
+    pub async fn start_run(
+        &self,
+        group: &ReplicationGroupId,
+        requested_type: Option<NodeType>,
+        trigger: Trigger,
+    ) -> Result<Started, StartError> {
+        match self.start(group, requested_type, trigger).await? {
+            Start::Started(s) => Ok(s),
+            Start::UnknownGroup => Err(StartError::UnknownGroup(
+                group.clone(),
+                self.managed_groups(),
+            )),
+        }
+    }
+
+    pub(super) async fn start(
+        &self,
+        group: &ReplicationGroupId,
+        requested_type: Option<NodeType>,
+        trigger: Trigger,
+    ) -> Result<Start, AppError> {
+        let Some(gc) = self.group(group) else {
+            return Ok(Start::UnknownGroup);
+        };
+        let req = StartRequest {
+            group: group.clone(),
+            channel: gc.channel.clone(),
+            trigger,
+            requested_type,
+            policy: gc.policy.clone(),
+        };
+        Ok(Start::Started(self.runner.start(req).await?))
+    }
+
+    /// A person acts on a run: whether they are an approver is asked here (of Slack, when the
+    /// cache can't say), the rules are the machine's.
+    pub async fn act(
+        &self,
+        run: &RunId,
+        user: &SlackUserId,
+        action: UserAction,
+    ) -> Result<Submitted, AppError> {
+        let is_approver = self.directory.is_approver(user).await;
+        self.act_as(run, user, is_approver, action).await
+    }
+
+    async fn act_as(
+        &self,
+        run: &RunId,
+        user: &SlackUserId,
+        is_approver: bool,
+        action: UserAction,
+    ) -> Result<Submitted, AppError> {
+        let actor = Actor {
+            user: user.clone(),
+            is_approver,
+        };
+        let event = match action {
+            UserAction::Approve => Event::Approve { actor },
+            UserAction::Deny => Event::Deny { actor },
+            UserAction::Cancel => Event::Cancel { actor },
+            UserAction::ChooseSize(node_type) => Event::ChooseSize { actor, node_type },
+        };
+        Ok(self.runner.submit(run, event).await?)
+    }
+
+    /// `/redis runs`.
+    pub async fn runs(&self) -> Answer {
+        match self.store.recent_runs(None, 10).await {
+            Ok(runs) => Answer::Runs {
+                runs,
+                now: self.clock.now(),
+            },
+            Err(e) => internal(e),
+        }
+    }
+
+    /// `/redis status <group>`: what the store knows now; AWS's view follows when there is a
+    /// `response_url` to send it to.
+    pub async fn status(&self, group: &ReplicationGroupId, response_url: Option<String>) -> Answer {
+        let Some(gc) = self.group(group).cloned() else {
+            return self.unknown_group(group);
+        };
+        let found = async {
+            let active = self.store.active_run(group).await?;
+            Ok::<_, StoreError>((active, self.store.recent_runs(Some(group), 5).await?))
+        };
+        let (active, recent) = match found.await {
+            Ok(found) => found,
+            Err(e) => return internal(e),
+        };
+        let live_follows = match response_url {
+            Some(response_url) => {
+                let job = Job::LiveStatus {
+                    group: group.clone(),
+                    response_url,
+                };
+                self.leave(job).await.is_ok()
+            }
+            None => false,
+        };
+        Answer::Status {
+            group: gc,
+            active,
+            recent,
+            now: self.clock.now(),
+            live_follows,
+        }
+    }
+
+    /// `/redis upsize <group> [node-type] [--dry-run]`.
+    pub async fn upsize(
+        &self,
+        user: &SlackUserId,
+        group: &ReplicationGroupId,
+        node_type: Option<NodeType>,
+        dry_run: bool,
+        response_url: Option<String>,
+    ) -> Answer {
+        let Some(gc) = self.group(group).cloned() else {
+            return self.unknown_group(group);
+        };
+        if let (Some(t), Some(cap)) = (&node_type, &gc.policy.max_node_type) {
+            match within_cap(t, cap) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Answer::AboveCap {
+                        node_type: t.clone(),
+                        group: group.clone(),
+                        cap: cap.clone(),
+                        command: self.config.slack.command.clone(),
+                    };
+                }
+                Err(why) => {
+                    return Answer::CapUnusable {
+                        node_type: t.clone(),
+                        why,
+                    };
+                }
+            }
+        }
+        if dry_run {
+            let Some(response_url) = response_url else {
+                return Answer::DryRunNeedsResponseUrl;
+            };
+            let job = Job::DryRun {
+                group: group.clone(),
+                node_type,
+                response_url,
+            };
+            return match self.leave(job).await {
+                Ok(()) => Answer::DryRunPending {
+                    group: group.clone(),
+                },
+                Err(e) => internal(e),
+            };
+        }
+        match self.store.active_run(group).await {
+            Ok(Some(active)) => {
+                return Answer::AlreadyActive {
+                    run: Box::new(active),
+                };
+            }
+            Ok(None) => {}
+            Err(e) => return internal(e),
+        }
+        let trigger = Trigger::Command {
+            user: user.clone(),
+            response_url,
+        };
+        match self.start(group, node_type, trigger).await {
+            Ok(Start::Started(Started::Created(id))) => Answer::Started {
+                id,
+                group: group.clone(),
+                channel: Some(gc.channel),
+            },
+            Ok(Start::Started(Started::AlreadyActive(id))) => self.already_active(group, &id).await,
+            Ok(Start::UnknownGroup) => self.unknown_group(group),
+            Err(e) => internal(e),
+        }
+    }
+
+    /// `/redis cancel <run>`: decided now when who the person is is known, else a moment later.
+    pub async fn cancel(
+        &self,
+        user: &SlackUserId,
+        run: &RunId,
+        response_url: Option<String>,
+    ) -> Answer {
+        match self.directory.cached_verdict(user) {
+            Some(is_approver) => {
+                let submitted = self
+                    .act_as(run, user, is_approver, UserAction::Cancel)
+                    .await;
+                decided(run, submitted)
+            }
+            None => {
+                let job = Job::Decide {
+                    run: run.clone(),
+                    user: user.clone(),
+                    action: UserAction::Cancel,
+                    response_url,
+                };
+                match self.leave(job).await {
+                    Ok(()) => Answer::CheckingCancel { id: run.clone() },
+                    Err(e) => internal(e),
+                }
+            }
+        }
+    }
+
+    /// A click on a run's buttons. Accepted decisions show in the run's message and thread;
+    /// a refusal is told to the person who clicked, privately, a moment later.
+    pub async fn click(
+        &self,
+        user: &SlackUserId,
+        run: &RunId,
+        action: UserAction,
+        response_url: Option<String>,
+    ) -> Result<(), AppError> {
+        let Some(is_approver) = self.directory.cached_verdict(user) else {
+            let job = Job::Decide {
+                run: run.clone(),
+                user: user.clone(),
+                action,
+                response_url,
+            };
+            return self.leave(job).await;
+        };
+        let submitted = self.act_as(run, user, is_approver, action).await;
+        self.tell_unless_accepted(run, submitted, response_url)
+            .await
+    }
+
+    /// "Start a run anyway" on a cooldown notice: approvers only, answered a moment later.
+    pub async fn start_anyway(
+        &self,
+        user: &SlackUserId,
+        group: &ReplicationGroupId,
+        response_url: Option<String>,
+    ) -> Result<(), AppError> {
+        let job = Job::StartAnyway {
+            group: group.clone(),
+            user: user.clone(),
+            response_url,
+        };
+        self.leave(job).await
+    }
+
+    /// Answer a decision privately unless it was accepted (then the thread shows it).
+    pub(super) async fn tell_unless_accepted(
+        &self,
+        run: &RunId,
+        submitted: Result<Submitted, AppError>,
+        response_url: Option<String>,
+    ) -> Result<(), AppError> {
+        if matches!(submitted, Ok(Submitted::Accepted(_))) {
+            return Ok(());
+        }
+        let answer = decided(run, submitted);
+        match response_url {
+            Some(response_url) => {
+                self.leave(Job::Respond {
+                    response_url,
+                    answer: Box::new(answer),
+                })
+                .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn unknown_group(&self, group: &ReplicationGroupId) -> Answer {
+        Answer::UnknownGroup {
+            group: group.clone(),
+            managed: self.managed_groups(),
+        }
+    }
+
+    async fn already_active(&self, group: &ReplicationGroupId, id: &RunId) -> Answer {
+        match self.store.run(id).await {
+            Ok(Some(active)) => Answer::AlreadyActive {
+                run: Box::new(active),
+            },
+            _ => Answer::AlreadyActiveId {
+                group: group.clone(),
+                id: id.clone(),
+            },
+        }
+    }
+}
+
+/// What to tell a person about their decision on `run`.
+pub(super) fn decided(run: &RunId, submitted: Result<Submitted, AppError>) -> Answer {
+    match submitted {
+        Ok(Submitted::Accepted(run)) => Answer::Decided { run },
+        Ok(Submitted::Rejected(why)) => Answer::Refused { why },
+        Ok(Submitted::Ignored(why)) => Answer::NothingChanged { why },
+        Err(AppError::Runner(RunnerError::Store(StoreError::RunNotFound(_)))) => {
+            Answer::NoSuchRun { id: run.clone() }
+        }
+        Err(e) => internal(e),
+    }
+}
+
+/// Something went wrong on our side: the log has it, the person is asked to try again.
+pub(super) fn internal(e: impl std::fmt::Display) -> Answer {
+    tracing::error!(error = %e, "internal error answering a request");
+    Answer::Internal
+}

@@ -1,0 +1,196 @@
+//! One startup for `serve`, `demo` and the integration tests: [`Application::build`] wires the
+//! adapters to the ports from a validated config and the [`Deps`] that differ between them
+//! (where AWS is, the store, the clock); [`Application::run_until_stopped`] serves HTTP, runs
+//! the workflow runner, the job worker and the approver refresher, and stops them all when the
+//! shutdown future resolves (or the runner halts, as a test can ask it to).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::alarm::sns::{ReqwestSnsHttp, SnsHttp, SnsVerifier};
+use crate::app::jobs::JobWorker;
+use crate::app::{App, Directory};
+use crate::config::Config;
+use crate::domain::Secret;
+use crate::elasticache::Metered;
+use crate::elasticache::sdk::{SdkElastiCache, load_aws_config};
+use crate::elasticache::steps::ElastiCacheSteps;
+use crate::hooks::HookClient;
+use crate::http::Http;
+use crate::pagerduty::PagerDutyClient;
+use crate::slack::api::SlackClient;
+use crate::slack::approvers::ApproverDirectory;
+use crate::slack::chat::SlackChat;
+use crate::store::SqliteStore;
+use crate::telemetry::Prometheus;
+use crate::workflow::ports::{Clock, ElastiCache, Ports, Store, SystemClock};
+use crate::workflow::runner::{Runner, RunnerOptions};
+
+/// What differs between production, the demo and the tests.
+pub struct Deps {
+    pub store: Arc<dyn Store>,
+    /// The ElastiCache verbs (the SDK client, pointed wherever AWS is).
+    pub aws: Arc<dyn ElastiCache>,
+    pub clock: Arc<dyn Clock>,
+    /// How SNS signing certificates are fetched and subscriptions confirmed.
+    pub sns_http: Arc<dyn SnsHttp>,
+    pub options: RunnerOptions,
+}
+
+impl Deps {
+    /// Production: the SQLite file the config names, AWS through the SDK's standard chain, the
+    /// wall clock, SNS over HTTPS.
+    pub async fn production(config: &Config) -> anyhow::Result<Deps> {
+        let store = SqliteStore::open(&config.database)
+            .with_context(|| format!("opening the store at {}", config.database.display()))?;
+        Ok(Deps {
+            store: Arc::new(store),
+            aws: Arc::new(SdkElastiCache::new(&load_aws_config().await)),
+            clock: Arc::new(SystemClock),
+            sns_http: Arc::new(ReqwestSnsHttp(crate::http_client::build(
+                Duration::from_secs(10),
+            ))),
+            options: RunnerOptions::default(),
+        })
+    }
+}
+
+/// The bot, wired and listening, not yet running.
+pub struct Application {
+    listener: TcpListener,
+    http: Http,
+    worker: JobWorker,
+    directory: Arc<dyn Directory>,
+}
+
+impl Application {
+    /// Wire everything from a validated config, and bind `config.listen`.
+    pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Application> {
+        // Metrics are recorded from the first moment on.
+        crate::telemetry::prometheus();
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
+        let http = crate::http_client::build(config.delivery.timeout);
+        let secret = |s: &Option<Secret>| s.clone().unwrap_or_else(|| Secret::new(""));
+        let (secrets, endpoints) = (&config.secrets, &config.endpoints);
+        let slack = SlackClient::new(
+            endpoints.slack_api_url.clone(),
+            secret(&secrets.slack_bot_token),
+            http.clone(),
+        );
+        let pager = PagerDutyClient::new(
+            endpoints.pagerduty_events_url.clone(),
+            secret(&secrets.pagerduty_routing_key),
+            http.clone(),
+        );
+        let hooks = HookClient::new(http, secrets.hook_signing_secret.clone());
+        let directory: Arc<dyn Directory> = Arc::new(ApproverDirectory::new(
+            config.slack.approvers.clone(),
+            slack.clone(),
+        ));
+        let chat = Arc::new(SlackChat::new(slack));
+        let aws: Arc<dyn ElastiCache> = Arc::new(Metered(deps.aws));
+        let metrics = Arc::new(Prometheus);
+        let ports = Ports {
+            store: deps.store.clone(),
+            aws: Arc::new(ElastiCacheSteps::new(aws.clone())),
+            chat: chat.clone(),
+            pager: Arc::new(pager),
+            hooks: Arc::new(hooks),
+            clock: deps.clock.clone(),
+            metrics: metrics.clone(),
+        };
+        let retry = config.delivery.retry;
+        let runner = Runner::new(ports, retry, deps.options);
+        let app = App::new(
+            Arc::new(config),
+            runner,
+            deps.store,
+            aws,
+            directory.clone(),
+            deps.clock,
+            metrics,
+        );
+        let worker = JobWorker::new(app.clone(), chat, retry);
+        let sns = Arc::new(SnsVerifier::new(deps.sns_http));
+        Ok(Application {
+            listener,
+            http: Http { app, sns },
+            worker,
+            directory,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The use cases (and through them the runner and the store).
+    pub fn app(&self) -> &App {
+        &self.http.app
+    }
+
+    /// The SNS verifier (and its certificate cache).
+    pub fn sns(&self) -> &Arc<SnsVerifier> {
+        &self.http.sns
+    }
+
+    /// Serve and work until `shutdown` resolves (or the runner halts): then finish the requests
+    /// and effects in flight, and return.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stop, stopping) = watch::channel(false);
+        let addr = self.local_addr();
+        let server = tokio::spawn(crate::http::serve(
+            self.listener,
+            self.http.clone(),
+            stopped(stopping.clone()),
+        ));
+        let jobs = tokio::spawn(self.worker.run(stopped(stopping.clone())));
+        let refresher = tokio::spawn(refresh_approvers(self.directory, stopped(stopping)));
+        info!(addr = %addr, "redis-autoscaler serving");
+        self.http.app.runner.clone().run(shutdown).await;
+        let _ = stop.send(true);
+        refresher.await.ok();
+        jobs.await.ok();
+        server
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+}
+
+/// Keep approver user groups fresh, so clicks are decided without waiting on Slack.
+async fn refresh_approvers(directory: Arc<dyn Directory>, stop: impl Future<Output = ()>) {
+    if !directory.has_groups() {
+        return;
+    }
+    tokio::pin!(stop);
+    loop {
+        directory.refresh().await;
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(Duration::from_secs(240)) => {}
+        }
+    }
+}
+
+/// Resolves once the watch flips to `true` (or its sender is gone).
+pub async fn stopped(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! The ports that tell people: [`Chat`] (the run's messages), [`Pager`] (on-call) and
+//! [`Hooks`] (the team's workers).
+
+use crate::domain::MessageTs;
+use crate::workflow::effect::{CancelGone, Note, PageAction};
+use crate::workflow::event::HookPhase;
+use crate::workflow::run::TopMessage;
+
+use super::{Attempt, BoxFuture, Failure};
+
+/// A run's messages. Each method is one effect; the implementation renders the run as it is in
+/// the [`Attempt`] and looks before it posts where a lost answer could mean a duplicate.
+pub trait Chat: Send + Sync {
+    /// Post the run's top message, or find the one an earlier try posted (and bring it up to
+    /// date) when [`Attempt::maybe_done_before`]; `None` when the run already has it.
+    fn post_top_message<'a>(
+        &'a self,
+        at: &'a mut Attempt,
+    ) -> BoxFuture<'a, Result<Option<TopMessage>, Failure>>;
+
+    /// Show the run as it is now on its top message (nothing when there is none yet).
+    fn update_top_message<'a>(&'a self, at: &'a mut Attempt) -> BoxFuture<'a, Result<(), Failure>>;
+
+    /// A thread reply under the top message (skipped when there is none).
+    fn post_note<'a>(
+        &'a self,
+        at: &'a mut Attempt,
+        note: &'a Note,
+    ) -> BoxFuture<'a, Result<(), Failure>>;
+
+    /// Answer the person who asked for the run, privately (skipped when nobody can be).
+    fn reply<'a>(
+        &'a self,
+        at: &'a mut Attempt,
+        note: &'a Note,
+    ) -> BoxFuture<'a, Result<(), Failure>>;
+
+    /// The thread reply with a Cancel button: its `ts`, or `None` when it was not posted (no
+    /// top message, or the run can't be cancelled any more).
+    fn offer_cancel<'a>(
+        &'a self,
+        at: &'a mut Attempt,
+    ) -> BoxFuture<'a, Result<Option<MessageTs>, Failure>>;
+
+    /// Replace the Cancel button with why it is gone.
+    fn withdraw_cancel_offer<'a>(
+        &'a self,
+        at: &'a mut Attempt,
+        ts: &'a MessageTs,
+        reason: &'a CancelGone,
+    ) -> BoxFuture<'a, Result<(), Failure>>;
+}
+
+/// On-call. Everything about one run is one incident (its dedup key is the run id).
+pub trait Pager: Send + Sync {
+    fn page<'a>(
+        &'a self,
+        at: &'a mut Attempt,
+        action: &'a PageAction,
+    ) -> BoxFuture<'a, Result<(), Failure>>;
+}
+
+/// The pause and resume webhooks the group's policy names (none configured: done at once).
+pub trait Hooks: Send + Sync {
+    fn call<'a>(
+        &'a self,
+        at: &'a mut Attempt,
+        phase: HookPhase,
+    ) -> BoxFuture<'a, Result<(), Failure>>;
+}

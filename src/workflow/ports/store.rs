@@ -1,0 +1,274 @@
+//! The [`Store`]: runs, their audit trail, the outbox (a run's pending effects, and the jobs
+//! requests leave behind), and the log of alarm deliveries.
+//!
+//! What the workflow relies on, whatever the implementation:
+//! - a transition and the effects it schedules are written together, before any of them runs;
+//!   an effect is marked done in the same write that records its result;
+//! - at most one active run per replication group: a second [`Store::create_run`] for a
+//!   group with an active run writes nothing and names that run;
+//! - [`Store::due_effects`] gives each run at most one effect, its earliest eligible one, and a
+//!   run's chat effects in the order they were decided, even while one waits out a retry;
+//! - an alarm delivery is recorded once ([`Store::record_alarm`] says whether it was new), and
+//!   the job it asks for is written with it or not at all.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{ReplicationGroupId, RunId, Timestamp};
+use crate::workflow::effect::{Effect, Scheduled};
+use crate::workflow::machine::Submitted;
+use crate::workflow::run::{Progress, Run};
+
+use super::BoxFuture;
+
+/// A pending effect's id in the outbox.
+pub type EffectId = i64;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be read or written (it said why).
+    #[error("database error: {0}")]
+    Backend(String),
+    #[error("stored data could not be read: {0}")]
+    Corrupt(String),
+    #[error("run {0} not found")]
+    RunNotFound(RunId),
+}
+
+/// An entry of a run's audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub at: Timestamp,
+    /// Who or what: a Slack user id, `alarm`, `aws`, `slack`, `pagerduty`, `hook`, `policy`, `timer`.
+    pub actor: String,
+    /// What kind of entry: an event name, an effect name, `rejected`, …
+    pub kind: String,
+    pub detail: String,
+}
+
+impl AuditEntry {
+    pub fn new(
+        at: Timestamp,
+        actor: impl Into<String>,
+        kind: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
+        AuditEntry {
+            at,
+            actor: actor.into(),
+            kind: kind.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// One alarm delivery and what it did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlarmRecord {
+    pub delivery_id: String,
+    pub at: Timestamp,
+    pub name: String,
+    /// CloudWatch's spelling: `ALARM`, `OK`, `INSUFFICIENT_DATA`.
+    pub state: String,
+    pub group: Option<String>,
+    pub outcome: String,
+}
+
+/// A pending effect as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingEffect {
+    pub id: EffectId,
+    pub run_id: RunId,
+    pub effect: Effect,
+    pub due: Timestamp,
+    /// 1 for the first try; raised on each retry.
+    pub attempt: u32,
+}
+
+/// What a change to a run writes besides the run itself.
+#[derive(Debug, Default)]
+pub struct Change {
+    pub effects: Vec<Scheduled>,
+    pub drop_pending_work: bool,
+    pub audit: Vec<AuditEntry>,
+}
+
+/// The result of trying to create a run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    Created,
+    /// The group already has an active run; nothing was written.
+    AlreadyActive(RunId),
+}
+
+/// What deciding on a stored run came to: the run to write (`None`: leave it as it is) and
+/// what to write with it; the store hands it back once it is committed.
+#[derive(Debug)]
+pub struct Decided {
+    pub next: Option<Run>,
+    pub change: Change,
+    /// The answer for whoever submitted the event.
+    pub submitted: Submitted,
+    /// The transition's audit line (empty when nothing changed).
+    pub summary: String,
+    /// What the transition finished, for the metrics.
+    pub progress: Progress,
+}
+
+/// A decision taken inside the store's transaction, on the run as stored.
+pub type Decide = Box<dyn FnOnce(&Run) -> Decided + Send>;
+
+/// Work a request leaves behind that belongs to no run: a notice in a channel, a private answer
+/// that needs a slow call first. Its `kind` and `body` mean something to the use cases only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub kind: String,
+    /// JSON.
+    pub body: String,
+    pub due: Timestamp,
+}
+
+/// Due jobs, and when the next one not yet due is.
+pub type DueJobs = (Vec<PendingJob>, Option<Timestamp>);
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingJob {
+    pub id: i64,
+    pub kind: String,
+    pub body: String,
+    pub due: Timestamp,
+    pub attempt: u32,
+}
+
+pub trait Store: Send + Sync {
+    // ---- runs -------------------------------------------------------------------------
+
+    /// Insert a new run with its first effects, unless its group already has an active run.
+    fn create_run<'a>(
+        &'a self,
+        run: &'a Run,
+        change: Change,
+    ) -> BoxFuture<'a, Result<Created, StoreError>>;
+
+    /// Change a run in one transaction: `decide` sees the stored run. `completed` is the
+    /// effect whose result this is; it is marked done in the same transaction.
+    fn update_run<'a>(
+        &'a self,
+        id: &'a RunId,
+        completed: Option<EffectId>,
+        now: Timestamp,
+        decide: Decide,
+    ) -> BoxFuture<'a, Result<Decided, StoreError>>;
+
+    fn run<'a>(&'a self, id: &'a RunId) -> BoxFuture<'a, Result<Option<Run>, StoreError>>;
+
+    fn active_run<'a>(
+        &'a self,
+        group: &'a ReplicationGroupId,
+    ) -> BoxFuture<'a, Result<Option<Run>, StoreError>>;
+
+    /// The most recent runs, newest first, optionally for one group.
+    fn recent_runs<'a>(
+        &'a self,
+        group: Option<&'a ReplicationGroupId>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Run>, StoreError>>;
+
+    /// The latest succeeded run of a group (for the cooldown).
+    fn last_success<'a>(
+        &'a self,
+        group: &'a ReplicationGroupId,
+    ) -> BoxFuture<'a, Result<Option<Run>, StoreError>>;
+
+    // ---- the outbox: effects ----------------------------------------------------------
+
+    /// For each run not in `busy`, its next eligible effect if it is due by `now`.
+    fn due_effects<'a>(
+        &'a self,
+        now: Timestamp,
+        busy: &'a [RunId],
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<PendingEffect>, StoreError>>;
+
+    /// When the next effect of a run not in `busy` is due.
+    fn next_due<'a>(
+        &'a self,
+        busy: &'a [RunId],
+    ) -> BoxFuture<'a, Result<Option<Timestamp>, StoreError>>;
+
+    /// Note that an effect is being executed; whether an earlier execution had started it.
+    fn mark_started(
+        &self,
+        effect: EffectId,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Is an effect of this kind pending for the run after `effect`? (A later one supersedes.)
+    fn has_later_pending<'a>(
+        &'a self,
+        run: &'a RunId,
+        effect: EffectId,
+        kind: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Mark an effect done without changing its run, with its audit lines.
+    fn complete_effect<'a>(
+        &'a self,
+        effect: EffectId,
+        run: &'a RunId,
+        now: Timestamp,
+        audit: Vec<AuditEntry>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Put an effect back for another try at `due`, with its audit lines.
+    fn retry_effect<'a>(
+        &'a self,
+        effect: EffectId,
+        run: &'a RunId,
+        due: Timestamp,
+        attempt: u32,
+        audit: Vec<AuditEntry>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// How many effects and jobs wait (a metric).
+    fn pending_count(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    // ---- the outbox: jobs -------------------------------------------------------------
+
+    fn enqueue_job<'a>(&'a self, job: NewJob) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Due jobs not in `busy`, and when the next one not in `busy` is due.
+    fn due_jobs<'a>(
+        &'a self,
+        now: Timestamp,
+        busy: &'a [i64],
+        limit: usize,
+    ) -> BoxFuture<'a, Result<DueJobs, StoreError>>;
+
+    fn complete_job(&self, id: i64, now: Timestamp) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    fn retry_job(
+        &self,
+        id: i64,
+        due: Timestamp,
+        attempt: u32,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    // ---- alarms -----------------------------------------------------------------------
+
+    /// Has this alarm delivery been handled already? (Retries repeat the delivery id.)
+    fn alarm_seen<'a>(&'a self, delivery_id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Record what a delivery did, and the job it leaves (a notice), in one write; false (and
+    /// nothing written) if the delivery was recorded before.
+    fn record_alarm(
+        &self,
+        record: AlarmRecord,
+        job: Option<NewJob>,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    // ---- health -----------------------------------------------------------------------
+
+    /// Can the store be written right now? (`/readyz`.)
+    fn check_writable(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}
