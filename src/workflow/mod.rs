@@ -40,3 +40,6 @@ pub mod policy;
 pub mod ports;
 pub mod run;
 pub mod runner;
+
+#[cfg(test)]
+mod tests;
