@@ -5,16 +5,46 @@
 //! snapshot-then-upsize workflow, threading every step under one Slack message and paging
 //! PagerDuty when something fails, times out or waits for an approval nobody gives.
 //!
+//! Decide, then act: pure code decides, a thin runner acts, adapters do the I/O. Dependencies
+//! point one way — transports → use cases → workflow ← adapters — and a test
+//! (`tests/it/layout.rs`) holds them to it.
+//!
 //! # Layout
 //!
-//! - [`domain`]: newtypes parsed at the edge (run ids, group ids, node types, Slack ids, time).
-//! - [`elasticache`]: the AWS verbs the workflow needs, the SDK implementation and a simulator
-//!   that speaks the ElastiCache Query protocol.
-//! - [`sim`](elasticache::sim) is also the `elasticache-sim` command.
+//! The domain:
+//! - [`domain`]: newtypes parsed at the edge (run ids, group ids, node types, Slack ids, time),
+//!   the node types AWS offers, and the alarm type.
+//! - [`workflow`]: the bottom layer. A run and its vocabulary (events, effects, policy), the
+//!   pure machine (split by phase), the ports (traits for everything a run needs from the
+//!   world), and the runner that dispatches effects to them. Imports nothing but [`domain`].
+//!
+//! The use cases and their wiring:
+//! - [`app`]: what a person or an alarm can ask — handle an alarm, start a run, act on a click,
+//!   status, dry run, runs, cancel — and the durable jobs they leave behind.
+//! - [`config`]: the only place that reads files and the environment; parses into domain and
+//!   workflow types.
+//! - [`startup`]: `Application::build` / `run_until_stopped`, used by `serve`, `demo` and the
+//!   tests.
+//!
+//! Transports (verify, parse, call one use case, render its answer):
+//! - [`http`]: the axum routes of `serve`.
+//! - [`alarm`]: EventBridge and SNS payloads (SNS signatures verified) → one alarm type.
+//!
+//! Adapters (implement the workflow's ports):
+//! - [`slack`]: Slack's language — the Web API client, the `Chat` port (run messages), the
+//!   approver directory, signature checks, command and click parsing, Block Kit rendering.
+//! - [`elasticache`]: the SDK implementation of the `ElastiCache` port, the `Aws` effects over
+//!   it, and a simulator that speaks the ElastiCache Query protocol.
+//! - [`pagerduty`]: the Events API v2 client and the `Pager` port.
+//! - [`hooks`]: the pause/resume webhooks and the `Hooks` port.
+//! - [`store`]: the `Store` port over one SQLite file.
+//! - [`telemetry`]: Prometheus metrics (the `Metrics` port) and the HTTP request span.
 //! - [`http_client`]: the one outgoing HTTP client setup (TLS provider, timeouts, no redirects).
-//! - [`slack`]: Slack's language; [`slack::api`] is the Web API client.
-//! - [`pagerduty`]: the PagerDuty Events API v2 client.
-//! - [`standin`]: local Slack and PagerDuty servers for `demo` and the tests.
+//!
+//! Commands and tools:
+//! - [`cli`]: the command line (`serve`, `demo`, `elasticache-sim`, `check-config`).
+//! - [`demo`]: the whole flow on this machine, with no accounts and no network.
+//! - [`standin`]: local Slack, PagerDuty and hook servers for `demo` and the tests.
 
 pub mod alarm;
 pub mod app;

@@ -2,11 +2,12 @@
 //! runs, run lists, refusals, …) into ephemeral messages. No I/O; the use cases gather the data.
 
 use crate::app::Answer;
-use crate::config::{ApprovalMode, GroupConfig, OnApprovalTimeout, Policy};
+use crate::config::GroupConfig;
 use crate::domain::node_types::memory_label;
 use crate::domain::{Timestamp, format_duration};
 use crate::workflow::machine::{CannotCancel, Rejection};
 use crate::workflow::policy::NoPlan;
+use crate::workflow::policy::{ApprovalMode, OnApprovalTimeout, Policy};
 use crate::workflow::ports::GroupInfo;
 use crate::workflow::run::{DecisionKind, Plan, Run, Trigger};
 

@@ -269,10 +269,10 @@ fn approval_label(run: &Run) -> String {
                 " — on-call paged".to_string()
             } else {
                 match run.policy.on_approval_timeout {
-                    crate::config::OnApprovalTimeout::Escalate => {
+                    crate::workflow::policy::OnApprovalTimeout::Escalate => {
                         format!(" — pages on-call at {}", slack_time(*deadline))
                     }
-                    crate::config::OnApprovalTimeout::Approve => {
+                    crate::workflow::policy::OnApprovalTimeout::Approve => {
                         format!(" — approves itself at {}", slack_time(*deadline))
                     }
                 }
@@ -292,7 +292,7 @@ fn approval_label(run: &Run) -> String {
             if let Some(d) = last(DecisionKind::Approve) {
                 let by: Vec<String> = approvers.iter().map(|u| format!("<@{u}>")).collect();
                 format!("Approved by {} at {}", by.join(", "), slack_time(d.at))
-            } else if run.policy.approval == crate::config::ApprovalMode::Auto {
+            } else if run.policy.approval == crate::workflow::policy::ApprovalMode::Auto {
                 "Approved by policy (automatic)".to_string()
             } else if matches!(run.outcome(), Some(Outcome::Expired)) {
                 "Expired without a decision".to_string()
@@ -357,8 +357,8 @@ fn outcome_words(run: &Run, outcome: &Outcome) -> String {
 
 fn footer(run: &Run) -> String {
     let approval = match run.policy.approval {
-        crate::config::ApprovalMode::Auto => "automatic approval".to_string(),
-        crate::config::ApprovalMode::Required => {
+        crate::workflow::policy::ApprovalMode::Auto => "automatic approval".to_string(),
+        crate::workflow::policy::ApprovalMode::Required => {
             let n = run.policy.min_approvals.max(1);
             format!("{n} approval(s) required")
         }
@@ -641,12 +641,12 @@ fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Policy;
     use crate::domain::{
         CacheClusterId, ChannelId, MessageTs, NodeType, ReplicationGroupId, RunId, SlackUserId,
     };
     use crate::workflow::event::{Actor, Event};
     use crate::workflow::machine::{Decision, decide};
+    use crate::workflow::policy::Policy;
     use crate::workflow::ports::{ClusterMode, GroupInfo, SnapshotStatus};
     use crate::workflow::run::TopMessage;
 

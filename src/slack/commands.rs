@@ -1,7 +1,7 @@
 //! Slash commands: parsing `/redis …` into a [`Command`], and the help text.
 //!
 //! Pure: a form body or a text in, a value out. What a command does lives in
-//! [`crate::http::slack`].
+//! [`crate::app`] (called from [`crate::http::slack`]).
 
 use serde::Deserialize;
 

@@ -1,7 +1,7 @@
 //! Interactive payloads: a `block_actions` click on the run's message, parsed into a [`Click`].
 //!
 //! Slack posts `payload=<url-encoded JSON>`. Pure parsing; acting on a click lives in
-//! [`crate::http::slack`].
+//! [`crate::app`] (called from [`crate::http::slack`]).
 
 use serde::Deserialize;
 

@@ -1,10 +1,20 @@
-//! The snapshot-then-upsize workflow: decide, then act.
+//! The snapshot-then-upsize workflow: decide, then act. The bottom layer of the domain: it
+//! owns its vocabulary and the ports, and imports nothing but `crate::domain`; adapters
+//! depend on it, never the reverse.
 //!
 //! - [`run`]: the data of a run (its state, plan, steps, decisions, message, page).
-//! - [`policy`]: pure decisions about the target node type and who may approve.
-//! - [`machine`]: the pure transition function `(run, event, now) → transition | rejection`.
-//! - [`runner`]: persists each transition with its effects, executes the effects, and feeds
-//!   their results back as events. It is the only part that does I/O.
+//! - [`event`]: what happens to a run (effect results, clicks, alarms, timers).
+//! - [`effect`]: what a run needs done (each idempotent), the lanes they wait in, and the
+//!   word-free data of its messages ([`effect::Note`]) and pages.
+//! - [`policy`]: the policy types, and pure decisions: the target node type, who may approve,
+//!   what an alarm does, when to retry.
+//! - [`machine`]: the pure transition function `(run, event, now) → transition | rejection`,
+//!   one module per phase.
+//! - [`ports`]: traits for everything a run and the use cases need from the world (AWS, chat,
+//!   pager, hooks, store, clock, metrics).
+//! - [`runner`]: commits each transition with its effects, dispatches due effects to the ports,
+//!   and feeds their results back as events, retrying on a persisted schedule. The only part
+//!   that acts, and it acts only through the ports.
 //!
 //! ```text
 //!  trigger (alarm | /redis upsize)

@@ -196,10 +196,7 @@ impl Runner {
         let mut tasks: JoinSet<()> = JoinSet::new();
         self.inner.ready.store(true, Ordering::SeqCst);
         info!("runner started; resuming pending work");
-        let (store, clock) = (
-            self.inner.ports.store.clone(),
-            self.inner.ports.clock.clone(),
-        );
+        let Ports { store, clock, .. } = self.inner.ports.clone();
         while !self.halted() {
             let due = match store.due_effects(clock.now(), &self.busy_list(), 64).await {
                 Ok(due) => due,
@@ -268,17 +265,16 @@ impl Runner {
             return Err(StoreError::RunNotFound(p.run_id).into());
         };
         tracing::Span::current().record("group", run.group.as_str());
-        let now = clock.now();
-        let kind = p.effect.name();
-        if p.effect.superseded_by_later() && store.has_later_pending(&run.id, p.id, kind).await? {
-            return Ok(store
-                .complete_effect(p.id, &run.id, now, Vec::new())
-                .await?);
-        }
+        let (now, kind) = (clock.now(), p.effect.name());
+        let superseded =
+            p.effect.superseded_by_later() && store.has_later_pending(&run.id, p.id, kind).await?;
         let started_before = p.effect.records_start() && store.mark_started(p.id, now).await?;
         let maybe_done = started_before || p.attempt > 1;
         let mut at = Attempt::new(run, p.id, p.attempt, maybe_done, clock.clone());
-        let (heard, policy) = self.perform(&mut at, &p.effect).await;
+        let (heard, policy) = match superseded {
+            true => (Heard::Told(None), self.inner.delivery),
+            false => self.perform(&mut at, &p.effect).await,
+        };
         self.check_running()?;
         let (now, mut audit, run_id) = (clock.now(), at.take_audit(), &at.run.id);
         let event = match heard {

@@ -5,6 +5,7 @@ mod alarms;
 mod clients;
 mod deploy;
 mod elasticache;
+mod layout;
 mod ops;
 mod slack;
 mod support;
