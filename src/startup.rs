@@ -145,29 +145,39 @@ impl Application {
         &self.http.sns
     }
 
-    /// Serve and work until `shutdown` resolves (or the runner halts): then finish the requests
-    /// and effects in flight, and return.
+    /// Serve and work until `shutdown` resolves (or the runner halts, or the HTTP server
+    /// fails): then stop taking requests, let the requests, effects and jobs in flight finish,
+    /// and return.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let (stop, stopping) = watch::channel(false);
         let addr = self.local_addr();
-        let server = tokio::spawn(crate::http::serve(
-            self.listener,
-            self.http.clone(),
-            stopped(stopping.clone()),
-        ));
-        let jobs = tokio::spawn(self.worker.run(stopped(stopping.clone())));
-        let refresher = tokio::spawn(refresh_approvers(self.directory, stopped(stopping)));
+        let on = || stopped(stopping.clone());
+        let mut server = tokio::spawn(crate::http::serve(self.listener, self.http.clone(), on()));
+        let runner = self.http.app.runner.clone();
+        let mut runner = tokio::spawn(runner.run(on()));
+        let jobs = tokio::spawn(self.worker.run(on()));
+        let refresher = tokio::spawn(refresh_approvers(self.directory, on()));
         info!(addr = %addr, "redis-autoscaler serving");
-        self.http.app.runner.clone().run(shutdown).await;
+        // Whichever comes first stops everything: the signal, a halted runner, a failed server.
+        let (mut ran, mut served) = (false, None);
+        tokio::select! {
+            _ = shutdown => {}
+            _ = &mut runner => ran = true,
+            result = &mut server => served = Some(result),
+        }
         let _ = stop.send(true);
-        refresher.await.ok();
-        jobs.await.ok();
-        server
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        if !ran {
+            runner.await.ok();
+        }
+        let _ = tokio::join!(jobs, refresher);
+        let served = match served {
+            Some(result) => result,
+            None => server.await,
+        };
+        served.unwrap_or_else(|e| Err(std::io::Error::other(e)))
     }
 }
 

@@ -169,7 +169,7 @@ impl App {
             group: group.map(|g| g.to_string()),
             outcome: outcome.name().to_string(),
         };
-        let job = notice.map(|j| j.into_new(self.clock.now()));
+        let job = notice.map(|j| j.into_new(self.clock.now())).transpose()?;
         let new = self.store.record_alarm(record, job).await?;
         self.jobs_added.notify_one();
         Ok(new)

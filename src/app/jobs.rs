@@ -19,7 +19,8 @@ use crate::domain::{ChannelId, NodeType, ReplicationGroupId, RunId, SlackUserId,
 use crate::workflow::machine::Started;
 use crate::workflow::policy::{RetryPolicy, plan};
 use crate::workflow::ports::{Failure, NewJob, PendingJob, StoreError};
-use crate::workflow::run::Trigger;
+use crate::workflow::run::{DecisionKind, Trigger};
+use crate::workflow::runner::RunnerError;
 
 use super::requests::{Start, UserAction, internal};
 use super::{Answer, App, AppError, Messenger, Notice};
@@ -74,27 +75,33 @@ impl Job {
     }
 
     /// The job as the outbox keeps it, due at once.
-    pub fn into_new(self, now: Timestamp) -> NewJob {
-        NewJob {
+    pub fn into_new(self, now: Timestamp) -> Result<NewJob, StoreError> {
+        let body = serde_json::to_string(&self).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(NewJob {
             kind: self.kind().to_string(),
-            body: serde_json::to_string(&self).expect("jobs serialise"),
+            body,
             due: now,
-        }
+        })
     }
 }
 
 impl App {
     /// Leave a job for the worker.
     pub(super) async fn leave(&self, job: Job) -> Result<(), AppError> {
-        self.store
-            .enqueue_job(job.into_new(self.clock.now()))
-            .await?;
+        let job = job.into_new(self.clock.now())?;
+        self.store.enqueue_job(job).await?;
         self.jobs_added.notify_one();
         Ok(())
     }
 
-    /// Do one job; a retryable failure is tried again later.
-    async fn do_job(&self, job: Job, messenger: &dyn Messenger) -> Result<(), Failure> {
+    /// Do one job; a retryable failure is tried again later. `again`: an earlier try may have
+    /// done the work before it could say so (a crash, a failure after it).
+    async fn do_job(
+        &self,
+        job: Job,
+        again: bool,
+        messenger: &dyn Messenger,
+    ) -> Result<(), Failure> {
         let (response_url, answer) = match job {
             Job::Notice { channel, notice } => {
                 return messenger.post_notice(&channel, &notice).await;
@@ -127,7 +134,16 @@ impl App {
                 action,
                 response_url,
             } => {
-                let submitted = self.act(&run, &user, action).await;
+                if again && self.already_decided(&run, &user, &action).await {
+                    return Ok(());
+                }
+                let submitted = match self.act(&run, &user, action).await {
+                    // Stopping: the decision waits for the next start, like the run.
+                    Err(AppError::Runner(RunnerError::Halted)) => {
+                        return Err(Failure::transient("the runner is stopping", None));
+                    }
+                    other => other,
+                };
                 return self
                     .tell_unless_accepted(&run, submitted, response_url)
                     .await
@@ -137,10 +153,10 @@ impl App {
                 group,
                 user,
                 response_url,
-            } => (
-                response_url.clone(),
-                self.start_anyway_now(&group, &user, response_url).await,
-            ),
+            } => {
+                let answer = self.start_anyway_now(&group, &user, again, response_url.clone());
+                (response_url, answer.await)
+            }
         };
         match response_url {
             Some(response_url) => self
@@ -181,14 +197,42 @@ impl App {
         }
     }
 
+    /// Was this person's decision on the run taken by an earlier try of the job?
+    async fn already_decided(&self, run: &RunId, user: &SlackUserId, action: &UserAction) -> bool {
+        let (kind, node_type) = match action {
+            UserAction::Approve => (DecisionKind::Approve, None),
+            UserAction::Deny => (DecisionKind::Deny, None),
+            UserAction::Cancel => (DecisionKind::Cancel, None),
+            UserAction::ChooseSize(t) => (DecisionKind::ChooseSize, Some(t)),
+        };
+        let Ok(Some(run)) = self.store.run(run).await else {
+            return false;
+        };
+        run.decisions
+            .iter()
+            .any(|d| &d.user == user && d.kind == kind && d.node_type.as_ref() == node_type)
+    }
+
     async fn start_anyway_now(
         &self,
         group: &ReplicationGroupId,
         user: &SlackUserId,
+        again: bool,
         response_url: Option<String>,
     ) -> Answer {
         if !self.directory.is_approver(user).await {
             return Answer::OnlyApproversStartAnyway;
+        }
+        if again
+            && let Ok(Some(active)) = self.store.active_run(group).await
+            && active.requested_by() == Some(user)
+        {
+            // An earlier try started it.
+            return Answer::Started {
+                id: active.id,
+                group: group.clone(),
+                channel: None,
+            };
         }
         let trigger = Trigger::Command {
             user: user.clone(),
@@ -278,11 +322,14 @@ impl JobWorker {
 
     async fn execute(self: Arc<Self>, job: PendingJob) {
         let _release = Release(self.clone(), job.id);
-        let result = match serde_json::from_str::<Job>(&job.body) {
-            Ok(j) => self.app.do_job(j, self.messenger.as_ref()).await,
-            Err(e) => Err(Failure::fatal(format!("unreadable job: {e}"))),
-        };
         let store = &self.app.store;
+        let result = match store.start_job(job.id, self.app.clock.now()).await {
+            Ok(started_before) => {
+                let again = started_before || job.attempt > 1;
+                self.clone().attempt(&job, again).await
+            }
+            Err(e) => Err(Failure::transient(e.to_string(), None)),
+        };
         let now = self.app.clock.now();
         let written: Result<(), StoreError> = match result {
             Ok(()) => store.complete_job(job.id, now).await,
@@ -302,6 +349,21 @@ impl JobWorker {
             error!(job = job.id, error = %e, "job could not be completed; it stays pending");
         }
     }
+
+    /// One try, on its own task: a job that panics is given up on, not retried in a loop.
+    async fn attempt(self: Arc<Self>, job: &PendingJob, again: bool) -> Result<(), Failure> {
+        let parsed = serde_json::from_str::<Job>(&job.body);
+        let job = parsed.map_err(|e| Failure::fatal(format!("unreadable job: {e}")))?;
+        let worker = self.clone();
+        let task = tokio::spawn(async move {
+            let messenger = worker.messenger.clone();
+            worker.app.do_job(job, again, messenger.as_ref()).await
+        });
+        task.await.unwrap_or_else(|e| {
+            error!(error = %e, "a job panicked");
+            Err(Failure::fatal(format!("the job panicked: {e}")))
+        })
+    }
 }
 
 /// Frees a job for its next try, and wakes the worker, however its task ends.
@@ -311,5 +373,117 @@ impl Drop for Release {
     fn drop(&mut self) {
         self.0.busy().remove(&self.1);
         self.0.app.jobs_added.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::GroupConfig;
+    use crate::domain::alarm::{Alarm, AlarmState};
+    use crate::workflow::machine::{CannotCancel, Rejection};
+    use crate::workflow::policy::{NoPlan, Policy};
+    use crate::workflow::run::State;
+
+    fn group() -> ReplicationGroupId {
+        ReplicationGroupId::parse("prod-jobs").unwrap()
+    }
+
+    fn nt(s: &str) -> NodeType {
+        NodeType::parse(s).unwrap()
+    }
+
+    /// Every shape a job can take goes into the outbox and comes back out the same.
+    #[test]
+    fn every_job_reads_back_as_it_was_written() {
+        let gc = GroupConfig {
+            id: group(),
+            channel: ChannelId::parse("C0TESTOPS").unwrap(),
+            policy: Policy::default(),
+        };
+        let now = Timestamp::from_millis(1_764_121_929_000);
+        let no_plans = [
+            NoPlan::CapUnusable {
+                why: "another kind of family".into(),
+            },
+            NoPlan::AtCap {
+                group: group(),
+                current: nt("cache.r6g.large"),
+                cap: nt("cache.r6g.large"),
+            },
+            NoPlan::Busy {
+                group: group(),
+                status: "modifying".into(),
+            },
+        ];
+        let mut answers: Vec<Answer> = no_plans
+            .into_iter()
+            .map(|why| Answer::DryRun {
+                group: gc.clone(),
+                plan: Err(why),
+                last_success: None,
+                now,
+            })
+            .collect();
+        answers.extend([
+            Answer::Refused {
+                why: Rejection::CannotCancel {
+                    why: CannotCancel::Over {
+                        state: Box::new(State::Planning),
+                    },
+                },
+            },
+            Answer::Refused {
+                why: Rejection::NotAllowedSize {
+                    node_type: nt("cache.r6g.8xlarge"),
+                    choices: vec![nt("cache.r6g.xlarge")],
+                },
+            },
+            Answer::NoSuchRun {
+                id: RunId::parse("r-abcdefgh").unwrap(),
+            },
+            Answer::Internal,
+        ]);
+        let alarm = Alarm {
+            delivery_id: "eventbridge:1".into(),
+            name: "Redis memory: prod-jobs".into(),
+            description: "Redis memory: prod-jobs above 90%".into(),
+            state: AlarmState::Alarm,
+            reason: "Threshold Crossed".into(),
+            value: Some(93.2),
+            dimensions: vec![("ReplicationGroupId".into(), "prod-jobs".into())],
+            region: Some("us-east-1".into()),
+            at: now,
+        };
+        let mut jobs: Vec<Job> = answers
+            .into_iter()
+            .map(|answer| Job::Respond {
+                response_url: "https://hooks.slack.com/commands/T1/2/3".into(),
+                answer: Box::new(answer),
+            })
+            .collect();
+        jobs.extend([
+            Job::Notice {
+                channel: gc.channel.clone(),
+                notice: Notice::UnknownGroup { alarm },
+            },
+            Job::Decide {
+                run: RunId::parse("r-abcdefgh").unwrap(),
+                user: SlackUserId::parse("U0ONCALL1").unwrap(),
+                action: UserAction::ChooseSize(nt("cache.r6g.2xlarge")),
+                response_url: None,
+            },
+            Job::DryRun {
+                group: group(),
+                node_type: Some(nt("cache.r6g.xlarge")),
+                response_url: "https://hooks.slack.com/commands/T1/2/3".into(),
+            },
+        ]);
+        for job in jobs {
+            let stored = job.clone().into_new(now).unwrap();
+            assert_eq!(stored.kind, job.kind());
+            let back: Job = serde_json::from_str(&stored.body).unwrap();
+            assert_eq!(back, job, "{}", stored.body);
+        }
     }
 }

@@ -430,6 +430,13 @@ pub fn cancel_gone(reason: &CancelGone) -> String {
         CancelGone::CancelledBy(by) => format!("cancelled by <@{by}>"),
         CancelGone::Ended(outcome) => format!("the run is over ({})", outcome.replace('_', " ")),
         CancelGone::Resuming => "the run is resuming workers".to_string(),
+        CancelGone::Finished(outcome) => {
+            let state = State::Finished {
+                plan: None,
+                outcome: outcome.clone(),
+            };
+            format!("the run is {}", describe_state(&state))
+        }
         CancelGone::Said(text) => text.clone(),
     }
 }

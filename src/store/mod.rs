@@ -98,6 +98,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempt     INTEGER NOT NULL DEFAULT 1,
     status      TEXT NOT NULL DEFAULT 'pending',
     created_at  INTEGER NOT NULL,
+    started_at  INTEGER,
     done_at     INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_pending ON jobs(status, due_at, id);
@@ -539,6 +540,26 @@ impl SqliteStore {
         Ok((due, next))
     }
 
+    /// Note that a job is being done; whether an earlier try had started it.
+    pub fn start_job(&self, id: i64, now: Timestamp) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        let before: Option<i64> = conn
+            .query_row(
+                "SELECT started_at FROM jobs WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        if before.is_none() {
+            conn.execute(
+                "UPDATE jobs SET started_at = ?2 WHERE id = ?1",
+                params![id, now.as_millis()],
+            )?;
+        }
+        Ok(before.is_some())
+    }
+
     pub fn complete_job(&self, id: i64, now: Timestamp) -> Result<(), StoreError> {
         self.conn().execute(
             "UPDATE jobs SET status = 'done', done_at = ?2 WHERE id = ?1",
@@ -716,6 +737,10 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'a, Result<DueJobs, StoreError>> {
         let busy = busy.to_vec();
         self.blocking(move |s| s.due_jobs(now, &busy, limit))
+    }
+
+    fn start_job(&self, id: i64, now: Timestamp) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.blocking(move |s| s.start_job(id, now))
     }
 
     fn complete_job(&self, id: i64, now: Timestamp) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{MessageTs, NodeType, SlackUserId, SnapshotName, Timestamp};
 
 use super::event::{Event, HookPhase, Timer};
-use super::run::Step;
+use super::policy::RetryPolicy;
+use super::run::{Outcome, Step};
 
 /// Why a page is sent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -217,6 +218,21 @@ impl Effect {
         }
     }
 
+    /// How a failed try of this effect is retried: AWS calls on the group's `aws_retry`, pages
+    /// on the delivery schedule but for longer (they matter more than any other delivery), the
+    /// rest on the delivery schedule.
+    pub fn retry_policy(&self, aws: RetryPolicy, delivery: RetryPolicy) -> RetryPolicy {
+        match self {
+            Effect::FetchPlan
+            | Effect::CreateSnapshot { .. }
+            | Effect::PollSnapshot { .. }
+            | Effect::ModifyNodeType { .. }
+            | Effect::PollGroup => aws,
+            Effect::Page { .. } => delivery.for_pages(),
+            _ => delivery,
+        }
+    }
+
     /// What the machine hears when this delivery fails for good (a message that never
     /// arrives tells only the audit trail; AWS's failures are [`Event::AwsFailed`]).
     pub fn failed_for_good(&self, error: &str) -> Option<Event> {
@@ -301,6 +317,8 @@ pub enum CancelGone {
     Ended(String),
     /// The run is resuming the workers after its outcome is known.
     Resuming,
+    /// The run finished (this way) before the button could be offered.
+    Finished(Outcome),
     /// Worded by an earlier version of the bot (an effect pending across an upgrade).
     Said(String),
 }
@@ -313,6 +331,7 @@ enum CancelGoneRepr {
     CancelledBy { by: SlackUserId },
     Ended { outcome: String },
     Resuming,
+    Finished { outcome: Outcome },
 }
 
 impl Serialize for CancelGone {
@@ -324,6 +343,9 @@ impl Serialize for CancelGone {
                 outcome: outcome.clone(),
             },
             CancelGone::Resuming => CancelGoneRepr::Resuming,
+            CancelGone::Finished(outcome) => CancelGoneRepr::Finished {
+                outcome: outcome.clone(),
+            },
             CancelGone::Said(text) => return s.serialize_str(text),
         };
         repr.serialize(s)
@@ -343,6 +365,45 @@ impl<'de> Deserialize<'de> for CancelGone {
             CancelGoneRepr::CancelledBy { by } => CancelGone::CancelledBy(by),
             CancelGoneRepr::Ended { outcome } => CancelGone::Ended(outcome),
             CancelGoneRepr::Resuming => CancelGone::Resuming,
+            CancelGoneRepr::Finished { outcome } => CancelGone::Finished(outcome),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_withdrawn_cancel_offer_reads_back_and_so_does_one_an_earlier_version_wrote() {
+        let user = SlackUserId::parse("U0ONCALL1").unwrap();
+        let ts = MessageTs::parse("1764121930.000200").unwrap();
+        for reason in [
+            CancelGone::UpsizeStarted,
+            CancelGone::CancelledBy(user.clone()),
+            CancelGone::Ended("timed_out".into()),
+            CancelGone::Resuming,
+            CancelGone::Finished(Outcome::Denied { by: user }),
+            CancelGone::Said("the run is over (failed)".into()),
+        ] {
+            let effect = Effect::WithdrawCancelOffer {
+                ts: ts.clone(),
+                reason,
+            };
+            let json = serde_json::to_string(&effect).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Effect>(&json).unwrap(),
+                effect,
+                "{json}"
+            );
+        }
+        let old = r#"{"effect":"withdraw_cancel_offer","ts":"1764121930.000200","reason":"cancelled by <@U0ONCALL1>"}"#;
+        assert_eq!(
+            serde_json::from_str::<Effect>(old).unwrap(),
+            Effect::WithdrawCancelOffer {
+                ts,
+                reason: CancelGone::Said("cancelled by <@U0ONCALL1>".into())
+            }
+        );
     }
 }

@@ -230,7 +230,7 @@ pub fn plan(
                             choices,
                         });
                     }
-                    Err(why) => return Err(NoPlan::CapUnusable(why)),
+                    Err(why) => return Err(NoPlan::CapUnusable { why }),
                 }
             }
             t.clone()
@@ -264,7 +264,7 @@ pub fn plan(
 
 /// Why there is no plan: nothing to do for the group now, or not what was asked for.
 #[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
-#[serde(tag = "why", rename_all = "snake_case")]
+#[serde(tag = "no_plan", rename_all = "snake_case")]
 pub enum NoPlan {
     #[error("{group} is `{status}` right now; a run can start once it is `available`")]
     Busy {
@@ -298,8 +298,8 @@ pub enum NoPlan {
         choices: Vec<NodeType>,
     },
     /// The cap can't be compared with the type (another kind of family).
-    #[error("{0}")]
-    CapUnusable(String),
+    #[error("{why}")]
+    CapUnusable { why: String },
     #[error("{group} is on {current}, and the next size up is above the cap ({cap})")]
     AtCap {
         group: ReplicationGroupId,

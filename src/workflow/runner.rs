@@ -61,11 +61,10 @@ enum Heard {
     Failed(Failure, Option<Event>),
 }
 
-fn aws_heard<T>(op: AwsOp, result: Result<T, AwsError>, event: impl FnOnce(T) -> Event) -> Heard {
-    match result {
-        Ok(t) => Heard::Told(Some(event(t))),
-        Err(error) => Heard::Failed(Failure::from(&error), Some(Event::AwsFailed { op, error })),
-    }
+/// How a port said no.
+enum Fail {
+    Aws(AwsOp, AwsError),
+    Delivery(Failure),
 }
 
 #[derive(Clone)]
@@ -271,10 +270,13 @@ impl Runner {
         let started_before = p.effect.records_start() && store.mark_started(p.id, now).await?;
         let maybe_done = started_before || p.attempt > 1;
         let mut at = Attempt::new(run, p.id, p.attempt, maybe_done, clock.clone());
-        let (heard, policy) = match superseded {
-            true => (Heard::Told(None), self.inner.delivery),
+        let heard = match superseded {
+            true => Heard::Told(None),
             false => self.perform(&mut at, &p.effect).await,
         };
+        let policy = p
+            .effect
+            .retry_policy(at.run.policy.aws_retry, self.inner.delivery);
         self.check_running()?;
         let (now, mut audit, run_id) = (clock.now(), at.take_audit(), &at.run.id);
         let event = match heard {
@@ -305,82 +307,62 @@ impl Runner {
         Ok(())
     }
 
-    /// Hand the effect to its port: what the machine hears (nothing, for a message that went
-    /// out), or the failure with what the machine hears if no try works; and the retry policy.
-    async fn perform(&self, at: &mut Attempt, effect: &Effect) -> (Heard, RetryPolicy) {
-        let aws = &self.inner.ports.aws;
-        let (aws_retry, delivery) = (at.run.policy.aws_retry, self.inner.delivery);
-        let heard = match effect {
-            Effect::FetchPlan => {
-                aws_heard(AwsOp::Plan, aws.fetch_plan(at).await, |(group, allowed)| {
-                    Event::PlanFetched { group, allowed }
-                })
-            }
-            Effect::CreateSnapshot { name } => aws_heard(
-                AwsOp::CreateSnapshot,
-                aws.create_snapshot(at, name).await,
-                |status| Event::SnapshotStarted { status },
-            ),
-            Effect::PollSnapshot { name } => aws_heard(
-                AwsOp::PollSnapshot,
-                aws.poll_snapshot(at, name).await,
-                |status| Event::SnapshotPolled { status },
-            ),
-            Effect::ModifyNodeType { target } => aws_heard(
-                AwsOp::Modify,
-                aws.modify_node_type(at, target).await,
-                |group| Event::ModifyRequested { group },
-            ),
-            Effect::PollGroup => aws_heard(AwsOp::PollGroup, aws.poll_group(at).await, |group| {
-                Event::GroupPolled { group }
-            }),
-            Effect::Timer { timer } => {
-                return (
-                    Heard::Told(Some(Event::TimerFired { timer: *timer })),
-                    delivery,
-                );
-            }
-            // Pages matter more than any other delivery.
-            Effect::Page { .. } => return (self.deliver(at, effect).await, delivery.for_pages()),
-            _ => return (self.deliver(at, effect).await, delivery),
-        };
-        (heard, aws_retry)
-    }
-
-    /// The effects that tell people: chat messages, pages, hooks.
-    async fn deliver(&self, at: &mut Attempt, effect: &Effect) -> Heard {
+    /// Hand the effect to its port; what the machine hears.
+    async fn perform(&self, at: &mut Attempt, effect: &Effect) -> Heard {
         let Ports {
-            chat, pager, hooks, ..
+            aws,
+            chat,
+            pager,
+            hooks,
+            ..
         } = &self.inner.ports;
-        let quiet = |r: Result<(), Failure>| r.map(|()| None);
-        let told = match effect {
-            Effect::PostTopMessage => chat
-                .post_top_message(at)
-                .await
-                .map(|posted| posted.map(|message| Event::TopMessagePosted { message })),
+        let quiet = |r: Result<(), Failure>| r.map(|()| None).map_err(Fail::Delivery);
+        let told = |r: Result<Event, Failure>| r.map(Some).map_err(Fail::Delivery);
+        let aws_failed = |op| move |e| Fail::Aws(op, e);
+        let result = match effect {
+            Effect::FetchPlan => (aws.fetch_plan(at).await)
+                .map(|(group, allowed)| Some(Event::PlanFetched { group, allowed }))
+                .map_err(aws_failed(AwsOp::Plan)),
+            Effect::CreateSnapshot { name } => (aws.create_snapshot(at, name).await)
+                .map(|status| Some(Event::SnapshotStarted { status }))
+                .map_err(aws_failed(AwsOp::CreateSnapshot)),
+            Effect::PollSnapshot { name } => (aws.poll_snapshot(at, name).await)
+                .map(|status| Some(Event::SnapshotPolled { status }))
+                .map_err(aws_failed(AwsOp::PollSnapshot)),
+            Effect::ModifyNodeType { target } => (aws.modify_node_type(at, target).await)
+                .map(|group| Some(Event::ModifyRequested { group }))
+                .map_err(aws_failed(AwsOp::Modify)),
+            Effect::PollGroup => (aws.poll_group(at).await)
+                .map(|group| Some(Event::GroupPolled { group }))
+                .map_err(aws_failed(AwsOp::PollGroup)),
+            Effect::Timer { timer } => Ok(Some(Event::TimerFired { timer: *timer })),
+            Effect::PostTopMessage => (chat.post_top_message(at).await)
+                .map(|posted| posted.map(|message| Event::TopMessagePosted { message }))
+                .map_err(Fail::Delivery),
             Effect::UpdateTopMessage => quiet(chat.update_top_message(at).await),
             Effect::PostNote { note } => quiet(chat.post_note(at, note).await),
             Effect::Reply { note } => quiet(chat.reply(at, note).await),
-            Effect::OfferCancel => chat
-                .offer_cancel(at)
-                .await
-                .map(|ts| ts.map(|ts| Event::CancelOffered { ts })),
+            Effect::OfferCancel => (chat.offer_cancel(at).await)
+                .map(|ts| ts.map(|ts| Event::CancelOffered { ts }))
+                .map_err(Fail::Delivery),
             Effect::WithdrawCancelOffer { ts, reason } => {
                 quiet(chat.withdraw_cancel_offer(at, ts, reason).await)
             }
-            Effect::Page { action } => pager.page(at, action).await.map(|()| {
-                Some(Event::PageDelivered {
-                    action: action.clone(),
-                })
-            }),
-            Effect::CallHook { phase } => {
-                (hooks.call(at, *phase).await).map(|()| Some(Event::HookDone { phase: *phase }))
-            }
-            _ => unreachable!("perform hands only deliveries here"),
+            Effect::Page { action } => told((pager.page(at, action).await).map(|()| {
+                let action = action.clone();
+                Event::PageDelivered { action }
+            })),
+            Effect::CallHook { phase } => told((hooks.call(at, *phase).await).map(|()| {
+                let phase = *phase;
+                Event::HookDone { phase }
+            })),
         };
-        match told {
+        match result {
             Ok(event) => Heard::Told(event),
-            Err(f) => {
+            Err(Fail::Aws(op, error)) => {
+                Heard::Failed(Failure::from(&error), Some(Event::AwsFailed { op, error }))
+            }
+            Err(Fail::Delivery(f)) => {
                 let then = effect.failed_for_good(&f.error);
                 Heard::Failed(f, then)
             }

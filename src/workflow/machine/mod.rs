@@ -81,7 +81,7 @@ impl std::fmt::Display for Rejection {
             Rejection::SelfApproval => f.write_str("asked for the run, so may not approve it"),
             Rejection::AlreadyApprovedByYou => f.write_str("already approved by this person"),
             Rejection::AlreadyDecided { state } => {
-                write!(f, "already decided (the run is {})", state.name())
+                write!(f, "already decided (the run is {})", words(state))
             }
             Rejection::Expired => f.write_str("the run expired"),
             Rejection::CannotCancel {
@@ -92,16 +92,21 @@ impl std::fmt::Display for Rejection {
             Rejection::CannotCancel {
                 why: CannotCancel::Over { state },
             } => {
-                write!(f, "can't cancel: the run is {}", state.name())
+                write!(f, "can't cancel: the run is {}", words(state))
             }
             Rejection::NotAllowedSize { node_type, .. } => {
                 write!(f, "{node_type} is not among the run's choices")
             }
             Rejection::NotWaitingForApproval { state } => {
-                write!(f, "not waiting for approval (the run is {})", state.name())
+                write!(f, "not waiting for approval (the run is {})", words(state))
             }
         }
     }
+}
+
+/// A state's name as words ("awaiting approval").
+fn words(state: &State) -> String {
+    state.name().replace('_', " ")
 }
 
 /// Why a run can't be cancelled any more.

@@ -61,7 +61,7 @@ pub(super) fn decide(mut b: Builder, run: &Run, event: &Event) -> Decision {
 fn too_late(run: &Run) -> CancelGone {
     match &run.state {
         State::Modifying { .. } => CancelGone::UpsizeStarted,
-        State::Finished { outcome, .. } => CancelGone::Ended(outcome.name().to_string()),
+        State::Finished { outcome, .. } => CancelGone::Finished(outcome.clone()),
         // Only `Resuming` is left: the cancellable states never get here.
         _ => CancelGone::Resuming,
     }

@@ -245,6 +245,10 @@ pub trait Store: Send + Sync {
         limit: usize,
     ) -> BoxFuture<'a, Result<DueJobs, StoreError>>;
 
+    /// Note that a job is being done; whether an earlier try had started it (and so may have
+    /// done its work before the process stopped).
+    fn start_job(&self, id: i64, now: Timestamp) -> BoxFuture<'_, Result<bool, StoreError>>;
+
     fn complete_job(&self, id: i64, now: Timestamp) -> BoxFuture<'_, Result<(), StoreError>>;
 
     fn retry_job(

@@ -348,6 +348,10 @@ impl Store for MemoryStore {
         ready(Ok((due.into_iter().take(limit).collect(), next)))
     }
 
+    fn start_job(&self, _: i64, _: Timestamp) -> BoxFuture<'_, Result<bool, StoreError>> {
+        ready(Ok(false))
+    }
+
     fn complete_job(&self, id: i64, _: Timestamp) -> BoxFuture<'_, Result<(), StoreError>> {
         let mut m = lock(&self.0);
         m.jobs
