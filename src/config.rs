@@ -741,6 +741,16 @@ impl<'s> Walker<'s> {
             None => builtin,
         };
         let groups = self.groups(root, &defaults, slack.as_ref().map(|s| &s.channel));
+        for (name, group) in &alarms.groups {
+            if !groups.contains_key(group) {
+                let key = format!("alarms.groups.{name}");
+                let at = self.src.find(name.as_str()).unwrap_or(0);
+                let msg = format!(
+                    "`{group}` is not a managed group: add a `[groups.{group}]` table, or map the alarm to one"
+                );
+                self.issue(&key, at, msg);
+            }
+        }
 
         let endpoints = Endpoints {
             slack_api_url: self.endpoint(env, "SLACK_API_URL", "https://slack.com/api"),
@@ -1016,6 +1026,18 @@ impl<'s> Walker<'s> {
         }
         if let Some(v) = self.float(t, "aws_retry_backoff", prefix, 1.0, 10.0) {
             p.aws_retry.backoff = v;
+        }
+        if p.approval_expiry <= p.approval_timeout {
+            let key = ["approval_expiry", "approval_timeout"]
+                .into_iter()
+                .find(|k| self.get(t, k).is_some());
+            let at = key.and_then(|k| self.get(t, k)).map_or(0, |v| v.span().start);
+            let msg = format!(
+                "approval_expiry ({}) must be longer than approval_timeout ({}): a run would expire before anyone is paged",
+                crate::domain::format_duration(p.approval_expiry),
+                crate::domain::format_duration(p.approval_timeout)
+            );
+            self.issue(&join(prefix, key.unwrap_or("approval_expiry")), at, msg);
         }
         for key in [
             "approval_timeout",
@@ -1335,6 +1357,30 @@ colour = "blue"
         )
         .unwrap_err();
         assert_eq!(err.issues[0].key, "defaults.snapshot_poll_interval");
+    }
+
+    #[test]
+    fn an_expiry_no_longer_than_the_approval_timeout_is_refused() {
+        let text = "[slack]\nchannel = \"C0123ABCD\"\n[defaults]\napproval_timeout = \"2h\"\napproval_expiry = \"1h\"\n";
+        let err = parse(text).unwrap_err();
+        assert_eq!(err.issues.len(), 1, "{err}");
+        assert_eq!(err.issues[0].key, "defaults.approval_expiry");
+        assert_eq!(err.issues[0].line, 5);
+        assert!(err.issues[0].message.contains("expire before anyone is paged"), "{err}");
+        // A group that shortens the expiry under the default timeout is refused too.
+        let text = "[slack]\nchannel = \"C0123ABCD\"\n[groups.prod-jobs]\napproval_expiry = \"10m\"\n";
+        let err = parse(text).unwrap_err();
+        assert_eq!(err.issues[0].key, "groups.prod-jobs.approval_expiry", "{err}");
+    }
+
+    #[test]
+    fn an_alarm_mapped_to_an_unmanaged_group_is_refused() {
+        let text = "[slack]\nchannel = \"C0123ABCD\"\n[alarms.groups]\n\"Jobs memory\" = \"prod-jobz\"\n[groups.prod-jobs]\n";
+        let err = parse(text).unwrap_err();
+        assert_eq!(err.issues.len(), 1, "{err}");
+        assert_eq!(err.issues[0].key, "alarms.groups.Jobs memory");
+        assert_eq!(err.issues[0].line, 4);
+        assert!(err.issues[0].message.contains("not a managed group"), "{err}");
     }
 
     #[test]

@@ -203,6 +203,15 @@ pub fn plan(
         return Err(NoPlan::NoNodeType { group: id() });
     };
     let cap = policy.max_node_type.clone();
+    if let Some(cap) = &cap
+        && !cap.same_family(&current)
+    {
+        return Err(NoPlan::CapOtherFamily {
+            group: id(),
+            current,
+            cap: cap.clone(),
+        });
+    }
     let choices = choices_within_cap(&current, allowed, cap.as_ref());
     let target = match requested {
         Some(t) => {
@@ -210,6 +219,13 @@ pub fn plan(
                 return Err(NoPlan::AlreadyOn {
                     group: id(),
                     node_type: t.clone(),
+                });
+            }
+            if !is_scale_up(&current, t) {
+                return Err(NoPlan::NotUpInFamily {
+                    group: id(),
+                    requested: t.clone(),
+                    current,
                 });
             }
             if !allowed.contains(t) {
@@ -289,6 +305,15 @@ pub enum NoPlan {
         choices: Vec<NodeType>,
     },
     #[error(
+        "{requested} is not a larger {} size than {current}: the bot moves {group} only up, within its family",
+        current.family()
+    )]
+    NotUpInFamily {
+        group: ReplicationGroupId,
+        requested: NodeType,
+        current: NodeType,
+    },
+    #[error(
         "{requested} is above this group's cap ({cap}); allowed: {}",
         list_or_none(choices)
     )]
@@ -296,6 +321,16 @@ pub enum NoPlan {
         requested: NodeType,
         cap: NodeType,
         choices: Vec<NodeType>,
+    },
+    /// The group's cap is of another node family than the group: the policy contradicts itself.
+    #[error(
+        "{group} is on {current}, but its cap ({cap}) is of another family; set `max_node_type` to a {} size",
+        current.family()
+    )]
+    CapOtherFamily {
+        group: ReplicationGroupId,
+        current: NodeType,
+        cap: NodeType,
     },
     /// The cap can't be compared with the type (another kind of family).
     #[error("{why}")]
@@ -313,7 +348,7 @@ pub enum NoPlan {
     },
 }
 
-/// Scale-ups AWS allows that are within the cap, in the same family first then by size.
+/// Scale-ups AWS allows that are within the cap and in the group's family, smallest first.
 pub fn choices_within_cap(
     current: &NodeType,
     allowed: &[NodeType],
@@ -321,22 +356,22 @@ pub fn choices_within_cap(
 ) -> Vec<NodeType> {
     let mut out: Vec<NodeType> = allowed
         .iter()
-        .filter(|t| *t != current)
+        .filter(|t| is_scale_up(current, t))
         .filter(|t| match cap {
             Some(cap) => within_cap(t, cap).unwrap_or(false),
             None => true,
         })
         .cloned()
         .collect();
-    out.sort_by(|a, b| {
-        (!a.same_family(current), a.family(), a.size()).cmp(&(
-            !b.same_family(current),
-            b.family(),
-            b.size(),
-        ))
-    });
+    out.sort_by_key(|t| t.size());
     out.dedup();
     out
+}
+
+/// Is `t` a step up the bot may take from `current`: the same family (so never into or out of
+/// data tiering), strictly larger?
+pub fn is_scale_up(current: &NodeType, t: &NodeType) -> bool {
+    t.same_family(current) && t.size() > current.size()
 }
 
 fn list_or_none(types: &[NodeType]) -> String {
@@ -473,7 +508,12 @@ mod tests {
         .unwrap();
         assert_eq!(p.target, nt("cache.r6g.xlarge"));
         assert_eq!(p.current, nt("cache.r6g.large"));
-        assert_eq!(p.choices[0], nt("cache.r6g.xlarge"), "same family first");
+        assert_eq!(p.choices[0], nt("cache.r6g.xlarge"), "smallest first");
+        assert!(
+            p.choices.iter().all(|t| t.same_family(&p.current)),
+            "only the group's family: {:?}",
+            p.choices
+        );
         assert!(
             p.choices
                 .iter()
@@ -519,10 +559,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(above.contains("above this group's cap"), "{above}");
-        let not_listed = plan(&g, &allowed, Some(&nt("cache.t3.small")), &pol)
+        let other_family = plan(&g, &allowed, Some(&nt("cache.m6g.xlarge")), &pol)
+            .unwrap_err()
+            .to_string();
+        assert!(other_family.contains("within its family"), "{other_family}");
+        let smaller = plan(&g, &allowed, Some(&nt("cache.r6g.medium")), &pol).unwrap_err();
+        assert!(matches!(smaller, NoPlan::NotUpInFamily { .. }), "{smaller}");
+        let not_listed = plan(&g, &[], Some(&nt("cache.r6g.xlarge")), &pol)
             .unwrap_err()
             .to_string();
         assert!(not_listed.contains("does not list"), "{not_listed}");
+        let cross_cap = Policy {
+            max_node_type: Some(nt("cache.m6g.4xlarge")),
+            ..Policy::default()
+        };
+        let cross = plan(&g, &allowed, None, &cross_cap).unwrap_err().to_string();
+        assert!(cross.contains("of another family"), "{cross}");
         let same = plan(&g, &allowed, Some(&nt("cache.r6g.large")), &pol)
             .unwrap_err()
             .to_string();

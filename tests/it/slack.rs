@@ -277,8 +277,8 @@ async fn user_mistakes_get_a_short_private_answer_and_change_nothing() {
     assert_eq!(services.sim.attempts("CreateSnapshot"), 0);
     assert!(services.top_messages().is_empty());
 
-    // A size AWS does not list for this group is found out while planning (an AWS call), and
-    // answered privately: nothing appears in the channel.
+    // A size that is no step up in the group's family is found out while planning (it needs
+    // the group's type from AWS), and answered privately: nothing appears in the channel.
     let answer = slash(&t, &services, ONCALL2, "upsize prod-jobs cache.t3.small").await;
     assert!(answer["text"].as_str().unwrap().starts_with("Started run"));
     let run = started_run(&t).await;
@@ -287,7 +287,7 @@ async fn user_mistakes_get_a_short_private_answer_and_change_nothing() {
     assert!(
         private
             .iter()
-            .any(|a| a.contains("does not list cache.t3.small")),
+            .any(|a| a.contains("cache.t3.small is not a larger r6g size")),
         "{private:?}"
     );
     assert!(
