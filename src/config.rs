@@ -1031,7 +1031,9 @@ impl<'s> Walker<'s> {
             let key = ["approval_expiry", "approval_timeout"]
                 .into_iter()
                 .find(|k| self.get(t, k).is_some());
-            let at = key.and_then(|k| self.get(t, k)).map_or(0, |v| v.span().start);
+            let at = key
+                .and_then(|k| self.get(t, k))
+                .map_or(0, |v| v.span().start);
             let msg = format!(
                 "approval_expiry ({}) must be longer than approval_timeout ({}): a run would expire before anyone is paged",
                 crate::domain::format_duration(p.approval_expiry),
@@ -1366,11 +1368,20 @@ colour = "blue"
         assert_eq!(err.issues.len(), 1, "{err}");
         assert_eq!(err.issues[0].key, "defaults.approval_expiry");
         assert_eq!(err.issues[0].line, 5);
-        assert!(err.issues[0].message.contains("expire before anyone is paged"), "{err}");
+        assert!(
+            err.issues[0]
+                .message
+                .contains("expire before anyone is paged"),
+            "{err}"
+        );
         // A group that shortens the expiry under the default timeout is refused too.
-        let text = "[slack]\nchannel = \"C0123ABCD\"\n[groups.prod-jobs]\napproval_expiry = \"10m\"\n";
+        let text =
+            "[slack]\nchannel = \"C0123ABCD\"\n[groups.prod-jobs]\napproval_expiry = \"10m\"\n";
         let err = parse(text).unwrap_err();
-        assert_eq!(err.issues[0].key, "groups.prod-jobs.approval_expiry", "{err}");
+        assert_eq!(
+            err.issues[0].key, "groups.prod-jobs.approval_expiry",
+            "{err}"
+        );
     }
 
     #[test]
@@ -1380,7 +1391,10 @@ colour = "blue"
         assert_eq!(err.issues.len(), 1, "{err}");
         assert_eq!(err.issues[0].key, "alarms.groups.Jobs memory");
         assert_eq!(err.issues[0].line, 4);
-        assert!(err.issues[0].message.contains("not a managed group"), "{err}");
+        assert!(
+            err.issues[0].message.contains("not a managed group"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -52,6 +52,9 @@ pub enum Job {
         run: RunId,
         user: SlackUserId,
         action: UserAction,
+        /// The plan version the person saw.
+        #[serde(default)]
+        version: Option<u32>,
         response_url: Option<String>,
     },
     /// "Start a run anyway" during the cooldown: approvers only.
@@ -132,12 +135,13 @@ impl App {
                 run,
                 user,
                 action,
+                version,
                 response_url,
             } => {
                 if again && self.already_decided(&run, &user, &action).await {
                     return Ok(());
                 }
-                let submitted = match self.act(&run, &user, action).await {
+                let submitted = match self.act_on(&run, &user, action, version).await {
                     // Stopping: the decision waits for the next start, like the run.
                     Err(AppError::Runner(RunnerError::Halted)) => {
                         return Err(Failure::transient("the runner is stopping", None));
@@ -471,6 +475,7 @@ mod tests {
                 run: RunId::parse("r-abcdefgh").unwrap(),
                 user: SlackUserId::parse("U0ONCALL1").unwrap(),
                 action: UserAction::ChooseSize(nt("cache.r6g.2xlarge")),
+                version: Some(2),
                 response_url: None,
             },
             Job::DryRun {

@@ -84,8 +84,19 @@ impl App {
         user: &SlackUserId,
         action: UserAction,
     ) -> Result<Submitted, AppError> {
+        self.act_on(run, user, action, None).await
+    }
+
+    /// [`App::act`] for the plan `version` the person saw.
+    pub(super) async fn act_on(
+        &self,
+        run: &RunId,
+        user: &SlackUserId,
+        action: UserAction,
+        version: Option<u32>,
+    ) -> Result<Submitted, AppError> {
         let is_approver = self.directory.is_approver(user).await;
-        self.act_as(run, user, is_approver, action).await
+        self.act_as(run, user, is_approver, action, version).await
     }
 
     async fn act_as(
@@ -94,16 +105,21 @@ impl App {
         user: &SlackUserId,
         is_approver: bool,
         action: UserAction,
+        version: Option<u32>,
     ) -> Result<Submitted, AppError> {
         let actor = Actor {
             user: user.clone(),
             is_approver,
         };
         let event = match action {
-            UserAction::Approve => Event::Approve { actor },
-            UserAction::Deny => Event::Deny { actor },
+            UserAction::Approve => Event::Approve { actor, version },
+            UserAction::Deny => Event::Deny { actor, version },
             UserAction::Cancel => Event::Cancel { actor },
-            UserAction::ChooseSize(node_type) => Event::ChooseSize { actor, node_type },
+            UserAction::ChooseSize(node_type) => Event::ChooseSize {
+                actor,
+                node_type,
+                version,
+            },
         };
         Ok(self.runner.submit(run, event).await?)
     }
@@ -233,9 +249,8 @@ impl App {
     ) -> Answer {
         match self.directory.cached_verdict(user) {
             Some(is_approver) => {
-                let submitted = self
-                    .act_as(run, user, is_approver, UserAction::Cancel)
-                    .await;
+                let cancel = UserAction::Cancel;
+                let submitted = self.act_as(run, user, is_approver, cancel, None).await;
                 decided(run, submitted)
             }
             None => {
@@ -243,6 +258,7 @@ impl App {
                     run: run.clone(),
                     user: user.clone(),
                     action: UserAction::Cancel,
+                    version: None,
                     response_url,
                 };
                 match self.leave(job).await {
@@ -260,6 +276,7 @@ impl App {
         user: &SlackUserId,
         run: &RunId,
         action: UserAction,
+        version: Option<u32>,
         response_url: Option<String>,
     ) -> Result<(), AppError> {
         let Some(is_approver) = self.directory.cached_verdict(user) else {
@@ -267,11 +284,12 @@ impl App {
                 run: run.clone(),
                 user: user.clone(),
                 action,
+                version,
                 response_url,
             };
             return self.leave(job).await;
         };
-        let submitted = self.act_as(run, user, is_approver, action).await;
+        let submitted = self.act_as(run, user, is_approver, action, version).await;
         self.tell_unless_accepted(run, submitted, response_url)
             .await
     }

@@ -160,7 +160,12 @@ pub async fn interactions(
         }
     };
     info!(user = %user, run = %run, action = ?action, "interaction");
-    acknowledged(http.app.click(&user, &run, action, response_url).await)
+    let version = interaction.plan_version;
+    acknowledged(
+        http.app
+            .click(&user, &run, action, version, response_url)
+            .await,
+    )
 }
 
 /// Slack wants a 200 for a click; what came of it shows in the run's message or a private

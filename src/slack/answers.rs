@@ -193,6 +193,9 @@ pub fn rejection(r: &Rejection) -> String {
             };
             format!("This run is not waiting for a decision (it is {state}).")
         }
+        Rejection::PlanChanged { target, .. } => format!(
+            "The plan changed since you looked: it now moves to `{target}`, and approvals start over. Nothing was decided; the run's message shows the plan as it is."
+        ),
     }
 }
 

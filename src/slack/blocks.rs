@@ -36,20 +36,22 @@ pub fn render_top(run: &Run, now: Timestamp) -> Message {
         blocks.push(section(&outcome));
     }
     if let State::AwaitingApproval { plan, .. } = &run.state {
+        // A click says which version of the plan the person saw.
+        let versioned = format!("{}:v{}", run.id, plan.version);
         let mut elements = vec![
             json!({
                 "type": "button",
                 "action_id": actions::APPROVE,
                 "text": { "type": "plain_text", "text": "Approve", "emoji": true },
                 "style": "primary",
-                "value": run.id.as_str(),
+                "value": versioned,
             }),
             json!({
                 "type": "button",
                 "action_id": actions::DENY,
                 "text": { "type": "plain_text", "text": "Deny", "emoji": true },
                 "style": "danger",
-                "value": run.id.as_str(),
+                "value": versioned,
                 "confirm": {
                     "title": { "type": "plain_text", "text": "Deny this upsize?" },
                     "text": { "type": "mrkdwn", "text": format!("{} stays on `{}`; nothing is changed.", run.group, plan.current) },
@@ -78,7 +80,7 @@ pub fn render_top(run: &Run, now: Timestamp) -> Message {
         }
         blocks.push(json!({
             "type": "actions",
-            "block_id": format!("run:{}", run.id),
+            "block_id": format!("run:{versioned}"),
             "elements": elements,
         }));
     }
@@ -737,6 +739,7 @@ mod tests {
             &awaiting,
             Event::Approve {
                 actor: actor.clone(),
+                version: None,
             },
             95_000,
         );
@@ -776,7 +779,14 @@ mod tests {
             1_020_000,
         );
         failed.page.open = true;
-        let denied = advance(&awaiting, Event::Deny { actor }, 60_000);
+        let denied = advance(
+            &awaiting,
+            Event::Deny {
+                actor,
+                version: None,
+            },
+            60_000,
+        );
         vec![
             ("planning", planning),
             ("awaiting_approval", awaiting),

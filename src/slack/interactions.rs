@@ -17,6 +17,9 @@ pub struct Interaction {
     pub message_ts: Option<MessageTs>,
     pub response_url: Option<String>,
     pub click: Click,
+    /// The version of the run's plan the clicked element showed (`None`: a message from
+    /// before plans had versions, which showed the first).
+    pub plan_version: Option<u32>,
 }
 
 /// What was clicked.
@@ -120,11 +123,11 @@ pub fn parse_json(json: &str) -> Result<Interaction, PayloadError> {
         .and_then(|c| c.message_ts.clone())
         .or_else(|| p.message.and_then(|m| m.ts))
         .and_then(|ts| MessageTs::parse(&ts).ok());
-    let click = if p.kind != "block_actions" {
-        Click::Other(p.kind)
+    let (click, plan_version) = if p.kind != "block_actions" {
+        (Click::Other(p.kind), None)
     } else {
         match p.actions.first() {
-            None => Click::Other("block_actions without actions".into()),
+            None => (Click::Other("block_actions without actions".into()), None),
             Some(a) => click(a)?,
         }
     };
@@ -134,45 +137,63 @@ pub fn parse_json(json: &str) -> Result<Interaction, PayloadError> {
         message_ts,
         response_url: p.response_url,
         click,
+        plan_version,
     })
 }
 
-fn click(a: &Action) -> Result<Click, PayloadError> {
-    let run_from_value = || -> Result<RunId, PayloadError> {
+/// A run id with the plan version it showed: `r-k3m9x2qa:v2` (or a bare run id).
+fn versioned(s: &str) -> Result<(RunId, Option<u32>), PayloadError> {
+    let (run, version) = match s.split_once(':') {
+        Some((run, v)) => {
+            let n = v
+                .strip_prefix('v')
+                .and_then(|n| n.parse::<u32>().ok())
+                .ok_or_else(|| PayloadError(format!("`{v}` is not a plan version")))?;
+            (run, Some(n))
+        }
+        None => (s, None),
+    };
+    let run = RunId::parse(run).map_err(|e| PayloadError(e.to_string()))?;
+    Ok((run, version))
+}
+
+fn click(a: &Action) -> Result<(Click, Option<u32>), PayloadError> {
+    let run_from_value = || -> Result<(RunId, Option<u32>), PayloadError> {
         let v = a
             .value
             .as_deref()
             .ok_or_else(|| PayloadError(format!("`{}` without a value", a.action_id)))?;
-        RunId::parse(v).map_err(|e| PayloadError(e.to_string()))
+        versioned(v)
+    };
+    let decision = |make: fn(RunId) -> Click| -> Result<(Click, Option<u32>), PayloadError> {
+        let (run, version) = run_from_value()?;
+        Ok((make(run), version))
     };
     Ok(match a.action_id.as_str() {
-        actions::APPROVE => Click::Approve(run_from_value()?),
-        actions::DENY => Click::Deny(run_from_value()?),
-        actions::CANCEL => Click::Cancel(run_from_value()?),
+        actions::APPROVE => decision(Click::Approve)?,
+        actions::DENY => decision(Click::Deny)?,
+        actions::CANCEL => decision(Click::Cancel)?,
         actions::CHOOSE_SIZE => {
-            let run = a
+            let (run, version) = a
                 .block_id
                 .as_deref()
                 .and_then(|b| b.strip_prefix("run:"))
                 .ok_or_else(|| PayloadError("size picker without its run".into()))
-                .and_then(|r| RunId::parse(r).map_err(|e| PayloadError(e.to_string())))?;
+                .and_then(versioned)?;
             let value = a
                 .selected_option
                 .as_ref()
                 .map(|o| o.value.as_str())
                 .ok_or_else(|| PayloadError("size picker without a selected option".into()))?;
-            Click::ChooseSize(
-                run,
-                NodeType::parse(value).map_err(|e| PayloadError(e.to_string()))?,
-            )
+            let node_type = NodeType::parse(value).map_err(|e| PayloadError(e.to_string()))?;
+            (Click::ChooseSize(run, node_type), version)
         }
         actions::START_ANYWAY => {
             let v = a.value.as_deref().unwrap_or_default();
-            Click::StartAnyway(
-                ReplicationGroupId::parse(v).map_err(|e| PayloadError(e.to_string()))?,
-            )
+            let group = ReplicationGroupId::parse(v).map_err(|e| PayloadError(e.to_string()))?;
+            (Click::StartAnyway(group), None)
         }
-        other => Click::Other(other.to_string()),
+        other => (Click::Other(other.to_string()), None),
     })
 }
 

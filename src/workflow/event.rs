@@ -63,11 +63,16 @@ pub enum Event {
     TimerFired {
         timer: Timer,
     },
+    /// `version`: the plan version the person saw (`None`: not known, taken as the current).
     Approve {
         actor: Actor,
+        #[serde(default)]
+        version: Option<u32>,
     },
     Deny {
         actor: Actor,
+        #[serde(default)]
+        version: Option<u32>,
     },
     Cancel {
         actor: Actor,
@@ -75,6 +80,8 @@ pub enum Event {
     ChooseSize {
         actor: Actor,
         node_type: NodeType,
+        #[serde(default)]
+        version: Option<u32>,
     },
     AlarmRepeated {
         delivery_id: String,
@@ -117,8 +124,8 @@ impl Event {
     /// Who or what it came from, for the audit trail.
     pub fn actor_name(&self) -> String {
         match self {
-            Event::Approve { actor }
-            | Event::Deny { actor }
+            Event::Approve { actor, .. }
+            | Event::Deny { actor, .. }
             | Event::Cancel { actor }
             | Event::ChooseSize { actor, .. } => actor.user.to_string(),
             Event::AlarmRepeated { .. } | Event::AlarmCleared { .. } => "alarm".into(),
@@ -133,8 +140,8 @@ impl Event {
     /// The person behind the event, if any.
     pub fn actor(&self) -> Option<&Actor> {
         match self {
-            Event::Approve { actor }
-            | Event::Deny { actor }
+            Event::Approve { actor, .. }
+            | Event::Deny { actor, .. }
             | Event::Cancel { actor }
             | Event::ChooseSize { actor, .. } => Some(actor),
             _ => None,

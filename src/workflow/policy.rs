@@ -269,6 +269,7 @@ pub fn plan(
         },
     };
     Ok(Plan {
+        version: 1,
         current,
         target,
         choices,
@@ -573,7 +574,9 @@ mod tests {
             max_node_type: Some(nt("cache.m6g.4xlarge")),
             ..Policy::default()
         };
-        let cross = plan(&g, &allowed, None, &cross_cap).unwrap_err().to_string();
+        let cross = plan(&g, &allowed, None, &cross_cap)
+            .unwrap_err()
+            .to_string();
         assert!(cross.contains("of another family"), "{cross}");
         let same = plan(&g, &allowed, Some(&nt("cache.r6g.large")), &pol)
             .unwrap_err()

@@ -276,6 +276,10 @@ impl State {
 /// What the run will do, decided from AWS's answers and the policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
+    /// Raised whenever the plan changes (a size chosen): an approval is for one version, and a
+    /// click on a message showing another is refused.
+    #[serde(default = "first_version")]
+    pub version: u32,
     pub current: NodeType,
     pub target: NodeType,
     /// Scale-ups AWS allows that are within the cap, smallest first (the size picker).
@@ -283,6 +287,10 @@ pub struct Plan {
     pub cap: Option<NodeType>,
     pub cluster_mode: ClusterMode,
     pub members: usize,
+}
+
+fn first_version() -> u32 {
+    1
 }
 
 /// How a run ended.

@@ -671,3 +671,76 @@ async fn the_manifest_matches_the_routes_and_asks_only_for_needed_scopes() {
         ]
     );
 }
+
+/// One approver picks a bigger size while another approves the message they still see: the
+/// approval was for the plan as it was, and is refused; approving the new plan works.
+#[tokio::test]
+async fn an_approval_of_a_plan_that_changed_since_is_refused() {
+    let (services, _dir, t) = app("").await;
+    let run = t.alarm().await;
+    awaiting_approval(&t, &run).await;
+    let picker = serde_json::json!({
+        "action_id": "choose_size", "block_id": format!("run:{run}:v1"), "type": "static_select",
+        "selected_option": {"text": {"type": "plain_text", "text": "2xlarge"}, "value": "cache.r6g.2xlarge"},
+        "action_ts": "1548426417.840180"
+    });
+    let body = click_body(&services, ONCALL, "pick", picker);
+    assert_eq!(
+        post_signed(&t, "/slack/interactions", &body).await.status(),
+        200
+    );
+    t.wait_for(&run, "the new plan", |r| r.plan().unwrap().version == 2)
+        .await;
+
+    let stale = serde_json::json!({
+        "action_id": "approve", "block_id": format!("run:{run}"), "type": "button",
+        "value": format!("{run}:v1"), "action_ts": "1548426417.840180",
+    });
+    let body = click_body(&services, ONCALL2, "stale", stale);
+    assert_eq!(
+        post_signed(&t, "/slack/interactions", &body).await.status(),
+        200
+    );
+    let id = format!("stale-{ONCALL2}");
+    eventually("the refusal", || !answers_to(&services, &id).is_empty()).await;
+    assert!(
+        answers_to(&services, &id)[0].contains("The plan changed since you looked"),
+        "{:?}",
+        answers_to(&services, &id)
+    );
+    assert!(matches!(t.run(&run).state, State::AwaitingApproval { .. }));
+    let audit = t.store.audit_trail(&run).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.kind == "rejected" && a.detail.contains("plan version 1")),
+        "{audit:?}"
+    );
+
+    // The message now shows version 2: approving that is accepted, and it goes to 2xlarge.
+    let top = &services.top_messages()[0];
+    assert!(
+        top.rendered().contains("cache.r6g.2xlarge"),
+        "{}",
+        top.rendered()
+    );
+    let current = serde_json::json!({
+        "action_id": "approve", "block_id": format!("run:{run}:v2"), "type": "button",
+        "value": format!("{run}:v2"), "action_ts": "1548426417.840180",
+    });
+    let body = click_body(&services, ONCALL2, "current", current);
+    assert_eq!(
+        post_signed(&t, "/slack/interactions", &body).await.status(),
+        200
+    );
+    let done = t.wait_done(&run).await;
+    assert_eq!(done.state_name(), "succeeded");
+    let modify = services
+        .sim
+        .calls()
+        .into_iter()
+        .find(|c| c.action == "ModifyReplicationGroup")
+        .unwrap();
+    assert_eq!(modify.param("CacheNodeType"), Some("cache.r6g.2xlarge"));
+    t.stop().await;
+}

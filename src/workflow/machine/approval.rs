@@ -51,10 +51,25 @@ pub(super) fn decide(b: Builder, run: &Run, event: &Event) -> Decision {
         escalated: *escalated,
         approvals,
     };
+    // A click is for the plan the person saw: one for a plan since changed decides nothing.
+    if let Event::Approve { version, .. }
+    | Event::Deny { version, .. }
+    | Event::ChooseSize { version, .. } = event
+        && let Some(seen) = *version
+        && seen != plan.version
+    {
+        return Decision::Reject(Rejection::PlanChanged {
+            seen,
+            version: plan.version,
+            target: plan.target.clone(),
+        });
+    }
     match event {
-        Event::Approve { actor } => approve(b, run, &w, actor),
-        Event::Deny { actor } => deny(b, run, &w, actor),
-        Event::ChooseSize { actor, node_type } => choose_size(b, &w, actor, node_type),
+        Event::Approve { actor, .. } => approve(b, run, &w, actor),
+        Event::Deny { actor, .. } => deny(b, run, &w, actor),
+        Event::ChooseSize {
+            actor, node_type, ..
+        } => choose_size(b, &w, actor, node_type),
         Event::TimerFired { timer } => timer_fired(b, run, &w, *timer),
         _ => does_not_apply(run, event),
     }
@@ -151,6 +166,7 @@ fn choose_size(mut b: Builder, w: &Waiting<'_>, actor: &Actor, node_type: &NodeT
     });
     let mut plan = w.plan.clone();
     plan.target = node_type.clone();
+    plan.version += 1;
     b.set_state(w.state(plan, w.escalated, Vec::new()));
     b.effect(Effect::UpdateTopMessage);
     b.finish()

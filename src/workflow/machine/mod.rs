@@ -71,6 +71,13 @@ pub enum Rejection {
     NotWaitingForApproval {
         state: Box<State>,
     },
+    /// The click was for plan version `seen`; the plan has changed since (now `version`,
+    /// moving to `target`).
+    PlanChanged {
+        seen: u32,
+        version: u32,
+        target: NodeType,
+    },
 }
 
 /// For the audit trail (the person's own answer is worded by the Slack renderer).
@@ -99,6 +106,12 @@ impl std::fmt::Display for Rejection {
             }
             Rejection::NotWaitingForApproval { state } => {
                 write!(f, "not waiting for approval (the run is {})", words(state))
+            }
+            Rejection::PlanChanged { seen, version, .. } => {
+                write!(
+                    f,
+                    "for plan version {seen}, but the plan is at version {version}"
+                )
             }
         }
     }

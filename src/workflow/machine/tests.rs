@@ -72,6 +72,7 @@ fn allowed() -> Vec<NodeType> {
 
 fn plan() -> Plan {
     Plan {
+        version: 1,
         current: nt("cache.r6g.large"),
         target: nt("cache.r6g.xlarge"),
         choices: vec![nt("cache.r6g.xlarge"), nt("cache.r6g.2xlarge")],
@@ -221,6 +222,7 @@ fn rejection_name(r: &Rejection) -> &'static str {
         Rejection::CannotCancel { .. } => "cannot_cancel",
         Rejection::NotAllowedSize { .. } => "not_allowed_size",
         Rejection::NotWaitingForApproval { .. } => "not_waiting",
+        Rejection::PlanChanged { .. } => "plan_changed",
     }
 }
 
@@ -412,6 +414,7 @@ mod planning_transitions {
             planning(),
             Event::Approve {
                 actor: approver("U0000001"),
+                version: None,
             },
             at(5),
             Reject("not_waiting"),
@@ -459,6 +462,7 @@ mod approval_matrix {
             awaiting(),
             Event::Approve {
                 actor: stranger("U0000009"),
+                version: None,
             },
             at(100),
             Reject("not_an_approver"),
@@ -473,6 +477,7 @@ mod approval_matrix {
             awaiting(),
             Event::Approve {
                 actor: approver("U0000001"),
+                version: None,
             },
             at(100),
             Accept(
@@ -500,6 +505,7 @@ mod approval_matrix {
             mine.clone(),
             Event::Approve {
                 actor: approver("U0000001"),
+                version: None,
             },
             at(100),
             Reject("self_approval"),
@@ -521,6 +527,7 @@ mod approval_matrix {
             lenient,
             Event::Approve {
                 actor: approver("U0000001"),
+                version: None,
             },
             at(100),
             Accept(
@@ -551,6 +558,7 @@ mod approval_matrix {
             two,
             Event::Approve {
                 actor: approver("U0000001"),
+                version: None,
             },
             at(100),
             Accept("awaiting_approval", &["post_note", "update_top_message"]),
@@ -573,6 +581,7 @@ mod approval_matrix {
             two,
             Event::Approve {
                 actor: approver("U0000001"),
+                version: None,
             },
             at(100),
             Accept("awaiting_approval", &["post_note", "update_top_message"]),
@@ -583,6 +592,7 @@ mod approval_matrix {
             t.run.clone(),
             Event::Approve {
                 actor: approver("U0000001"),
+                version: None,
             },
             at(110),
             Reject("already_approved_by_you"),
@@ -604,6 +614,7 @@ mod approval_matrix {
             two,
             Event::Approve {
                 actor: approver("U0000001"),
+                version: None,
             },
             at(100),
             Accept("awaiting_approval", &["post_note", "update_top_message"]),
@@ -614,6 +625,7 @@ mod approval_matrix {
             t.run,
             Event::Approve {
                 actor: approver("U0000002"),
+                version: None,
             },
             at(120),
             Accept(
@@ -637,6 +649,7 @@ mod approval_matrix {
             awaiting(),
             Event::Deny {
                 actor: stranger("U0000009"),
+                version: None,
             },
             at(100),
             Reject("not_an_approver"),
@@ -651,6 +664,7 @@ mod approval_matrix {
             awaiting(),
             Event::Deny {
                 actor: approver("U0000001"),
+                version: None,
             },
             at(100),
             Accept("denied", &["post_note", "update_top_message"]),
@@ -694,6 +708,7 @@ mod approval_matrix {
             Event::ChooseSize {
                 actor: approver("U0000001"),
                 node_type: nt("cache.r6g.2xlarge"),
+                version: None,
             },
             at(100),
             Accept("awaiting_approval", &["post_note", "update_top_message"]),
@@ -709,6 +724,7 @@ mod approval_matrix {
             Event::ChooseSize {
                 actor: approver("U0000001"),
                 node_type: nt("cache.r6g.8xlarge"),
+                version: None,
             },
             at(100),
             Reject("not_allowed_size"),
@@ -724,6 +740,7 @@ mod approval_matrix {
             Event::ChooseSize {
                 actor: stranger("U0000009"),
                 node_type: nt("cache.r6g.2xlarge"),
+                version: None,
             },
             at(100),
             Reject("not_an_approver"),
@@ -739,10 +756,166 @@ mod approval_matrix {
             Event::ChooseSize {
                 actor: approver("U0000001"),
                 node_type: nt("cache.r6g.xlarge"),
+                version: None,
             },
             at(100),
             Ignore,
         );
+    }
+}
+
+mod approvals_are_for_one_version_of_the_plan {
+    use super::*;
+
+    fn approve_v(version: u32) -> Event {
+        Event::Approve {
+            actor: approver("U0000002"),
+            version: Some(version),
+        }
+    }
+
+    /// Someone picked another size: the plan is at version 2.
+    fn resized() -> Run {
+        check(
+            "an approver picks 2xlarge",
+            awaiting(),
+            Event::ChooseSize {
+                actor: approver("U0000001"),
+                node_type: nt("cache.r6g.2xlarge"),
+                version: Some(1),
+            },
+            at(100),
+            Expect::Accept("awaiting_approval", &["post_note", "update_top_message"]),
+        )
+        .unwrap()
+        .run
+    }
+
+    #[test]
+    fn choosing_a_size_makes_a_new_version() {
+        let run = resized();
+        let plan = run.plan().unwrap();
+        assert_eq!((plan.version, &plan.target), (2, &nt("cache.r6g.2xlarge")));
+    }
+
+    #[test]
+    fn an_approval_of_the_version_shown_is_accepted() {
+        check(
+            "approve v1 of an unchanged plan",
+            awaiting(),
+            approve_v(1),
+            at(100),
+            Expect::Accept(
+                "snapshotting",
+                &[
+                    "post_note",
+                    "offer_cancel",
+                    "post_note",
+                    "create_snapshot",
+                    "update_top_message",
+                ],
+            ),
+        );
+        check(
+            "approve v2 after the change",
+            resized(),
+            approve_v(2),
+            at(200),
+            {
+                Expect::Accept(
+                    "snapshotting",
+                    &[
+                        "post_note",
+                        "offer_cancel",
+                        "post_note",
+                        "create_snapshot",
+                        "update_top_message",
+                    ],
+                )
+            },
+        );
+    }
+
+    #[test]
+    fn an_approval_of_a_superseded_version_is_refused() {
+        check(
+            "approve v1 after the change",
+            resized(),
+            approve_v(1),
+            at(200),
+            Expect::Reject("plan_changed"),
+        );
+    }
+
+    #[test]
+    fn a_denial_or_a_size_for_a_superseded_version_is_refused() {
+        let deny = Event::Deny {
+            actor: approver("U0000002"),
+            version: Some(1),
+        };
+        check(
+            "deny v1",
+            resized(),
+            deny,
+            at(200),
+            Expect::Reject("plan_changed"),
+        );
+        let choose = Event::ChooseSize {
+            actor: approver("U0000002"),
+            node_type: nt("cache.r6g.xlarge"),
+            version: Some(1),
+        };
+        let c = Expect::Reject("plan_changed");
+        check("choose on v1", resized(), choose, at(200), c);
+    }
+
+    #[test]
+    fn two_approvals_must_be_for_the_same_version() {
+        let two = awaiting_with(
+            Policy {
+                min_approvals: 2,
+                ..policy()
+            },
+            alarm(),
+        );
+        let first = check(
+            "first approval, of v1",
+            two,
+            Event::Approve {
+                actor: approver("U0000001"),
+                version: Some(1),
+            },
+            at(100),
+            Expect::Accept("awaiting_approval", &["post_note", "update_top_message"]),
+        )
+        .unwrap()
+        .run;
+        let resized = check(
+            "a size is chosen",
+            first,
+            Event::ChooseSize {
+                actor: approver("U0000003"),
+                node_type: nt("cache.r6g.2xlarge"),
+                version: Some(1),
+            },
+            at(150),
+            Expect::Accept("awaiting_approval", &["post_note", "update_top_message"]),
+        )
+        .unwrap()
+        .run;
+        // The first approval was for v1: a second person approving v2 is one of two.
+        let t = check(
+            "second approver, v2",
+            resized,
+            approve_v(2),
+            at(200),
+            Expect::Accept("awaiting_approval", &["post_note", "update_top_message"]),
+        )
+        .unwrap();
+        assert!(matches!(
+            &t.run.state,
+            State::AwaitingApproval { approvals, .. } if approvals.len() == 1
+        ));
     }
 }
 
@@ -758,6 +931,7 @@ mod clicks_after_a_decision_are_rejected {
             running.clone(),
             Event::Approve {
                 actor: approver("U0000002"),
+                version: None,
             },
             at(100),
             Reject("already_decided"),
@@ -773,6 +947,7 @@ mod clicks_after_a_decision_are_rejected {
             running,
             Event::Deny {
                 actor: approver("U0000002"),
+                version: None,
             },
             at(100),
             Reject("already_decided"),
@@ -789,6 +964,7 @@ mod clicks_after_a_decision_are_rejected {
             }),
             Event::Approve {
                 actor: approver("U0000002"),
+                version: None,
             },
             at(100),
             Reject("already_decided"),
@@ -805,6 +981,7 @@ mod clicks_after_a_decision_are_rejected {
             }),
             Event::Approve {
                 actor: approver("U0000002"),
+                version: None,
             },
             at(100),
             Reject("already_decided"),
@@ -819,6 +996,7 @@ mod clicks_after_a_decision_are_rejected {
             finished(succeeded()),
             Event::Approve {
                 actor: approver("U0000002"),
+                version: None,
             },
             at(100),
             Reject("already_decided"),
@@ -833,6 +1011,7 @@ mod clicks_after_a_decision_are_rejected {
             finished(Outcome::Expired),
             Event::Approve {
                 actor: approver("U0000002"),
+                version: None,
             },
             at(100),
             Reject("expired"),
@@ -966,6 +1145,7 @@ mod approval_timeouts {
             t.run,
             Event::Approve {
                 actor: approver("U0000001"),
+                version: None,
             },
             at(1_000_000),
             Accept(

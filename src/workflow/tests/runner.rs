@@ -202,6 +202,7 @@ async fn nobody_approving_pages_once_at_the_timeout_and_a_late_approval_resolves
     assert_eq!(b.pager.said(), ["trigger"]);
     let approve = Event::Approve {
         actor: approver("U0ONCALL1"),
+        version: None,
     };
     let submitted = b.runner.submit(&run, approve).await.unwrap();
     assert!(matches!(submitted, Submitted::Accepted(_)), "{submitted:?}");
