@@ -74,6 +74,11 @@ pub struct GroupConfig {
 pub struct SlackConfig {
     pub channel: ChannelId,
     pub approvers: Vec<Approver>,
+    /// Who may start runs (`/redis upsize`, "start anyway"); the approvers unless configured.
+    pub requesters: Vec<Approver>,
+    /// Where `/redis upsize` and `/redis cancel` are accepted; the configured channels unless
+    /// listed.
+    pub command_channels: Vec<ChannelId>,
     pub command: String,
 }
 
@@ -292,6 +297,27 @@ impl Config {
             })
             .collect();
         out.push_str(&format!("approvers = [{}]\n", approvers.join(", ")));
+        let people = |list: &[Approver]| -> String {
+            let names: Vec<String> = list
+                .iter()
+                .map(|a| match a {
+                    Approver::User(u) => format!("\"{u}\""),
+                    Approver::Group(g) => format!("\"{g}\""),
+                })
+                .collect();
+            names.join(", ")
+        };
+        out.push_str(&format!(
+            "requesters = [{}]\n",
+            people(&self.slack.requesters)
+        ));
+        let channels: Vec<String> = self
+            .slack
+            .command_channels
+            .iter()
+            .map(|c| format!("\"{c}\""))
+            .collect();
+        out.push_str(&format!("command_channels = [{}]\n", channels.join(", ")));
         out.push_str(&format!("command = \"{}\"\n\n", self.slack.command));
         out.push_str("[alarms]\n");
         out.push_str(&format!(
@@ -417,7 +443,13 @@ impl Env {
 const TOP_KEYS: &[&str] = &[
     "listen", "database", "slack", "alarms", "delivery", "defaults", "groups",
 ];
-const SLACK_KEYS: &[&str] = &["channel", "approvers", "command"];
+const SLACK_KEYS: &[&str] = &[
+    "channel",
+    "approvers",
+    "requesters",
+    "command_channels",
+    "command",
+];
 const ALARMS_KEYS: &[&str] = &["description_prefix", "sns_topic_arns", "groups"];
 const DELIVERY_KEYS: &[&str] = &[
     "retry_interval",
@@ -741,6 +773,17 @@ impl<'s> Walker<'s> {
             None => builtin,
         };
         let groups = self.groups(root, &defaults, slack.as_ref().map(|s| &s.channel));
+        let mut slack = slack;
+        if let Some(s) = slack.as_mut()
+            && s.command_channels.is_empty()
+        {
+            s.command_channels.push(s.channel.clone());
+            for g in groups.values() {
+                if !s.command_channels.contains(&g.channel) {
+                    s.command_channels.push(g.channel.clone());
+                }
+            }
+        }
         for (name, group) in &alarms.groups {
             if !groups.contains_key(group) {
                 let key = format!("alarms.groups.{name}");
@@ -817,15 +860,23 @@ impl<'s> Walker<'s> {
                 "missing: the channel id (`C…`) where runs are posted",
             );
         }
-        let mut approvers = Vec::new();
+        let approvers = self.people(&t, "approvers").unwrap_or_default();
+        let requesters = self
+            .people(&t, "requesters")
+            .unwrap_or_else(|| approvers.clone());
+        let mut command_channels = Vec::new();
         for (s, at) in self
-            .string_list(&t, "approvers", "slack")
+            .string_list(&t, "command_channels", "slack")
             .unwrap_or_default()
         {
-            match Approver::parse(&s) {
-                Ok(a) if !approvers.contains(&a) => approvers.push(a),
-                Ok(_) => self.issue("slack.approvers", at, format!("`{s}` is listed twice")),
-                Err(e) => self.issue("slack.approvers", at, e.to_string()),
+            match ChannelId::parse(&s) {
+                Ok(c) if !command_channels.contains(&c) => command_channels.push(c),
+                Ok(_) => self.issue(
+                    "slack.command_channels",
+                    at,
+                    format!("`{s}` is listed twice"),
+                ),
+                Err(e) => self.issue("slack.command_channels", at, e.to_string()),
             }
         }
         let command = self
@@ -846,8 +897,25 @@ impl<'s> Walker<'s> {
         Some(SlackConfig {
             channel: channel?,
             approvers,
+            requesters,
+            command_channels,
             command,
         })
+    }
+
+    /// A list of users and user groups under `[slack]`; `None` when the key is not there.
+    fn people(&mut self, t: &Table<'_>, key: &str) -> Option<Vec<Approver>> {
+        self.get(t, key)?;
+        let path = format!("slack.{key}");
+        let mut out = Vec::new();
+        for (s, at) in self.string_list(t, key, "slack").unwrap_or_default() {
+            match Approver::parse(&s) {
+                Ok(a) if !out.contains(&a) => out.push(a),
+                Ok(_) => self.issue(&path, at, format!("`{s}` is listed twice")),
+                Err(e) => self.issue(&path, at, e.to_string()),
+            }
+        }
+        Some(out)
     }
 
     fn span_of_table_key(&self, table: &Table<'_>, key: &str) -> usize {

@@ -94,6 +94,7 @@ impl Application {
         let hooks = HookClient::new(http, secrets.hook_signing_secret.clone());
         let directory: Arc<dyn Directory> = Arc::new(ApproverDirectory::new(
             config.slack.approvers.clone(),
+            config.slack.requesters.clone(),
             slack.clone(),
         ));
         let chat = Arc::new(SlackChat::new(slack));

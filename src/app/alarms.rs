@@ -128,7 +128,7 @@ impl App {
                     value: alarm.value,
                     at: alarm.at,
                 };
-                match self.start(&group, None, trigger).await? {
+                match self.start(&group, None, trigger, false).await? {
                     Start::Started(Started::Created(id)) => AlarmOutcome::Started(id),
                     // Another delivery won the race: this one is a repeat on that run.
                     Start::Started(Started::AlreadyActive(id)) => self.repeat(&id, &alarm).await?,

@@ -95,6 +95,25 @@ pub enum Answer {
         id: RunId,
     },
     OnlyApproversStartAnyway,
+    /// `/redis upsize` from a channel where it is not accepted.
+    WrongChannel {
+        channels: Vec<ChannelId>,
+    },
+    /// `/redis upsize` from someone who may not start runs.
+    NotARequester,
+    /// Whether the person may start runs needs Slack: the answer follows.
+    CheckingRequester {
+        group: ReplicationGroupId,
+    },
+    /// `/redis upsize` within the cooldown after a successful upsize.
+    Cooldown {
+        group: ReplicationGroupId,
+        last: RunId,
+        #[serde(with = "crate::domain::duration_ms")]
+        since: Duration,
+        #[serde(with = "crate::domain::duration_ms")]
+        remaining: Duration,
+    },
     /// Something went wrong on the bot's side; the log says what.
     Internal,
 }

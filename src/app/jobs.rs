@@ -22,7 +22,7 @@ use crate::workflow::ports::{Failure, NewJob, PendingJob, StoreError};
 use crate::workflow::run::{DecisionKind, Trigger};
 use crate::workflow::runner::RunnerError;
 
-use super::requests::{Start, UserAction, internal};
+use super::requests::{Asker, Start, UserAction, internal};
 use super::{Answer, App, AppError, Messenger, Notice};
 
 /// One piece of work left for later.
@@ -57,6 +57,12 @@ pub enum Job {
         version: Option<u32>,
         response_url: Option<String>,
     },
+    /// `/redis upsize`, once Slack has said who the person is.
+    Upsize {
+        asker: Asker,
+        group: ReplicationGroupId,
+        node_type: Option<NodeType>,
+    },
     /// "Start a run anyway" during the cooldown: approvers only.
     StartAnyway {
         group: ReplicationGroupId,
@@ -73,6 +79,7 @@ impl Job {
             Job::LiveStatus { .. } => "live_status",
             Job::DryRun { .. } => "dry_run",
             Job::Decide { .. } => "decide",
+            Job::Upsize { .. } => "upsize",
             Job::StartAnyway { .. } => "start_anyway",
         }
     }
@@ -153,6 +160,30 @@ impl App {
                     .await
                     .map_err(stored);
             }
+            Job::Upsize {
+                asker,
+                group,
+                node_type,
+            } => {
+                let user = asker.user.clone();
+                let is_requester = self.directory.is_requester(&user).await;
+                let is_approver = self.directory.is_approver(&user).await;
+                let started = again.then(|| self.started_by(&group, &user));
+                let answer = match started {
+                    Some(started) => started.await,
+                    None => None,
+                };
+                let url = asker.response_url.clone();
+                let answer = match answer {
+                    Some(answer) => answer,
+                    None => {
+                        let up =
+                            self.upsize_as(asker, &group, node_type, is_requester, is_approver);
+                        up.await
+                    }
+                };
+                (url, answer)
+            }
             Job::StartAnyway {
                 group,
                 user,
@@ -217,6 +248,16 @@ impl App {
             .any(|d| &d.user == user && d.kind == kind && d.node_type.as_ref() == node_type)
     }
 
+    /// The answer for a run an earlier try of this job started, if it did.
+    async fn started_by(&self, group: &ReplicationGroupId, user: &SlackUserId) -> Option<Answer> {
+        let active = self.store.active_run(group).await.ok()??;
+        (active.requested_by() == Some(user)).then(|| Answer::Started {
+            id: active.id,
+            group: group.clone(),
+            channel: None,
+        })
+    }
+
     async fn start_anyway_now(
         &self,
         group: &ReplicationGroupId,
@@ -227,22 +268,14 @@ impl App {
         if !self.directory.is_approver(user).await {
             return Answer::OnlyApproversStartAnyway;
         }
-        if again
-            && let Ok(Some(active)) = self.store.active_run(group).await
-            && active.requested_by() == Some(user)
-        {
-            // An earlier try started it.
-            return Answer::Started {
-                id: active.id,
-                group: group.clone(),
-                channel: None,
-            };
+        if again && let Some(started) = self.started_by(group, user).await {
+            return started;
         }
         let trigger = Trigger::Command {
             user: user.clone(),
             response_url,
         };
-        match self.start(group, None, trigger).await {
+        match self.start(group, None, trigger, false).await {
             Ok(Start::Started(Started::Created(id))) => Answer::Started {
                 id,
                 group: group.clone(),

@@ -31,15 +31,20 @@ use crate::workflow::runner::{Runner, RunnerError};
 
 pub use alarms::AlarmOutcome;
 pub use answer::{Answer, Notice};
-pub use requests::UserAction;
+pub use requests::{Asker, UserAction};
 
-/// Who may approve: approvers listed in the config, directly or through a user group whose
-/// members are read from Slack (and cached).
+/// Who may approve, and who may start runs: people listed in the config, directly or through a
+/// user group whose members are read from Slack (and cached).
 pub trait Directory: Send + Sync {
-    /// The answer without calling out, when the cache can give it.
+    /// Whether `user` is an approver, without calling out, when the cache can say.
     fn cached_verdict(&self, user: &SlackUserId) -> Option<bool>;
-    /// The answer, asking Slack for a user group's members when needed (fails closed).
+    /// Whether `user` is an approver, asking Slack for a user group's members when needed
+    /// (fails closed).
     fn is_approver<'a>(&'a self, user: &'a SlackUserId) -> BoxFuture<'a, bool>;
+    /// Whether `user` may start runs, without calling out, when the cache can say.
+    fn cached_requester(&self, user: &SlackUserId) -> Option<bool>;
+    /// Whether `user` may start runs (fails closed).
+    fn is_requester<'a>(&'a self, user: &'a SlackUserId) -> BoxFuture<'a, bool>;
     /// Read every approver user group's members now.
     fn refresh(&self) -> BoxFuture<'_, ()>;
     /// Does the config name any user group (so there is something to refresh)?

@@ -5,9 +5,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::node_types::within_cap;
-use crate::domain::{NodeType, ReplicationGroupId, RunId, SlackUserId};
+use crate::domain::{ChannelId, NodeType, ReplicationGroupId, RunId, SlackUserId};
 use crate::workflow::event::{Actor, Event};
 use crate::workflow::machine::{StartRequest, Started, Submitted};
+use crate::workflow::policy::{ApprovalMode, in_cooldown};
 use crate::workflow::ports::StoreError;
 use crate::workflow::run::Trigger;
 use crate::workflow::runner::RunnerError;
@@ -23,6 +24,14 @@ pub enum UserAction {
     Deny,
     Cancel,
     ChooseSize(NodeType),
+}
+
+/// Who is asking, from which channel, and where to answer them later.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Asker {
+    pub user: SlackUserId,
+    pub channel: Option<ChannelId>,
+    pub response_url: Option<String>,
 }
 
 /// Why a run could not be started.
@@ -48,7 +57,7 @@ impl App {
         requested_type: Option<NodeType>,
         trigger: Trigger,
     ) -> Result<Started, StartError> {
-        match self.start(group, requested_type, trigger).await? {
+        match self.start(group, requested_type, trigger, false).await? {
             Start::Started(s) => Ok(s),
             Start::UnknownGroup => Err(StartError::UnknownGroup(
                 group.clone(),
@@ -57,21 +66,28 @@ impl App {
         }
     }
 
+    /// Start a run; `needs_approval`: whatever the group's policy, a person must approve it
+    /// (a request from someone who is no approver).
     pub(super) async fn start(
         &self,
         group: &ReplicationGroupId,
         requested_type: Option<NodeType>,
         trigger: Trigger,
+        needs_approval: bool,
     ) -> Result<Start, AppError> {
         let Some(gc) = self.group(group) else {
             return Ok(Start::UnknownGroup);
         };
+        let mut policy = gc.policy.clone();
+        if needs_approval {
+            policy.approval = ApprovalMode::Required;
+        }
         let req = StartRequest {
             group: group.clone(),
             channel: gc.channel.clone(),
             trigger,
             requested_type,
-            policy: gc.policy.clone(),
+            policy,
         };
         Ok(Start::Started(self.runner.start(req).await?))
     }
@@ -168,14 +184,14 @@ impl App {
         }
     }
 
-    /// `/redis upsize <group> [node-type] [--dry-run]`.
+    /// `/redis upsize <group> [node-type] [--dry-run]`. A dry run is open to all; a run only
+    /// to requesters, from a command channel, outside the cooldown.
     pub async fn upsize(
         &self,
-        user: &SlackUserId,
+        asker: Asker,
         group: &ReplicationGroupId,
         node_type: Option<NodeType>,
         dry_run: bool,
-        response_url: Option<String>,
     ) -> Answer {
         let Some(gc) = self.group(group).cloned() else {
             return self.unknown_group(group);
@@ -200,7 +216,7 @@ impl App {
             }
         }
         if dry_run {
-            let Some(response_url) = response_url else {
+            let Some(response_url) = asker.response_url else {
                 return Answer::DryRunNeedsResponseUrl;
             };
             let job = Job::DryRun {
@@ -215,20 +231,80 @@ impl App {
                 Err(e) => internal(e),
             };
         }
-        match self.store.active_run(group).await {
-            Ok(Some(active)) => {
+        let channels = &self.config.slack.command_channels;
+        if !asker.channel.as_ref().is_some_and(|c| channels.contains(c)) {
+            return Answer::WrongChannel {
+                channels: channels.clone(),
+            };
+        }
+        let user = &asker.user;
+        let directory = &self.directory;
+        match (
+            directory.cached_requester(user),
+            directory.cached_verdict(user),
+        ) {
+            (Some(is_requester), Some(is_approver)) => {
+                self.upsize_as(asker, group, node_type, is_requester, is_approver)
+                    .await
+            }
+            // Who they are needs Slack: decided a moment later.
+            _ => {
+                let job = Job::Upsize {
+                    asker,
+                    group: group.clone(),
+                    node_type,
+                };
+                match self.leave(job).await {
+                    Ok(()) => Answer::CheckingRequester {
+                        group: group.clone(),
+                    },
+                    Err(e) => internal(e),
+                }
+            }
+        }
+    }
+
+    /// The rest of `/redis upsize`, once it is known who is asking.
+    pub(super) async fn upsize_as(
+        &self,
+        asker: Asker,
+        group: &ReplicationGroupId,
+        node_type: Option<NodeType>,
+        is_requester: bool,
+        is_approver: bool,
+    ) -> Answer {
+        let Some(gc) = self.group(group).cloned() else {
+            return self.unknown_group(group);
+        };
+        if !is_requester {
+            return Answer::NotARequester;
+        }
+        let found = async {
+            let active = self.store.active_run(group).await?;
+            Ok::<_, StoreError>((active, self.store.last_success(group).await?))
+        };
+        let last = match found.await {
+            Ok((Some(active), _)) => {
                 return Answer::AlreadyActive {
                     run: Box::new(active),
                 };
             }
-            Ok(None) => {}
+            Ok((None, last)) => last,
             Err(e) => return internal(e),
+        };
+        if let Some(c) = in_cooldown(last.as_ref(), gc.policy.cooldown, self.clock.now()) {
+            return Answer::Cooldown {
+                group: group.clone(),
+                last: c.last,
+                since: c.since,
+                remaining: c.remaining,
+            };
         }
         let trigger = Trigger::Command {
-            user: user.clone(),
-            response_url,
+            user: asker.user,
+            response_url: asker.response_url,
         };
-        match self.start(group, node_type, trigger).await {
+        match self.start(group, node_type, trigger, !is_approver).await {
             Ok(Start::Started(Started::Created(id))) => Answer::Started {
                 id,
                 group: group.clone(),

@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::app::{Answer, UserAction};
-use crate::domain::SlackUserId;
+use crate::app::{Answer, Asker, UserAction};
+use crate::domain::{ChannelId, SlackUserId};
 use crate::slack::Message;
 use crate::slack::answers::{self, render};
 use crate::slack::api::is_response_url;
@@ -54,21 +54,48 @@ impl FromRequest<Http> for SlackVerified {
             return Err((StatusCode::UNAUTHORIZED, "invalid signature\n").into_response());
         };
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-        match signature::verify(
+        let now = http.app.now();
+        let signed = header(SIGNATURE_HEADER);
+        let checked = signature::verify(
             secret,
             header(TIMESTAMP_HEADER),
-            header(SIGNATURE_HEADER),
+            signed,
             &bytes,
-            http.app.now().as_secs(),
-        ) {
-            Ok(()) => Ok(SlackVerified(bytes)),
+            now.as_secs(),
+        );
+        if let Err(e) = checked {
+            warn!(path = %parts.uri.path(), reason = %e, "refused a Slack request");
+            return Err((StatusCode::UNAUTHORIZED, "invalid signature\n").into_response());
+        }
+        // A signed request is acted on once: a copy sent again within the signature's window
+        // (a replay) changes nothing, whenever it comes.
+        let key = format!("slack:{}", signed.unwrap_or_default());
+        match http
+            .app
+            .store
+            .remember_request(&key, now, REPLAY_WINDOW)
+            .await
+        {
+            Ok(true) => Ok(SlackVerified(bytes)),
+            Ok(false) => {
+                warn!(path = %parts.uri.path(), "refused a replayed Slack request");
+                let answer = answers::text("This request was already handled; nothing changed.");
+                Err(match parts.uri.path() {
+                    "/slack/commands" => ephemeral(answer),
+                    _ => StatusCode::OK.into_response(),
+                })
+            }
             Err(e) => {
-                warn!(path = %parts.uri.path(), reason = %e, "refused a Slack request");
-                Err((StatusCode::UNAUTHORIZED, "invalid signature\n").into_response())
+                tracing::error!(error = %e, "could not check a Slack request for a replay");
+                Err(StatusCode::INTERNAL_SERVER_ERROR.into_response())
             }
         }
     }
 }
+
+/// How long a signed request is remembered: longer than the five minutes a signature is
+/// accepted for, so any replay that passes the signature check is recognised.
+const REPLAY_WINDOW: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
 fn is_ssl_check(body: &[u8]) -> bool {
     serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
@@ -125,8 +152,13 @@ pub async fn commands(State(http): State<Http>, SlackVerified(body): SlackVerifi
             node_type,
             dry_run,
         } => {
-            app.upsize(&user, &group, node_type, dry_run, response_url)
-                .await
+            let channel = ChannelId::parse(&form.channel_id).ok();
+            let asker = Asker {
+                user: user.clone(),
+                channel,
+                response_url,
+            };
+            app.upsize(asker, &group, node_type, dry_run).await
         }
         Command::Cancel { run } => app.cancel(&user, &run, response_url).await,
     })

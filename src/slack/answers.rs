@@ -103,6 +103,25 @@ pub fn render(answer: &Answer) -> Message {
         Answer::OnlyApproversStartAnyway => {
             text("Only approvers can start a run during the cooldown.")
         }
+        Answer::WrongChannel { channels } => {
+            let where_: Vec<String> = channels.iter().map(|c| format!("<#{c}>")).collect();
+            text(format!(
+                "Runs are started from {} (see `slack.command_channels`). Status, help and dry runs work anywhere.",
+                where_.join(", ")
+            ))
+        }
+        Answer::NotARequester => text(
+            "Only requesters can start runs (see `slack.requesters` in the bot's config). Ask one of them, or try `--dry-run` to see the plan.",
+        ),
+        Answer::CheckingRequester { group } => {
+            text(format!("Checking whether you may start a run for {group}…"))
+        }
+        Answer::Cooldown {
+            group,
+            last,
+            since,
+            remaining,
+        } => super::blocks::render_command_cooldown(group, last, *since, *remaining),
         Answer::Internal => {
             text("Something went wrong on my side; it is in the bot's log. Please try again.")
         }

@@ -1,5 +1,6 @@
-//! Who may approve: the users in `slack.approvers`, and the members of the user groups there
-//! (resolved with `usergroups.users.list` and cached for a few minutes).
+//! Who may approve (`slack.approvers`) and who may start runs (`slack.requesters`): the users
+//! listed, and the members of the user groups listed (resolved with `usergroups.users.list` and
+//! cached for a few minutes, one cache for both lists).
 //!
 //! Fails closed: when Slack can't say who is in a group and nothing is cached, the person is
 //! not an approver (and the log says why).
@@ -23,14 +24,16 @@ const STALE_LIMIT: Duration = Duration::from_secs(1800);
 
 pub struct ApproverDirectory {
     approvers: Vec<Approver>,
+    requesters: Vec<Approver>,
     slack: SlackClient,
     cache: Mutex<HashMap<SlackUserGroupId, (Instant, Vec<SlackUserId>)>>,
 }
 
 impl ApproverDirectory {
-    pub fn new(approvers: Vec<Approver>, slack: SlackClient) -> Self {
+    pub fn new(approvers: Vec<Approver>, requesters: Vec<Approver>, slack: SlackClient) -> Self {
         ApproverDirectory {
             approvers,
+            requesters,
             slack,
             cache: Mutex::new(HashMap::new()),
         }
@@ -38,11 +41,20 @@ impl ApproverDirectory {
 
     /// Is `user` an approver, directly or through a user group?
     pub async fn is_approver(&self, user: &SlackUserId) -> bool {
-        if self.approvers.contains(&Approver::User(user.clone())) {
+        self.is_in(&self.approvers, user).await
+    }
+
+    /// May `user` start runs, directly or through a user group?
+    pub async fn is_requester(&self, user: &SlackUserId) -> bool {
+        self.is_in(&self.requesters, user).await
+    }
+
+    async fn is_in(&self, list: &[Approver], user: &SlackUserId) -> bool {
+        if list.contains(&Approver::User(user.clone())) {
             return true;
         }
-        for approver in &self.approvers {
-            if let Approver::Group(group) = approver
+        for entry in list {
+            if let Approver::Group(group) = entry
                 && self.members(group).await.contains(user)
             {
                 return true;
@@ -51,15 +63,24 @@ impl ApproverDirectory {
         false
     }
 
-    /// The answer without calling Slack, when the cache can give it: `None` when a user
-    /// group's members have never been read.
+    /// Whether `user` is an approver, without calling Slack, when the cache can say: `None`
+    /// when a user group's members have never been read.
     pub fn cached_verdict(&self, user: &SlackUserId) -> Option<bool> {
-        if self.approvers.contains(&Approver::User(user.clone())) {
+        self.cached_in(&self.approvers, user)
+    }
+
+    /// Whether `user` may start runs, when the cache can say.
+    pub fn cached_requester(&self, user: &SlackUserId) -> Option<bool> {
+        self.cached_in(&self.requesters, user)
+    }
+
+    fn cached_in(&self, list: &[Approver], user: &SlackUserId) -> Option<bool> {
+        if list.contains(&Approver::User(user.clone())) {
             return Some(true);
         }
         let cache = self.lock();
         let mut unknown = false;
-        for approver in &self.approvers {
+        for approver in list {
             if let Approver::Group(group) = approver {
                 match cache.get(group) {
                     // Too old to trust without asking Slack again.
@@ -76,7 +97,7 @@ impl ApproverDirectory {
     /// Read every approver user group's members now (at start, then periodically), so that
     /// clicks can be decided without waiting on Slack.
     pub async fn refresh(&self) {
-        for approver in &self.approvers {
+        for approver in self.approvers.iter().chain(&self.requesters) {
             if let Approver::Group(group) = approver {
                 let _ = self.fetch(group).await;
             }
@@ -100,9 +121,7 @@ impl ApproverDirectory {
 
     /// Does the config name any user group (so there is something to refresh)?
     pub fn has_groups(&self) -> bool {
-        self.approvers
-            .iter()
-            .any(|a| matches!(a, Approver::Group(_)))
+        (self.approvers.iter().chain(&self.requesters)).any(|a| matches!(a, Approver::Group(_)))
     }
 
     async fn members(&self, group: &SlackUserGroupId) -> Vec<SlackUserId> {
@@ -137,6 +156,14 @@ impl crate::app::Directory for ApproverDirectory {
 
     fn is_approver<'a>(&'a self, user: &'a SlackUserId) -> BoxFuture<'a, bool> {
         Box::pin(ApproverDirectory::is_approver(self, user))
+    }
+
+    fn cached_requester(&self, user: &SlackUserId) -> Option<bool> {
+        ApproverDirectory::cached_requester(self, user)
+    }
+
+    fn is_requester<'a>(&'a self, user: &'a SlackUserId) -> BoxFuture<'a, bool> {
+        Box::pin(ApproverDirectory::is_requester(self, user))
     }
 
     fn refresh(&self) -> BoxFuture<'_, ()> {

@@ -487,21 +487,41 @@ pub fn render_cooldown_notice(
         format_duration(remaining)
     );
     Message {
-        blocks: vec![
-            section(&text),
-            json!({
-                "type": "actions",
-                "block_id": format!("cooldown:{group}"),
-                "elements": [{
-                    "type": "button",
-                    "action_id": actions::START_ANYWAY,
-                    "text": { "type": "plain_text", "text": "Start a run anyway", "emoji": true },
-                    "value": group.as_str(),
-                }]
-            }),
-        ],
+        blocks: vec![section(&text), start_anyway(group)],
         text,
     }
+}
+
+/// `/redis upsize` within the cooldown: why nothing started, and the button approvers may use.
+pub fn render_command_cooldown(
+    group: &crate::domain::ReplicationGroupId,
+    last: &crate::domain::RunId,
+    since: std::time::Duration,
+    remaining: std::time::Duration,
+) -> Message {
+    let text = format!(
+        "⏸️ {group} was upsized {} ago (run `{last}`). The cooldown holds off new runs for another {}, so nothing was started. An approver can start one anyway.",
+        format_duration(since),
+        format_duration(remaining)
+    );
+    Message {
+        blocks: vec![section(&text), start_anyway(group)],
+        text,
+    }
+}
+
+/// The "Start a run anyway" button of a cooldown answer or notice.
+fn start_anyway(group: &crate::domain::ReplicationGroupId) -> Value {
+    json!({
+        "type": "actions",
+        "block_id": format!("cooldown:{group}"),
+        "elements": [{
+            "type": "button",
+            "action_id": actions::START_ANYWAY,
+            "text": { "type": "plain_text", "text": "Start a run anyway", "emoji": true },
+            "value": group.as_str(),
+        }]
+    })
 }
 
 /// A thread reply.

@@ -102,6 +102,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     done_at     INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_pending ON jobs(status, due_at, id);
+
+CREATE TABLE IF NOT EXISTS requests_seen (
+    key TEXT PRIMARY KEY,
+    at  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS requests_seen_by_time ON requests_seen(at);
 "#;
 
 impl SqliteStore {
@@ -498,6 +504,25 @@ impl SqliteStore {
         Ok(n > 0)
     }
 
+    /// Remember a signed request; false if it was seen within `keep` (a replay).
+    pub fn remember_request(
+        &self,
+        key: &str,
+        now: Timestamp,
+        keep: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let cutoff = now.as_millis() - keep.as_millis() as i64;
+        tx.execute("DELETE FROM requests_seen WHERE at < ?1", params![cutoff])?;
+        let n = tx.execute(
+            "INSERT OR IGNORE INTO requests_seen (key, at) VALUES (?1, ?2)",
+            params![key, now.as_millis()],
+        )?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
     /// Put a job in the outbox.
     pub fn enqueue_job(&self, job: &NewJob) -> Result<(), StoreError> {
         insert_job(&self.conn(), job, job.due)
@@ -767,6 +792,16 @@ impl Store for SqliteStore {
         job: Option<NewJob>,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         self.blocking(move |s| s.record_alarm(&record, job.as_ref()))
+    }
+
+    fn remember_request<'a>(
+        &'a self,
+        key: &'a str,
+        now: Timestamp,
+        keep: std::time::Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let key = key.to_string();
+        self.blocking(move |s| s.remember_request(&key, now, keep))
     }
 
     fn check_writable(&self) -> BoxFuture<'_, Result<(), StoreError>> {

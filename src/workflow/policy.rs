@@ -451,22 +451,38 @@ pub fn on_alarm(
             AlarmAction::Ignore("the alarm cleared and no run is active".into())
         }
         (AlarmState::Alarm, Some(run)) => AlarmAction::Repeat(run.id.clone()),
-        (AlarmState::Alarm, None) => {
-            if let Some(last) = last_success
-                && let Some(at) = last.finished_at()
-            {
-                let since = now.since(at);
-                if since < cooldown {
-                    return AlarmAction::Cooldown {
-                        last: last.id.clone(),
-                        since,
-                        remaining: cooldown - since,
-                    };
-                }
-            }
-            AlarmAction::Start
-        }
+        (AlarmState::Alarm, None) => match in_cooldown(last_success, cooldown, now) {
+            Some(c) => AlarmAction::Cooldown {
+                last: c.last,
+                since: c.since,
+                remaining: c.remaining,
+            },
+            None => AlarmAction::Start,
+        },
     }
+}
+
+/// The cooldown after a group's last successful upsize, while it lasts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cooldown {
+    pub last: RunId,
+    pub since: Duration,
+    pub remaining: Duration,
+}
+
+/// Is the group within `cooldown` of its last successful upsize?
+pub fn in_cooldown(
+    last_success: Option<&Run>,
+    cooldown: Duration,
+    now: Timestamp,
+) -> Option<Cooldown> {
+    let last = last_success?;
+    let since = now.since(last.finished_at()?);
+    (since < cooldown).then(|| Cooldown {
+        last: last.id.clone(),
+        since,
+        remaining: cooldown - since,
+    })
 }
 
 #[cfg(test)]

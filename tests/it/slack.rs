@@ -32,8 +32,12 @@ async fn post_with(
     req.send().await.unwrap()
 }
 
-/// A slash command form as Slack posts it (field set and encoding of the real sample).
+/// A slash command form as Slack posts it (field set and encoding of the real sample), with
+/// its own `trigger_id` like every real one.
 fn slash_body(services: &Services, user: &str, text: &str) -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let trigger = format!("13345224609.{n}.8088930838d88f008e0");
     serde_urlencoded::to_string([
         ("token", "gIkuvaNzQIHg97ATvDxqgjtO"),
         ("team_id", "T0001"),
@@ -49,7 +53,7 @@ fn slash_body(services: &Services, user: &str, text: &str) -> String {
             "response_url",
             &services.slack.response_url(&format!("cmd-{user}")),
         ),
-        ("trigger_id", "13345224609.738474920.8088930838d88f008e0"),
+        ("trigger_id", trigger.as_str()),
     ])
     .unwrap()
 }
@@ -742,5 +746,205 @@ async fn an_approval_of_a_plan_that_changed_since_is_refused() {
         .find(|c| c.action == "ModifyReplicationGroup")
         .unwrap();
     assert_eq!(modify.param("CacheNodeType"), Some("cache.r6g.2xlarge"));
+    t.stop().await;
+}
+
+/// The same signed `/redis upsize` sent again (a replay, inside the five minutes its signature
+/// is good for) changes nothing — also after the first run was denied, and after a restart.
+#[tokio::test]
+async fn a_replayed_slash_command_is_acted_on_once_even_across_a_restart() {
+    let services = Services::start(sim_config()).await;
+    let dir = TempDir::new();
+    let config = config_text("", "");
+    let t = TestApp::spawn(&services, &config, &dir.db()).await;
+    let body = slash_body(&services, ONCALL, "upsize prod-jobs");
+    let ts = Timestamp::now().as_secs().to_string();
+    let sig = signature::sign(&Secret::new(SIGNING_SECRET), &ts, body.as_bytes());
+    let first: Value = post_with(&t, "/slack/commands", &body, Some(&ts), Some(&sig))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        first["text"].as_str().unwrap().starts_with("Started run"),
+        "{first}"
+    );
+    let run = started_run(&t).await;
+    awaiting_approval(&t, &run).await;
+    let deny = t
+        .app
+        .act(
+            &run,
+            &user(ONCALL2),
+            redis_autoscaler::app::UserAction::Deny,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        deny,
+        redis_autoscaler::workflow::machine::Submitted::Accepted(_)
+    ));
+    assert_eq!(t.wait_done(&run).await.state_name(), "denied");
+
+    let again = post_with(&t, "/slack/commands", &body, Some(&ts), Some(&sig)).await;
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.unwrap();
+    assert!(
+        again["text"].as_str().unwrap().contains("already handled"),
+        "{again}"
+    );
+    assert_eq!(
+        t.store.recent_runs(None, 10).unwrap().len(),
+        1,
+        "no second run"
+    );
+    t.stop().await;
+
+    let t = TestApp::spawn(&services, &config, &dir.db()).await;
+    let after_restart: Value = post_with(&t, "/slack/commands", &body, Some(&ts), Some(&sig))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        after_restart["text"]
+            .as_str()
+            .unwrap()
+            .contains("already handled"),
+        "{after_restart}"
+    );
+    assert_eq!(
+        t.store.recent_runs(None, 10).unwrap().len(),
+        1,
+        "still one run"
+    );
+    t.stop().await;
+}
+
+/// `slack.requesters` and `slack.command_channels` in the test config's `[slack]` table.
+fn with_slack_keys(config: String, keys: &str) -> String {
+    config.replacen("[delivery]", &format!("{keys}\n\n[delivery]"), 1)
+}
+
+async fn slash_from(
+    t: &TestApp,
+    services: &Services,
+    user: &str,
+    channel: &str,
+    text: &str,
+) -> Value {
+    let body = slash_body(services, user, text).replace(
+        &format!("channel_id={CHANNEL}"),
+        &format!("channel_id={channel}"),
+    );
+    let resp = post_signed(t, "/slack/commands", &body).await;
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+/// Only requesters start runs, only from the command channels; anyone may look.
+#[tokio::test]
+async fn only_requesters_start_runs_and_only_where_commands_are_accepted() {
+    let services = Services::start(sim_config()).await;
+    let dir = TempDir::new();
+    let config = with_slack_keys(
+        config_text("approval = \"auto\"", ""),
+        &format!("requesters = [\"{ONCALL}\", \"U0REQUEST\"]"),
+    );
+    let t = TestApp::spawn(&services, &config, &dir.db()).await;
+    let described = || services.sim.attempts("DescribeReplicationGroups");
+
+    // Someone who is no requester: refused privately, nothing asked of AWS, no run.
+    let answer = slash(
+        &t,
+        &services,
+        STRANGER,
+        "upsize prod-jobs cache.r6g.2xlarge",
+    )
+    .await;
+    let text = answer["text"].as_str().unwrap();
+    assert!(text.contains("Only requesters can start runs"), "{text}");
+    // An approver who is a requester, but from a direct message: refused too.
+    let answer = slash_from(&t, &services, ONCALL, "D0DIRECT1", "upsize prod-jobs").await;
+    let text = answer["text"].as_str().unwrap();
+    assert!(text.contains(&format!("<#{CHANNEL}>")), "{text}");
+    assert_eq!(described(), 0, "nothing was asked of AWS");
+    assert!(t.store.recent_runs(None, 10).unwrap().is_empty());
+    assert!(services.top_messages().is_empty());
+
+    // Looking is open to anyone, anywhere.
+    let answer = slash_from(&t, &services, STRANGER, "D0DIRECT1", "status prod-jobs").await;
+    assert!(
+        answer["text"].as_str().unwrap().contains("prod-jobs"),
+        "{answer}"
+    );
+    let answer = slash_from(
+        &t,
+        &services,
+        STRANGER,
+        "D0DIRECT1",
+        "upsize prod-jobs --dry-run",
+    )
+    .await;
+    assert!(
+        answer["text"].as_str().unwrap().contains("dry run"),
+        "{answer}"
+    );
+
+    // A requester who is no approver starts a run, but on this `auto` group it still waits for
+    // an approver.
+    let answer = slash(&t, &services, "U0REQUEST", "upsize prod-jobs").await;
+    assert!(
+        answer["text"].as_str().unwrap().starts_with("Started run"),
+        "{answer}"
+    );
+    let run = started_run(&t).await;
+    let r = t
+        .wait_for(&run, "the plan", |r| !matches!(r.state, State::Planning))
+        .await;
+    assert!(
+        matches!(r.state, State::AwaitingApproval { .. }),
+        "{}",
+        r.state_name()
+    );
+    assert_eq!(services.sim.attempts("CreateSnapshot"), 0);
+    t.stop().await;
+}
+
+/// After a successful upsize, `/redis upsize` waits out the cooldown like an alarm does; an
+/// approver may start one anyway.
+#[tokio::test]
+async fn the_cooldown_holds_off_commands_too_and_an_approver_can_start_anyway() {
+    let (services, _dir, t) = app("approval = \"auto\"\ncooldown = \"1h\"").await;
+    let run = t.alarm().await;
+    assert_eq!(t.wait_done(&run).await.state_name(), "succeeded");
+    let answer = slash(&t, &services, ONCALL, "upsize prod-jobs").await;
+    let text = answer["text"].as_str().unwrap();
+    assert!(
+        text.contains("cooldown") && text.contains(run.as_str()),
+        "{text}"
+    );
+    assert!(
+        answer["blocks"].to_string().contains("start_anyway"),
+        "{answer}"
+    );
+    assert_eq!(
+        t.store.recent_runs(None, 10).unwrap().len(),
+        1,
+        "nothing started"
+    );
+    let start_anyway = serde_json::json!({
+        "action_id": "start_anyway", "block_id": format!("cooldown:{GROUP}"),
+        "type": "button", "value": GROUP
+    });
+    let body = click_body(&services, ONCALL, "anyway", start_anyway);
+    assert_eq!(
+        post_signed(&t, "/slack/interactions", &body).await.status(),
+        200
+    );
+    eventually("a second run", || {
+        t.store.recent_runs(None, 10).unwrap().len() == 2
+    })
+    .await;
     t.stop().await;
 }

@@ -393,7 +393,8 @@ pub async fn post_signed(t: &TestApp, path: &str, body: &str) -> reqwest::Respon
 }
 
 /// A `block_actions` form body like Slack's sample, `user` clicking `action`; private answers
-/// go to the stand-in's response URL `{prefix}-{user}`.
+/// go to the stand-in's response URL `{prefix}-{user}`. Like Slack's, every click has its own
+/// `trigger_id` and `action_ts`, so no two clicks are the same request.
 pub fn click_body(
     services: &Services,
     user: &str,
@@ -406,9 +407,16 @@ pub fn click_body(
     v["channel"]["id"] = serde_json::json!(CHANNEL);
     v["container"]["channel_id"] = serde_json::json!(CHANNEL);
     v["response_url"] = serde_json::json!(services.slack.response_url(&format!("{prefix}-{user}")));
+    let mut action = action;
+    let n = CLICKS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let now = Timestamp::now().as_millis();
+    action["action_ts"] = serde_json::json!(format!("{}.{:06}", now / 1000, n % 1_000_000));
+    v["trigger_id"] = serde_json::json!(format!("{now}.{n}.test"));
     v["actions"] = serde_json::json!([action]);
     serde_urlencoded::to_string([("payload", v.to_string())]).unwrap()
 }
+
+static CLICKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// One of the run message's buttons, as it comes back in a click.
 pub fn button(action_id: &str, run: &RunId) -> serde_json::Value {

@@ -271,6 +271,15 @@ pub trait Store: Send + Sync {
         job: Option<NewJob>,
     ) -> BoxFuture<'_, Result<bool, StoreError>>;
 
+    /// Remember a signed request (by its signature) for `keep`; false if it was seen before
+    /// (a replay). Requests older than `keep` are forgotten.
+    fn remember_request<'a>(
+        &'a self,
+        key: &'a str,
+        now: Timestamp,
+        keep: std::time::Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
     // ---- health -----------------------------------------------------------------------
 
     /// Can the store be written right now? (`/readyz`.)

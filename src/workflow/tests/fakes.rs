@@ -398,6 +398,15 @@ impl Store for MemoryStore {
         ready(Ok(new))
     }
 
+    fn remember_request<'a>(
+        &'a self,
+        _: &'a str,
+        _: Timestamp,
+        _: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        ready(Ok(true))
+    }
+
     fn check_writable(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         ready(Ok(()))
     }
