@@ -370,6 +370,18 @@ impl App {
             .await
     }
 
+    /// "Plan again" after a run stopped because the group changed: a new run, planned from the
+    /// group as it is now, by the same rules as `/redis upsize`; the answer comes a moment
+    /// later.
+    pub async fn replan(&self, asker: Asker, group: &ReplicationGroupId) -> Result<(), AppError> {
+        let job = Job::Upsize {
+            asker,
+            group: group.clone(),
+            node_type: None,
+        };
+        self.leave(job).await
+    }
+
     /// "Start a run anyway" on a cooldown notice: approvers only, answered a moment later.
     pub async fn start_anyway(
         &self,

@@ -3,7 +3,8 @@
 //! trail.
 //!
 //! - A snapshot that already exists is the run's own: its name is derived from the run id.
-//! - A group already on the target, or already `modifying`, is not asked again.
+//! - A group already on the target is not asked again; one already `modifying` is the bot's own
+//!   only if an earlier try may have asked for it (else it is busy with someone else's change).
 
 use std::sync::Arc;
 
@@ -135,9 +136,18 @@ impl Aws for ElastiCacheSteps {
                 return Ok(g);
             }
             if g.status == GroupStatus::Modifying {
-                let detail = "already modifying; not asking again";
-                at.log("aws", "DescribeReplicationGroups", detail);
-                return Ok(g);
+                if at.maybe_done_before {
+                    // An earlier try may have asked: the modification is the bot's own.
+                    let detail = "already modifying, as an earlier try asked; not asking again";
+                    at.log("aws", "DescribeReplicationGroups", detail);
+                    return Ok(g);
+                }
+                let message = "the group is already modifying, and the bot did not ask for it";
+                at.log("aws", "DescribeReplicationGroups", message);
+                return Err(AwsError::InvalidState {
+                    code: "InvalidReplicationGroupState".into(),
+                    message: message.into(),
+                });
             }
             let detail = format!("{} on {}", g.status, on(&g));
             at.log("aws", "DescribeReplicationGroups", detail);

@@ -186,6 +186,15 @@ pub async fn interactions(
             info!(user = %user, group = %group, "start anyway");
             return acknowledged(http.app.start_anyway(&user, &group, response_url).await);
         }
+        Click::Replan(group) => {
+            info!(user = %user, group = %group, "plan again");
+            let asker = Asker {
+                user,
+                channel: interaction.channel.clone(),
+                response_url,
+            };
+            return acknowledged(http.app.replan(asker, &group).await);
+        }
         Click::Other(what) => {
             info!(user = %user, what = %what, "interaction ignored");
             return StatusCode::OK.into_response();

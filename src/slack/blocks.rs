@@ -21,6 +21,7 @@ pub mod actions {
     pub const CHOOSE_SIZE: &str = "choose_size";
     pub const CANCEL: &str = "cancel";
     pub const START_ANYWAY: &str = "start_anyway";
+    pub const REPLAN: &str = "replan";
 }
 
 /// The run's top message as it should look now.
@@ -354,6 +355,12 @@ fn outcome_words(run: &Run, outcome: &Outcome) -> String {
             format_duration(run.policy.approval_expiry)
         ),
         Outcome::NothingToDo { .. } => "ℹ️ *Closed:* nothing to do.".to_string(),
+        Outcome::GroupChanged { step, drift } => format!(
+            "⚠️ *Stopped* before the {}: {} changed since the plan was approved — {}. The bot did not touch it.",
+            step.label(),
+            run.group,
+            escape(&drift.to_string())
+        ),
     }
 }
 
@@ -492,6 +499,39 @@ pub fn render_cooldown_notice(
     }
 }
 
+/// The group changed since the plan was approved: what changed, what the bot did not do, and
+/// a button to plan again from the group as it is now.
+fn render_group_changed(
+    run: &Run,
+    before: Step,
+    drift: &crate::workflow::policy::Drift,
+    snapshot_kept: Option<&crate::domain::SnapshotName>,
+) -> Message {
+    let kept = snapshot_kept
+        .map(|s| format!(" Snapshot `{s}` is kept."))
+        .unwrap_or_default();
+    let text = format!(
+        "⚠️ Stopped before the {}: {} changed since the plan was approved — {}. The bot did not touch the group.{kept} A requester can plan again from how it is now.",
+        before.label(),
+        run.group,
+        escape(&drift.to_string())
+    );
+    let button = json!({
+        "type": "actions",
+        "block_id": format!("replan:{}", run.group),
+        "elements": [{
+            "type": "button",
+            "action_id": actions::REPLAN,
+            "text": { "type": "plain_text", "text": "Plan again", "emoji": true },
+            "value": run.group.as_str(),
+        }]
+    });
+    Message {
+        blocks: vec![section(&text), button],
+        text,
+    }
+}
+
 /// `/redis upsize` within the cooldown: why nothing started, and the button approvers may use.
 pub fn render_command_cooldown(
     group: &crate::domain::ReplicationGroupId,
@@ -526,6 +566,14 @@ fn start_anyway(group: &crate::domain::ReplicationGroupId) -> Value {
 
 /// A thread reply.
 pub fn render_note(run: &Run, note: &Note) -> Message {
+    if let Note::GroupChanged {
+        before,
+        drift,
+        snapshot_kept,
+    } = note
+    {
+        return render_group_changed(run, *before, drift, snapshot_kept.as_ref());
+    }
     let text = match note {
         Note::ApprovalRecorded { by, have, need } => format!(
             "👍 <@{by}> approved ({have} of {need}). {} more approver(s) needed.",
@@ -578,6 +626,7 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
             "📸 Snapshot `{name}` is available ({}).",
             format_duration(*took)
         ),
+        Note::GroupChanged { .. } => unreachable!("rendered above"),
         Note::ModifyStarted { from, to } => {
             format!("⬆️ Upsizing from `{from}` to `{to}` (applied immediately)…")
         }
@@ -641,6 +690,9 @@ pub fn describe_state(state: &State) -> String {
             Outcome::Cancelled { by } => format!("cancelled by <@{by}>"),
             Outcome::Expired => "expired".into(),
             Outcome::NothingToDo { .. } => "closed with nothing to do".into(),
+            Outcome::GroupChanged { step, .. } => {
+                format!("stopped before the {}: the group changed", step.label())
+            }
         },
     }
 }

@@ -31,6 +31,8 @@ pub enum Click {
     ChooseSize(RunId, NodeType),
     /// "Start anyway" on a cooldown notice.
     StartAnyway(ReplicationGroupId),
+    /// "Plan again" after a run stopped because the group changed.
+    Replan(ReplicationGroupId),
     /// Something we don't act on (another payload type, an unknown action).
     Other(String),
 }
@@ -188,10 +190,13 @@ fn click(a: &Action) -> Result<(Click, Option<u32>), PayloadError> {
             let node_type = NodeType::parse(value).map_err(|e| PayloadError(e.to_string()))?;
             (Click::ChooseSize(run, node_type), version)
         }
-        actions::START_ANYWAY => {
+        actions::START_ANYWAY | actions::REPLAN => {
             let v = a.value.as_deref().unwrap_or_default();
             let group = ReplicationGroupId::parse(v).map_err(|e| PayloadError(e.to_string()))?;
-            (Click::StartAnyway(group), None)
+            match a.action_id.as_str() {
+                actions::REPLAN => (Click::Replan(group), None),
+                _ => (Click::StartAnyway(group), None),
+            }
         }
         other => (Click::Other(other.to_string()), None),
     })

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{MessageTs, NodeType, SlackUserId, SnapshotName, Timestamp};
 
 use super::event::{Event, HookPhase, Timer};
-use super::policy::RetryPolicy;
+use super::policy::{Drift, RetryPolicy};
 use super::run::{Outcome, Step};
 
 /// Why a page is sent.
@@ -99,6 +99,13 @@ pub enum Note {
         from: NodeType,
         to: NodeType,
     },
+    /// The group changed since the plan was approved: stopped before `before`.
+    GroupChanged {
+        before: Step,
+        drift: Drift,
+        /// The snapshot the run had taken, kept.
+        snapshot_kept: Option<SnapshotName>,
+    },
     Resumed,
     ResumeFailed {
         error: String,
@@ -168,6 +175,10 @@ pub enum Effect {
     CallHook {
         phase: HookPhase,
     },
+    /// Describe the group (and its allowed scale-ups) just before acting on it.
+    Recheck {
+        before: Step,
+    },
     /// Describe, then CreateSnapshot only if the snapshot doesn't exist.
     CreateSnapshot {
         name: SnapshotName,
@@ -189,6 +200,7 @@ impl Effect {
     pub fn name(&self) -> &'static str {
         match self {
             Effect::FetchPlan => "fetch_plan",
+            Effect::Recheck { .. } => "recheck",
             Effect::PostTopMessage => "post_top_message",
             Effect::UpdateTopMessage => "update_top_message",
             Effect::PostNote { .. } => "post_note",
@@ -224,6 +236,7 @@ impl Effect {
     pub fn retry_policy(&self, aws: RetryPolicy, delivery: RetryPolicy) -> RetryPolicy {
         match self {
             Effect::FetchPlan
+            | Effect::Recheck { .. }
             | Effect::CreateSnapshot { .. }
             | Effect::PollSnapshot { .. }
             | Effect::ModifyNodeType { .. }
@@ -252,9 +265,10 @@ impl Effect {
     }
 
     /// Is its first execution recorded, so that a try after a crash mid-flight knows an
-    /// earlier one may have done the work? (A top message posted twice can't be taken back.)
+    /// earlier one may have done the work? (A top message posted twice can't be taken back; a
+    /// modification in progress is the bot's own only if the bot may have asked for it.)
     pub fn records_start(&self) -> bool {
-        matches!(self, Effect::PostTopMessage)
+        matches!(self, Effect::PostTopMessage | Effect::ModifyNodeType { .. })
     }
 
     /// Does a later pending effect of the same kind make this one pointless? (A later update
@@ -269,6 +283,7 @@ impl Effect {
         matches!(
             self,
             Effect::FetchPlan
+                | Effect::Recheck { .. }
                 | Effect::CreateSnapshot { .. }
                 | Effect::PollSnapshot { .. }
                 | Effect::ModifyNodeType { .. }

@@ -7,13 +7,19 @@ use crate::domain::{MessageTs, NodeType, SlackUserId};
 
 use super::effect::PageAction;
 use super::ports::{AwsError, GroupInfo, SnapshotStatus};
-use super::run::TopMessage;
+use super::run::{Step, TopMessage};
 
 /// Something that happened to a run: an effect's result, a person's click, an alarm, a timer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     PlanFetched {
+        group: GroupInfo,
+        allowed: Vec<NodeType>,
+    },
+    /// The group as AWS describes it just before the bot acts on it.
+    Rechecked {
+        before: Step,
         group: GroupInfo,
         allowed: Vec<NodeType>,
     },
@@ -99,6 +105,7 @@ impl Event {
     pub fn name(&self) -> &'static str {
         match self {
             Event::PlanFetched { .. } => "plan_fetched",
+            Event::Rechecked { .. } => "rechecked",
             Event::TopMessagePosted { .. } => "top_message_posted",
             Event::CancelOffered { .. } => "cancel_offered",
             Event::SnapshotStarted { .. } => "snapshot_started",
@@ -161,6 +168,7 @@ pub struct Actor {
 #[serde(rename_all = "snake_case")]
 pub enum AwsOp {
     Plan,
+    Recheck,
     CreateSnapshot,
     PollSnapshot,
     Modify,

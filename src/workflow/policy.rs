@@ -349,6 +349,72 @@ pub enum NoPlan {
     },
 }
 
+/// What AWS says about the group just before the bot acts, against the approved plan.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recheck {
+    /// As approved: act.
+    Go,
+    /// Busy with something that passes (a backup): look again in a while.
+    Wait(GroupStatus),
+    /// Not as approved: stop before acting.
+    Stop(Drift),
+}
+
+/// How the group differs from the plan that was approved.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "drift", rename_all = "snake_case")]
+pub enum Drift {
+    #[error("it is on {now} now, not on {approved} as when the plan was made")]
+    NodeType { approved: NodeType, now: NodeType },
+    #[error("AWS no longer reports its node type")]
+    NoNodeType,
+    #[error("it is `{status}`: a change the bot did not ask for is under way")]
+    Changing { status: GroupStatus },
+    #[error(
+        "{target} is no longer a scale-up AWS allows for it (allowed now: {})",
+        list_or_none(allowed)
+    )]
+    TargetNotAllowed {
+        target: NodeType,
+        allowed: Vec<NodeType>,
+    },
+}
+
+/// Is the group, as AWS describes it now, still the one the plan was approved for? The bot
+/// never acts otherwise: same node type, `available`, and the target still a step up in its
+/// family, within the cap, that AWS lists.
+pub fn recheck(plan: &Plan, group: &GroupInfo, allowed: &[NodeType]) -> Recheck {
+    match &group.status {
+        GroupStatus::Available => {}
+        GroupStatus::Snapshotting => return Recheck::Wait(group.status.clone()),
+        other => {
+            return Recheck::Stop(Drift::Changing {
+                status: other.clone(),
+            });
+        }
+    }
+    let Some(now) = &group.node_type else {
+        return Recheck::Stop(Drift::NoNodeType);
+    };
+    if *now != plan.current {
+        return Recheck::Stop(Drift::NodeType {
+            approved: plan.current.clone(),
+            now: now.clone(),
+        });
+    }
+    let within = plan
+        .cap
+        .as_ref()
+        .is_none_or(|cap| within_cap(&plan.target, cap).unwrap_or(false));
+    if !is_scale_up(now, &plan.target) || !within || !allowed.contains(&plan.target) {
+        return Recheck::Stop(Drift::TargetNotAllowed {
+            target: plan.target.clone(),
+            allowed: allowed.to_vec(),
+        });
+    }
+    Recheck::Go
+}
+
 /// Scale-ups AWS allows that are within the cap and in the group's family, smallest first.
 pub fn choices_within_cap(
     current: &NodeType,

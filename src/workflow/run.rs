@@ -319,6 +319,12 @@ pub enum Outcome {
     },
     /// Nobody decided before `approval_expiry`.
     Expired,
+    /// The group changed since the plan was approved: the run stopped before `step`, having
+    /// done nothing to it.
+    GroupChanged {
+        step: Step,
+        drift: crate::workflow::policy::Drift,
+    },
     /// Planning found nothing to do (at the cap, no larger size, group busy, …).
     NothingToDo {
         reason: String,
@@ -334,6 +340,7 @@ impl Outcome {
             Outcome::Denied { .. } => "denied",
             Outcome::Cancelled { .. } => "cancelled",
             Outcome::Expired => "expired",
+            Outcome::GroupChanged { .. } => "group_changed",
             Outcome::NothingToDo { .. } => "nothing_to_do",
         }
     }

@@ -323,6 +323,16 @@ impl Runner {
             Effect::FetchPlan => (aws.fetch_plan(at).await)
                 .map(|(group, allowed)| Some(Event::PlanFetched { group, allowed }))
                 .map_err(aws_failed(AwsOp::Plan)),
+            Effect::Recheck { before } => (aws.fetch_plan(at).await)
+                .map(|(group, allowed)| {
+                    let before = *before;
+                    Some(Event::Rechecked {
+                        before,
+                        group,
+                        allowed,
+                    })
+                })
+                .map_err(aws_failed(AwsOp::Recheck)),
             Effect::CreateSnapshot { name } => (aws.create_snapshot(at, name).await)
                 .map(|status| Some(Event::SnapshotStarted { status }))
                 .map_err(aws_failed(AwsOp::CreateSnapshot)),

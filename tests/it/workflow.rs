@@ -721,3 +721,80 @@ async fn a_hook_that_fails_once_is_retried() {
     assert!(services.pages().is_empty());
     t.stop().await;
 }
+
+/// Someone else moved the group while the run was taking its snapshot: the bot looks again
+/// before the upsize, finds it changed, does not touch it, says what changed, and offers to
+/// plan again from how it is now.
+#[tokio::test]
+async fn a_group_changed_elsewhere_after_approval_is_not_touched_and_can_be_planned_again() {
+    let mut sim = sim_config();
+    sim.snapshot_duration = std::time::Duration::from_millis(600);
+    let services = Services::start(sim).await;
+    let dir = TempDir::new();
+    let t = TestApp::spawn(&services, &config_text("", ""), &dir.db()).await;
+    let run = t.alarm().await;
+    approve(&t, &run).await;
+    t.wait_for(&run, "the snapshot", |r| {
+        matches!(r.state, State::Snapshotting { created: true, .. })
+    })
+    .await;
+    services
+        .sim
+        .change_node_type_elsewhere(&group(), nt("cache.r6g.xlarge"));
+    let done = t.wait_done(&run).await;
+    assert_eq!(done.state_name(), "group_changed");
+    assert_eq!(
+        services.sim.attempts("ModifyReplicationGroup"),
+        0,
+        "never modified"
+    );
+    assert_eq!(services.sim.count("CreateSnapshot"), 1);
+    let top = &services.top_messages()[0];
+    let stopped = top
+        .replies
+        .iter()
+        .find(|r| r.text.contains("Stopped before the upsize"))
+        .unwrap_or_else(|| panic!("{:?}", thread_texts(top)));
+    assert!(
+        stopped
+            .text
+            .contains("it is on cache.r6g.xlarge now, not on cache.r6g.large"),
+        "{}",
+        stopped.text
+    );
+    assert!(
+        stopped.rendered().contains("[ Plan again ]"),
+        "{}",
+        stopped.rendered()
+    );
+    assert!(top.rendered().contains("Stopped"), "{}", top.rendered());
+    assert!(
+        services.pages().is_empty(),
+        "nothing failed: a person changed the group"
+    );
+
+    // "Plan again" plans from the group as it is now.
+    let replan = serde_json::json!({
+        "action_id": "replan", "block_id": format!("replan:{GROUP}"), "type": "button",
+        "value": GROUP
+    });
+    let body = click_body(&services, ONCALL, "replan", replan);
+    assert_eq!(
+        post_signed(&t, "/slack/interactions", &body).await.status(),
+        200
+    );
+    eventually("a new run", || {
+        t.store.recent_runs(None, 10).unwrap().len() == 2
+    })
+    .await;
+    let second = t.store.recent_runs(None, 1).unwrap().remove(0);
+    let planned = t
+        .wait_for(&second.id, "the new plan", |r| r.plan().is_some())
+        .await;
+    let plan = planned.plan().unwrap();
+    assert_eq!(
+        (&plan.current, &plan.target),
+        (&nt("cache.r6g.xlarge"), &nt("cache.r6g.2xlarge"))
+    );
+    t.stop().await;
+}

@@ -276,6 +276,20 @@ impl SimHandle {
         self.world().faults.snapshot_quota = quota;
     }
 
+    /// Someone else changed the group: it is on `node_type` now (done, `available`).
+    pub fn change_node_type_elsewhere(&self, id: &ReplicationGroupId, node_type: NodeType) {
+        self.world()
+            .change_elsewhere(id, node_type, None, Instant::now());
+    }
+
+    /// Someone else started moving the group to `node_type`: it is `modifying` for the
+    /// simulator's modify duration.
+    pub fn start_modification_elsewhere(&self, id: &ReplicationGroupId, node_type: NodeType) {
+        let mut world = self.world();
+        let until = Instant::now() + world.modify_duration;
+        world.change_elsewhere(id, node_type, Some(until), Instant::now());
+    }
+
     /// The faults in force now.
     pub fn faults(&self) -> Faults {
         self.world().faults.clone()

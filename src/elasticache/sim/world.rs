@@ -253,7 +253,7 @@ pub struct World {
     groups: BTreeMap<ReplicationGroupId, Group>,
     snapshots: BTreeMap<SnapshotName, Snapshot>,
     snapshot_duration: Duration,
-    modify_duration: Duration,
+    pub modify_duration: Duration,
     throttle_fraction: f64,
     rng: XorShift64,
     seed: u64,
@@ -346,6 +346,31 @@ impl World {
                 .collect(),
             cluster_mode: g.cluster_mode,
         })
+    }
+
+    /// A change nobody asked the bot for: the group moves to `node_type` at once, or (with
+    /// `until`) is `modifying` until then.
+    pub fn change_elsewhere(
+        &mut self,
+        id: &ReplicationGroupId,
+        node_type: NodeType,
+        until: Option<Instant>,
+        now: Instant,
+    ) {
+        self.settle(now);
+        let Some(g) = self.groups.get_mut(id) else {
+            return;
+        };
+        match until {
+            None => g.node_type = node_type,
+            Some(until) => {
+                g.activity = Activity::Modifying {
+                    to: node_type,
+                    until,
+                    reverts: false,
+                }
+            }
+        }
     }
 
     pub fn pending_node_type(&self, id: &ReplicationGroupId) -> Option<NodeType> {

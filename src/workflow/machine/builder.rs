@@ -4,6 +4,7 @@
 use crate::domain::{NodeType, SnapshotName, Timestamp};
 use crate::workflow::effect::{CancelGone, Effect, Note, PageAction, PageReason, Scheduled};
 use crate::workflow::event::{Actor, HookPhase};
+use crate::workflow::policy::Drift;
 use crate::workflow::run::{
     DecisionKind, DecisionRecord, Outcome, Plan, Run, State, Step, StepRecord, StepStatus,
 };
@@ -154,15 +155,16 @@ impl Builder {
             polls: 0,
             created: false,
         });
-        self.note(Note::SnapshotStarted { name: name.clone() });
-        self.effect(Effect::CreateSnapshot { name });
+        // Look at the group once more before acting on it.
+        self.effect(Effect::Recheck {
+            before: Step::Snapshot,
+        });
         self.effect(Effect::UpdateTopMessage);
     }
 
     pub(super) fn start_modify(&mut self, plan: Plan, snapshot: SnapshotName) {
         self.withdraw_cancel_offer(CancelGone::UpsizeStarted);
         self.open_step(Step::Upsize);
-        let target = plan.target.clone();
         self.set_state(State::Modifying {
             plan,
             snapshot,
@@ -171,8 +173,30 @@ impl Builder {
             seen_modifying: false,
             polls: 0,
         });
-        self.effect(Effect::ModifyNodeType { target });
+        // Look at the group once more before acting on it.
+        self.effect(Effect::Recheck {
+            before: Step::Upsize,
+        });
         self.effect(Effect::UpdateTopMessage);
+    }
+
+    /// The group changed since the plan was approved: stop before `step`, having done
+    /// nothing to it (resuming the workers if they were paused).
+    pub(super) fn stopped(
+        &mut self,
+        plan: Plan,
+        step: Step,
+        drift: Drift,
+        snapshot_kept: Option<SnapshotName>,
+    ) {
+        self.summary(format!("stopped before the {}: {drift}", step.label()));
+        self.close_step(step, StepStatus::Cancelled);
+        self.note(Note::GroupChanged {
+            before: step,
+            drift: drift.clone(),
+            snapshot_kept,
+        });
+        self.end(plan, Outcome::GroupChanged { step, drift });
     }
 
     pub(super) fn succeed(&mut self, plan: Plan, snapshot: SnapshotName) {

@@ -1,9 +1,11 @@
-//! The upsize: ModifyReplicationGroup to the target, then polls until the group is
+//! The upsize: a last look at the group (it must be as approved, or the run stops there, the
+//! snapshot kept), ModifyReplicationGroup to the target, then polls until the group is
 //! `available` on it. `available` on the old type after the modification was seen (or after
 //! three polls) means AWS rolled it back or never started it; `modify_timeout` bounds the step.
 
 use crate::workflow::effect::{Effect, Note};
 use crate::workflow::event::{AwsOp, Event};
+use crate::workflow::policy::{Recheck, recheck};
 use crate::workflow::ports::{AwsError, GroupInfo, GroupStatus};
 use crate::workflow::run::{Run, State, Step, StepStatus};
 
@@ -35,6 +37,40 @@ pub(super) fn decide(mut b: Builder, run: &Run, event: &Event) -> Decision {
     let interval = run.policy.modify_poll_interval;
     let timed_out = now.since(*started) >= run.policy.modify_timeout;
     match event {
+        Event::Rechecked {
+            before: Step::Upsize,
+            group,
+            allowed,
+        } if !*requested => match recheck(plan, group, allowed) {
+            Recheck::Go => {
+                b.summary(format!(
+                    "the group is as approved: asking for {}",
+                    plan.target
+                ));
+                b.effect(Effect::ModifyNodeType {
+                    target: plan.target.clone(),
+                });
+            }
+            Recheck::Wait(status) => {
+                b.summary(format!("group is {status}; the upsize waits"));
+                if timed_out {
+                    b.timed_out(plan.clone(), Step::Upsize);
+                } else {
+                    if *polls == 0 {
+                        b.note(Note::GroupBusy {
+                            status: status.to_string(),
+                        });
+                    }
+                    b.set_state(state(false, *seen_modifying, polls + 1));
+                    let before = Step::Upsize;
+                    b.effect_at(Effect::Recheck { before }, now.plus(interval));
+                }
+            }
+            Recheck::Stop(drift) => {
+                let kept = Some(snapshot.clone());
+                b.stopped(plan.clone(), Step::Upsize, drift, kept);
+            }
+        },
         Event::ModifyRequested { group } => {
             b.summary(format!("modification requested; group is {}", group.status));
             b.note(Note::ModifyStarted {
@@ -91,16 +127,13 @@ pub(super) fn decide(mut b: Builder, run: &Run, event: &Event) -> Decision {
                     });
                 }
                 b.set_state(state(*requested, *seen_modifying, polls + 1));
-                b.effect_at(
-                    Effect::ModifyNodeType {
-                        target: plan.target.clone(),
-                    },
-                    now.plus(interval),
-                );
+                // Look again before the next try.
+                let before = Step::Upsize;
+                b.effect_at(Effect::Recheck { before }, now.plus(interval));
             }
         }
         Event::AwsFailed {
-            op: AwsOp::Modify | AwsOp::PollGroup,
+            op: AwsOp::Recheck | AwsOp::Modify | AwsOp::PollGroup,
             error,
         } => {
             b.summary(format!("upsize failed: {error}"));

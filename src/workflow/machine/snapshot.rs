@@ -1,10 +1,12 @@
-//! Pausing the workers (when a pause hook is set) and taking the snapshot: CreateSnapshot,
-//! then polls until AWS says `available`, within `snapshot_max_polls`. A busy group is waited
-//! for like a poll; a failed or vanished snapshot fails the run.
+//! Pausing the workers (when a pause hook is set) and taking the snapshot: a last look at the
+//! group (it must be as approved, or the run stops there), CreateSnapshot, then polls until AWS
+//! says `available`, within `snapshot_max_polls`. A busy group is waited for like a poll; a
+//! failed or vanished snapshot fails the run.
 
 use crate::domain::SnapshotName;
 use crate::workflow::effect::{Effect, Note};
 use crate::workflow::event::{AwsOp, Event, HookPhase};
+use crate::workflow::policy::{Recheck, recheck};
 use crate::workflow::ports::{AwsError, SnapshotStatus};
 use crate::workflow::run::{Plan, Run, State, Step, StepStatus};
 
@@ -62,6 +64,41 @@ fn snapshotting(mut b: Builder, run: &Run, event: &Event) -> Decision {
         created,
     };
     match event {
+        Event::Rechecked {
+            before: Step::Snapshot,
+            group,
+            allowed,
+        } if !*created => match recheck(plan, group, allowed) {
+            Recheck::Go => {
+                b.summary("the group is as approved: taking the snapshot");
+                b.note(Note::SnapshotStarted {
+                    name: snapshot.clone(),
+                });
+                b.effect(Effect::CreateSnapshot {
+                    name: snapshot.clone(),
+                });
+            }
+            Recheck::Wait(status) => {
+                let polls = polls + 1;
+                b.summary(format!(
+                    "group is {status}; the snapshot waits ({polls}/{max})"
+                ));
+                if polls >= max {
+                    b.timed_out(plan.clone(), Step::Snapshot);
+                } else {
+                    if polls == 1 {
+                        b.note(Note::GroupBusy {
+                            status: status.to_string(),
+                        });
+                    }
+                    b.set_state(state(polls, false));
+                    let due = b.now().plus(run.policy.snapshot_poll_interval);
+                    let before = Step::Snapshot;
+                    b.effect_at(Effect::Recheck { before }, due);
+                }
+            }
+            Recheck::Stop(drift) => b.stopped(plan.clone(), Step::Snapshot, drift, None),
+        },
         Event::SnapshotStarted { status } => {
             b.summary(format!("snapshot {snapshot} is {status}"));
             b.set_state(state(*polls, true));
@@ -97,17 +134,14 @@ fn snapshotting(mut b: Builder, run: &Run, event: &Event) -> Decision {
                     });
                 }
                 b.set_state(state(polls, *created));
+                // Look again before the next try.
                 let due = b.now().plus(run.policy.snapshot_poll_interval);
-                b.effect_at(
-                    Effect::CreateSnapshot {
-                        name: snapshot.clone(),
-                    },
-                    due,
-                );
+                let before = Step::Snapshot;
+                b.effect_at(Effect::Recheck { before }, due);
             }
         }
         Event::AwsFailed {
-            op: AwsOp::CreateSnapshot | AwsOp::PollSnapshot,
+            op: AwsOp::Recheck | AwsOp::CreateSnapshot | AwsOp::PollSnapshot,
             error,
         } => {
             b.summary(format!("snapshot failed: {error}"));

@@ -300,13 +300,7 @@ mod planning_transitions {
             at(10),
             Accept(
                 "snapshotting",
-                &[
-                    "post_top_message",
-                    "post_note",
-                    "offer_cancel",
-                    "post_note",
-                    "create_snapshot",
-                ],
+                &["post_top_message", "post_note", "offer_cancel", "recheck"],
             ),
         );
     }
@@ -482,13 +476,7 @@ mod approval_matrix {
             at(100),
             Accept(
                 "snapshotting",
-                &[
-                    "post_note",
-                    "offer_cancel",
-                    "post_note",
-                    "create_snapshot",
-                    "update_top_message",
-                ],
+                &["post_note", "offer_cancel", "recheck", "update_top_message"],
             ),
         )
         .unwrap();
@@ -532,13 +520,7 @@ mod approval_matrix {
             at(100),
             Accept(
                 "snapshotting",
-                &[
-                    "post_note",
-                    "offer_cancel",
-                    "post_note",
-                    "create_snapshot",
-                    "update_top_message",
-                ],
+                &["post_note", "offer_cancel", "recheck", "update_top_message"],
             ),
         );
     }
@@ -630,13 +612,7 @@ mod approval_matrix {
             at(120),
             Accept(
                 "snapshotting",
-                &[
-                    "post_note",
-                    "offer_cancel",
-                    "post_note",
-                    "create_snapshot",
-                    "update_top_message",
-                ],
+                &["post_note", "offer_cancel", "recheck", "update_top_message"],
             ),
         );
     }
@@ -807,13 +783,7 @@ mod approvals_are_for_one_version_of_the_plan {
             at(100),
             Expect::Accept(
                 "snapshotting",
-                &[
-                    "post_note",
-                    "offer_cancel",
-                    "post_note",
-                    "create_snapshot",
-                    "update_top_message",
-                ],
+                &["post_note", "offer_cancel", "recheck", "update_top_message"],
             ),
         );
         check(
@@ -824,13 +794,7 @@ mod approvals_are_for_one_version_of_the_plan {
             {
                 Expect::Accept(
                     "snapshotting",
-                    &[
-                        "post_note",
-                        "offer_cancel",
-                        "post_note",
-                        "create_snapshot",
-                        "update_top_message",
-                    ],
+                    &["post_note", "offer_cancel", "recheck", "update_top_message"],
                 )
             },
         );
@@ -1154,8 +1118,7 @@ mod approval_timeouts {
                     "post_note",
                     "page",
                     "offer_cancel",
-                    "post_note",
-                    "create_snapshot",
+                    "recheck",
                     "update_top_message",
                 ],
             ),
@@ -1181,13 +1144,7 @@ mod approval_timeouts {
             at(900_000),
             Accept(
                 "snapshotting",
-                &[
-                    "post_note",
-                    "offer_cancel",
-                    "post_note",
-                    "create_snapshot",
-                    "update_top_message",
-                ],
+                &["post_note", "offer_cancel", "recheck", "update_top_message"],
             ),
         );
     }
@@ -1236,12 +1193,7 @@ mod pause_hook_transitions {
             at(100),
             Accept(
                 "snapshotting",
-                &[
-                    "post_note",
-                    "post_note",
-                    "create_snapshot",
-                    "update_top_message",
-                ],
+                &["post_note", "recheck", "update_top_message"],
             ),
         );
     }
@@ -1325,10 +1277,7 @@ mod snapshot_transitions {
                 status: SnapshotStatus::Available,
             },
             at(100),
-            Accept(
-                "modifying",
-                &["post_note", "modify_node_type", "update_top_message"],
-            ),
+            Accept("modifying", &["post_note", "recheck", "update_top_message"]),
         );
     }
 
@@ -1372,10 +1321,7 @@ mod snapshot_transitions {
                 status: Some(SnapshotStatus::Available),
             },
             at(100),
-            Accept(
-                "modifying",
-                &["post_note", "modify_node_type", "update_top_message"],
-            ),
+            Accept("modifying", &["post_note", "recheck", "update_top_message"]),
         );
     }
 
@@ -1434,7 +1380,7 @@ mod snapshot_transitions {
                 error: busy.clone(),
             },
             at(100),
-            Accept("snapshotting", &["post_note", "create_snapshot"]),
+            Accept("snapshotting", &["post_note", "recheck"]),
         );
     }
 
@@ -1640,7 +1586,7 @@ mod modify_transitions {
                 error: busy,
             },
             at(61_000),
-            Accept("modifying", &["post_note", "modify_node_type"]),
+            Accept("modifying", &["post_note", "recheck"]),
         );
     }
 
@@ -1923,5 +1869,156 @@ fn runs_serialise_and_come_back_identical_in_every_state() {
         let json = serde_json::to_string(&run).unwrap();
         let back: Run = serde_json::from_str(&json).unwrap();
         assert_eq!(back, run);
+    }
+}
+
+mod the_group_is_looked_at_again_before_acting {
+    use super::*;
+
+    fn rechecked(before: Step, status: &str, node: &str) -> Event {
+        Event::Rechecked {
+            before,
+            group: group_info(status, node),
+            allowed: allowed(),
+        }
+    }
+
+    #[test]
+    fn as_approved_the_snapshot_is_taken() {
+        check(
+            "recheck before the snapshot: as approved",
+            snapshotting(false, 0),
+            rechecked(Step::Snapshot, "available", "cache.r6g.large"),
+            at(100),
+            Expect::Accept("snapshotting", &["post_note", "create_snapshot"]),
+        );
+    }
+
+    #[test]
+    fn a_group_someone_upsized_meanwhile_is_not_touched() {
+        let t = check(
+            "recheck before the snapshot: someone moved it to 2xlarge",
+            snapshotting(false, 0),
+            rechecked(Step::Snapshot, "available", "cache.r6g.2xlarge"),
+            at(100),
+            Expect::Accept("group_changed", &["post_note", "update_top_message"]),
+        )
+        .unwrap();
+        assert!(matches!(
+            t.run.outcome(),
+            Some(Outcome::GroupChanged {
+                step: Step::Snapshot,
+                drift: crate::workflow::policy::Drift::NodeType { .. }
+            })
+        ));
+        assert!(t.drop_pending_work);
+    }
+
+    #[test]
+    fn a_change_in_progress_that_is_not_the_bots_stops_the_run() {
+        check(
+            "recheck before the snapshot: modifying",
+            snapshotting(false, 0),
+            rechecked(Step::Snapshot, "modifying", "cache.r6g.large"),
+            at(100),
+            Expect::Accept("group_changed", &["post_note", "update_top_message"]),
+        );
+    }
+
+    #[test]
+    fn a_backup_in_progress_is_waited_for() {
+        check(
+            "recheck before the snapshot: snapshotting",
+            snapshotting(false, 0),
+            rechecked(Step::Snapshot, "snapshotting", "cache.r6g.large"),
+            at(100),
+            Expect::Accept("snapshotting", &["post_note", "recheck"]),
+        );
+    }
+
+    #[test]
+    fn workers_paused_for_a_run_that_stops_are_resumed() {
+        let mut r = snapshotting(false, 0);
+        r.steps.insert(2, StepRecord::start(Step::Pause, at(15)));
+        check(
+            "recheck after the pause: the group changed",
+            r,
+            rechecked(Step::Snapshot, "available", "cache.r6g.xlarge"),
+            at(100),
+            Expect::Accept(
+                "resuming",
+                &["post_note", "call_hook", "update_top_message"],
+            ),
+        );
+    }
+
+    #[test]
+    fn as_approved_the_upsize_is_asked_for() {
+        check(
+            "recheck before the upsize: as approved",
+            modifying(false, false, 0),
+            rechecked(Step::Upsize, "available", "cache.r6g.large"),
+            at(61_000),
+            Expect::Accept("modifying", &["modify_node_type"]),
+        );
+    }
+
+    #[test]
+    fn a_group_that_changed_before_the_upsize_keeps_its_snapshot_and_is_not_modified() {
+        let t = check(
+            "recheck before the upsize: someone moved it to xlarge",
+            modifying(false, false, 0),
+            rechecked(Step::Upsize, "available", "cache.r6g.xlarge"),
+            at(61_000),
+            Expect::Accept("group_changed", &["post_note", "update_top_message"]),
+        )
+        .unwrap();
+        let kept = t.effects.iter().any(|e| {
+            matches!(
+                &e.effect,
+                Effect::PostNote {
+                    note: Note::GroupChanged {
+                        snapshot_kept: Some(_),
+                        ..
+                    }
+                }
+            )
+        });
+        assert!(kept, "{:?}", t.effects);
+    }
+
+    #[test]
+    fn a_target_aws_no_longer_lists_is_not_asked_for() {
+        let event = Event::Rechecked {
+            before: Step::Upsize,
+            group: group_info("available", "cache.r6g.large"),
+            allowed: vec![nt("cache.r6g.2xlarge")],
+        };
+        let t = check(
+            "recheck before the upsize: xlarge not listed any more",
+            modifying(false, false, 0),
+            event,
+            at(61_000),
+            Expect::Accept("group_changed", &["post_note", "update_top_message"]),
+        )
+        .unwrap();
+        assert!(matches!(
+            t.run.outcome(),
+            Some(Outcome::GroupChanged {
+                drift: crate::workflow::policy::Drift::TargetNotAllowed { .. },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_late_recheck_after_the_request_is_ignored() {
+        check(
+            "recheck after the modification was requested",
+            modifying(true, true, 1),
+            rechecked(Step::Upsize, "available", "cache.r6g.large"),
+            at(61_000),
+            Expect::Ignore,
+        );
     }
 }
