@@ -121,6 +121,8 @@ pub struct DeliveryConfig {
 pub struct Config {
     pub listen: SocketAddr,
     pub database: PathBuf,
+    /// The AWS account the managed groups are in; asked of STS at start when not set.
+    pub account_id: Option<String>,
     pub slack: SlackConfig,
     pub alarms: AlarmsConfig,
     pub delivery: DeliveryConfig,
@@ -284,7 +286,11 @@ impl Config {
         }
         let mut out = String::new();
         out.push_str(&format!("listen = \"{}\"\n", self.listen));
-        out.push_str(&format!("database = \"{}\"\n\n", self.database.display()));
+        out.push_str(&format!("database = \"{}\"\n", self.database.display()));
+        if let Some(a) = &self.account_id {
+            out.push_str(&format!("account_id = \"{a}\"\n"));
+        }
+        out.push('\n');
         out.push_str("[slack]\n");
         out.push_str(&format!("channel = \"{}\"\n", self.slack.channel));
         let approvers: Vec<String> = self
@@ -441,7 +447,14 @@ impl Env {
 }
 
 const TOP_KEYS: &[&str] = &[
-    "listen", "database", "slack", "alarms", "delivery", "defaults", "groups",
+    "listen",
+    "database",
+    "account_id",
+    "slack",
+    "alarms",
+    "delivery",
+    "defaults",
+    "groups",
 ];
 const SLACK_KEYS: &[&str] = &[
     "channel",
@@ -760,6 +773,13 @@ impl<'s> Walker<'s> {
                 }
             })
             .unwrap_or_else(|| PathBuf::from("redis-autoscaler.db"));
+        let account_id = self.parsed(root, "account_id", "", |s| {
+            if s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()) {
+                Ok(s.to_string())
+            } else {
+                Err(format!("`{s}` is not a 12-digit AWS account id"))
+            }
+        });
 
         let slack = self.slack(root);
         let alarms = self.alarms(root);
@@ -813,6 +833,7 @@ impl<'s> Walker<'s> {
         Some(Config {
             listen,
             database,
+            account_id,
             slack: slack?,
             alarms,
             delivery,

@@ -147,13 +147,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         Config::parse(&demo_config(scenario), &env).map_err(|e| anyhow::anyhow!("{e}"))?;
     config.database = dir.join("demo.db");
     let store = Arc::new(SqliteStore::open(&config.database)?);
+    let aws = config_for_endpoint(&sim.endpoint());
     let deps = Deps {
         store: store.clone(),
-        aws: Arc::new(SdkElastiCache::new(&config_for_endpoint(&sim.endpoint()))),
+        aws: Arc::new(SdkElastiCache::new(&aws)),
         clock: Arc::new(SystemClock),
         sns_http: Arc::new(ReqwestSnsHttp(crate::http_client::build(
             Duration::from_secs(5),
         ))),
+        // The simulator answers STS too: the demo learns its account the way `serve` does.
+        home: crate::startup::home(&config, &aws).await?,
         options: RunnerOptions::default(),
     };
     let bot = Application::build(config, deps).await?;

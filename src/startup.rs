@@ -10,17 +10,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use aws_config::SdkConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
 
 use crate::alarm::sns::{ReqwestSnsHttp, SnsHttp, SnsVerifier};
 use crate::app::jobs::JobWorker;
-use crate::app::{App, Directory};
+use crate::app::{App, AppPorts, Directory, Home};
 use crate::config::Config;
 use crate::domain::Secret;
 use crate::elasticache::Metered;
-use crate::elasticache::sdk::{SdkElastiCache, load_aws_config};
+use crate::elasticache::sdk::{SdkElastiCache, caller_account, load_aws_config};
 use crate::elasticache::steps::ElastiCacheSteps;
 use crate::hooks::HookClient;
 use crate::http::Http;
@@ -41,6 +42,8 @@ pub struct Deps {
     pub clock: Arc<dyn Clock>,
     /// How SNS signing certificates are fetched and subscriptions confirmed.
     pub sns_http: Arc<dyn SnsHttp>,
+    /// The region and account the managed groups are in.
+    pub home: Home,
     pub options: RunnerOptions,
 }
 
@@ -50,9 +53,11 @@ impl Deps {
     pub async fn production(config: &Config) -> anyhow::Result<Deps> {
         let store = SqliteStore::open(&config.database)
             .with_context(|| format!("opening the store at {}", config.database.display()))?;
+        let sdk = load_aws_config().await;
         Ok(Deps {
             store: Arc::new(store),
-            aws: Arc::new(SdkElastiCache::new(&load_aws_config().await)),
+            aws: Arc::new(SdkElastiCache::new(&sdk)),
+            home: home(config, &sdk).await?,
             clock: Arc::new(SystemClock),
             sns_http: Arc::new(ReqwestSnsHttp(crate::http_client::build(
                 Duration::from_secs(10),
@@ -60,6 +65,23 @@ impl Deps {
             options: RunnerOptions::default(),
         })
     }
+}
+
+/// The region (from the AWS configuration) and account (from the config, else STS) the bot
+/// manages groups in.
+pub async fn home(config: &Config, sdk: &SdkConfig) -> anyhow::Result<Home> {
+    let region = sdk.region().map(|r| r.to_string());
+    let account = match &config.account_id {
+        Some(account) => account.clone(),
+        None => caller_account(sdk).await.context(
+            "asking STS which AWS account the bot is in (set `account_id` in the config to skip it)",
+        )?,
+    };
+    info!(region = region.as_deref().unwrap_or("?"), account = %account, "managing groups here");
+    Ok(Home {
+        region,
+        account: Some(account),
+    })
 }
 
 /// The bot, wired and listening, not yet running.
@@ -111,15 +133,14 @@ impl Application {
         };
         let retry = config.delivery.retry;
         let runner = Runner::new(ports, retry, deps.options);
-        let app = App::new(
-            Arc::new(config),
-            runner,
-            deps.store,
+        let ports = AppPorts {
+            store: deps.store,
             aws,
-            directory.clone(),
-            deps.clock,
+            directory: directory.clone(),
+            clock: deps.clock,
             metrics,
-        );
+        };
+        let app = App::new(Arc::new(config), runner, ports, deps.home);
         let worker = JobWorker::new(app.clone(), chat, retry);
         let sns = Arc::new(SnsVerifier::new(deps.sns_http));
         Ok(Application {

@@ -15,6 +15,8 @@ struct Event {
     #[serde(default)]
     region: Option<String>,
     #[serde(default)]
+    account: Option<String>,
+    #[serde(default)]
     time: Option<String>,
     detail: Detail,
 }
@@ -100,6 +102,7 @@ pub fn parse(body: &[u8]) -> Result<Alarm, AlarmError> {
         reason: event.detail.state.reason,
         dimensions,
         region: event.region,
+        account: event.account,
         at,
     })
 }
@@ -129,6 +132,7 @@ mod tests {
             "eventbridge:c4c1c1c9-6542-e61b-6ef0-8c4d36933a92"
         );
         assert_eq!(a.region.as_deref(), Some("us-east-1"));
+        assert_eq!(a.account.as_deref(), Some("123456789012"));
         assert_eq!(a.at.to_rfc3339(), "2019-10-02T17:04:40.989Z");
     }
 

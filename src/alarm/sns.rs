@@ -293,10 +293,25 @@ struct CloudWatchMessage {
     new_state_reason: String,
     #[serde(default)]
     state_change_time: Option<String>,
+    #[serde(default, rename = "AWSAccountId")]
+    account: Option<String>,
+    /// `arn:aws:cloudwatch:REGION:ACCOUNT:alarm:NAME`: the region as a code (the message's
+    /// `Region` is a display name such as "US East (N. Virginia)").
     #[serde(default)]
-    region: Option<String>,
+    alarm_arn: Option<String>,
     #[serde(default)]
     trigger: Option<Value>,
+}
+
+/// Part `n` of an ARN (`arn:PARTITION:SERVICE:REGION:ACCOUNT:…`), when it has one.
+fn arn_part(arn: Option<&str>, n: usize) -> Option<String> {
+    let arn = arn?;
+    let part = arn.strip_prefix("arn:")?.split(':').nth(n - 1)?;
+    let ok = !part.is_empty()
+        && part
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    ok.then(|| part.to_string())
 }
 
 /// The CloudWatch alarm a Notification carries, or `None` if it carries something else.
@@ -335,7 +350,8 @@ pub fn cloudwatch_alarm(m: &SnsMessage) -> Result<Option<Alarm>, AlarmError> {
         state,
         reason: cw.new_state_reason,
         dimensions,
-        region: cw.region,
+        region: arn_part(cw.alarm_arn.as_deref(), 3),
+        account: cw.account.or_else(|| arn_part(cw.alarm_arn.as_deref(), 4)),
         at: cw
             .state_change_time
             .as_deref()
@@ -476,11 +492,24 @@ mod tests {
         );
         assert_eq!(a.value, Some(1234.0));
         assert_eq!(a.delivery_id, "sns:95df01b4-ee98-5cb9-9903-4c221d41eb5e");
+        assert_eq!(a.account.as_deref(), Some("123456789012"));
+        // The sample's AlarmArn holds placeholders, and `Region` is a display name: no region.
+        assert_eq!(a.region, None);
         assert_eq!(
             cloudwatch_alarm(&signed()).unwrap(),
             None,
             "Hello world is not an alarm"
         );
+    }
+
+    #[test]
+    fn the_region_and_account_come_from_the_alarm_arn() {
+        let arn = Some("arn:aws:cloudwatch:eu-west-1:210987654321:alarm:Redis memory: x");
+        assert_eq!(arn_part(arn, 3).as_deref(), Some("eu-west-1"));
+        assert_eq!(arn_part(arn, 4).as_deref(), Some("210987654321"));
+        assert_eq!(arn_part(Some("arn:aws:cloudwatch:REGION:ACCOUNT:alarm:x"), 3), None);
+        assert_eq!(arn_part(Some("not an arn"), 3), None);
+        assert_eq!(arn_part(None, 3), None);
     }
 
     #[test]

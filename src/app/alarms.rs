@@ -29,6 +29,8 @@ pub enum AlarmOutcome {
     Cooldown(ReplicationGroupId),
     /// The alarm maps to no group this bot manages; posted to the channel as such.
     UnknownGroup,
+    /// The alarm is from another region or account than the bot's groups: refused, posted.
+    Foreign,
 }
 
 impl AlarmOutcome {
@@ -41,6 +43,7 @@ impl AlarmOutcome {
             AlarmOutcome::Cleared(_) => "cleared",
             AlarmOutcome::Cooldown(_) => "cooldown",
             AlarmOutcome::UnknownGroup => "unknown_group",
+            AlarmOutcome::Foreign => "foreign",
         }
     }
 }
@@ -57,6 +60,21 @@ impl App {
         if self.store.alarm_seen(&alarm.delivery_id).await? {
             self.metrics.alarm("duplicate");
             return Ok(AlarmOutcome::Duplicate);
+        }
+        // A group of the same id in another region or account is some other group: nothing is
+        // asked of AWS for it, and the channel is told.
+        if let Some(elsewhere) = self.elsewhere(&alarm) {
+            tracing::warn!(alarm = %alarm.name, elsewhere = %elsewhere, "refused an alarm from another region or account");
+            let notice = Job::Notice {
+                channel: self.config.slack.channel.clone(),
+                notice: Notice::Foreign {
+                    alarm: alarm.clone(),
+                    home: self.home.clone().into(),
+                },
+            };
+            let outcome = AlarmOutcome::Foreign;
+            self.record(&alarm, None, &outcome, Some(notice)).await?;
+            return Ok(outcome);
         }
         let Some(group) = self.group_for(&alarm).await else {
             if alarm.state != AlarmState::Alarm {
@@ -173,6 +191,22 @@ impl App {
         let new = self.store.record_alarm(record, job).await?;
         self.jobs_added.notify_one();
         Ok(new)
+    }
+
+    /// Where the alarm is from, when that is not where the bot's groups are.
+    fn elsewhere(&self, alarm: &Alarm) -> Option<String> {
+        let differs = |theirs: &Option<String>, ours: &Option<String>| match (theirs, ours) {
+            (Some(t), Some(o)) => t != o,
+            // An alarm that does not say can't be compared (EventBridge and SNS always do).
+            _ => false,
+        };
+        let region = differs(&alarm.region, &self.home.region);
+        let account = differs(&alarm.account, &self.home.account);
+        (region || account).then(|| {
+            let r = alarm.region.as_deref().unwrap_or("?");
+            let a = alarm.account.as_deref().unwrap_or("?");
+            format!("{r}/{a}")
+        })
     }
 
     /// Which managed group an alarm is about: an explicit mapping by alarm name, the

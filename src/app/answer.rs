@@ -14,6 +14,22 @@ use crate::workflow::policy::NoPlan;
 use crate::workflow::ports::GroupInfo;
 use crate::workflow::run::{Plan, Run};
 
+/// A region and an account, as a notice shows them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Place {
+    pub region: Option<String>,
+    pub account: Option<String>,
+}
+
+impl From<super::Home> for Place {
+    fn from(h: super::Home) -> Place {
+        Place {
+            region: h.region,
+            account: h.account,
+        }
+    }
+}
+
 /// What to tell the person who asked.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "answer", rename_all = "snake_case")]
@@ -122,6 +138,8 @@ pub enum Answer {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "notice", rename_all = "snake_case")]
 pub enum Notice {
+    /// An alarm from another region or account than the bot's groups.
+    Foreign { alarm: Alarm, home: Place },
     /// An alarm that maps to no managed group.
     UnknownGroup { alarm: Alarm },
     /// An alarm during the cooldown after a successful upsize, with "start anyway".

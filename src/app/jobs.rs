@@ -490,6 +490,7 @@ mod tests {
             value: Some(93.2),
             dimensions: vec![("ReplicationGroupId".into(), "prod-jobs".into())],
             region: Some("us-east-1".into()),
+            account: Some("123456789012".into()),
             at: now,
         };
         let mut jobs: Vec<Job> = answers

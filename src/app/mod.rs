@@ -66,6 +66,14 @@ pub trait Messenger: Send + Sync {
     ) -> BoxFuture<'a, Result<(), Failure>>;
 }
 
+/// Where the managed groups are: the bot's own region and account. An alarm from anywhere else
+/// is about some other group, whatever its id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Home {
+    pub region: Option<String>,
+    pub account: Option<String>,
+}
+
 /// Something went wrong on the bot's side (the person is told to try again; an alarm's sender
 /// is answered 5xx and redelivers).
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +82,15 @@ pub enum AppError {
     Runner(#[from] RunnerError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The ports the use cases read and count with (the runner has its own).
+pub struct AppPorts {
+    pub store: Arc<dyn Store>,
+    pub aws: Arc<dyn ElastiCache>,
+    pub directory: Arc<dyn Directory>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<dyn Metrics>,
 }
 
 /// The use cases, with what they need: the config, the runner, the store, AWS (to read), the
@@ -87,6 +104,7 @@ pub struct App {
     directory: Arc<dyn Directory>,
     clock: Arc<dyn Clock>,
     metrics: Arc<dyn Metrics>,
+    home: Home,
     /// Cache cluster → replication group, learned from DescribeCacheClusters.
     cluster_groups: Arc<Mutex<HashMap<CacheClusterId, ReplicationGroupId>>>,
     /// Wakes the job worker when a job is left.
@@ -94,15 +112,14 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(
-        config: Arc<Config>,
-        runner: Runner,
-        store: Arc<dyn Store>,
-        aws: Arc<dyn ElastiCache>,
-        directory: Arc<dyn Directory>,
-        clock: Arc<dyn Clock>,
-        metrics: Arc<dyn Metrics>,
-    ) -> App {
+    pub fn new(config: Arc<Config>, runner: Runner, ports: AppPorts, home: Home) -> App {
+        let AppPorts {
+            store,
+            aws,
+            directory,
+            clock,
+            metrics,
+        } = ports;
         App {
             config,
             runner,
@@ -111,6 +128,7 @@ impl App {
             directory,
             clock,
             metrics,
+            home,
             cluster_groups: Arc::default(),
             jobs_added: Arc::default(),
         }

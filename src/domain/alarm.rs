@@ -18,7 +18,11 @@ pub struct Alarm {
     pub value: Option<f64>,
     /// The metric's dimensions (`ReplicationGroupId`, `CacheClusterId`, …) in order.
     pub dimensions: Vec<(String, String)>,
+    /// The region the alarm is in (`us-east-1`), when the delivery says.
     pub region: Option<String>,
+    /// The AWS account the alarm is in, when the delivery says.
+    #[serde(default)]
+    pub account: Option<String>,
     pub at: Timestamp,
 }
 

@@ -259,6 +259,22 @@ impl ElastiCache for SdkElastiCache {
     }
 }
 
+/// The AWS account `config`'s credentials belong to (STS GetCallerIdentity, a call that needs
+/// no permission). Asked once at start, so it may retry a little.
+pub async fn caller_account(config: &SdkConfig) -> Result<String, AwsError> {
+    let conf = aws_sdk_sts::config::Builder::from(config)
+        .retry_config(RetryConfig::standard().with_max_attempts(3))
+        .build();
+    let out = aws_sdk_sts::Client::from_conf(conf)
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(from_sdk)?;
+    out.account()
+        .map(str::to_string)
+        .ok_or_else(|| unexpected("GetCallerIdentity answered without an account"))
+}
+
 /// Sort an SDK failure by what the caller does next.
 fn from_sdk<E>(err: SdkError<E, HttpResponse>) -> AwsError
 where

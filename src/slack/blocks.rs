@@ -475,6 +475,26 @@ pub fn render_unknown_group_notice(alarm: &crate::domain::alarm::Alarm) -> Messa
     }
 }
 
+/// An alarm from another region or account than the bot's groups: refused, said once.
+pub fn render_foreign_notice(
+    alarm: &crate::domain::alarm::Alarm,
+    home: &crate::app::answer::Place,
+) -> Message {
+    let or_unknown = |s: &Option<String>| s.clone().unwrap_or_else(|| "?".into());
+    let text = format!(
+        "⚠️ Alarm `{}` fired in region {} of account {}, but this bot manages groups in region {} of account {}. Nothing was started or asked of AWS: a group with the same id there is another group.",
+        escape(&alarm.name),
+        escape(&or_unknown(&alarm.region)),
+        escape(&or_unknown(&alarm.account)),
+        or_unknown(&home.region),
+        or_unknown(&home.account)
+    );
+    Message {
+        blocks: vec![section(&text)],
+        text,
+    }
+}
+
 /// An alarm during the cooldown after a successful upsize: no run, but a button for approvers.
 pub fn render_cooldown_notice(
     group: &crate::domain::ReplicationGroupId,

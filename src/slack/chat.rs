@@ -328,6 +328,7 @@ impl Messenger for SlackChat {
         Box::pin(async move {
             let msg = match notice {
                 Notice::UnknownGroup { alarm } => blocks::render_unknown_group_notice(alarm),
+                Notice::Foreign { alarm, home } => blocks::render_foreign_notice(alarm, home),
                 Notice::Cooldown {
                     group,
                     alarm,

@@ -656,3 +656,53 @@ async fn subscriptions_are_confirmed_only_for_configured_topics() {
     );
     t.stop().await;
 }
+
+/// An alarm about a group of the same id in another region or account is about another group:
+/// refused, said in the channel, and nothing is asked of AWS for it.
+#[tokio::test]
+async fn an_alarm_from_another_region_or_account_touches_nothing() {
+    let services = Services::start(sim_config()).await;
+    let dir = TempDir::new();
+    let t = TestApp::spawn(&services, &config_text("", ""), &dir.db()).await;
+    let aws_calls = || {
+        services
+            .sim
+            .calls()
+            .iter()
+            .filter(|c| c.action != "GetCallerIdentity")
+            .count()
+    };
+    let mut eu: Value = serde_json::from_str(&event("e-eu", GROUP, "ALARM", 95.0)).unwrap();
+    eu["region"] = json!("eu-west-1");
+    let (status, answer) = post_event(&t, &eu.to_string(), Some(ALARM_KEY)).await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("foreign")),
+        "{answer}"
+    );
+    let mut other: Value = serde_json::from_str(&event("e-acct", GROUP, "ALARM", 95.0)).unwrap();
+    other["account"] = json!("210987654321");
+    let (_, answer) = post_event(&t, &other.to_string(), Some(ALARM_KEY)).await;
+    assert_eq!(answer["outcome"], "foreign", "{answer}");
+    assert_eq!(aws_calls(), 0, "nothing asked of AWS");
+    assert!(t.store.recent_runs(None, 10).unwrap().is_empty());
+    eventually("the notices", || {
+        services
+            .top_messages()
+            .iter()
+            .filter(|m| {
+                m.text
+                    .contains("but this bot manages groups in region us-east-1")
+            })
+            .count()
+            == 2
+    })
+    .await;
+    let alarms = t.store.recent_alarms(10).unwrap();
+    assert!(alarms.iter().all(|a| a.outcome == "foreign"), "{alarms:?}");
+
+    // The same alarm from the bot's own region and account starts a run.
+    let (_, answer) = post_event(&t, &event("e-home", GROUP, "ALARM", 95.0), Some(ALARM_KEY)).await;
+    assert_eq!(answer["outcome"], "started", "{answer}");
+    t.stop().await;
+}

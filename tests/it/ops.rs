@@ -203,6 +203,8 @@ fn serve_env(services: &Services) -> Vec<(&'static str, String)> {
         ("SLACK_API_URL", services.slack.base_url()),
         ("PAGERDUTY_EVENTS_URL", services.pd.url()),
         ("AWS_ENDPOINT_URL_ELASTICACHE", services.sim.endpoint()),
+        // The account is asked of STS at start; the simulator answers that too.
+        ("AWS_ENDPOINT_URL_STS", services.sim.endpoint()),
         ("AWS_REGION", "us-east-1".to_string()),
         ("AWS_ACCESS_KEY_ID", "AKIDTESTONLY".to_string()),
         (

@@ -274,13 +274,15 @@ impl TestApp {
         config.listen = "127.0.0.1:0".parse().unwrap();
         let store = Arc::new(SqliteStore::open(db).unwrap());
         let sns = Arc::new(RecordingSnsHttp::default());
+        let aws = config_for_endpoint(&services.sim.endpoint());
         let deps = Deps {
             store: store.clone(),
-            aws: Arc::new(SdkElastiCache::new(&config_for_endpoint(
-                &services.sim.endpoint(),
-            ))),
+            aws: Arc::new(SdkElastiCache::new(&aws)),
             clock,
             sns_http: sns.clone(),
+            home: redis_autoscaler::startup::home(&config, &aws)
+                .await
+                .unwrap(),
             options,
         };
         let application = Application::build(config, deps).await.unwrap();

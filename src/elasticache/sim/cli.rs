@@ -184,6 +184,7 @@ impl SimArgs {
             seed: self.seed,
             faults,
             log_calls: true,
+            ..SimConfig::default()
         };
         config.validate()?;
         Ok(config)

@@ -51,6 +51,8 @@ pub struct SimConfig {
     pub faults: Faults,
     /// Log every call with `tracing::info!` (the `elasticache-sim` command does).
     pub log_calls: bool,
+    /// The account STS says the caller is in.
+    pub account_id: String,
 }
 
 impl Default for SimConfig {
@@ -63,6 +65,7 @@ impl Default for SimConfig {
             seed: 1,
             faults: Faults::default(),
             log_calls: false,
+            account_id: "123456789012".to_string(),
         }
     }
 }

@@ -13,6 +13,8 @@ pub const XMLNS: &str = "http://elasticache.amazonaws.com/doc/2015-02-02/";
 
 /// The only API version ElastiCache speaks.
 pub const API_VERSION: &str = "2015-02-02";
+/// The STS API version (for GetCallerIdentity).
+pub const STS_API_VERSION: &str = "2011-06-15";
 
 /// One Query-protocol request: `Action=…&Version=…&Param=…`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

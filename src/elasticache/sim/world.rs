@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::protocol::{API_VERSION, QueryError, QueryRequest, RequestId, Xml};
+use super::protocol::{API_VERSION, QueryError, QueryRequest, RequestId, STS_API_VERSION, Xml};
 use super::render;
 use super::{Faults, ModifyFault, SimCall, SimConfig, SimGroup};
 use crate::domain::node_types;
@@ -28,16 +28,19 @@ pub enum Action {
     CreateSnapshot,
     DescribeSnapshots,
     ModifyReplicationGroup,
+    /// STS, which the bot asks once at start which account it is in.
+    GetCallerIdentity,
 }
 
 impl Action {
-    pub const ALL: [Action; 6] = [
+    pub const ALL: [Action; 7] = [
         Action::DescribeReplicationGroups,
         Action::DescribeCacheClusters,
         Action::ListAllowedNodeTypeModifications,
         Action::CreateSnapshot,
         Action::DescribeSnapshots,
         Action::ModifyReplicationGroup,
+        Action::GetCallerIdentity,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,6 +51,7 @@ impl Action {
             Action::CreateSnapshot => "CreateSnapshot",
             Action::DescribeSnapshots => "DescribeSnapshots",
             Action::ModifyReplicationGroup => "ModifyReplicationGroup",
+            Action::GetCallerIdentity => "GetCallerIdentity",
         }
     }
 
@@ -254,6 +258,8 @@ pub struct World {
     snapshots: BTreeMap<SnapshotName, Snapshot>,
     snapshot_duration: Duration,
     pub modify_duration: Duration,
+    /// The account the simulated credentials belong to (STS GetCallerIdentity).
+    account_id: String,
     throttle_fraction: f64,
     rng: XorShift64,
     seed: u64,
@@ -278,6 +284,7 @@ impl World {
             snapshots: BTreeMap::new(),
             snapshot_duration: config.snapshot_duration,
             modify_duration: config.modify_duration,
+            account_id: config.account_id.clone(),
             throttle_fraction: config.throttle_fraction,
             rng: XorShift64::new(config.seed),
             seed: config.seed,
@@ -436,11 +443,15 @@ impl World {
                 ),
             ));
         };
+        let (service, version) = match action {
+            Action::GetCallerIdentity => ("STS", STS_API_VERSION),
+            _ => ("ElastiCache", API_VERSION),
+        };
         if let Some(v) = req.get("Version")
-            && v != API_VERSION
+            && v != version
         {
             return Err(QueryError::invalid_value(format!(
-                "Version {v} is not supported; ElastiCache speaks {API_VERSION}."
+                "Version {v} is not supported; {service} speaks {version}."
             )));
         }
         match action {
@@ -452,7 +463,20 @@ impl World {
             Action::CreateSnapshot => self.create_snapshot(req, now),
             Action::DescribeSnapshots => self.describe_snapshots(req, now),
             Action::ModifyReplicationGroup => self.modify_replication_group(req, now),
+            Action::GetCallerIdentity => Ok(self.caller_identity()),
         }
+    }
+
+    fn caller_identity(&self) -> String {
+        let account = &self.account_id;
+        let mut x = Xml::new();
+        x.leaf(
+            "Arn",
+            format!("arn:aws:iam::{account}:user/redis-autoscaler"),
+        )
+        .leaf("UserId", "AIDAREDISAUTOSCALER")
+        .leaf("Account", account);
+        x.finish()
     }
 
     fn find_group(&self, raw: &str) -> Result<&Group, QueryError> {
