@@ -59,7 +59,9 @@ impl fmt::Display for ConfigError {
     }
 }
 
-pub use crate::workflow::policy::{ApprovalMode, OnApprovalTimeout, Policy, RetryPolicy};
+pub use crate::workflow::policy::{
+    ApprovalMode, OnApprovalTimeout, PendingChanges, Policy, RetryPolicy,
+};
 
 /// A replication group this bot manages.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -245,6 +247,11 @@ impl Config {
             out.push_str(&format!("approval_timeout = {}\n", d(p.approval_timeout)));
             out.push_str(&format!("on_approval_timeout = \"{on_timeout}\"\n"));
             out.push_str(&format!("approval_expiry = {}\n", d(p.approval_expiry)));
+            let pending = match p.pending_changes {
+                PendingChanges::Acknowledge => "acknowledge",
+                PendingChanges::Refuse => "refuse",
+            };
+            out.push_str(&format!("pending_changes = \"{pending}\"\n"));
             out.push_str(&format!("min_approvals = {}\n", p.min_approvals));
             out.push_str(&format!(
                 "allow_self_approval = {}\n",
@@ -491,6 +498,7 @@ const POLICY_KEYS: &[&str] = &[
     "aws_retry_interval",
     "aws_retry_attempts",
     "aws_retry_backoff",
+    "pending_changes",
 ];
 
 /// Every key the configuration file accepts, as dotted paths built from the lists that reject
@@ -1062,6 +1070,13 @@ impl<'s> Walker<'s> {
             _ => Err(format!("`{s}` is not one of: escalate, approve")),
         }) {
             p.on_approval_timeout = v;
+        }
+        if let Some(v) = self.parsed(t, "pending_changes", prefix, |s| match s {
+            "acknowledge" => Ok(PendingChanges::Acknowledge),
+            "refuse" => Ok(PendingChanges::Refuse),
+            _ => Err(format!("`{s}` is not one of: acknowledge, refuse")),
+        }) {
+            p.pending_changes = v;
         }
         if let Some(v) = self.duration(t, "approval_expiry", prefix) {
             p.approval_expiry = v;

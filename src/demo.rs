@@ -112,12 +112,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
 
     let group = ReplicationGroupId::parse(GROUP)?;
     let sim_config = SimConfig {
-        groups: vec![SimGroup {
-            id: group.clone(),
-            node_type: NodeType::parse("cache.r6g.large")?,
-            replicas: 1,
-            shards: 1,
-        }],
+        groups: vec![
+            SimGroup::new(group.clone(), NodeType::parse("cache.r6g.large")?)
+                .replicas(1)
+                .shards(1),
+        ],
         snapshot_duration: match scenario {
             Scenario::SnapshotTimeout => Duration::from_secs(3600),
             _ => Duration::from_millis(1200),

@@ -507,7 +507,10 @@ mod tests {
         let arn = Some("arn:aws:cloudwatch:eu-west-1:210987654321:alarm:Redis memory: x");
         assert_eq!(arn_part(arn, 3).as_deref(), Some("eu-west-1"));
         assert_eq!(arn_part(arn, 4).as_deref(), Some("210987654321"));
-        assert_eq!(arn_part(Some("arn:aws:cloudwatch:REGION:ACCOUNT:alarm:x"), 3), None);
+        assert_eq!(
+            arn_part(Some("arn:aws:cloudwatch:REGION:ACCOUNT:alarm:x"), 3),
+            None
+        );
         assert_eq!(arn_part(Some("not an arn"), 3), None);
         assert_eq!(arn_part(None, 3), None);
     }

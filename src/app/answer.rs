@@ -58,7 +58,7 @@ pub enum Answer {
     /// `/redis upsize … --dry-run`: the plan, or why there is none. Nothing changed.
     DryRun {
         group: GroupConfig,
-        plan: Result<Plan, NoPlan>,
+        plan: Box<Result<Plan, NoPlan>>,
         last_success: Option<Run>,
         now: Timestamp,
     },

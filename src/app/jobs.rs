@@ -19,6 +19,7 @@ use crate::domain::{ChannelId, NodeType, ReplicationGroupId, RunId, SlackUserId,
 use crate::workflow::machine::Started;
 use crate::workflow::policy::{RetryPolicy, plan};
 use crate::workflow::ports::{Failure, NewJob, PendingJob, StoreError};
+use crate::workflow::preflight;
 use crate::workflow::run::{DecisionKind, Trigger};
 use crate::workflow::runner::RunnerError;
 
@@ -223,19 +224,30 @@ impl App {
                 };
             }
         };
+        let now = self.clock.now();
+        // The same checks a run makes; a dry run shows what it would find.
+        let preflight = preflight::read(self.aws.as_ref(), &g, now, &mut Vec::new(), false)
+            .await
+            .unwrap_or_default();
         let last_success = self.store.last_success(group).await.ok().flatten();
         Answer::DryRun {
-            plan: plan(&g, &allowed, node_type.as_ref(), &gc.policy),
+            plan: Box::new(plan(
+                &g,
+                &allowed,
+                node_type.as_ref(),
+                &gc.policy,
+                &preflight,
+            )),
             group: gc,
             last_success,
-            now: self.clock.now(),
+            now,
         }
     }
 
     /// Was this person's decision on the run taken by an earlier try of the job?
     async fn already_decided(&self, run: &RunId, user: &SlackUserId, action: &UserAction) -> bool {
         let (kind, node_type) = match action {
-            UserAction::Approve => (DecisionKind::Approve, None),
+            UserAction::Approve | UserAction::ApprovePending => (DecisionKind::Approve, None),
             UserAction::Deny => (DecisionKind::Deny, None),
             UserAction::Cancel => (DecisionKind::Cancel, None),
             UserAction::ChooseSize(t) => (DecisionKind::ChooseSize, Some(t)),
@@ -457,7 +469,7 @@ mod tests {
             .into_iter()
             .map(|why| Answer::DryRun {
                 group: gc.clone(),
-                plan: Err(why),
+                plan: Box::new(Err(why)),
                 last_success: None,
                 now,
             })

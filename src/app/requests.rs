@@ -21,6 +21,8 @@ use super::{Answer, App, AppError};
 #[serde(tag = "action", content = "node_type", rename_all = "snake_case")]
 pub enum UserAction {
     Approve,
+    /// Approve, and the pending changes the card showed with it.
+    ApprovePending,
     Deny,
     Cancel,
     ChooseSize(NodeType),
@@ -128,7 +130,16 @@ impl App {
             is_approver,
         };
         let event = match action {
-            UserAction::Approve => Event::Approve { actor, version },
+            UserAction::Approve => Event::Approve {
+                actor,
+                version,
+                acknowledged: false,
+            },
+            UserAction::ApprovePending => Event::Approve {
+                actor,
+                version,
+                acknowledged: true,
+            },
             UserAction::Deny => Event::Deny { actor, version },
             UserAction::Cancel => Event::Cancel { actor },
             UserAction::ChooseSize(node_type) => Event::ChooseSize {

@@ -18,8 +18,9 @@ use std::future::Future;
 
 use crate::domain::{CacheClusterId, NodeType, ReplicationGroupId, SnapshotName};
 use crate::workflow::ports::{
-    AwsError, BoxFuture, CacheClusterInfo, ElastiCache, GroupInfo, SnapshotInfo,
+    AwsError, BoxFuture, CacheClusterInfo, ElastiCache, GroupInfo, Parameters, SnapshotInfo,
 };
+use crate::workflow::preflight::PendingChange;
 
 /// Any [`ElastiCache`], with every call counted and timed by operation and outcome.
 pub struct Metered(pub std::sync::Arc<dyn ElastiCache>);
@@ -95,6 +96,44 @@ impl ElastiCache for Metered {
         Box::pin(metered(
             "ModifyReplicationGroup",
             self.0.modify_node_type(group, node_type),
+        ))
+    }
+
+    fn cache_parameters<'a>(
+        &'a self,
+        parameter_group: &'a str,
+        wanted: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<Parameters, AwsError>> {
+        Box::pin(metered(
+            "DescribeCacheParameters",
+            self.0.cache_parameters(parameter_group, wanted),
+        ))
+    }
+
+    fn manual_snapshots<'a>(
+        &'a self,
+        group: &'a ReplicationGroupId,
+    ) -> BoxFuture<'a, Result<Vec<SnapshotInfo>, AwsError>> {
+        Box::pin(metered("DescribeSnapshots", self.0.manual_snapshots(group)))
+    }
+
+    fn update_actions_in_progress<'a>(
+        &'a self,
+        group: &'a ReplicationGroupId,
+    ) -> BoxFuture<'a, Result<Vec<PendingChange>, AwsError>> {
+        Box::pin(metered(
+            "DescribeUpdateActions",
+            self.0.update_actions_in_progress(group),
+        ))
+    }
+
+    fn scalable_dimensions<'a>(
+        &'a self,
+        group: &'a ReplicationGroupId,
+    ) -> BoxFuture<'a, Result<Vec<String>, AwsError>> {
+        Box::pin(metered(
+            "DescribeScalableTargets",
+            self.0.scalable_dimensions(group),
         ))
     }
 }

@@ -19,11 +19,12 @@ use aws_sdk_elasticache::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_elasticache::types;
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 
-use crate::domain::{CacheClusterId, NodeType, ReplicationGroupId, SnapshotName};
+use crate::domain::{CacheClusterId, NodeType, ReplicationGroupId, SnapshotName, Timestamp};
 use crate::workflow::ports::{
     AwsError, BoxFuture, CacheClusterInfo, ClusterMode, ElastiCache, GroupInfo, GroupStatus,
-    SnapshotInfo, SnapshotStatus,
+    Parameters, SnapshotInfo, SnapshotStatus,
 };
+use crate::workflow::preflight::PendingChange;
 
 /// How long to wait for a TCP (and TLS) connection to ElastiCache.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -89,23 +90,39 @@ pub fn config_for_endpoint(endpoint_url: &str) -> SdkConfig {
         .build()
 }
 
-/// [`ElastiCache`] over the AWS SDK.
+/// [`ElastiCache`] over the AWS SDK (and Application Auto Scaling's, for the one read-only
+/// question asked of it).
 #[derive(Debug, Clone)]
 pub struct SdkElastiCache {
     client: Client,
+    autoscaling: aws_sdk_applicationautoscaling::Client,
 }
+
+/// How many pages of a listing are read before giving up on it (100 records a page).
+const MAX_PAGES: usize = 20;
 
 impl SdkElastiCache {
     /// A client for `config`. SDK retries are switched off whatever `config` says, so each
-    /// trait call is exactly one request.
+    /// trait call is exactly one request (a listing: one per page).
     pub fn new(config: &SdkConfig) -> SdkElastiCache {
         let conf = aws_sdk_elasticache::config::Builder::from(config)
             .retry_config(RetryConfig::disabled())
             .build();
+        let aas = aws_sdk_applicationautoscaling::config::Builder::from(config)
+            .retry_config(RetryConfig::disabled())
+            .build();
         SdkElastiCache {
             client: Client::from_conf(conf),
+            autoscaling: aws_sdk_applicationautoscaling::Client::from_conf(aas),
         }
     }
+}
+
+/// A listing that did not end within [`MAX_PAGES`] pages.
+fn too_many_pages(call: &str) -> AwsError {
+    unexpected(format!(
+        "{call} did not finish within {MAX_PAGES} pages; not reading further"
+    ))
 }
 
 impl ElastiCache for SdkElastiCache {
@@ -257,6 +274,142 @@ impl ElastiCache for SdkElastiCache {
             group_info(g)
         })
     }
+
+    fn cache_parameters<'a>(
+        &'a self,
+        parameter_group: &'a str,
+        wanted: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<Parameters, AwsError>> {
+        Box::pin(async move {
+            let mut found = Vec::new();
+            let mut marker: Option<String> = None;
+            for _ in 0..MAX_PAGES {
+                let out = self
+                    .client
+                    .describe_cache_parameters()
+                    .cache_parameter_group_name(parameter_group)
+                    .max_records(100)
+                    .set_marker(marker.take())
+                    .send()
+                    .await
+                    .map_err(from_sdk)?;
+                for p in out.parameters() {
+                    if let Some(name) = p.parameter_name()
+                        && wanted.contains(&name)
+                    {
+                        found.push((name.to_string(), p.parameter_value().map(str::to_string)));
+                    }
+                }
+                match out.marker() {
+                    Some(m) if !m.is_empty() => marker = Some(m.to_string()),
+                    _ => return Ok(found),
+                }
+            }
+            Err(too_many_pages("DescribeCacheParameters"))
+        })
+    }
+
+    fn manual_snapshots<'a>(
+        &'a self,
+        group: &'a ReplicationGroupId,
+    ) -> BoxFuture<'a, Result<Vec<SnapshotInfo>, AwsError>> {
+        Box::pin(async move {
+            let mut found = Vec::new();
+            let mut marker: Option<String> = None;
+            for _ in 0..MAX_PAGES {
+                let out = self
+                    .client
+                    .describe_snapshots()
+                    .replication_group_id(group.as_str())
+                    .snapshot_source("manual")
+                    .max_records(50)
+                    .set_marker(marker.take())
+                    .send()
+                    .await
+                    .map_err(from_sdk)?;
+                for s in out.snapshots() {
+                    found.push(snapshot_info(s)?);
+                }
+                match out.marker() {
+                    Some(m) if !m.is_empty() => marker = Some(m.to_string()),
+                    _ => return Ok(found),
+                }
+            }
+            Err(too_many_pages("DescribeSnapshots"))
+        })
+    }
+
+    fn update_actions_in_progress<'a>(
+        &'a self,
+        group: &'a ReplicationGroupId,
+    ) -> BoxFuture<'a, Result<Vec<PendingChange>, AwsError>> {
+        Box::pin(async move {
+            use types::UpdateActionStatus as S;
+            let mut found = Vec::new();
+            let mut marker: Option<String> = None;
+            for _ in 0..MAX_PAGES {
+                let out = self
+                    .client
+                    .describe_update_actions()
+                    .replication_group_ids(group.as_str())
+                    .set_update_action_status(Some(vec![
+                        S::Scheduling,
+                        S::Scheduled,
+                        S::WaitingToStart,
+                        S::InProgress,
+                        S::Stopping,
+                    ]))
+                    .max_records(100)
+                    .set_marker(marker.take())
+                    .send()
+                    .await
+                    .map_err(from_sdk)?;
+                for a in out.update_actions() {
+                    let name = a.service_update_name().unwrap_or("a service update");
+                    let status = a.update_action_status().map_or("?", |s| s.as_str());
+                    found.push(PendingChange::new(
+                        "ServiceUpdate",
+                        format!("{name} ({status})"),
+                    ));
+                }
+                match out.marker() {
+                    Some(m) if !m.is_empty() => marker = Some(m.to_string()),
+                    _ => return Ok(found),
+                }
+            }
+            Err(too_many_pages("DescribeUpdateActions"))
+        })
+    }
+
+    fn scalable_dimensions<'a>(
+        &'a self,
+        group: &'a ReplicationGroupId,
+    ) -> BoxFuture<'a, Result<Vec<String>, AwsError>> {
+        Box::pin(async move {
+            use aws_sdk_applicationautoscaling::types::ServiceNamespace;
+            let mut found = Vec::new();
+            let mut next: Option<String> = None;
+            for _ in 0..MAX_PAGES {
+                let out = self
+                    .autoscaling
+                    .describe_scalable_targets()
+                    .service_namespace(ServiceNamespace::Elasticache)
+                    .resource_ids(format!("replication-group/{group}"))
+                    .set_next_token(next.take())
+                    .send()
+                    .await
+                    .map_err(from_sdk)?;
+                for t in out.scalable_targets() {
+                    found.push(t.scalable_dimension().as_str().to_string());
+                }
+                match out.next_token() {
+                    Some(t) if !t.is_empty() => next = Some(t.to_string()),
+                    _ => return Ok(found),
+                }
+            }
+            Err(too_many_pages("DescribeScalableTargets"))
+        })
+    }
 }
 
 /// The AWS account `config`'s credentials belong to (STS GetCallerIdentity, a call that needs
@@ -379,9 +532,106 @@ fn group_info(g: &types::ReplicationGroup) -> Result<GroupInfo, AwsError> {
         id,
         status: GroupStatus::parse(g.status().unwrap_or("unknown")),
         node_type,
+        shards: g.node_groups().len().max(1),
+        pending: g
+            .pending_modified_values()
+            .map(group_pending)
+            .unwrap_or_default(),
         members,
         cluster_mode,
     })
+}
+
+/// A replication group's pending modified values, one change each.
+fn group_pending(p: &types::ReplicationGroupPendingModifiedValues) -> Vec<PendingChange> {
+    let mut out = Vec::new();
+    if let Some(v) = p.primary_cluster_id() {
+        out.push(PendingChange::new("PrimaryClusterId", v));
+    }
+    if let Some(v) = p.automatic_failover_status() {
+        out.push(PendingChange::new("AutomaticFailover", v.as_str()));
+    }
+    if let Some(r) = p.resharding() {
+        let progress = r
+            .slot_migration()
+            .and_then(|m| m.progress_percentage())
+            .map(|pct| format!("{pct:.0}% migrated"))
+            .unwrap_or_else(|| "in progress".to_string());
+        out.push(PendingChange::new("Resharding", progress));
+    }
+    if let Some(v) = p.auth_token_status() {
+        out.push(PendingChange::new("AuthToken", v.as_str()));
+    }
+    if p.user_groups().is_some() {
+        out.push(PendingChange::new("UserGroups", "changing"));
+    }
+    if !p.log_delivery_configurations().is_empty() {
+        out.push(PendingChange::new("LogDeliveryConfigurations", "changing"));
+    }
+    if let Some(v) = p.transit_encryption_enabled() {
+        out.push(PendingChange::new(
+            "TransitEncryptionEnabled",
+            v.to_string(),
+        ));
+    }
+    if let Some(v) = p.transit_encryption_mode() {
+        out.push(PendingChange::new("TransitEncryptionMode", v.as_str()));
+    }
+    if let Some(v) = p.cluster_mode() {
+        out.push(PendingChange::new("ClusterMode", v.as_str()));
+    }
+    out
+}
+
+/// A cache cluster's pending modified values, and a parameter change waiting for a reboot
+/// (replacing the nodes applies it).
+fn cluster_pending(c: &types::CacheCluster) -> Vec<PendingChange> {
+    let mut out = Vec::new();
+    if let Some(p) = c.pending_modified_values() {
+        if let Some(v) = p.engine_version() {
+            out.push(PendingChange::new("EngineVersion", v));
+        }
+        if let Some(v) = p.cache_node_type() {
+            out.push(PendingChange::new("CacheNodeType", v));
+        }
+        if let Some(v) = p.num_cache_nodes() {
+            out.push(PendingChange::new("NumCacheNodes", v.to_string()));
+        }
+        if !p.cache_node_ids_to_remove().is_empty() {
+            out.push(PendingChange::new(
+                "CacheNodeIdsToRemove",
+                p.cache_node_ids_to_remove().join(", "),
+            ));
+        }
+        if let Some(v) = p.auth_token_status() {
+            out.push(PendingChange::new("AuthToken", v.as_str()));
+        }
+        if !p.log_delivery_configurations().is_empty() {
+            out.push(PendingChange::new("LogDeliveryConfigurations", "changing"));
+        }
+        if let Some(v) = p.transit_encryption_enabled() {
+            out.push(PendingChange::new(
+                "TransitEncryptionEnabled",
+                v.to_string(),
+            ));
+        }
+        if let Some(v) = p.transit_encryption_mode() {
+            out.push(PendingChange::new("TransitEncryptionMode", v.as_str()));
+        }
+    }
+    if let Some(g) = c.cache_parameter_group()
+        && let Some(status) = g.parameter_apply_status()
+        && status != "in-sync"
+    {
+        let name = g
+            .cache_parameter_group_name()
+            .unwrap_or("its parameter group");
+        out.push(PendingChange::new(
+            "CacheParameterGroup",
+            format!("{name} ({status})"),
+        ));
+    }
+    out
 }
 
 fn cache_cluster_info(c: &types::CacheCluster) -> Result<CacheClusterInfo, AwsError> {
@@ -403,6 +653,11 @@ fn cache_cluster_info(c: &types::CacheCluster) -> Result<CacheClusterInfo, AwsEr
             .map(|t| parse_node_type(t, &context))
             .transpose()?,
         status: c.cache_cluster_status().unwrap_or("unknown").to_string(),
+        pending: cluster_pending(c),
+        parameter_group: c
+            .cache_parameter_group()
+            .and_then(|g| g.cache_parameter_group_name())
+            .map(str::to_string),
         id,
     })
 }
@@ -422,6 +677,13 @@ fn snapshot_info(s: &types::Snapshot) -> Result<SnapshotInfo, AwsError> {
                     .map_err(|e| unexpected(format!("snapshot {name}: {e}")))
             })
             .transpose()?,
+        created: s
+            .node_snapshots()
+            .iter()
+            .filter_map(|n| n.snapshot_create_time())
+            .filter_map(|t| t.to_millis().ok())
+            .min()
+            .map(Timestamp::from_millis),
         name,
     })
 }

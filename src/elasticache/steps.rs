@@ -12,6 +12,7 @@ use crate::domain::{NodeType, SnapshotName};
 use crate::workflow::ports::{
     Attempt, Aws, AwsError, BoxFuture, ElastiCache, GroupInfo, GroupStatus, SnapshotStatus,
 };
+use crate::workflow::preflight::{self, CallLine, Check, PendingChange, Preflight};
 
 /// [`Aws`] over any [`ElastiCache`].
 pub struct ElastiCacheSteps {
@@ -29,6 +30,13 @@ fn on(g: &GroupInfo) -> String {
         .as_ref()
         .map(|t| t.to_string())
         .unwrap_or_else(|| "?".into())
+}
+
+/// Write a preflight reader's calls to the audit trail.
+fn log_lines(at: &mut Attempt, lines: Vec<CallLine>) {
+    for (call, detail) in lines {
+        at.log("aws", call, detail);
+    }
 }
 
 /// Log an AWS call's error and hand it on.
@@ -57,6 +65,40 @@ impl Aws for ElastiCacheSteps {
             let allowed = logged(at, call, self.api.allowed_scale_ups(&id).await)?;
             at.log("aws", call, format!("{} scale-up(s)", allowed.len()));
             Ok((g, allowed))
+        })
+    }
+
+    fn preflight<'a>(
+        &'a self,
+        at: &'a mut Attempt,
+        group: &'a GroupInfo,
+    ) -> BoxFuture<'a, Result<Preflight, AwsError>> {
+        Box::pin(async move {
+            let mut lines = Vec::new();
+            // Throttled reads of the pending changes are tried again while the run's AWS
+            // retries last; the last try shows them as unknown instead.
+            let retry = at.number < at.run.policy.aws_retry.attempts;
+            let found = preflight::read(self.api.as_ref(), group, at.now, &mut lines, retry).await;
+            log_lines(at, lines);
+            found
+        })
+    }
+
+    fn pending_changes<'a>(
+        &'a self,
+        at: &'a mut Attempt,
+        group: &'a GroupInfo,
+    ) -> BoxFuture<'a, Result<Check<Vec<PendingChange>>, AwsError>> {
+        Box::pin(async move {
+            let mut lines = Vec::new();
+            let read = preflight::read_pending(self.api.as_ref(), group, &mut lines).await;
+            log_lines(at, lines);
+            match read {
+                Ok((pending, _)) => Ok(pending),
+                // Worth another try; the runner schedules it.
+                Err(e) if e.is_retryable() => Err(e),
+                Err(e) => Ok(Check::Unknown(e.to_string())),
+            }
         })
     }
 

@@ -179,6 +179,7 @@ pub async fn interactions(
     let response_url = usable(&http, interaction.response_url.clone());
     let (run, action) = match interaction.click {
         Click::Approve(run) => (run, UserAction::Approve),
+        Click::ApprovePending(run) => (run, UserAction::ApprovePending),
         Click::Deny(run) => (run, UserAction::Deny),
         Click::Cancel(run) => (run, UserAction::Cancel),
         Click::ChooseSize(run, t) => (run, UserAction::ChooseSize(t)),

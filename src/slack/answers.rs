@@ -9,10 +9,11 @@ use crate::workflow::machine::{CannotCancel, Rejection};
 use crate::workflow::policy::NoPlan;
 use crate::workflow::policy::{ApprovalMode, OnApprovalTimeout, Policy};
 use crate::workflow::ports::GroupInfo;
+use crate::workflow::preflight::Check;
 use crate::workflow::run::{DecisionKind, Plan, Run, Trigger};
 
 use super::Message;
-use super::blocks::{describe_state, escape};
+use super::blocks::{describe_state, escape, preflight_lines};
 
 /// A short ephemeral answer.
 pub fn text(s: impl Into<String>) -> Message {
@@ -39,7 +40,7 @@ pub fn render(answer: &Answer) -> Message {
             plan,
             last_success,
             now,
-        } => dry_run(group, plan.as_ref(), last_success.as_ref(), *now),
+        } => dry_run(group, (**plan).as_ref(), last_success.as_ref(), *now),
         Answer::DryRunPending { group } => text(format!(
             "Working out the plan for {group}… (dry run: nothing will change)"
         )),
@@ -212,6 +213,25 @@ pub fn rejection(r: &Rejection) -> String {
             };
             format!("This run is not waiting for a decision (it is {state}).")
         }
+        Rejection::NeedsAcknowledgement { pending } => {
+            let what = match pending {
+                Check::Known(changes) => format!(
+                    "changes are waiting on the group that the upsize would apply too: {}",
+                    changes
+                        .iter()
+                        .map(|c| format!("`{}`", escape(&c.to_string())))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Check::Unknown(why) => format!(
+                    "the bot couldn't check the group for pending changes ({})",
+                    escape(why)
+                ),
+            };
+            format!(
+                "Not approved: {what}. If that is fine, use *Approve with pending changes* on the run's message."
+            )
+        }
         Rejection::PlanChanged { target, .. } => format!(
             "The plan changed since you looked: it now moves to `{target}`, and approvals start over. Nothing was decided; the run's message shows the plan as it is."
         ),
@@ -324,6 +344,13 @@ pub fn dry_run(
             ));
             let choices: Vec<String> = p.choices.iter().map(|t| format!("`{t}`")).collect();
             out.push_str(&format!("Allowed within the cap: {}\n", choices.join(", ")));
+            for line in preflight_lines(p) {
+                out.push_str(&line);
+                out.push('\n');
+            }
+            if p.preflight.needs_acknowledgement() {
+                out.push_str("A run would need an explicit *Approve with pending changes*.\n");
+            }
         }
         Err(reason) => out.push_str(&format!(
             "*{}*: nothing to do: {}\n",
@@ -337,7 +364,7 @@ pub fn dry_run(
             let until = at.plus(group.policy.cooldown);
             if until > now {
                 out.push_str(&format!(
-                    "Cooldown: last upsize {} ago; alarms won't start runs for another {} (a command still can).",
+                    "Cooldown: last upsize {} ago; alarms and commands won't start runs for another {} (an approver can start one anyway).",
                     format_duration(now.since(at)),
                     format_duration(until.since(now))
                 ));

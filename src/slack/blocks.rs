@@ -5,11 +5,12 @@
 
 use serde_json::{Value, json};
 
-use crate::domain::node_types::memory_label;
+use crate::domain::node_types::{lookup, memory_label};
 use crate::domain::{NodeType, SlackUserId, Timestamp, format_duration};
 use crate::workflow::effect::{CancelGone, Note};
+use crate::workflow::preflight::{Check, ReservedMemory, SNAPSHOTS_PER_NODE_PER_DAY};
 use crate::workflow::run::{
-    DecisionKind, Outcome, Run, State, Step, StepRecord, StepStatus, Trigger,
+    DecisionKind, Outcome, Plan, Run, State, Step, StepRecord, StepStatus, Trigger,
 };
 
 use super::Message;
@@ -17,6 +18,8 @@ use super::Message;
 /// `action_id`s of the interactive elements on the top message.
 pub mod actions {
     pub const APPROVE: &str = "approve";
+    /// Approve a plan whose preflight found pending changes (or couldn't tell).
+    pub const APPROVE_PENDING: &str = "approve_pending";
     pub const DENY: &str = "deny";
     pub const CHOOSE_SIZE: &str = "choose_size";
     pub const CANCEL: &str = "cancel";
@@ -32,6 +35,12 @@ pub fn render_top(run: &Run, now: Timestamp) -> Message {
     })];
     blocks.push(section(&why(run)));
     blocks.push(section(&plan_line(run)));
+    if let Some(plan) = run.plan()
+        && matches!(run.state, State::AwaitingApproval { .. })
+    {
+        // What else the change touches, while someone decides on it.
+        blocks.push(section(&preflight_lines(plan).join("\n")));
+    }
     blocks.push(section(&checklist(run, now)));
     if let Some(outcome) = outcome_line(run) {
         blocks.push(section(&outcome));
@@ -39,14 +48,31 @@ pub fn render_top(run: &Run, now: Timestamp) -> Message {
     if let State::AwaitingApproval { plan, .. } = &run.state {
         // A click says which version of the plan the person saw.
         let versioned = format!("{}:v{}", run.id, plan.version);
-        let mut elements = vec![
+        let approve = if plan.preflight.needs_acknowledgement() {
+            json!({
+                "type": "button",
+                "action_id": actions::APPROVE_PENDING,
+                "text": { "type": "plain_text", "text": "Approve with pending changes", "emoji": true },
+                "style": "primary",
+                "value": versioned,
+                "confirm": {
+                    "title": { "type": "plain_text", "text": "Apply pending changes too?" },
+                    "text": { "type": "mrkdwn", "text": truncate(&pending_confirm(plan), 300) },
+                    "confirm": { "type": "plain_text", "text": "Approve both" },
+                    "deny": { "type": "plain_text", "text": "Not yet" }
+                }
+            })
+        } else {
             json!({
                 "type": "button",
                 "action_id": actions::APPROVE,
                 "text": { "type": "plain_text", "text": "Approve", "emoji": true },
                 "style": "primary",
                 "value": versioned,
-            }),
+            })
+        };
+        let mut elements = vec![
+            approve,
             json!({
                 "type": "button",
                 "action_id": actions::DENY,
@@ -93,6 +119,130 @@ pub fn render_top(run: &Run, now: Timestamp) -> Message {
         text: fallback(run),
         blocks,
     }
+}
+
+/// The confirm dialog's text for approving with pending changes.
+fn pending_confirm(plan: &Plan) -> String {
+    match &plan.preflight.pending {
+        Check::Known(changes) => format!(
+            "Moving to `{}` applies these immediately too: {}.",
+            plan.target,
+            changes
+                .iter()
+                .map(|c| format!("`{}`", escape(&c.to_string())))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Check::Unknown(_) => format!(
+            "The bot couldn't check for pending changes: moving to `{}` applies whatever is pending.",
+            plan.target
+        ),
+    }
+}
+
+/// What the preflight found, one line each, problems marked ⚠️ and checks that couldn't be read
+/// ❔ (never shown as fine). The top message shows it while the run waits; the dry run too.
+pub fn preflight_lines(plan: &Plan) -> Vec<String> {
+    let p = &plan.preflight;
+    let replicas = plan.replicas_per_shard();
+    let mut lines = vec![format!(
+        "*Preflight:* {} shard(s) · {replicas} replica(s) per shard",
+        plan.shards
+    )];
+    let gib = |t: &NodeType| lookup(t).map(|s| s.memory_gib);
+    let tiering = lookup(&plan.current).is_some_and(|s| s.data_tiering);
+    let memory = match (gib(&plan.current), gib(&plan.target)) {
+        (Some(a), Some(b)) => {
+            let tier = if tiering {
+                " (data tiering: memory plus SSD; stays within data-tiering types)"
+            } else {
+                ""
+            };
+            let usable = |r: &ReservedMemory| {
+                format!(
+                    "{:.1} → {:.1} GiB for data",
+                    r.usable_gib(a),
+                    r.usable_gib(b)
+                )
+            };
+            match &p.reserved_memory {
+                Check::Known(r @ ReservedMemory::Percent { percent, .. }) => format!(
+                    "• Memory per node: {a:.1} → {b:.1} GiB{tier}; net of `reserved-memory-percent` {percent}%: {}",
+                    usable(r)
+                ),
+                Check::Known(
+                    r @ ReservedMemory::Bytes {
+                        parameter_group,
+                        bytes,
+                    },
+                ) => format!(
+                    "• ⚠️ Memory per node: {a:.1} → {b:.1} GiB{tier}, but `{}` reserves a fixed `reserved-memory` of {:.2} GiB ({}): AWS says to change it along with the node type",
+                    escape(parameter_group),
+                    *bytes as f64 / (1u64 << 30) as f64,
+                    usable(r)
+                ),
+                Check::Unknown(why) => format!(
+                    "• Memory per node: {a:.1} → {b:.1} GiB{tier}; ❔ reserved memory unknown ({})",
+                    escape(why)
+                ),
+            }
+        }
+        _ => format!(
+            "• Memory per node: {} → {}",
+            memory_label(&plan.current),
+            memory_label(&plan.target)
+        ),
+    };
+    lines.push(memory);
+    lines.push(match &p.pending {
+        Check::Known(changes) if changes.is_empty() => {
+            "• No pending changes: only the node type changes.".to_string()
+        }
+        Check::Known(changes) => format!(
+            "• ⚠️ *Pending changes* that `ApplyImmediately` applies too: {} — approving applies them now",
+            changes
+                .iter()
+                .map(|c| format!("`{}`", escape(&c.to_string())))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Check::Unknown(why) => format!(
+            "• ❔ Pending changes: unknown ({}) — approving accepts whatever is pending",
+            escape(why)
+        ),
+    });
+    lines.push(match &p.manual_snapshots_24h {
+        Check::Known(n) if p.snapshot_limit_reached() => format!(
+            "• ⚠️ {n} manual snapshots in the last 24 h: AWS allows {SNAPSHOTS_PER_NODE_PER_DAY} per node, so the snapshot will be refused"
+        ),
+        Check::Known(n) => format!(
+            "• Snapshots: {n} manual in the last 24 h (AWS allows {SNAPSHOTS_PER_NODE_PER_DAY} per node)"
+        ),
+        Check::Unknown(why) => format!(
+            "• ❔ Manual snapshots in the last 24 h: unknown ({})",
+            escape(why)
+        ),
+    });
+    if replicas == 0 {
+        lines.push(
+            "• ⚠️ No replica: the snapshot is taken from the primary, which forks and needs memory while it is short of it"
+                .to_string(),
+        );
+    }
+    lines.push(match &p.autoscaling {
+        Check::Known(dims) if dims.is_empty() => {
+            "• Not registered with Application Auto Scaling.".to_string()
+        }
+        Check::Known(dims) => format!(
+            "• ⚠️ Registered with Application Auto Scaling ({}): AWS advises against changing its node type by hand",
+            escape(&dims.join(", "))
+        ),
+        Check::Unknown(why) => format!(
+            "• ❔ Application Auto Scaling: unknown ({})",
+            escape(why)
+        ),
+    });
+    lines
 }
 
 fn section(text: &str) -> Value {
@@ -271,13 +421,14 @@ fn approval_label(run: &Run) -> String {
             let when = if *escalated {
                 " — on-call paged".to_string()
             } else {
+                let ack = run
+                    .plan()
+                    .is_some_and(|p| p.preflight.needs_acknowledgement());
                 match run.policy.on_approval_timeout {
-                    crate::workflow::policy::OnApprovalTimeout::Escalate => {
-                        format!(" — pages on-call at {}", slack_time(*deadline))
-                    }
-                    crate::workflow::policy::OnApprovalTimeout::Approve => {
+                    crate::workflow::policy::OnApprovalTimeout::Approve if !ack => {
                         format!(" — approves itself at {}", slack_time(*deadline))
                     }
+                    _ => format!(" — pages on-call at {}", slack_time(*deadline)),
                 }
             };
             format!("Waiting for approval{so_far}{when}")
@@ -365,9 +516,11 @@ fn outcome_words(run: &Run, outcome: &Outcome) -> String {
 }
 
 fn footer(run: &Run) -> String {
+    // A run waiting for a person needs one, whatever the policy said (pending changes).
+    let waiting = matches!(run.state, State::AwaitingApproval { .. });
     let approval = match run.policy.approval {
-        crate::workflow::policy::ApprovalMode::Auto => "automatic approval".to_string(),
-        crate::workflow::policy::ApprovalMode::Required => {
+        crate::workflow::policy::ApprovalMode::Auto if !waiting => "automatic approval".to_string(),
+        _ => {
             let n = run.policy.min_approvals.max(1);
             format!("{n} approval(s) required")
         }
@@ -603,6 +756,10 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
             let by: Vec<String> = by.iter().map(|u| format!("<@{u}>")).collect();
             format!("👍 Approved by {}. Starting.", by.join(" and "))
         }
+        Note::NeedsAcknowledgement => {
+            "✋ This group's policy would approve by itself, but approving here also applies changes waiting on the group (or the bot couldn't check for them): a person has to approve with *Approve with pending changes*."
+                .to_string()
+        }
         Note::ApprovedByPolicy => {
             "🤖 This group's policy approves automatically (`approval = \"auto\"`). Starting."
                 .to_string()
@@ -775,6 +932,8 @@ mod tests {
             node_type: Some(nt(node)),
             members: vec![CacheClusterId::parse("prod-jobs-001").unwrap()],
             cluster_mode: ClusterMode::Disabled,
+            shards: 1,
+            pending: Vec::new(),
         }
     }
 
@@ -807,6 +966,7 @@ mod tests {
             Event::PlanFetched {
                 group: group("available", "cache.r6g.large"),
                 allowed,
+                preflight: crate::workflow::preflight::Preflight::clean(),
             },
             800,
         );
@@ -832,6 +992,7 @@ mod tests {
             Event::Approve {
                 actor: actor.clone(),
                 version: None,
+                acknowledged: false,
             },
             95_000,
         );

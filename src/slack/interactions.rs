@@ -26,6 +26,8 @@ pub struct Interaction {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Click {
     Approve(RunId),
+    /// "Approve with pending changes": approve, and the changes the card listed.
+    ApprovePending(RunId),
     Deny(RunId),
     Cancel(RunId),
     ChooseSize(RunId, NodeType),
@@ -173,6 +175,7 @@ fn click(a: &Action) -> Result<(Click, Option<u32>), PayloadError> {
     };
     Ok(match a.action_id.as_str() {
         actions::APPROVE => decision(Click::Approve)?,
+        actions::APPROVE_PENDING => decision(Click::ApprovePending)?,
         actions::DENY => decision(Click::Deny)?,
         actions::CANCEL => decision(Click::Cancel)?,
         actions::CHOOSE_SIZE => {

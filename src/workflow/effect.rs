@@ -59,6 +59,9 @@ pub enum Note {
         by: Vec<SlackUserId>,
     },
     ApprovedByPolicy,
+    /// The policy would approve by itself, but the plan's pending changes (or not knowing them)
+    /// need a person's explicit approval.
+    NeedsAcknowledgement,
     ApprovedOnTimeout {
         #[serde(with = "crate::domain::duration_ms")]
         after: Duration,

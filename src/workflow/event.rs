@@ -7,7 +7,12 @@ use crate::domain::{MessageTs, NodeType, SlackUserId};
 
 use super::effect::PageAction;
 use super::ports::{AwsError, GroupInfo, SnapshotStatus};
+use super::preflight::{Check, PendingChange, Preflight};
 use super::run::{Step, TopMessage};
+
+fn not_read() -> Check<Vec<PendingChange>> {
+    Check::Unknown("not checked".to_string())
+}
 
 /// Something that happened to a run: an effect's result, a person's click, an alarm, a timer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -16,12 +21,16 @@ pub enum Event {
     PlanFetched {
         group: GroupInfo,
         allowed: Vec<NodeType>,
+        #[serde(default)]
+        preflight: Preflight,
     },
     /// The group as AWS describes it just before the bot acts on it.
     Rechecked {
         before: Step,
         group: GroupInfo,
         allowed: Vec<NodeType>,
+        #[serde(default = "not_read")]
+        pending: Check<Vec<PendingChange>>,
     },
     TopMessagePosted {
         message: TopMessage,
@@ -70,10 +79,13 @@ pub enum Event {
         timer: Timer,
     },
     /// `version`: the plan version the person saw (`None`: not known, taken as the current).
+    /// `acknowledged`: the person approved the pending changes the card showed too.
     Approve {
         actor: Actor,
         #[serde(default)]
         version: Option<u32>,
+        #[serde(default)]
+        acknowledged: bool,
     },
     Deny {
         actor: Actor,

@@ -48,6 +48,7 @@ pub mod event;
 pub mod machine;
 pub mod policy;
 pub mod ports;
+pub mod preflight;
 pub mod run;
 pub mod runner;
 

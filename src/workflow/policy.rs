@@ -13,6 +13,7 @@ use crate::domain::alarm::AlarmState;
 use crate::domain::node_types::{next_in_family, within_cap};
 use crate::domain::{NodeType, ReplicationGroupId, RunId, SlackUserId, Timestamp};
 use crate::workflow::ports::{GroupInfo, GroupStatus};
+use crate::workflow::preflight::{Check, PendingChange, Preflight};
 
 use super::run::{Plan, Run};
 
@@ -32,6 +33,19 @@ pub enum OnApprovalTimeout {
     Escalate,
     /// Proceed as if approved (the "sleep through the night" mode), and say so.
     Approve,
+}
+
+/// What a run does when approving would also apply changes waiting on the group (or the bot
+/// can't tell whether any are).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PendingChanges {
+    /// A person must approve them explicitly ("Approve with pending changes"); `auto` and
+    /// `on_approval_timeout = "approve"` don't.
+    #[default]
+    Acknowledge,
+    /// No run while changes are pending: apply or cancel them first.
+    Refuse,
 }
 
 /// A retry schedule: `attempts` tries in all, waiting `interval × backoff^n` between them.
@@ -149,6 +163,8 @@ pub struct Policy {
     pub hook_timeout: Duration,
     /// Transient AWS errors (throttling, 5xx, network) are retried on this schedule.
     pub aws_retry: RetryPolicy,
+    #[serde(default)]
+    pub pending_changes: PendingChanges,
 }
 
 impl Default for Policy {
@@ -175,6 +191,7 @@ impl Default for Policy {
                 attempts: 5,
                 backoff: 1.5,
             },
+            pending_changes: PendingChanges::Acknowledge,
         }
     }
 }
@@ -182,12 +199,14 @@ impl Default for Policy {
 /// Decide the plan from what AWS said, or explain why there is nothing to do.
 ///
 /// The target is the requested type when one was asked for (it must be a scale-up AWS lists
-/// and within the cap), otherwise the next size up in the same family within the cap.
+/// and within the cap), otherwise the next size up in the same family within the cap. With
+/// `pending_changes = "refuse"`, changes waiting on the group (or not knowing) mean no plan.
 pub fn plan(
     group: &GroupInfo,
     allowed: &[NodeType],
     requested: Option<&NodeType>,
     policy: &Policy,
+    preflight: &Preflight,
 ) -> Result<Plan, NoPlan> {
     let id = || group.id.clone();
     if !matches!(
@@ -268,6 +287,23 @@ pub fn plan(
             }
         },
     };
+    if policy.pending_changes == PendingChanges::Refuse {
+        match &preflight.pending {
+            Check::Known(changes) if !changes.is_empty() => {
+                return Err(NoPlan::PendingChanges {
+                    group: id(),
+                    changes: changes.clone(),
+                });
+            }
+            Check::Unknown(why) => {
+                return Err(NoPlan::PendingUnknown {
+                    group: id(),
+                    why: why.clone(),
+                });
+            }
+            Check::Known(_) => {}
+        }
+    }
     Ok(Plan {
         version: 1,
         current,
@@ -276,6 +312,9 @@ pub fn plan(
         cap,
         cluster_mode: group.cluster_mode,
         members: group.members.len(),
+        shards: group.shards.max(1),
+        preflight: preflight.clone(),
+        pending_acknowledged: false,
     })
 }
 
@@ -347,6 +386,31 @@ pub enum NoPlan {
         group: ReplicationGroupId,
         current: NodeType,
     },
+    /// `pending_changes = "refuse"` and changes wait on the group.
+    #[error(
+        "{group} has changes waiting that ApplyImmediately would apply too ({}); its policy refuses to run until they are applied or cancelled",
+        list_changes(changes)
+    )]
+    PendingChanges {
+        group: ReplicationGroupId,
+        changes: Vec<PendingChange>,
+    },
+    /// `pending_changes = "refuse"` and the bot can't tell whether changes wait.
+    #[error(
+        "the bot couldn't check {group} for pending changes ({why}); its policy refuses to run without knowing"
+    )]
+    PendingUnknown {
+        group: ReplicationGroupId,
+        why: String,
+    },
+}
+
+fn list_changes(changes: &[PendingChange]) -> String {
+    changes
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What AWS says about the group just before the bot acts, against the approved plan.
@@ -378,12 +442,26 @@ pub enum Drift {
         target: NodeType,
         allowed: Vec<NodeType>,
     },
+    #[error(
+        "changes are pending on it that the approval did not cover, and ApplyImmediately would apply them too: {}",
+        list_changes(changes)
+    )]
+    PendingChanges { changes: Vec<PendingChange> },
+    #[error(
+        "the bot can't tell whether changes are pending on it ({why}), and the approval did not cover that"
+    )]
+    PendingUnknown { why: String },
 }
 
 /// Is the group, as AWS describes it now, still the one the plan was approved for? The bot
-/// never acts otherwise: same node type, `available`, and the target still a step up in its
-/// family, within the cap, that AWS lists.
-pub fn recheck(plan: &Plan, group: &GroupInfo, allowed: &[NodeType]) -> Recheck {
+/// never acts otherwise: same node type, `available`, no pending change the approval did not
+/// cover, and the target still a step up in its family, within the cap, that AWS lists.
+pub fn recheck(
+    plan: &Plan,
+    group: &GroupInfo,
+    allowed: &[NodeType],
+    pending: &Check<Vec<PendingChange>>,
+) -> Recheck {
     match &group.status {
         GroupStatus::Available => {}
         GroupStatus::Snapshotting => return Recheck::Wait(group.status.clone()),
@@ -411,6 +489,26 @@ pub fn recheck(plan: &Plan, group: &GroupInfo, allowed: &[NodeType]) -> Recheck 
             target: plan.target.clone(),
             allowed: allowed.to_vec(),
         });
+    }
+    let covered: &[PendingChange] = match (&plan.preflight.pending, plan.pending_acknowledged) {
+        (Check::Known(seen), true) => seen,
+        _ => &[],
+    };
+    match pending {
+        Check::Known(now) => {
+            let new: Vec<PendingChange> = now
+                .iter()
+                .filter(|c| !covered.contains(c))
+                .cloned()
+                .collect();
+            if !new.is_empty() {
+                return Recheck::Stop(Drift::PendingChanges { changes: new });
+            }
+        }
+        Check::Unknown(why) if !plan.pending_acknowledged => {
+            return Recheck::Stop(Drift::PendingUnknown { why: why.clone() });
+        }
+        Check::Unknown(_) => {}
     }
     Recheck::Go
 }
@@ -558,6 +656,16 @@ mod tests {
     use crate::domain::{CacheClusterId, ReplicationGroupId};
     use crate::workflow::ports::ClusterMode;
 
+    /// A plan with every preflight check clean.
+    fn plan(
+        g: &GroupInfo,
+        allowed: &[NodeType],
+        requested: Option<&NodeType>,
+        policy: &Policy,
+    ) -> Result<Plan, NoPlan> {
+        super::plan(g, allowed, requested, policy, &Preflight::clean())
+    }
+
     fn nt(s: &str) -> NodeType {
         NodeType::parse(s).unwrap()
     }
@@ -569,6 +677,8 @@ mod tests {
             node_type: Some(nt(node)),
             members: vec![CacheClusterId::parse("prod-jobs-001").unwrap()],
             cluster_mode: ClusterMode::Disabled,
+            shards: 1,
+            pending: Vec::new(),
         }
     }
 

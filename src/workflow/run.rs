@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::policy::Policy;
+use super::preflight::Preflight;
 use crate::domain::{
     ChannelId, MessageTs, NodeType, ReplicationGroupId, RunId, SlackUserId, SnapshotName, Timestamp,
 };
@@ -287,10 +288,31 @@ pub struct Plan {
     pub cap: Option<NodeType>,
     pub cluster_mode: ClusterMode,
     pub members: usize,
+    /// Node groups (shards).
+    #[serde(default = "one_shard")]
+    pub shards: usize,
+    /// What else the change touches, as read when the plan was made.
+    #[serde(default)]
+    pub preflight: Preflight,
+    /// The approval said yes to the pending changes the preflight showed (or to not knowing
+    /// them): only those may still be pending when the bot acts.
+    #[serde(default)]
+    pub pending_acknowledged: bool,
 }
 
 fn first_version() -> u32 {
     1
+}
+
+fn one_shard() -> usize {
+    1
+}
+
+impl Plan {
+    /// Replicas in each shard.
+    pub fn replicas_per_shard(&self) -> usize {
+        (self.members / self.shards.max(1)).saturating_sub(1)
+    }
 }
 
 /// How a run ended.

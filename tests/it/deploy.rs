@@ -175,32 +175,44 @@ fn every_key_in_the_example_has_a_comment() {
 
 // ------------------------------------------------------------------ IAM
 
-/// The ElastiCache actions the bot calls, the resource type each one needs here (as the bot
-/// calls it) and every type AWS authorises it against (the Service Authorization Reference).
-const ACTIONS: [(&str, &str, &[&str]); 6] = [
+/// The IAM actions the bot calls, the resource type each one needs here (as the bot calls it)
+/// and every type AWS authorises it against (the Service Authorization Reference). `"*"`: the
+/// action has no resource-level permissions, so only `"Resource": "*"` grants it; each such one
+/// is read-only.
+const ACTIONS: [(&str, &str, &[&str]); 9] = [
     (
-        "DescribeReplicationGroups",
+        "elasticache:DescribeReplicationGroups",
         "replicationgroup",
         &["replicationgroup"],
     ),
-    ("DescribeCacheClusters", "cluster", &["cluster"]),
+    ("elasticache:DescribeCacheClusters", "cluster", &["cluster"]),
     (
-        "ListAllowedNodeTypeModifications",
+        "elasticache:ListAllowedNodeTypeModifications",
         "replicationgroup",
         &["replicationgroup", "cluster"],
     ),
     (
-        "CreateSnapshot",
+        "elasticache:CreateSnapshot",
         "snapshot",
         &["snapshot", "replicationgroup", "cluster"],
     ),
-    ("DescribeSnapshots", "snapshot", &["snapshot"]),
+    ("elasticache:DescribeSnapshots", "snapshot", &["snapshot"]),
     (
-        "ModifyReplicationGroup",
+        "elasticache:ModifyReplicationGroup",
         "replicationgroup",
         &["replicationgroup"],
     ),
+    (
+        "elasticache:DescribeCacheParameters",
+        "parametergroup",
+        &["parametergroup"],
+    ),
+    ("elasticache:DescribeUpdateActions", "*", &[]),
+    ("application-autoscaling:DescribeScalableTargets", "*", &[]),
 ];
+
+/// The only write the bot may make on snapshots is its own run's (named after the run).
+const SNAPSHOT_WRITES: &[&str] = &["elasticache:CreateSnapshot"];
 
 fn strings(v: &Value) -> Vec<String> {
     match v {
@@ -223,31 +235,37 @@ fn elasticache_resource(arn: &str) -> (String, String) {
     (parts[5].to_string(), parts[6].to_string())
 }
 
-/// The operations `SdkElastiCache` sends (`self.client.<operation>()`), as IAM action names.
+/// The operations `SdkElastiCache` sends (`self.client.<operation>()` for ElastiCache,
+/// `self.autoscaling.<operation>()` for Application Auto Scaling), as IAM action names.
 fn operations_the_code_calls() -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    for (at, _) in SDK.match_indices(".client") {
-        let rest = &SDK[at + ".client".len()..];
-        if rest.starts_with(|c: char| c.is_alphanumeric() || c == '_') {
-            continue;
+    for (field, prefix) in [
+        (".client", "elasticache"),
+        (".autoscaling", "application-autoscaling"),
+    ] {
+        for (at, _) in SDK.match_indices(field) {
+            let rest = &SDK[at + field.len()..];
+            if rest.starts_with(|c: char| c.is_alphanumeric() || c == '_') {
+                continue;
+            }
+            let Some(call) = rest.trim_start().strip_prefix('.') else {
+                continue;
+            };
+            let name: String = call
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            let pascal: String = name
+                .split('_')
+                .map(|w| {
+                    let mut c = w.chars();
+                    c.next()
+                        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                        .unwrap_or_default()
+                })
+                .collect();
+            out.insert(format!("{prefix}:{pascal}"));
         }
-        let Some(call) = rest.trim_start().strip_prefix('.') else {
-            continue;
-        };
-        let name: String = call
-            .chars()
-            .take_while(|c| c.is_alphanumeric() || *c == '_')
-            .collect();
-        let pascal: String = name
-            .split('_')
-            .map(|w| {
-                let mut c = w.chars();
-                c.next()
-                    .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-                    .unwrap_or_default()
-            })
-            .collect();
-        out.insert(pascal);
     }
     out
 }
@@ -267,24 +285,33 @@ fn the_iam_policy_grants_exactly_the_calls_the_bot_makes_on_scoped_resources() {
         assert_eq!(statement["Effect"], "Allow", "{statement}");
         let actions = strings(&statement["Action"]);
         let resources = strings(&statement["Resource"]);
-        assert!(
-            !resources.iter().any(|r| r == "*"),
-            "every action here supports resource-level permissions: {statement}"
-        );
         for action in &actions {
-            let name = action
-                .strip_prefix("elasticache:")
-                .unwrap_or_else(|| panic!("`{action}` is not an ElastiCache action"));
             let (_, allowed) = wanted
-                .get(name)
+                .get(action.as_str())
                 .unwrap_or_else(|| panic!("`{action}` is not a call the bot makes"));
+            if resources == ["*"] {
+                // Only the read-only actions IAM can't scope to a resource.
+                assert!(
+                    allowed.is_empty(),
+                    "{action} supports resource-level permissions: scope it ({statement})"
+                );
+                granted
+                    .entry(action.clone())
+                    .or_default()
+                    .insert("*".into());
+                continue;
+            }
+            assert!(
+                !resources.iter().any(|r| r == "*"),
+                "a scoped statement grants `*` too: {statement}"
+            );
             for arn in &resources {
                 let (kind, resource_name) = elasticache_resource(arn);
                 assert!(
                     allowed.contains(&kind.as_str()),
                     "{action} is not authorised against `{kind}` resources ({arn})"
                 );
-                if kind == "snapshot" {
+                if kind == "snapshot" && SNAPSHOT_WRITES.contains(&action.as_str()) {
                     assert_eq!(resource_name, "redis-autoscaler-*", "{arn}");
                     let prefix = resource_name.trim_end_matches('*');
                     assert!(
@@ -293,7 +320,7 @@ fn the_iam_policy_grants_exactly_the_calls_the_bot_makes_on_scoped_resources() {
                     );
                 }
                 granted
-                    .entry(name.to_string())
+                    .entry(action.clone())
                     .or_default()
                     .insert(kind.clone());
             }
@@ -317,25 +344,29 @@ fn the_iam_policy_grants_exactly_the_calls_the_bot_makes_on_scoped_resources() {
     );
 }
 
-/// `elasticache:Action` names in `text` (not ARNs such as `elasticache:${AWS::Region}`).
-fn elasticache_actions_in(text: &str) -> BTreeSet<String> {
-    text.match_indices("elasticache:")
-        .filter_map(|(at, m)| {
+/// IAM action names (`elasticache:Describe…`, `application-autoscaling:…`) in `text`, not ARNs
+/// such as `elasticache:${AWS::Region}`.
+fn actions_in(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for prefix in ["elasticache:", "application-autoscaling:"] {
+        for (at, m) in text.match_indices(prefix) {
             let name: String = text[at + m.len()..]
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric())
                 .collect();
-            name.starts_with(|c: char| c.is_ascii_uppercase())
-                .then_some(name)
-        })
-        .collect()
+            if name.starts_with(|c: char| c.is_ascii_uppercase()) {
+                out.insert(format!("{prefix}{name}"));
+            }
+        }
+    }
+    out
 }
 
 #[test]
 fn the_cloudformation_task_role_is_the_same_policy() {
     let expected: BTreeSet<String> = ACTIONS.iter().map(|(a, _, _)| a.to_string()).collect();
-    assert_eq!(elasticache_actions_in(CLOUDFORMATION), expected);
-    assert_eq!(elasticache_actions_in(IAM_POLICY), expected);
+    assert_eq!(actions_in(CLOUDFORMATION), expected);
+    assert_eq!(actions_in(IAM_POLICY), expected);
 
     // The same resource types and names, with the stack's partition, region and account.
     let json_resources: BTreeSet<String> = IAM_POLICY
@@ -361,6 +392,11 @@ fn the_cloudformation_task_role_is_the_same_policy() {
         .collect();
     assert_eq!(cfn_resources, json_resources);
     assert!(!json_resources.is_empty());
+    // Unscoped grants are the same read-only ones in both.
+    assert_eq!(
+        IAM_POLICY.matches("\"Resource\": \"*\"").count(),
+        CLOUDFORMATION.matches("Resource: \"*\"").count()
+    );
 }
 
 // ------------------------------------------------------------------ CloudFormation

@@ -9,16 +9,19 @@ use redis_autoscaler::workflow::runner::RunnerOptions;
 
 use crate::support::*;
 
+/// Click the approve button the run's message shows (the one for pending changes, when the
+/// preflight found some or couldn't tell).
 async fn approve(t: &TestApp, run: &redis_autoscaler::domain::RunId) {
-    t.wait_for(run, "the approval message", |r| {
-        matches!(r.state, State::AwaitingApproval { .. }) && r.message.is_some()
-    })
-    .await;
-    let s = t
-        .app
-        .act(run, &user(ONCALL), UserAction::Approve)
-        .await
-        .unwrap();
+    let waiting = t
+        .wait_for(run, "the approval message", |r| {
+            matches!(r.state, State::AwaitingApproval { .. }) && r.message.is_some()
+        })
+        .await;
+    let button = match waiting.plan() {
+        Some(p) if p.preflight.needs_acknowledgement() => UserAction::ApprovePending,
+        _ => UserAction::Approve,
+    };
+    let s = t.app.act(run, &user(ONCALL), button).await.unwrap();
     assert!(matches!(s, Submitted::Accepted(_)), "{s:?}");
 }
 
@@ -122,12 +125,24 @@ async fn snapshot_timeout_pages_once_with_the_run_id_as_dedup_key() {
         "{:?}",
         done.state
     );
-    // One describe before the create, then exactly the configured number of polls.
-    assert_eq!(services.sim.attempts("DescribeSnapshots"), 1 + 3);
+    // One describe of the run's snapshot before the create, then exactly the configured
+    // number of polls (the preflight's count of the group's manual snapshots is another call).
+    let of_the_run: Vec<_> = services
+        .sim
+        .calls()
+        .into_iter()
+        .filter(|c| c.action == "DescribeSnapshots" && c.param("SnapshotName").is_some())
+        .collect();
+    assert_eq!(of_the_run.len(), 1 + 3);
     assert_eq!(
-        services.sim.count("DescribeSnapshots"),
+        of_the_run.iter().filter(|c| c.is_ok()).count(),
         3,
         "the first look finds nothing"
+    );
+    assert_eq!(
+        services.sim.attempts("DescribeSnapshots"),
+        1 + 3 + 1,
+        "and one listing of the group's manual snapshots"
     );
     assert_eq!(
         services.sim.count("ModifyReplicationGroup"),

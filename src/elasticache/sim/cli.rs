@@ -137,12 +137,9 @@ pub fn parse_groups_file(text: &str) -> Result<Vec<SimGroup>, String> {
                     e.id, e.replicas
                 ));
             }
-            Ok(SimGroup {
-                id: e.id,
-                node_type: e.node_type,
-                replicas: e.replicas,
-                shards: e.shards,
-            })
+            Ok(SimGroup::new(e.id, e.node_type)
+                .replicas(e.replicas)
+                .shards(e.shards))
         })
         .collect()
 }
@@ -175,6 +172,7 @@ impl SimArgs {
                 .map(|f| (f.group.clone(), f.fault.clone()))
                 .collect(),
             snapshot_quota: self.snapshot_quota,
+            ..Faults::default()
         };
         let config = SimConfig {
             groups,

@@ -122,7 +122,39 @@ pub struct SimGroup {
     pub replicas: u8,
     /// Number of shards: 0 or 1 = cluster mode disabled, 2 or more = cluster mode enabled.
     pub shards: u8,
+    /// An engine upgrade waiting for the maintenance window (each member's
+    /// `PendingModifiedValues.EngineVersion`).
+    pub pending_engine_version: Option<String>,
+    /// How its parameter group reserves memory (default: `default.redis7`, 25 %).
+    pub reserved_memory: SimReservedMemory,
+    /// Manual snapshots of the group taken in the last hours (they count against AWS's 20 per
+    /// node per 24 h).
+    pub manual_snapshots_today: u32,
+    /// Service updates on the group: `(name, UpdateActionStatus)`.
+    pub service_updates: Vec<(String, String)>,
+    /// Scalable dimensions registered with Application Auto Scaling
+    /// (`elasticache:replication-group:Replicas`, `…:NodeGroups`).
+    pub autoscaling: Vec<String>,
 }
+
+/// A group's memory reservation, as its cache parameter group sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimReservedMemory {
+    /// `reserved-memory-percent`; 25 is the default parameter group's.
+    Percent(u8),
+    /// `reserved-memory` in bytes (a custom parameter group).
+    Bytes(u64),
+}
+
+impl Default for SimReservedMemory {
+    fn default() -> Self {
+        SimReservedMemory::Percent(DEFAULT_RESERVED_PERCENT)
+    }
+}
+
+/// The default parameter group and its `reserved-memory-percent`.
+pub const DEFAULT_PARAMETER_GROUP: &str = "default.redis7";
+pub const DEFAULT_RESERVED_PERCENT: u8 = 25;
 
 impl SimGroup {
     /// A cluster-mode-disabled group with one replica (a primary and a replica, as most
@@ -133,6 +165,46 @@ impl SimGroup {
             node_type,
             replicas: 1,
             shards: 0,
+            pending_engine_version: None,
+            reserved_memory: SimReservedMemory::default(),
+            manual_snapshots_today: 0,
+            service_updates: Vec::new(),
+            autoscaling: Vec::new(),
+        }
+    }
+
+    pub fn pending_engine_version(mut self, version: impl Into<String>) -> SimGroup {
+        self.pending_engine_version = Some(version.into());
+        self
+    }
+
+    pub fn reserved_memory(mut self, reserved: SimReservedMemory) -> SimGroup {
+        self.reserved_memory = reserved;
+        self
+    }
+
+    pub fn manual_snapshots_today(mut self, n: u32) -> SimGroup {
+        self.manual_snapshots_today = n;
+        self
+    }
+
+    pub fn service_update(mut self, name: &str, status: &str) -> SimGroup {
+        self.service_updates.push((name.into(), status.into()));
+        self
+    }
+
+    pub fn autoscaling(mut self, dimension: &str) -> SimGroup {
+        self.autoscaling.push(dimension.into());
+        self
+    }
+
+    /// The name of its cache parameter group.
+    pub fn parameter_group(&self) -> String {
+        match self.reserved_memory {
+            SimReservedMemory::Percent(DEFAULT_RESERVED_PERCENT) => {
+                DEFAULT_PARAMETER_GROUP.to_string()
+            }
+            _ => format!("{}-params", self.id),
         }
     }
 
@@ -182,6 +254,9 @@ pub struct Faults {
     /// At most this many manual snapshots may exist; beyond it CreateSnapshot answers
     /// `SnapshotQuotaExceededFault`. `Some(0)` refuses every snapshot.
     pub snapshot_quota: Option<usize>,
+    /// Actions the caller's IAM policy does not allow: answered `AccessDenied`
+    /// (`AccessDeniedException` for Application Auto Scaling).
+    pub denied_actions: BTreeSet<String>,
 }
 
 /// Which snapshots a snapshot fault applies to.

@@ -55,6 +55,13 @@ impl QueryRequest {
             .filter(|v| !v.is_empty())
     }
 
+    /// The members of a list parameter (`Name.member.1`, `Name.member.2`, …), in order.
+    pub fn list(&self, name: &str) -> Vec<&str> {
+        (1..)
+            .map_while(|i| self.get(&format!("{name}.member.{i}")))
+            .collect()
+    }
+
     /// A parameter AWS requires; absent → `MissingParameter`.
     pub fn require(&self, name: &str) -> Result<&str, QueryError> {
         self.get(name).ok_or_else(|| {

@@ -14,8 +14,6 @@ use crate::workflow::ports::SnapshotStatus;
 
 const REGION: &str = "us-east-1";
 const ACCOUNT: &str = "123456789012";
-const ENGINE_VERSION: &str = "7.1.0";
-const PARAMETER_GROUP: &str = "default.redis7";
 const PORT: u16 = 6379;
 const HASH_SLOTS: u32 = 16_384;
 
@@ -145,14 +143,21 @@ pub fn cache_cluster(x: &mut Xml, world: &World, g: &Group, m: &Member, status: 
     x.leaf("CacheClusterId", &m.id)
         .leaf("CacheNodeType", &g.node_type)
         .leaf("Engine", "redis")
-        .leaf("EngineVersion", ENGINE_VERSION)
+        .leaf("EngineVersion", &g.engine_version)
         .leaf("CacheClusterStatus", member_status(g, m, status))
         .leaf("NumCacheNodes", 1)
         .leaf("PreferredAvailabilityZone", availability_zone(m.node))
         .leaf("CacheClusterCreateTime", world.wall(g.created).to_rfc3339())
         .leaf("PreferredMaintenanceWindow", "sun:23:00-mon:01:30")
-        .empty("PendingModifiedValues")
+        .node("PendingModifiedValues", |x| {
+            x.opt_leaf("EngineVersion", g.pending_engine_version.as_deref());
+        })
         .empty("CacheSecurityGroups")
+        .node("CacheParameterGroup", |x| {
+            x.leaf("CacheParameterGroupName", &g.parameter_group)
+                .leaf("ParameterApplyStatus", "in-sync")
+                .empty("CacheNodeIdsToReboot");
+        })
         .leaf("CacheSubnetGroupName", "default")
         .leaf("AutoMinorVersionUpgrade", true)
         .leaf("ReplicationGroupId", &g.id)
@@ -190,11 +195,11 @@ pub fn snapshot(x: &mut Xml, world: &World, s: &Snapshot, now: Instant) {
         .leaf("SnapshotSource", "manual")
         .leaf("CacheNodeType", &g.node_type)
         .leaf("Engine", "redis")
-        .leaf("EngineVersion", ENGINE_VERSION)
+        .leaf("EngineVersion", &g.engine_version)
         .leaf("NumCacheNodes", 1)
         .leaf("PreferredMaintenanceWindow", "sun:23:00-mon:01:30")
         .leaf("Port", PORT)
-        .leaf("CacheParameterGroupName", PARAMETER_GROUP)
+        .leaf("CacheParameterGroupName", &g.parameter_group)
         .leaf("CacheSubnetGroupName", "default")
         .leaf("VpcId", "vpc-0sim")
         .leaf("AutoMinorVersionUpgrade", true)

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::protocol::{self, QueryError, QueryRequest};
-use super::world::{Reply, World};
+use super::world::{JsonReply, Reply, World};
 use super::{
     Faults, ModifyFault, SimCall, SimConfig, SimConfigError, SnapshotSelector, check_fraction,
 };
@@ -102,6 +102,31 @@ async fn query(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Response {
+    // Application Auto Scaling speaks awsJson 1.1 on the same endpoint: the operation is in
+    // the `X-Amz-Target` header.
+    if let Some(target) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
+        let reply = if headers.contains_key(header::AUTHORIZATION) {
+            sim.world().handle_json(target, &body)
+        } else {
+            JsonReply {
+                action: target.to_string(),
+                request_id: String::new(),
+                result: Err((
+                    "MissingAuthenticationTokenException".into(),
+                    "Missing Authentication Token".into(),
+                )),
+            }
+        };
+        if sim.inner.log_calls {
+            match &reply.result {
+                Ok(_) => tracing::info!(request_id = %reply.request_id, "{} → ok", reply.action),
+                Err((code, message)) => {
+                    tracing::info!(request_id = %reply.request_id, "{} → {code}: {message}", reply.action)
+                }
+            }
+        }
+        return json_response(&reply);
+    }
     let form: &[u8] = if method == Method::GET {
         query.as_deref().unwrap_or("").as_bytes()
     } else if method == Method::POST {
@@ -155,6 +180,45 @@ fn log_call(reply: &Reply, form: &[u8]) {
             e.message
         ),
     }
+}
+
+fn json_response(reply: &JsonReply) -> Response {
+    let (status, body, error_type) = match &reply.result {
+        Ok(body) => (StatusCode::OK, body.clone(), None),
+        Err((code, message)) => {
+            let status = match code.as_str() {
+                "AccessDeniedException" | "MissingAuthenticationTokenException" => {
+                    StatusCode::FORBIDDEN
+                }
+                _ => StatusCode::BAD_REQUEST,
+            };
+            let body = serde_json::json!({ "__type": code, "message": message }).to_string();
+            (status, body, Some(code.clone()))
+        }
+    };
+    let mut response = (
+        status,
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/x-amz-json-1.1".to_string(),
+            ),
+            (
+                header::HeaderName::from_static("x-amzn-requestid"),
+                reply.request_id.clone(),
+            ),
+        ],
+        body,
+    )
+        .into_response();
+    if let Some(code) = error_type
+        && let Ok(v) = code.parse()
+    {
+        response
+            .headers_mut()
+            .insert(header::HeaderName::from_static("x-amzn-errortype"), v);
+    }
+    response
 }
 
 fn to_response(reply: &Reply) -> Response {
@@ -288,6 +352,26 @@ impl SimHandle {
         let mut world = self.world();
         let until = Instant::now() + world.modify_duration;
         world.change_elsewhere(id, node_type, Some(until), Instant::now());
+    }
+
+    /// An engine upgrade is now waiting on `id` for the maintenance window (`None`: no longer).
+    pub fn set_pending_engine_version(&self, id: &ReplicationGroupId, version: Option<&str>) {
+        self.world()
+            .set_pending_engine_version(id, version.map(str::to_string));
+    }
+
+    /// The caller's IAM policy no longer allows `action` (e.g. `DescribeCacheParameters`,
+    /// `DescribeScalableTargets`): it is answered `AccessDenied`.
+    pub fn deny_action(&self, action: &str) {
+        self.world()
+            .faults
+            .denied_actions
+            .insert(action.to_string());
+    }
+
+    /// The engine version the group runs now.
+    pub fn engine_version(&self, id: &ReplicationGroupId) -> Option<String> {
+        self.world().engine_version(id)
     }
 
     /// The faults in force now.

@@ -14,10 +14,19 @@ use tokio::time::Instant;
 
 use super::protocol::{API_VERSION, QueryError, QueryRequest, RequestId, STS_API_VERSION, Xml};
 use super::render;
-use super::{Faults, ModifyFault, SimCall, SimConfig, SimGroup};
+use super::{
+    DEFAULT_PARAMETER_GROUP, DEFAULT_RESERVED_PERCENT, Faults, ModifyFault, SimCall, SimConfig,
+    SimGroup, SimReservedMemory,
+};
 use crate::domain::node_types;
 use crate::domain::{CacheClusterId, NodeType, ReplicationGroupId, SnapshotName, Timestamp};
 use crate::workflow::ports::{self, ClusterMode, GroupInfo, SnapshotInfo, SnapshotStatus};
+
+/// The engine version every simulated group runs.
+pub const ENGINE_VERSION: &str = "7.1.0";
+
+/// AWS's limit on manual snapshots of a node in 24 hours.
+pub const SNAPSHOTS_PER_DAY: usize = 20;
 
 /// The actions the simulator answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,18 +37,22 @@ pub enum Action {
     CreateSnapshot,
     DescribeSnapshots,
     ModifyReplicationGroup,
+    DescribeCacheParameters,
+    DescribeUpdateActions,
     /// STS, which the bot asks once at start which account it is in.
     GetCallerIdentity,
 }
 
 impl Action {
-    pub const ALL: [Action; 7] = [
+    pub const ALL: [Action; 9] = [
         Action::DescribeReplicationGroups,
         Action::DescribeCacheClusters,
         Action::ListAllowedNodeTypeModifications,
         Action::CreateSnapshot,
         Action::DescribeSnapshots,
         Action::ModifyReplicationGroup,
+        Action::DescribeCacheParameters,
+        Action::DescribeUpdateActions,
         Action::GetCallerIdentity,
     ];
 
@@ -51,6 +64,8 @@ impl Action {
             Action::CreateSnapshot => "CreateSnapshot",
             Action::DescribeSnapshots => "DescribeSnapshots",
             Action::ModifyReplicationGroup => "ModifyReplicationGroup",
+            Action::DescribeCacheParameters => "DescribeCacheParameters",
+            Action::DescribeUpdateActions => "DescribeUpdateActions",
             Action::GetCallerIdentity => "GetCallerIdentity",
         }
     }
@@ -67,6 +82,14 @@ pub struct Reply {
     pub request_id: String,
     /// The elements inside `<{Action}Result>`, or the error.
     pub result: Result<String, QueryError>,
+}
+
+/// The answer to one JSON-protocol call: the body, or `(error code, message)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonReply {
+    pub action: String,
+    pub request_id: String,
+    pub result: Result<String, (String, String)>,
 }
 
 /// A group's status as AWS reports it.
@@ -111,6 +134,15 @@ pub struct Group {
     /// A node type requested without `ApplyImmediately`: AWS would apply it in the next
     /// maintenance window, which never comes here.
     pub pending_node_type: Option<NodeType>,
+    /// An engine upgrade waiting for the maintenance window (applied with the next
+    /// modification that applies immediately).
+    pub pending_engine_version: Option<String>,
+    pub engine_version: String,
+    pub parameter_group: String,
+    /// `(service update name, UpdateActionStatus)`.
+    pub service_updates: Vec<(String, String)>,
+    /// Dimensions registered with Application Auto Scaling.
+    pub autoscaling: Vec<String>,
     pub created: Instant,
 }
 
@@ -145,6 +177,11 @@ impl Group {
             },
             activity: Activity::Idle,
             pending_node_type: None,
+            pending_engine_version: g.pending_engine_version.clone(),
+            engine_version: ENGINE_VERSION.to_string(),
+            parameter_group: g.parameter_group(),
+            service_updates: g.service_updates.clone(),
+            autoscaling: g.autoscaling.clone(),
             created,
         }
     }
@@ -255,6 +292,8 @@ impl XorShift64 {
 #[derive(Debug)]
 pub struct World {
     groups: BTreeMap<ReplicationGroupId, Group>,
+    /// Cache parameter groups by name, with how each reserves memory.
+    parameter_groups: BTreeMap<String, SimReservedMemory>,
     snapshots: BTreeMap<SnapshotName, Snapshot>,
     snapshot_duration: Duration,
     pub modify_duration: Duration,
@@ -275,13 +314,36 @@ impl World {
     /// A world as `config` describes it, its groups `available` since `now` (`wall` is the
     /// wall-clock time at `now`). The config must have been validated.
     pub fn new(config: &SimConfig, now: Instant, wall: Timestamp) -> World {
+        let mut parameter_groups = BTreeMap::from([(
+            DEFAULT_PARAMETER_GROUP.to_string(),
+            SimReservedMemory::Percent(DEFAULT_RESERVED_PERCENT),
+        )]);
+        let mut snapshots = BTreeMap::new();
+        for g in &config.groups {
+            parameter_groups.insert(g.parameter_group(), g.reserved_memory);
+            // Snapshots someone took an hour ago (or as long ago as the clock allows).
+            let earlier = now.checked_sub(Duration::from_secs(3600)).unwrap_or(now);
+            for n in 1..=g.manual_snapshots_today {
+                let name = SnapshotName::parse(&format!("{}-manual-{n}", g.id))
+                    .expect("a group id makes a valid snapshot name");
+                let snapshot = Snapshot {
+                    name: name.clone(),
+                    group: Group::from_config(g, now),
+                    started: earlier,
+                    ready_at: earlier,
+                    ends: SnapshotEnd::Available,
+                };
+                snapshots.insert(name, snapshot);
+            }
+        }
         World {
             groups: config
                 .groups
                 .iter()
                 .map(|g| (g.id.clone(), Group::from_config(g, now)))
                 .collect(),
-            snapshots: BTreeMap::new(),
+            parameter_groups,
+            snapshots,
             snapshot_duration: config.snapshot_duration,
             modify_duration: config.modify_duration,
             account_id: config.account_id.clone(),
@@ -344,6 +406,8 @@ impl World {
         let g = self.groups.get(id)?;
         Some(GroupInfo {
             id: g.id.clone(),
+            shards: usize::from(g.shards),
+            pending: Vec::new(),
             status: ports::GroupStatus::parse(self.status(g, now).as_str()),
             node_type: Some(g.node_type.clone()),
             members: g
@@ -380,15 +444,27 @@ impl World {
         }
     }
 
+    pub fn set_pending_engine_version(&mut self, id: &ReplicationGroupId, v: Option<String>) {
+        if let Some(g) = self.groups.get_mut(id) {
+            g.pending_engine_version = v;
+        }
+    }
+
+    pub fn engine_version(&self, id: &ReplicationGroupId) -> Option<String> {
+        Some(self.groups.get(id)?.engine_version.clone())
+    }
+
     pub fn pending_node_type(&self, id: &ReplicationGroupId) -> Option<NodeType> {
         self.groups.get(id)?.pending_node_type.clone()
     }
 
     pub fn snapshot_info(&self, name: &SnapshotName, now: Instant) -> Option<SnapshotInfo> {
         let s = self.snapshots.get(name)?;
+        let status = s.status(now);
         Some(SnapshotInfo {
             name: s.name.clone(),
-            status: s.status(now),
+            created: (status != SnapshotStatus::Creating).then(|| self.wall(s.started)),
+            status,
             group: Some(s.group.id.clone()),
         })
     }
@@ -398,6 +474,109 @@ impl World {
         self.settle(now);
         let result = self.dispatch(req, now);
         self.record(req, result)
+    }
+
+    /// Answer one Application Auto Scaling call (awsJson 1.1: the operation in `X-Amz-Target`,
+    /// a JSON body) and record it. Only `DescribeScalableTargets` is served.
+    pub fn handle_json(&mut self, target: &str, body: &[u8]) -> JsonReply {
+        let action = target.rsplit('.').next().unwrap_or(target).to_string();
+        let parsed: Result<serde_json::Value, _> = serde_json::from_slice(body);
+        let mut params = BTreeMap::new();
+        if let Ok(serde_json::Value::Object(m)) = &parsed {
+            for (k, v) in m {
+                let v = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                params.insert(k.clone(), v);
+            }
+        }
+        let result = self.dispatch_json(target, &action, parsed);
+        self.requests += 1;
+        let request_id = RequestId(self.seed, self.requests).to_string();
+        self.calls.push(SimCall {
+            action: action.clone(),
+            params,
+            outcome: match &result {
+                Ok(_) => "ok".to_string(),
+                Err((code, _)) => code.clone(),
+            },
+        });
+        JsonReply {
+            action,
+            request_id,
+            result,
+        }
+    }
+
+    fn dispatch_json(
+        &mut self,
+        target: &str,
+        action: &str,
+        body: Result<serde_json::Value, serde_json::Error>,
+    ) -> Result<String, (String, String)> {
+        if self.rng.chance(self.throttle_fraction) {
+            return Err(("ThrottlingException".into(), "Rate exceeded".into()));
+        }
+        if target != "AnyScaleFrontendService.DescribeScalableTargets" {
+            return Err((
+                "UnknownOperationException".into(),
+                format!("The operation {target} is not served here."),
+            ));
+        }
+        if self.faults.denied_actions.contains(action) {
+            let e = self.denied("application-autoscaling:DescribeScalableTargets");
+            return Err(("AccessDeniedException".into(), e.message));
+        }
+        let body = body.map_err(|e| {
+            (
+                "SerializationException".to_string(),
+                format!("The request body is not JSON: {e}"),
+            )
+        })?;
+        let namespace = body.get("ServiceNamespace").and_then(|v| v.as_str());
+        if namespace.is_none() {
+            return Err((
+                "ValidationException".into(),
+                "1 validation error detected: Value null at 'serviceNamespace' failed to \
+                 satisfy constraint: Member must not be null"
+                    .into(),
+            ));
+        }
+        let wanted: Vec<&str> = body
+            .get("ResourceIds")
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        let mut targets = Vec::new();
+        if namespace == Some("elasticache") {
+            for g in self.groups.values() {
+                let resource = format!("replication-group/{}", g.id);
+                if !wanted.is_empty() && !wanted.contains(&resource.as_str()) {
+                    continue;
+                }
+                for dim in &g.autoscaling {
+                    targets.push(serde_json::json!({
+                        "ServiceNamespace": "elasticache",
+                        "ResourceId": resource,
+                        "ScalableDimension": dim,
+                        "MinCapacity": 1,
+                        "MaxCapacity": 5,
+                        "RoleARN": format!(
+                            "arn:aws:iam::{}:role/aws-service-role/elasticache.application-autoscaling.amazonaws.com/AWSServiceRoleForApplicationAutoScaling_ElastiCacheRG",
+                            self.account_id
+                        ),
+                        "CreationTime": self.epoch.1.as_millis() as f64 / 1000.0,
+                        "SuspendedState": {
+                            "DynamicScalingInSuspended": false,
+                            "DynamicScalingOutSuspended": false,
+                            "ScheduledScalingSuspended": false
+                        }
+                    }));
+                }
+            }
+        }
+        Ok(serde_json::json!({ "ScalableTargets": targets }).to_string())
     }
 
     /// Record a call refused before it reached the account (unsigned, malformed).
@@ -454,6 +633,9 @@ impl World {
                 "Version {v} is not supported; {service} speaks {version}."
             )));
         }
+        if self.faults.denied_actions.contains(action.name()) {
+            return Err(self.denied(&format!("elasticache:{}", action.name())));
+        }
         match action {
             Action::DescribeReplicationGroups => self.describe_replication_groups(req, now),
             Action::DescribeCacheClusters => self.describe_cache_clusters(req, now),
@@ -463,8 +645,110 @@ impl World {
             Action::CreateSnapshot => self.create_snapshot(req, now),
             Action::DescribeSnapshots => self.describe_snapshots(req, now),
             Action::ModifyReplicationGroup => self.modify_replication_group(req, now),
+            Action::DescribeCacheParameters => self.describe_cache_parameters(req),
+            Action::DescribeUpdateActions => self.describe_update_actions(req),
             Action::GetCallerIdentity => Ok(self.caller_identity()),
         }
+    }
+
+    /// What AWS answers when the caller's policy does not allow `permission`.
+    fn denied(&self, permission: &str) -> QueryError {
+        QueryError::new(
+            "AccessDenied",
+            format!(
+                "User: arn:aws:iam::{}:user/redis-autoscaler is not authorized to perform: \
+                 {permission} because no identity-based policy allows the {permission} action",
+                self.account_id
+            ),
+        )
+    }
+
+    fn describe_cache_parameters(&self, req: &QueryRequest) -> Result<String, QueryError> {
+        let name = req.require("CacheParameterGroupName")?;
+        let reserved = self.parameter_groups.get(name).ok_or_else(|| {
+            QueryError::new(
+                "CacheParameterGroupNotFound",
+                format!("CacheParameterGroup {name} not found."),
+            )
+        })?;
+        let (percent, bytes) = match reserved {
+            SimReservedMemory::Percent(p) => (p.to_string(), "0".to_string()),
+            SimReservedMemory::Bytes(b) => ("0".to_string(), b.to_string()),
+        };
+        let params = [
+            ("activerehashing", "yes".to_string()),
+            ("maxmemory-policy", "volatile-lru".to_string()),
+            ("reserved-memory", bytes),
+            ("reserved-memory-percent", percent),
+            ("timeout", "0".to_string()),
+        ];
+        // Pages of MaxRecords (20–100, default 100) with a Marker, like AWS.
+        let start: usize = match req.get("Marker") {
+            Some(m) => m
+                .parse()
+                .map_err(|_| QueryError::invalid_value(format!("Invalid Marker: {m}")))?,
+            None => 0,
+        };
+        let size: usize = req
+            .get("MaxRecords")
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(100);
+        let page: Vec<_> = params.iter().skip(start).take(size).collect();
+        let next = start + page.len();
+        let mut x = Xml::new();
+        x.node("Parameters", |x| {
+            for (n, v) in &page {
+                x.node("Parameter", |x| {
+                    x.leaf("ParameterName", n)
+                        .leaf("ParameterValue", v)
+                        .leaf("Source", "system")
+                        .leaf(
+                            "DataType",
+                            if n.starts_with("reserved") {
+                                "integer"
+                            } else {
+                                "string"
+                            },
+                        )
+                        .leaf("IsModifiable", true)
+                        .leaf("MinimumEngineVersion", "2.8.6")
+                        .leaf("ChangeType", "immediate");
+                });
+            }
+        })
+        .empty("CacheNodeTypeSpecificParameters");
+        if next < params.len() {
+            x.leaf("Marker", next);
+        }
+        Ok(x.finish())
+    }
+
+    fn describe_update_actions(&self, req: &QueryRequest) -> Result<String, QueryError> {
+        let groups = req.list("ReplicationGroupIds");
+        let statuses = req.list("UpdateActionStatus");
+        let mut x = Xml::new();
+        x.node("UpdateActions", |x| {
+            for g in self.groups.values() {
+                if !groups.is_empty() && !groups.contains(&g.id.as_str()) {
+                    continue;
+                }
+                for (name, status) in &g.service_updates {
+                    if !statuses.is_empty() && !statuses.contains(&status.as_str()) {
+                        continue;
+                    }
+                    x.node("UpdateAction", |x| {
+                        x.leaf("ReplicationGroupId", &g.id)
+                            .leaf("ServiceUpdateName", name)
+                            .leaf("ServiceUpdateSeverity", "important")
+                            .leaf("ServiceUpdateStatus", "available")
+                            .leaf("ServiceUpdateType", "security-update")
+                            .leaf("UpdateActionStatus", status)
+                            .leaf("Engine", "redis");
+                    });
+                }
+            }
+        });
+        Ok(x.finish())
     }
 
     fn caller_identity(&self) -> String {
@@ -617,6 +901,22 @@ impl World {
                 ),
             ));
         }
+        let day_ago = now.checked_sub(Duration::from_secs(24 * 3600));
+        let today = self
+            .snapshots
+            .values()
+            .filter(|s| s.group.id == g.id && day_ago.is_none_or(|d| s.started >= d))
+            .count();
+        if today >= SNAPSHOTS_PER_DAY {
+            return Err(QueryError::new(
+                "SnapshotQuotaExceededFault",
+                format!(
+                    "The request cannot be processed because it would exceed the maximum of \
+                     {SNAPSHOTS_PER_DAY} manual snapshots per node in 24 hours for {}.",
+                    g.id
+                ),
+            ));
+        }
         let status = self.status(g, now);
         if status != GroupStatus::Available {
             return Err(QueryError::new(
@@ -744,6 +1044,10 @@ impl World {
                 reverts,
             };
             g.pending_node_type = None;
+            // ApplyImmediately applies whatever else was waiting, too.
+            if let Some(v) = g.pending_engine_version.take() {
+                g.engine_version = v;
+            }
         } else {
             g.pending_node_type = Some(target);
         }

@@ -65,7 +65,11 @@ pub(super) fn decide(b: Builder, run: &Run, event: &Event) -> Decision {
         });
     }
     match event {
-        Event::Approve { actor, .. } => approve(b, run, &w, actor),
+        Event::Approve {
+            actor,
+            acknowledged,
+            ..
+        } => approve(b, run, &w, actor, *acknowledged),
         Event::Deny { actor, .. } => deny(b, run, &w, actor),
         Event::ChooseSize {
             actor, node_type, ..
@@ -75,7 +79,13 @@ pub(super) fn decide(b: Builder, run: &Run, event: &Event) -> Decision {
     }
 }
 
-fn approve(mut b: Builder, run: &Run, w: &Waiting<'_>, actor: &Actor) -> Decision {
+fn approve(
+    mut b: Builder,
+    run: &Run,
+    w: &Waiting<'_>,
+    actor: &Actor,
+    acknowledged: bool,
+) -> Decision {
     if let Err(why) = policy::may_approve(
         &run.policy,
         &actor.user,
@@ -87,6 +97,12 @@ fn approve(mut b: Builder, run: &Run, w: &Waiting<'_>, actor: &Actor) -> Decisio
             NotAllowed::NotAnApprover => Rejection::NotAnApprover,
             NotAllowed::SelfApproval => Rejection::SelfApproval,
             NotAllowed::AlreadyApprovedByYou => Rejection::AlreadyApprovedByYou,
+        });
+    }
+    // Every approval that counts said yes to the pending changes, too.
+    if w.plan.preflight.needs_acknowledgement() && !acknowledged {
+        return Decision::Reject(Rejection::NeedsAcknowledgement {
+            pending: w.plan.preflight.pending.clone(),
         });
     }
     let mut approvals = w.approvals.to_vec();
@@ -115,7 +131,9 @@ fn approve(mut b: Builder, run: &Run, w: &Waiting<'_>, actor: &Actor) -> Decisio
             b.page(PageAction::Resolve);
         }
         b.drop_pending_work = true;
-        b.start_work(w.plan.clone());
+        let mut plan = w.plan.clone();
+        plan.pending_acknowledged = plan.preflight.needs_acknowledgement();
+        b.start_work(plan);
     }
     b.finish()
 }
@@ -180,7 +198,12 @@ fn timer_fired(mut b: Builder, run: &Run, w: &Waiting<'_>, timer: Timer) -> Deci
                 return Decision::Ignore("approval timer fired early".into());
             }
             let after = run.policy.approval_timeout;
-            match run.policy.on_approval_timeout {
+            // Pending changes need a person: the timeout escalates instead of approving.
+            let on_timeout = match run.policy.on_approval_timeout {
+                _ if w.plan.preflight.needs_acknowledgement() => OnApprovalTimeout::Escalate,
+                other => other,
+            };
+            match on_timeout {
                 OnApprovalTimeout::Escalate => {
                     if w.escalated {
                         return Decision::Ignore("already escalated".into());

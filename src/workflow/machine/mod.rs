@@ -32,6 +32,7 @@ use super::effect::Effect;
 use super::event::Event;
 use super::policy::Policy;
 use super::ports::{AuditEntry, Change, Decided};
+use super::preflight::{Check, PendingChange};
 use super::run::{Run, State, Trigger};
 use builder::Builder;
 
@@ -78,6 +79,11 @@ pub enum Rejection {
         version: u32,
         target: NodeType,
     },
+    /// A plain Approve for a plan with pending changes (or unknown ones): approving must say
+    /// so ("Approve with pending changes").
+    NeedsAcknowledgement {
+        pending: Check<Vec<PendingChange>>,
+    },
 }
 
 /// For the audit trail (the person's own answer is worded by the Slack renderer).
@@ -107,6 +113,9 @@ impl std::fmt::Display for Rejection {
             Rejection::NotWaitingForApproval { state } => {
                 write!(f, "not waiting for approval (the run is {})", words(state))
             }
+            Rejection::NeedsAcknowledgement { .. } => f.write_str(
+                "a plain approval, but the plan has pending changes that must be approved explicitly",
+            ),
             Rejection::PlanChanged { seen, version, .. } => {
                 write!(
                     f,

@@ -41,7 +41,8 @@ pub(super) fn decide(mut b: Builder, run: &Run, event: &Event) -> Decision {
             before: Step::Upsize,
             group,
             allowed,
-        } if !*requested => match recheck(plan, group, allowed) {
+            pending,
+        } if !*requested => match recheck(plan, group, allowed, pending) {
             Recheck::Go => {
                 b.summary(format!(
                     "the group is as approved: asking for {}",

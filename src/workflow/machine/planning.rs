@@ -6,9 +6,10 @@
 
 use crate::workflow::effect::{Effect, Note, PageAction, PageReason};
 use crate::workflow::event::{AwsOp, Event, Timer};
-use crate::workflow::policy::{self, ApprovalMode};
+use crate::workflow::policy::{self, ApprovalMode, OnApprovalTimeout};
 use crate::workflow::ports::{AwsError, GroupInfo};
-use crate::workflow::run::{Outcome, Run, State, Step, StepStatus, Trigger};
+use crate::workflow::preflight::Preflight;
+use crate::workflow::run::{Outcome, Plan, Run, State, Step, StepStatus, Trigger};
 
 use crate::domain::NodeType;
 
@@ -17,7 +18,11 @@ use super::{Decision, does_not_apply};
 
 pub(super) fn decide(b: Builder, run: &Run, event: &Event) -> Decision {
     match event {
-        Event::PlanFetched { group, allowed } => planned(b, run, group, allowed),
+        Event::PlanFetched {
+            group,
+            allowed,
+            preflight,
+        } => planned(b, run, group, allowed, preflight),
         Event::AwsFailed {
             op: AwsOp::Plan,
             error,
@@ -26,8 +31,15 @@ pub(super) fn decide(b: Builder, run: &Run, event: &Event) -> Decision {
     }
 }
 
-fn planned(mut b: Builder, run: &Run, group: &GroupInfo, allowed: &[NodeType]) -> Decision {
-    let plan = match policy::plan(group, allowed, run.requested_type.as_ref(), &run.policy) {
+fn planned(
+    mut b: Builder,
+    run: &Run,
+    group: &GroupInfo,
+    allowed: &[NodeType],
+    preflight: &Preflight,
+) -> Decision {
+    let requested = run.requested_type.as_ref();
+    let plan = match policy::plan(group, allowed, requested, &run.policy, preflight) {
         Ok(plan) => plan,
         Err(why) => {
             let reason = why.to_string();
@@ -44,7 +56,6 @@ fn planned(mut b: Builder, run: &Run, group: &GroupInfo, allowed: &[NodeType]) -
             return b.finish();
         }
     };
-    let now = b.now();
     b.summary(format!(
         "planned {} → {} (cap {})",
         plan.current,
@@ -57,37 +68,52 @@ fn planned(mut b: Builder, run: &Run, group: &GroupInfo, allowed: &[NodeType]) -
     b.close_step(Step::Plan, StepStatus::Done);
     b.open_step(Step::Approval);
     b.effect(Effect::PostTopMessage);
-    match run.policy.approval {
-        ApprovalMode::Required => {
-            let deadline = now.plus(run.policy.approval_timeout);
-            let expires = now.plus(run.policy.approval_expiry);
-            b.set_state(State::AwaitingApproval {
-                plan,
-                deadline,
-                expires,
-                escalated: false,
-                approvals: Vec::new(),
-            });
-            b.effect_at(
-                Effect::Timer {
-                    timer: Timer::ApprovalTimeout,
-                },
-                deadline,
-            );
-            b.effect_at(
-                Effect::Timer {
-                    timer: Timer::ApprovalExpiry,
-                },
-                expires,
-            );
-        }
-        ApprovalMode::Auto => {
-            b.close_step(Step::Approval, StepStatus::Done);
-            b.note(Note::ApprovedByPolicy);
-            b.start_work(plan);
-        }
+    // Changes the upsize would apply too (or not knowing) need a person's explicit yes, even
+    // where the policy would approve by itself.
+    let must_ask = plan.preflight.needs_acknowledgement();
+    if must_ask
+        && (run.policy.approval == ApprovalMode::Auto
+            || run.policy.on_approval_timeout == OnApprovalTimeout::Approve)
+    {
+        b.note(Note::NeedsAcknowledgement);
+    }
+    if must_ask || run.policy.approval == ApprovalMode::Required {
+        b.await_approval(plan);
+    } else {
+        b.close_step(Step::Approval, StepStatus::Done);
+        b.note(Note::ApprovedByPolicy);
+        b.start_work(plan);
     }
     b.finish()
+}
+
+impl Builder {
+    /// Wait for approval of `plan`, with the timeout and expiry timers set.
+    fn await_approval(&mut self, plan: Plan) {
+        let now = self.now();
+        let policy = &self.run.policy;
+        let deadline = now.plus(policy.approval_timeout);
+        let expires = now.plus(policy.approval_expiry);
+        self.set_state(State::AwaitingApproval {
+            plan,
+            deadline,
+            expires,
+            escalated: false,
+            approvals: Vec::new(),
+        });
+        self.effect_at(
+            Effect::Timer {
+                timer: Timer::ApprovalTimeout,
+            },
+            deadline,
+        );
+        self.effect_at(
+            Effect::Timer {
+                timer: Timer::ApprovalExpiry,
+            },
+            expires,
+        );
+    }
 }
 
 /// AWS couldn't tell us about the group: the run fails at planning.

@@ -68,7 +68,8 @@ fn snapshotting(mut b: Builder, run: &Run, event: &Event) -> Decision {
             before: Step::Snapshot,
             group,
             allowed,
-        } if !*created => match recheck(plan, group, allowed) {
+            pending,
+        } if !*created => match recheck(plan, group, allowed, pending) {
             Recheck::Go => {
                 b.summary("the group is as approved: taking the snapshot");
                 b.note(Note::SnapshotStarted {

@@ -11,6 +11,7 @@ use crate::domain::{
 };
 use crate::workflow::policy::{ApprovalMode, OnApprovalTimeout, Policy};
 use crate::workflow::ports::{AwsError, ClusterMode, GroupInfo, SnapshotStatus};
+use crate::workflow::preflight::{Check, PendingChange, Preflight};
 
 use super::*;
 use crate::workflow::effect::*;
@@ -63,6 +64,8 @@ fn group_info(status: &str, node: &str) -> GroupInfo {
             CacheClusterId::parse("prod-jobs-002").unwrap(),
         ],
         cluster_mode: ClusterMode::Disabled,
+        shards: 1,
+        pending: Vec::new(),
     }
 }
 
@@ -79,6 +82,9 @@ fn plan() -> Plan {
         cap: Some(nt("cache.r6g.4xlarge")),
         cluster_mode: ClusterMode::Disabled,
         members: 2,
+        shards: 1,
+        preflight: Preflight::clean(),
+        pending_acknowledged: false,
     }
 }
 
@@ -223,6 +229,7 @@ fn rejection_name(r: &Rejection) -> &'static str {
         Rejection::NotAllowedSize { .. } => "not_allowed_size",
         Rejection::NotWaitingForApproval { .. } => "not_waiting",
         Rejection::PlanChanged { .. } => "plan_changed",
+        Rejection::NeedsAcknowledgement { .. } => "needs_acknowledgement",
     }
 }
 
@@ -262,6 +269,7 @@ mod planning_transitions {
             Event::PlanFetched {
                 group: group_info("available", "cache.r6g.large"),
                 allowed: allowed(),
+                preflight: Preflight::clean(),
             },
             at(10),
             Accept("awaiting_approval", &["post_top_message", "timer", "timer"]),
@@ -296,6 +304,7 @@ mod planning_transitions {
             Event::PlanFetched {
                 group: group_info("available", "cache.r6g.large"),
                 allowed: allowed(),
+                preflight: Preflight::clean(),
             },
             at(10),
             Accept(
@@ -322,6 +331,7 @@ mod planning_transitions {
             Event::PlanFetched {
                 group: group_info("available", "cache.r6g.large"),
                 allowed: allowed(),
+                preflight: Preflight::clean(),
             },
             at(10),
             Accept(
@@ -352,6 +362,7 @@ mod planning_transitions {
             Event::PlanFetched {
                 group: group_info("available", "cache.r6g.large"),
                 allowed: allowed(),
+                preflight: Preflight::clean(),
             },
             at(10),
             Accept("nothing_to_do", &["post_top_message", "post_note", "page"]),
@@ -375,6 +386,7 @@ mod planning_transitions {
             Event::PlanFetched {
                 group: group_info("available", "cache.r6g.large"),
                 allowed: allowed(),
+                preflight: Preflight::clean(),
             },
             at(10),
             // A person's request that can't be done is answered privately, not in the channel.
@@ -409,6 +421,7 @@ mod planning_transitions {
             Event::Approve {
                 actor: approver("U0000001"),
                 version: None,
+                acknowledged: false,
             },
             at(5),
             Reject("not_waiting"),
@@ -457,6 +470,7 @@ mod approval_matrix {
             Event::Approve {
                 actor: stranger("U0000009"),
                 version: None,
+                acknowledged: false,
             },
             at(100),
             Reject("not_an_approver"),
@@ -472,6 +486,7 @@ mod approval_matrix {
             Event::Approve {
                 actor: approver("U0000001"),
                 version: None,
+                acknowledged: false,
             },
             at(100),
             Accept(
@@ -494,6 +509,7 @@ mod approval_matrix {
             Event::Approve {
                 actor: approver("U0000001"),
                 version: None,
+                acknowledged: false,
             },
             at(100),
             Reject("self_approval"),
@@ -516,6 +532,7 @@ mod approval_matrix {
             Event::Approve {
                 actor: approver("U0000001"),
                 version: None,
+                acknowledged: false,
             },
             at(100),
             Accept(
@@ -541,6 +558,7 @@ mod approval_matrix {
             Event::Approve {
                 actor: approver("U0000001"),
                 version: None,
+                acknowledged: false,
             },
             at(100),
             Accept("awaiting_approval", &["post_note", "update_top_message"]),
@@ -564,6 +582,7 @@ mod approval_matrix {
             Event::Approve {
                 actor: approver("U0000001"),
                 version: None,
+                acknowledged: false,
             },
             at(100),
             Accept("awaiting_approval", &["post_note", "update_top_message"]),
@@ -575,6 +594,7 @@ mod approval_matrix {
             Event::Approve {
                 actor: approver("U0000001"),
                 version: None,
+                acknowledged: false,
             },
             at(110),
             Reject("already_approved_by_you"),
@@ -597,6 +617,7 @@ mod approval_matrix {
             Event::Approve {
                 actor: approver("U0000001"),
                 version: None,
+                acknowledged: false,
             },
             at(100),
             Accept("awaiting_approval", &["post_note", "update_top_message"]),
@@ -608,6 +629,7 @@ mod approval_matrix {
             Event::Approve {
                 actor: approver("U0000002"),
                 version: None,
+                acknowledged: false,
             },
             at(120),
             Accept(
@@ -747,6 +769,7 @@ mod approvals_are_for_one_version_of_the_plan {
         Event::Approve {
             actor: approver("U0000002"),
             version: Some(version),
+            acknowledged: false,
         }
     }
 
@@ -848,6 +871,7 @@ mod approvals_are_for_one_version_of_the_plan {
             Event::Approve {
                 actor: approver("U0000001"),
                 version: Some(1),
+                acknowledged: false,
             },
             at(100),
             Expect::Accept("awaiting_approval", &["post_note", "update_top_message"]),
@@ -896,6 +920,7 @@ mod clicks_after_a_decision_are_rejected {
             Event::Approve {
                 actor: approver("U0000002"),
                 version: None,
+                acknowledged: false,
             },
             at(100),
             Reject("already_decided"),
@@ -929,6 +954,7 @@ mod clicks_after_a_decision_are_rejected {
             Event::Approve {
                 actor: approver("U0000002"),
                 version: None,
+                acknowledged: false,
             },
             at(100),
             Reject("already_decided"),
@@ -946,6 +972,7 @@ mod clicks_after_a_decision_are_rejected {
             Event::Approve {
                 actor: approver("U0000002"),
                 version: None,
+                acknowledged: false,
             },
             at(100),
             Reject("already_decided"),
@@ -961,6 +988,7 @@ mod clicks_after_a_decision_are_rejected {
             Event::Approve {
                 actor: approver("U0000002"),
                 version: None,
+                acknowledged: false,
             },
             at(100),
             Reject("already_decided"),
@@ -976,6 +1004,7 @@ mod clicks_after_a_decision_are_rejected {
             Event::Approve {
                 actor: approver("U0000002"),
                 version: None,
+                acknowledged: false,
             },
             at(100),
             Reject("expired"),
@@ -1110,6 +1139,7 @@ mod approval_timeouts {
             Event::Approve {
                 actor: approver("U0000001"),
                 version: None,
+                acknowledged: false,
             },
             at(1_000_000),
             Accept(
@@ -1880,6 +1910,7 @@ mod the_group_is_looked_at_again_before_acting {
             before,
             group: group_info(status, node),
             allowed: allowed(),
+            pending: Check::Known(Vec::new()),
         }
     }
 
@@ -1993,6 +2024,7 @@ mod the_group_is_looked_at_again_before_acting {
             before: Step::Upsize,
             group: group_info("available", "cache.r6g.large"),
             allowed: vec![nt("cache.r6g.2xlarge")],
+            pending: Check::Known(Vec::new()),
         };
         let t = check(
             "recheck before the upsize: xlarge not listed any more",
@@ -2019,6 +2051,312 @@ mod the_group_is_looked_at_again_before_acting {
             rechecked(Step::Upsize, "available", "cache.r6g.large"),
             at(61_000),
             Expect::Ignore,
+        );
+    }
+}
+
+mod pending_changes_need_an_explicit_approval {
+    use super::*;
+    use crate::workflow::policy::{Drift, NoPlan, PendingChanges};
+
+    fn engine_upgrade() -> Vec<PendingChange> {
+        vec![PendingChange::new("EngineVersion", "7.2.4")]
+    }
+
+    fn with_pending(pending: Check<Vec<PendingChange>>) -> Preflight {
+        Preflight {
+            pending,
+            ..Preflight::clean()
+        }
+    }
+
+    fn fetched(preflight: Preflight) -> Event {
+        Event::PlanFetched {
+            group: group_info("available", "cache.r6g.large"),
+            allowed: allowed(),
+            preflight,
+        }
+    }
+
+    /// A run waiting for approval of a plan whose preflight found `pending`.
+    fn waiting_on(pending: Check<Vec<PendingChange>>, policy: Policy) -> Run {
+        let mut r = awaiting_with(policy, alarm());
+        if let State::AwaitingApproval { plan, .. } = &mut r.state {
+            plan.preflight = with_pending(pending);
+        }
+        r
+    }
+
+    fn approve(acknowledged: bool) -> Event {
+        Event::Approve {
+            actor: approver("U0000002"),
+            version: Some(1),
+            acknowledged,
+        }
+    }
+
+    #[test]
+    fn a_plain_approval_of_a_plan_with_pending_changes_is_refused() {
+        let run = waiting_on(Check::Known(engine_upgrade()), policy());
+        check(
+            "plain approve with an engine upgrade pending",
+            run.clone(),
+            approve(false),
+            at(100),
+            Expect::Reject("needs_acknowledgement"),
+        );
+        let t = check(
+            "approve with pending changes",
+            run,
+            approve(true),
+            at(100),
+            Expect::Accept(
+                "snapshotting",
+                &["post_note", "offer_cancel", "recheck", "update_top_message"],
+            ),
+        );
+        let plan = t.unwrap().run.plan().cloned().unwrap();
+        assert!(plan.pending_acknowledged, "the approval covered them");
+    }
+
+    #[test]
+    fn not_knowing_whether_changes_are_pending_needs_the_same_acknowledgement() {
+        let run = waiting_on(Check::Unknown("AccessDenied".into()), policy());
+        check(
+            "plain approve, pending unknown",
+            run,
+            approve(false),
+            at(100),
+            Expect::Reject("needs_acknowledgement"),
+        );
+        // A clean plan needs nothing more than Approve (and an acknowledging click is fine).
+        check(
+            "approve with acknowledgement, nothing pending",
+            awaiting(),
+            approve(true),
+            at(100),
+            Expect::Accept(
+                "snapshotting",
+                &["post_note", "offer_cancel", "recheck", "update_top_message"],
+            ),
+        );
+    }
+
+    #[test]
+    fn an_auto_group_with_pending_changes_waits_for_a_person() {
+        let auto = Policy {
+            approval: ApprovalMode::Auto,
+            ..policy()
+        };
+        let t = check(
+            "auto group, engine upgrade pending",
+            base(alarm(), auto.clone()),
+            fetched(with_pending(Check::Known(engine_upgrade()))),
+            at(10),
+            Expect::Accept(
+                "awaiting_approval",
+                &["post_top_message", "post_note", "timer", "timer"],
+            ),
+        )
+        .unwrap();
+        assert!(t.effects.iter().any(|e| matches!(
+            e.effect,
+            Effect::PostNote {
+                note: Note::NeedsAcknowledgement
+            }
+        )));
+        check(
+            "auto group, nothing pending",
+            base(alarm(), auto),
+            fetched(Preflight::clean()),
+            at(10),
+            Expect::Accept(
+                "snapshotting",
+                &["post_top_message", "post_note", "offer_cancel", "recheck"],
+            ),
+        );
+    }
+
+    #[test]
+    fn an_approving_timeout_escalates_instead_when_changes_are_pending() {
+        let approving = Policy {
+            on_approval_timeout: OnApprovalTimeout::Approve,
+            ..policy()
+        };
+        let t = check(
+            "approval timeout with pending changes",
+            waiting_on(Check::Known(engine_upgrade()), approving),
+            Event::TimerFired {
+                timer: Timer::ApprovalTimeout,
+            },
+            at(900_000),
+            Expect::Accept(
+                "awaiting_approval",
+                &["post_note", "page", "update_top_message"],
+            ),
+        )
+        .unwrap();
+        assert!(matches!(
+            t.run.state,
+            State::AwaitingApproval {
+                escalated: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_refusing_policy_makes_no_plan_while_changes_are_pending_or_unknown() {
+        let refuse = Policy {
+            pending_changes: PendingChanges::Refuse,
+            ..policy()
+        };
+        let group = group_info("available", "cache.r6g.large");
+        let known = crate::workflow::policy::plan(
+            &group,
+            &allowed(),
+            None,
+            &refuse,
+            &with_pending(Check::Known(engine_upgrade())),
+        );
+        assert!(
+            matches!(known, Err(NoPlan::PendingChanges { .. })),
+            "{known:?}"
+        );
+        assert!(
+            known
+                .unwrap_err()
+                .to_string()
+                .contains("EngineVersion → 7.2.4")
+        );
+        let unknown = crate::workflow::policy::plan(
+            &group,
+            &allowed(),
+            None,
+            &refuse,
+            &with_pending(Check::Unknown("AccessDenied".into())),
+        );
+        assert!(
+            matches!(unknown, Err(NoPlan::PendingUnknown { .. })),
+            "{unknown:?}"
+        );
+        let clean =
+            crate::workflow::policy::plan(&group, &allowed(), None, &refuse, &Preflight::clean());
+        assert!(clean.is_ok());
+        check(
+            "refusing policy, engine upgrade pending",
+            base(alarm(), refuse),
+            fetched(with_pending(Check::Known(engine_upgrade()))),
+            at(10),
+            Expect::Accept("nothing_to_do", &["post_top_message", "post_note", "page"]),
+        );
+    }
+
+    fn recheck_with(pending: Check<Vec<PendingChange>>) -> Event {
+        Event::Rechecked {
+            before: Step::Snapshot,
+            group: group_info("available", "cache.r6g.large"),
+            allowed: allowed(),
+            pending,
+        }
+    }
+
+    fn snapshotting_acknowledged(pending: Check<Vec<PendingChange>>) -> Run {
+        let mut r = snapshotting(false, 0);
+        if let State::Snapshotting { plan, .. } = &mut r.state {
+            plan.preflight = with_pending(pending);
+            plan.pending_acknowledged = true;
+        }
+        r
+    }
+
+    #[test]
+    fn a_change_that_appears_after_the_approval_stops_the_run_before_acting() {
+        let t = check(
+            "recheck: an engine upgrade appeared after a clean approval",
+            snapshotting(false, 0),
+            recheck_with(Check::Known(engine_upgrade())),
+            at(100),
+            Expect::Accept("group_changed", &["post_note", "update_top_message"]),
+        )
+        .unwrap();
+        assert!(matches!(
+            t.run.outcome(),
+            Some(Outcome::GroupChanged {
+                drift: Drift::PendingChanges { .. },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_changes_the_approval_covered_do_not_stop_it_but_new_ones_do() {
+        check(
+            "recheck: the acknowledged upgrade is still pending",
+            snapshotting_acknowledged(Check::Known(engine_upgrade())),
+            recheck_with(Check::Known(engine_upgrade())),
+            at(100),
+            Expect::Accept("snapshotting", &["post_note", "create_snapshot"]),
+        );
+        let mut more = engine_upgrade();
+        more.push(PendingChange::new(
+            "CacheParameterGroup",
+            "custom (pending-reboot)",
+        ));
+        let t = check(
+            "recheck: another change appeared",
+            snapshotting_acknowledged(Check::Known(engine_upgrade())),
+            recheck_with(Check::Known(more)),
+            at(100),
+            Expect::Accept("group_changed", &["post_note", "update_top_message"]),
+        )
+        .unwrap();
+        let Some(Outcome::GroupChanged {
+            drift: Drift::PendingChanges { changes },
+            ..
+        }) = t.run.outcome()
+        else {
+            panic!("{:?}", t.run.state);
+        };
+        assert_eq!(changes.len(), 1, "only the new one is named: {changes:?}");
+        assert_eq!(changes[0].field, "CacheParameterGroup");
+    }
+
+    #[test]
+    fn pending_changes_unreadable_at_the_last_look_stop_a_run_nobody_acknowledged_them_for() {
+        check(
+            "recheck: pending unknown, approval did not cover it",
+            snapshotting(false, 0),
+            recheck_with(Check::Unknown("AccessDenied".into())),
+            at(100),
+            Expect::Accept("group_changed", &["post_note", "update_top_message"]),
+        );
+        check(
+            "recheck: pending unknown, approved as unknown",
+            snapshotting_acknowledged(Check::Unknown("AccessDenied".into())),
+            recheck_with(Check::Unknown("AccessDenied".into())),
+            at(100),
+            Expect::Accept("snapshotting", &["post_note", "create_snapshot"]),
+        );
+    }
+
+    #[test]
+    fn before_the_upsize_too() {
+        let mut r = modifying(false, false, 0);
+        if let State::Modifying { plan, .. } = &mut r.state {
+            plan.preflight = Preflight::clean();
+        }
+        check(
+            "recheck before the upsize: a change appeared",
+            r,
+            Event::Rechecked {
+                before: Step::Upsize,
+                group: group_info("available", "cache.r6g.large"),
+                allowed: allowed(),
+                pending: Check::Known(engine_upgrade()),
+            },
+            at(61_000),
+            Expect::Accept("group_changed", &["post_note", "update_top_message"]),
         );
     }
 }

@@ -6,9 +6,13 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{CacheClusterId, NodeType, ReplicationGroupId, SnapshotName};
+use crate::domain::{CacheClusterId, NodeType, ReplicationGroupId, SnapshotName, Timestamp};
+use crate::workflow::preflight::{Check, PendingChange, Preflight};
 
 use super::{Attempt, BoxFuture};
+
+/// Parameters of a cache parameter group: name and value (`None`: listed without one).
+pub type Parameters = Vec<(String, Option<String>)>;
 
 /// The replication group as the workflow needs to see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,11 +23,27 @@ pub struct GroupInfo {
     pub node_type: Option<NodeType>,
     pub members: Vec<CacheClusterId>,
     pub cluster_mode: ClusterMode,
+    /// Node groups (shards): 1 with cluster mode disabled.
+    #[serde(default = "one")]
+    pub shards: usize,
+    /// The group's own pending modified values (failover, resharding, auth, encryption, …).
+    #[serde(default)]
+    pub pending: Vec<PendingChange>,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl GroupInfo {
     pub fn is_available(&self) -> bool {
         self.status == GroupStatus::Available
+    }
+
+    /// Replicas in each shard (members beyond one primary per shard).
+    pub fn replicas_per_shard(&self) -> usize {
+        let shards = self.shards.max(1);
+        (self.members.len() / shards).saturating_sub(1)
     }
 }
 
@@ -122,6 +142,13 @@ pub struct CacheClusterInfo {
     pub replication_group: Option<ReplicationGroupId>,
     pub node_type: Option<NodeType>,
     pub status: String,
+    /// Modifications waiting for the maintenance window (an engine upgrade, a node type), and
+    /// parameter changes waiting for a reboot: `ApplyImmediately=true` applies them too.
+    #[serde(default)]
+    pub pending: Vec<PendingChange>,
+    /// The cluster's cache parameter group.
+    #[serde(default)]
+    pub parameter_group: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,6 +188,9 @@ pub struct SnapshotInfo {
     pub name: SnapshotName,
     pub status: SnapshotStatus,
     pub group: Option<ReplicationGroupId>,
+    /// When the snapshot was taken (`None` while it is still being taken).
+    #[serde(default)]
+    pub created: Option<Timestamp>,
 }
 
 /// What went wrong talking to ElastiCache, sorted by what the caller does next.
@@ -300,6 +330,34 @@ pub trait ElastiCache: Send + Sync {
         group: &'a ReplicationGroupId,
         node_type: &'a NodeType,
     ) -> BoxFuture<'a, Result<GroupInfo, AwsError>>;
+
+    /// DescribeCacheParameters of one parameter group (every page): the values of the
+    /// parameters named in `wanted` that it lists (`None` when listed without a value).
+    fn cache_parameters<'a>(
+        &'a self,
+        parameter_group: &'a str,
+        wanted: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<Parameters, AwsError>>;
+
+    /// DescribeSnapshots with `SnapshotSource=manual` for one group (every page).
+    fn manual_snapshots<'a>(
+        &'a self,
+        group: &'a ReplicationGroupId,
+    ) -> BoxFuture<'a, Result<Vec<SnapshotInfo>, AwsError>>;
+
+    /// DescribeUpdateActions for one group: service updates scheduled or under way
+    /// (`ServiceUpdate` → `name (status)`).
+    fn update_actions_in_progress<'a>(
+        &'a self,
+        group: &'a ReplicationGroupId,
+    ) -> BoxFuture<'a, Result<Vec<PendingChange>, AwsError>>;
+
+    /// Application Auto Scaling DescribeScalableTargets (read-only) for
+    /// `replication-group/{group}`: the scalable dimensions registered (empty: none).
+    fn scalable_dimensions<'a>(
+        &'a self,
+        group: &'a ReplicationGroupId,
+    ) -> BoxFuture<'a, Result<Vec<String>, AwsError>>;
 }
 
 impl From<&AwsError> for super::Failure {
@@ -322,6 +380,22 @@ pub trait Aws: Send + Sync {
         &'a self,
         at: &'a mut Attempt,
     ) -> BoxFuture<'a, Result<(GroupInfo, Vec<NodeType>), AwsError>>;
+
+    /// Everything around the change the plan should show: what can't be read is unknown, but
+    /// pending changes unread for a passing reason are an error while tries remain.
+    fn preflight<'a>(
+        &'a self,
+        at: &'a mut Attempt,
+        group: &'a GroupInfo,
+    ) -> BoxFuture<'a, Result<Preflight, AwsError>>;
+
+    /// The group's pending changes, just before acting. A transient error is an error (worth
+    /// another try); one that won't pass (a permission) makes them unknown.
+    fn pending_changes<'a>(
+        &'a self,
+        at: &'a mut Attempt,
+        group: &'a GroupInfo,
+    ) -> BoxFuture<'a, Result<Check<Vec<PendingChange>>, AwsError>>;
 
     /// Start the run's snapshot (or find it started); its status.
     fn create_snapshot<'a>(

@@ -36,7 +36,7 @@ pub mod store;
 pub use chat::{Chat, Hooks, Pager};
 pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
 pub use elasticache::{
-    Aws, AwsError, CacheClusterInfo, ClusterMode, ElastiCache, GroupInfo, GroupStatus,
+    Aws, AwsError, CacheClusterInfo, ClusterMode, ElastiCache, GroupInfo, GroupStatus, Parameters,
     SnapshotInfo, SnapshotStatus,
 };
 pub use metrics::{Metrics, NoMetrics};

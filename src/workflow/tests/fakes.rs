@@ -13,6 +13,7 @@ use crate::domain::{
 use crate::workflow::effect::{CancelGone, Effect, Lane, Note, PageAction};
 use crate::workflow::event::HookPhase;
 use crate::workflow::ports::*;
+use crate::workflow::preflight::{Check, PendingChange, Preflight};
 use crate::workflow::run::{Run, TopMessage};
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -428,6 +429,10 @@ struct Cloud {
     calls: Vec<&'static str>,
     /// Answer this many calls with `Throttling`.
     throttle: u32,
+    /// What the preflight finds (default: every check clean), and the pending changes a
+    /// recheck reads.
+    preflight: Option<Preflight>,
+    pending: Option<Check<Vec<PendingChange>>>,
 }
 
 /// AWS with one group whose snapshot and modification take a few polls.
@@ -452,6 +457,18 @@ impl FakeAws {
             cloud: Arc::new(Mutex::new(cloud)),
             polls,
         }
+    }
+
+    /// The preflight finds `p`; a recheck then reads its pending changes too.
+    pub fn set_preflight(&self, p: Preflight) {
+        let mut cloud = lock(&self.cloud);
+        cloud.pending = Some(p.pending.clone());
+        cloud.preflight = Some(p);
+    }
+
+    /// A recheck reads `pending`.
+    pub fn set_pending(&self, pending: Check<Vec<PendingChange>>) {
+        lock(&self.cloud).pending = Some(pending);
     }
 
     /// Answer the next `n` calls with `Throttling`.
@@ -501,6 +518,8 @@ fn info(id: &ReplicationGroupId, g: &Group) -> GroupInfo {
         node_type: Some(g.node_type.clone()),
         members: vec![CacheClusterId::parse("fake-001").expect("an id")],
         cluster_mode: ClusterMode::Disabled,
+        shards: 1,
+        pending: Vec::new(),
     }
 }
 
@@ -526,6 +545,26 @@ impl Aws for FakeAws {
             let ups =
                 crate::domain::node_types::scale_ups_from(g.node_type.as_ref().expect("a type"));
             (g, ups)
+        }))
+    }
+
+    fn preflight<'a>(
+        &'a self,
+        _: &'a mut Attempt,
+        _: &'a GroupInfo,
+    ) -> BoxFuture<'a, Result<Preflight, AwsError>> {
+        ready(self.call("Preflight", |c, _| {
+            c.preflight.clone().unwrap_or_else(Preflight::clean)
+        }))
+    }
+
+    fn pending_changes<'a>(
+        &'a self,
+        _: &'a mut Attempt,
+        _: &'a GroupInfo,
+    ) -> BoxFuture<'a, Result<Check<Vec<PendingChange>>, AwsError>> {
+        ready(self.call("DescribeCacheClusters", |c, _| {
+            c.pending.clone().unwrap_or(Check::Known(Vec::new()))
         }))
     }
 

@@ -203,6 +203,7 @@ async fn nobody_approving_pages_once_at_the_timeout_and_a_late_approval_resolves
     let approve = Event::Approve {
         actor: approver("U0ONCALL1"),
         version: None,
+        acknowledged: false,
     };
     let submitted = b.runner.submit(&run, approve).await.unwrap();
     assert!(matches!(submitted, Submitted::Accepted(_)), "{submitted:?}");
@@ -326,4 +327,57 @@ async fn a_runner_stopped_after_any_transition_is_resumed_without_doing_anything
         boundaries >= 8,
         "the run went through {boundaries} boundaries"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_auto_group_with_an_engine_upgrade_pending_waits_for_an_acknowledged_approval() {
+    use crate::workflow::preflight::{Check, PendingChange, Preflight};
+    let b = Bench::new(RunnerOptions::default());
+    let upgrade = vec![PendingChange::new("EngineVersion", "7.2.4")];
+    b.aws.set_preflight(Preflight {
+        pending: Check::Known(upgrade.clone()),
+        ..Preflight::clean()
+    });
+    let run = b.start(auto()).await;
+    b.until(&run, "the approval wait", |r| {
+        matches!(
+            r.state,
+            crate::workflow::run::State::AwaitingApproval { .. }
+        )
+    })
+    .await;
+    let plain = Event::Approve {
+        actor: approver("U0ONCALL1"),
+        version: None,
+        acknowledged: false,
+    };
+    let refused = b.runner.submit(&run, plain).await.unwrap();
+    assert!(matches!(refused, Submitted::Rejected(_)), "{refused:?}");
+    assert_eq!(b.aws.count("CreateSnapshot"), 0);
+    let acknowledged = Event::Approve {
+        actor: approver("U0ONCALL1"),
+        version: None,
+        acknowledged: true,
+    };
+    let ok = b.runner.submit(&run, acknowledged).await.unwrap();
+    assert!(matches!(ok, Submitted::Accepted(_)), "{ok:?}");
+    assert_eq!(b.done(&run).await.state_name(), "succeeded");
+    let said = b.chat.said();
+    assert!(
+        said.iter().any(|s| s == "note:NeedsAcknowledgement"),
+        "{said:?}"
+    );
+    // A change that shows up only after the approval stops the next run before it acts.
+    b.aws.set_preflight(Preflight::clean());
+    b.aws.set_pending(Check::Known(upgrade));
+    let second = b
+        .start(Policy {
+            cooldown: Duration::ZERO,
+            ..auto()
+        })
+        .await;
+    let stopped = b.done(&second).await;
+    assert_eq!(stopped.state_name(), "group_changed");
+    assert_eq!(b.aws.count("CreateSnapshot"), 1, "the second run took none");
+    b.stop().await;
 }
