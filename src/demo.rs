@@ -50,12 +50,15 @@ pub enum Scenario {
     Denied,
     /// Nobody approves in time: on-call paged; a late approval still works and resolves it.
     Escalate,
+    /// An engine upgrade waits on the group: the card warns that the upsize applies it too, and
+    /// on-call approves both with "Approve with pending changes": succeeded, upgrade applied.
+    PendingChanges,
 }
 
 impl Scenario {
     fn expected(self) -> &'static str {
         match self {
-            Scenario::Happy | Scenario::Escalate => "succeeded",
+            Scenario::Happy | Scenario::Escalate | Scenario::PendingChanges => "succeeded",
             Scenario::SnapshotTimeout => "timed_out",
             Scenario::ModifyFails => "failed",
             Scenario::Denied => "denied",
@@ -111,12 +114,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     println!("(simulated ElastiCache, local Slack and PagerDuty stand-ins; time is compressed)\n");
 
     let group = ReplicationGroupId::parse(GROUP)?;
+    let mut demo_group = SimGroup::new(group.clone(), NodeType::parse("cache.r6g.large")?)
+        .replicas(1)
+        .shards(1);
+    if scenario == Scenario::PendingChanges {
+        demo_group = demo_group.pending_engine_version("7.2.4");
+    }
     let sim_config = SimConfig {
-        groups: vec![
-            SimGroup::new(group.clone(), NodeType::parse("cache.r6g.large")?)
-                .replicas(1)
-                .shards(1),
-        ],
+        groups: vec![demo_group],
         snapshot_duration: match scenario {
             Scenario::SnapshotTimeout => Duration::from_secs(3600),
             _ => Duration::from_millis(1200),
@@ -218,7 +223,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
             .map(|t| t.to_string())
             .unwrap_or_else(|| "?".into())
     );
+    let engine = sim.engine_version(&group).unwrap_or_default();
+    println!("{group} runs Redis {engine}.");
     std::fs::remove_dir_all(&dir).ok();
+    // The pending upgrade was shown, approved explicitly, and applied with the node type.
+    let pending_ok = scenario != Scenario::PendingChanges
+        || (engine == "7.2.4"
+            && run
+                .plan()
+                .is_some_and(|p| p.pending_acknowledged && p.preflight.needs_acknowledgement()));
 
     let got = run.state_name();
     let want = scenario.expected();
@@ -233,7 +246,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         }
     );
     Ok(
-        if got == want && scenario_checks(scenario, &run, &pagerduty) {
+        if got == want && pending_ok && scenario_checks(scenario, &run, &pagerduty) {
             0
         } else {
             1
@@ -257,7 +270,7 @@ fn scenario_checks(scenario: Scenario, run: &Run, pd: &FakePagerDutyHandle) -> b
                 .is_some_and(|h| h.contains("/archives/"))
         });
     let ok = match scenario {
-        Scenario::Happy | Scenario::Denied => actions.is_empty(),
+        Scenario::Happy | Scenario::Denied | Scenario::PendingChanges => actions.is_empty(),
         Scenario::SnapshotTimeout | Scenario::ModifyFails => {
             actions == ["trigger"] && thread_linked
         }
@@ -327,6 +340,10 @@ async fn drive(
             tokio::time::sleep(Duration::from_millis(800)).await;
             ("approve", "paged, on-call wakes up and taps Approve")
         }
+        Scenario::PendingChanges => (
+            "approve_pending",
+            "on-call reads the warning and taps Approve with pending changes",
+        ),
         _ => ("approve", "on-call taps Approve"),
     };
     if scenario != Scenario::Escalate {

@@ -776,4 +776,66 @@ mod tests {
         assert_eq!(info.status, "snapshotting");
         assert_eq!(info.replication_group.unwrap().as_str(), "prod-jobs");
     }
+
+    #[test]
+    fn pending_modified_values_and_a_reboot_pending_parameter_change_become_pending_changes() {
+        let c = types::CacheCluster::builder()
+            .cache_cluster_id("prod-jobs-001")
+            .pending_modified_values(
+                types::PendingModifiedValues::builder()
+                    .engine_version("7.2.4")
+                    .cache_node_type("cache.r6g.xlarge")
+                    .build(),
+            )
+            .cache_parameter_group(
+                types::CacheParameterGroupStatus::builder()
+                    .cache_parameter_group_name("custom7")
+                    .parameter_apply_status("pending-reboot")
+                    .build(),
+            )
+            .build();
+        let info = cache_cluster_info(&c).unwrap();
+        let said: Vec<String> = info.pending.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            said,
+            [
+                "EngineVersion → 7.2.4",
+                "CacheNodeType → cache.r6g.xlarge",
+                "CacheParameterGroup → custom7 (pending-reboot)"
+            ]
+        );
+        assert_eq!(info.parameter_group.as_deref(), Some("custom7"));
+        let in_sync = types::CacheCluster::builder()
+            .cache_cluster_id("prod-jobs-002")
+            .cache_parameter_group(
+                types::CacheParameterGroupStatus::builder()
+                    .cache_parameter_group_name("default.redis7")
+                    .parameter_apply_status("in-sync")
+                    .build(),
+            )
+            .build();
+        assert!(cache_cluster_info(&in_sync).unwrap().pending.is_empty());
+
+        let g = types::ReplicationGroup::builder()
+            .replication_group_id("prod-jobs")
+            .pending_modified_values(
+                types::ReplicationGroupPendingModifiedValues::builder()
+                    .automatic_failover_status(types::PendingAutomaticFailoverStatus::Enabled)
+                    .transit_encryption_enabled(true)
+                    .build(),
+            )
+            .node_groups(types::NodeGroup::builder().node_group_id("0001").build())
+            .node_groups(types::NodeGroup::builder().node_group_id("0002").build())
+            .build();
+        let info = group_info(&g).unwrap();
+        assert_eq!(info.shards, 2);
+        let said: Vec<String> = info.pending.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            said,
+            [
+                "AutomaticFailover → enabled",
+                "TransitEncryptionEnabled → true"
+            ]
+        );
+    }
 }

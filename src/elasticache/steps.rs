@@ -94,7 +94,7 @@ impl Aws for ElastiCacheSteps {
             let read = preflight::read_pending(self.api.as_ref(), group, &mut lines).await;
             log_lines(at, lines);
             match read {
-                Ok((pending, _)) => Ok(pending),
+                Ok(pending) => Ok(pending),
                 // Worth another try; the runner schedules it.
                 Err(e) if e.is_retryable() => Err(e),
                 Err(e) => Ok(Check::Unknown(e.to_string())),

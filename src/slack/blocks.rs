@@ -752,9 +752,14 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
             "👍 <@{by}> approved ({have} of {need}). {} more approver(s) needed.",
             need.saturating_sub(*have)
         ),
-        Note::Approved { by } => {
+        Note::Approved { by, with_pending } => {
             let by: Vec<String> = by.iter().map(|u| format!("<@{u}>")).collect();
-            format!("👍 Approved by {}. Starting.", by.join(" and "))
+            let pending = if *with_pending {
+                ", with the pending changes"
+            } else {
+                ""
+            };
+            format!("👍 Approved by {}{pending}. Starting.", by.join(" and "))
         }
         Note::NeedsAcknowledgement => {
             "✋ This group's policy would approve by itself, but approving here also applies changes waiting on the group (or the bot couldn't check for them): a person has to approve with *Approve with pending changes*."
@@ -1119,7 +1124,13 @@ mod tests {
         let notes = [
             Note::Approved {
                 by: vec![SlackUserId::parse("U0ONCALL1").unwrap()],
+                with_pending: false,
             },
+            Note::Approved {
+                by: vec![SlackUserId::parse("U0ONCALL2").unwrap()],
+                with_pending: true,
+            },
+            Note::NeedsAcknowledgement,
             Note::SnapshotReady {
                 name: crate::domain::SnapshotName::for_run(&run.id),
                 took: std::time::Duration::from_secs(252),

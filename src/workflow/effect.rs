@@ -57,6 +57,9 @@ pub enum Note {
     },
     Approved {
         by: Vec<SlackUserId>,
+        /// The approval covered the pending changes the preflight showed, too.
+        #[serde(default)]
+        with_pending: bool,
     },
     ApprovedByPolicy,
     /// The policy would approve by itself, but the plan's pending changes (or not knowing them)

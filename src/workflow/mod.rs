@@ -8,6 +8,9 @@
 //!   word-free data of its messages ([`effect::Note`]) and pages.
 //! - [`policy`]: the policy types, and pure decisions: the target node type, who may approve,
 //!   what an alarm does, when to retry.
+//! - [`preflight`]: what else a node-type change touches (pending changes, reserved memory,
+//!   the snapshot limit, Application Auto Scaling), each check known or unknown, read through
+//!   the ElastiCache port.
 //! - [`machine`]: the pure transition function `(run, event, now) → transition | rejection`,
 //!   one module per phase.
 //! - [`ports`]: traits for everything a run and the use cases need from the world (AWS, chat,

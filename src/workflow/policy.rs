@@ -904,4 +904,47 @@ mod tests {
         };
         assert_eq!(may_approve(&lenient, &u1, true, Some(&u1), &[]), Ok(()));
     }
+
+    #[test]
+    fn data_tiering_groups_stay_data_tiering_and_others_never_become_it() {
+        // Even if AWS listed a type of the other kind, the plan offers only its own family.
+        let mixed = [
+            nt("cache.r6g.2xlarge"),
+            nt("cache.r6gd.2xlarge"),
+            nt("cache.r6gd.4xlarge"),
+        ];
+        let tiering = plan(
+            &group("cache.r6gd.xlarge", "available"),
+            &mixed,
+            None,
+            &policy(None),
+        )
+        .unwrap();
+        assert_eq!(tiering.target, nt("cache.r6gd.2xlarge"));
+        assert!(
+            tiering.choices.iter().all(|t| t.family() == "r6gd"),
+            "{:?}",
+            tiering.choices
+        );
+        let into = plan(
+            &group("cache.r6g.xlarge", "available"),
+            &mixed,
+            Some(&nt("cache.r6gd.2xlarge")),
+            &policy(None),
+        );
+        assert!(
+            matches!(into, Err(NoPlan::NotUpInFamily { .. })),
+            "{into:?}"
+        );
+        let out_of = plan(
+            &group("cache.r6gd.xlarge", "available"),
+            &mixed,
+            Some(&nt("cache.r6g.2xlarge")),
+            &policy(None),
+        );
+        assert!(
+            matches!(out_of, Err(NoPlan::NotUpInFamily { .. })),
+            "{out_of:?}"
+        );
+    }
 }

@@ -159,58 +159,102 @@ impl Preflight {
 /// One AWS call a reader made, for the audit trail: the call and what it said.
 pub type CallLine = (&'static str, String);
 
-/// Read the group's pending changes: its own pending modified values (from the description the
-/// caller has), each member's (DescribeCacheClusters), and service updates under way
-/// (DescribeUpdateActions). An error is handed back so the caller can decide between retrying
-/// and "unknown"; a group with more than [`MEMBERS_CHECKED`] members is unknown. Also returns
-/// the members' cache parameter group, when one said.
-pub async fn read_pending(
+/// Each member's pending modified values (DescribeCacheClusters), and the members' cache
+/// parameter group. A group with more than [`MEMBERS_CHECKED`] members is not checked member by
+/// member (its first member still names the parameter group).
+async fn read_members(
     api: &dyn ElastiCache,
     group: &GroupInfo,
     log: &mut Vec<CallLine>,
-) -> Result<(Check<Vec<PendingChange>>, Option<String>), AwsError> {
+) -> (Result<Check<Vec<PendingChange>>, AwsError>, Option<String>) {
     let mut changes: BTreeSet<PendingChange> = group.pending.iter().cloned().collect();
     let mut parameter_group = None;
-    if group.members.len() > MEMBERS_CHECKED {
+    let too_many = group.members.len() > MEMBERS_CHECKED;
+    let members = if too_many {
+        &group.members[..1]
+    } else {
+        &group.members[..]
+    };
+    for member in members {
+        match api.describe_cache_cluster(member).await {
+            Ok(c) => {
+                log.push((
+                    "DescribeCacheClusters",
+                    format!("{member}: {} pending change(s)", c.pending.len()),
+                ));
+                changes.extend(c.pending);
+                if parameter_group.is_none() {
+                    parameter_group = c.parameter_group;
+                }
+            }
+            Err(e) => {
+                log.push(("DescribeCacheClusters", format!("{member}: error: {e}")));
+                return (Err(e), parameter_group);
+            }
+        }
+    }
+    if too_many {
         let why = format!(
             "{} has {} nodes; the bot checks at most {MEMBERS_CHECKED} for pending changes",
             group.id,
             group.members.len()
         );
-        log.push(("DescribeCacheClusters", why.clone()));
-        return Ok((Check::Unknown(why), None));
+        return (Ok(Check::Unknown(why)), parameter_group);
     }
-    for member in &group.members {
-        let c = match api.describe_cache_cluster(member).await {
-            Ok(c) => c,
-            Err(e) => {
-                log.push(("DescribeCacheClusters", format!("{member}: error: {e}")));
-                return Err(e);
-            }
-        };
-        log.push((
-            "DescribeCacheClusters",
-            format!("{member}: {} pending change(s)", c.pending.len()),
-        ));
-        changes.extend(c.pending);
-        if parameter_group.is_none() {
-            parameter_group = c.parameter_group;
-        }
-    }
+    (
+        Ok(Check::Known(changes.into_iter().collect())),
+        parameter_group,
+    )
+}
+
+/// Service updates scheduled or under way on the group (DescribeUpdateActions).
+async fn read_updates(
+    api: &dyn ElastiCache,
+    group: &GroupInfo,
+    log: &mut Vec<CallLine>,
+) -> Result<Vec<PendingChange>, AwsError> {
     match api.update_actions_in_progress(&group.id).await {
         Ok(updates) => {
             log.push((
                 "DescribeUpdateActions",
                 format!("{} service update(s) scheduled or under way", updates.len()),
             ));
-            changes.extend(updates);
+            Ok(updates)
         }
         Err(e) => {
             log.push(("DescribeUpdateActions", format!("error: {e}")));
-            return Err(e);
+            Err(e)
         }
     }
-    Ok((Check::Known(changes.into_iter().collect()), parameter_group))
+}
+
+/// The members' pending changes and the service updates, together.
+fn combine(
+    members: Result<Check<Vec<PendingChange>>, AwsError>,
+    updates: Result<Vec<PendingChange>, AwsError>,
+) -> Result<Check<Vec<PendingChange>>, AwsError> {
+    match (members?, updates?) {
+        (Check::Known(mut changes), updates) => {
+            changes.extend(updates);
+            changes.sort();
+            changes.dedup();
+            Ok(Check::Known(changes))
+        }
+        (unknown, _) => Ok(unknown),
+    }
+}
+
+/// Read the group's pending changes: its own pending modified values (from the description the
+/// caller has), each member's, and service updates under way. An error is handed back so the
+/// caller can decide between retrying and "unknown".
+pub async fn read_pending(
+    api: &dyn ElastiCache,
+    group: &GroupInfo,
+    log: &mut Vec<CallLine>,
+) -> Result<Check<Vec<PendingChange>>, AwsError> {
+    let (members, _) = read_members(api, group, log).await;
+    let members = members?;
+    combine(Ok(members), read_updates(api, group, log).await)
 }
 
 /// Read every preflight check for `group` at `now`. A check that can't be read is
@@ -224,10 +268,11 @@ pub async fn read(
     log: &mut Vec<CallLine>,
     retry_pending: bool,
 ) -> Result<Preflight, AwsError> {
-    let (pending, parameter_group) = match read_pending(api, group, log).await {
+    let (members, parameter_group) = read_members(api, group, log).await;
+    let pending = match combine(members, read_updates(api, group, log).await) {
         Ok(found) => found,
         Err(e) if retry_pending && e.is_retryable() => return Err(e),
-        Err(e) => (Check::Unknown(unreadable(&e)), None),
+        Err(e) => Check::Unknown(unreadable(&e)),
     };
     let reserved_memory = match parameter_group {
         None => Check::Unknown("no member reported its cache parameter group".to_string()),

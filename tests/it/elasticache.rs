@@ -752,3 +752,164 @@ fn the_sim_handle_can_be_shared_across_tasks() {
     fn shareable<T: Clone + Send + Sync + 'static>() {}
     shareable::<SimHandle>();
 }
+
+// ---- the preflight's reads ---------------------------------------------------------------
+
+#[tokio::test]
+async fn the_preflight_reads_pending_changes_parameters_snapshots_updates_and_auto_scaling() {
+    use redis_autoscaler::elasticache::sim::SimReservedMemory;
+    let t = spawn_with(|c| {
+        c.groups[0] = SimGroup::new(id("prod-jobs"), nt("cache.r6g.large"))
+            .pending_engine_version("7.2.4")
+            .reserved_memory(SimReservedMemory::Bytes(1 << 30))
+            .manual_snapshots_today(3)
+            .service_update("elasticache-20261101-001", "scheduled")
+            .service_update("elasticache-20250101-001", "complete")
+            .autoscaling("elasticache:replication-group:Replicas");
+    })
+    .await;
+    let member = t
+        .aws
+        .describe_cache_cluster(&CacheClusterId::parse("prod-jobs-001").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(member.pending.len(), 1);
+    assert_eq!(member.pending[0].to_string(), "EngineVersion → 7.2.4");
+    assert_eq!(member.parameter_group.as_deref(), Some("prod-jobs-params"));
+    let params = t
+        .aws
+        .cache_parameters(
+            "prod-jobs-params",
+            &["reserved-memory", "reserved-memory-percent"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        params,
+        [
+            (
+                "reserved-memory".to_string(),
+                Some((1u64 << 30).to_string())
+            ),
+            ("reserved-memory-percent".to_string(), Some("0".to_string())),
+        ]
+    );
+    let missing = t.aws.cache_parameters("nope", &["reserved-memory"]).await;
+    assert!(
+        matches!(missing, Err(AwsError::Other { ref code, .. }) if code == "CacheParameterGroupNotFound"),
+        "{missing:?}"
+    );
+    let snaps = t.aws.manual_snapshots(&id("prod-jobs")).await.unwrap();
+    assert_eq!(snaps.len(), 3);
+    assert!(snaps.iter().all(|s| s.created.is_some()), "{snaps:?}");
+    assert!(
+        t.aws
+            .manual_snapshots(&id("sharded"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Only updates that are still to come or under way.
+    let updates = t
+        .aws
+        .update_actions_in_progress(&id("prod-jobs"))
+        .await
+        .unwrap();
+    let updates: Vec<String> = updates.iter().map(|u| u.to_string()).collect();
+    assert_eq!(
+        updates,
+        ["ServiceUpdate → elasticache-20261101-001 (scheduled)"]
+    );
+    assert_eq!(
+        t.aws.scalable_dimensions(&id("prod-jobs")).await.unwrap(),
+        ["elasticache:replication-group:Replicas"]
+    );
+    assert!(
+        t.aws
+            .scalable_dimensions(&id("sharded"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let call = t
+        .sim
+        .calls()
+        .into_iter()
+        .find(|c| c.action == "DescribeScalableTargets")
+        .unwrap();
+    assert_eq!(call.param("ServiceNamespace"), Some("elasticache"));
+    assert_eq!(
+        call.param("ResourceIds"),
+        Some(r#"["replication-group/prod-jobs"]"#)
+    );
+    t.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_denied_or_throttled_preflight_read_is_an_error_the_caller_can_sort() {
+    let t = spawn_sim().await;
+    t.sim.deny_action("DescribeCacheParameters");
+    t.sim.deny_action("DescribeScalableTargets");
+    let denied = t
+        .aws
+        .cache_parameters("default.redis7", &["reserved-memory"])
+        .await;
+    assert!(
+        matches!(denied, Err(AwsError::Other { ref code, .. }) if code == "AccessDenied"),
+        "{denied:?}"
+    );
+    let denied = t.aws.scalable_dimensions(&id("prod-jobs")).await;
+    assert!(
+        matches!(denied, Err(AwsError::Other { ref code, .. }) if code == "AccessDeniedException"),
+        "{denied:?}"
+    );
+    t.sim.set_throttle_fraction(1.0).unwrap();
+    let throttled = t.aws.update_actions_in_progress(&id("prod-jobs")).await;
+    assert!(
+        throttled.as_ref().is_err_and(AwsError::is_retryable),
+        "{throttled:?}"
+    );
+    t.sim.set_faults(Default::default());
+    let throttled = t.aws.scalable_dimensions(&id("prod-jobs")).await;
+    assert!(
+        throttled.as_ref().is_err_and(AwsError::is_retryable),
+        "{throttled:?}"
+    );
+    assert_eq!(
+        t.sim.attempts("DescribeScalableTargets"),
+        2,
+        "one request each, no SDK retries"
+    );
+    t.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn aws_refuses_the_twenty_first_manual_snapshot_of_a_day() {
+    let t = spawn_with(|c| {
+        c.groups[0] =
+            SimGroup::new(id("prod-jobs"), nt("cache.r6g.large")).manual_snapshots_today(19);
+    })
+    .await;
+    t.aws
+        .create_snapshot(&id("prod-jobs"), &snap("twentieth"))
+        .await
+        .unwrap();
+    let refused = t
+        .aws
+        .create_snapshot(&id("sharded"), &snap("other-group"))
+        .await;
+    assert!(
+        refused.is_ok(),
+        "another group has its own limit: {refused:?}"
+    );
+    snapshot_settles(&t, &snap("twentieth")).await;
+    let refused = t
+        .aws
+        .create_snapshot(&id("prod-jobs"), &snap("twenty-first"))
+        .await;
+    assert!(
+        matches!(refused, Err(AwsError::QuotaExceeded { .. })),
+        "{refused:?}"
+    );
+    t.sim.shutdown().await;
+}

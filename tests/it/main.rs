@@ -7,6 +7,7 @@ mod deploy;
 mod elasticache;
 mod layout;
 mod ops;
+mod preflight;
 mod slack;
 mod support;
 mod workflow;

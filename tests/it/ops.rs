@@ -202,9 +202,10 @@ fn serve_env(services: &Services) -> Vec<(&'static str, String)> {
         ("ALARM_API_KEY", ALARM_KEY.to_string()),
         ("SLACK_API_URL", services.slack.base_url()),
         ("PAGERDUTY_EVENTS_URL", services.pd.url()),
+        // Every AWS service the bot calls (ElastiCache; STS for the account at start;
+        // Application Auto Scaling in the preflight) goes to the simulator, never out.
+        ("AWS_ENDPOINT_URL", services.sim.endpoint()),
         ("AWS_ENDPOINT_URL_ELASTICACHE", services.sim.endpoint()),
-        // The account is asked of STS at start; the simulator answers that too.
-        ("AWS_ENDPOINT_URL_STS", services.sim.endpoint()),
         ("AWS_REGION", "us-east-1".to_string()),
         ("AWS_ACCESS_KEY_ID", "AKIDTESTONLY".to_string()),
         (
@@ -349,6 +350,9 @@ async fn sigterm_mid_run_then_restart_completes_the_run_once() {
     );
     assert_eq!(services.top_messages().len(), 1, "one top message");
     assert!(services.pages().is_empty());
+    // The preflight's calls to the other services went to the simulator too.
+    assert_eq!(services.sim.count("DescribeScalableTargets"), 1);
+    assert_eq!(services.sim.count("DescribeCacheParameters"), 1);
 }
 
 #[tokio::test]

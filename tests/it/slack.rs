@@ -32,32 +32,6 @@ async fn post_with(
     req.send().await.unwrap()
 }
 
-/// A slash command form as Slack posts it (field set and encoding of the real sample), with
-/// its own `trigger_id` like every real one.
-fn slash_body(services: &Services, user: &str, text: &str) -> String {
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let trigger = format!("13345224609.{n}.8088930838d88f008e0");
-    serde_urlencoded::to_string([
-        ("token", "gIkuvaNzQIHg97ATvDxqgjtO"),
-        ("team_id", "T0001"),
-        ("team_domain", "example"),
-        ("channel_id", CHANNEL),
-        ("channel_name", "ops"),
-        ("user_id", user),
-        ("user_name", "someone"),
-        ("command", "/redis"),
-        ("text", text),
-        ("api_app_id", "A123456"),
-        (
-            "response_url",
-            &services.slack.response_url(&format!("cmd-{user}")),
-        ),
-        ("trigger_id", trigger.as_str()),
-    ])
-    .unwrap()
-}
-
 async fn slash(t: &TestApp, services: &Services, user: &str, text: &str) -> Value {
     let resp = post_signed(t, "/slack/commands", &slash_body(services, user, text)).await;
     assert_eq!(resp.status(), 200);
@@ -78,17 +52,6 @@ async fn click(
     )
     .await
     .status()
-}
-
-/// The private answers a person got through response_url.
-fn answers_to(services: &Services, id: &str) -> Vec<String> {
-    services
-        .slack
-        .responses()
-        .into_iter()
-        .filter(|r| r.id == id)
-        .map(|r| r.text)
-        .collect()
 }
 
 async fn started_run(t: &TestApp) -> RunId {

@@ -79,6 +79,9 @@ pub struct Services {
 
 impl Services {
     pub async fn start(sim_config: SimConfig) -> Services {
+        // Test clients (reqwest with rustls and no built-in provider) need it too, whichever
+        // test runs first.
+        redis_autoscaler::elasticache::sdk::install_crypto_provider();
         let slack = FakeSlack::spawn(TOKEN).await.unwrap();
         slack.set_usergroup(
             &redis_autoscaler::domain::SlackUserGroupId::parse(ONCALL_GROUP).unwrap(),
@@ -419,6 +422,43 @@ pub fn click_body(
 }
 
 static CLICKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A slash command form as Slack posts it (field set and encoding of the real sample), with
+/// its own `trigger_id` like every real one.
+pub fn slash_body(services: &Services, user: &str, text: &str) -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let trigger = format!("13345224609.{n}.8088930838d88f008e0");
+    serde_urlencoded::to_string([
+        ("token", "gIkuvaNzQIHg97ATvDxqgjtO"),
+        ("team_id", "T0001"),
+        ("team_domain", "example"),
+        ("channel_id", CHANNEL),
+        ("channel_name", "ops"),
+        ("user_id", user),
+        ("user_name", "someone"),
+        ("command", "/redis"),
+        ("text", text),
+        ("api_app_id", "A123456"),
+        (
+            "response_url",
+            &services.slack.response_url(&format!("cmd-{user}")),
+        ),
+        ("trigger_id", trigger.as_str()),
+    ])
+    .unwrap()
+}
+
+/// The private answers a person got through response_url.
+pub fn answers_to(services: &Services, id: &str) -> Vec<String> {
+    services
+        .slack
+        .responses()
+        .into_iter()
+        .filter(|r| r.id == id)
+        .map(|r| r.text)
+        .collect()
+}
 
 /// One of the run message's buttons, as it comes back in a click.
 pub fn button(action_id: &str, run: &RunId) -> serde_json::Value {

@@ -126,7 +126,10 @@ fn approve(
         let names: Vec<&str> = approvals.iter().map(|u| u.as_str()).collect();
         b.summary(format!("approved by {}", names.join(", ")));
         b.close_step(Step::Approval, StepStatus::Done);
-        b.note(Note::Approved { by: approvals });
+        b.note(Note::Approved {
+            by: approvals,
+            with_pending: w.plan.preflight.needs_acknowledgement(),
+        });
         if run.page.open {
             b.page(PageAction::Resolve);
         }
