@@ -4,11 +4,15 @@
 //!
 //! - A snapshot that already exists is the run's own: its name is derived from the run id.
 //! - A group already on the target is not asked again; one already `modifying` is the bot's own
-//!   only if an earlier try may have asked for it (else it is busy with someone else's change).
+//!   only if an earlier try may have asked for it and its nodes are moving to the bot's target
+//!   (else it is busy with someone else's change).
+//! - Whatever the run believes, the bot never asks for a type that is not a step up in the
+//!   group's family from the type it is on right now.
 
 use std::sync::Arc;
 
 use crate::domain::{NodeType, SnapshotName};
+use crate::workflow::policy::is_scale_up;
 use crate::workflow::ports::{
     Attempt, Aws, AwsError, BoxFuture, ElastiCache, GroupInfo, GroupStatus, SnapshotStatus,
 };
@@ -45,6 +49,32 @@ fn logged<T>(at: &mut Attempt, call: &str, r: Result<T, AwsError>) -> Result<T, 
         at.log("aws", call, format!("error: {e}"));
     }
     r
+}
+
+impl ElastiCacheSteps {
+    /// The node type a modifying group's nodes are moving to (a member's pending
+    /// `CacheNodeType`), when AWS says.
+    async fn moving_to(
+        &self,
+        at: &mut Attempt,
+        g: &GroupInfo,
+    ) -> Result<Option<NodeType>, AwsError> {
+        let Some(member) = g.members.first() else {
+            return Ok(None);
+        };
+        let call = "DescribeCacheClusters";
+        let c = logged(at, call, self.api.describe_cache_cluster(member).await)?;
+        let to = c
+            .pending
+            .iter()
+            .find(|p| p.field == "CacheNodeType")
+            .and_then(|p| NodeType::parse(&p.value).ok());
+        let said = to.as_ref().map_or("no pending node type".into(), |t| {
+            format!("{member}: moving to {t}")
+        });
+        at.log("aws", call, said);
+        Ok(to)
+    }
 }
 
 impl Aws for ElastiCacheSteps {
@@ -178,17 +208,42 @@ impl Aws for ElastiCacheSteps {
                 return Ok(g);
             }
             if g.status == GroupStatus::Modifying {
-                if at.maybe_done_before {
-                    // An earlier try may have asked: the modification is the bot's own.
+                let moving_to = if at.maybe_done_before {
+                    self.moving_to(at, &g).await?
+                } else {
+                    None
+                };
+                if at.maybe_done_before && moving_to.as_ref().is_none_or(|t| t == target) {
+                    // An earlier try may have asked, and the nodes go where it asked (or AWS
+                    // doesn't say): the modification is the bot's own.
                     let detail = "already modifying, as an earlier try asked; not asking again";
                     at.log("aws", "DescribeReplicationGroups", detail);
                     return Ok(g);
                 }
-                let message = "the group is already modifying, and the bot did not ask for it";
-                at.log("aws", "DescribeReplicationGroups", message);
+                let message = match moving_to {
+                    Some(t) => format!(
+                        "the group is already modifying, to {t}: not the bot's request for {target}"
+                    ),
+                    None => "the group is already modifying, and the bot did not ask for it".into(),
+                };
+                at.log("aws", "DescribeReplicationGroups", message.clone());
                 return Err(AwsError::InvalidState {
                     code: "InvalidReplicationGroupState".into(),
-                    message: message.into(),
+                    message,
+                });
+            }
+            if let Some(current) = &g.node_type
+                && !is_scale_up(current, target)
+            {
+                let message = format!(
+                    "{} is on {current}: {target} is not a larger {} size, so the bot won't ask for it",
+                    g.id,
+                    current.family()
+                );
+                at.log("aws", "DescribeReplicationGroups", message.clone());
+                return Err(AwsError::Other {
+                    code: "NotAScaleUp".into(),
+                    message,
                 });
             }
             let detail = format!("{} on {}", g.status, on(&g));
@@ -216,5 +271,112 @@ impl Aws for ElastiCacheSteps {
             at.log("aws", "DescribeReplicationGroups", detail);
             Ok(g)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ChannelId, ReplicationGroupId, RunId, Timestamp};
+    use crate::elasticache::sdk::{SdkElastiCache, config_for_endpoint};
+    use crate::elasticache::sim::{self, SimConfig, SimGroup, SimHandle};
+    use crate::workflow::policy::Policy;
+    use crate::workflow::ports::ManualClock;
+    use crate::workflow::run::{Run, Trigger};
+
+    fn nt(s: &str) -> NodeType {
+        NodeType::parse(s).unwrap()
+    }
+
+    fn group() -> ReplicationGroupId {
+        ReplicationGroupId::parse("prod-jobs").unwrap()
+    }
+
+    async fn steps() -> (SimHandle, ElastiCacheSteps, Arc<dyn ElastiCache>) {
+        let sim = sim::spawn(SimConfig {
+            modify_duration: std::time::Duration::from_secs(60),
+            ..SimConfig::with_groups([SimGroup::new(group(), nt("cache.r6g.large"))])
+        })
+        .await
+        .unwrap();
+        let api: Arc<dyn ElastiCache> =
+            Arc::new(SdkElastiCache::new(&config_for_endpoint(&sim.endpoint())));
+        (sim, ElastiCacheSteps::new(api.clone()), api)
+    }
+
+    fn attempt(maybe_done_before: bool) -> Attempt {
+        let run = Run::new(
+            RunId::parse("r-abcdefgh").unwrap(),
+            group(),
+            ChannelId::parse("C0123ABCD").unwrap(),
+            Trigger::Command {
+                user: crate::domain::SlackUserId::parse("U0ONCALL1").unwrap(),
+                response_url: None,
+            },
+            None,
+            Policy::default(),
+            Timestamp::from_millis(0),
+        );
+        let clock = Arc::new(ManualClock::at(Timestamp::from_millis(0)));
+        Attempt::new(run, 1, 2, maybe_done_before, clock)
+    }
+
+    #[tokio::test]
+    async fn a_modification_someone_else_started_is_never_taken_for_the_bots() {
+        let (sim, steps, _) = steps().await;
+        sim.start_modification_elsewhere(&group(), nt("cache.r6g.4xlarge"));
+        let target = nt("cache.r6g.xlarge");
+        // Even when an earlier try may have asked: the nodes are going elsewhere.
+        for maybe in [false, true] {
+            let err = steps
+                .modify_node_type(&mut attempt(maybe), &target)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, AwsError::InvalidState { .. }), "{err}");
+        }
+        let err = steps
+            .modify_node_type(&mut attempt(true), &target)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("to cache.r6g.4xlarge"), "{err}");
+        assert_eq!(sim.attempts("ModifyReplicationGroup"), 0);
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn the_bots_own_modification_is_recognised_by_its_target_and_not_asked_twice() {
+        let (sim, steps, _) = steps().await;
+        let target = nt("cache.r6g.xlarge");
+        steps
+            .modify_node_type(&mut attempt(false), &target)
+            .await
+            .unwrap();
+        let mut again = attempt(true);
+        let g = steps.modify_node_type(&mut again, &target).await.unwrap();
+        assert_eq!(g.status, GroupStatus::Modifying);
+        assert_eq!(sim.count("ModifyReplicationGroup"), 1, "asked once");
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_type_that_is_not_a_step_up_from_the_current_one_is_never_asked_for() {
+        let (sim, steps, _) = steps().await;
+        sim.change_node_type_elsewhere(&group(), nt("cache.r6g.2xlarge"));
+        for target in [
+            "cache.r6g.xlarge",
+            "cache.r6gd.4xlarge",
+            "cache.m6g.4xlarge",
+        ] {
+            let err = steps
+                .modify_node_type(&mut attempt(false), &nt(target))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&err, AwsError::Other { code, .. } if code == "NotAScaleUp"),
+                "{err}"
+            );
+        }
+        assert_eq!(sim.attempts("ModifyReplicationGroup"), 0);
+        sim.shutdown().await;
     }
 }

@@ -9,7 +9,7 @@
 use tokio::time::Instant;
 
 use super::protocol::Xml;
-use super::world::{Group, GroupStatus, Member, Snapshot, World};
+use super::world::{Activity, Group, GroupStatus, Member, Snapshot, World};
 use crate::workflow::ports::SnapshotStatus;
 
 const REGION: &str = "us-east-1";
@@ -151,6 +151,10 @@ pub fn cache_cluster(x: &mut Xml, world: &World, g: &Group, m: &Member, status: 
         .leaf("PreferredMaintenanceWindow", "sun:23:00-mon:01:30")
         .node("PendingModifiedValues", |x| {
             x.opt_leaf("EngineVersion", g.pending_engine_version.as_deref());
+            // While a node type change is applied, AWS shows where the nodes are going.
+            if let Activity::Modifying { to, .. } = &g.activity {
+                x.leaf("CacheNodeType", to);
+            }
         })
         .empty("CacheSecurityGroups")
         .node("CacheParameterGroup", |x| {

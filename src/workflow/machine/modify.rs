@@ -99,10 +99,17 @@ pub(super) fn decide(mut b: Builder, run: &Run, event: &Event) -> Decision {
             if on_target(group) {
                 b.succeed(plan.clone(), snapshot.clone());
             } else if group.is_available() && (seen_modifying || polls >= 3) {
-                let error = format!(
-                    "the modification ended but {} is still on {on} (AWS rolled it back or never started it)",
-                    group.id
-                );
+                let error = if group.node_type.as_ref() == Some(&plan.current) {
+                    format!(
+                        "the modification ended but {} is still on {on} (AWS rolled it back or never started it)",
+                        group.id
+                    )
+                } else {
+                    format!(
+                        "the modification ended with {} on {on}, neither {} nor the target {}: someone else changed it meanwhile",
+                        group.id, plan.current, plan.target
+                    )
+                };
                 b.close_step(Step::Upsize, StepStatus::Failed);
                 b.fail(plan.clone(), Step::Upsize, error);
             } else if timed_out {

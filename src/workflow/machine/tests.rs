@@ -1555,6 +1555,26 @@ mod modify_transitions {
     }
 
     #[test]
+    fn ended_on_a_third_type_is_said_to_be_someone_elses_change_not_a_rollback() {
+        use Expect::*;
+        let t = check(
+            "ended on 4xlarge",
+            modifying(true, true, 2),
+            Event::GroupPolled {
+                group: group_info("available", "cache.r6g.4xlarge"),
+            },
+            at(90_000),
+            Accept("failed", &["post_note", "page", "update_top_message"]),
+        )
+        .unwrap();
+        let Some(Outcome::Failed { error, .. }) = t.run.outcome() else {
+            panic!("{:?}", t.run.state);
+        };
+        assert!(error.contains("someone else changed it"), "{error}");
+        assert!(!error.contains("rolled it back"), "{error}");
+    }
+
+    #[test]
     fn not_yet_started() {
         use Expect::*;
         check(
