@@ -13,7 +13,7 @@ use anyhow::Context;
 use aws_config::SdkConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::alarm::sns::{ReqwestSnsHttp, SnsHttp, SnsVerifier};
 use crate::app::jobs::JobWorker;
@@ -182,6 +182,13 @@ impl Application {
         let mut runner = tokio::spawn(runner.run(on()));
         let jobs = tokio::spawn(self.worker.run(on()));
         let refresher = tokio::spawn(refresh_approvers(self.directory, on()));
+        // The config against AWS, in the background: a contradiction is logged, not fatal.
+        let app = self.http.app.clone();
+        tokio::spawn(async move {
+            for warning in app.check_groups().await {
+                warn!("{warning}");
+            }
+        });
         info!(addr = %addr, "redis-autoscaler serving");
         // Whichever comes first stops everything: the signal, a halted runner, a failed server.
         let (mut ran, mut served) = (false, None);

@@ -143,6 +143,35 @@ impl App {
         &self.directory
     }
 
+    /// What the config says about the managed groups that AWS contradicts, one warning each:
+    /// a group that does not exist here, or a `max_node_type` of another family than the group
+    /// runs on (no run could ever plan). Read once at start; an unreadable group is skipped
+    /// (its runs say why when they happen).
+    pub async fn check_groups(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (id, gc) in &self.config.groups {
+            match self.aws.describe_group(id).await {
+                Ok(g) => {
+                    if let (Some(current), Some(cap)) = (&g.node_type, &gc.policy.max_node_type)
+                        && !cap.same_family(current)
+                    {
+                        warnings.push(format!(
+                            "groups.{id}.max_node_type: {id} runs on {current}, and the cap {cap} is of another family; no run can plan until it is a {} size",
+                            current.family()
+                        ));
+                    }
+                }
+                Err(crate::workflow::ports::AwsError::NotFound { .. }) => {
+                    warnings.push(format!(
+                        "groups.{id}: AWS has no replication group {id} in this region and account"
+                    ));
+                }
+                Err(_) => {}
+            }
+        }
+        warnings
+    }
+
     fn group(&self, id: &ReplicationGroupId) -> Option<&GroupConfig> {
         self.config.group(id)
     }

@@ -232,3 +232,35 @@ async fn every_check_that_cannot_be_read_is_unknown_never_fine() {
     assert!(answer.contains("❔ reserved memory unknown"), "{answer}");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn at_start_a_cap_of_another_family_and_a_group_aws_does_not_have_are_warned_about() {
+    let services = Services::start(sim_config()).await;
+    let dir = TempDir::new();
+    let config = config_text("", "").replace(
+        "max_node_type = \"cache.r6g.2xlarge\"",
+        "max_node_type = \"cache.m6g.2xlarge\"\n\n[groups.ghost]",
+    );
+    let t = TestApp::spawn(&services, &config, &dir.db()).await;
+    let warnings = t.app.check_groups().await;
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("groups.ghost") && w.contains("no replication group ghost")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("groups.prod-jobs.max_node_type")
+                && w.contains("cache.m6g.2xlarge is of another family")),
+        "{warnings:?}"
+    );
+    // A config that agrees with AWS gets no warning.
+    let dir2 = TempDir::new();
+    let fine = TestApp::spawn(&services, &config_text("", ""), &dir2.db()).await;
+    assert!(fine.app.check_groups().await.is_empty());
+    fine.stop().await;
+    t.stop().await;
+}
