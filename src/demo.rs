@@ -231,7 +231,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         || (engine == "7.2.4"
             && run
                 .plan()
-                .is_some_and(|p| p.pending_acknowledged && p.preflight.needs_acknowledgement()));
+                .is_some_and(|p| p.pending_acknowledged && p.needs_acknowledgement()));
 
     let got = run.state_name();
     let want = scenario.expected();

@@ -321,7 +321,8 @@ impl ElastiCache for SdkElastiCache {
                     .client
                     .describe_snapshots()
                     .replication_group_id(group.as_str())
-                    .snapshot_source("manual")
+                    // `user`: the manually created ones (the answer calls them `manual`).
+                    .snapshot_source("user")
                     .max_records(50)
                     .set_marker(marker.take())
                     .send()

@@ -53,27 +53,32 @@ fn logged<T>(at: &mut Attempt, call: &str, r: Result<T, AwsError>) -> Result<T, 
 
 impl ElastiCacheSteps {
     /// The node type a modifying group's nodes are moving to (a member's pending
-    /// `CacheNodeType`), when AWS says.
-    async fn moving_to(
-        &self,
-        at: &mut Attempt,
-        g: &GroupInfo,
-    ) -> Result<Option<NodeType>, AwsError> {
-        let Some(member) = g.members.first() else {
-            return Ok(None);
-        };
+    /// `CacheNodeType`, as AWS spells it), when AWS says. A failed look is logged and counts as
+    /// not saying: the caller then decides as it did before it could tell.
+    async fn moving_to(&self, at: &mut Attempt, g: &GroupInfo) -> Option<String> {
+        let member = g.members.first()?;
         let call = "DescribeCacheClusters";
-        let c = logged(at, call, self.api.describe_cache_cluster(member).await)?;
+        let c = match self.api.describe_cache_cluster(member).await {
+            Ok(c) => c,
+            Err(e) => {
+                at.log(
+                    "aws",
+                    call,
+                    format!("{member}: error: {e}; can't tell where it is going"),
+                );
+                return None;
+            }
+        };
         let to = c
             .pending
             .iter()
             .find(|p| p.field == "CacheNodeType")
-            .and_then(|p| NodeType::parse(&p.value).ok());
+            .map(|p| p.value.trim().to_string());
         let said = to.as_ref().map_or("no pending node type".into(), |t| {
             format!("{member}: moving to {t}")
         });
         at.log("aws", call, said);
-        Ok(to)
+        to
     }
 }
 
@@ -209,11 +214,12 @@ impl Aws for ElastiCacheSteps {
             }
             if g.status == GroupStatus::Modifying {
                 let moving_to = if at.maybe_done_before {
-                    self.moving_to(at, &g).await?
+                    self.moving_to(at, &g).await
                 } else {
                     None
                 };
-                if at.maybe_done_before && moving_to.as_ref().is_none_or(|t| t == target) {
+                let ours = |t: &String| t.eq_ignore_ascii_case(&target.to_string());
+                if at.maybe_done_before && moving_to.as_ref().is_none_or(ours) {
                     // An earlier try may have asked, and the nodes go where it asked (or AWS
                     // doesn't say): the modification is the bot's own.
                     let detail = "already modifying, as an earlier try asked; not asking again";
@@ -232,14 +238,19 @@ impl Aws for ElastiCacheSteps {
                     message,
                 });
             }
-            if let Some(current) = &g.node_type
-                && !is_scale_up(current, target)
-            {
-                let message = format!(
+            let refuse = match &g.node_type {
+                Some(current) if !is_scale_up(current, target) => Some(format!(
                     "{} is on {current}: {target} is not a larger {} size, so the bot won't ask for it",
                     g.id,
                     current.family()
-                );
+                )),
+                Some(_) => None,
+                None => Some(format!(
+                    "AWS did not say what {} runs on, so the bot won't ask for {target}",
+                    g.id
+                )),
+            };
+            if let Some(message) = refuse {
                 at.log("aws", "DescribeReplicationGroups", message.clone());
                 return Err(AwsError::Other {
                     code: "NotAScaleUp".into(),
@@ -305,6 +316,10 @@ mod tests {
     }
 
     fn attempt(maybe_done_before: bool) -> Attempt {
+        attempt_number(2, maybe_done_before)
+    }
+
+    fn attempt_number(number: u32, maybe_done_before: bool) -> Attempt {
         let run = Run::new(
             RunId::parse("r-abcdefgh").unwrap(),
             group(),
@@ -318,7 +333,7 @@ mod tests {
             Timestamp::from_millis(0),
         );
         let clock = Arc::new(ManualClock::at(Timestamp::from_millis(0)));
-        Attempt::new(run, 1, 2, maybe_done_before, clock)
+        Attempt::new(run, 1, number, maybe_done_before, clock)
     }
 
     #[tokio::test]
@@ -377,6 +392,36 @@ mod tests {
             );
         }
         assert_eq!(sim.attempts("ModifyReplicationGroup"), 0);
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn throttled_pending_reads_are_tried_again_while_tries_remain_then_shown_unknown() {
+        let (sim, steps, api) = steps().await;
+        let g = api.describe_group(&group()).await.unwrap();
+        sim.set_throttle_fraction(1.0).unwrap();
+        let last = Policy::default().aws_retry.attempts;
+        let early = steps.preflight(&mut attempt_number(1, false), &g).await;
+        assert!(
+            early.as_ref().is_err_and(AwsError::is_retryable),
+            "{early:?}"
+        );
+        let mut at = attempt_number(last, true);
+        let p = steps.preflight(&mut at, &g).await.unwrap();
+        assert!(
+            matches!(&p.pending, Check::Unknown(why) if why.contains("Throttling")),
+            "{:?}",
+            p.pending
+        );
+        assert!(p.needs_acknowledgement(), "unknown is never fine");
+        assert!(matches!(p.autoscaling, Check::Unknown(_)));
+        assert!(matches!(p.manual_snapshots_24h, Check::Unknown(_)));
+        // Every call it made is in the audit trail.
+        let audit = at.take_audit();
+        assert!(
+            audit.iter().any(|a| a.kind == "DescribeCacheClusters"),
+            "{audit:?}"
+        );
         sim.shutdown().await;
     }
 }

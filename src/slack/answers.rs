@@ -13,7 +13,7 @@ use crate::workflow::preflight::Check;
 use crate::workflow::run::{DecisionKind, Plan, Run, Trigger};
 
 use super::Message;
-use super::blocks::{describe_state, escape, preflight_lines};
+use super::blocks::{changes_list, describe_state, escape, preflight_lines};
 
 /// A short ephemeral answer.
 pub fn text(s: impl Into<String>) -> Message {
@@ -217,11 +217,7 @@ pub fn rejection(r: &Rejection) -> String {
             let what = match pending {
                 Check::Known(changes) => format!(
                     "changes are waiting on the group that the upsize would apply too: {}",
-                    changes
-                        .iter()
-                        .map(|c| format!("`{}`", escape(&c.to_string())))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    changes_list(changes)
                 ),
                 Check::Unknown(why) => format!(
                     "the bot couldn't check the group for pending changes ({})",
@@ -344,11 +340,11 @@ pub fn dry_run(
             ));
             let choices: Vec<String> = p.choices.iter().map(|t| format!("`{t}`")).collect();
             out.push_str(&format!("Allowed within the cap: {}\n", choices.join(", ")));
-            for line in preflight_lines(p) {
+            for line in preflight_lines(p, Some(now)) {
                 out.push_str(&line);
                 out.push('\n');
             }
-            if p.preflight.needs_acknowledgement() {
+            if p.needs_acknowledgement() {
                 out.push_str("A run would need an explicit *Approve with pending changes*.\n");
             }
         }

@@ -8,7 +8,9 @@ use serde_json::{Value, json};
 use crate::domain::node_types::{lookup, memory_label};
 use crate::domain::{NodeType, SlackUserId, Timestamp, format_duration};
 use crate::workflow::effect::{CancelGone, Note};
-use crate::workflow::preflight::{Check, ReservedMemory, SNAPSHOTS_PER_NODE_PER_DAY};
+use crate::workflow::preflight::{
+    Check, PendingChange, Preflight, ReservedMemory, SNAPSHOTS_PER_NODE_PER_DAY,
+};
 use crate::workflow::run::{
     DecisionKind, Outcome, Plan, Run, State, Step, StepRecord, StepStatus, Trigger,
 };
@@ -35,11 +37,9 @@ pub fn render_top(run: &Run, now: Timestamp) -> Message {
     })];
     blocks.push(section(&why(run)));
     blocks.push(section(&plan_line(run)));
-    if let Some(plan) = run.plan()
-        && matches!(run.state, State::AwaitingApproval { .. })
-    {
-        // What else the change touches, while someone decides on it.
-        blocks.push(section(&preflight_lines(plan).join("\n")));
+    if let Some(preflight) = preflight_section(run) {
+        // What else the change touches.
+        blocks.push(section(&preflight));
     }
     blocks.push(section(&checklist(run, now)));
     if let Some(outcome) = outcome_line(run) {
@@ -48,7 +48,7 @@ pub fn render_top(run: &Run, now: Timestamp) -> Message {
     if let State::AwaitingApproval { plan, .. } = &run.state {
         // A click says which version of the plan the person saw.
         let versioned = format!("{}:v{}", run.id, plan.version);
-        let approve = if plan.preflight.needs_acknowledgement() {
+        let approve = if plan.needs_acknowledgement() {
             json!({
                 "type": "button",
                 "action_id": actions::APPROVE_PENDING,
@@ -121,34 +121,55 @@ pub fn render_top(run: &Run, now: Timestamp) -> Message {
     }
 }
 
+/// At most this many pending changes are named in one line; the rest are counted.
+const CHANGES_SHOWN: usize = 5;
+
+/// `` `a`, `b` `` … and N more: a list of pending changes short enough for a Slack block.
+pub fn changes_list(changes: &[PendingChange]) -> String {
+    let mut shown: Vec<String> = changes
+        .iter()
+        .take(CHANGES_SHOWN)
+        .map(|c| format!("`{}`", escape(&truncate(&c.to_string(), 80))))
+        .collect();
+    if changes.len() > CHANGES_SHOWN {
+        shown.push(format!("and {} more", changes.len() - CHANGES_SHOWN));
+    }
+    shown.join(", ")
+}
+
 /// The confirm dialog's text for approving with pending changes.
 fn pending_confirm(plan: &Plan) -> String {
-    match &plan.preflight.pending {
-        Check::Known(changes) => format!(
+    match plan.preflight.as_ref().map(|p| &p.pending) {
+        Some(Check::Known(changes)) => format!(
             "Moving to `{}` applies these immediately too: {}.",
             plan.target,
-            changes
-                .iter()
-                .map(|c| format!("`{}`", escape(&c.to_string())))
-                .collect::<Vec<_>>()
-                .join(", ")
+            changes_list(changes)
         ),
-        Check::Unknown(_) => format!(
-            "The bot couldn't check for pending changes: moving to `{}` applies whatever is pending.",
+        _ => format!(
+            "The bot couldn't check for pending changes: you approve not knowing them. It still stops if one shows up before it acts on `{}`.",
             plan.target
         ),
     }
 }
 
-/// What the preflight found, one line each, problems marked ⚠️ and checks that couldn't be read
-/// ❔ (never shown as fine). The top message shows it while the run waits; the dry run too.
-pub fn preflight_lines(plan: &Plan) -> Vec<String> {
-    let p = &plan.preflight;
+/// One line of the preflight, and whether it is a warning (⚠️) or unknown (❔).
+struct Item {
+    text: String,
+    flagged: bool,
+}
+
+fn item(text: String) -> Item {
+    Item {
+        flagged: text.contains('⚠') || text.contains('❔'),
+        text: truncate(&text, 600),
+    }
+}
+
+/// What the preflight found, problems marked ⚠️ and checks that couldn't be read ❔ (never
+/// shown as fine).
+fn preflight_items(plan: &Plan, p: &Preflight) -> Vec<Item> {
     let replicas = plan.replicas_per_shard();
-    let mut lines = vec![format!(
-        "*Preflight:* {} shard(s) · {replicas} replica(s) per shard",
-        plan.shards
-    )];
+    let mut items = Vec::new();
     let gib = |t: &NodeType| lookup(t).map(|s| s.memory_gib);
     let tiering = lookup(&plan.current).is_some_and(|s| s.data_tiering);
     let memory = match (gib(&plan.current), gib(&plan.target)) {
@@ -193,25 +214,21 @@ pub fn preflight_lines(plan: &Plan) -> Vec<String> {
             memory_label(&plan.target)
         ),
     };
-    lines.push(memory);
-    lines.push(match &p.pending {
+    items.push(item(memory));
+    items.push(item(match &p.pending {
         Check::Known(changes) if changes.is_empty() => {
             "• No pending changes: only the node type changes.".to_string()
         }
         Check::Known(changes) => format!(
             "• ⚠️ *Pending changes* that `ApplyImmediately` applies too: {} — approving applies them now",
-            changes
-                .iter()
-                .map(|c| format!("`{}`", escape(&c.to_string())))
-                .collect::<Vec<_>>()
-                .join(", ")
+            changes_list(changes)
         ),
         Check::Unknown(why) => format!(
-            "• ❔ Pending changes: unknown ({}) — approving accepts whatever is pending",
+            "• ❔ Pending changes: unknown ({}) — approving accepts not knowing; the bot still stops if a change shows up before it acts",
             escape(why)
         ),
-    });
-    lines.push(match &p.manual_snapshots_24h {
+    }));
+    items.push(item(match &p.manual_snapshots_24h {
         Check::Known(n) if p.snapshot_limit_reached() => format!(
             "• ⚠️ {n} manual snapshots in the last 24 h: AWS allows {SNAPSHOTS_PER_NODE_PER_DAY} per node, so the snapshot will be refused"
         ),
@@ -222,14 +239,14 @@ pub fn preflight_lines(plan: &Plan) -> Vec<String> {
             "• ❔ Manual snapshots in the last 24 h: unknown ({})",
             escape(why)
         ),
-    });
+    }));
     if replicas == 0 {
-        lines.push(
+        items.push(item(
             "• ⚠️ No replica: the snapshot is taken from the primary, which forks and needs memory while it is short of it"
                 .to_string(),
-        );
+        ));
     }
-    lines.push(match &p.autoscaling {
+    items.push(item(match &p.autoscaling {
         Check::Known(dims) if dims.is_empty() => {
             "• Not registered with Application Auto Scaling.".to_string()
         }
@@ -241,8 +258,53 @@ pub fn preflight_lines(plan: &Plan) -> Vec<String> {
             "• ❔ Application Auto Scaling: unknown ({})",
             escape(why)
         ),
-    });
+    }));
+    items
+}
+
+/// The preflight in full, one line each (the card while the run waits, and the dry run);
+/// `read_at`: when it was read. Empty for a plan made before the bot had a preflight.
+pub fn preflight_lines(plan: &Plan, read_at: Option<Timestamp>) -> Vec<String> {
+    let Some(p) = &plan.preflight else {
+        return Vec::new();
+    };
+    let when = read_at
+        .map(|t| format!(" (read {})", slack_time(t)))
+        .unwrap_or_default();
+    let mut lines = vec![format!(
+        "*Preflight*{when}: {} shard(s) · {} replica(s) per shard",
+        plan.shards,
+        plan.replicas_per_shard()
+    )];
+    lines.extend(preflight_items(plan, p).into_iter().map(|i| i.text));
     lines
+}
+
+/// The card's preflight section: in full while the run waits for a decision; once approved,
+/// only what it warned about (an auto-approved run shows its warnings too). Within Slack's 3,000
+/// characters for a section.
+fn preflight_section(run: &Run) -> Option<String> {
+    let plan = run.plan()?;
+    let p = plan.preflight.as_ref()?;
+    let read_at = run.step(Step::Plan).and_then(|s| s.ended);
+    let approved = run.step(Step::Approval).map(|s| s.status) == Some(StepStatus::Done);
+    let text = if matches!(run.state, State::AwaitingApproval { .. }) {
+        preflight_lines(plan, read_at).join("\n")
+    } else if !approved {
+        // Denied, expired, cancelled before a decision: nothing was done, nothing to warn of.
+        return None;
+    } else {
+        let flagged: Vec<String> = preflight_items(plan, p)
+            .into_iter()
+            .filter(|i| i.flagged)
+            .map(|i| i.text)
+            .collect();
+        if flagged.is_empty() {
+            return None;
+        }
+        format!("*Preflight warnings:*\n{}", flagged.join("\n"))
+    };
+    Some(truncate(&text, 2900))
 }
 
 fn section(text: &str) -> Value {
@@ -421,9 +483,7 @@ fn approval_label(run: &Run) -> String {
             let when = if *escalated {
                 " — on-call paged".to_string()
             } else {
-                let ack = run
-                    .plan()
-                    .is_some_and(|p| p.preflight.needs_acknowledgement());
+                let ack = run.plan().is_some_and(|p| p.needs_acknowledgement());
                 match run.policy.on_approval_timeout {
                     crate::workflow::policy::OnApprovalTimeout::Approve if !ack => {
                         format!(" — approves itself at {}", slack_time(*deadline))
@@ -1150,5 +1210,72 @@ mod tests {
         ];
         let texts: Vec<String> = notes.iter().map(|n| render_note(&run, n).text).collect();
         insta::assert_json_snapshot!("notes", texts);
+    }
+
+    #[test]
+    fn the_preflight_fits_in_a_block_and_after_the_approval_only_its_warnings_stay() {
+        use crate::workflow::preflight::{Check, PendingChange, Preflight};
+        let (_, awaiting) = runs()
+            .into_iter()
+            .find(|(_, r)| matches!(r.state, State::AwaitingApproval { .. }))
+            .unwrap();
+        let mut many = awaiting.clone();
+        if let State::AwaitingApproval { plan, .. } = &mut many.state {
+            plan.preflight = Some(Preflight {
+                pending: Check::Known(
+                    (0..40)
+                        .map(|n| {
+                            PendingChange::new("ServiceUpdate", format!("{n}-{}", "x".repeat(200)))
+                        })
+                        .collect(),
+                ),
+                autoscaling: Check::Unknown("y".repeat(5000)),
+                ..Preflight::clean()
+            });
+        }
+        let msg = render_top(&many, at(1000));
+        for b in &msg.blocks {
+            if let Some(text) = b["text"]["text"].as_str() {
+                assert!(
+                    text.chars().count() <= 3000,
+                    "{} chars",
+                    text.chars().count()
+                );
+            }
+        }
+        let json = serde_json::to_string(&msg).unwrap();
+        assert!(json.contains("and 35 more"), "{json}");
+        assert!(json.contains("Approve with pending changes"));
+
+        // Once decided, a clean preflight leaves the card; warnings stay on it.
+        let mut clean = awaiting.clone();
+        if let State::AwaitingApproval { plan, .. } = &mut clean.state {
+            plan.members = 2; // a primary and a replica: nothing to warn about
+        }
+        let decided = |r: &mut Run| {
+            for s in r.steps.iter_mut().filter(|s| s.step == Step::Approval) {
+                s.status = StepStatus::Done;
+                s.ended = Some(at(950));
+            }
+            if let State::AwaitingApproval { plan, .. } = &r.state {
+                r.state = State::Snapshotting {
+                    plan: plan.clone(),
+                    snapshot: crate::domain::SnapshotName::for_run(&r.id),
+                    polls: 0,
+                    created: false,
+                };
+            }
+        };
+        decided(&mut clean);
+        let json = serde_json::to_string(&render_top(&clean, at(1000))).unwrap();
+        assert!(!json.contains("Preflight"), "{json}");
+        decided(&mut many);
+        let json = serde_json::to_string(&render_top(&many, at(1000))).unwrap();
+        assert!(json.contains("*Preflight warnings:*"), "{json}");
+        assert!(json.contains("Pending changes"), "{json}");
+        assert!(
+            !json.contains("Snapshots: 0 manual"),
+            "only the warnings: {json}"
+        );
     }
 }

@@ -313,7 +313,7 @@ pub fn plan(
         cluster_mode: group.cluster_mode,
         members: group.members.len(),
         shards: group.shards.max(1),
-        preflight: preflight.clone(),
+        preflight: Some(preflight.clone()),
         pending_acknowledged: false,
     })
 }
@@ -405,12 +405,14 @@ pub enum NoPlan {
     },
 }
 
+/// The changes, the first few named and the rest counted.
 fn list_changes(changes: &[PendingChange]) -> String {
-    changes
-        .iter()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+    const NAMED: usize = 5;
+    let mut out: Vec<String> = changes.iter().take(NAMED).map(|c| c.to_string()).collect();
+    if changes.len() > NAMED {
+        out.push(format!("and {} more", changes.len() - NAMED));
+    }
+    out.join(", ")
 }
 
 /// What AWS says about the group just before the bot acts, against the approved plan.
@@ -490,10 +492,13 @@ pub fn recheck(
             allowed: allowed.to_vec(),
         });
     }
-    let covered: &[PendingChange] = match (&plan.preflight.pending, plan.pending_acknowledged) {
-        (Check::Known(seen), true) => seen,
+    // What the approval said yes to: the changes the card listed, or not knowing them.
+    let seen = plan.preflight.as_ref().map(|p| &p.pending);
+    let covered: &[PendingChange] = match (seen, plan.pending_acknowledged) {
+        (Some(Check::Known(seen)), true) => seen,
         _ => &[],
     };
+    let unknown_covered = plan.pending_acknowledged && matches!(seen, Some(Check::Unknown(_)));
     match pending {
         Check::Known(now) => {
             let new: Vec<PendingChange> = now
@@ -505,7 +510,8 @@ pub fn recheck(
                 return Recheck::Stop(Drift::PendingChanges { changes: new });
             }
         }
-        Check::Unknown(why) if !plan.pending_acknowledged => {
+        // Approving listed changes is not approving whatever else might be pending.
+        Check::Unknown(why) if !unknown_covered => {
             return Recheck::Stop(Drift::PendingUnknown { why: why.clone() });
         }
         Check::Unknown(_) => {}

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::Timestamp;
 
-use super::ports::{AwsError, ElastiCache, GroupInfo};
+use super::ports::{AwsError, ElastiCache, GroupInfo, SnapshotStatus};
 
 /// AWS's limit on manual snapshots: 20 per node in any 24 hours.
 pub const SNAPSHOTS_PER_NODE_PER_DAY: u32 = 20;
@@ -199,7 +199,10 @@ async fn read_members(
             group.id,
             group.members.len()
         );
-        return (Ok(Check::Unknown(why)), parameter_group);
+        return (
+            Ok(Check::Unknown(with_read(why, &changes))),
+            parameter_group,
+        );
     }
     (
         Ok(Check::Known(changes.into_iter().collect())),
@@ -228,6 +231,17 @@ async fn read_updates(
     }
 }
 
+/// A reason a check is unknown, with what was read before it stopped (so a known change is
+/// never hidden behind "unknown").
+fn with_read<'a>(why: String, read: impl IntoIterator<Item = &'a PendingChange>) -> String {
+    let read: Vec<String> = read.into_iter().map(|c| c.to_string()).collect();
+    if read.is_empty() {
+        why
+    } else {
+        format!("{why}; pending as far as read: {}", read.join(", "))
+    }
+}
+
 /// The members' pending changes and the service updates, together.
 fn combine(
     members: Result<Check<Vec<PendingChange>>, AwsError>,
@@ -240,7 +254,7 @@ fn combine(
             changes.dedup();
             Ok(Check::Known(changes))
         }
-        (unknown, _) => Ok(unknown),
+        (Check::Unknown(why), updates) => Ok(Check::Unknown(with_read(why, &updates))),
     }
 }
 
@@ -269,10 +283,15 @@ pub async fn read(
     retry_pending: bool,
 ) -> Result<Preflight, AwsError> {
     let (members, parameter_group) = read_members(api, group, log).await;
+    // What was read before a call failed stays visible in the reason.
+    let read_so_far: Vec<PendingChange> = match &members {
+        Ok(Check::Known(changes)) => changes.clone(),
+        _ => group.pending.clone(),
+    };
     let pending = match combine(members, read_updates(api, group, log).await) {
         Ok(found) => found,
         Err(e) if retry_pending && e.is_retryable() => return Err(e),
-        Err(e) => Check::Unknown(unreadable(&e)),
+        Err(e) => Check::Unknown(with_read(unreadable(&e), &read_so_far)),
     };
     let reserved_memory = match parameter_group {
         None => Check::Unknown("no member reported its cache parameter group".to_string()),
@@ -286,7 +305,10 @@ pub async fn read(
             // A snapshot still being taken has no creation time yet: it is today's.
             let n = snapshots
                 .iter()
-                .filter(|s| s.created.is_none_or(|t| t >= since))
+                .filter(|s| match s.created {
+                    Some(t) => t >= since,
+                    None => s.status == SnapshotStatus::Creating,
+                })
                 .count() as u32;
             log.push((
                 "DescribeSnapshots",

@@ -291,9 +291,11 @@ pub struct Plan {
     /// Node groups (shards).
     #[serde(default = "one_shard")]
     pub shards: usize,
-    /// What else the change touches, as read when the plan was made.
+    /// What else the change touches, as read when the plan was made (`None`: a plan made by a
+    /// version of the bot from before the preflight; it needs no acknowledgement, and nothing
+    /// pending counts as covered when the bot looks again before acting).
     #[serde(default)]
-    pub preflight: Preflight,
+    pub preflight: Option<Preflight>,
     /// The approval said yes to the pending changes the preflight showed (or to not knowing
     /// them): only those may still be pending when the bot acts.
     #[serde(default)]
@@ -309,6 +311,13 @@ fn one_shard() -> usize {
 }
 
 impl Plan {
+    /// Must an approval say yes to pending changes (or to not knowing them)?
+    pub fn needs_acknowledgement(&self) -> bool {
+        self.preflight
+            .as_ref()
+            .is_some_and(Preflight::needs_acknowledgement)
+    }
+
     /// Replicas in each shard.
     pub fn replicas_per_shard(&self) -> usize {
         (self.members / self.shards.max(1)).saturating_sub(1)

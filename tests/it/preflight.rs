@@ -264,3 +264,19 @@ async fn at_start_a_cap_of_another_family_and_a_group_aws_does_not_have_are_warn
     fine.stop().await;
     t.stop().await;
 }
+
+#[tokio::test]
+async fn a_change_read_before_a_check_failed_is_still_shown() {
+    let sim =
+        sim_with(SimGroup::new(group(), nt("cache.r6g.large")).pending_engine_version("7.2.4"));
+    let (services, _dir, t) = app_on(sim).await;
+    services.sim.deny_action("DescribeUpdateActions");
+    let run = t.alarm().await;
+    let card = card(&t, &services, &run).await;
+    assert!(card.contains("❔ Pending changes: unknown"), "{card}");
+    assert!(
+        card.contains("pending as far as read: EngineVersion → 7.2.4"),
+        "{card}"
+    );
+    t.stop().await;
+}

@@ -815,7 +815,9 @@ async fn only_requesters_start_runs_and_only_where_commands_are_accepted() {
         &format!("requesters = [\"{ONCALL}\", \"U0REQUEST\"]"),
     );
     let t = TestApp::spawn(&services, &config, &dir.db()).await;
-    let described = || services.sim.attempts("DescribeReplicationGroups");
+    startup_checked(&services).await;
+    let at_start = services.sim.attempts("DescribeReplicationGroups");
+    let described = || services.sim.attempts("DescribeReplicationGroups") - at_start;
 
     // Someone who is no requester: refused privately, nothing asked of AWS, no run.
     let answer = slash(

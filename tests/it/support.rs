@@ -513,6 +513,15 @@ pub async fn post_eventbridge(
     (status, resp.json().await.unwrap_or(serde_json::Value::Null))
 }
 
+/// Wait until the bot's start-up look at its one managed group (a DescribeReplicationGroups in
+/// the background) is done, so a test can count the AWS calls its own actions make.
+pub async fn startup_checked(services: &Services) {
+    eventually("the start-up check of the managed group", || {
+        services.sim.attempts("DescribeReplicationGroups") >= 1
+    })
+    .await;
+}
+
 /// Wait (up to 5 s) until `f` holds.
 pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     for _ in 0..500 {

@@ -18,7 +18,7 @@ async fn approve(t: &TestApp, run: &redis_autoscaler::domain::RunId) {
         })
         .await;
     let button = match waiting.plan() {
-        Some(p) if p.preflight.needs_acknowledgement() => UserAction::ApprovePending,
+        Some(p) if p.needs_acknowledgement() => UserAction::ApprovePending,
         _ => UserAction::Approve,
     };
     let s = t.app.act(run, &user(ONCALL), button).await.unwrap();

@@ -970,8 +970,15 @@ impl World {
             let (g, _) = self.find_cluster(raw)?;
             found.retain(|s| s.group.id == g.id);
         }
-        if req.get("SnapshotSource").is_some_and(|s| s != "manual") {
-            found.clear();
+        // Every simulated snapshot was made by a user; there are no automatic ones.
+        match req.get("SnapshotSource") {
+            None | Some("user") => {}
+            Some("system") => found.clear(),
+            Some(other) => {
+                return Err(QueryError::invalid_value(format!(
+                    "Invalid value for SnapshotSource: {other}; valid values are system, user"
+                )));
+            }
         }
         let mut x = Xml::new();
         x.node("Snapshots", |x| {
@@ -1560,6 +1567,19 @@ mod tests {
             ),
             0
         );
+        // `user` lists the manual ones (all of them here), `system` the automatic ones (none).
+        let by_source = |w: &mut World, source: &str| {
+            call(
+                w,
+                t0,
+                &format!(
+                    "Action=DescribeSnapshots&ReplicationGroupId=prod-jobs&SnapshotSource={source}"
+                ),
+            )
+        };
+        assert!(count(by_source(&mut w, "user").unwrap()) > 0);
+        assert_eq!(count(by_source(&mut w, "system").unwrap()), 0);
+        assert_eq!(code(by_source(&mut w, "manual")), "InvalidParameterValue");
     }
 
     #[test]

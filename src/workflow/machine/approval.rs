@@ -100,9 +100,12 @@ fn approve(
         });
     }
     // Every approval that counts said yes to the pending changes, too.
-    if w.plan.preflight.needs_acknowledgement() && !acknowledged {
+    if let Some(p) = &w.plan.preflight
+        && p.needs_acknowledgement()
+        && !acknowledged
+    {
         return Decision::Reject(Rejection::NeedsAcknowledgement {
-            pending: w.plan.preflight.pending.clone(),
+            pending: p.pending.clone(),
         });
     }
     let mut approvals = w.approvals.to_vec();
@@ -128,14 +131,14 @@ fn approve(
         b.close_step(Step::Approval, StepStatus::Done);
         b.note(Note::Approved {
             by: approvals,
-            with_pending: w.plan.preflight.needs_acknowledgement(),
+            with_pending: w.plan.needs_acknowledgement(),
         });
         if run.page.open {
             b.page(PageAction::Resolve);
         }
         b.drop_pending_work = true;
         let mut plan = w.plan.clone();
-        plan.pending_acknowledged = plan.preflight.needs_acknowledgement();
+        plan.pending_acknowledged = plan.needs_acknowledgement();
         b.start_work(plan);
     }
     b.finish()
@@ -203,7 +206,7 @@ fn timer_fired(mut b: Builder, run: &Run, w: &Waiting<'_>, timer: Timer) -> Deci
             let after = run.policy.approval_timeout;
             // Pending changes need a person: the timeout escalates instead of approving.
             let on_timeout = match run.policy.on_approval_timeout {
-                _ if w.plan.preflight.needs_acknowledgement() => OnApprovalTimeout::Escalate,
+                _ if w.plan.needs_acknowledgement() => OnApprovalTimeout::Escalate,
                 other => other,
             };
             match on_timeout {

@@ -70,7 +70,7 @@ fn planned(
     b.effect(Effect::PostTopMessage);
     // Changes the upsize would apply too (or not knowing) need a person's explicit yes, even
     // where the policy would approve by itself.
-    let must_ask = plan.preflight.needs_acknowledgement();
+    let must_ask = plan.needs_acknowledgement();
     if must_ask
         && (run.policy.approval == ApprovalMode::Auto
             || run.policy.on_approval_timeout == OnApprovalTimeout::Approve)

@@ -83,7 +83,7 @@ fn plan() -> Plan {
         cluster_mode: ClusterMode::Disabled,
         members: 2,
         shards: 1,
-        preflight: Preflight::clean(),
+        preflight: Some(Preflight::clean()),
         pending_acknowledged: false,
     }
 }
@@ -2102,7 +2102,7 @@ mod pending_changes_need_an_explicit_approval {
     fn waiting_on(pending: Check<Vec<PendingChange>>, policy: Policy) -> Run {
         let mut r = awaiting_with(policy, alarm());
         if let State::AwaitingApproval { plan, .. } = &mut r.state {
-            plan.preflight = with_pending(pending);
+            plan.preflight = Some(with_pending(pending));
         }
         r
     }
@@ -2284,7 +2284,7 @@ mod pending_changes_need_an_explicit_approval {
     fn snapshotting_acknowledged(pending: Check<Vec<PendingChange>>) -> Run {
         let mut r = snapshotting(false, 0);
         if let State::Snapshotting { plan, .. } = &mut r.state {
-            plan.preflight = with_pending(pending);
+            plan.preflight = Some(with_pending(pending));
             plan.pending_acknowledged = true;
         }
         r
@@ -2361,10 +2361,58 @@ mod pending_changes_need_an_explicit_approval {
     }
 
     #[test]
+    fn approving_the_listed_changes_is_not_approving_unknown_ones() {
+        check(
+            "recheck: pending unreadable after an approval of a known upgrade",
+            snapshotting_acknowledged(Check::Known(engine_upgrade())),
+            recheck_with(Check::Unknown("AccessDenied".into())),
+            at(100),
+            Expect::Accept("group_changed", &["post_note", "update_top_message"]),
+        );
+    }
+
+    #[test]
+    fn a_plan_from_before_the_preflight_is_approved_as_before_and_still_looked_at_again() {
+        let mut old = awaiting();
+        if let State::AwaitingApproval { plan, .. } = &mut old.state {
+            plan.preflight = None;
+        }
+        // A message drawn by the earlier version has a plain Approve: it still works.
+        let t = check(
+            "plain approve of a plan without a preflight",
+            old,
+            approve(false),
+            at(100),
+            Expect::Accept(
+                "snapshotting",
+                &["post_note", "offer_cancel", "recheck", "update_top_message"],
+            ),
+        )
+        .unwrap();
+        // Nothing was acknowledged: a change pending when the bot looks again stops it.
+        check(
+            "recheck of that plan with an upgrade pending",
+            t.run,
+            recheck_with(Check::Known(engine_upgrade())),
+            at(200),
+            Expect::Accept("group_changed", &["post_note", "update_top_message"]),
+        );
+        let json = serde_json::to_value(plan()).unwrap();
+        let mut legacy = json.as_object().unwrap().clone();
+        legacy.remove("preflight");
+        legacy.remove("pending_acknowledged");
+        legacy.remove("shards");
+        let back: Plan = serde_json::from_value(serde_json::Value::Object(legacy)).unwrap();
+        assert_eq!(back.preflight, None);
+        assert_eq!(back.shards, 1);
+        assert!(!back.needs_acknowledgement());
+    }
+
+    #[test]
     fn before_the_upsize_too() {
         let mut r = modifying(false, false, 0);
         if let State::Modifying { plan, .. } = &mut r.state {
-            plan.preflight = Preflight::clean();
+            plan.preflight = Some(Preflight::clean());
         }
         check(
             "recheck before the upsize: a change appeared",
