@@ -14,9 +14,10 @@ use std::sync::Arc;
 use crate::domain::{NodeType, SnapshotName};
 use crate::workflow::policy::is_scale_up;
 use crate::workflow::ports::{
-    Attempt, Aws, AwsError, BoxFuture, ElastiCache, GroupInfo, GroupStatus, SnapshotStatus,
+    Attempt, Aws, AwsError, BoxFuture, ElastiCache, GroupInfo, GroupStatus, LookAgain, PlanFacts,
+    SnapshotStatus,
 };
-use crate::workflow::preflight::{self, CallLine, Check, PendingChange, Preflight};
+use crate::workflow::preflight::{self, CallLine, Check};
 
 /// [`Aws`] over any [`ElastiCache`].
 pub struct ElastiCacheSteps {
@@ -52,6 +53,22 @@ fn logged<T>(at: &mut Attempt, call: &str, r: Result<T, AwsError>) -> Result<T, 
 }
 
 impl ElastiCacheSteps {
+    /// DescribeReplicationGroups and ListAllowedNodeTypeModifications for the run's group.
+    async fn group_and_scale_ups(
+        &self,
+        at: &mut Attempt,
+    ) -> Result<(GroupInfo, Vec<NodeType>), AwsError> {
+        let id = at.run.group.clone();
+        let call = "DescribeReplicationGroups";
+        let g = logged(at, call, self.api.describe_group(&id).await)?;
+        let detail = format!("{}: {} on {}", g.id, g.status, on(&g));
+        at.log("aws", call, detail);
+        let call = "ListAllowedNodeTypeModifications";
+        let allowed = logged(at, call, self.api.allowed_scale_ups(&id).await)?;
+        at.log("aws", call, format!("{} scale-up(s)", allowed.len()));
+        Ok((g, allowed))
+    }
+
     /// The node type a modifying group's nodes are moving to (a member's pending
     /// `CacheNodeType`, as AWS spells it), when AWS says. A failed look is logged and counts as
     /// not saying: the caller then decides as it did before it could tell.
@@ -83,57 +100,40 @@ impl ElastiCacheSteps {
 }
 
 impl Aws for ElastiCacheSteps {
-    fn fetch_plan<'a>(
-        &'a self,
-        at: &'a mut Attempt,
-    ) -> BoxFuture<'a, Result<(GroupInfo, Vec<NodeType>), AwsError>> {
+    fn fetch_plan<'a>(&'a self, at: &'a mut Attempt) -> BoxFuture<'a, Result<PlanFacts, AwsError>> {
         Box::pin(async move {
-            let id = at.run.group.clone();
-            let g = logged(
-                at,
-                "DescribeReplicationGroups",
-                self.api.describe_group(&id).await,
-            )?;
-            let detail = format!("{}: {} on {}", g.id, g.status, on(&g));
-            at.log("aws", "DescribeReplicationGroups", detail);
-            let call = "ListAllowedNodeTypeModifications";
-            let allowed = logged(at, call, self.api.allowed_scale_ups(&id).await)?;
-            at.log("aws", call, format!("{} scale-up(s)", allowed.len()));
-            Ok((g, allowed))
-        })
-    }
-
-    fn preflight<'a>(
-        &'a self,
-        at: &'a mut Attempt,
-        group: &'a GroupInfo,
-    ) -> BoxFuture<'a, Result<Preflight, AwsError>> {
-        Box::pin(async move {
+            let (group, allowed) = self.group_and_scale_ups(at).await?;
             let mut lines = Vec::new();
             // Throttled reads of the pending changes are tried again while the run's AWS
             // retries last; the last try shows them as unknown instead.
             let retry = at.number < at.run.policy.aws_retry.attempts;
-            let found = preflight::read(self.api.as_ref(), group, at.now, &mut lines, retry).await;
+            let found = preflight::read(self.api.as_ref(), &group, at.now, &mut lines, retry).await;
             log_lines(at, lines);
-            found
+            Ok(PlanFacts {
+                preflight: found?,
+                group,
+                allowed,
+            })
         })
     }
 
-    fn pending_changes<'a>(
-        &'a self,
-        at: &'a mut Attempt,
-        group: &'a GroupInfo,
-    ) -> BoxFuture<'a, Result<Check<Vec<PendingChange>>, AwsError>> {
+    fn look_again<'a>(&'a self, at: &'a mut Attempt) -> BoxFuture<'a, Result<LookAgain, AwsError>> {
         Box::pin(async move {
+            let (group, allowed) = self.group_and_scale_ups(at).await?;
             let mut lines = Vec::new();
-            let read = preflight::read_pending(self.api.as_ref(), group, &mut lines).await;
+            let read = preflight::read_pending(self.api.as_ref(), &group, &mut lines).await;
             log_lines(at, lines);
-            match read {
-                Ok(pending) => Ok(pending),
+            let pending = match read {
+                Ok(pending) => pending,
                 // Worth another try; the runner schedules it.
-                Err(e) if e.is_retryable() => Err(e),
-                Err(e) => Ok(Check::Unknown(e.to_string())),
-            }
+                Err(e) if e.is_retryable() => return Err(e),
+                Err(e) => Check::Unknown(e.to_string()),
+            };
+            Ok(LookAgain {
+                group,
+                allowed,
+                pending,
+            })
         })
     }
 
@@ -397,17 +397,22 @@ mod tests {
 
     #[tokio::test]
     async fn throttled_pending_reads_are_tried_again_while_tries_remain_then_shown_unknown() {
-        let (sim, steps, api) = steps().await;
-        let g = api.describe_group(&group()).await.unwrap();
-        sim.set_throttle_fraction(1.0).unwrap();
-        let last = Policy::default().aws_retry.attempts;
-        let early = steps.preflight(&mut attempt_number(1, false), &g).await;
+        let (sim, steps, _) = steps().await;
+        for action in [
+            "DescribeCacheClusters",
+            "DescribeSnapshots",
+            "DescribeScalableTargets",
+        ] {
+            sim.throttle_action(action);
+        }
+        let early = steps.fetch_plan(&mut attempt_number(1, false)).await;
         assert!(
             early.as_ref().is_err_and(AwsError::is_retryable),
             "{early:?}"
         );
+        let last = Policy::default().aws_retry.attempts;
         let mut at = attempt_number(last, true);
-        let p = steps.preflight(&mut at, &g).await.unwrap();
+        let p = steps.fetch_plan(&mut at).await.unwrap().preflight;
         assert!(
             matches!(&p.pending, Check::Unknown(why) if why.contains("Throttling")),
             "{:?}",
@@ -416,11 +421,19 @@ mod tests {
         assert!(p.needs_acknowledgement(), "unknown is never fine");
         assert!(matches!(p.autoscaling, Check::Unknown(_)));
         assert!(matches!(p.manual_snapshots_24h, Check::Unknown(_)));
+        // The parameter group was not named by any member, so that is unknown too.
+        assert!(matches!(p.reserved_memory, Check::Unknown(_)));
         // Every call it made is in the audit trail.
         let audit = at.take_audit();
         assert!(
             audit.iter().any(|a| a.kind == "DescribeCacheClusters"),
             "{audit:?}"
+        );
+        // A look just before acting retries the throttled read rather than guessing.
+        let again = steps.look_again(&mut attempt_number(last, true)).await;
+        assert!(
+            again.as_ref().is_err_and(AwsError::is_retryable),
+            "{again:?}"
         );
         sim.shutdown().await;
     }

@@ -6,9 +6,28 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{MessageTs, NodeType, SlackUserId};
 
 use super::effect::PageAction;
-use super::ports::{AwsError, GroupInfo, SnapshotStatus};
+use super::ports::{AwsError, GroupInfo, LookAgain, PlanFacts, SnapshotStatus};
 use super::preflight::{Check, PendingChange, Preflight};
 use super::run::{Step, TopMessage};
+
+impl Event {
+    pub fn plan_fetched(f: PlanFacts) -> Event {
+        Event::PlanFetched {
+            group: f.group,
+            allowed: f.allowed,
+            preflight: f.preflight,
+        }
+    }
+
+    pub fn rechecked(before: Step, l: LookAgain) -> Event {
+        Event::Rechecked {
+            before,
+            group: l.group,
+            allowed: l.allowed,
+            pending: l.pending,
+        }
+    }
+}
 
 fn not_read() -> Check<Vec<PendingChange>> {
     Check::Unknown("not checked".to_string())

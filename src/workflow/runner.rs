@@ -320,32 +320,12 @@ impl Runner {
         let told = |r: Result<Event, Failure>| r.map(Some).map_err(Fail::Delivery);
         let aws_failed = |op| move |e| Fail::Aws(op, e);
         let result = match effect {
-            Effect::FetchPlan => match aws.fetch_plan(at).await {
-                Ok((group, allowed)) => (aws.preflight(at, &group).await)
-                    .map(|preflight| {
-                        Some(Event::PlanFetched {
-                            group,
-                            allowed,
-                            preflight,
-                        })
-                    })
-                    .map_err(aws_failed(AwsOp::Plan)),
-                Err(e) => Err(Fail::Aws(AwsOp::Plan, e)),
-            },
-            Effect::Recheck { before } => match aws.fetch_plan(at).await {
-                Ok((group, allowed)) => (aws.pending_changes(at, &group).await)
-                    .map(|pending| {
-                        let before = *before;
-                        Some(Event::Rechecked {
-                            before,
-                            group,
-                            allowed,
-                            pending,
-                        })
-                    })
-                    .map_err(aws_failed(AwsOp::Recheck)),
-                Err(e) => Err(Fail::Aws(AwsOp::Recheck, e)),
-            },
+            Effect::FetchPlan => (aws.fetch_plan(at).await)
+                .map(|f| Some(Event::plan_fetched(f)))
+                .map_err(aws_failed(AwsOp::Plan)),
+            Effect::Recheck { before } => (aws.look_again(at).await)
+                .map(|l| Some(Event::rechecked(*before, l)))
+                .map_err(aws_failed(AwsOp::Recheck)),
             Effect::CreateSnapshot { name } => (aws.create_snapshot(at, name).await)
                 .map(|status| Some(Event::SnapshotStarted { status }))
                 .map_err(aws_failed(AwsOp::CreateSnapshot)),

@@ -257,6 +257,9 @@ pub struct Faults {
     /// Actions the caller's IAM policy does not allow: answered `AccessDenied`
     /// (`AccessDeniedException` for Application Auto Scaling).
     pub denied_actions: BTreeSet<String>,
+    /// Actions always answered `Throttling` (`ThrottlingException` for Application Auto
+    /// Scaling), whatever the throttle fraction.
+    pub throttled_actions: BTreeSet<String>,
 }
 
 /// Which snapshots a snapshot fault applies to.

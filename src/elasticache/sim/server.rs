@@ -369,6 +369,14 @@ impl SimHandle {
             .insert(action.to_string());
     }
 
+    /// `action` is answered `Throttling` from now on.
+    pub fn throttle_action(&self, action: &str) {
+        self.world()
+            .faults
+            .throttled_actions
+            .insert(action.to_string());
+    }
+
     /// The engine version the group runs now.
     pub fn engine_version(&self, id: &ReplicationGroupId) -> Option<String> {
         self.world().engine_version(id)

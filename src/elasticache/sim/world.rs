@@ -515,7 +515,8 @@ impl World {
         action: &str,
         body: Result<serde_json::Value, serde_json::Error>,
     ) -> Result<String, (String, String)> {
-        if self.rng.chance(self.throttle_fraction) {
+        if self.rng.chance(self.throttle_fraction) || self.faults.throttled_actions.contains(action)
+        {
             return Err(("ThrottlingException".into(), "Rate exceeded".into()));
         }
         if target != "AnyScaleFrontendService.DescribeScalableTargets" {
@@ -635,6 +636,9 @@ impl World {
         }
         if self.faults.denied_actions.contains(action.name()) {
             return Err(self.denied(&format!("elasticache:{}", action.name())));
+        }
+        if self.faults.throttled_actions.contains(action.name()) {
+            return Err(QueryError::new("Throttling", "Rate exceeded"));
         }
         match action {
             Action::DescribeReplicationGroups => self.describe_replication_groups(req, now),

@@ -370,32 +370,37 @@ impl From<&AwsError> for super::Failure {
     }
 }
 
+/// What a plan is made from: the group as it is, the scale-ups AWS allows, the preflight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanFacts {
+    pub group: GroupInfo,
+    pub allowed: Vec<NodeType>,
+    pub preflight: Preflight,
+}
+
+/// The group just before the bot acts: as described, the scale-ups allowed now, and its pending
+/// changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LookAgain {
+    pub group: GroupInfo,
+    pub allowed: Vec<NodeType>,
+    pub pending: Check<Vec<PendingChange>>,
+}
+
 /// What a run asks of AWS: one method per effect. Implementations look before they act, so a
 /// repeated call (a retry, a restart) never does the work twice: a snapshot that exists is
 /// the run's own (its name is the run's), a group already on or moving to the target is not
 /// asked again. Each writes the calls it made to the attempt's audit lines.
 pub trait Aws: Send + Sync {
-    /// The group as it is, and the node types AWS allows it to scale up to.
-    fn fetch_plan<'a>(
-        &'a self,
-        at: &'a mut Attempt,
-    ) -> BoxFuture<'a, Result<(GroupInfo, Vec<NodeType>), AwsError>>;
-
-    /// Everything around the change the plan should show: what can't be read is unknown, but
+    /// The group as it is, the node types AWS allows it to scale up to, and everything around
+    /// the change the plan should show: a preflight check that can't be read is unknown, but
     /// pending changes unread for a passing reason are an error while tries remain.
-    fn preflight<'a>(
-        &'a self,
-        at: &'a mut Attempt,
-        group: &'a GroupInfo,
-    ) -> BoxFuture<'a, Result<Preflight, AwsError>>;
+    fn fetch_plan<'a>(&'a self, at: &'a mut Attempt) -> BoxFuture<'a, Result<PlanFacts, AwsError>>;
 
-    /// The group's pending changes, just before acting. A transient error is an error (worth
-    /// another try); one that won't pass (a permission) makes them unknown.
-    fn pending_changes<'a>(
-        &'a self,
-        at: &'a mut Attempt,
-        group: &'a GroupInfo,
-    ) -> BoxFuture<'a, Result<Check<Vec<PendingChange>>, AwsError>>;
+    /// The group, its allowed scale-ups and its pending changes just before acting. A transient
+    /// error is an error (worth another try); pending changes unreadable for a reason that
+    /// won't pass (a permission) are unknown.
+    fn look_again<'a>(&'a self, at: &'a mut Attempt) -> BoxFuture<'a, Result<LookAgain, AwsError>>;
 
     /// Start the run's snapshot (or find it started); its status.
     fn create_snapshot<'a>(

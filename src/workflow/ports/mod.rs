@@ -36,8 +36,8 @@ pub mod store;
 pub use chat::{Chat, Hooks, Pager};
 pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
 pub use elasticache::{
-    Aws, AwsError, CacheClusterInfo, ClusterMode, ElastiCache, GroupInfo, GroupStatus, Parameters,
-    SnapshotInfo, SnapshotStatus,
+    Aws, AwsError, CacheClusterInfo, ClusterMode, ElastiCache, GroupInfo, GroupStatus, LookAgain,
+    Parameters, PlanFacts, SnapshotInfo, SnapshotStatus,
 };
 pub use metrics::{Metrics, NoMetrics};
 pub use store::{

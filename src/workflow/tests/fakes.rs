@@ -523,6 +523,10 @@ fn info(id: &ReplicationGroupId, g: &Group) -> GroupInfo {
     }
 }
 
+fn scale_ups(g: &GroupInfo) -> Vec<NodeType> {
+    crate::domain::node_types::scale_ups_from(g.node_type.as_ref().expect("a type"))
+}
+
 fn describe(cloud: &mut Cloud, id: &ReplicationGroupId) -> GroupInfo {
     let g = cloud.groups.get_mut(id).expect("the fake's group");
     if let Some((to, left)) = g.moving.take() {
@@ -535,36 +539,31 @@ fn describe(cloud: &mut Cloud, id: &ReplicationGroupId) -> GroupInfo {
 }
 
 impl Aws for FakeAws {
-    fn fetch_plan<'a>(
-        &'a self,
-        at: &'a mut Attempt,
-    ) -> BoxFuture<'a, Result<(GroupInfo, Vec<NodeType>), AwsError>> {
+    fn fetch_plan<'a>(&'a self, at: &'a mut Attempt) -> BoxFuture<'a, Result<PlanFacts, AwsError>> {
         let id = at.run.group.clone();
         ready(self.call("DescribeReplicationGroups", |c, _| {
-            let g = describe(c, &id);
-            let ups =
-                crate::domain::node_types::scale_ups_from(g.node_type.as_ref().expect("a type"));
-            (g, ups)
+            let group = describe(c, &id);
+            let allowed = scale_ups(&group);
+            let preflight = c.preflight.clone().unwrap_or_else(Preflight::clean);
+            PlanFacts {
+                group,
+                allowed,
+                preflight,
+            }
         }))
     }
 
-    fn preflight<'a>(
-        &'a self,
-        _: &'a mut Attempt,
-        _: &'a GroupInfo,
-    ) -> BoxFuture<'a, Result<Preflight, AwsError>> {
-        ready(self.call("Preflight", |c, _| {
-            c.preflight.clone().unwrap_or_else(Preflight::clean)
-        }))
-    }
-
-    fn pending_changes<'a>(
-        &'a self,
-        _: &'a mut Attempt,
-        _: &'a GroupInfo,
-    ) -> BoxFuture<'a, Result<Check<Vec<PendingChange>>, AwsError>> {
-        ready(self.call("DescribeCacheClusters", |c, _| {
-            c.pending.clone().unwrap_or(Check::Known(Vec::new()))
+    fn look_again<'a>(&'a self, at: &'a mut Attempt) -> BoxFuture<'a, Result<LookAgain, AwsError>> {
+        let id = at.run.group.clone();
+        ready(self.call("DescribeReplicationGroups", |c, _| {
+            let group = describe(c, &id);
+            let allowed = scale_ups(&group);
+            let pending = c.pending.clone().unwrap_or(Check::Known(Vec::new()));
+            LookAgain {
+                group,
+                allowed,
+                pending,
+            }
         }))
     }
 
