@@ -118,6 +118,11 @@ impl SdkElastiCache {
     }
 }
 
+/// The marker (or token) of a listing's next page; `None` on the last one.
+fn next_page(marker: Option<&str>) -> Option<String> {
+    marker.filter(|m| !m.is_empty()).map(str::to_string)
+}
+
 /// A listing that did not end within [`MAX_PAGES`] pages.
 fn too_many_pages(call: &str) -> AwsError {
     unexpected(format!(
@@ -300,9 +305,9 @@ impl ElastiCache for SdkElastiCache {
                         found.push((name.to_string(), p.parameter_value().map(str::to_string)));
                     }
                 }
-                match out.marker() {
-                    Some(m) if !m.is_empty() => marker = Some(m.to_string()),
-                    _ => return Ok(found),
+                marker = next_page(out.marker());
+                if marker.is_none() {
+                    return Ok(found);
                 }
             }
             Err(too_many_pages("DescribeCacheParameters"))
@@ -331,9 +336,9 @@ impl ElastiCache for SdkElastiCache {
                 for s in out.snapshots() {
                     found.push(snapshot_info(s)?);
                 }
-                match out.marker() {
-                    Some(m) if !m.is_empty() => marker = Some(m.to_string()),
-                    _ => return Ok(found),
+                marker = next_page(out.marker());
+                if marker.is_none() {
+                    return Ok(found);
                 }
             }
             Err(too_many_pages("DescribeSnapshots"))
@@ -373,9 +378,9 @@ impl ElastiCache for SdkElastiCache {
                         format!("{name} ({status})"),
                     ));
                 }
-                match out.marker() {
-                    Some(m) if !m.is_empty() => marker = Some(m.to_string()),
-                    _ => return Ok(found),
+                marker = next_page(out.marker());
+                if marker.is_none() {
+                    return Ok(found);
                 }
             }
             Err(too_many_pages("DescribeUpdateActions"))
@@ -403,9 +408,9 @@ impl ElastiCache for SdkElastiCache {
                 for t in out.scalable_targets() {
                     found.push(t.scalable_dimension().as_str().to_string());
                 }
-                match out.next_token() {
-                    Some(t) if !t.is_empty() => next = Some(t.to_string()),
-                    _ => return Ok(found),
+                next = next_page(out.next_token());
+                if next.is_none() {
+                    return Ok(found);
                 }
             }
             Err(too_many_pages("DescribeScalableTargets"))

@@ -10,25 +10,6 @@ use super::ports::{AwsError, GroupInfo, LookAgain, PlanFacts, SnapshotStatus};
 use super::preflight::{Check, PendingChange, Preflight};
 use super::run::{Step, TopMessage};
 
-impl Event {
-    pub fn plan_fetched(f: PlanFacts) -> Event {
-        Event::PlanFetched {
-            group: f.group,
-            allowed: f.allowed,
-            preflight: f.preflight,
-        }
-    }
-
-    pub fn rechecked(before: Step, l: LookAgain) -> Event {
-        Event::Rechecked {
-            before,
-            group: l.group,
-            allowed: l.allowed,
-            pending: l.pending,
-        }
-    }
-}
-
 fn not_read() -> Check<Vec<PendingChange>> {
     Check::Unknown("not checked".to_string())
 }
@@ -132,6 +113,23 @@ pub enum Event {
 }
 
 impl Event {
+    pub fn plan_fetched(f: PlanFacts) -> Event {
+        Event::PlanFetched {
+            group: f.group,
+            allowed: f.allowed,
+            preflight: f.preflight,
+        }
+    }
+
+    pub fn rechecked(before: Step, l: LookAgain) -> Event {
+        Event::Rechecked {
+            before,
+            group: l.group,
+            allowed: l.allowed,
+            pending: l.pending,
+        }
+    }
+
     /// A short name for the audit trail and logs.
     pub fn name(&self) -> &'static str {
         match self {
