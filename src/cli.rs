@@ -47,22 +47,14 @@ pub enum Command {
     },
 }
 
-/// Set up `tracing`: text for a terminal, JSON for log pipelines. `RUST_LOG` filters.
+/// Set up `tracing`: text for a terminal, JSON for log pipelines, one record per line
+/// whatever a request put in its fields. `RUST_LOG` filters.
 pub fn init_tracing(format: LogFormat, default_filter: &str) {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
-    };
+    let json = matches!(format, LogFormat::Json);
+    crate::telemetry::init_logs(json, filter, std::io::stderr);
 }
 
 /// Run a parsed command; the exit code is the result.

@@ -125,3 +125,176 @@ impl crate::workflow::ports::Metrics for Prometheus {
         alarm(outcome);
     }
 }
+
+/// Log output where every record is exactly one line: control characters inside a record
+/// (a newline or CR from a request that would forge a second record, an ESC that would drive
+/// the reader's terminal) are written as `\n`, `\r`, `\x1b`. Wraps the real writer; the fmt
+/// layer writes each record with one `write_all`, so only the record's own final newline is
+/// kept. JSON output is escaped by serde already; this keeps the text format as safe.
+#[derive(Clone)]
+pub struct OneLinePerRecord<M>(pub M);
+
+impl<'a, M: tracing_subscriber::fmt::MakeWriter<'a>> tracing_subscriber::fmt::MakeWriter<'a>
+    for OneLinePerRecord<M>
+{
+    type Writer = Escaping<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        Escaping(self.0.make_writer())
+    }
+}
+
+/// See [`OneLinePerRecord`].
+pub struct Escaping<W>(W);
+
+impl<W: std::io::Write> std::io::Write for Escaping<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_all(buf).map(|()| buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let (body, end) = match buf.strip_suffix(b"\n") {
+            Some(body) => (body, &b"\n"[..]),
+            None => (buf, &b""[..]),
+        };
+        if !body.iter().any(|&b| needs_escape(b)) {
+            return self.0.write_all(buf);
+        }
+        let mut out = Vec::with_capacity(buf.len() + 16);
+        for &b in body {
+            match b {
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b if needs_escape(b) => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
+                b => out.push(b),
+            }
+        }
+        out.extend_from_slice(end);
+        self.0.write_all(&out)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// C0 controls but tab, and DEL. (C1 controls are multi-byte in UTF-8 and not read as
+/// controls by terminals in UTF-8 mode; the text format has no other special bytes.)
+fn needs_escape(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
+}
+
+/// How the process logs: text for a terminal, JSON for log pipelines, one record per line.
+pub fn init_logs<W>(json: bool, filter: tracing_subscriber::EnvFilter, writer: W)
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
+    use tracing_subscriber::util::SubscriberInitExt;
+    let _ = subscriber(json, filter, writer).try_init();
+}
+
+fn subscriber<W>(
+    json: bool,
+    filter: tracing_subscriber::EnvFilter,
+    writer: W,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(OneLinePerRecord(writer));
+    match json {
+        false => Box::new(builder.finish()),
+        true => Box::new(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .finish(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn logged(json: bool, emit: impl FnOnce()) -> String {
+        let buffer = Buffer::default();
+        let out = buffer.clone();
+        let make = move || out.clone();
+        let filter = tracing_subscriber::EnvFilter::new("info");
+        let sub = subscriber(json, filter, make);
+        tracing::subscriber::with_default(sub, emit);
+        String::from_utf8(buffer.0.lock().unwrap().clone()).expect("utf-8")
+    }
+
+    /// What the issue saw: an SNS TopicArn with a newline forged a log record, and ANSI
+    /// escapes in slash-command text reached the terminal raw.
+    const TOPIC: &str = "arn:aws:sns:eu-west-1:1:t\n2026-12-01T00:00:00Z  INFO approved by @boss";
+    const TEXT: &str = "status \x1b[31mred\x1b[0m\r\nthere";
+
+    #[test]
+    fn a_text_record_is_one_line_whatever_its_fields_hold() {
+        let out = logged(false, || {
+            tracing::warn!(topic = %TOPIC, "refused an SNS delivery");
+            tracing::info!(text = TEXT, "slash command");
+            tracing::info!("a message\nwith a newline");
+            tracing::info!(text = %TEXT, "slash command, displayed");
+        });
+        assert_eq!(out.lines().count(), 4, "{out}");
+        assert!(!out.contains('\x1b') && !out.contains('\r'), "{out:?}");
+        assert!(
+            out.contains(r"t\n2026-12-01T00:00:00Z  INFO approved"),
+            "{out}"
+        );
+        // A `&str` field is Debug-formatted (already escaped); a Display one is escaped here.
+        assert!(out.contains(r"\u{1b}[31mred\u{1b}[0m\r\nthere"), "{out}");
+        assert!(out.contains(r"a message\nwith a newline"), "{out}");
+        assert!(
+            out.contains(r"text=status \x1b[31mred\x1b[0m\r\nthere"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_json_record_is_one_line_and_keeps_the_text() {
+        let out = logged(true, || {
+            tracing::warn!(topic = %TOPIC, "refused an SNS delivery");
+            tracing::info!(text = TEXT, "slash command");
+        });
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert!(!out.contains('\x1b') && !out.contains('\r'), "{out:?}");
+        let first: serde_json::Value = serde_json::from_str(lines[0]).expect("json");
+        assert_eq!(first["topic"], TOPIC);
+        let second: serde_json::Value = serde_json::from_str(lines[1]).expect("json");
+        assert_eq!(second["text"], TEXT);
+    }
+
+    #[test]
+    fn plain_records_are_written_as_they_are() {
+        let mut out = Vec::new();
+        let mut w = Escaping(&mut out);
+        std::io::Write::write_all(&mut w, b"plain\ttabbed record\n").unwrap();
+        std::io::Write::write_all(&mut w, b"bell\x07 del\x7f\n").unwrap();
+        assert_eq!(out, b"plain\ttabbed record\nbell\\x07 del\\x7f\n");
+    }
+}
