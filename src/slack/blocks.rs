@@ -893,6 +893,7 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
             reason,
             value,
             count,
+            at,
         } => {
             let value = value.map(|v| format!(" ({v:.1}%)")).unwrap_or_default();
             let reason = if reason.is_empty() {
@@ -900,7 +901,13 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
             } else {
                 format!("\n> {}", escape(&truncate(reason, 200)))
             };
-            format!("🔁 The alarm fired again{value} — {count} time(s) during this run.{reason}")
+            let last = at
+                .as_ref()
+                .map(|t| format!(", last at {}", slack_time(*t)))
+                .unwrap_or_default();
+            format!(
+                "🔁 The alarm fired again{value} — ×{count} during this run{last}.{reason}"
+            )
         }
         Note::AlarmCleared { reason } => {
             format!("💚 Alarm cleared: {}", escape(&truncate(reason, 200)))
@@ -1206,6 +1213,7 @@ mod tests {
                 reason: "Threshold Crossed".into(),
                 value: Some(95.5),
                 count: 2,
+                at: Some(crate::domain::Timestamp::from_millis(1_764_558_720_000)),
             },
         ];
         let texts: Vec<String> = notes.iter().map(|n| render_note(&run, n).text).collect();

@@ -270,6 +270,47 @@ impl Chat for SlackChat {
         })
     }
 
+    fn repeat_line<'a>(
+        &'a self,
+        at: &'a mut Attempt,
+    ) -> BoxFuture<'a, Result<Option<MessageTs>, Failure>> {
+        Box::pin(async move {
+            let Some(top) = at.run.message.clone() else {
+                at.log("slack", "chat.postMessage", "no top message yet; repeat line skipped");
+                return Ok(None);
+            };
+            let r = &at.run.repeats;
+            let note = Note::AlarmRepeated {
+                reason: r.last_reason.clone(),
+                value: r.last_value,
+                count: at.run.alarm_repeats,
+                at: r.last_at,
+            };
+            let msg = blocks::render_note(&at.run, &note);
+            let (method, result) = match r.line.clone() {
+                Some(ts) => (
+                    "chat.update",
+                    (self.slack.update_message(&top.channel, &ts, &msg).await).map(|()| None),
+                ),
+                None => (
+                    "chat.postMessage",
+                    (self.slack.post_message(&top.channel, Some(&top.ts), &msg).await)
+                        .map(|posted| Some(posted.ts)),
+                ),
+            };
+            match result {
+                Ok(ts) => {
+                    at.log("slack", method, format!("repeat line: {}", msg.text));
+                    Ok(ts)
+                }
+                Err(e) => {
+                    at.log("slack", method, format!("repeat line failed: {e}"));
+                    Err(Failure::from(&e))
+                }
+            }
+        })
+    }
+
     fn withdraw_cancel_offer<'a>(
         &'a self,
         at: &'a mut Attempt,

@@ -138,6 +138,9 @@ pub enum Note {
         reason: String,
         value: Option<f64>,
         count: u32,
+        /// When it fired last.
+        #[serde(default)]
+        at: Option<Timestamp>,
     },
     AlarmCleared {
         reason: String,
@@ -170,6 +173,9 @@ pub enum Effect {
     },
     /// Post a thread reply with a Cancel button (skipped if the run can't be cancelled anymore).
     OfferCancel,
+    /// Say in the thread that the alarm fired again: one reply for the whole run, posted the
+    /// first time and edited after ("×N, last at …").
+    RepeatLine,
     /// Replace the Cancel button with why it is gone.
     WithdrawCancelOffer {
         ts: MessageTs,
@@ -212,6 +218,7 @@ impl Effect {
             Effect::PostNote { .. } => "post_note",
             Effect::Reply { .. } => "reply",
             Effect::OfferCancel => "offer_cancel",
+            Effect::RepeatLine => "repeat_line",
             Effect::WithdrawCancelOffer { .. } => "withdraw_cancel_offer",
             Effect::Page { .. } => "page",
             Effect::CallHook { .. } => "call_hook",
@@ -231,6 +238,7 @@ impl Effect {
             | Effect::PostNote { .. }
             | Effect::Reply { .. }
             | Effect::OfferCancel
+            | Effect::RepeatLine
             | Effect::WithdrawCancelOffer { .. } => Lane::Chat,
             _ => Lane::Work,
         }
@@ -280,7 +288,7 @@ impl Effect {
     /// Does a later pending effect of the same kind make this one pointless? (A later update
     /// of the top message shows the run as it is then anyway.)
     pub fn superseded_by_later(&self) -> bool {
-        matches!(self, Effect::UpdateTopMessage)
+        matches!(self, Effect::UpdateTopMessage | Effect::RepeatLine)
     }
 
     /// Work that a cancelled or finished run no longer needs (messages, pages and the

@@ -39,6 +39,10 @@ pub enum Event {
     CancelOffered {
         ts: MessageTs,
     },
+    /// The thread reply that counts the alarm's repeats was posted.
+    RepeatLinePosted {
+        ts: MessageTs,
+    },
     SnapshotStarted {
         status: SnapshotStatus,
     },
@@ -137,6 +141,7 @@ impl Event {
             Event::Rechecked { .. } => "rechecked",
             Event::TopMessagePosted { .. } => "top_message_posted",
             Event::CancelOffered { .. } => "cancel_offered",
+            Event::RepeatLinePosted { .. } => "repeat_line_posted",
             Event::SnapshotStarted { .. } => "snapshot_started",
             Event::SnapshotPolled { .. } => "snapshot_polled",
             Event::ModifyRequested { .. } => "modify_requested",

@@ -47,6 +47,19 @@ pub struct Run {
     /// Alarm deliveries already taken into account (retries of one are ignored).
     #[serde(default)]
     pub alarm_deliveries: Vec<String>,
+    /// The latest repeat of the alarm, and the one thread reply that counts them.
+    #[serde(default)]
+    pub repeats: Repeats,
+}
+
+/// The alarm firing again during a run is said on one thread reply, edited as it goes on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Repeats {
+    /// The reply's `ts`, once posted.
+    pub line: Option<MessageTs>,
+    pub last_at: Option<Timestamp>,
+    pub last_reason: String,
+    pub last_value: Option<f64>,
 }
 
 impl Run {
@@ -78,6 +91,7 @@ impl Run {
             resume_error: None,
             cancel_offer: None,
             alarm_deliveries: Vec::new(),
+            repeats: Repeats::default(),
         }
     }
 

@@ -348,6 +348,9 @@ impl Runner {
             Effect::OfferCancel => (chat.offer_cancel(at).await)
                 .map(|ts| ts.map(|ts| Event::CancelOffered { ts }))
                 .map_err(Fail::Delivery),
+            Effect::RepeatLine => (chat.repeat_line(at).await)
+                .map(|ts| ts.map(|ts| Event::RepeatLinePosted { ts }))
+                .map_err(Fail::Delivery),
             Effect::WithdrawCancelOffer { ts, reason } => {
                 quiet(chat.withdraw_cancel_offer(at, ts, reason).await)
             }

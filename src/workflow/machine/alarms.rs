@@ -26,11 +26,12 @@ pub(super) fn decide(mut b: Builder, run: &Run, event: &Event) -> Decision {
             b.run.alarm_repeats += 1;
             let count = b.run.alarm_repeats;
             b.summary(format!("alarm fired again ({count})"));
-            b.note(Note::AlarmRepeated {
-                reason: reason.clone(),
-                value: *value,
-                count,
-            });
+            let now = b.now();
+            let repeats = &mut b.run.repeats;
+            (repeats.last_at, repeats.last_value) = (Some(now), *value);
+            repeats.last_reason = reason.clone();
+            // One reply counts them all (a storm must not bury the run's own steps).
+            b.effect(Effect::RepeatLine);
             b.effect(Effect::UpdateTopMessage);
         }
         Event::AlarmCleared { reason, .. } => {

@@ -224,6 +224,7 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
         | Event::CancelOffered { .. }
         | Event::TopMessageFailed { .. }
         | Event::PageDelivered { .. }
+        | Event::RepeatLinePosted { .. }
         | Event::PageFailed { .. } => reports::decide(b, run, event),
         Event::AlarmRepeated { .. } | Event::AlarmCleared { .. } => alarms::decide(b, run, event),
         Event::Approve { .. }

@@ -29,6 +29,10 @@ pub(super) fn decide(mut b: Builder, run: &Run, event: &Event) -> Decision {
                 });
             }
         }
+        Event::RepeatLinePosted { ts } => {
+            b.summary("the alarm's repeats are counted on one thread reply");
+            b.run.repeats.line = Some(ts.clone());
+        }
         Event::TopMessageFailed { error } => {
             b.summary(format!("top message could not be posted: {error}"));
             b.page(PageAction::Trigger(PageReason::SlackUnreachable {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::domain::{
-    CacheClusterId, ChannelId, NodeType, ReplicationGroupId, RunId, SlackUserId, SnapshotName,
+    CacheClusterId, ChannelId, MessageTs, NodeType, ReplicationGroupId, RunId, SlackUserId, SnapshotName,
     Timestamp,
 };
 use crate::workflow::policy::{ApprovalMode, OnApprovalTimeout, Policy};
@@ -1751,10 +1751,42 @@ mod alarms_and_deliveries {
                 value: Some(95.0),
             },
             at(100),
-            Accept("awaiting_approval", &["post_note", "update_top_message"]),
+            Accept("awaiting_approval", &["repeat_line", "update_top_message"]),
         )
         .unwrap();
         assert_eq!(t.run.alarm_repeats, 1);
+        assert_eq!(t.run.repeats.last_at, Some(at(100)));
+        assert_eq!(t.run.repeats.last_value, Some(95.0));
+        assert_eq!(t.run.repeats.last_reason, "again");
+        // The reply that counts them is posted once; later repeats edit it.
+        let ts = MessageTs::parse("1700000000.000300").unwrap();
+        let posted = Event::RepeatLinePosted { ts: ts.clone() };
+        let t = check(
+            "repeat line posted",
+            t.run,
+            posted,
+            at(101),
+            Accept("awaiting_approval", &[]),
+        )
+        .unwrap();
+        assert_eq!(t.run.repeats.line, Some(ts.clone()));
+        let again = Event::AlarmRepeated {
+            delivery_id: "eventbridge:again-2".into(),
+            reason: "and again".into(),
+            value: Some(97.0),
+        };
+        let t = check(
+            "second repeat",
+            t.run,
+            again,
+            at(150),
+            Accept("awaiting_approval", &["repeat_line", "update_top_message"]),
+        )
+        .unwrap();
+        assert_eq!(
+            (t.run.alarm_repeats, t.run.repeats.line, t.run.repeats.last_at),
+            (2, Some(ts), Some(at(150)))
+        );
     }
 
     #[test]
@@ -1769,7 +1801,7 @@ mod alarms_and_deliveries {
                 value: Some(95.0),
             },
             at(100),
-            Accept("awaiting_approval", &["post_note", "update_top_message"]),
+            Accept("awaiting_approval", &["repeat_line", "update_top_message"]),
         )
         .unwrap();
         check(

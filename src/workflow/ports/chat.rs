@@ -42,6 +42,13 @@ pub trait Chat: Send + Sync {
         at: &'a mut Attempt,
     ) -> BoxFuture<'a, Result<Option<MessageTs>, Failure>>;
 
+    /// Count the alarm's repeats on one thread reply: post it (its `ts`) the first time, edit
+    /// it after (`None`); skipped when there is no top message yet.
+    fn repeat_line<'a>(
+        &'a self,
+        at: &'a mut Attempt,
+    ) -> BoxFuture<'a, Result<Option<MessageTs>, Failure>>;
+
     /// Replace the Cancel button with why it is gone.
     fn withdraw_cancel_offer<'a>(
         &'a self,

@@ -718,6 +718,16 @@ impl Chat for Recorder {
         self.say("offer_cancel".into(), ts)
     }
 
+    fn repeat_line<'a>(
+        &'a self,
+        at: &'a mut Attempt,
+    ) -> BoxFuture<'a, Result<Option<MessageTs>, Failure>> {
+        let ts = (at.run.message.is_some() && at.run.repeats.line.is_none())
+            .then(|| MessageTs::parse("1700000000.000300").expect("a ts"));
+        let said = format!("repeat_line x{}", at.run.alarm_repeats);
+        self.say(said, ts)
+    }
+
     fn withdraw_cancel_offer<'a>(
         &'a self,
         _: &'a mut Attempt,
