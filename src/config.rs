@@ -92,6 +92,12 @@ pub struct AlarmsConfig {
     pub sns_topic_arns: Vec<String>,
     /// Explicit alarm name → replication group mappings, for alarms whose dimensions don't say.
     pub groups: BTreeMap<String, ReplicationGroupId>,
+    /// A notice about an alarm that starts nothing (an unmanaged group, a cooldown, another
+    /// region) is posted at most once per window for its group; repeats count on it.
+    pub notice_window: Duration,
+    /// How long after a repeat the posted notice is edited with the count (repeats meanwhile
+    /// are taken in the same edit).
+    pub notice_update_delay: Duration,
 }
 
 /// Secrets, from the environment only.
@@ -115,6 +121,9 @@ pub struct Endpoints {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DeliveryConfig {
     pub retry: RetryPolicy,
+    /// A run's Slack messages and pages are tried this long before they are given up (pages:
+    /// at least an hour); `retry` spaces the tries.
+    pub retry_for: Duration,
     pub timeout: Duration,
 }
 
@@ -343,7 +352,15 @@ impl Config {
             .iter()
             .map(|a| format!("{a:?}"))
             .collect();
-        out.push_str(&format!("sns_topic_arns = [{}]\n\n", arns.join(", ")));
+        out.push_str(&format!("sns_topic_arns = [{}]\n", arns.join(", ")));
+        out.push_str(&format!(
+            "notice_window = {}\n",
+            d(self.alarms.notice_window)
+        ));
+        out.push_str(&format!(
+            "notice_update_delay = {}\n\n",
+            d(self.alarms.notice_update_delay)
+        ));
         if !self.alarms.groups.is_empty() {
             out.push_str("[alarms.groups]\n");
             for (name, group) in &self.alarms.groups {
@@ -364,6 +381,7 @@ impl Config {
             "retry_backoff = {}\n",
             self.delivery.retry.backoff
         ));
+        out.push_str(&format!("retry_for = {}\n", d(self.delivery.retry_for)));
         out.push_str(&format!("timeout = {}\n\n", d(self.delivery.timeout)));
         out.push_str("[defaults]\n");
         policy(&mut out, &self.defaults);
@@ -470,11 +488,18 @@ const SLACK_KEYS: &[&str] = &[
     "command_channels",
     "command",
 ];
-const ALARMS_KEYS: &[&str] = &["description_prefix", "sns_topic_arns", "groups"];
+const ALARMS_KEYS: &[&str] = &[
+    "description_prefix",
+    "sns_topic_arns",
+    "groups",
+    "notice_window",
+    "notice_update_delay",
+];
 const DELIVERY_KEYS: &[&str] = &[
     "retry_interval",
     "retry_attempts",
     "retry_backoff",
+    "retry_for",
     "timeout",
 ];
 /// Keys a `[groups.<id>]` table takes besides the policy keys.
@@ -960,10 +985,18 @@ impl<'s> Walker<'s> {
             description_prefix: "Redis memory:".to_string(),
             sns_topic_arns: Vec::new(),
             groups: BTreeMap::new(),
+            notice_window: Duration::from_secs(3600),
+            notice_update_delay: Duration::from_secs(2),
         };
         if let Some(t) = self.sub_table(root, "alarms", "") {
             let t = t.clone();
             self.unknown_keys(&t, "alarms", ALARMS_KEYS);
+            if let Some(d) = self.duration(&t, "notice_window", "alarms") {
+                out.notice_window = d;
+            }
+            if let Some(d) = self.duration(&t, "notice_update_delay", "alarms") {
+                out.notice_update_delay = d;
+            }
             if let Some(p) = self.parsed(&t, "description_prefix", "alarms", |s| {
                 if s.trim().is_empty() {
                     Err("must not be empty: every alarm would start a run")
@@ -1023,6 +1056,7 @@ impl<'s> Walker<'s> {
                 attempts: 5,
                 backoff: 2.0,
             },
+            retry_for: Duration::from_secs(3600),
             timeout: Duration::from_secs(10),
         };
         if let Some(t) = self.sub_table(root, "delivery", "") {
@@ -1036,6 +1070,9 @@ impl<'s> Walker<'s> {
             }
             if let Some(b) = self.float(&t, "retry_backoff", "delivery", 1.0, 10.0) {
                 out.retry.backoff = b;
+            }
+            if let Some(d) = self.duration(&t, "retry_for", "delivery") {
+                out.retry_for = d;
             }
             if let Some(d) = self.duration(&t, "timeout", "delivery") {
                 out.timeout = d;

@@ -31,6 +31,7 @@ use crate::slack::approvers::ApproverDirectory;
 use crate::slack::chat::SlackChat;
 use crate::store::SqliteStore;
 use crate::telemetry::Prometheus;
+use crate::workflow::policy::Deliveries;
 use crate::workflow::ports::{Clock, ElastiCache, Ports, Store, SystemClock};
 use crate::workflow::runner::{Runner, RunnerOptions};
 
@@ -131,8 +132,11 @@ impl Application {
             clock: deps.clock.clone(),
             metrics: metrics.clone(),
         };
-        let retry = config.delivery.retry;
-        let runner = Runner::new(ports, retry, deps.options);
+        let delivery = Deliveries {
+            retry: config.delivery.retry,
+            retry_for: config.delivery.retry_for,
+        };
+        let runner = Runner::new(ports, delivery, deps.options);
         let ports = AppPorts {
             store: deps.store,
             aws,
@@ -141,7 +145,7 @@ impl Application {
             metrics,
         };
         let app = App::new(Arc::new(config), runner, ports, deps.home);
-        let worker = JobWorker::new(app.clone(), chat, retry);
+        let worker = JobWorker::new(app.clone(), chat, delivery.retry);
         let sns = Arc::new(SnsVerifier::new(deps.sns_http));
         Ok(Application {
             listener,

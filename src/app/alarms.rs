@@ -3,11 +3,11 @@
 //! of one changes nothing.
 
 use crate::domain::alarm::{Alarm, AlarmState};
-use crate::domain::{CacheClusterId, ReplicationGroupId, RunId};
+use crate::domain::{CacheClusterId, ChannelId, ReplicationGroupId, RunId};
 use crate::workflow::event::Event;
 use crate::workflow::machine::{Started, Submitted};
 use crate::workflow::policy::{AlarmAction, on_alarm};
-use crate::workflow::ports::AlarmRecord;
+use crate::workflow::ports::{AlarmRecord, AwsError, WindowedNotice};
 use crate::workflow::run::Trigger;
 
 use super::jobs::Job;
@@ -65,30 +65,33 @@ impl App {
         // asked of AWS for it, and the channel is told.
         if let Some(elsewhere) = self.elsewhere(&alarm) {
             tracing::warn!(alarm = %alarm.name, elsewhere = %elsewhere, "refused an alarm from another region or account");
-            let notice = Job::Notice {
-                channel: self.config.slack.channel.clone(),
-                notice: Notice::Foreign {
-                    alarm: alarm.clone(),
-                    home: self.home.clone().into(),
-                },
+            let notice = Notice::Foreign {
+                alarm: alarm.clone(),
+                home: self.home.clone().into(),
             };
+            let key = format!("foreign:{elsewhere}:{}", alarm.name);
+            let notice = (&self.config.slack.channel, key, notice);
             let outcome = AlarmOutcome::Foreign;
             self.record(&alarm, None, &outcome, Some(notice)).await?;
             return Ok(outcome);
         }
-        let Some(group) = self.group_for(&alarm).await else {
+        let Some(group) = self.group_for(&alarm).await? else {
             if alarm.state != AlarmState::Alarm {
                 let outcome = AlarmOutcome::Ignored("the alarm maps to no managed group".into());
                 self.record(&alarm, None, &outcome, None).await?;
                 return Ok(outcome);
             }
-            // The delivery and its notice are written together, so concurrent retries say it once.
-            let notice = Job::Notice {
-                channel: self.config.slack.channel.clone(),
-                notice: Notice::UnknownGroup {
-                    alarm: alarm.clone(),
-                },
+            // The delivery and its notice are written together, so concurrent retries say it
+            // once; within the window, further alarms about the same group count on it.
+            let about = ["ReplicationGroupId", "CacheClusterId"]
+                .iter()
+                .find_map(|d| alarm.dimension(d))
+                .unwrap_or(&alarm.name);
+            let key = format!("unknown_group:{about}");
+            let notice = Notice::UnknownGroup {
+                alarm: alarm.clone(),
             };
+            let notice = (&self.config.slack.channel, key, notice);
             let outcome = AlarmOutcome::UnknownGroup;
             self.record(&alarm, None, &outcome, Some(notice)).await?;
             return Ok(outcome);
@@ -123,16 +126,14 @@ impl App {
                 since,
                 remaining,
             } => {
-                let notice = Job::Notice {
-                    channel: gc.channel.clone(),
-                    notice: Notice::Cooldown {
-                        group: gc.id.clone(),
-                        alarm: alarm.clone(),
-                        last,
-                        since,
-                        remaining,
-                    },
+                let notice = Notice::Cooldown {
+                    group: gc.id.clone(),
+                    alarm: alarm.clone(),
+                    last,
+                    since,
+                    remaining,
                 };
+                let notice = (&gc.channel, format!("cooldown:{group}"), notice);
                 let outcome = AlarmOutcome::Cooldown(group.clone());
                 self.record(&alarm, Some(&group), &outcome, Some(notice))
                     .await?;
@@ -170,13 +171,14 @@ impl App {
         })
     }
 
-    /// Log what a delivery did, with the notice it leaves; false if it was logged before.
+    /// Log what a delivery did, with the notice it leaves (in `channel`, once per window of
+    /// `key`); false if it was logged before.
     async fn record(
         &self,
         alarm: &Alarm,
         group: Option<&ReplicationGroupId>,
         outcome: &AlarmOutcome,
-        notice: Option<Job>,
+        notice: Option<(&ChannelId, String, Notice)>,
     ) -> Result<bool, AppError> {
         self.metrics.alarm(outcome.name());
         let record = AlarmRecord {
@@ -187,8 +189,28 @@ impl App {
             group: group.map(|g| g.to_string()),
             outcome: outcome.name().to_string(),
         };
-        let job = notice.map(|j| j.into_new(self.clock.now())).transpose()?;
-        let new = self.store.record_alarm(record, job).await?;
+        let now = self.clock.now();
+        let alarms = &self.config.alarms;
+        let notice = match notice {
+            None => None,
+            Some((channel, key, notice)) => Some(WindowedNotice {
+                post: Job::Notice {
+                    channel: channel.clone(),
+                    notice: notice.clone(),
+                    window: Some(key.clone()),
+                }
+                .into_new(now)?,
+                update: Job::NoticeRepeated {
+                    channel: channel.clone(),
+                    notice,
+                    window: key.clone(),
+                }
+                .into_new(now.plus(alarms.notice_update_delay))?,
+                key,
+                window: alarms.notice_window,
+            }),
+        };
+        let new = self.store.record_alarm(record, notice).await?;
         self.jobs_added.notify_one();
         Ok(new)
     }
@@ -211,8 +233,10 @@ impl App {
 
     /// Which managed group an alarm is about: an explicit mapping by alarm name, the
     /// `ReplicationGroupId` dimension, or the `CacheClusterId` dimension's group (asked of AWS).
-    async fn group_for(&self, alarm: &Alarm) -> Option<ReplicationGroupId> {
-        let managed = |g: ReplicationGroupId| self.group(&g).is_some().then_some(g);
+    /// When AWS can't be asked right now the delivery is not taken (its sender retries it): an
+    /// alarm is never dropped because of a throttled look-up.
+    async fn group_for(&self, alarm: &Alarm) -> Result<Option<ReplicationGroupId>, AppError> {
+        let managed = |g: ReplicationGroupId| Ok(self.group(&g).is_some().then_some(g));
         if let Some(g) = self.config.alarms.groups.get(&alarm.name) {
             return managed(g.clone());
         }
@@ -222,24 +246,49 @@ impl App {
         {
             return managed(g);
         }
-        let cluster = alarm
+        let Some(cluster) = alarm
             .dimension("CacheClusterId")
-            .and_then(|c| CacheClusterId::parse(c).ok())?;
+            .and_then(|c| CacheClusterId::parse(c).ok())
+        else {
+            return Ok(None);
+        };
         let known = self.clusters().get(&cluster).cloned();
         if let Some(g) = known {
             return managed(g);
         }
-        match self.aws.describe_cache_cluster(&cluster).await {
+        match self.describe_cluster_soon(&cluster).await {
             Ok(info) => {
-                let g = info.replication_group?;
+                let Some(g) = info.replication_group else {
+                    return Ok(None);
+                };
                 self.clusters().insert(cluster, g.clone());
                 managed(g)
             }
+            Err(AwsError::NotFound { .. }) => Ok(None),
             Err(e) => {
-                tracing::warn!(cluster = %cluster, error = %e, "could not find the cache cluster's group");
-                None
+                tracing::warn!(cluster = %cluster, error = %e, "could not look up the cache cluster's group; the delivery is refused so that it comes again");
+                Err(AppError::AwsUnavailable(e.to_string()))
             }
         }
+    }
+
+    /// DescribeCacheClusters, tried again briefly when throttled (the sender waits on the
+    /// answer: EventBridge gives an API destination 5 s).
+    async fn describe_cluster_soon(
+        &self,
+        cluster: &CacheClusterId,
+    ) -> Result<crate::workflow::ports::CacheClusterInfo, AwsError> {
+        let mut wait = std::time::Duration::from_millis(100);
+        for _ in 0..2 {
+            match self.aws.describe_cache_cluster(cluster).await {
+                Err(AwsError::Transient { .. }) => {
+                    tokio::time::sleep(crate::workflow::policy::jittered(wait)).await;
+                    wait *= 4;
+                }
+                done => return done,
+            }
+        }
+        self.aws.describe_cache_cluster(cluster).await
     }
 
     fn clusters(

@@ -18,7 +18,7 @@ use tracing::{Instrument, error, info_span, warn};
 use crate::domain::{ChannelId, NodeType, ReplicationGroupId, RunId, SlackUserId, Timestamp};
 use crate::workflow::machine::Started;
 use crate::workflow::policy::{RetryPolicy, plan};
-use crate::workflow::ports::{Failure, NewJob, PendingJob, StoreError};
+use crate::workflow::ports::{Failure, NewJob, NoticeSeen, PendingJob, StoreError};
 use crate::workflow::preflight;
 use crate::workflow::run::{DecisionKind, Trigger};
 use crate::workflow::runner::RunnerError;
@@ -30,8 +30,19 @@ use super::{Answer, App, AppError, Messenger, Notice};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "job", rename_all = "snake_case")]
 pub enum Job {
-    /// Post a notice in a channel.
-    Notice { channel: ChannelId, notice: Notice },
+    /// Post a notice in a channel; `window`: the notice window it opens, whose repeats it shows.
+    Notice {
+        channel: ChannelId,
+        notice: Notice,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        window: Option<String>,
+    },
+    /// Show on the posted notice of `window` how often its alarm fired since.
+    NoticeRepeated {
+        channel: ChannelId,
+        notice: Notice,
+        window: String,
+    },
     /// Deliver an answer through a request's `response_url`.
     Respond {
         response_url: String,
@@ -76,6 +87,7 @@ impl Job {
     fn kind(&self) -> &'static str {
         match self {
             Job::Notice { .. } => "notice",
+            Job::NoticeRepeated { .. } => "notice_repeated",
             Job::Respond { .. } => "respond",
             Job::LiveStatus { .. } => "live_status",
             Job::DryRun { .. } => "dry_run",
@@ -85,7 +97,7 @@ impl Job {
         }
     }
 
-    /// The job as the outbox keeps it, due at once.
+    /// The job as the outbox keeps it, due at `now`.
     pub fn into_new(self, now: Timestamp) -> Result<NewJob, StoreError> {
         let body = serde_json::to_string(&self).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(NewJob {
@@ -97,6 +109,32 @@ impl Job {
 }
 
 impl App {
+    /// Post a notice; one that opens a window shows what the window has seen by now, and its
+    /// `ts` is kept so that later repeats edit it.
+    async fn post_notice(
+        &self,
+        channel: &ChannelId,
+        notice: &Notice,
+        window: Option<String>,
+        messenger: &dyn Messenger,
+    ) -> Result<(), Failure> {
+        let store_failed = |e: StoreError| Failure::transient(e.to_string(), None);
+        let seen = match &window {
+            Some(key) => self.store.notice_seen(key).await.map_err(store_failed)?,
+            None => None,
+        };
+        let ts = messenger
+            .post_notice(channel, notice, seen.as_ref())
+            .await?;
+        if let (Some(key), Some(ts)) = (window, ts) {
+            self.store
+                .notice_posted(&key, &ts)
+                .await
+                .map_err(store_failed)?;
+        }
+        Ok(())
+    }
+
     /// Leave a job for the worker.
     pub(super) async fn leave(&self, job: Job) -> Result<(), AppError> {
         let job = job.into_new(self.clock.now())?;
@@ -114,8 +152,29 @@ impl App {
         messenger: &dyn Messenger,
     ) -> Result<(), Failure> {
         let (response_url, answer) = match job {
-            Job::Notice { channel, notice } => {
-                return messenger.post_notice(&channel, &notice).await;
+            Job::Notice {
+                channel,
+                notice,
+                window,
+            } => return self.post_notice(&channel, &notice, window, messenger).await,
+            Job::NoticeRepeated {
+                channel,
+                notice,
+                window,
+            } => {
+                let seen = self.store.take_notice_update(&window).await;
+                return match seen.map_err(|e| Failure::transient(e.to_string(), None))? {
+                    // The window was replaced by a newer one, whose post shows its own count.
+                    None => Ok(()),
+                    Some(NoticeSeen { ts: None, .. }) => Err(Failure::transient(
+                        "the notice is not posted yet; its count is shown once it is",
+                        None,
+                    )),
+                    Some(seen) => {
+                        let ts = seen.ts.clone().expect("matched above");
+                        (messenger.update_notice(&channel, &ts, &notice, &seen)).await
+                    }
+                };
             }
             Job::Respond {
                 response_url,
@@ -516,6 +575,7 @@ mod tests {
             Job::Notice {
                 channel: gc.channel.clone(),
                 notice: Notice::UnknownGroup { alarm },
+                window: Some("unknown_group:prod-jobs".into()),
             },
             Job::Decide {
                 run: RunId::parse("r-abcdefgh").unwrap(),

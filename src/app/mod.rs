@@ -23,10 +23,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::config::{Config, GroupConfig};
-use crate::domain::{CacheClusterId, ChannelId, ReplicationGroupId, SlackUserId};
+use crate::domain::{CacheClusterId, ChannelId, MessageTs, ReplicationGroupId, SlackUserId};
 use tokio::sync::Notify;
 
-use crate::workflow::ports::{BoxFuture, Clock, ElastiCache, Failure, Metrics, Store, StoreError};
+use crate::workflow::ports::{
+    BoxFuture, Clock, ElastiCache, Failure, Metrics, NoticeSeen, Store, StoreError,
+};
 use crate::workflow::runner::{Runner, RunnerError};
 
 pub use alarms::AlarmOutcome;
@@ -59,10 +61,21 @@ pub trait Messenger: Send + Sync {
         answer: &'a Answer,
     ) -> BoxFuture<'a, Result<(), Failure>>;
 
+    /// Post a notice (with what its window has seen so far, when it has one); its `ts`.
     fn post_notice<'a>(
         &'a self,
         channel: &'a ChannelId,
         notice: &'a Notice,
+        seen: Option<&'a NoticeSeen>,
+    ) -> BoxFuture<'a, Result<Option<MessageTs>, Failure>>;
+
+    /// Show on a posted notice how often its alarm fired within the window.
+    fn update_notice<'a>(
+        &'a self,
+        channel: &'a ChannelId,
+        ts: &'a MessageTs,
+        notice: &'a Notice,
+        seen: &'a NoticeSeen,
     ) -> BoxFuture<'a, Result<(), Failure>>;
 }
 
@@ -82,6 +95,10 @@ pub enum AppError {
     Runner(#[from] RunnerError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// AWS could not be asked right now (throttled, a 5xx, the network): the request is not
+    /// taken, so that its sender delivers it again.
+    #[error("AWS could not be asked now: {0}")]
+    AwsUnavailable(String),
 }
 
 /// The ports the use cases read and count with (the runner has its own).

@@ -541,6 +541,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, ParseError> {
         .map_err(|_| bad())
 }
 
+/// A random number in [0, 1), from the OS (jitter for retries).
+pub fn random_fraction() -> f64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// The inverse of [`parse_duration`] for display: `4m12s`, `850ms`, `2h`.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();

@@ -39,6 +39,19 @@ async fn handle(http: &Http, alarm: Alarm) -> Response {
             axum::Json(json!({ "outcome": outcome.name(), "run_id": run, "detail": detail }))
                 .into_response()
         }
+        Err(crate::app::AppError::AwsUnavailable(e)) => {
+            // Not taken: EventBridge and SNS deliver it again (Retry-After is a hint).
+            warn!(alarm = %name, error = %e, "alarm refused for now: AWS could not be asked");
+            let mut resp = refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "AWS could not be asked about the alarm's cluster now; deliver it again",
+            );
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("5"),
+            );
+            resp
+        }
         Err(e) => {
             // A 5xx makes EventBridge and SNS retry, which is what we want here.
             tracing::error!(alarm = %name, error = %e, "could not handle an alarm");

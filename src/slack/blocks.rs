@@ -663,7 +663,20 @@ pub fn cancel_gone(reason: &CancelGone) -> String {
     }
 }
 
-/// An alarm that maps to no managed group, said in the channel once per delivery.
+/// A notice whose alarm fired again within its window: the count and the last time, so the
+/// channel gets one message per group, not one per delivery.
+pub fn with_repeats(mut msg: Message, count: u32, last: Timestamp) -> Message {
+    let line = format!(
+        "🔁 This alarm fired ×{count} so far, last at {}; repeats are counted here.",
+        slack_time(last)
+    );
+    msg.text.push_str(&format!("\n{line}"));
+    msg.blocks
+        .push(json!({ "type": "context", "elements": [{ "type": "mrkdwn", "text": line }] }));
+    msg
+}
+
+/// An alarm that maps to no managed group, said in the channel once per window.
 pub fn render_unknown_group_notice(alarm: &crate::domain::alarm::Alarm) -> Message {
     let dims: Vec<String> = alarm
         .dimensions

@@ -8,7 +8,7 @@
 use crate::app::{Answer, Messenger, Notice};
 use crate::domain::{ChannelId, MessageTs};
 use crate::workflow::effect::{CancelGone, Note};
-use crate::workflow::ports::{Attempt, BoxFuture, Chat, Failure};
+use crate::workflow::ports::{Attempt, BoxFuture, Chat, Failure, NoticeSeen};
 use crate::workflow::run::{TopMessage, Trigger};
 
 use super::api::{SlackClient, SlackError};
@@ -276,7 +276,11 @@ impl Chat for SlackChat {
     ) -> BoxFuture<'a, Result<Option<MessageTs>, Failure>> {
         Box::pin(async move {
             let Some(top) = at.run.message.clone() else {
-                at.log("slack", "chat.postMessage", "no top message yet; repeat line skipped");
+                at.log(
+                    "slack",
+                    "chat.postMessage",
+                    "no top message yet; repeat line skipped",
+                );
                 return Ok(None);
             };
             let r = &at.run.repeats;
@@ -294,7 +298,10 @@ impl Chat for SlackChat {
                 ),
                 None => (
                     "chat.postMessage",
-                    (self.slack.post_message(&top.channel, Some(&top.ts), &msg).await)
+                    (self
+                        .slack
+                        .post_message(&top.channel, Some(&top.ts), &msg)
+                        .await)
                         .map(|posted| Some(posted.ts)),
                 ),
             };
@@ -365,26 +372,54 @@ impl Messenger for SlackChat {
         &'a self,
         channel: &'a ChannelId,
         notice: &'a Notice,
-    ) -> BoxFuture<'a, Result<(), Failure>> {
+        seen: Option<&'a NoticeSeen>,
+    ) -> BoxFuture<'a, Result<Option<MessageTs>, Failure>> {
         Box::pin(async move {
-            let msg = match notice {
-                Notice::UnknownGroup { alarm } => blocks::render_unknown_group_notice(alarm),
-                Notice::Foreign { alarm, home } => blocks::render_foreign_notice(alarm, home),
-                Notice::Cooldown {
-                    group,
-                    alarm,
-                    last,
-                    since,
-                    remaining,
-                } => blocks::render_cooldown_notice(group, alarm, last, *since, *remaining),
-            };
+            let msg = render_notice(notice, seen);
             match self.slack.post_message(channel, None, &msg).await {
-                Ok(_) => Ok(()),
+                Ok(posted) => Ok(Some(posted.ts)),
                 Err(e) => {
                     tracing::error!(channel = %channel, error = %e, "could not post a notice");
                     Err(Failure::from(&e))
                 }
             }
         })
+    }
+
+    fn update_notice<'a>(
+        &'a self,
+        channel: &'a ChannelId,
+        ts: &'a MessageTs,
+        notice: &'a Notice,
+        seen: &'a NoticeSeen,
+    ) -> BoxFuture<'a, Result<(), Failure>> {
+        Box::pin(async move {
+            let msg = render_notice(notice, Some(seen));
+            self.slack
+                .update_message(channel, ts, &msg)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(channel = %channel, error = %e, "could not update a notice");
+                    Failure::from(&e)
+                })
+        })
+    }
+}
+
+fn render_notice(notice: &Notice, seen: Option<&NoticeSeen>) -> super::Message {
+    let msg = match notice {
+        Notice::UnknownGroup { alarm } => blocks::render_unknown_group_notice(alarm),
+        Notice::Foreign { alarm, home } => blocks::render_foreign_notice(alarm, home),
+        Notice::Cooldown {
+            group,
+            alarm,
+            last,
+            since,
+            remaining,
+        } => blocks::render_cooldown_notice(group, alarm, last, *since, *remaining),
+    };
+    match seen {
+        Some(seen) if seen.count > 1 => blocks::with_repeats(msg, seen.count, seen.last_at),
+        _ => msg,
     }
 }

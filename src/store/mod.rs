@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{ReplicationGroupId, RunId, Timestamp};
+use crate::domain::{MessageTs, ReplicationGroupId, RunId, Timestamp};
 use crate::workflow::effect::Effect;
 use crate::workflow::ports::{
-    AlarmRecord, AuditEntry, BoxFuture, Change, Created, Decide, Decided, DueJobs, EffectId,
-    NewJob, PendingEffect, PendingJob, Store, StoreError,
+    AlarmRecord, AuditEntry, BoxFuture, Busy, Change, Created, Decide, Decided, DueJobs, EffectId,
+    NewJob, NoticeSeen, PendingEffect, PendingJob, Store, StoreError, WindowedNotice,
 };
 use crate::workflow::run::Run;
 
@@ -102,6 +102,15 @@ CREATE TABLE IF NOT EXISTS jobs (
     done_at     INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_pending ON jobs(status, due_at, id);
+
+CREATE TABLE IF NOT EXISTS notice_windows (
+    key             TEXT PRIMARY KEY,
+    opened_at       INTEGER NOT NULL,
+    count           INTEGER NOT NULL,
+    last_at         INTEGER NOT NULL,
+    ts              TEXT,
+    update_pending  INTEGER NOT NULL DEFAULT 0
+);
 
 CREATE TABLE IF NOT EXISTS requests_seen (
     key TEXT PRIMARY KEY,
@@ -282,14 +291,15 @@ impl SqliteStore {
     pub fn due_effects(
         &self,
         now: Timestamp,
-        busy: &[RunId],
+        busy: &[Busy],
         limit: usize,
     ) -> Result<Vec<PendingEffect>, StoreError> {
         let conn = self.conn();
         let sql = format!(
             "{ELIGIBLE}
-            SELECT el.id, el.run_id, el.body, el.due_at, el.attempt FROM eligible el
-            WHERE el.id = (SELECT e2.id FROM eligible e2 WHERE e2.run_id = el.run_id
+            SELECT el.id, el.run_id, el.body, el.due_at, el.attempt, el.created_at FROM eligible el
+            WHERE el.id = (SELECT e2.id FROM eligible e2
+                           WHERE e2.run_id = el.run_id AND e2.lane = el.lane
                            ORDER BY e2.due_at, e2.id LIMIT 1)
               AND el.due_at <= ?1
             ORDER BY el.due_at, el.id"
@@ -299,7 +309,7 @@ impl SqliteStore {
         let mut out = Vec::new();
         for row in rows {
             let p = row??;
-            if busy.contains(&p.run_id) {
+            if busy.contains(&(p.run_id.clone(), p.effect.lane())) {
                 continue;
             }
             out.push(p);
@@ -310,16 +320,27 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// When the next pending effect of a run not in `busy` is due.
-    pub fn next_due(&self, busy: &[RunId]) -> Result<Option<Timestamp>, StoreError> {
+    /// When the next pending effect of a run and lane not in `busy` is due.
+    pub fn next_due(&self, busy: &[Busy]) -> Result<Option<Timestamp>, StoreError> {
         let conn = self.conn();
-        let sql = format!("{ELIGIBLE} SELECT run_id, MIN(due_at) FROM eligible GROUP BY run_id");
+        let sql = format!(
+            "{ELIGIBLE} SELECT run_id, lane, MIN(due_at) FROM eligible GROUP BY run_id, lane"
+        );
         let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
         let mut next: Option<i64> = None;
         for row in rows {
-            let (run, due) = row?;
-            if busy.iter().any(|b| b.as_str() == run) {
+            let (run, lane, due) = row?;
+            if busy
+                .iter()
+                .any(|(r, l)| r.as_str() == run && l.as_str() == lane)
+            {
                 continue;
             }
             next = Some(next.map_or(due, |n: i64| n.min(due)));
@@ -370,7 +391,7 @@ impl SqliteStore {
     ) -> Result<Vec<PendingEffect>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT id, run_id, body, due_at, attempt FROM effects
+            "SELECT id, run_id, body, due_at, attempt, created_at FROM effects
              WHERE status = 'pending' AND (?1 IS NULL OR run_id = ?1) ORDER BY due_at, id",
         )?;
         let rows = stmt.query_map(params![run_id.map(|r| r.as_str())], row_to_pending)?;
@@ -480,7 +501,11 @@ impl SqliteStore {
     /// Record what an alarm delivery did (the log of alarms, including those that started no
     /// run), and the job it leaves, in one transaction. Returns false, and writes nothing, if the
     /// delivery was recorded before.
-    pub fn record_alarm(&self, r: &AlarmRecord, job: Option<&NewJob>) -> Result<bool, StoreError> {
+    pub fn record_alarm(
+        &self,
+        r: &AlarmRecord,
+        notice: Option<&WindowedNotice>,
+    ) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let n = tx.execute(
@@ -496,12 +521,41 @@ impl SqliteStore {
             ],
         )?;
         if n > 0
-            && let Some(job) = job
+            && let Some(notice) = notice
         {
-            insert_job(&tx, job, r.at)?;
+            count_notice(&tx, notice)?;
         }
         tx.commit()?;
         Ok(n > 0)
+    }
+
+    /// What the notice window `key` has seen.
+    pub fn notice_seen(&self, key: &str) -> Result<Option<NoticeSeen>, StoreError> {
+        notice_row(&self.conn(), key)
+    }
+
+    /// The window's notice was posted as `ts`.
+    pub fn notice_posted(&self, key: &str, ts: &MessageTs) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE notice_windows SET ts = ?2 WHERE key = ?1",
+            params![key, ts.as_str()],
+        )?;
+        Ok(())
+    }
+
+    /// Take the window's pending update (it stays pending while the notice isn't posted).
+    pub fn take_notice_update(&self, key: &str) -> Result<Option<NoticeSeen>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let seen = notice_row(&tx, key)?;
+        if seen.as_ref().is_some_and(|s| s.ts.is_some()) {
+            tx.execute(
+                "UPDATE notice_windows SET update_pending = 0 WHERE key = ?1",
+                params![key],
+            )?;
+        }
+        tx.commit()?;
+        Ok(seen)
     }
 
     /// Remember a signed request; false if it was seen within `keep` (a replay).
@@ -690,7 +744,7 @@ impl Store for SqliteStore {
     fn due_effects<'a>(
         &'a self,
         now: Timestamp,
-        busy: &'a [RunId],
+        busy: &'a [Busy],
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<PendingEffect>, StoreError>> {
         let busy = busy.to_vec();
@@ -699,7 +753,7 @@ impl Store for SqliteStore {
 
     fn next_due<'a>(
         &'a self,
-        busy: &'a [RunId],
+        busy: &'a [Busy],
     ) -> BoxFuture<'a, Result<Option<Timestamp>, StoreError>> {
         let busy = busy.to_vec();
         self.blocking(move |s| s.next_due(&busy))
@@ -789,9 +843,34 @@ impl Store for SqliteStore {
     fn record_alarm(
         &self,
         record: AlarmRecord,
-        job: Option<NewJob>,
+        notice: Option<WindowedNotice>,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
-        self.blocking(move |s| s.record_alarm(&record, job.as_ref()))
+        self.blocking(move |s| s.record_alarm(&record, notice.as_ref()))
+    }
+
+    fn notice_seen<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<NoticeSeen>, StoreError>> {
+        let key = key.to_string();
+        self.blocking(move |s| s.notice_seen(&key))
+    }
+
+    fn notice_posted<'a>(
+        &'a self,
+        key: &'a str,
+        ts: &'a MessageTs,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let (key, ts) = (key.to_string(), ts.clone());
+        self.blocking(move |s| s.notice_posted(&key, &ts))
+    }
+
+    fn take_notice_update<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<NoticeSeen>, StoreError>> {
+        let key = key.to_string();
+        self.blocking(move |s| s.take_notice_update(&key))
     }
 
     fn remember_request<'a>(
@@ -824,6 +903,71 @@ impl SqliteStore {
     }
 }
 
+/// A delivery that leaves a windowed notice: the first of its window posts it; the others count
+/// on it, with one update of the posted notice pending at a time.
+fn count_notice(conn: &Connection, n: &WindowedNotice) -> Result<(), StoreError> {
+    let now = n.post.due.as_millis();
+    let open: Option<(i64, i64)> = conn
+        .query_row(
+            "SELECT opened_at, update_pending FROM notice_windows WHERE key = ?1",
+            params![n.key],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    match open {
+        Some((opened, pending)) if now - opened < n.window.as_millis() as i64 => {
+            conn.execute(
+                "UPDATE notice_windows SET count = count + 1, last_at = MAX(last_at, ?2),
+                 update_pending = 1 WHERE key = ?1",
+                params![n.key, now],
+            )?;
+            if pending == 0 {
+                insert_job(conn, &n.update, n.update.due)?;
+            }
+        }
+        _ => {
+            conn.execute(
+                "INSERT INTO notice_windows (key, opened_at, count, last_at, ts, update_pending)
+                 VALUES (?1, ?2, 1, ?2, NULL, 0)
+                 ON CONFLICT(key) DO UPDATE SET opened_at = excluded.opened_at, count = 1,
+                     last_at = excluded.last_at, ts = NULL, update_pending = 0",
+                params![n.key, now],
+            )?;
+            insert_job(conn, &n.post, n.post.due)?;
+        }
+    }
+    Ok(())
+}
+
+fn notice_row(conn: &Connection, key: &str) -> Result<Option<NoticeSeen>, StoreError> {
+    let row = conn
+        .query_row(
+            "SELECT count, opened_at, last_at, ts FROM notice_windows WHERE key = ?1",
+            params![key],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((count, first, last, ts)) = row else {
+        return Ok(None);
+    };
+    let ts = ts
+        .map(|t| MessageTs::parse(&t).map_err(|e| StoreError::Corrupt(e.to_string())))
+        .transpose()?;
+    Ok(Some(NoticeSeen {
+        count: count.max(1) as u32,
+        first_at: Timestamp::from_millis(first),
+        last_at: Timestamp::from_millis(last),
+        ts,
+    }))
+}
+
 /// Bring a store written by an older version up to date (columns added since).
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let mut columns = Vec::new();
@@ -845,7 +989,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
 /// waits out a rate limit).
 const ELIGIBLE: &str = "
     WITH eligible AS (
-        SELECT e.id, e.run_id, e.body, e.due_at, e.attempt FROM effects e
+        SELECT e.id, e.run_id, e.body, e.due_at, e.attempt, e.created_at, e.lane FROM effects e
         WHERE e.status = 'pending'
           AND NOT (e.lane = 'slack' AND EXISTS (
               SELECT 1 FROM effects p
@@ -922,6 +1066,7 @@ fn row_to_pending(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<PendingEffec
     let body: String = r.get(2)?;
     let due: i64 = r.get(3)?;
     let attempt: i64 = r.get(4)?;
+    let created: i64 = r.get(5)?;
     Ok((|| {
         Ok(PendingEffect {
             id,
@@ -929,6 +1074,7 @@ fn row_to_pending(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<PendingEffec
             effect: from_json(&body)?,
             due: Timestamp::from_millis(due),
             attempt: attempt.max(1) as u32,
+            created: Timestamp::from_millis(created),
         })
     })())
 }
@@ -949,7 +1095,7 @@ fn from_json<T: for<'de> Deserialize<'de>>(s: &str) -> Result<T, StoreError> {
 mod tests {
     use super::*;
     use crate::domain::{ChannelId, SlackUserId};
-    use crate::workflow::effect::Scheduled;
+    use crate::workflow::effect::{Lane, Scheduled};
     use crate::workflow::policy::Policy;
     use crate::workflow::run::Trigger;
 
@@ -1038,7 +1184,7 @@ mod tests {
     }
 
     #[test]
-    fn due_effects_give_each_run_its_earliest_effect_only() {
+    fn due_effects_give_each_run_and_lane_its_earliest_effect_only() {
         let store = SqliteStore::open_in_memory().unwrap();
         let a = run("a", 0);
         let change = Change {
@@ -1063,16 +1209,29 @@ mod tests {
             .due_effects(Timestamp::from_millis(4), &[], 10)
             .unwrap();
         assert!(due.is_empty());
+        // The work lane's and the chat lane's earliest, side by side, the earlier first.
         let due = store
             .due_effects(Timestamp::from_millis(20), &[], 10)
             .unwrap();
-        assert_eq!(due.len(), 1);
-        assert_eq!(due[0].effect, Effect::PollGroup);
+        let effects: Vec<&Effect> = due.iter().map(|p| &p.effect).collect();
+        assert_eq!(effects, [&Effect::PollGroup, &Effect::PostTopMessage]);
+        assert_eq!(due[0].created, Timestamp::from_millis(0), "{:?}", due[0]);
+        let work_busy = [(a.id.clone(), Lane::Work)];
+        let due_now = store
+            .due_effects(Timestamp::from_millis(20), &work_busy, 10)
+            .unwrap();
+        let effects: Vec<&Effect> = due_now.iter().map(|p| &p.effect).collect();
+        assert_eq!(effects, [&Effect::PostTopMessage], "chat goes on");
+        let both_busy = [(a.id.clone(), Lane::Work), (a.id.clone(), Lane::Chat)];
         assert!(
             store
-                .due_effects(Timestamp::from_millis(20), std::slice::from_ref(&a.id), 10)
+                .due_effects(Timestamp::from_millis(20), &both_busy, 10)
                 .unwrap()
                 .is_empty()
+        );
+        assert_eq!(
+            store.next_due(&work_busy).unwrap(),
+            Some(Timestamp::from_millis(10))
         );
         assert_eq!(
             store.next_due(&[]).unwrap(),

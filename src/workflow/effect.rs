@@ -8,8 +8,11 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{MessageTs, NodeType, SlackUserId, SnapshotName, Timestamp};
 
 use super::event::{Event, HookPhase, Timer};
-use super::policy::{Drift, RetryPolicy};
-use super::run::{Outcome, Step};
+use super::policy::{Drift, RetryPolicy, RetryUntil};
+use super::run::{Outcome, Run, Step};
+
+/// Pages matter more than any other delivery: retried for at least this long.
+pub const PAGES_RETRIED_FOR: Duration = Duration::from_secs(3600);
 
 /// Why a page is sent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -257,6 +260,35 @@ impl Effect {
             | Effect::PollGroup => aws,
             Effect::Page { .. } => delivery.for_pages(),
             _ => delivery,
+        }
+    }
+
+    /// Until when a failed try is retried: AWS calls until their step's deadline; Slack and
+    /// PagerDuty deliveries for `deliveries_for` from when they were decided (pages for at least
+    /// an hour); hooks (each try bounded by `hook_timeout`) and timers by count.
+    pub fn retry_until(
+        &self,
+        run: &Run,
+        created: Timestamp,
+        deliveries_for: Duration,
+    ) -> RetryUntil {
+        let for_a_while = |d: Duration| RetryUntil::Deadline {
+            at: created.plus(d),
+            what: "the delivery's time (delivery.retry_for)",
+        };
+        match self {
+            Effect::FetchPlan
+            | Effect::Recheck { .. }
+            | Effect::CreateSnapshot { .. }
+            | Effect::PollSnapshot { .. }
+            | Effect::ModifyNodeType { .. }
+            | Effect::PollGroup => match run.step_deadline() {
+                Some((at, what)) => RetryUntil::Deadline { at, what },
+                None => RetryUntil::Attempts,
+            },
+            Effect::Page { .. } => for_a_while(deliveries_for.max(PAGES_RETRIED_FOR)),
+            Effect::CallHook { .. } | Effect::Timer { .. } => RetryUntil::Attempts,
+            _ => for_a_while(deliveries_for),
         }
     }
 

@@ -117,6 +117,27 @@ pub enum Event {
 }
 
 impl Event {
+    /// What the machine hears of an AWS call that kept failing until its step's `deadline`
+    /// passed: the failure says so (the run fails at the deadline, not at the first error).
+    pub fn retried_until(self, deadline: Option<&'static str>) -> Event {
+        match (self, deadline) {
+            (
+                Event::AwsFailed {
+                    op,
+                    error: AwsError::Transient { code, message },
+                },
+                Some(what),
+            ) => {
+                let message = format!("{message}; retried until {what} passed");
+                Event::AwsFailed {
+                    op,
+                    error: AwsError::Transient { code, message },
+                }
+            }
+            (event, _) => event,
+        }
+    }
+
     pub fn plan_fetched(f: PlanFacts) -> Event {
         Event::PlanFetched {
             group: f.group,

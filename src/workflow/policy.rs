@@ -92,6 +92,14 @@ impl RetryPolicy {
     }
 }
 
+/// How chat messages, pages, hooks and jobs are retried: the schedule, and how long a Slack or
+/// PagerDuty delivery keeps being tried.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Deliveries {
+    pub retry: RetryPolicy,
+    pub retry_for: Duration,
+}
+
 /// What to do after a try of an effect failed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AfterFailure {
@@ -101,34 +109,124 @@ pub enum AfterFailure {
         attempt: u32,
         line: String,
     },
-    /// No more tries; `line` says so when tries ran out (not when one was pointless).
-    GiveUp { line: Option<String> },
+    /// No more tries; `line` says so when tries ran out (not when one was pointless), and
+    /// `deadline` names the deadline that passed, when that is why.
+    GiveUp {
+        line: Option<String>,
+        deadline: Option<&'static str>,
+    },
+}
+
+/// Until when a failing effect is tried again: a deadline (its step's, or a delivery's), or a
+/// number of tries.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RetryUntil {
+    /// Transient failures are retried until this time, however many tries that takes; `what`
+    /// names the deadline for the audit trail and the failure ("modify_timeout (2h)").
+    Deadline { at: Timestamp, what: &'static str },
+    /// At most the policy's `attempts` tries.
+    Attempts,
+}
+
+/// One failed try, as the retry schedule sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct FailedTry<'a> {
+    pub kind: &'a str,
+    pub attempt: u32,
+    pub error: &'a str,
+    pub retryable: bool,
+    pub retry_after: Option<Duration>,
+    pub now: Timestamp,
+    /// A random number in [0, 1) that spreads the waits of many failing tries (jitter).
+    pub jitter: f64,
+}
+
+/// `wait`, spread by `r` in [0, 1): between half and all of it, so that many runs throttled
+/// together don't come back together.
+pub fn with_jitter(wait: Duration, r: f64) -> Duration {
+    wait.mul_f64(0.5 + 0.5 * r.clamp(0.0, 1.0))
+}
+
+/// `wait`, spread at random (see [`with_jitter`]).
+pub fn jittered(wait: Duration) -> Duration {
+    with_jitter(wait, crate::domain::random_fraction())
+}
+
+impl<'a> FailedTry<'a> {
+    pub fn of(
+        f: &'a super::ports::Failure,
+        kind: &'a str,
+        attempt: u32,
+        now: Timestamp,
+        jitter: f64,
+    ) -> FailedTry<'a> {
+        FailedTry {
+            kind,
+            attempt,
+            error: &f.error,
+            retryable: f.retryable,
+            retry_after: f.retry_after,
+            now,
+            jitter,
+        }
+    }
 }
 
 impl RetryPolicy {
-    /// After try `attempt` of effect `kind` failed with `error` at `now`: retry, or give up.
-    pub fn after_failure(
-        &self,
-        kind: &str,
-        attempt: u32,
-        error: &str,
-        retryable: bool,
-        retry_after: Option<Duration>,
-        now: Timestamp,
-    ) -> AfterFailure {
-        match self.next_try(attempt, retryable, retry_after) {
-            Some(wait) => AfterFailure::Retry {
-                due: now.plus(wait),
-                attempt: attempt + 1,
-                line: format!(
-                    "{kind} attempt {attempt}/{} failed ({error}); retrying in {}",
-                    self.attempts,
-                    crate::domain::format_duration(wait)
-                ),
+    /// After a try failed: retry, or give up. The wait grows by `backoff` up to
+    /// [`RetryPolicy::MAX_DELAY`], spread by jitter; the other side's `Retry-After` is kept
+    /// (and only ever lengthened a little). With a deadline, retries go on until it (the last
+    /// try is at the deadline); otherwise up to `attempts` tries.
+    pub fn after_failure(&self, f: FailedTry<'_>, until: RetryUntil) -> AfterFailure {
+        let FailedTry {
+            kind,
+            attempt,
+            error,
+            ..
+        } = f;
+        let give_up = |why: String| AfterFailure::GiveUp {
+            line: f.retryable.then_some(why),
+            deadline: None,
+        };
+        if !f.retryable {
+            return give_up(String::new());
+        }
+        let wait = match f.retry_after {
+            Some(asked) => asked.mul_f64(1.0 + 0.1 * f.jitter.clamp(0.0, 1.0)),
+            None => with_jitter(self.delay_before(attempt + 1), f.jitter),
+        };
+        let wait_text = |w: Duration| crate::domain::format_duration(w);
+        match until {
+            RetryUntil::Attempts => match self.next_try(attempt, true, f.retry_after) {
+                Some(_) => AfterFailure::Retry {
+                    due: f.now.plus(wait),
+                    attempt: attempt + 1,
+                    line: format!(
+                        "{kind} attempt {attempt}/{} failed ({error}); retrying in {}",
+                        self.attempts,
+                        wait_text(wait)
+                    ),
+                },
+                None => give_up(format!(
+                    "{kind} failed {attempt} time(s); last error: {error}"
+                )),
             },
-            None => AfterFailure::GiveUp {
-                line: retryable
-                    .then(|| format!("{kind} failed {attempt} time(s); last error: {error}")),
+            RetryUntil::Deadline { at, what } if f.now < at => {
+                let due = f.now.plus(wait).min(at);
+                AfterFailure::Retry {
+                    due,
+                    attempt: attempt + 1,
+                    line: format!(
+                        "{kind} attempt {attempt} failed ({error}); retrying in {} (until {what} passes)",
+                        wait_text(due.since(f.now))
+                    ),
+                }
+            }
+            RetryUntil::Deadline { what, .. } => AfterFailure::GiveUp {
+                line: Some(format!(
+                    "{kind} failed {attempt} time(s) until {what} passed; last error: {error}"
+                )),
+                deadline: Some(what),
             },
         }
     }

@@ -131,6 +131,33 @@ impl Run {
         self.steps.iter().rev().find(|s| s.step == step)
     }
 
+    /// Until when the current step may keep asking AWS, and what sets that time: a throttled
+    /// or failing call is retried until then, and only then fails the run.
+    pub fn step_deadline(&self) -> Option<(Timestamp, &'static str)> {
+        let p = &self.policy;
+        match &self.state {
+            // Nobody has been asked yet: on-call is paged at the approval timeout anyway.
+            State::Planning => Some((self.created_at.plus(p.approval_timeout), "approval_timeout")),
+            State::AwaitingApproval { .. } => {
+                Some((self.created_at.plus(p.approval_expiry), "approval_expiry"))
+            }
+            State::Snapshotting { .. } => {
+                let started = self
+                    .step(Step::Snapshot)
+                    .map_or(self.updated_at, |s| s.started);
+                let budget = p.snapshot_poll_interval * p.snapshot_max_polls.max(1);
+                Some((
+                    started.plus(budget),
+                    "the snapshot's time (snapshot_max_polls × snapshot_poll_interval)",
+                ))
+            }
+            State::Modifying { started, .. } => {
+                Some((started.plus(p.modify_timeout), "modify_timeout"))
+            }
+            State::Pausing { .. } | State::Resuming { .. } | State::Finished { .. } => None,
+        }
+    }
+
     /// Was the pause hook attempted? Then the resume hook must run, whatever happens.
     pub fn pause_attempted(&self) -> bool {
         self.step(Step::Pause).is_some()

@@ -1,9 +1,10 @@
 //! The runner: the thin, effectful half of the workflow. It only dispatches.
 //!
 //! It commits each decision of [`machine::decide`] to the store together with the effects it
-//! schedules, picks due effects (one at a time per run, so a run's messages stay in order),
-//! hands each to its port, feeds the result back as an event, and retries what failed on a
-//! persisted schedule. A restart picks up every pending effect where it was.
+//! schedules, picks due effects (one at a time per run and lane: a run's messages stay in
+//! order, and its AWS work never waits on Slack), hands each to its port, feeds the result back
+//! as an event, and retries what failed on a persisted schedule (transient failures until
+//! their step's deadline). A restart picks up every pending effect where it was.
 //!
 //! It must not decide anything itself (what to do next is always the machine's answer), and it
 //! does no I/O of its own: every call goes through a port.
@@ -19,12 +20,12 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::domain::RunId;
 
-use super::effect::Effect;
+use super::effect::{Effect, Lane};
 use super::event::{AwsOp, Event};
 use super::machine::{self, StartRequest, Started, Submitted};
-use super::policy::{AfterFailure, RetryPolicy};
+use super::policy::{AfterFailure, Deliveries, FailedTry};
 use super::ports::{
-    Attempt, AuditEntry, AwsError, Created, Failure, PendingEffect, Ports, StoreError,
+    Attempt, AuditEntry, AwsError, Busy, Created, Failure, PendingEffect, Ports, StoreError,
 };
 use super::run::Run;
 
@@ -75,10 +76,10 @@ pub struct Runner {
 struct Inner {
     ports: Ports,
     /// How chat messages, pages, hooks and jobs are retried.
-    delivery: RetryPolicy,
+    delivery: Deliveries,
     options: RunnerOptions,
     notify: Notify,
-    busy: Mutex<HashSet<RunId>>,
+    busy: Mutex<HashSet<Busy>>,
     transitions: AtomicUsize,
     halted: AtomicBool,
     ready: AtomicBool,
@@ -89,7 +90,7 @@ struct Inner {
 const GRACE: Duration = Duration::from_secs(20);
 
 impl Runner {
-    pub fn new(ports: Ports, delivery: RetryPolicy, options: RunnerOptions) -> Runner {
+    pub fn new(ports: Ports, delivery: Deliveries, options: RunnerOptions) -> Runner {
         let (committed, _) = broadcast::channel(1024);
         let inner = Inner {
             ports,
@@ -206,7 +207,7 @@ impl Runner {
                 }
             };
             for p in due {
-                self.busy().insert(p.run_id.clone());
+                self.busy().insert((p.run_id.clone(), p.effect.lane()));
                 let span = info_span!("run", run_id = %p.run_id, group = tracing::field::Empty, effect = p.effect.name(), attempt = p.attempt);
                 tasks.spawn(self.clone().execute(p).instrument(span));
             }
@@ -237,18 +238,19 @@ impl Runner {
         info!("runner stopped");
     }
 
-    fn busy(&self) -> std::sync::MutexGuard<'_, HashSet<RunId>> {
+    fn busy(&self) -> std::sync::MutexGuard<'_, HashSet<Busy>> {
         self.inner.busy.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn busy_list(&self) -> Vec<RunId> {
+    fn busy_list(&self) -> Vec<Busy> {
         self.busy().iter().cloned().collect()
     }
 
-    /// One effect: its port, then the machine (or a retry). The run is freed for its next
-    /// effect however this ends, a panic included.
+    /// One effect: its port, then the machine (or a retry). The run's lane is freed for its
+    /// next effect however this ends, a panic included.
     async fn execute(self, pending: PendingEffect) {
-        let _release = Release(self.clone(), pending.run_id.clone());
+        let lane = pending.effect.lane();
+        let _release = Release(self.clone(), pending.run_id.clone(), lane);
         if let Err(e) = self.try_execute(pending).await
             && !matches!(e, RunnerError::Halted)
         {
@@ -274,30 +276,31 @@ impl Runner {
             true => Heard::Told(None),
             false => self.perform(&mut at, &p.effect).await,
         };
-        let policy = p
-            .effect
-            .retry_policy(at.run.policy.aws_retry, self.inner.delivery);
+        let Deliveries { retry, retry_for } = self.inner.delivery;
+        let policy = p.effect.retry_policy(at.run.policy.aws_retry, retry);
+        let until = p.effect.retry_until(&at.run, p.created, retry_for);
         self.check_running()?;
         let (now, mut audit, run_id) = (clock.now(), at.take_audit(), &at.run.id);
         let event = match heard {
             Heard::Told(event) => event,
             Heard::Failed(f, then) => {
                 let (error, n) = (&f.error, p.attempt);
-                match policy.after_failure(kind, n, error, f.retryable, f.retry_after, now) {
+                let jitter = crate::domain::random_fraction();
+                match policy.after_failure(FailedTry::of(&f, kind, n, now, jitter), until) {
                     AfterFailure::Retry { due, attempt, line } => {
                         debug!(run_id = %run_id, effect = kind, "{line}");
                         audit.push(AuditEntry::new(now, "runner", "retry", line));
                         let store = store.retry_effect(p.id, run_id, due, attempt, audit);
                         return Ok(store.await?);
                     }
-                    AfterFailure::GiveUp { line } => {
+                    AfterFailure::GiveUp { line, deadline } => {
                         warn!(run_id = %run_id, effect = kind, attempts = n, "gave up: {error}");
                         if let Some(line) = line {
                             audit.push(AuditEntry::new(now, "runner", "gave_up", line));
                         }
+                        then.map(|e| e.retried_until(deadline))
                     }
                 }
-                then
             }
         };
         match event {
@@ -376,12 +379,13 @@ impl Runner {
     }
 }
 
-/// Frees a run for its next effect, and wakes the dispatcher, when an effect's task ends.
-struct Release(Runner, RunId);
+/// Frees a run's lane for its next effect, and wakes the dispatcher, when an effect's task ends.
+struct Release(Runner, RunId, Lane);
 
 impl Drop for Release {
     fn drop(&mut self) {
-        self.0.busy().remove(&self.1);
+        let busy = (self.1.clone(), self.2);
+        self.0.busy().remove(&busy);
         self.0.wake();
     }
 }

@@ -701,3 +701,119 @@ async fn an_alarm_from_another_region_or_account_touches_nothing() {
     assert_eq!(answer["outcome"], "started", "{answer}");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn a_throttled_cluster_lookup_refuses_the_delivery_so_that_it_comes_again_and_runs() {
+    let services = Services::start(sim_config()).await;
+    let dir = TempDir::new();
+    let t = TestApp::spawn(&services, &config_text("", ""), &dir.db()).await;
+    let by_cluster = event("e-throttled", GROUP, "ALARM", 91.0).replace(
+        "\"ReplicationGroupId\":\"prod-jobs\"",
+        "\"CacheClusterId\":\"prod-jobs-002\"",
+    );
+    services.sim.throttle_action("DescribeCacheClusters");
+    let (status, answer) = post_event(&t, &by_cluster, Some(ALARM_KEY)).await;
+    // Not taken: a 5xx makes EventBridge (and SNS) deliver it again. Nothing was recorded, so
+    // the redelivery is not a "duplicate".
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(
+        services.sim.attempts("DescribeCacheClusters"),
+        3,
+        "tried again briefly"
+    );
+    assert!(t.store.recent_alarms(10).unwrap().is_empty());
+    assert!(t.store.recent_runs(None, 10).unwrap().is_empty());
+    assert!(
+        services.top_messages().is_empty(),
+        "no unknown-group notice"
+    );
+
+    services.sim.unthrottle_action("DescribeCacheClusters");
+    let (status, answer) = post_event(&t, &by_cluster, Some(ALARM_KEY)).await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("started")),
+        "{answer}"
+    );
+    t.stop().await;
+}
+
+/// Notices for alarms that start nothing are said once per group per window, and count the
+/// repeats on that one message.
+#[tokio::test]
+async fn alarm_storms_for_an_unmanaged_group_or_a_cooldown_post_one_notice_each_with_a_count() {
+    let services = Services::start(sim_config()).await;
+    let dir = TempDir::new();
+    let mut config = config_text("", "approval = \"auto\"\ncooldown = \"1h\"");
+    config.push_str("\n[alarms]\nnotice_window = \"1h\"\nnotice_update_delay = \"20ms\"\n");
+    let t = TestApp::spawn(&services, &config, &dir.db()).await;
+    let (_, answer) = post_event(&t, &event("e-1", GROUP, "ALARM", 93.2), Some(ALARM_KEY)).await;
+    let first = run_id(&answer);
+    t.wait_done(&first).await;
+    let posts_before = services.slack.count("chat.postMessage");
+
+    let base = t.url("");
+    let storm = |prefix: &'static str, group: &'static str, n: usize| {
+        let base = base.clone();
+        async move {
+            let mut sends = tokio::task::JoinSet::new();
+            for i in 0..n {
+                let (base, body) = (
+                    base.clone(),
+                    event(&format!("{prefix}-{i}"), group, "ALARM", 95.0),
+                );
+                sends.spawn(async move { post_eventbridge(&base, &body, Some(ALARM_KEY)).await });
+            }
+            sends.join_all().await
+        }
+    };
+    for (status, answer) in storm("cool", GROUP, 20).await {
+        assert_eq!(
+            (status, answer["outcome"].as_str()),
+            (200, Some("cooldown"))
+        );
+    }
+    for (status, answer) in storm("stranger", "someone-elses", 200).await {
+        assert_eq!(
+            (status, answer["outcome"].as_str()),
+            (200, Some("unknown_group"))
+        );
+    }
+    let notices = |needle: &'static str| {
+        let services = &services;
+        move || {
+            services
+                .top_messages()
+                .into_iter()
+                .filter(|m| m.text.contains(needle))
+                .collect::<Vec<_>>()
+        }
+    };
+    let cooldown = notices("cooldown");
+    let unknown = notices("maps to no replication group");
+    eventually("the counts on the notices", || {
+        let (c, u) = (cooldown(), unknown());
+        c.len() == 1
+            && u.len() == 1
+            && c[0].text.contains("fired ×20 so far")
+            && u[0].text.contains("fired ×200 so far")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        (cooldown().len(), unknown().len()),
+        (1, 1),
+        "one notice each"
+    );
+    assert_eq!(
+        services.slack.count("chat.postMessage") - posts_before,
+        2,
+        "220 alarms, two posts"
+    );
+    assert_eq!(
+        t.store.recent_runs(None, 10).unwrap().len(),
+        1,
+        "no new run"
+    );
+    t.stop().await;
+}

@@ -377,6 +377,11 @@ impl SimHandle {
             .insert(action.to_string());
     }
 
+    /// `action` is answered normally again.
+    pub fn unthrottle_action(&self, action: &str) {
+        self.world().faults.throttled_actions.remove(action);
+    }
+
     /// The engine version the group runs now.
     pub fn engine_version(&self, id: &ReplicationGroupId) -> Option<String> {
         self.world().engine_version(id)

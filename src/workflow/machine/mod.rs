@@ -222,9 +222,9 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
     match event {
         Event::TopMessagePosted { .. }
         | Event::CancelOffered { .. }
+        | Event::RepeatLinePosted { .. }
         | Event::TopMessageFailed { .. }
         | Event::PageDelivered { .. }
-        | Event::RepeatLinePosted { .. }
         | Event::PageFailed { .. } => reports::decide(b, run, event),
         Event::AlarmRepeated { .. } | Event::AlarmCleared { .. } => alarms::decide(b, run, event),
         Event::Approve { .. }

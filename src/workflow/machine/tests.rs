@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use crate::domain::{
-    CacheClusterId, ChannelId, MessageTs, NodeType, ReplicationGroupId, RunId, SlackUserId, SnapshotName,
-    Timestamp,
+    CacheClusterId, ChannelId, MessageTs, NodeType, ReplicationGroupId, RunId, SlackUserId,
+    SnapshotName, Timestamp,
 };
 use crate::workflow::policy::{ApprovalMode, OnApprovalTimeout, Policy};
 use crate::workflow::ports::{AwsError, ClusterMode, GroupInfo, SnapshotStatus};
@@ -1784,7 +1784,11 @@ mod alarms_and_deliveries {
         )
         .unwrap();
         assert_eq!(
-            (t.run.alarm_repeats, t.run.repeats.line, t.run.repeats.last_at),
+            (
+                t.run.alarm_repeats,
+                t.run.repeats.line,
+                t.run.repeats.last_at
+            ),
             (2, Some(ts), Some(at(150)))
         );
     }

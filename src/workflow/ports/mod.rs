@@ -41,8 +41,8 @@ pub use elasticache::{
 };
 pub use metrics::{Metrics, NoMetrics};
 pub use store::{
-    AlarmRecord, AuditEntry, Change, Created, Decide, Decided, DueJobs, EffectId, NewJob,
-    PendingEffect, PendingJob, Store, StoreError,
+    AlarmRecord, AuditEntry, Busy, Change, Created, Decide, Decided, DueJobs, EffectId, NewJob,
+    NoticeSeen, PendingEffect, PendingJob, Store, StoreError, WindowedNotice,
 };
 
 /// Everything a run talks to: what the runner is given.

@@ -13,8 +13,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{ReplicationGroupId, RunId, Timestamp};
-use crate::workflow::effect::{Effect, Scheduled};
+use crate::domain::{MessageTs, ReplicationGroupId, RunId, Timestamp};
+use crate::workflow::effect::{Effect, Lane, Scheduled};
 use crate::workflow::machine::Submitted;
 use crate::workflow::run::{Progress, Run};
 
@@ -82,7 +82,12 @@ pub struct PendingEffect {
     pub due: Timestamp,
     /// 1 for the first try; raised on each retry.
     pub attempt: u32,
+    /// When it was decided (deliveries are retried for a while from then).
+    pub created: Timestamp,
 }
+
+/// A run's lane that has an effect in flight: the run's next effect in that lane waits.
+pub type Busy = (RunId, Lane);
 
 /// What a change to a run writes besides the run itself.
 #[derive(Debug, Default)]
@@ -125,6 +130,30 @@ pub struct NewJob {
     /// JSON.
     pub body: String,
     pub due: Timestamp,
+}
+
+/// A notice said at most once per `window` for its `key` (an unmanaged group, a group in its
+/// cooldown): deliveries within the window count on the notice already posted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowedNotice {
+    pub key: String,
+    pub window: std::time::Duration,
+    /// Posts the notice, the first of its window. Its `due` is the time the window is
+    /// judged at.
+    pub post: NewJob,
+    /// Edits the posted notice with the count; left for a repeat when none is pending.
+    pub update: NewJob,
+}
+
+/// What a notice's window has seen so far.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoticeSeen {
+    /// Deliveries in the window, the first included.
+    pub count: u32,
+    pub first_at: Timestamp,
+    pub last_at: Timestamp,
+    /// The posted notice, once Slack took it.
+    pub ts: Option<MessageTs>,
 }
 
 /// Due jobs, and when the next one not yet due is.
@@ -182,18 +211,18 @@ pub trait Store: Send + Sync {
 
     // ---- the outbox: effects ----------------------------------------------------------
 
-    /// For each run not in `busy`, its next eligible effect if it is due by `now`.
+    /// For each run and lane not in `busy`, its next eligible effect if it is due by `now`.
     fn due_effects<'a>(
         &'a self,
         now: Timestamp,
-        busy: &'a [RunId],
+        busy: &'a [Busy],
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<PendingEffect>, StoreError>>;
 
-    /// When the next effect of a run not in `busy` is due.
+    /// When the next effect of a run and lane not in `busy` is due.
     fn next_due<'a>(
         &'a self,
-        busy: &'a [RunId],
+        busy: &'a [Busy],
     ) -> BoxFuture<'a, Result<Option<Timestamp>, StoreError>>;
 
     /// Note that an effect is being executed; whether an earlier execution had started it.
@@ -263,13 +292,34 @@ pub trait Store: Send + Sync {
     /// Has this alarm delivery been handled already? (Retries repeat the delivery id.)
     fn alarm_seen<'a>(&'a self, delivery_id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
 
-    /// Record what a delivery did, and the job it leaves (a notice), in one write; false (and
-    /// nothing written) if the delivery was recorded before.
+    /// Record what a delivery did, and the notice it leaves, in one write; false (and nothing
+    /// written) if the delivery was recorded before. Within the notice's window the delivery is
+    /// counted on it instead (and one update of it is left when none is pending).
     fn record_alarm(
         &self,
         record: AlarmRecord,
-        job: Option<NewJob>,
+        notice: Option<WindowedNotice>,
     ) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// What the notice window `key` has seen.
+    fn notice_seen<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<NoticeSeen>, StoreError>>;
+
+    /// The window's notice was posted as `ts`.
+    fn notice_posted<'a>(
+        &'a self,
+        key: &'a str,
+        ts: &'a MessageTs,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Take the window's pending update: what it has seen, and from now on a repeat leaves a
+    /// new update. While the notice isn't posted yet the update stays pending.
+    fn take_notice_update<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<NoticeSeen>, StoreError>>;
 
     /// Remember a signed request (by its signature) for `keep`; false if it was seen before
     /// (a replay). Requests older than `keep` are forgotten.

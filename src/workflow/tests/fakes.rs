@@ -42,6 +42,7 @@ struct Row {
     attempt: u32,
     status: Status,
     started: bool,
+    created: Timestamp,
 }
 
 #[derive(Default)]
@@ -51,6 +52,22 @@ struct Memory {
     audit: Vec<(RunId, AuditEntry)>,
     alarms: HashMap<String, AlarmRecord>,
     jobs: Vec<(PendingJob, bool)>,
+    /// Notice windows: what each saw, and whether an update of it is pending.
+    notices: HashMap<String, (NoticeSeen, bool)>,
+}
+
+impl Memory {
+    fn push_job(&mut self, job: NewJob) {
+        let id = self.jobs.len() as i64 + 1;
+        let job = PendingJob {
+            id,
+            kind: job.kind,
+            body: job.body,
+            due: job.due,
+            attempt: 1,
+        };
+        self.jobs.push((job, false));
+    }
 }
 
 impl Memory {
@@ -75,12 +92,12 @@ impl Memory {
                 attempt: 1,
                 status: Status::Pending,
                 started: false,
+                created: now,
             });
         }
         for a in &change.audit {
             self.audit.push((run.clone(), a.clone()));
         }
-        let _ = now;
     }
 
     /// Pending effects a run may execute now: work, and its earliest pending chat effect.
@@ -222,20 +239,20 @@ impl Store for MemoryStore {
     fn due_effects<'a>(
         &'a self,
         now: Timestamp,
-        busy: &'a [RunId],
+        busy: &'a [Busy],
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<PendingEffect>, StoreError>> {
         let m = lock(&self.0);
-        let mut first: HashMap<&RunId, &Row> = HashMap::new();
+        let mut first: HashMap<(&RunId, Lane), &Row> = HashMap::new();
         for r in m.eligible() {
-            let e = first.entry(&r.run).or_insert(r);
+            let e = first.entry((&r.run, r.effect.lane())).or_insert(r);
             if (r.due, r.id) < (e.due, e.id) {
                 *e = r;
             }
         }
         let mut due: Vec<&Row> = first
             .into_values()
-            .filter(|r| r.due <= now && !busy.contains(&r.run))
+            .filter(|r| r.due <= now && !busy.contains(&(r.run.clone(), r.effect.lane())))
             .collect();
         due.sort_by_key(|r| (r.due, r.id));
         let pending = due.into_iter().take(limit).map(|r| PendingEffect {
@@ -244,19 +261,20 @@ impl Store for MemoryStore {
             effect: r.effect.clone(),
             due: r.due,
             attempt: r.attempt,
+            created: r.created,
         });
         ready(Ok(pending.collect()))
     }
 
     fn next_due<'a>(
         &'a self,
-        busy: &'a [RunId],
+        busy: &'a [Busy],
     ) -> BoxFuture<'a, Result<Option<Timestamp>, StoreError>> {
         let m = lock(&self.0);
         let due = m
             .eligible()
             .into_iter()
-            .filter(|r| !busy.contains(&r.run))
+            .filter(|r| !busy.contains(&(r.run.clone(), r.effect.lane())))
             .map(|r| r.due);
         ready(Ok(due.min()))
     }
@@ -319,16 +337,7 @@ impl Store for MemoryStore {
     }
 
     fn enqueue_job<'a>(&'a self, job: NewJob) -> BoxFuture<'a, Result<(), StoreError>> {
-        let mut m = lock(&self.0);
-        let id = m.jobs.len() as i64 + 1;
-        let job = PendingJob {
-            id,
-            kind: job.kind,
-            body: job.body,
-            due: job.due,
-            attempt: 1,
-        };
-        m.jobs.push((job, false));
+        lock(&self.0).push_job(job);
         ready(Ok(()))
     }
 
@@ -382,7 +391,7 @@ impl Store for MemoryStore {
     fn record_alarm(
         &self,
         record: AlarmRecord,
-        job: Option<NewJob>,
+        notice: Option<WindowedNotice>,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         let new = {
             let mut m = lock(&self.0);
@@ -393,10 +402,63 @@ impl Store for MemoryStore {
                 true
             }
         };
-        if new && let Some(job) = job {
-            drop(self.enqueue_job(job));
+        if new && let Some(n) = notice {
+            let mut m = lock(&self.0);
+            let now = n.post.due;
+            match m.notices.get_mut(&n.key) {
+                Some((seen, pending)) if now.since(seen.first_at) < n.window => {
+                    seen.count += 1;
+                    seen.last_at = seen.last_at.max(now);
+                    if !*pending {
+                        *pending = true;
+                        m.push_job(n.update);
+                    }
+                }
+                _ => {
+                    let seen = NoticeSeen {
+                        count: 1,
+                        first_at: now,
+                        last_at: now,
+                        ts: None,
+                    };
+                    m.notices.insert(n.key.clone(), (seen, false));
+                    m.push_job(n.post);
+                }
+            }
         }
         ready(Ok(new))
+    }
+
+    fn notice_seen<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<NoticeSeen>, StoreError>> {
+        ready(Ok(lock(&self.0).notices.get(key).map(|(s, _)| s.clone())))
+    }
+
+    fn notice_posted<'a>(
+        &'a self,
+        key: &'a str,
+        ts: &'a MessageTs,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        if let Some((s, _)) = lock(&self.0).notices.get_mut(key) {
+            s.ts = Some(ts.clone());
+        }
+        ready(Ok(()))
+    }
+
+    fn take_notice_update<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<NoticeSeen>, StoreError>> {
+        let mut m = lock(&self.0);
+        let seen = m.notices.get_mut(key).map(|(s, pending)| {
+            if s.ts.is_some() {
+                *pending = false;
+            }
+            s.clone()
+        });
+        ready(Ok(seen))
     }
 
     fn remember_request<'a>(
@@ -629,11 +691,18 @@ pub struct Recorder {
     said: Arc<Mutex<Vec<String>>>,
     /// The next calls that fail.
     failing: Arc<Mutex<Option<Failing>>>,
+    /// How long each call takes to answer (a slow Slack).
+    latency: Arc<Mutex<Duration>>,
 }
 
 impl Recorder {
     pub fn said(&self) -> Vec<String> {
         lock(&self.said).clone()
+    }
+
+    /// Every call answers after `latency` (what it says is recorded when it answers).
+    pub fn set_latency(&self, latency: Duration) {
+        *lock(&self.latency) = latency;
     }
 
     pub fn fail_next(&self, calls: u32, retryable: bool, retry_after: Option<Duration>) {
@@ -659,8 +728,15 @@ impl Recorder {
             };
             return ready(Err(failure));
         }
-        lock(&self.said).push(what);
-        ready(Ok(ok))
+        let latency = *lock(&self.latency);
+        let said = self.said.clone();
+        Box::pin(async move {
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+            lock(&said).push(what);
+            Ok(ok)
+        })
     }
 }
 

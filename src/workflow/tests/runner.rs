@@ -13,20 +13,23 @@ use super::fakes::{FakeAws, MemoryStore, Recorder};
 use crate::domain::{ChannelId, NodeType, ReplicationGroupId, RunId, SlackUserId, Timestamp};
 use crate::workflow::event::{Actor, Event};
 use crate::workflow::machine::{StartRequest, Started, Submitted};
-use crate::workflow::policy::{ApprovalMode, Policy, RetryPolicy};
-use crate::workflow::ports::{NoMetrics, Ports, TokioClock};
-use crate::workflow::run::{Run, Trigger};
+use crate::workflow::policy::{ApprovalMode, Deliveries, Policy, RetryPolicy};
+use crate::workflow::ports::{AuditEntry, NoMetrics, Ports, TokioClock};
+use crate::workflow::run::{Outcome, Run, Step, Trigger};
 use crate::workflow::runner::{Runner, RunnerOptions};
 
 fn group() -> ReplicationGroupId {
     ReplicationGroupId::parse("prod-jobs").unwrap()
 }
 
-fn delivery() -> RetryPolicy {
-    RetryPolicy {
-        interval: Duration::from_secs(1),
-        attempts: 5,
-        backoff: 2.0,
+fn delivery() -> Deliveries {
+    Deliveries {
+        retry: RetryPolicy {
+            interval: Duration::from_secs(1),
+            attempts: 5,
+            backoff: 2.0,
+        },
+        retry_for: Duration::from_secs(60),
     }
 }
 
@@ -379,5 +382,90 @@ async fn an_auto_group_with_an_engine_upgrade_pending_waits_for_an_acknowledged_
     let stopped = b.done(&second).await;
     assert_eq!(stopped.state_name(), "group_changed");
     assert_eq!(b.aws.count("CreateSnapshot"), 1, "the second run took none");
+    b.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn aws_work_never_waits_on_a_slow_slack_and_messages_stay_in_order() {
+    let b = Bench::new(RunnerOptions::default());
+    // Slack answers each call in 300 ms.
+    b.chat.set_latency(Duration::from_millis(300));
+    let started = tokio::time::Instant::now();
+    let run = b.start(auto()).await;
+    while b.aws.count("CreateSnapshot") == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(100),
+        "CreateSnapshot after {took:?}"
+    );
+    assert_eq!(b.done(&run).await.state_name(), "succeeded");
+    let said = b.chat.said();
+    assert_eq!(said[..2], ["top", "note:ApprovedByPolicy"], "{said:?}");
+    let last = said.last().map(String::as_str);
+    assert_eq!(
+        last,
+        Some("update:succeeded"),
+        "the top message shows the end: {said:?}"
+    );
+    b.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttling_is_retried_until_the_steps_deadline_not_for_a_count() {
+    let b = Bench::new(RunnerOptions::default());
+    let policy = Policy {
+        aws_retry: RetryPolicy {
+            interval: Duration::from_secs(1),
+            attempts: 2,
+            backoff: 1.5,
+        },
+        ..auto()
+    };
+    // Ten throttled calls in a row: five times the policy's count, well within the deadlines.
+    b.aws.throttle(10);
+    let run = b.start(policy).await;
+    assert_eq!(b.done(&run).await.state_name(), "succeeded");
+    let audit = b.store.audit(&run);
+    let retries: Vec<&AuditEntry> = audit.iter().filter(|a| a.kind == "retry").collect();
+    assert_eq!(retries.len(), 10, "one retry per throttled call");
+    assert!(
+        retries[0]
+            .detail
+            .contains("(until approval_timeout passes)"),
+        "{}",
+        retries[0].detail
+    );
+    assert!(b.pager.said().is_empty(), "throttling alone pages nobody");
+    b.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_throttled_past_its_steps_deadline_fails_the_run_and_says_which() {
+    let b = Bench::new(RunnerOptions::default());
+    let policy = Policy {
+        approval_timeout: Duration::from_secs(120),
+        ..auto()
+    };
+    b.aws.throttle(u32::MAX);
+    let run = b.start(policy).await;
+    let done = b.done(&run).await;
+    let Some(Outcome::Failed { step, error }) = done.outcome() else {
+        panic!("{:?}", done.state);
+    };
+    assert_eq!(*step, Step::Plan);
+    assert!(error.contains("Throttling"), "{error}");
+    assert!(
+        error.contains("retried until approval_timeout passed"),
+        "{error}"
+    );
+    // It took the whole deadline, and not much more.
+    let took = done.updated_at.since(done.created_at);
+    assert!(took >= Duration::from_secs(120), "{took:?}");
+    assert!(took < Duration::from_secs(130), "{took:?}");
+    let gave_up = b.store.audit(&run);
+    assert!(gave_up.iter().any(|a| a.kind == "gave_up"));
+    assert_eq!(b.pager.said(), ["trigger"], "a failed run pages");
     b.stop().await;
 }
