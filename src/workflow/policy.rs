@@ -758,7 +758,7 @@ mod tests {
     use super::*;
     use crate::domain::node_types::scale_ups_from;
     use crate::domain::{CacheClusterId, ReplicationGroupId};
-    use crate::workflow::ports::ClusterMode;
+    use crate::workflow::ports::{ClusterMode, Failure};
 
     /// A plan with every preflight check clean.
     fn plan(
@@ -982,6 +982,81 @@ mod tests {
         assert_eq!(p.next_try(1, false, None), None, "not worth another try");
         let asked = Some(Duration::from_secs(7));
         assert_eq!(p.next_try(1, true, asked), asked, "Retry-After wins");
+    }
+
+    #[test]
+    fn waits_are_spread_by_jitter_between_half_and_all_of_the_backoff() {
+        let d = Duration::from_secs(10);
+        assert_eq!(with_jitter(d, 0.0), Duration::from_secs(5));
+        assert_eq!(with_jitter(d, 0.5), Duration::from_millis(7_500));
+        assert!(with_jitter(d, 0.999_999) <= d);
+        assert_eq!(with_jitter(d, 7.0), d, "clamped");
+        for _ in 0..100 {
+            let w = jittered(d);
+            assert!(w >= d / 2 && w <= d, "{w:?}");
+        }
+    }
+
+    #[test]
+    fn with_a_deadline_transient_failures_are_retried_past_the_count_until_it_passes() {
+        let p = RetryPolicy {
+            interval: Duration::from_secs(10),
+            attempts: 2,
+            backoff: 2.0,
+        };
+        let now = Timestamp::from_millis(1_000_000);
+        let failure = Failure::transient("transient (Throttling): slow down", None);
+        let at = |attempt, now| FailedTry::of(&failure, "modify_node_type", attempt, now, 1.0);
+        let deadline = RetryUntil::Deadline {
+            at: now.plus(Duration::from_secs(60)),
+            what: "modify_timeout",
+        };
+        // Try 9 of a policy that allows 2: still retried, the wait capped at the deadline.
+        match p.after_failure(at(9, now), deadline) {
+            AfterFailure::Retry { due, attempt, line } => {
+                assert_eq!(attempt, 10);
+                assert_eq!(
+                    due,
+                    now.plus(Duration::from_secs(60)),
+                    "not past the deadline"
+                );
+                assert!(line.contains("until modify_timeout passes"), "{line}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // At the deadline: given up, and saying which deadline.
+        let late = now.plus(Duration::from_secs(60));
+        assert_eq!(
+            p.after_failure(at(10, late), deadline),
+            AfterFailure::GiveUp {
+                line: Some(
+                    "modify_node_type failed 10 time(s) until modify_timeout passed; last error: transient (Throttling): slow down".into()
+                ),
+                deadline: Some("modify_timeout"),
+            }
+        );
+        // Without a deadline, the count decides.
+        assert!(matches!(
+            p.after_failure(at(2, now), RetryUntil::Attempts),
+            AfterFailure::GiveUp { deadline: None, .. }
+        ));
+        // A failure no retry can fix is given up at once, deadline or not.
+        let fatal = Failure::fatal("InvalidParameterValue");
+        let tried = FailedTry::of(&fatal, "modify_node_type", 1, now, 0.0);
+        assert_eq!(
+            p.after_failure(tried, deadline),
+            AfterFailure::GiveUp {
+                line: None,
+                deadline: None
+            }
+        );
+        // Retry-After is kept, lengthened by at most a tenth.
+        let asked = Failure::transient("ratelimited", Some(Duration::from_secs(30)));
+        let tried = FailedTry::of(&asked, "post_note", 1, now, 1.0);
+        match p.after_failure(tried, RetryUntil::Attempts) {
+            AfterFailure::Retry { due, .. } => assert_eq!(due, now.plus(Duration::from_secs(33))),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
