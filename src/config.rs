@@ -127,6 +127,38 @@ pub struct DeliveryConfig {
     pub timeout: Duration,
 }
 
+/// How the HTTP server treats slow, idle and too many clients (`[http]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// A request's head (request line and headers) must be in within this, counted from the
+    /// connection's accept or from the first byte after the previous response; else the
+    /// connection is closed.
+    pub header_timeout: Duration,
+    /// A request's body must be in within this once its head is; else 408.
+    pub body_timeout: Duration,
+    /// A keep-alive connection with no request for this long is closed. Longer than the load
+    /// balancer's own idle timeout (an AWS ALB's is 60 s), so that the balancer, not the bot,
+    /// closes an idle connection and never sends a request down one the bot is closing.
+    pub idle_timeout: Duration,
+    /// Connections open at once. At the cap, a new connection closes the oldest one that has
+    /// no request being answered (never below what the open-files limit allows).
+    pub max_connections: usize,
+    /// Requests being answered at once; more get 503. `/healthz` is not counted.
+    pub max_requests: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
+            max_connections: 10_000,
+            max_requests: 1024,
+        }
+    }
+}
+
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -137,6 +169,7 @@ pub struct Config {
     pub slack: SlackConfig,
     pub alarms: AlarmsConfig,
     pub delivery: DeliveryConfig,
+    pub http: HttpConfig,
     pub defaults: Policy,
     pub groups: BTreeMap<ReplicationGroupId, GroupConfig>,
     pub secrets: Secrets,
@@ -383,6 +416,13 @@ impl Config {
         ));
         out.push_str(&format!("retry_for = {}\n", d(self.delivery.retry_for)));
         out.push_str(&format!("timeout = {}\n\n", d(self.delivery.timeout)));
+        out.push_str("[http]\n");
+        let h = &self.http;
+        out.push_str(&format!("header_timeout = {}\n", d(h.header_timeout)));
+        out.push_str(&format!("body_timeout = {}\n", d(h.body_timeout)));
+        out.push_str(&format!("idle_timeout = {}\n", d(h.idle_timeout)));
+        out.push_str(&format!("max_connections = {}\n", h.max_connections));
+        out.push_str(&format!("max_requests = {}\n\n", h.max_requests));
         out.push_str("[defaults]\n");
         policy(&mut out, &self.defaults);
         for g in self.groups.values() {
@@ -478,6 +518,7 @@ const TOP_KEYS: &[&str] = &[
     "slack",
     "alarms",
     "delivery",
+    "http",
     "defaults",
     "groups",
 ];
@@ -501,6 +542,13 @@ const DELIVERY_KEYS: &[&str] = &[
     "retry_backoff",
     "retry_for",
     "timeout",
+];
+const HTTP_KEYS: &[&str] = &[
+    "header_timeout",
+    "body_timeout",
+    "idle_timeout",
+    "max_connections",
+    "max_requests",
 ];
 /// Keys a `[groups.<id>]` table takes besides the policy keys.
 const GROUP_KEYS: &[&str] = &["channel"];
@@ -538,6 +586,7 @@ pub fn known_keys() -> Vec<String> {
             "slack" => ("slack", SLACK_KEYS),
             "alarms" => ("alarms", ALARMS_KEYS),
             "delivery" => ("delivery", DELIVERY_KEYS),
+            "http" => ("http", HTTP_KEYS),
             "defaults" => ("defaults", POLICY_KEYS),
             // What `Walker::groups` accepts besides the policy keys.
             "groups" => ("groups.<id>", GROUP_KEYS),
@@ -817,6 +866,7 @@ impl<'s> Walker<'s> {
         let slack = self.slack(root);
         let alarms = self.alarms(root);
         let delivery = self.delivery(root);
+        let http = self.http(root);
         let builtin = Policy::default();
         let defaults = match self.sub_table(root, "defaults", "") {
             Some(t) => {
@@ -870,6 +920,7 @@ impl<'s> Walker<'s> {
             slack: slack?,
             alarms,
             delivery,
+            http,
             defaults,
             groups,
             secrets,
@@ -1077,6 +1128,36 @@ impl<'s> Walker<'s> {
             if let Some(d) = self.duration(&t, "timeout", "delivery") {
                 out.timeout = d;
             }
+        }
+        out
+    }
+
+    fn http(&mut self, root: &Table<'_>) -> HttpConfig {
+        let mut out = HttpConfig::default();
+        let Some(t) = self.sub_table(root, "http", "") else {
+            return out;
+        };
+        let t = t.clone();
+        self.unknown_keys(&t, "http", HTTP_KEYS);
+        for (key, slot) in [
+            ("header_timeout", &mut out.header_timeout),
+            ("body_timeout", &mut out.body_timeout),
+            ("idle_timeout", &mut out.idle_timeout),
+        ] {
+            match self.duration(&t, key, "http") {
+                Some(Duration::ZERO) => {
+                    let at = self.get(&t, key).map_or(0, |v| v.span().start);
+                    self.issue(&join("http", key), at, "must be longer than zero");
+                }
+                Some(d) => *slot = d,
+                None => {}
+            }
+        }
+        if let Some(n) = self.integer(&t, "max_connections", "http", 1..=1_000_000) {
+            out.max_connections = n as usize;
+        }
+        if let Some(n) = self.integer(&t, "max_requests", "http", 1..=1_000_000) {
+            out.max_requests = n as usize;
         }
         out
     }
@@ -1609,6 +1690,60 @@ colour = "blue"
             Config::parse(&text, &env).unwrap().missing_secrets(),
             vec!["HOOK_SIGNING_SECRET"]
         );
+    }
+
+    #[test]
+    fn the_http_table_sets_the_server_limits_and_defaults_without_it() {
+        let c = parse(DESIGN_EXAMPLE).unwrap();
+        assert_eq!(c.http, HttpConfig::default());
+        assert_eq!(c.http.header_timeout, Duration::from_secs(5));
+        assert_eq!(c.http.max_connections, 10_000);
+        let text = format!(
+            "{DESIGN_EXAMPLE}\n[http]\nheader_timeout = \"250ms\"\nbody_timeout = \"1s\"\nidle_timeout = \"2m\"\nmax_connections = 2_000\nmax_requests = 64\n"
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(
+            c.http,
+            HttpConfig {
+                header_timeout: Duration::from_millis(250),
+                body_timeout: Duration::from_secs(1),
+                idle_timeout: Duration::from_secs(120),
+                max_connections: 2000,
+                max_requests: 64,
+            }
+        );
+        assert_eq!(parse(&c.render_redacted()).unwrap().http, c.http);
+    }
+
+    #[test]
+    fn http_typos_and_bad_values_are_named() {
+        let err = parse(
+            "[slack]\nchannel = \"C0123ABCD\"\n[http]\nheader_timout = \"5s\"\nbody_timeout = \"0s\"\nidle_timeout = \"soon\"\nmax_connections = 0\nmax_requests = \"many\"\n",
+        )
+        .unwrap_err();
+        let keys: Vec<(&str, usize)> = err
+            .issues
+            .iter()
+            .map(|i| (i.key.as_str(), i.line))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("http.header_timout", 4),
+                ("http.body_timeout", 5),
+                ("http.idle_timeout", 6),
+                ("http.max_connections", 7),
+                ("http.max_requests", 8),
+            ],
+            "{err}"
+        );
+        assert!(
+            err.issues[0]
+                .message
+                .contains("did you mean `header_timeout`"),
+            "{err}"
+        );
+        assert!(err.issues[1].message.contains("longer than zero"), "{err}");
     }
 
     #[test]

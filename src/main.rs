@@ -14,6 +14,10 @@ async fn main() -> ExitCode {
         _ => "info",
     };
     cli::init_tracing(cli.log_format, default_filter);
+    if matches!(cli.command, Command::Serve { .. }) {
+        // Each connection is a file descriptor: don't stop at the default soft limit of 1,024.
+        redis_autoscaler::http::raise_open_files_limit();
+    }
     match cli::run(cli).await {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {

@@ -181,7 +181,13 @@ impl Application {
         let (stop, stopping) = watch::channel(false);
         let addr = self.local_addr();
         let on = || stopped(stopping.clone());
-        let mut server = tokio::spawn(crate::http::serve(self.listener, self.http.clone(), on()));
+        let limits = self.http.app.config.http;
+        let mut server = tokio::spawn(crate::http::serve(
+            self.listener,
+            self.http.clone(),
+            limits,
+            on(),
+        ));
         let runner = self.http.app.runner.clone();
         let mut runner = tokio::spawn(runner.run(on()));
         let jobs = tokio::spawn(self.worker.run(on()));

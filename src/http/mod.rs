@@ -1,5 +1,6 @@
 //! The HTTP surface of `serve`: thin routes that verify, parse, call one use case and render
-//! its answer. No route waits on AWS, Slack's Web API or PagerDuty.
+//! its answer. No route waits on AWS, Slack's Web API or PagerDuty. Under them, [`server`]
+//! keeps slow and hostile clients from starving the rest (timeouts, caps).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,12 +10,17 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::alarm::sns::SnsVerifier;
 use crate::app::App;
+use crate::config::HttpConfig;
 
 pub mod alarms;
+pub mod server;
 pub mod slack;
+
+pub use server::{open_files_limit, raise_open_files_limit};
 
 /// What the routes share: the use cases, and the SNS verifier (with its certificate cache).
 #[derive(Clone)]
@@ -23,10 +29,11 @@ pub struct Http {
     pub sns: Arc<SnsVerifier>,
 }
 
-/// All routes of the bot.
-pub fn router(state: Http) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
+/// All routes of the bot. Every request's body is read within `limits.body_timeout` before
+/// a handler runs; every route but `/healthz` counts towards `limits.max_requests`, so the
+/// liveness probe stays cheap and answers even when the bot is saturated.
+pub fn router(state: Http, limits: &HttpConfig) -> Router {
+    let use_cases = Router::new()
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/slack/commands", post(slack::commands))
@@ -34,19 +41,34 @@ pub fn router(state: Http) -> Router {
         .route("/alarms/eventbridge", post(alarms::eventbridge))
         .route("/alarms/sns", post(alarms::sns))
         .layer(axum::extract::DefaultBodyLimit::max(alarms::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(Semaphore::new(limits.max_requests)),
+            server::cap_requests,
+        ));
+    let body = server::BodyDeadline {
+        timeout: limits.body_timeout,
+        max_bytes: alarms::MAX_BODY_BYTES,
+    };
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(use_cases)
+        .layer(axum::middleware::from_fn_with_state(
+            body,
+            server::read_body_within,
+        ))
         .layer(axum::middleware::from_fn(crate::telemetry::http_layer))
         .with_state(state)
 }
 
-/// Serve until `shutdown` resolves, then finish the requests in flight.
+/// Serve until `shutdown` resolves, then finish the requests in flight; `limits` are the
+/// `[http]` timeouts and caps.
 pub async fn serve(
     listener: TcpListener,
     state: Http,
+    limits: HttpConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    server::run(listener, router(state, &limits), limits, shutdown).await
 }
 
 /// The process is up and serving HTTP.
