@@ -62,6 +62,7 @@ impl fmt::Display for ConfigError {
 pub use crate::workflow::policy::{
     ApprovalMode, OnApprovalTimeout, PendingChanges, Policy, RetryPolicy,
 };
+pub use crate::workflow::ports::Retention;
 
 /// A replication group this bot manages.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -159,6 +160,29 @@ impl Default for HttpConfig {
     }
 }
 
+/// How long the store keeps what is finished, and how it forgets the rest (`[retention]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionConfig {
+    pub keep: Retention,
+    /// How often a pruning pass runs (off the hot path, in small batches).
+    pub prune_interval: Duration,
+    /// At most this many rows of each kind per batch.
+    pub prune_batch: usize,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> RetentionConfig {
+        RetentionConfig {
+            keep: Retention {
+                runs: Duration::from_secs(30 * 86_400),
+                records: Duration::from_secs(7 * 86_400),
+            },
+            prune_interval: Duration::from_secs(600),
+            prune_batch: 500,
+        }
+    }
+}
+
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -170,6 +194,7 @@ pub struct Config {
     pub alarms: AlarmsConfig,
     pub delivery: DeliveryConfig,
     pub http: HttpConfig,
+    pub retention: RetentionConfig,
     pub defaults: Policy,
     pub groups: BTreeMap<ReplicationGroupId, GroupConfig>,
     pub secrets: Secrets,
@@ -423,6 +448,12 @@ impl Config {
         out.push_str(&format!("idle_timeout = {}\n", d(h.idle_timeout)));
         out.push_str(&format!("max_connections = {}\n", h.max_connections));
         out.push_str(&format!("max_requests = {}\n\n", h.max_requests));
+        out.push_str("[retention]\n");
+        let r = &self.retention;
+        out.push_str(&format!("runs = {}\n", d(r.keep.runs)));
+        out.push_str(&format!("records = {}\n", d(r.keep.records)));
+        out.push_str(&format!("prune_interval = {}\n", d(r.prune_interval)));
+        out.push_str(&format!("prune_batch = {}\n\n", r.prune_batch));
         out.push_str("[defaults]\n");
         policy(&mut out, &self.defaults);
         for g in self.groups.values() {
@@ -519,9 +550,11 @@ const TOP_KEYS: &[&str] = &[
     "alarms",
     "delivery",
     "http",
+    "retention",
     "defaults",
     "groups",
 ];
+const RETENTION_KEYS: &[&str] = &["runs", "records", "prune_interval", "prune_batch"];
 const SLACK_KEYS: &[&str] = &[
     "channel",
     "approvers",
@@ -587,6 +620,7 @@ pub fn known_keys() -> Vec<String> {
             "alarms" => ("alarms", ALARMS_KEYS),
             "delivery" => ("delivery", DELIVERY_KEYS),
             "http" => ("http", HTTP_KEYS),
+            "retention" => ("retention", RETENTION_KEYS),
             "defaults" => ("defaults", POLICY_KEYS),
             // What `Walker::groups` accepts besides the policy keys.
             "groups" => ("groups.<id>", GROUP_KEYS),
@@ -867,6 +901,7 @@ impl<'s> Walker<'s> {
         let alarms = self.alarms(root);
         let delivery = self.delivery(root);
         let http = self.http(root);
+        let retention = self.retention(root);
         let builtin = Policy::default();
         let defaults = match self.sub_table(root, "defaults", "") {
             Some(t) => {
@@ -921,6 +956,7 @@ impl<'s> Walker<'s> {
             alarms,
             delivery,
             http,
+            retention,
             defaults,
             groups,
             secrets,
@@ -1128,6 +1164,33 @@ impl<'s> Walker<'s> {
             if let Some(d) = self.duration(&t, "timeout", "delivery") {
                 out.timeout = d;
             }
+        }
+        out
+    }
+
+    fn retention(&mut self, root: &Table<'_>) -> RetentionConfig {
+        let mut out = RetentionConfig::default();
+        let Some(t) = self.sub_table(root, "retention", "") else {
+            return out;
+        };
+        let t = t.clone();
+        self.unknown_keys(&t, "retention", RETENTION_KEYS);
+        for (key, slot) in [
+            ("runs", &mut out.keep.runs),
+            ("records", &mut out.keep.records),
+            ("prune_interval", &mut out.prune_interval),
+        ] {
+            match self.duration(&t, key, "retention") {
+                Some(Duration::ZERO) => {
+                    let at = self.get(&t, key).map_or(0, |v| v.span().start);
+                    self.issue(&join("retention", key), at, "must be longer than zero");
+                }
+                Some(d) => *slot = d,
+                None => {}
+            }
+        }
+        if let Some(n) = self.integer(&t, "prune_batch", "retention", 1..=100_000) {
+            out.prune_batch = n as usize;
         }
         out
     }
@@ -1713,6 +1776,57 @@ colour = "blue"
             }
         );
         assert_eq!(parse(&c.render_redacted()).unwrap().http, c.http);
+    }
+
+    #[test]
+    fn the_retention_table_sets_what_is_kept_and_typos_are_named() {
+        let c = parse(DESIGN_EXAMPLE).unwrap();
+        assert_eq!(c.retention, RetentionConfig::default());
+        assert_eq!(c.retention.keep.runs, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.retention.keep.records, Duration::from_secs(7 * 86_400));
+        let text = format!(
+            "{DESIGN_EXAMPLE}\n[retention]\nruns = \"90d\"\nrecords = \"2d\"\nprune_interval = \"1m\"\nprune_batch = 50\n"
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.retention.keep.runs, Duration::from_secs(90 * 86_400));
+        assert_eq!(c.retention.keep.records, Duration::from_secs(2 * 86_400));
+        assert_eq!(c.retention.prune_interval, Duration::from_secs(60));
+        assert_eq!(c.retention.prune_batch, 50);
+        assert_eq!(parse(&c.render_redacted()).unwrap().retention, c.retention);
+        let err = parse(
+            "[slack]\nchannel = \"C0123ABCD\"\n[retention]\nrun = \"30d\"\nrecords = \"0s\"\nprune_batch = 0\n",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.issues.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "retention.run",
+                "retention.records",
+                "retention.prune_batch"
+            ],
+            "{err}"
+        );
+        assert!(
+            err.issues[0].message.contains("did you mean `runs`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn alarm_notice_windows_and_delivery_time_are_read() {
+        let c = parse(DESIGN_EXAMPLE).unwrap();
+        assert_eq!(c.alarms.notice_window, Duration::from_secs(3600));
+        assert_eq!(c.delivery.retry_for, Duration::from_secs(3600));
+        let text = DESIGN_EXAMPLE.replace(
+            "[alarms]\n",
+            "[delivery]\nretry_for = \"20m\"\n\n[alarms]\nnotice_window = \"10m\"\nnotice_update_delay = \"5s\"\n",
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.delivery.retry_for, Duration::from_secs(1200));
+        assert_eq!(c.alarms.notice_window, Duration::from_secs(600));
+        assert_eq!(c.alarms.notice_update_delay, Duration::from_secs(5));
+        assert_eq!(parse(&c.render_redacted()).unwrap().alarms, c.alarms);
     }
 
     #[test]

@@ -120,7 +120,9 @@ impl Application {
             config.slack.requesters.clone(),
             slack.clone(),
         ));
-        let chat = Arc::new(SlackChat::new(slack));
+        // A post whose answer was lost lands within its request's timeout; allow for three.
+        let land = config.delivery.timeout * 3;
+        let chat = Arc::new(SlackChat::new(slack).duplicates_land_within(land));
         let aws: Arc<dyn ElastiCache> = Arc::new(Metered(deps.aws));
         let metrics = Arc::new(Prometheus);
         let ports = Ports {
@@ -192,6 +194,7 @@ impl Application {
         let mut runner = tokio::spawn(runner.run(on()));
         let jobs = tokio::spawn(self.worker.run(on()));
         let refresher = tokio::spawn(refresh_approvers(self.directory, on()));
+        let pruner = tokio::spawn(prune_store(self.http.app.clone(), on()));
         // The config against AWS, in the background: a contradiction is logged, not fatal.
         let app = self.http.app.clone();
         tokio::spawn(async move {
@@ -211,12 +214,35 @@ impl Application {
         if !ran {
             runner.await.ok();
         }
-        let _ = tokio::join!(jobs, refresher);
+        let _ = tokio::join!(jobs, refresher, pruner);
         let served = match served {
             Some(result) => result,
             None => server.await,
         };
         served.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+}
+
+/// Keep the store bounded: a pruning pass every `prune_interval`, each in small batches with a
+/// pause between them, so that runs and requests never wait long behind it.
+async fn prune_store(app: crate::app::App, stop: impl Future<Output = ()>) {
+    tokio::pin!(stop);
+    let every = app.config.retention.prune_interval;
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        loop {
+            match app.prune_once().await {
+                Ok(more) if more => tokio::time::sleep(Duration::from_millis(50)).await,
+                Ok(_) => break,
+                Err(e) => {
+                    warn!(error = %e, "could not prune the store; trying again later");
+                    break;
+                }
+            }
+        }
     }
 }
 

@@ -129,6 +129,16 @@ pub struct App {
 }
 
 impl App {
+    /// One batch of pruning (see [`Store::prune`]); whether there may be more to prune.
+    pub async fn prune_once(&self) -> Result<bool, AppError> {
+        let r = self.config.retention;
+        let pruned = (self.store.prune(self.clock.now(), r.keep, r.prune_batch)).await?;
+        if pruned.total() > 0 {
+            tracing::info!(?pruned, "pruned the store");
+        }
+        Ok(pruned.full(r.prune_batch))
+    }
+
     pub fn new(config: Arc<Config>, runner: Runner, ports: AppPorts, home: Home) -> App {
         let AppPorts {
             store,

@@ -166,6 +166,22 @@ impl SlackClient {
         key: &str,
         value: &str,
     ) -> Result<Option<MessageTs>, SlackError> {
+        let found = self.find_all_by_metadata(channel, oldest_secs, event_type, key, value, 1);
+        Ok(found.await?.into_iter().next())
+    }
+
+    /// Every message (newest first, at most `max`) that [`SlackClient::find_by_metadata`]
+    /// would consider: duplicates of one post show up here.
+    pub async fn find_all_by_metadata(
+        &self,
+        channel: &ChannelId,
+        oldest_secs: i64,
+        event_type: &str,
+        key: &str,
+        value: &str,
+        max: usize,
+    ) -> Result<Vec<MessageTs>, SlackError> {
+        let mut found = Vec::new();
         let oldest = format!("{}.000000", oldest_secs.max(0));
         let mut cursor = String::new();
         for _ in 0..5 {
@@ -190,7 +206,10 @@ impl SlackClient {
                     && meta["event_payload"][key] == value
                     && let Some(ts) = m["ts"].as_str().and_then(|t| MessageTs::parse(t).ok())
                 {
-                    return Ok(Some(ts));
+                    found.push(ts);
+                    if found.len() >= max {
+                        return Ok(found);
+                    }
                 }
             }
             cursor = answer
@@ -203,7 +222,17 @@ impl SlackClient {
                 break;
             }
         }
-        Ok(None)
+        Ok(found)
+    }
+
+    /// `chat.delete`: remove a message the bot posted.
+    pub async fn delete_message(
+        &self,
+        channel: &ChannelId,
+        ts: &MessageTs,
+    ) -> Result<(), SlackError> {
+        let body = json!({ "channel": channel.as_str(), "ts": ts.as_str() });
+        self.call_json("chat.delete", &body).await.map(|_| ())
     }
 
     /// `chat.update`: replace a message's text and blocks.

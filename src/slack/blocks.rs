@@ -1064,6 +1064,7 @@ mod tests {
                     permalink: Some(
                         "https://example.slack.com/archives/C0123ABCD/p1764121930000100".into(),
                     ),
+                    check_duplicates_after_ms: None,
                 },
             },
             900,

@@ -31,11 +31,23 @@ impl From<&SlackError> for Failure {
 #[derive(Debug, Clone)]
 pub struct SlackChat {
     slack: SlackClient,
+    /// How long after a retried top message an earlier, lost try would have landed.
+    duplicates_land_within: std::time::Duration,
 }
 
 impl SlackChat {
     pub fn new(slack: SlackClient) -> SlackChat {
-        SlackChat { slack }
+        SlackChat {
+            slack,
+            duplicates_land_within: std::time::Duration::from_secs(30),
+        }
+    }
+
+    /// A post Slack took but whose answer was lost lands within `d` (some multiple of the
+    /// client's timeout): a retried top message looks for such a duplicate then.
+    pub fn duplicates_land_within(mut self, d: std::time::Duration) -> SlackChat {
+        self.duplicates_land_within = d;
+        self
     }
 
     /// Find the top message an earlier try may have posted.
@@ -94,6 +106,10 @@ impl Chat for SlackChat {
                 false => None,
             };
             let msg = blocks::render_top(&at.run, at.now);
+            // A retry that posts anew may be racing the earlier try (Slack took it, its answer
+            // was lost, the history did not show it yet): look again once it would have landed.
+            let check = (at.maybe_done_before && found.is_none())
+                .then_some(self.duplicates_land_within.as_millis() as u64);
             let (channel, ts) = match found {
                 Some(ts) => {
                     let detail =
@@ -133,7 +149,59 @@ impl Chat for SlackChat {
                 channel,
                 ts,
                 permalink,
+                check_duplicates_after_ms: check,
             }))
+        })
+    }
+
+    fn check_duplicate_top<'a>(
+        &'a self,
+        at: &'a mut Attempt,
+    ) -> BoxFuture<'a, Result<(), Failure>> {
+        Box::pin(async move {
+            let Some(top) = at.run.message.clone() else {
+                return Ok(());
+            };
+            let run = &at.run;
+            let since = run.created_at.as_secs() - 60;
+            let found = self
+                .slack
+                .find_all_by_metadata(
+                    &top.channel,
+                    since,
+                    TOP_MESSAGE_EVENT,
+                    "run_id",
+                    run.id.as_str(),
+                    20,
+                )
+                .await;
+            let found = said(at, "conversations.history", found, |f| {
+                format!("{} top message(s) for this run", f.len())
+            })?;
+            let extra: Vec<MessageTs> = found.into_iter().filter(|ts| *ts != top.ts).collect();
+            if extra.is_empty() {
+                return Ok(());
+            }
+            for ts in &extra {
+                let r = self.slack.delete_message(&top.channel, ts).await;
+                // Already gone is what we wanted.
+                if let Err(e) = &r
+                    && e.api_error() == Some("message_not_found")
+                {
+                    continue;
+                }
+                said(at, "chat.delete", r, |()| {
+                    format!(
+                        "deleted a duplicate top message (ts {ts}); the run keeps {}",
+                        top.ts
+                    )
+                })?;
+            }
+            let msg = blocks::render_top(&at.run, at.now);
+            let r = self.slack.update_message(&top.channel, &top.ts, &msg).await;
+            said(at, "chat.update", r, |()| {
+                "the kept top message shows the run".to_string()
+            })
         })
     }
 

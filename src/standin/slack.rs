@@ -50,6 +50,9 @@ pub enum Fault {
     /// Do the work (post the message), then answer this HTTP status anyway: what a caller sees
     /// when Slack accepted a request but the answer was lost (a timeout, a proxy's 5xx).
     AcceptThenFail(u16),
+    /// Take the call, wait this long, and only then do the work and answer: a Slack that
+    /// stores a post after the caller gave up on it (and after a retry looked for it).
+    StoreLate(std::time::Duration),
 }
 
 /// One request as the stand-in received it. `body` holds every argument (JSON body, form body
@@ -232,6 +235,37 @@ impl FakeSlackHandle {
         queue.extend(std::iter::repeat_n(fault, n));
     }
 
+    /// From now on answer a random `rate_limited` fraction of Web API calls (any method) with
+    /// 429 and `Retry-After: 1`, and another `unavailable` fraction with 503, before the call
+    /// does or stores anything; `(0.0, 0.0)` stops it. Faults queued with
+    /// [`FakeSlackHandle::fail_next`] come first. The choice is seeded, so a run repeats.
+    ///
+    /// # Panics
+    /// When a fraction is outside 0–1 or both add up to more than 1.
+    pub fn set_fault_fractions(&self, rate_limited: f64, unavailable: f64) {
+        assert!(
+            (0.0..=1.0).contains(&rate_limited)
+                && (0.0..=1.0).contains(&unavailable)
+                && rate_limited + unavailable <= 1.0,
+            "fault fractions must be within 0–1 and add up to at most 1: {rate_limited}, {unavailable}"
+        );
+        self.shared.lock().random_faults = RandomFaults::new(rate_limited, unavailable);
+    }
+
+    /// How many calls the random faults answered so far: `(429s, 503s)`.
+    pub fn random_faults_injected(&self) -> (usize, usize) {
+        let state = self.shared.lock();
+        (
+            state.random_faults.rate_limited_sent,
+            state.random_faults.unavailable_sent,
+        )
+    }
+
+    /// The messages removed with chat.delete, in order.
+    pub fn deleted(&self) -> Vec<(ChannelId, MessageTs)> {
+        self.shared.lock().deleted.clone()
+    }
+
     /// Set the members of a user group (`usergroups.users.list` answers `no_such_subteam` for
     /// groups never set).
     pub fn set_usergroup(&self, group: &SlackUserGroupId, members: Vec<SlackUserId>) {
@@ -322,9 +356,58 @@ struct Workspace {
     ephemerals: Vec<FakeEphemeral>,
     responses: Vec<FakeResponse>,
     usergroups: HashMap<SlackUserGroupId, Vec<SlackUserId>>,
+    random_faults: RandomFaults,
+    /// Top-level messages removed with chat.delete.
+    deleted: Vec<(ChannelId, MessageTs)>,
     /// `ts` seconds of the first message; later ones count up from it.
     base_secs: u64,
     issued: u64,
+}
+
+/// A fraction of calls answered 429 or 503 at random, as a busy Slack does
+/// ([`FakeSlackHandle::set_fault_fractions`]).
+struct RandomFaults {
+    rate_limited: f64,
+    unavailable: f64,
+    /// xorshift64* state: the same fractions give the same sequence of faults.
+    rng: u64,
+    rate_limited_sent: usize,
+    unavailable_sent: usize,
+}
+
+impl RandomFaults {
+    fn new(rate_limited: f64, unavailable: f64) -> RandomFaults {
+        RandomFaults {
+            rate_limited,
+            unavailable,
+            rng: 0x9E37_79B9_7F4A_7C15,
+            rate_limited_sent: 0,
+            unavailable_sent: 0,
+        }
+    }
+
+    /// The fault for the next call, if it gets one.
+    fn pick(&mut self) -> Option<Fault> {
+        if self.rate_limited <= 0.0 && self.unavailable <= 0.0 {
+            return None;
+        }
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let draw =
+            (self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
+        if draw < self.rate_limited {
+            self.rate_limited_sent += 1;
+            Some(Fault::RateLimited {
+                retry_after_secs: 1,
+            })
+        } else if draw < self.rate_limited + self.unavailable {
+            self.unavailable_sent += 1;
+            Some(Fault::Http(503))
+        } else {
+            None
+        }
+    }
 }
 
 /// A refusal: Slack's error string, and details for `response_metadata.messages`.
@@ -353,6 +436,8 @@ impl Workspace {
             ephemerals: Vec::new(),
             responses: Vec::new(),
             usergroups: HashMap::new(),
+            random_faults: RandomFaults::new(0.0, 0.0),
+            deleted: Vec::new(),
             base_secs,
             issued: 0,
         }
@@ -370,14 +455,19 @@ impl Workspace {
         MessageTs::parse(&ts).expect("generated timestamps are well formed")
     }
 
+    /// A queued fault for `method`, else maybe a random one.
     fn take_fault(&mut self, method: &str) -> Option<Fault> {
-        self.faults.get_mut(method)?.pop_front()
+        match self.faults.get_mut(method).and_then(VecDeque::pop_front) {
+            Some(fault) => Some(fault),
+            None => self.random_faults.pick(),
+        }
     }
 
     fn dispatch(&mut self, method: &str, args: &Map<String, Value>) -> Outcome {
         match method {
             "chat.postMessage" => self.post_message(args),
             "chat.update" => self.update(args),
+            "chat.delete" => self.delete(args),
             "chat.getPermalink" => self.permalink(args),
             "usergroups.users.list" => self.usergroup_members(args),
             "chat.postEphemeral" => self.post_ephemeral(args),
@@ -510,6 +600,26 @@ impl Workspace {
             rendered,
         };
         Ok((answer, Some(event)))
+    }
+
+    /// chat.delete: the message is gone from its channel (a bot may delete its own).
+    fn delete(&mut self, args: &Map<String, Value>) -> Outcome {
+        let channel = channel_arg(args)?;
+        let ts = str_arg(args, "ts")
+            .and_then(|s| MessageTs::parse(s).ok())
+            .ok_or_else(|| Refusal::new("message_not_found"))?;
+        let messages = self
+            .channels
+            .get_mut(&channel)
+            .ok_or_else(|| Refusal::new("channel_not_found"))?;
+        let at = messages
+            .iter()
+            .position(|m| m.ts == ts)
+            .ok_or_else(|| Refusal::new("message_not_found"))?;
+        messages.remove(at);
+        self.deleted.push((channel.clone(), ts.clone()));
+        let answer = object(json!({ "channel": channel.as_str(), "ts": ts.as_str() }));
+        Ok((answer, None))
     }
 
     fn permalink(&mut self, args: &Map<String, Value>) -> Outcome {
@@ -881,6 +991,8 @@ fn fault_answer(fault: Fault) -> Response {
         )
             .into_response(),
         Fault::Error(error) => refusal_answer(Refusal::new(error), false),
+        // Taken before the work; never answered as a fault.
+        Fault::StoreLate(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         Fault::Http(status) | Fault::AcceptThenFail(status) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let text = status.canonical_reason().unwrap_or("error");
@@ -931,6 +1043,40 @@ async fn handle(
             return refusal_answer(refusal, false);
         }
     };
+    let late = {
+        let mut state = shared.lock();
+        let queue = state.faults.get_mut(&method);
+        match queue.as_ref().and_then(|q| q.front()) {
+            Some(Fault::StoreLate(delay)) => {
+                let delay = *delay;
+                queue.and_then(VecDeque::pop_front);
+                Some(delay)
+            }
+            _ => None,
+        }
+    };
+    if let Some(delay) = late {
+        // In a task of its own: the caller gives up and hangs up before this lands.
+        let work = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let mut state = shared.lock();
+            state.calls.push(SlackCall {
+                method: method.clone(),
+                body: Value::Object(args.all.clone()),
+            });
+            let result = state.dispatch(&method, &args.honoured);
+            if let Ok((_, Some(event))) = &result {
+                let _ = shared.events.send(event.clone());
+            }
+            match result {
+                Ok((answer, _)) => slack_answer(answer, true, args.missing_charset),
+                Err(refusal) => refusal_answer(refusal, args.missing_charset),
+            }
+        });
+        return work
+            .await
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    }
     let (result, missing_charset) = {
         let mut state = shared.lock();
         state.calls.push(SlackCall {
@@ -1349,6 +1495,25 @@ mod tests {
             render_transcript(&channel, &[]),
             "#C0123ABCD\n(no messages)\n"
         );
+    }
+
+    #[test]
+    fn random_faults_answer_about_their_fraction_of_calls_and_repeat() {
+        let picks = |n| {
+            let mut faults = RandomFaults::new(0.15, 0.10);
+            let picked: Vec<Option<Fault>> = (0..n).map(|_| faults.pick()).collect();
+            (picked, faults.rate_limited_sent, faults.unavailable_sent)
+        };
+        let (first, limited, unavailable) = picks(10_000);
+        assert!((1_300..1_700).contains(&limited), "{limited} 429s");
+        assert!((800..1_200).contains(&unavailable), "{unavailable} 503s");
+        assert_eq!(first, picks(10_000).0, "seeded: the same faults again");
+        assert!(first.contains(&Some(Fault::RateLimited {
+            retry_after_secs: 1
+        })));
+        assert!(first.contains(&Some(Fault::Http(503))));
+        let mut none = RandomFaults::new(0.0, 0.0);
+        assert!((0..1_000).all(|_| none.pick().is_none()));
     }
 
     #[test]

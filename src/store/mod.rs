@@ -17,7 +17,8 @@ use crate::domain::{MessageTs, ReplicationGroupId, RunId, Timestamp};
 use crate::workflow::effect::Effect;
 use crate::workflow::ports::{
     AlarmRecord, AuditEntry, BoxFuture, Busy, Change, Created, Decide, Decided, DueJobs, EffectId,
-    NewJob, NoticeSeen, PendingEffect, PendingJob, Store, StoreError, WindowedNotice,
+    NewJob, NoticeSeen, PendingEffect, PendingJob, Pruned, Retention, Store, StoreError,
+    WindowedNotice,
 };
 use crate::workflow::run::Run;
 
@@ -64,6 +65,7 @@ CREATE TABLE IF NOT EXISTS audit (
     detail  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_run ON audit(run_id, id);
+CREATE INDEX IF NOT EXISTS runs_finished ON runs(active, updated_at);
 
 CREATE TABLE IF NOT EXISTS effects (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -149,6 +151,62 @@ impl SqliteStore {
         // A panic while holding the lock can't leave a half-written transaction behind
         // (SQLite rolls it back), so a poisoned lock is safe to reuse.
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One pruning pass (see [`Store::prune`]): each kind in its own short transaction.
+    pub fn prune(
+        &self,
+        now: Timestamp,
+        retention: Retention,
+        batch: usize,
+    ) -> Result<Pruned, StoreError> {
+        let cutoff = |d: std::time::Duration| now.as_millis() - d.as_millis() as i64;
+        let (runs_before, records_before) = (cutoff(retention.runs), cutoff(retention.records));
+        let limit = batch as i64;
+        let delete = |sql: &str, before: i64| -> Result<usize, StoreError> {
+            Ok(self.conn().execute(sql, params![before, limit])?)
+        };
+        let mut out = Pruned {
+            effects: delete(
+                "DELETE FROM effects WHERE id IN (SELECT id FROM effects
+                 WHERE status <> 'pending' AND COALESCE(done_at, created_at) < ?1 LIMIT ?2)",
+                records_before,
+            )?,
+            jobs: delete(
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs
+                 WHERE status <> 'pending' AND COALESCE(done_at, created_at) < ?1 LIMIT ?2)",
+                records_before,
+            )?,
+            alarms: delete(
+                "DELETE FROM alarms WHERE delivery_id IN (SELECT delivery_id FROM alarms
+                 WHERE at < ?1 LIMIT ?2)",
+                records_before,
+            )?,
+            notices: delete(
+                "DELETE FROM notice_windows WHERE key IN (SELECT key FROM notice_windows
+                 WHERE last_at < ?1 LIMIT ?2)",
+                records_before,
+            )?,
+            ..Pruned::default()
+        };
+        // A finished run goes with its audit trail and whatever effects it still has; its
+        // audit can be long, so the run's rows go first and orphans after, in batches.
+        out.runs = delete(
+            "DELETE FROM runs WHERE id IN (SELECT id FROM runs
+             WHERE active = 0 AND updated_at < ?1 LIMIT ?2)",
+            runs_before,
+        )?;
+        out.audit = self.conn().execute(
+            "DELETE FROM audit WHERE id IN (SELECT a.id FROM audit a
+             WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = a.run_id) LIMIT ?1)",
+            params![limit],
+        )?;
+        out.effects += self.conn().execute(
+            "DELETE FROM effects WHERE id IN (SELECT e.id FROM effects e
+             WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = e.run_id) LIMIT ?1)",
+            params![limit],
+        )?;
+        Ok(out)
     }
 
     /// Can the store be written right now? (`/readyz`.)
@@ -886,6 +944,15 @@ impl Store for SqliteStore {
     fn check_writable(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         self.blocking(|s| s.check_writable())
     }
+
+    fn prune(
+        &self,
+        now: Timestamp,
+        retention: Retention,
+        batch: usize,
+    ) -> BoxFuture<'_, Result<Pruned, StoreError>> {
+        self.blocking(move |s| s.prune(now, retention, batch))
+    }
 }
 
 impl SqliteStore {
@@ -1132,6 +1199,140 @@ mod tests {
             }],
             ..Change::default()
         }
+    }
+
+    #[test]
+    fn pruning_forgets_only_what_is_finished_and_older_than_its_retention_in_batches() {
+        const DAY: i64 = 86_400_000;
+        let t = Timestamp::from_millis;
+        let store = SqliteStore::open_in_memory().unwrap();
+        let count = |table: &str| -> i64 {
+            let sql = format!("SELECT COUNT(*) FROM {table}");
+            store.conn().query_row(&sql, [], |r| r.get(0)).unwrap()
+        };
+        let finish = |id: &RunId, at: i64| {
+            store
+                .update_run(id, None, t(at), |r| {
+                    let mut next = r.clone();
+                    next.state = crate::workflow::run::State::Finished {
+                        plan: None,
+                        outcome: crate::workflow::run::Outcome::Expired,
+                    };
+                    let audit =
+                        (0..3).map(|i| AuditEntry::new(t(at), "test", "step", format!("{i}")));
+                    let change = Change {
+                        audit: audit.collect(),
+                        ..Change::default()
+                    };
+                    decided(Some(next), change)
+                })
+                .unwrap();
+        };
+        let done_effects = |id: &RunId, at: i64| {
+            for p in store.pending_effects(Some(id)).unwrap() {
+                store.complete_effect(p.id, id, t(at), &[]).unwrap();
+            }
+        };
+        // Finished 38 days ago: gone, with its audit and effects.
+        let old = run("old-group", DAY);
+        store.create_run(&old, &first_effects(DAY)).unwrap();
+        done_effects(&old.id, DAY);
+        finish(&old.id, 2 * DAY);
+        // Finished 5 days ago: kept, and so is its effect done then.
+        let recent = run("recent-group", 30 * DAY);
+        store.create_run(&recent, &first_effects(30 * DAY)).unwrap();
+        done_effects(&recent.id, 35 * DAY);
+        finish(&recent.id, 35 * DAY);
+        // Active since long ago: kept, with its pending effect; an old done effect of it goes.
+        let active = run("active-group", DAY);
+        store.create_run(&active, &first_effects(DAY)).unwrap();
+        done_effects(&active.id, 20 * DAY);
+        let more = Change {
+            effects: vec![Scheduled {
+                effect: Effect::PollGroup,
+                due: t(DAY),
+            }],
+            ..Change::default()
+        };
+        store
+            .update_run(&active.id, None, t(DAY), |r| decided(Some(r.clone()), more))
+            .unwrap();
+        for (id, at) in [("eventbridge:old", DAY), ("eventbridge:new", 39 * DAY)] {
+            let record = AlarmRecord {
+                delivery_id: id.into(),
+                at: t(at),
+                name: "Redis memory: x".into(),
+                state: "ALARM".into(),
+                group: None,
+                outcome: "unknown_group".into(),
+            };
+            let notice = WindowedNotice {
+                key: format!("unknown_group:{id}"),
+                window: std::time::Duration::from_secs(3600),
+                post: NewJob {
+                    kind: "notice".into(),
+                    body: "{}".into(),
+                    due: t(at),
+                },
+                update: NewJob {
+                    kind: "notice_repeated".into(),
+                    body: "{}".into(),
+                    due: t(at),
+                },
+            };
+            assert!(store.record_alarm(&record, Some(&notice)).unwrap());
+        }
+        let (jobs, _) = store.due_jobs(t(DAY), &[], 10).unwrap();
+        store.complete_job(jobs[0].id, t(DAY)).unwrap();
+        let before = [
+            count("runs"),
+            count("audit"),
+            count("effects"),
+            count("jobs"),
+            count("alarms"),
+            count("notice_windows"),
+        ];
+        assert_eq!(before, [3, 6, 4, 2, 2, 2]);
+
+        let keep = Retention {
+            runs: std::time::Duration::from_secs(30 * 86_400),
+            records: std::time::Duration::from_secs(7 * 86_400),
+        };
+        let now = t(40 * DAY);
+        // In batches of one: each pass takes at most one row of each kind.
+        let first = store.prune(now, keep, 1).unwrap();
+        assert!(first.full(1), "{first:?}");
+        assert!(
+            first.effects <= 2 && first.runs <= 1 && first.audit <= 1,
+            "{first:?}"
+        );
+        let mut passes = 1;
+        while store.prune(now, keep, 1).unwrap().full(1) {
+            passes += 1;
+            assert!(passes < 20, "pruning ends");
+        }
+        assert!(store.run(&old.id).unwrap().is_none(), "the old run is gone");
+        assert!(store.run(&recent.id).unwrap().is_some());
+        assert!(store.run(&active.id).unwrap().is_some());
+        assert!(store.audit_trail(&old.id).unwrap().is_empty());
+        assert_eq!(store.audit_trail(&recent.id).unwrap().len(), 3);
+        let pending = store.pending_effects(Some(&active.id)).unwrap();
+        assert_eq!(pending.len(), 1, "pending work is never pruned");
+        // Runs: recent + active; audit: recent's 3; effects: recent's done one + active's
+        // pending; jobs: the pending one; alarms and windows: the recent ones.
+        let after = [
+            count("runs"),
+            count("audit"),
+            count("effects"),
+            count("jobs"),
+            count("alarms"),
+            count("notice_windows"),
+        ];
+        assert_eq!(after, [2, 3, 2, 1, 1, 1]);
+        assert!(!store.alarm_seen("eventbridge:old").unwrap());
+        assert!(store.alarm_seen("eventbridge:new").unwrap());
+        // Nothing more to do.
+        assert_eq!(store.prune(now, keep, 500).unwrap(), Pruned::default());
     }
 
     #[test]

@@ -179,6 +179,9 @@ pub enum Effect {
     /// Say in the thread that the alarm fired again: one reply for the whole run, posted the
     /// first time and edited after ("×N, last at …").
     RepeatLine,
+    /// Delete any second top message a retried post raced (found by the run's metadata), and
+    /// bring the one the run keeps up to date.
+    CheckDuplicateTop,
     /// Replace the Cancel button with why it is gone.
     WithdrawCancelOffer {
         ts: MessageTs,
@@ -222,6 +225,7 @@ impl Effect {
             Effect::Reply { .. } => "reply",
             Effect::OfferCancel => "offer_cancel",
             Effect::RepeatLine => "repeat_line",
+            Effect::CheckDuplicateTop => "check_duplicate_top",
             Effect::WithdrawCancelOffer { .. } => "withdraw_cancel_offer",
             Effect::Page { .. } => "page",
             Effect::CallHook { .. } => "call_hook",
@@ -242,6 +246,7 @@ impl Effect {
             | Effect::Reply { .. }
             | Effect::OfferCancel
             | Effect::RepeatLine
+            | Effect::CheckDuplicateTop
             | Effect::WithdrawCancelOffer { .. } => Lane::Chat,
             _ => Lane::Work,
         }

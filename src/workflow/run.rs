@@ -519,6 +519,10 @@ pub struct TopMessage {
     pub ts: MessageTs,
     /// A link to the message (and so its thread), for PagerDuty.
     pub permalink: Option<String>,
+    /// Posted by a retry that may have raced an earlier try whose answer was lost: look for a
+    /// duplicate this long after (in milliseconds), once the earlier one would have landed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_duplicates_after_ms: Option<u64>,
 }
 
 /// Whether this run has an open PagerDuty incident (its dedup key is the run id).

@@ -351,6 +351,7 @@ impl Runner {
             Effect::OfferCancel => (chat.offer_cancel(at).await)
                 .map(|ts| ts.map(|ts| Event::CancelOffered { ts }))
                 .map_err(Fail::Delivery),
+            Effect::CheckDuplicateTop => quiet(chat.check_duplicate_top(at).await),
             Effect::RepeatLine => (chat.repeat_line(at).await)
                 .map(|ts| ts.map(|ts| Event::RepeatLinePosted { ts }))
                 .map_err(Fail::Delivery),

@@ -575,6 +575,53 @@ async fn a_top_message_slack_accepted_but_never_confirmed_is_not_posted_twice() 
     t.stop().await;
 }
 
+/// The top message's post times out; Slack stores it only after the retry looked for it and
+/// posted again. The duplicate is found afterwards by the run's metadata and deleted; the run
+/// keeps one top message, brought up to date.
+#[tokio::test]
+async fn a_top_message_slack_stores_after_the_retry_posted_again_is_deleted_afterwards() {
+    let services = Services::start(sim_config()).await;
+    // The client gives up after 200 ms; Slack stores the first post at 500 ms, after the retry
+    // (at ~220 ms) found nothing and posted a second one.
+    services.slack.fail_next(
+        "chat.postMessage",
+        1,
+        redis_autoscaler::standin::slack::Fault::StoreLate(std::time::Duration::from_millis(500)),
+    );
+    let dir = TempDir::new();
+    let config = config_text("", "approval = \"auto\"").replace(
+        "[delivery]\nretry_interval = \"20ms\"",
+        "[delivery]\nretry_interval = \"20ms\"\ntimeout = \"200ms\"",
+    );
+    assert!(config.contains("timeout = \"200ms\""));
+    let t = TestApp::spawn(&services, &config, &dir.db()).await;
+    let run = t.alarm().await;
+    let done = t.wait_done(&run).await;
+    assert_eq!(done.state_name(), "succeeded");
+    eventually("the duplicate deleted", || {
+        services.slack.deleted().len() == 1
+    })
+    .await;
+    eventually("the store quiet", || {
+        t.store.pending_effects(Some(&run)).unwrap().is_empty()
+    })
+    .await;
+    let tops = services.top_messages();
+    assert_eq!(tops.len(), 1, "one top message is left: {tops:?}");
+    let kept = done.message.unwrap();
+    assert_eq!(kept.ts, tops[0].ts, "the run's own is the one kept");
+    assert_ne!(services.slack.deleted()[0].1, kept.ts);
+    assert!(tops[0].text.contains("prod-jobs"), "{}", tops[0].text);
+    let audit = t.store.audit_trail(&run).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.detail.contains("deleted a duplicate top message")),
+        "{audit:#?}"
+    );
+    t.stop().await;
+}
+
 /// The process dies while `chat.postMessage` for the top message is in flight: Slack has the
 /// message, the store only knows the attempt started. The next start finds it, posts nothing.
 #[tokio::test]

@@ -15,7 +15,12 @@ pub(super) fn decide(mut b: Builder, run: &Run, event: &Event) -> Decision {
                 "top message posted in {} at {}",
                 message.channel, message.ts
             ));
-            b.run.message = Some(message.clone());
+            let mut message = message.clone();
+            if let Some(ms) = message.check_duplicates_after_ms.take() {
+                let due = b.now().plus(std::time::Duration::from_millis(ms));
+                b.effect_at(Effect::CheckDuplicateTop, due);
+            }
+            b.run.message = Some(message);
         }
         Event::CancelOffered { ts } => {
             if run.is_cancellable() {

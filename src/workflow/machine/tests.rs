@@ -1875,6 +1875,7 @@ mod alarms_and_deliveries {
             channel: ChannelId::parse("C0123ABCD").unwrap(),
             ts: crate::domain::MessageTs::parse("1.2").unwrap(),
             permalink: None,
+            check_duplicates_after_ms: None,
         };
         let t = check(
             "top message recorded",
@@ -1886,6 +1887,22 @@ mod alarms_and_deliveries {
             Accept("awaiting_approval", &[]),
         )
         .unwrap();
+        assert_eq!(t.run.message, Some(msg.clone()));
+        // Posted by a retry that may have raced a lost earlier try: a look for a duplicate is
+        // scheduled once it would have landed; the run keeps the message without the flag.
+        let raced = TopMessage {
+            check_duplicates_after_ms: Some(600),
+            ..msg.clone()
+        };
+        let t = check(
+            "top message posted by a retry",
+            awaiting(),
+            Event::TopMessagePosted { message: raced },
+            at(100),
+            Accept("awaiting_approval", &["check_duplicate_top"]),
+        )
+        .unwrap();
+        assert_eq!(t.effects[0].due, at(100).plus(Duration::from_millis(600)));
         assert_eq!(t.run.message, Some(msg));
     }
 

@@ -42,6 +42,11 @@ pub trait Chat: Send + Sync {
         at: &'a mut Attempt,
     ) -> BoxFuture<'a, Result<Option<MessageTs>, Failure>>;
 
+    /// Delete top messages of this run other than the one it keeps (a retried post that raced
+    /// an earlier try), and show the run on the one it keeps.
+    fn check_duplicate_top<'a>(&'a self, at: &'a mut Attempt)
+    -> BoxFuture<'a, Result<(), Failure>>;
+
     /// Count the alarm's repeats on one thread reply: post it (its `ts`) the first time, edit
     /// it after (`None`); skipped when there is no top message yet.
     fn repeat_line<'a>(

@@ -42,7 +42,7 @@ pub use elasticache::{
 pub use metrics::{Metrics, NoMetrics};
 pub use store::{
     AlarmRecord, AuditEntry, Busy, Change, Created, Decide, Decided, DueJobs, EffectId, NewJob,
-    NoticeSeen, PendingEffect, PendingJob, Store, StoreError, WindowedNotice,
+    NoticeSeen, PendingEffect, PendingJob, Pruned, Retention, Store, StoreError, WindowedNotice,
 };
 
 /// Everything a run talks to: what the runner is given.

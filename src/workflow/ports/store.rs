@@ -334,4 +334,57 @@ pub trait Store: Send + Sync {
 
     /// Can the store be written right now? (`/readyz`.)
     fn check_writable(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    // ---- housekeeping -----------------------------------------------------------------
+
+    /// Forget what is older than its retention, at most `batch` rows of each kind per call
+    /// (so a writer never waits long): finished runs with their audit trail and effects after
+    /// `runs`; done effects and jobs, alarm deliveries, notice windows and replay keys after
+    /// `records`. Nothing pending and no active run is ever pruned.
+    fn prune(
+        &self,
+        now: Timestamp,
+        retention: Retention,
+        batch: usize,
+    ) -> BoxFuture<'_, Result<Pruned, StoreError>>;
+}
+
+/// How long the store keeps what is finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Finished runs and their audit trail.
+    pub runs: std::time::Duration,
+    /// Done effects and jobs, alarm deliveries (their dedup) and notice windows.
+    pub records: std::time::Duration,
+}
+
+/// What one pruning pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub runs: usize,
+    pub audit: usize,
+    pub effects: usize,
+    pub jobs: usize,
+    pub alarms: usize,
+    pub notices: usize,
+}
+
+impl Pruned {
+    pub fn total(&self) -> usize {
+        self.runs + self.audit + self.effects + self.jobs + self.alarms + self.notices
+    }
+
+    /// Did any kind fill its batch (so there may be more)?
+    pub fn full(&self, batch: usize) -> bool {
+        [
+            self.runs,
+            self.audit,
+            self.effects,
+            self.jobs,
+            self.alarms,
+            self.notices,
+        ]
+        .iter()
+        .any(|n| *n >= batch)
+    }
 }

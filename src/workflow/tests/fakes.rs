@@ -473,6 +473,15 @@ impl Store for MemoryStore {
     fn check_writable(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         ready(Ok(()))
     }
+
+    fn prune(
+        &self,
+        _: Timestamp,
+        _: Retention,
+        _: usize,
+    ) -> BoxFuture<'_, Result<Pruned, StoreError>> {
+        ready(Ok(Pruned::default()))
+    }
 }
 
 // ---- AWS ---------------------------------------------------------------------------------
@@ -758,6 +767,7 @@ impl Chat for Recorder {
             channel: at.run.channel.clone(),
             ts: MessageTs::parse("1700000000.000100").expect("a ts"),
             permalink: None,
+            check_duplicates_after_ms: None,
         };
         let top = (at.run.message.is_none()).then_some(top);
         self.say("top".into(), top)
@@ -792,6 +802,10 @@ impl Chat for Recorder {
             .is_cancellable()
             .then(|| MessageTs::parse("1700000000.000200").expect("a ts"));
         self.say("offer_cancel".into(), ts)
+    }
+
+    fn check_duplicate_top<'a>(&'a self, _: &'a mut Attempt) -> BoxFuture<'a, Result<(), Failure>> {
+        self.say("check_duplicate_top".into(), ())
     }
 
     fn repeat_line<'a>(
