@@ -261,6 +261,12 @@ impl FakeSlackHandle {
         )
     }
 
+    /// From now on every Web API call is answered `latency` after it was taken (what it does
+    /// is done, and stored, at once): a slow Slack.
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        self.shared.lock().latency = latency;
+    }
+
     /// The messages removed with chat.delete, in order.
     pub fn deleted(&self) -> Vec<(ChannelId, MessageTs)> {
         self.shared.lock().deleted.clone()
@@ -359,6 +365,8 @@ struct Workspace {
     random_faults: RandomFaults,
     /// Top-level messages removed with chat.delete.
     deleted: Vec<(ChannelId, MessageTs)>,
+    /// Every Web API call is answered this long after it was taken (and stored).
+    latency: std::time::Duration,
     /// `ts` seconds of the first message; later ones count up from it.
     base_secs: u64,
     issued: u64,
@@ -438,6 +446,7 @@ impl Workspace {
             usergroups: HashMap::new(),
             random_faults: RandomFaults::new(0.0, 0.0),
             deleted: Vec::new(),
+            latency: std::time::Duration::ZERO,
             base_secs,
             issued: 0,
         }
@@ -1102,6 +1111,10 @@ async fn handle(
         }
         (result, args.missing_charset)
     };
+    let latency = shared.lock().latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     match result {
         Ok((answer, event)) => {
             if let Some(event) = event {

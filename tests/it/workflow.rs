@@ -860,3 +860,50 @@ async fn a_group_changed_elsewhere_after_approval_is_not_touched_and_can_be_plan
     );
     t.stop().await;
 }
+
+/// With a Slack that takes 300 ms to answer each call, an auto-approved alarm reaches
+/// CreateSnapshot without waiting for any of Slack's answers (the run's messages still go out
+/// in order among themselves).
+#[tokio::test]
+async fn aws_work_never_waits_on_a_slow_slack() {
+    let services = Services::start(sim_config()).await;
+    services
+        .slack
+        .set_latency(std::time::Duration::from_millis(300));
+    let dir = TempDir::new();
+    let t = TestApp::spawn(
+        &services,
+        &config_text("", "approval = \"auto\""),
+        &dir.db(),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let (status, answer) = post_eventbridge(
+        &t.url(""),
+        &eventbridge_event("e-slow-slack", GROUP, "ALARM", 93.2),
+        Some(ALARM_KEY),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let run = redis_autoscaler::domain::RunId::parse(answer["run_id"].as_str().unwrap()).unwrap();
+    while services.sim.attempts("CreateSnapshot") == 0 {
+        assert!(started.elapsed().as_secs() < 10, "no CreateSnapshot");
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let took = started.elapsed();
+    let seen = t.run(&run);
+    eprintln!("alarm → CreateSnapshot in {took:?} with a 300 ms Slack");
+    // Slack has not answered even the top message's post yet.
+    assert!(seen.message.is_none(), "the AWS work waited for Slack");
+    assert!(took < std::time::Duration::from_millis(300), "{took:?}");
+    let done = t.wait_done(&run).await;
+    assert_eq!(done.state_name(), "succeeded");
+    let thread = services.slack.transcript(&channel());
+    let snapshot = thread.find("Creating snapshot").expect(&thread);
+    let modify = thread
+        .find("Upsizing")
+        .or(thread.find("upsize"))
+        .unwrap_or(usize::MAX);
+    assert!(snapshot < modify, "{thread}");
+    t.stop().await;
+}
