@@ -189,11 +189,14 @@ impl SqliteStore {
             )?,
             ..Pruned::default()
         };
-        // A finished run goes with its audit trail and whatever effects it still has; its
-        // audit can be long, so the run's rows go first and orphans after, in batches.
+        // A finished run with nothing left to do goes with its audit trail and done effects;
+        // its audit can be long, so the run's row goes first and the orphans after, in batches.
         out.runs = delete(
-            "DELETE FROM runs WHERE id IN (SELECT id FROM runs
-             WHERE active = 0 AND updated_at < ?1 LIMIT ?2)",
+            "DELETE FROM runs WHERE id IN (SELECT r.id FROM runs r
+             WHERE r.active = 0 AND r.updated_at < ?1
+               AND NOT EXISTS (SELECT 1 FROM effects e
+                               WHERE e.run_id = r.id AND e.status = 'pending')
+             LIMIT ?2)",
             runs_before,
         )?;
         out.audit = self.conn().execute(
@@ -203,7 +206,8 @@ impl SqliteStore {
         )?;
         out.effects += self.conn().execute(
             "DELETE FROM effects WHERE id IN (SELECT e.id FROM effects e
-             WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = e.run_id) LIMIT ?1)",
+             WHERE e.status <> 'pending'
+               AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = e.run_id) LIMIT ?1)",
             params![limit],
         )?;
         Ok(out)
@@ -1243,6 +1247,10 @@ mod tests {
         store.create_run(&recent, &first_effects(30 * DAY)).unwrap();
         done_effects(&recent.id, 35 * DAY);
         finish(&recent.id, 35 * DAY);
+        // Finished long ago with a message still to send: kept until it is sent.
+        let waiting = run("waiting-group", DAY);
+        store.create_run(&waiting, &first_effects(DAY)).unwrap();
+        finish(&waiting.id, 2 * DAY);
         // Active since long ago: kept, with its pending effect; an old done effect of it goes.
         let active = run("active-group", DAY);
         store.create_run(&active, &first_effects(DAY)).unwrap();
@@ -1292,7 +1300,7 @@ mod tests {
             count("alarms"),
             count("notice_windows"),
         ];
-        assert_eq!(before, [3, 6, 4, 2, 2, 2]);
+        assert_eq!(before, [4, 9, 5, 2, 2, 2]);
 
         let keep = Retention {
             runs: std::time::Duration::from_secs(30 * 86_400),
@@ -1318,8 +1326,8 @@ mod tests {
         assert_eq!(store.audit_trail(&recent.id).unwrap().len(), 3);
         let pending = store.pending_effects(Some(&active.id)).unwrap();
         assert_eq!(pending.len(), 1, "pending work is never pruned");
-        // Runs: recent + active; audit: recent's 3; effects: recent's done one + active's
-        // pending; jobs: the pending one; alarms and windows: the recent ones.
+        // Runs: recent, waiting, active; audit: recent's and waiting's; effects: recent's done
+        // one and the two pending; jobs: the pending one; alarms and windows: the recent ones.
         let after = [
             count("runs"),
             count("audit"),
@@ -1328,7 +1336,11 @@ mod tests {
             count("alarms"),
             count("notice_windows"),
         ];
-        assert_eq!(after, [2, 3, 2, 1, 1, 1]);
+        assert_eq!(after, [3, 6, 3, 1, 1, 1]);
+        assert!(
+            store.run(&waiting.id).unwrap().is_some(),
+            "its message is not sent yet"
+        );
         assert!(!store.alarm_seen("eventbridge:old").unwrap());
         assert!(store.alarm_seen("eventbridge:new").unwrap());
         // Nothing more to do.

@@ -439,3 +439,33 @@ async fn check_config_prints_the_effective_config_redacted_or_every_error() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The background pruning runs on its own: with a retention of milliseconds, a finished run,
+/// its audit trail, its effects and its alarm delivery are gone soon after it ends.
+#[tokio::test]
+async fn the_store_is_pruned_in_the_background_after_the_retention() {
+    let services = Services::start(sim_config()).await;
+    let dir = TempDir::new();
+    let mut config = config_text("", "approval = \"auto\"");
+    config.push_str(
+        "\n[retention]\nruns = \"300ms\"\nrecords = \"1ms\"\nprune_interval = \"20ms\"\nprune_batch = 3\n",
+    );
+    let t = TestApp::spawn(&services, &config, &dir.db()).await;
+    let (status, answer) = post_eventbridge(
+        &t.url(""),
+        &eventbridge_event("e-pruned", GROUP, "ALARM", 93.2),
+        Some(ALARM_KEY),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let run = redis_autoscaler::domain::RunId::parse(answer["run_id"].as_str().unwrap()).unwrap();
+    t.wait_done(&run).await;
+    eventually("the finished run pruned", || {
+        t.store.run(&run).unwrap().is_none()
+            && t.store.audit_trail(&run).unwrap().is_empty()
+            && t.store.pending_effects(Some(&run)).unwrap().is_empty()
+            && t.store.recent_alarms(10).unwrap().is_empty()
+    })
+    .await;
+    t.stop().await;
+}
