@@ -298,8 +298,13 @@ impl Config {
 
     /// The effective configuration as TOML, secrets shown only as set or unset.
     pub fn render_redacted(&self) -> String {
+        // Exactly: `format_duration` drops the milliseconds of a duration of a second or more.
         fn d(x: Duration) -> String {
-            format!("\"{}\"", crate::domain::format_duration(x))
+            if x.subsec_millis() == 0 {
+                toml_string(&crate::domain::format_duration(x))
+            } else {
+                toml_string(&format!("{}ms", x.as_millis()))
+            }
         }
         fn policy(out: &mut String, p: &Policy) {
             let approval = match p.approval {
@@ -343,12 +348,12 @@ impl Config {
                     .unwrap_or_default()
             ));
             out.push_str(&format!(
-                "pause_url = \"{}\"\n",
-                redact_url(p.pause_url.as_deref())
+                "pause_url = {}\n",
+                toml_string(&redact_url(p.pause_url.as_deref()))
             ));
             out.push_str(&format!(
-                "resume_url = \"{}\"\n",
-                redact_url(p.resume_url.as_deref())
+                "resume_url = {}\n",
+                toml_string(&redact_url(p.resume_url.as_deref()))
             ));
             out.push_str(&format!("hook_timeout = {}\n", d(p.hook_timeout)));
             out.push_str(&format!(
@@ -360,7 +365,10 @@ impl Config {
         }
         let mut out = String::new();
         out.push_str(&format!("listen = \"{}\"\n", self.listen));
-        out.push_str(&format!("database = \"{}\"\n", self.database.display()));
+        out.push_str(&format!(
+            "database = {}\n",
+            toml_string(&self.database.display().to_string())
+        ));
         if let Some(a) = &self.account_id {
             out.push_str(&format!("account_id = \"{a}\"\n"));
         }
@@ -401,14 +409,14 @@ impl Config {
         out.push_str(&format!("command = \"{}\"\n\n", self.slack.command));
         out.push_str("[alarms]\n");
         out.push_str(&format!(
-            "description_prefix = {:?}\n",
-            self.alarms.description_prefix
+            "description_prefix = {}\n",
+            toml_string(&self.alarms.description_prefix)
         ));
         let arns: Vec<String> = self
             .alarms
             .sns_topic_arns
             .iter()
-            .map(|a| format!("{a:?}"))
+            .map(|a| toml_string(a))
             .collect();
         out.push_str(&format!("sns_topic_arns = [{}]\n", arns.join(", ")));
         out.push_str(&format!(
@@ -422,7 +430,7 @@ impl Config {
         if !self.alarms.groups.is_empty() {
             out.push_str("[alarms.groups]\n");
             for (name, group) in &self.alarms.groups {
-                out.push_str(&format!("{name:?} = \"{group}\"\n"));
+                out.push_str(&format!("{} = \"{group}\"\n", toml_string(name)));
             }
             out.push('\n');
         }
@@ -1395,6 +1403,25 @@ impl<'s> Walker<'s> {
     }
 }
 
+/// `s` as a TOML basic string: quotes and backslashes escaped, and every control character
+/// (which TOML allows only escaped; Rust's `{:?}` spells some of them in ways TOML rejects).
+fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// A URL fit to print: no user:password, no query string (either may carry a token).
 fn redact_url(url: Option<&str>) -> String {
     let Some(url) = url else {
@@ -1713,6 +1740,40 @@ colour = "blue"
         assert_eq!(again.groups, c.groups);
         assert_eq!(again.defaults, c.defaults);
         assert_eq!(again.slack, c.slack);
+    }
+
+    #[test]
+    fn the_redacted_rendering_keeps_milliseconds_and_any_string() {
+        // Found by the config fuzz target's round trip (tests/fuzz/corpus/config/): `1500ms`
+        // printed as `1s`, and strings printed with Rust's escapes, which TOML rejects.
+        let text = r#"
+database = "data/\"odd\" \\ name.db"
+[slack]
+channel = "C0123ABCD"
+[alarms]
+description_prefix = "Redis\u0007 memory\u007f:\t\u0000"
+sns_topic_arns = ["arn:aws:sns:us-east-1:123456789012:a\"b"]
+[alarms.groups]
+"name with \"quotes\" and \u001b[31m" = "prod-jobs"
+[defaults]
+snapshot_poll_interval = "1500ms"
+pause_url = "https://hooks.example/pause\"x"
+[groups.prod-jobs]
+"#;
+        let c = parse(text).unwrap();
+        let shown = c.render_redacted();
+        let again = parse(&shown).unwrap_or_else(|e| panic!("{e}\n{shown}"));
+        assert_eq!(again.database, c.database);
+        assert_eq!(again.alarms, c.alarms);
+        assert_eq!(again.defaults, c.defaults);
+        assert_eq!(
+            again.defaults.snapshot_poll_interval,
+            Duration::from_millis(1500)
+        );
+        assert!(
+            shown.contains("snapshot_poll_interval = \"1500ms\""),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -45,6 +45,8 @@
 //! - [`cli`]: the command line (`serve`, `demo`, `elasticache-sim`, `check-config`).
 //! - [`demo`]: the whole flow on this machine, with no accounts and no network.
 //! - [`standin`]: local Slack, PagerDuty and hook servers for `demo` and the tests.
+//! - [`fuzzing`] (hidden): one function per untrusted-input parser, shared by the cargo-fuzz
+//!   targets in `tests/fuzz/` and the corpus replay in `tests/it/fuzz_corpus.rs`.
 
 pub mod alarm;
 pub mod app;
@@ -53,6 +55,8 @@ pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod elasticache;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hooks;
 pub mod http;
 pub mod http_client;

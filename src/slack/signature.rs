@@ -45,9 +45,10 @@ pub fn verify(
         .trim()
         .parse()
         .map_err(|_| SignatureError::BadTimestamp)?;
-    let skew = now_secs.saturating_sub(ts);
-    if skew.abs() > MAX_SKEW_SECS {
-        return Err(SignatureError::Stale(skew));
+    // `abs_diff`, not `(now - ts).abs()`: that overflows for a timestamp as far from the clock
+    // as an i64 allows (a panic in debug builds, and "fresh" after wrapping in release ones).
+    if now_secs.abs_diff(ts) > MAX_SKEW_SECS.unsigned_abs() {
+        return Err(SignatureError::Stale(now_secs.saturating_sub(ts)));
     }
     let hex_sig = signature
         .trim()
@@ -152,6 +153,29 @@ mod tests {
             check(SECRET, Some(TS), Some(SIG), BODY, 1_764_121_929),
             Err(SignatureError::Stale(_))
         ));
+    }
+
+    #[test]
+    fn timestamps_as_far_from_the_clock_as_can_be_are_stale_not_a_panic() {
+        // Found by the fuzz target (tests/fuzz/corpus/signature/clock_extremes.txt).
+        assert_eq!(
+            check(SECRET, Some(TS), Some(SIG), BODY, i64::MIN),
+            Err(SignatureError::Stale(i64::MIN))
+        );
+        assert_eq!(
+            check(
+                SECRET,
+                Some("-9223372036854775808"),
+                Some(SIG),
+                BODY,
+                i64::MAX
+            ),
+            Err(SignatureError::Stale(i64::MAX))
+        );
+        assert_eq!(
+            check(SECRET, Some("9223372036854775807"), Some(SIG), BODY, -1),
+            Err(SignatureError::Stale(i64::MIN))
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod alarms;
 mod clients;
 mod deploy;
 mod elasticache;
+mod fuzz_corpus;
 mod hostile_clients;
 mod layout;
 mod ops;

@@ -22,6 +22,8 @@ mod reports;
 mod snapshot;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 use serde::{Deserialize, Serialize};
