@@ -252,6 +252,13 @@ impl FakeSlackHandle {
         self.shared.lock().random_faults = RandomFaults::new(rate_limited, unavailable);
     }
 
+    /// Seed the choice of [`FakeSlackHandle::set_fault_fractions`] (it starts from a fixed
+    /// seed): the same seed, the same calls fail.
+    pub fn set_fault_seed(&self, seed: u64) {
+        // xorshift's state must not be zero.
+        self.shared.lock().random_faults.rng = seed | 1;
+    }
+
     /// How many calls the random faults answered so far: `(429s, 503s)`.
     pub fn random_faults_injected(&self) -> (usize, usize) {
         let state = self.shared.lock();

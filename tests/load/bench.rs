@@ -1,0 +1,376 @@
+//! A signed slash command's ack, side by side with a bare axum route on the same machine in
+//! the same run: throughput at 50 connections (closed loop), latency at a fixed 500 req/s
+//! (open loop, measured from when each request was due, so a stall counts against it), CPU
+//! per request, and resident memory idle and after the load.
+//!
+//! The bare route is this test binary run again as its own process
+//! ([`bare_route_process`]): a multi-threaded tokio runtime like the bot's `main`, one axum
+//! route that reads the body and answers 200. Both get the same request bytes, a `/redis help`
+//! form signed as Slack signs it, made afresh for each request (the bot acts on a signed
+//! request once), by the same lean client (`wire::Conn`).
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis_autoscaler::domain::ReplicationGroupId;
+use redis_autoscaler::elasticache::sim::{SimConfig, SimGroup};
+use tokio::time::Instant;
+
+use crate::bot::{self, Bot, Memory};
+use crate::report::{Report, percentile};
+use crate::support::*;
+use crate::wire::{self, Conn};
+
+struct Size {
+    warmup: Duration,
+    /// Each throughput measurement, taken `rounds` times per server, alternating.
+    throughput: Duration,
+    rounds: usize,
+    latency: Duration,
+    enforce: bool,
+}
+
+const CONNECTIONS: usize = 50;
+const RATE: u64 = 500;
+
+/// Issue 10's benchmark: 2 × 5 s at 50 connections and 10 s at 500 req/s per server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: cargo test --release --test load -- --ignored --nocapture bench::"]
+async fn a_signed_commands_ack_costs_little_more_than_a_bare_route() {
+    bench(Size {
+        warmup: Duration::from_secs(1),
+        throughput: Duration::from_secs(5),
+        rounds: 2,
+        latency: Duration::from_secs(10),
+        enforce: true,
+    })
+    .await;
+}
+
+/// The same, a second or so of each, for CI: everything answers; no target is enforced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_benchmark_runs_and_every_request_is_answered() {
+    bench(Size {
+        warmup: Duration::ZERO,
+        throughput: Duration::from_millis(300),
+        rounds: 1,
+        latency: Duration::from_millis(500),
+        enforce: false,
+    })
+    .await;
+}
+
+/// Not a test: the bare route, when the benchmark starts this binary with
+/// `LOAD_BARE_ROUTE_LISTEN` set; without it, it returns at once.
+#[test]
+#[ignore = "started by the benchmark as its own process"]
+fn bare_route_process() {
+    let Ok(listen) = std::env::var("LOAD_BARE_ROUTE_LISTEN") else {
+        return;
+    };
+    let listen: SocketAddr = listen
+        .parse()
+        .expect("LOAD_BARE_ROUTE_LISTEN is an address");
+    assert!(
+        listen.ip().is_loopback(),
+        "the bare route serves loopback only"
+    );
+    // Like `#[tokio::main]` in the bot: one worker per core.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let app = axum::Router::new()
+            .route(
+                "/slack/commands",
+                axum::routing::post(|body: axum::body::Bytes| async move {
+                    drop(body);
+                    axum::http::StatusCode::OK
+                }),
+            )
+            .route("/healthz", axum::routing::get(|| async { "ok\n" }));
+        let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
+        axum::serve(listener, app).await.unwrap();
+    });
+}
+
+/// The bare route's process, killed when dropped.
+struct Bare {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Bare {
+    async fn start() -> Bare {
+        let addr: SocketAddr = format!("127.0.0.1:{}", bot::free_port()).parse().unwrap();
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "bench::bare_route_process",
+                "--ignored",
+                "--test-threads",
+                "1",
+            ])
+            .env("LOAD_BARE_ROUTE_LISTEN", addr.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while reqwest::get(format!("http://{addr}/healthz"))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "the bare route never came up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Bare { child, addr }
+    }
+}
+
+impl Drop for Bare {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One server under test.
+#[derive(Clone, Copy)]
+struct Target {
+    name: &'static str,
+    addr: SocketAddr,
+    pid: u32,
+}
+
+async fn bench(size: Size) {
+    let sim = SimConfig::with_groups([SimGroup::new(
+        ReplicationGroupId::parse("bench-000").unwrap(),
+        nt("cache.r6g.large"),
+    )]);
+    let services = Services::start(sim).await;
+    let dir = TempDir::new();
+    let tables = bot::group_tables(&["bench-000".to_string()], "");
+    let bot = Bot::start(
+        &services,
+        &dir.0,
+        |port, db| bot::config_text(port, db, "", bot::FAST_DEFAULTS, &tables, ""),
+        &[],
+    )
+    .await;
+    let bare = Bare::start().await;
+    let targets = [
+        Target {
+            name: "bare",
+            addr: bare.addr,
+            pid: bare.child.id(),
+        },
+        Target {
+            name: "bot",
+            addr: format!("127.0.0.1:{}", bot.port).parse().unwrap(),
+            pid: bot.pid(),
+        },
+    ];
+    let mut report = Report::new(
+        format!(
+            "bench: signed /redis help ack vs a bare axum route ({} build)",
+            if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            }
+        ),
+        size.enforce,
+    );
+    // Idle: started, ready, a moment to settle.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = targets.map(|t| Memory::of(t.pid));
+    let services = Arc::new(services);
+    for t in targets {
+        if !size.warmup.is_zero() {
+            closed_loop(&services, t, CONNECTIONS, size.warmup).await;
+        }
+    }
+
+    // Throughput, alternating servers round by round.
+    let mut rates = [Vec::new(), Vec::new()];
+    let mut cpu_per_request = [0.0f64; 2];
+    let mut bad = 0;
+    for _ in 0..size.rounds {
+        for (i, t) in targets.iter().enumerate() {
+            let cpu = cpu_secs(t.pid);
+            let (ok, other) = closed_loop(&services, *t, CONNECTIONS, size.throughput).await;
+            cpu_per_request[i] += (cpu_secs(t.pid) - cpu) / ok.max(1) as f64 / size.rounds as f64;
+            rates[i].push(ok as f64 / size.throughput.as_secs_f64());
+            bad += other;
+        }
+    }
+    let after_throughput = targets.map(|t| Memory::of(t.pid));
+    // Latency at a fixed rate.
+    let mut p99 = [0.0; 2];
+    let mut latency_text = [String::new(), String::new()];
+    for (i, t) in targets.iter().enumerate() {
+        let (mut samples, other) = open_loop(&services, *t, RATE, size.latency).await;
+        bad += other;
+        p99[i] = percentile(&mut samples, 99.0);
+        latency_text[i] = format!(
+            "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} requests)",
+            percentile(&mut samples, 50.0),
+            p99[i],
+            percentile(&mut samples, 100.0),
+            samples.len()
+        );
+    }
+    let after = targets.map(|t| Memory::of(t.pid));
+
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (bare_rate, bot_rate) = (mean(&rates[0]), mean(&rates[1]));
+    for (i, t) in targets.iter().enumerate() {
+        let rounds: Vec<String> = rates[i].iter().map(|r| format!("{r:.0}")).collect();
+        report.figure(
+            &format!("{} req/s at {CONNECTIONS} connections", t.name),
+            format!("{:.0} (rounds: {})", mean(&rates[i]), rounds.join(", ")),
+        );
+    }
+    report.target(
+        "bot / bare throughput",
+        format!("{:.2}", bot_rate / bare_rate),
+        "≥ 0.70",
+        bot_rate / bare_rate >= 0.7,
+    );
+    for (i, t) in targets.iter().enumerate() {
+        report.figure(&format!("{} at {RATE} req/s", t.name), &latency_text[i]);
+    }
+    report.target(
+        "bot / bare p99 at 500 req/s",
+        format!("{:.2}", p99[1] / p99[0]),
+        "≤ 1.30",
+        p99[1] / p99[0] <= 1.3,
+    );
+    for (i, t) in targets.iter().enumerate() {
+        report.figure(
+            &format!("{} CPU per request (server side)", t.name),
+            format!("{:.1} µs", cpu_per_request[i] * 1e6),
+        );
+    }
+    report.figure("bare RSS idle", idle[0].describe());
+    report.figure(
+        "bare RSS after 50 connections",
+        after_throughput[0].describe(),
+    );
+    report.target(
+        "bot RSS idle",
+        idle[1].describe(),
+        "≤ 15 MiB",
+        idle[1].rss_mib() <= 15.0,
+    );
+    report.target(
+        "bot RSS after 50 connections",
+        after_throughput[1].describe(),
+        "≤ 20 MiB",
+        after_throughput[1].rss_mib() <= 20.0,
+    );
+    report.figure("bot RSS at the end", after[1].describe());
+    report.figure("answers other than 200, or failed", bad);
+    report.finish();
+    assert_eq!(bad, 0, "every request was answered 200");
+    assert!(bare_rate > 0.0 && bot_rate > 0.0);
+}
+
+/// `connections` connections, each sending the next request as soon as the last is
+/// answered, for `period`: the 200s, and everything else (other statuses, failures).
+async fn closed_loop(
+    services: &Arc<Services>,
+    target: Target,
+    connections: usize,
+    period: Duration,
+) -> (usize, usize) {
+    let stop = Instant::now() + period;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let services = services.clone();
+        tasks.spawn(async move {
+            let (mut ok, mut other) = (0, 0);
+            let mut conn = Conn::connect(target.addr).await.unwrap();
+            while Instant::now() < stop {
+                let request = wire::signed_command(&services);
+                match conn.exchange(&request).await {
+                    Ok(200) => ok += 1,
+                    Ok(_) => other += 1,
+                    Err(_) => {
+                        other += 1;
+                        conn = Conn::connect(target.addr).await.unwrap();
+                    }
+                }
+            }
+            (ok, other)
+        });
+    }
+    tasks
+        .join_all()
+        .await
+        .into_iter()
+        .fold((0, 0), |(a, b), (ok, other)| (a + ok, b + other))
+}
+
+/// `rate` requests a second for `period`, each sent when due on an idle connection (a new
+/// one if none is idle): each one's latency in ms from when it was due, and the count of
+/// answers other than 200.
+async fn open_loop(
+    services: &Arc<Services>,
+    target: Target,
+    rate: u64,
+    period: Duration,
+) -> (Vec<f64>, usize) {
+    let idle: Arc<Mutex<Vec<Conn>>> = Arc::new(Mutex::new(Vec::new()));
+    for _ in 0..16 {
+        let conn = Conn::connect(target.addr).await.unwrap();
+        idle.lock().unwrap().push(conn);
+    }
+    let mut ticks = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let total = rate as f64 * period.as_secs_f64();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..total as usize {
+        let due = ticks.tick().await;
+        let (services, idle) = (services.clone(), idle.clone());
+        tasks.spawn(async move {
+            let request = wire::signed_command(&services);
+            let pooled = idle.lock().unwrap().pop();
+            let mut conn = match pooled {
+                Some(c) => c,
+                None => Conn::connect(target.addr).await.unwrap(),
+            };
+            let status = conn.exchange(&request).await;
+            let ms = due.elapsed().as_secs_f64() * 1000.0;
+            if status.is_ok() {
+                idle.lock().unwrap().push(conn);
+            }
+            (ms, matches!(status, Ok(200)))
+        });
+    }
+    let results = tasks.join_all().await;
+    let other = results.iter().filter(|(_, ok)| !ok).count();
+    (results.into_iter().map(|(ms, _)| ms).collect(), other)
+}
+
+/// User + system CPU time the process has used, in seconds (`/proc/<pid>/stat`, in clock
+/// ticks of 1/100 s).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the `(comm)`, which may hold spaces: utime and stime are the 12th and
+    // 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (tick(11) + tick(12)) / 100.0
+}
