@@ -5,8 +5,25 @@ use std::process::ExitCode;
 use clap::Parser;
 use redis_autoscaler::cli::{self, Cli, Command};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// Blocking threads run the store's calls, which take turns on its one connection anyway:
+/// more of them only hold memory (tokio's default allows 512, and a storm made 300–500).
+const BLOCKING_THREADS: usize = 16;
+
+fn main() -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints its own story; logs would only get in the way unless asked for.
     let default_filter = match cli.command {

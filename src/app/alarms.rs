@@ -233,8 +233,9 @@ impl App {
 
     /// Which managed group an alarm is about: an explicit mapping by alarm name, the
     /// `ReplicationGroupId` dimension, or the `CacheClusterId` dimension's group (asked of AWS).
-    /// When AWS can't be asked right now the delivery is not taken (its sender retries it): an
-    /// alarm is never dropped because of a throttled look-up.
+    /// When AWS can't be asked right now (the port has tried a throttled read again already),
+    /// the delivery is not taken, so that its sender delivers it again: an alarm is never
+    /// dropped because of a throttled look-up.
     async fn group_for(&self, alarm: &Alarm) -> Result<Option<ReplicationGroupId>, AppError> {
         let managed = |g: ReplicationGroupId| Ok(self.group(&g).is_some().then_some(g));
         if let Some(g) = self.config.alarms.groups.get(&alarm.name) {
@@ -256,7 +257,7 @@ impl App {
         if let Some(g) = known {
             return managed(g);
         }
-        match self.describe_cluster_soon(&cluster).await {
+        match self.aws.describe_cache_cluster(&cluster).await {
             Ok(info) => {
                 let Some(g) = info.replication_group else {
                     return Ok(None);
@@ -270,25 +271,6 @@ impl App {
                 Err(AppError::AwsUnavailable(e.to_string()))
             }
         }
-    }
-
-    /// DescribeCacheClusters, tried again briefly when throttled (the sender waits on the
-    /// answer: EventBridge gives an API destination 5 s).
-    async fn describe_cluster_soon(
-        &self,
-        cluster: &CacheClusterId,
-    ) -> Result<crate::workflow::ports::CacheClusterInfo, AwsError> {
-        let mut wait = std::time::Duration::from_millis(100);
-        for _ in 0..2 {
-            match self.aws.describe_cache_cluster(cluster).await {
-                Err(AwsError::Transient { .. }) => {
-                    tokio::time::sleep(crate::workflow::policy::jittered(wait)).await;
-                    wait *= 4;
-                }
-                done => return done,
-            }
-        }
-        self.aws.describe_cache_cluster(cluster).await
     }
 
     fn clusters(

@@ -391,6 +391,8 @@ impl JobWorker {
         let worker = Arc::new(self);
         let mut tasks = JoinSet::new();
         loop {
+            // Free every finished task (the select below hears of at most one per turn).
+            while tasks.try_join_next().is_some() {}
             let busy: Vec<i64> = worker.busy().iter().copied().collect();
             let now = worker.app.clock.now();
             let next = match worker.app.store.due_jobs(now, &busy, 16).await {

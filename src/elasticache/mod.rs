@@ -3,7 +3,8 @@
 //! - [`sdk`] is the production implementation over `aws-sdk-elasticache`.
 //! - [`steps`] turns a run's AWS effects into calls (looking before acting), with their audit
 //!   lines.
-//! - [`Metered`] counts and times every call for `/metrics`.
+//! - [`Metered`] counts and times every call for `/metrics`, and tries a throttled read again
+//!   at once (twice, within about a quarter of a second) before it reports the throttling.
 //! - [`sim`] is a simulator that speaks the ElastiCache Query protocol over HTTP, so tests and
 //!   the demo exercise the real SDK client end to end.
 //!
@@ -22,8 +23,33 @@ use crate::workflow::ports::{
 };
 use crate::workflow::preflight::PendingChange;
 
-/// Any [`ElastiCache`], with every call counted and timed by operation and outcome.
+/// Any [`ElastiCache`], with every call counted and timed by operation and outcome. A read
+/// answered with a transient error (throttling, a 5xx, a timeout) is tried again twice after
+/// short jittered waits: a run's checks make several reads, and under heavy throttling the
+/// chance that all of them pass in one try of the step is small. Writes are never retried
+/// here; the runner's persisted schedule decides about those (and about reads that keep
+/// failing).
 pub struct Metered(pub std::sync::Arc<dyn ElastiCache>);
+
+/// Tries of one read, the first included.
+const READ_TRIES: u32 = 3;
+
+async fn read<T, F>(operation: &'static str, call: impl Fn() -> F) -> Result<T, AwsError>
+where
+    F: Future<Output = Result<T, AwsError>>,
+{
+    let mut wait = std::time::Duration::from_millis(50);
+    for _ in 1..READ_TRIES {
+        match metered(operation, call()).await {
+            Err(AwsError::Transient { .. }) => {
+                tokio::time::sleep(crate::workflow::policy::jittered(wait)).await;
+                wait *= 4;
+            }
+            done => return done,
+        }
+    }
+    metered(operation, call()).await
+}
 
 async fn metered<T>(
     operation: &'static str,
@@ -44,30 +70,27 @@ impl ElastiCache for Metered {
         &'a self,
         id: &'a ReplicationGroupId,
     ) -> BoxFuture<'a, Result<GroupInfo, AwsError>> {
-        Box::pin(metered(
-            "DescribeReplicationGroups",
-            self.0.describe_group(id),
-        ))
+        Box::pin(read("DescribeReplicationGroups", || {
+            self.0.describe_group(id)
+        }))
     }
 
     fn describe_cache_cluster<'a>(
         &'a self,
         id: &'a CacheClusterId,
     ) -> BoxFuture<'a, Result<CacheClusterInfo, AwsError>> {
-        Box::pin(metered(
-            "DescribeCacheClusters",
-            self.0.describe_cache_cluster(id),
-        ))
+        Box::pin(read("DescribeCacheClusters", || {
+            self.0.describe_cache_cluster(id)
+        }))
     }
 
     fn allowed_scale_ups<'a>(
         &'a self,
         id: &'a ReplicationGroupId,
     ) -> BoxFuture<'a, Result<Vec<NodeType>, AwsError>> {
-        Box::pin(metered(
-            "ListAllowedNodeTypeModifications",
-            self.0.allowed_scale_ups(id),
-        ))
+        Box::pin(read("ListAllowedNodeTypeModifications", || {
+            self.0.allowed_scale_ups(id)
+        }))
     }
 
     fn create_snapshot<'a>(
@@ -85,7 +108,7 @@ impl ElastiCache for Metered {
         &'a self,
         name: &'a SnapshotName,
     ) -> BoxFuture<'a, Result<Option<SnapshotInfo>, AwsError>> {
-        Box::pin(metered("DescribeSnapshots", self.0.describe_snapshot(name)))
+        Box::pin(read("DescribeSnapshots", || self.0.describe_snapshot(name)))
     }
 
     fn modify_node_type<'a>(
@@ -104,36 +127,33 @@ impl ElastiCache for Metered {
         parameter_group: &'a str,
         wanted: &'a [&'a str],
     ) -> BoxFuture<'a, Result<Parameters, AwsError>> {
-        Box::pin(metered(
-            "DescribeCacheParameters",
-            self.0.cache_parameters(parameter_group, wanted),
-        ))
+        Box::pin(read("DescribeCacheParameters", || {
+            self.0.cache_parameters(parameter_group, wanted)
+        }))
     }
 
     fn manual_snapshots<'a>(
         &'a self,
         group: &'a ReplicationGroupId,
     ) -> BoxFuture<'a, Result<Vec<SnapshotInfo>, AwsError>> {
-        Box::pin(metered("DescribeSnapshots", self.0.manual_snapshots(group)))
+        Box::pin(read("DescribeSnapshots", || self.0.manual_snapshots(group)))
     }
 
     fn update_actions_in_progress<'a>(
         &'a self,
         group: &'a ReplicationGroupId,
     ) -> BoxFuture<'a, Result<Vec<PendingChange>, AwsError>> {
-        Box::pin(metered(
-            "DescribeUpdateActions",
-            self.0.update_actions_in_progress(group),
-        ))
+        Box::pin(read("DescribeUpdateActions", || {
+            self.0.update_actions_in_progress(group)
+        }))
     }
 
     fn scalable_dimensions<'a>(
         &'a self,
         group: &'a ReplicationGroupId,
     ) -> BoxFuture<'a, Result<Vec<String>, AwsError>> {
-        Box::pin(metered(
-            "DescribeScalableTargets",
-            self.0.scalable_dimensions(group),
-        ))
+        Box::pin(read("DescribeScalableTargets", || {
+            self.0.scalable_dimensions(group)
+        }))
     }
 }

@@ -419,10 +419,11 @@ impl ElastiCache for SdkElastiCache {
 }
 
 /// The AWS account `config`'s credentials belong to (STS GetCallerIdentity, a call that needs
-/// no permission). Asked once at start, so it may retry a little.
+/// no permission). Asked once at start, where a throttled answer must not stop the bot: up to
+/// eight tries with the SDK's jittered backoff (a few seconds in all).
 pub async fn caller_account(config: &SdkConfig) -> Result<String, AwsError> {
     let conf = aws_sdk_sts::config::Builder::from(config)
-        .retry_config(RetryConfig::standard().with_max_attempts(3))
+        .retry_config(RetryConfig::standard().with_max_attempts(8))
         .build();
     let out = aws_sdk_sts::Client::from_conf(conf)
         .get_caller_identity()

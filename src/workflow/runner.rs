@@ -198,6 +198,14 @@ impl Runner {
         info!("runner started; resuming pending work");
         let Ports { store, clock, .. } = self.inner.ports.clone();
         while !self.halted() {
+            // Free every finished task (the select below hears of at most one per turn).
+            while let Some(r) = tasks.try_join_next() {
+                if let Err(e) = r
+                    && e.is_panic()
+                {
+                    error!("an effect task panicked: {e}");
+                }
+            }
             let due = match store.due_effects(clock.now(), &self.busy_list(), 64).await {
                 Ok(due) => due,
                 Err(e) => {
