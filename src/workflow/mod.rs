@@ -46,6 +46,7 @@
 //! A transition is committed to the store before any of its effects run, and every effect is
 //! idempotent, so a process killed at any point resumes without doing anything twice.
 
+mod dispatch;
 pub mod effect;
 pub mod event;
 pub mod machine;

@@ -20,13 +20,12 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::domain::RunId;
 
-use super::effect::{Effect, Lane};
-use super::event::{AwsOp, Event};
+use super::dispatch::{self, Heard};
+use super::effect::Lane;
+use super::event::Event;
 use super::machine::{self, StartRequest, Started, Submitted};
 use super::policy::{AfterFailure, Deliveries, FailedTry};
-use super::ports::{
-    Attempt, AuditEntry, AwsError, Busy, Created, Failure, PendingEffect, Ports, StoreError,
-};
+use super::ports::{Attempt, AuditEntry, Busy, Created, PendingEffect, Ports, StoreError};
 use super::run::Run;
 
 /// Test and demo controls.
@@ -51,21 +50,6 @@ pub enum RunnerError {
     Store(#[from] StoreError),
     #[error("the runner is stopped")]
     Halted,
-}
-
-/// What came of executing one effect.
-enum Heard {
-    /// What the machine hears (`None`: nothing, the message went out).
-    Told(Option<Event>),
-    /// The try failed; if no try works, the machine hears the event (`None`: only the audit
-    /// trail does — a thread reply that never arrives is not the run's failure).
-    Failed(Failure, Option<Event>),
-}
-
-/// How a port said no.
-enum Fail {
-    Aws(AwsOp, AwsError),
-    Delivery(Failure),
 }
 
 #[derive(Clone)]
@@ -282,7 +266,7 @@ impl Runner {
         let mut at = Attempt::new(run, p.id, p.attempt, maybe_done, clock.clone());
         let heard = match superseded {
             true => Heard::Told(None),
-            false => self.perform(&mut at, &p.effect).await,
+            false => dispatch::perform(&self.inner.ports, &mut at, &p.effect).await,
         };
         let Deliveries { retry, retry_for } = self.inner.delivery;
         let policy = p.effect.retry_policy(at.run.policy.aws_retry, retry);
@@ -316,75 +300,6 @@ impl Runner {
             None => store.complete_effect(p.id, run_id, now, audit).await?,
         }
         Ok(())
-    }
-
-    /// Hand the effect to its port; what the machine hears.
-    async fn perform(&self, at: &mut Attempt, effect: &Effect) -> Heard {
-        let Ports {
-            aws,
-            chat,
-            pager,
-            hooks,
-            ..
-        } = &self.inner.ports;
-        let quiet = |r: Result<(), Failure>| r.map(|()| None).map_err(Fail::Delivery);
-        let told = |r: Result<Event, Failure>| r.map(Some).map_err(Fail::Delivery);
-        let aws_failed = |op| move |e| Fail::Aws(op, e);
-        let result = match effect {
-            Effect::FetchPlan => (aws.fetch_plan(at).await)
-                .map(|f| Some(Event::plan_fetched(f)))
-                .map_err(aws_failed(AwsOp::Plan)),
-            Effect::Recheck { before } => (aws.look_again(at).await)
-                .map(|l| Some(Event::rechecked(*before, l)))
-                .map_err(aws_failed(AwsOp::Recheck)),
-            Effect::CreateSnapshot { name } => (aws.create_snapshot(at, name).await)
-                .map(|status| Some(Event::SnapshotStarted { status }))
-                .map_err(aws_failed(AwsOp::CreateSnapshot)),
-            Effect::PollSnapshot { name } => (aws.poll_snapshot(at, name).await)
-                .map(|status| Some(Event::SnapshotPolled { status }))
-                .map_err(aws_failed(AwsOp::PollSnapshot)),
-            Effect::ModifyNodeType { target } => (aws.modify_node_type(at, target).await)
-                .map(|group| Some(Event::ModifyRequested { group }))
-                .map_err(aws_failed(AwsOp::Modify)),
-            Effect::PollGroup => (aws.poll_group(at).await)
-                .map(|group| Some(Event::GroupPolled { group }))
-                .map_err(aws_failed(AwsOp::PollGroup)),
-            Effect::Timer { timer } => Ok(Some(Event::TimerFired { timer: *timer })),
-            Effect::PostTopMessage => (chat.post_top_message(at).await)
-                .map(|posted| posted.map(|message| Event::TopMessagePosted { message }))
-                .map_err(Fail::Delivery),
-            Effect::UpdateTopMessage => quiet(chat.update_top_message(at).await),
-            Effect::PostNote { note } => quiet(chat.post_note(at, note).await),
-            Effect::Reply { note } => quiet(chat.reply(at, note).await),
-            Effect::OfferCancel => (chat.offer_cancel(at).await)
-                .map(|ts| ts.map(|ts| Event::CancelOffered { ts }))
-                .map_err(Fail::Delivery),
-            Effect::CheckDuplicateTop => quiet(chat.check_duplicate_top(at).await),
-            Effect::RepeatLine => (chat.repeat_line(at).await)
-                .map(|ts| ts.map(|ts| Event::RepeatLinePosted { ts }))
-                .map_err(Fail::Delivery),
-            Effect::WithdrawCancelOffer { ts, reason } => {
-                quiet(chat.withdraw_cancel_offer(at, ts, reason).await)
-            }
-            Effect::Page { action } => told((pager.page(at, action).await).map(|()| {
-                let action = action.clone();
-                Event::PageDelivered { action }
-            })),
-            Effect::CallHook { phase } => told((hooks.call(at, *phase).await).map(|()| {
-                let phase = *phase;
-                Event::HookDone { phase }
-            })),
-        };
-        match result {
-            Ok(event) => Heard::Told(event),
-            Err(Fail::Aws(op, error)) => {
-                Heard::Failed(Failure::from(&error), Some(Event::AwsFailed { op, error }))
-            }
-            Err(Fail::Delivery(f)) => {
-                let then = effect.failed_for_good(&f.error);
-                Heard::Failed(f, then)
-            }
-        }
     }
 }
 
