@@ -112,7 +112,7 @@ impl App {
         );
         let outcome = match action {
             AlarmAction::Ignore(why) => AlarmOutcome::Ignored(why),
-            AlarmAction::Repeat(run) => self.repeat(&run, &alarm).await?,
+            AlarmAction::Repeat(run) => self.repeat(&run, &group, &alarm).await?,
             AlarmAction::Clear(run) => {
                 let event = Event::AlarmCleared {
                     delivery_id: alarm.delivery_id.clone(),
@@ -150,24 +150,41 @@ impl App {
                 match self.start(&group, None, trigger, false).await? {
                     Start::Started(Started::Created(id)) => AlarmOutcome::Started(id),
                     // Another delivery won the race: this one is a repeat on that run.
-                    Start::Started(Started::AlreadyActive(id)) => self.repeat(&id, &alarm).await?,
+                    Start::Started(Started::AlreadyActive(id)) => {
+                        self.repeat(&id, &group, &alarm).await?
+                    }
                     Start::UnknownGroup => AlarmOutcome::UnknownGroup,
                 }
             }
         };
-        self.record(&alarm, Some(&group), &outcome, None).await?;
+        // A repeat noted on its run was recorded in the same commit.
+        if !matches!(outcome, AlarmOutcome::Repeated(_)) {
+            self.record(&alarm, Some(&group), &outcome, None).await?;
+        }
         Ok(outcome)
     }
 
-    async fn repeat(&self, run: &RunId, alarm: &Alarm) -> Result<AlarmOutcome, AppError> {
+    /// Note the alarm on the group's active run, recording the delivery in the same commit.
+    async fn repeat(
+        &self,
+        run: &RunId,
+        group: &ReplicationGroupId,
+        alarm: &Alarm,
+    ) -> Result<AlarmOutcome, AppError> {
         let event = Event::AlarmRepeated {
             delivery_id: alarm.delivery_id.clone(),
             reason: alarm.reason.clone(),
             value: alarm.value,
         };
-        Ok(match self.runner.submit(run, event).await? {
+        let repeated = AlarmOutcome::Repeated(run.clone());
+        let record = alarm_record(alarm, Some(group), &repeated);
+        Ok(match self.runner.submit_alarm(run, event, record).await? {
+            Submitted::Accepted(_) => {
+                self.metrics.alarm(repeated.name());
+                repeated
+            }
             Submitted::Ignored(_) => AlarmOutcome::Duplicate,
-            _ => AlarmOutcome::Repeated(run.clone()),
+            Submitted::Rejected(why) => AlarmOutcome::Ignored(why.to_string()),
         })
     }
 
@@ -181,14 +198,7 @@ impl App {
         notice: Option<(&ChannelId, String, Notice)>,
     ) -> Result<bool, AppError> {
         self.metrics.alarm(outcome.name());
-        let record = AlarmRecord {
-            delivery_id: alarm.delivery_id.clone(),
-            at: alarm.at,
-            name: alarm.name.clone(),
-            state: alarm.state.as_str().to_string(),
-            group: group.map(|g| g.to_string()),
-            outcome: outcome.name().to_string(),
-        };
+        let record = alarm_record(alarm, group, outcome);
         let now = self.clock.now();
         let alarms = &self.config.alarms;
         let notice = match notice {
@@ -280,5 +290,21 @@ impl App {
         self.cluster_groups
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What the alarm log keeps of a delivery.
+fn alarm_record(
+    alarm: &Alarm,
+    group: Option<&ReplicationGroupId>,
+    outcome: &AlarmOutcome,
+) -> AlarmRecord {
+    AlarmRecord {
+        delivery_id: alarm.delivery_id.clone(),
+        at: alarm.at,
+        name: alarm.name.clone(),
+        state: alarm.state.as_str().to_string(),
+        group: group.map(|g| g.to_string()),
+        outcome: outcome.name().to_string(),
     }
 }

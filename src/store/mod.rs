@@ -570,18 +570,7 @@ impl SqliteStore {
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let n = tx.execute(
-            "INSERT OR IGNORE INTO alarms (delivery_id, at, name, state, group_id, outcome)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                r.delivery_id,
-                r.at.as_millis(),
-                r.name,
-                r.state,
-                r.group,
-                r.outcome
-            ],
-        )?;
+        let n = insert_alarm(&tx, r)?;
         if n > 0
             && let Some(notice) = notice
         {
@@ -974,6 +963,22 @@ impl SqliteStore {
     }
 }
 
+/// Log an alarm delivery; 0 if it was logged before.
+fn insert_alarm(conn: &Connection, r: &AlarmRecord) -> Result<usize, StoreError> {
+    Ok(conn.execute(
+        "INSERT OR IGNORE INTO alarms (delivery_id, at, name, state, group_id, outcome)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            r.delivery_id,
+            r.at.as_millis(),
+            r.name,
+            r.state,
+            r.group,
+            r.outcome
+        ],
+    )?)
+}
+
 /// A delivery that leaves a windowed notice: the first of its window posts it; the others count
 /// on it, with one update of the posted notice pending at a time.
 fn count_notice(conn: &Connection, n: &WindowedNotice) -> Result<(), StoreError> {
@@ -1111,6 +1116,9 @@ fn write_change(
     }
     for a in &change.audit {
         insert_audit(conn, run_id, a)?;
+    }
+    if let Some(r) = &change.delivery {
+        insert_alarm(conn, r)?;
     }
     Ok(())
 }

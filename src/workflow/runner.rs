@@ -25,7 +25,9 @@ use super::effect::Lane;
 use super::event::Event;
 use super::machine::{self, StartRequest, Started, Submitted};
 use super::policy::{AfterFailure, Deliveries, FailedTry};
-use super::ports::{Attempt, AuditEntry, Busy, Created, PendingEffect, Ports, StoreError};
+use super::ports::{
+    AlarmRecord, Attempt, AuditEntry, Busy, Created, PendingEffect, Ports, StoreError,
+};
 use super::run::Run;
 
 /// Test and demo controls.
@@ -134,7 +136,19 @@ impl Runner {
 
     /// Feed an event (a click, an alarm) to a run.
     pub async fn submit(&self, run_id: &RunId, event: Event) -> Result<Submitted, RunnerError> {
-        self.apply(run_id, None, event, Vec::new()).await
+        self.apply(run_id, None, event, Vec::new(), None).await
+    }
+
+    /// Feed an alarm to a run; its delivery is recorded in the same commit if it is accepted
+    /// (in a storm, one write per delivery instead of two).
+    pub async fn submit_alarm(
+        &self,
+        run_id: &RunId,
+        event: Event,
+        delivery: AlarmRecord,
+    ) -> Result<Submitted, RunnerError> {
+        self.apply(run_id, None, event, Vec::new(), Some(delivery))
+            .await
     }
 
     fn announce(&self, run: &Run, event: &'static str, summary: String) {
@@ -152,11 +166,13 @@ impl Runner {
         completed: Option<i64>,
         event: Event,
         audit: Vec<AuditEntry>,
+        delivery: Option<AlarmRecord>,
     ) -> Result<Submitted, RunnerError> {
         self.check_running()?;
         let now = self.inner.ports.clock.now();
         let ev = event.clone();
-        let decide = Box::new(move |run: &Run| machine::commit(run, &ev, now, audit));
+        let decide =
+            Box::new(move |run: &Run| machine::commit(run, &ev, now, audit).recording(delivery));
         let store = &self.inner.ports.store;
         let d = store.update_run(run_id, completed, now, decide).await?;
         if let Submitted::Accepted(run) = &d.submitted {
@@ -296,7 +312,7 @@ impl Runner {
             }
         };
         match event {
-            Some(event) => drop(self.apply(run_id, Some(p.id), event, audit).await?),
+            Some(event) => drop(self.apply(run_id, Some(p.id), event, audit, None).await?),
             None => store.complete_effect(p.id, run_id, now, audit).await?,
         }
         Ok(())

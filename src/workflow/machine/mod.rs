@@ -208,6 +208,7 @@ pub fn open(id: RunId, req: StartRequest, now: Timestamp) -> (Run, Change) {
             due: now,
         }],
         drop_pending_work: false,
+        delivery: None,
         audit: vec![AuditEntry::new(
             now,
             run.trigger.actor_name(),
@@ -293,6 +294,7 @@ pub fn commit(run: &Run, event: &Event, now: Timestamp, mut audit: Vec<AuditEntr
             effects,
             drop_pending_work,
             audit,
+            delivery: None,
         },
         submitted,
         summary,

@@ -95,6 +95,8 @@ pub struct Change {
     pub effects: Vec<Scheduled>,
     pub drop_pending_work: bool,
     pub audit: Vec<AuditEntry>,
+    /// An alarm delivery noted on the run, recorded in the same write.
+    pub delivery: Option<AlarmRecord>,
 }
 
 /// The result of trying to create a run.
@@ -117,6 +119,16 @@ pub struct Decided {
     pub summary: String,
     /// What the transition finished, for the metrics.
     pub progress: Progress,
+}
+
+impl Decided {
+    /// Record this alarm delivery with the change, if the event was accepted.
+    pub fn recording(mut self, delivery: Option<AlarmRecord>) -> Decided {
+        if matches!(self.submitted, Submitted::Accepted(_)) {
+            self.change.delivery = delivery;
+        }
+        self
+    }
 }
 
 /// A decision taken inside the store's transaction, on the run as stored.

@@ -98,6 +98,11 @@ impl Memory {
         for a in &change.audit {
             self.audit.push((run.clone(), a.clone()));
         }
+        if let Some(r) = &change.delivery {
+            self.alarms
+                .entry(r.delivery_id.clone())
+                .or_insert_with(|| r.clone());
+        }
     }
 
     /// Pending effects a run may execute now: work, and its earliest pending chat effect.
