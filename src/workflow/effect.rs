@@ -246,8 +246,9 @@ impl Effect {
             | Effect::Reply { .. }
             | Effect::OfferCancel
             | Effect::RepeatLine
-            | Effect::CheckDuplicateTop
             | Effect::WithdrawCancelOffer { .. } => Lane::Chat,
+            // The look for a duplicate top message waits seconds before it is due; in the chat
+            // lane every message after it would wait too. Its order among them doesn't matter.
             _ => Lane::Work,
         }
     }
