@@ -1176,6 +1176,23 @@ impl<'s> Walker<'s> {
         out
     }
 
+    /// A duration that must be longer than zero (a zero one is reported, and `None`).
+    fn positive_duration(
+        &mut self,
+        table: &Table<'_>,
+        key: &str,
+        prefix: &str,
+    ) -> Option<Duration> {
+        match self.duration(table, key, prefix)? {
+            Duration::ZERO => {
+                let at = self.get(table, key).map_or(0, |v| v.span().start);
+                self.issue(&join(prefix, key), at, "must be longer than zero");
+                None
+            }
+            d => Some(d),
+        }
+    }
+
     fn retention(&mut self, root: &Table<'_>) -> RetentionConfig {
         let mut out = RetentionConfig::default();
         let Some(t) = self.sub_table(root, "retention", "") else {
@@ -1188,13 +1205,8 @@ impl<'s> Walker<'s> {
             ("records", &mut out.keep.records),
             ("prune_interval", &mut out.prune_interval),
         ] {
-            match self.duration(&t, key, "retention") {
-                Some(Duration::ZERO) => {
-                    let at = self.get(&t, key).map_or(0, |v| v.span().start);
-                    self.issue(&join("retention", key), at, "must be longer than zero");
-                }
-                Some(d) => *slot = d,
-                None => {}
+            if let Some(d) = self.positive_duration(&t, key, "retention") {
+                *slot = d;
             }
         }
         if let Some(n) = self.integer(&t, "prune_batch", "retention", 1..=100_000) {
@@ -1215,13 +1227,8 @@ impl<'s> Walker<'s> {
             ("body_timeout", &mut out.body_timeout),
             ("idle_timeout", &mut out.idle_timeout),
         ] {
-            match self.duration(&t, key, "http") {
-                Some(Duration::ZERO) => {
-                    let at = self.get(&t, key).map_or(0, |v| v.span().start);
-                    self.issue(&join("http", key), at, "must be longer than zero");
-                }
-                Some(d) => *slot = d,
-                None => {}
+            if let Some(d) = self.positive_duration(&t, key, "http") {
+                *slot = d;
             }
         }
         if let Some(n) = self.integer(&t, "max_connections", "http", 1..=1_000_000) {

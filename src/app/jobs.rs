@@ -118,9 +118,12 @@ impl App {
         window: Option<String>,
         messenger: &dyn Messenger,
     ) -> Result<(), Failure> {
-        let store_failed = |e: StoreError| Failure::transient(e.to_string(), None);
         let seen = match &window {
-            Some(key) => self.store.notice_seen(key).await.map_err(store_failed)?,
+            Some(key) => self
+                .store
+                .notice_seen(key)
+                .await
+                .map_err(|e| stored(e.into()))?,
             None => None,
         };
         let ts = messenger
@@ -130,7 +133,7 @@ impl App {
             self.store
                 .notice_posted(&key, &ts)
                 .await
-                .map_err(store_failed)?;
+                .map_err(|e| stored(e.into()))?;
         }
         Ok(())
     }
@@ -163,7 +166,7 @@ impl App {
                 window,
             } => {
                 let seen = self.store.take_notice_update(&window).await;
-                return match seen.map_err(|e| Failure::transient(e.to_string(), None))? {
+                return match seen.map_err(|e| stored(e.into()))? {
                     // The window was replaced by a newer one, whose post shows its own count.
                     None => Ok(()),
                     Some(NoticeSeen { ts: None, .. }) => Err(Failure::transient(

@@ -586,7 +586,11 @@ impl Workspace {
         Ok((answer, Some(event)))
     }
 
-    fn update(&mut self, args: &Map<String, Value>) -> Outcome {
+    /// The `channel` and `ts` arguments, and the channel's messages.
+    fn channel_and_ts(
+        &mut self,
+        args: &Map<String, Value>,
+    ) -> Result<(ChannelId, MessageTs, &mut Vec<FakeMessage>), Refusal> {
         let channel = channel_arg(args)?;
         let ts = str_arg(args, "ts")
             .and_then(|s| MessageTs::parse(s).ok())
@@ -595,6 +599,11 @@ impl Workspace {
             .channels
             .get_mut(&channel)
             .ok_or_else(|| Refusal::new("channel_not_found"))?;
+        Ok((channel, ts, messages))
+    }
+
+    fn update(&mut self, args: &Map<String, Value>) -> Outcome {
+        let (channel, ts, messages) = self.channel_and_ts(args)?;
         let message =
             find_message_mut(messages, &ts).ok_or_else(|| Refusal::new("message_not_found"))?;
         let previous = message.message();
@@ -620,14 +629,7 @@ impl Workspace {
 
     /// chat.delete: the message is gone from its channel (a bot may delete its own).
     fn delete(&mut self, args: &Map<String, Value>) -> Outcome {
-        let channel = channel_arg(args)?;
-        let ts = str_arg(args, "ts")
-            .and_then(|s| MessageTs::parse(s).ok())
-            .ok_or_else(|| Refusal::new("message_not_found"))?;
-        let messages = self
-            .channels
-            .get_mut(&channel)
-            .ok_or_else(|| Refusal::new("channel_not_found"))?;
+        let (channel, ts, messages) = self.channel_and_ts(args)?;
         let at = messages
             .iter()
             .position(|m| m.ts == ts)

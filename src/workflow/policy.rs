@@ -197,8 +197,8 @@ impl RetryPolicy {
         };
         let wait_text = |w: Duration| crate::domain::format_duration(w);
         match until {
-            RetryUntil::Attempts => match self.next_try(attempt, true, f.retry_after) {
-                Some(_) => AfterFailure::Retry {
+            RetryUntil::Attempts => match attempt < self.attempts {
+                true => AfterFailure::Retry {
                     due: f.now.plus(wait),
                     attempt: attempt + 1,
                     line: format!(
@@ -207,7 +207,7 @@ impl RetryPolicy {
                         wait_text(wait)
                     ),
                 },
-                None => give_up(format!(
+                false => give_up(format!(
                     "{kind} failed {attempt} time(s); last error: {error}"
                 )),
             },
