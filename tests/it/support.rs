@@ -135,6 +135,8 @@ approvers = ["{ONCALL}", "{ONCALL2}", "{ONCALL_GROUP}"]
 
 [delivery]
 retry_interval = "20ms"
+# A retried top message is checked for a duplicate 3 × this later (30 s by default).
+timeout = "2s"
 
 [defaults]
 approval_timeout = "1h"
@@ -342,9 +344,17 @@ impl TestApp {
                     .iter()
                     .map(|a| format!("{} {} {}", a.actor, a.kind, a.detail))
                     .collect();
+                let pending: Vec<String> = self
+                    .store
+                    .pending_effects(Some(id))
+                    .unwrap()
+                    .iter()
+                    .map(|p| format!("{} (try {}, due {:?})", p.effect.name(), p.attempt, p.due))
+                    .collect();
                 panic!(
-                    "timed out waiting for {what}; run is {}\n{}",
+                    "timed out waiting for {what}; run is {}; pending: [{}]\n{}",
                     run.state_name(),
+                    pending.join(", "),
                     lines.join("\n")
                 );
             }

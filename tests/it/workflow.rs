@@ -589,10 +589,8 @@ async fn a_top_message_slack_stores_after_the_retry_posted_again_is_deleted_afte
         redis_autoscaler::standin::slack::Fault::StoreLate(std::time::Duration::from_millis(500)),
     );
     let dir = TempDir::new();
-    let config = config_text("", "approval = \"auto\"").replace(
-        "[delivery]\nretry_interval = \"20ms\"",
-        "[delivery]\nretry_interval = \"20ms\"\ntimeout = \"200ms\"",
-    );
+    let config =
+        config_text("", "approval = \"auto\"").replace("timeout = \"2s\"", "timeout = \"200ms\"");
     assert!(config.contains("timeout = \"200ms\""));
     let t = TestApp::spawn(&services, &config, &dir.db()).await;
     let run = t.alarm().await;
