@@ -28,7 +28,11 @@ use super::Http;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// A request body Slack signed. The only way to get one is [`FromRequest`], which verifies.
-pub struct SlackVerified(pub Bytes);
+pub struct SlackVerified {
+    pub body: Bytes,
+    /// What recognises a copy of this request (its signature).
+    replay_key: String,
+}
 
 impl FromRequest<Http> for SlackVerified {
     type Rejection = Response;
@@ -67,20 +71,31 @@ impl FromRequest<Http> for SlackVerified {
             warn!(path = %parts.uri.path(), reason = %e, "refused a Slack request");
             return Err((StatusCode::UNAUTHORIZED, "invalid signature\n").into_response());
         }
-        // A signed request is acted on once: a copy sent again within the signature's window
-        // (a replay) changes nothing, whenever it comes.
-        let key = format!("slack:{}", signed.unwrap_or_default());
+        let replay_key = format!("slack:{}", signed.unwrap_or_default());
+        Ok(SlackVerified {
+            body: bytes,
+            replay_key,
+        })
+    }
+}
+
+impl SlackVerified {
+    /// A signed request that acts (starts, cancels or clicks) is acted on once: a copy sent
+    /// again within the signature's window (a replay) changes nothing, whenever it comes, on
+    /// any replica. The answer for a copy is `Err`. Reading requests (`help`, `runs`) skip
+    /// this: answering a copy again changes nothing, and it keeps their ack off the disk.
+    async fn first_time(&self, http: &Http, path: &str) -> Result<(), Response> {
         match http
             .app
             .store
-            .remember_request(&key, now, REPLAY_WINDOW)
+            .remember_request(&self.replay_key, http.app.now(), REPLAY_WINDOW)
             .await
         {
-            Ok(true) => Ok(SlackVerified(bytes)),
+            Ok(true) => Ok(()),
             Ok(false) => {
-                warn!(path = %parts.uri.path(), "refused a replayed Slack request");
+                warn!(path, "refused a replayed Slack request");
                 let answer = answers::text("This request was already handled; nothing changed.");
-                Err(match parts.uri.path() {
+                Err(match path {
                     "/slack/commands" => ephemeral(answer),
                     _ => StatusCode::OK.into_response(),
                 })
@@ -125,8 +140,8 @@ fn usable(http: &Http, url: Option<String>) -> Option<String> {
     url.filter(|u| is_response_url(u, &http.app.config.endpoints.slack_api_url))
 }
 
-pub async fn commands(State(http): State<Http>, SlackVerified(body): SlackVerified) -> Response {
-    let form = match SlashForm::parse(&body) {
+pub async fn commands(State(http): State<Http>, verified: SlackVerified) -> Response {
+    let form = match SlashForm::parse(&verified.body) {
         Ok(f) => f,
         Err(e) => return bad_request(e),
     };
@@ -141,6 +156,11 @@ pub async fn commands(State(http): State<Http>, SlackVerified(body): SlackVerifi
         Err(usage) => return ephemeral(answers::text(usage.0)),
     };
     let app = &http.app;
+    if command.acts()
+        && let Err(copy) = verified.first_time(&http, "/slack/commands").await
+    {
+        return copy;
+    }
     answer(match command {
         Command::Help { unknown } => {
             return ephemeral(answers::text(commands::help_text(name, unknown.as_deref())));
@@ -164,11 +184,11 @@ pub async fn commands(State(http): State<Http>, SlackVerified(body): SlackVerifi
     })
 }
 
-pub async fn interactions(
-    State(http): State<Http>,
-    SlackVerified(body): SlackVerified,
-) -> Response {
-    let interaction = match interactions::parse(&body) {
+pub async fn interactions(State(http): State<Http>, verified: SlackVerified) -> Response {
+    if let Err(copy) = verified.first_time(&http, "/slack/interactions").await {
+        return copy;
+    }
+    let interaction = match interactions::parse(&verified.body) {
         Ok(i) => i,
         Err(e) => {
             warn!(error = %e, "malformed interaction");

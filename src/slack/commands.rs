@@ -48,6 +48,18 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether it does something beyond answering from what the bot knows: starts or cancels
+    /// a run, or has AWS asked (`status` follows up with a live look). A copy of a signed
+    /// request that acts is refused; one that only reads is answered again.
+    pub fn acts(&self) -> bool {
+        match self {
+            Command::Help { .. } | Command::Runs => false,
+            Command::Status { .. } | Command::Upsize { .. } | Command::Cancel { .. } => true,
+        }
+    }
+}
+
 /// A command we recognise, used wrongly. The message says how to use it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

@@ -784,6 +784,50 @@ async fn a_replayed_slash_command_is_acted_on_once_even_across_a_restart() {
     t.stop().await;
 }
 
+/// A copy of a signed request that only reads (`/redis help`, `/redis runs`) is answered
+/// again, with nothing remembered for it; a copy of a click is refused before it reaches the
+/// run, so it is neither a second decision nor an audited refusal.
+#[tokio::test]
+async fn a_replayed_help_is_answered_again_and_a_replayed_click_changes_nothing() {
+    let (services, _dir, t) = app("").await;
+    for text in ["help", "runs"] {
+        let body = slash_body(&services, ONCALL, text);
+        let ts = Timestamp::now().as_secs().to_string();
+        let sig = signature::sign(&Secret::new(SIGNING_SECRET), &ts, body.as_bytes());
+        for _ in 0..2 {
+            let answer: Value = post_with(&t, "/slack/commands", &body, Some(&ts), Some(&sig))
+                .await
+                .json()
+                .await
+                .unwrap();
+            let text = answer["text"].as_str().unwrap();
+            assert!(!text.contains("already handled"), "{answer}");
+        }
+    }
+
+    let run = t.alarm().await;
+    awaiting_approval(&t, &run).await;
+    let body = click_body(&services, ONCALL, "click", button("approve", &run));
+    let ts = Timestamp::now().as_secs().to_string();
+    let sig = signature::sign(&Secret::new(SIGNING_SECRET), &ts, body.as_bytes());
+    for _ in 0..3 {
+        let status = post_with(&t, "/slack/interactions", &body, Some(&ts), Some(&sig))
+            .await
+            .status();
+        assert_eq!(status, 200);
+    }
+    let done = t.wait_done(&run).await;
+    assert_eq!(done.state_name(), "succeeded");
+    assert_eq!(done.decisions.len(), 1);
+    let audit = t.store.audit_trail(&run).unwrap();
+    assert!(
+        !audit.iter().any(|a| a.kind == "rejected"),
+        "the copies never reached the run"
+    );
+    assert_eq!(services.sim.count("CreateSnapshot"), 1);
+    t.stop().await;
+}
+
 /// `slack.requesters` and `slack.command_channels` in the test config's `[slack]` table.
 fn with_slack_keys(config: String, keys: &str) -> String {
     config.replacen("[delivery]", &format!("{keys}\n\n[delivery]"), 1)
