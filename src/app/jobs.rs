@@ -130,10 +130,19 @@ impl App {
             .post_notice(channel, notice, seen.as_ref())
             .await?;
         if let (Some(key), Some(ts)) = (window, ts) {
+            // Repeats counted while it was being posted are shown by an update right after.
+            let update = Job::NoticeRepeated {
+                channel: channel.clone(),
+                notice: notice.clone(),
+                window: key.clone(),
+            }
+            .into_new(self.clock.now())
+            .map_err(|e| stored(e.into()))?;
             self.store
-                .notice_posted(&key, &ts)
+                .notice_posted(&key, &ts, update)
                 .await
                 .map_err(|e| stored(e.into()))?;
+            self.jobs_added.notify_one();
         }
         Ok(())
     }
@@ -169,10 +178,9 @@ impl App {
                 return match seen.map_err(|e| stored(e.into()))? {
                     // The window was replaced by a newer one, whose post shows its own count.
                     None => Ok(()),
-                    Some(NoticeSeen { ts: None, .. }) => Err(Failure::transient(
-                        "the notice is not posted yet; its count is shown once it is",
-                        None,
-                    )),
+                    // Not posted yet: the post queues this update again once it is (the
+                    // update stays pending), so nothing is lost by stopping here.
+                    Some(NoticeSeen { ts: None, .. }) => Ok(()),
                     Some(seen) => {
                         let ts = seen.ts.clone().expect("matched above");
                         (messenger.update_notice(&channel, &ts, &notice, &seen)).await

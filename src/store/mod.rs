@@ -7,10 +7,12 @@
 //!
 //! This module knows how to store a run, not what a run should do.
 
+mod writer;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{MessageTs, ReplicationGroupId, RunId, Timestamp};
@@ -22,12 +24,15 @@ use crate::workflow::ports::{
 };
 use crate::workflow::run::Run;
 
-/// The SQLite store. Cheap to clone and share; calls are short and serialised. Its inherent
-/// methods are synchronous (tests and tools use them); the [`Store`] port runs the same calls
-/// off the async threads.
+/// The SQLite store. Cheap to clone and share. Writes go through one writer thread that
+/// commits whatever is queued in one transaction ([`writer`]); reads use their own connection
+/// (WAL lets them run beside a commit). Its inherent methods are synchronous (tests and tools
+/// use them); the [`Store`] port runs the same calls without blocking the async threads.
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    /// Reads. An in-memory database has one connection, shared with the writer.
+    read: Arc<Mutex<Connection>>,
+    writer: writer::Writer,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -124,33 +129,53 @@ CREATE INDEX IF NOT EXISTS requests_seen_by_time ON requests_seen(at);
 impl SqliteStore {
     /// Open (creating if needed) the database file.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        let conn = Connection::open(path)?;
-        Self::init(conn)
+        let write = Self::init(Connection::open(path)?)?;
+        let read = Connection::open(path)?;
+        read.busy_timeout(std::time::Duration::from_secs(5))?;
+        // A write sent to the reading connection by mistake fails loudly instead of
+        // bypassing the writer.
+        read.pragma_update(None, "query_only", "ON")?;
+        Ok(SqliteStore {
+            read: Arc::new(Mutex::new(read)),
+            writer: writer::Writer::start(Arc::new(Mutex::new(write)))?,
+        })
     }
 
     /// A private in-memory database (tests).
     pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
-        Self::init(Connection::open_in_memory()?)
+        let conn = Arc::new(Mutex::new(Self::init(Connection::open_in_memory()?)?));
+        Ok(SqliteStore {
+            read: conn.clone(),
+            writer: writer::Writer::start(conn)?,
+        })
     }
 
-    fn init(conn: Connection) -> Result<SqliteStore, StoreError> {
+    fn init(conn: Connection) -> Result<Connection, StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         // WAL keeps readers off the writer's back; FULL makes every commit durable, because a
-        // lost transition could mean a repeated snapshot or a lost page.
+        // lost transition could mean a repeated snapshot or a lost page. The writer's group
+        // commit is what keeps FULL affordable under load.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
         migrate(&conn)?;
-        Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        Ok(conn)
     }
 
+    /// The reading connection.
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock can't leave a half-written transaction behind
         // (SQLite rolls it back), so a poisoned lock is safe to reuse.
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+        self.read.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Run `f` in the writer's next transaction; the answer comes once it is committed.
+    fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.writer.write(f)
     }
 
     /// One pruning pass (see [`Store::prune`]): each kind in its own short transaction.
@@ -163,8 +188,8 @@ impl SqliteStore {
         let cutoff = |d: std::time::Duration| now.as_millis() - d.as_millis() as i64;
         let (runs_before, records_before) = (cutoff(retention.runs), cutoff(retention.records));
         let limit = batch as i64;
-        let delete = |sql: &str, before: i64| -> Result<usize, StoreError> {
-            Ok(self.conn().execute(sql, params![before, limit])?)
+        let delete = |sql: &'static str, before: i64| -> Result<usize, StoreError> {
+            self.write(move |c| Ok(c.execute(sql, params![before, limit])?))
         };
         let mut out = Pruned {
             effects: delete(
@@ -199,61 +224,34 @@ impl SqliteStore {
              LIMIT ?2)",
             runs_before,
         )?;
-        out.audit = self.conn().execute(
-            "DELETE FROM audit WHERE id IN (SELECT a.id FROM audit a
-             WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = a.run_id) LIMIT ?1)",
-            params![limit],
-        )?;
-        out.effects += self.conn().execute(
-            "DELETE FROM effects WHERE id IN (SELECT e.id FROM effects e
-             WHERE e.status <> 'pending'
-               AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = e.run_id) LIMIT ?1)",
-            params![limit],
-        )?;
+        out.audit = self.write(move |c| {
+            Ok(c.execute(
+                "DELETE FROM audit WHERE id IN (SELECT a.id FROM audit a
+                 WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = a.run_id) LIMIT ?1)",
+                params![limit],
+            )?)
+        })?;
+        out.effects += self.write(move |c| {
+            Ok(c.execute(
+                "DELETE FROM effects WHERE id IN (SELECT e.id FROM effects e
+                 WHERE e.status <> 'pending'
+                   AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = e.run_id) LIMIT ?1)",
+                params![limit],
+            )?)
+        })?;
         Ok(out)
     }
 
     /// Can the store be written right now? (`/readyz`.)
+    /// The writer opens a write transaction for it, which is the test.
     pub fn check_writable(&self) -> Result<(), StoreError> {
-        let conn = self.conn();
-        // Answer quickly: a probe must not hang for the whole busy timeout.
-        conn.busy_timeout(std::time::Duration::from_millis(500))?;
-        let result = conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;");
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        result?;
-        Ok(())
+        self.write(|_| Ok(()))
     }
 
     /// Insert a new run with its first effects, unless its group already has an active run.
-    pub fn create_run(&self, run: &Run, change: &Change) -> Result<Created, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let existing: Option<String> = tx
-            .query_row(
-                "SELECT id FROM runs WHERE group_id = ?1 AND active = 1",
-                params![run.group.as_str()],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(id) = existing {
-            return Ok(Created::AlreadyActive(parse_run_id(&id)?));
-        }
-        tx.execute(
-            "INSERT INTO runs (id, group_id, active, state, created_at, updated_at, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                run.id.as_str(),
-                run.group.as_str(),
-                !run.is_finished(),
-                run.state_name(),
-                run.created_at.as_millis(),
-                run.updated_at.as_millis(),
-                to_json(run)?,
-            ],
-        )?;
-        write_change(&tx, &run.id, change, run.updated_at)?;
-        tx.commit()?;
-        Ok(Created::Created)
+    pub fn create_run(&self, run: &Run, change: Change) -> Result<Created, StoreError> {
+        let run = run.clone();
+        self.write(move |c| create_run(c, &run, &change))
     }
 
     /// Change a run in one transaction: `decide` sees the stored run and says what to write.
@@ -264,43 +262,10 @@ impl SqliteStore {
         id: &RunId,
         completed: Option<EffectId>,
         now: Timestamp,
-        decide: impl FnOnce(&Run) -> Decided,
+        decide: impl FnOnce(&Run) -> Decided + Send + 'static,
     ) -> Result<Decided, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let body: Option<String> = tx
-            .query_row(
-                "SELECT body FROM runs WHERE id = ?1",
-                params![id.as_str()],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let Some(body) = body else {
-            return Err(StoreError::RunNotFound(id.clone()));
-        };
-        let run: Run = from_json(&body)?;
-        let decided = decide(&run);
-        if let Some(next) = &decided.next {
-            tx.execute(
-                "UPDATE runs SET active = ?2, state = ?3, updated_at = ?4, body = ?5 WHERE id = ?1",
-                params![
-                    id.as_str(),
-                    !next.is_finished(),
-                    next.state_name(),
-                    next.updated_at.as_millis(),
-                    to_json(next)?,
-                ],
-            )?;
-        }
-        if let Some(effect_id) = completed {
-            tx.execute(
-                "UPDATE effects SET status = 'done', done_at = ?2 WHERE id = ?1 AND status = 'pending'",
-                params![effect_id, now.as_millis()],
-            )?;
-        }
-        write_change(&tx, id, &decided.change, now)?;
-        tx.commit()?;
-        Ok(decided)
+        let id = id.clone();
+        self.write(move |c| update_run(c, &id, completed, now, decide))
     }
 
     /// Put an effect back in the queue for another attempt.
@@ -312,17 +277,8 @@ impl SqliteStore {
         attempt: u32,
         audit: &[AuditEntry],
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
-            "UPDATE effects SET due_at = ?2, attempt = ?3 WHERE id = ?1 AND status = 'pending'",
-            params![effect_id, due.as_millis(), attempt],
-        )?;
-        for a in audit {
-            insert_audit(&tx, run_id, a)?;
-        }
-        tx.commit()?;
-        Ok(())
+        let (run_id, audit) = (run_id.clone(), audit.to_vec());
+        self.write(move |c| retry_effect(c, effect_id, &run_id, due, attempt, &audit))
     }
 
     /// Mark an effect done without changing its run, with its lines for the audit trail.
@@ -333,17 +289,8 @@ impl SqliteStore {
         now: Timestamp,
         audit: &[AuditEntry],
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
-            "UPDATE effects SET status = 'done', done_at = ?2 WHERE id = ?1 AND status = 'pending'",
-            params![effect_id, now.as_millis()],
-        )?;
-        for a in audit {
-            insert_audit(&tx, run_id, a)?;
-        }
-        tx.commit()?;
-        Ok(())
+        let (run_id, audit) = (run_id.clone(), audit.to_vec());
+        self.write(move |c| complete_effect(c, effect_id, &run_id, now, &audit))
     }
 
     /// For each run not in `busy`, its next pending effect if it is due by `now`.
@@ -413,22 +360,7 @@ impl SqliteStore {
     /// Note that an effect is being executed. Returns whether an earlier execution had already
     /// started it (and so may have done its work before the process stopped).
     pub fn mark_started(&self, effect_id: i64, now: Timestamp) -> Result<bool, StoreError> {
-        let conn = self.conn();
-        let before: Option<i64> = conn
-            .query_row(
-                "SELECT started_at FROM effects WHERE id = ?1",
-                params![effect_id],
-                |r| r.get(0),
-            )
-            .optional()?
-            .flatten();
-        if before.is_none() {
-            conn.execute(
-                "UPDATE effects SET started_at = ?2 WHERE id = ?1",
-                params![effect_id, now.as_millis()],
-            )?;
-        }
-        Ok(before.is_some())
+        self.write(move |c| mark_started(c, "effects", effect_id, now))
     }
 
     /// Is another effect of this kind pending for the run after `effect_id`?
@@ -568,16 +500,8 @@ impl SqliteStore {
         r: &AlarmRecord,
         notice: Option<&WindowedNotice>,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let n = insert_alarm(&tx, r)?;
-        if n > 0
-            && let Some(notice) = notice
-        {
-            count_notice(&tx, notice)?;
-        }
-        tx.commit()?;
-        Ok(n > 0)
+        let (r, notice) = (r.clone(), notice.cloned());
+        self.write(move |c| record_alarm(c, &r, notice.as_ref()))
     }
 
     /// What the notice window `key` has seen.
@@ -585,28 +509,21 @@ impl SqliteStore {
         notice_row(&self.conn(), key)
     }
 
-    /// The window's notice was posted as `ts`.
-    pub fn notice_posted(&self, key: &str, ts: &MessageTs) -> Result<(), StoreError> {
-        self.conn().execute(
-            "UPDATE notice_windows SET ts = ?2 WHERE key = ?1",
-            params![key, ts.as_str()],
-        )?;
-        Ok(())
+    /// The window's notice was posted as `ts`; `update` is queued if repeats wait to be shown.
+    pub fn notice_posted(
+        &self,
+        key: &str,
+        ts: &MessageTs,
+        update: NewJob,
+    ) -> Result<(), StoreError> {
+        let (key, ts) = (key.to_string(), ts.clone());
+        self.write(move |c| notice_posted(c, &key, &ts, &update))
     }
 
     /// Take the window's pending update (it stays pending while the notice isn't posted).
     pub fn take_notice_update(&self, key: &str) -> Result<Option<NoticeSeen>, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let seen = notice_row(&tx, key)?;
-        if seen.as_ref().is_some_and(|s| s.ts.is_some()) {
-            tx.execute(
-                "UPDATE notice_windows SET update_pending = 0 WHERE key = ?1",
-                params![key],
-            )?;
-        }
-        tx.commit()?;
-        Ok(seen)
+        let key = key.to_string();
+        self.write(move |c| take_notice_update(c, &key))
     }
 
     /// Remember a signed request; false if it was seen within `keep` (a replay).
@@ -616,21 +533,14 @@ impl SqliteStore {
         now: Timestamp,
         keep: std::time::Duration,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let cutoff = now.as_millis() - keep.as_millis() as i64;
-        tx.execute("DELETE FROM requests_seen WHERE at < ?1", params![cutoff])?;
-        let n = tx.execute(
-            "INSERT OR IGNORE INTO requests_seen (key, at) VALUES (?1, ?2)",
-            params![key, now.as_millis()],
-        )?;
-        tx.commit()?;
-        Ok(n > 0)
+        let key = key.to_string();
+        self.write(move |c| remember_request(c, &key, now, keep))
     }
 
     /// Put a job in the outbox.
     pub fn enqueue_job(&self, job: &NewJob) -> Result<(), StoreError> {
-        insert_job(&self.conn(), job, job.due)
+        let job = job.clone();
+        self.write(move |c| insert_job(c, &job, job.due))
     }
 
     /// Due jobs not in `busy` (oldest first), and when the next one not in `busy` is due.
@@ -672,38 +582,15 @@ impl SqliteStore {
 
     /// Note that a job is being done; whether an earlier try had started it.
     pub fn start_job(&self, id: i64, now: Timestamp) -> Result<bool, StoreError> {
-        let conn = self.conn();
-        let before: Option<i64> = conn
-            .query_row(
-                "SELECT started_at FROM jobs WHERE id = ?1",
-                params![id],
-                |r| r.get(0),
-            )
-            .optional()?
-            .flatten();
-        if before.is_none() {
-            conn.execute(
-                "UPDATE jobs SET started_at = ?2 WHERE id = ?1",
-                params![id, now.as_millis()],
-            )?;
-        }
-        Ok(before.is_some())
+        self.write(move |c| mark_started(c, "jobs", id, now))
     }
 
     pub fn complete_job(&self, id: i64, now: Timestamp) -> Result<(), StoreError> {
-        self.conn().execute(
-            "UPDATE jobs SET status = 'done', done_at = ?2 WHERE id = ?1",
-            params![id, now.as_millis()],
-        )?;
-        Ok(())
+        self.write(move |c| complete_job(c, id, now))
     }
 
     pub fn retry_job(&self, id: i64, due: Timestamp, attempt: u32) -> Result<(), StoreError> {
-        self.conn().execute(
-            "UPDATE jobs SET due_at = ?2, attempt = ?3 WHERE id = ?1 AND status = 'pending'",
-            params![id, due.as_millis(), attempt],
-        )?;
-        Ok(())
+        self.write(move |c| retry_job(c, id, due, attempt))
     }
 
     /// The alarm log, newest first.
@@ -748,7 +635,8 @@ impl Store for SqliteStore {
         change: Change,
     ) -> BoxFuture<'a, Result<Created, StoreError>> {
         let run = run.clone();
-        self.blocking(move |s| s.create_run(&run, &change))
+        self.writer
+            .write_async(move |c| create_run(c, &run, &change))
     }
 
     fn update_run<'a>(
@@ -759,7 +647,8 @@ impl Store for SqliteStore {
         decide: Decide,
     ) -> BoxFuture<'a, Result<Decided, StoreError>> {
         let id = id.clone();
-        self.blocking(move |s| s.update_run(&id, completed, now, decide))
+        self.writer
+            .write_async(move |c| update_run(c, &id, completed, now, decide))
     }
 
     fn run<'a>(&'a self, id: &'a RunId) -> BoxFuture<'a, Result<Option<Run>, StoreError>> {
@@ -815,7 +704,8 @@ impl Store for SqliteStore {
         effect: EffectId,
         now: Timestamp,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
-        self.blocking(move |s| s.mark_started(effect, now))
+        self.writer
+            .write_async(move |c| mark_started(c, "effects", effect, now))
     }
 
     fn has_later_pending<'a>(
@@ -836,7 +726,8 @@ impl Store for SqliteStore {
         audit: Vec<AuditEntry>,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let run = run.clone();
-        self.blocking(move |s| s.complete_effect(effect, &run, now, &audit))
+        self.writer
+            .write_async(move |c| complete_effect(c, effect, &run, now, &audit))
     }
 
     fn retry_effect<'a>(
@@ -848,7 +739,8 @@ impl Store for SqliteStore {
         audit: Vec<AuditEntry>,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let run = run.clone();
-        self.blocking(move |s| s.retry_effect(effect, &run, due, attempt, &audit))
+        self.writer
+            .write_async(move |c| retry_effect(c, effect, &run, due, attempt, &audit))
     }
 
     fn pending_count(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
@@ -856,7 +748,8 @@ impl Store for SqliteStore {
     }
 
     fn enqueue_job<'a>(&'a self, job: NewJob) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.blocking(move |s| s.enqueue_job(&job))
+        self.writer
+            .write_async(move |c| insert_job(c, &job, job.due))
     }
 
     fn due_jobs<'a>(
@@ -870,11 +763,12 @@ impl Store for SqliteStore {
     }
 
     fn start_job(&self, id: i64, now: Timestamp) -> BoxFuture<'_, Result<bool, StoreError>> {
-        self.blocking(move |s| s.start_job(id, now))
+        self.writer
+            .write_async(move |c| mark_started(c, "jobs", id, now))
     }
 
     fn complete_job(&self, id: i64, now: Timestamp) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.blocking(move |s| s.complete_job(id, now))
+        self.writer.write_async(move |c| complete_job(c, id, now))
     }
 
     fn retry_job(
@@ -883,7 +777,8 @@ impl Store for SqliteStore {
         due: Timestamp,
         attempt: u32,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.blocking(move |s| s.retry_job(id, due, attempt))
+        self.writer
+            .write_async(move |c| retry_job(c, id, due, attempt))
     }
 
     fn alarm_seen<'a>(&'a self, delivery_id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
@@ -896,7 +791,8 @@ impl Store for SqliteStore {
         record: AlarmRecord,
         notice: Option<WindowedNotice>,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
-        self.blocking(move |s| s.record_alarm(&record, notice.as_ref()))
+        self.writer
+            .write_async(move |c| record_alarm(c, &record, notice.as_ref()))
     }
 
     fn notice_seen<'a>(
@@ -911,9 +807,11 @@ impl Store for SqliteStore {
         &'a self,
         key: &'a str,
         ts: &'a MessageTs,
+        update: NewJob,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let (key, ts) = (key.to_string(), ts.clone());
-        self.blocking(move |s| s.notice_posted(&key, &ts))
+        self.writer
+            .write_async(move |c| notice_posted(c, &key, &ts, &update))
     }
 
     fn take_notice_update<'a>(
@@ -921,7 +819,8 @@ impl Store for SqliteStore {
         key: &'a str,
     ) -> BoxFuture<'a, Result<Option<NoticeSeen>, StoreError>> {
         let key = key.to_string();
-        self.blocking(move |s| s.take_notice_update(&key))
+        self.writer
+            .write_async(move |c| take_notice_update(c, &key))
     }
 
     fn remember_request<'a>(
@@ -931,11 +830,22 @@ impl Store for SqliteStore {
         keep: std::time::Duration,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         let key = key.to_string();
-        self.blocking(move |s| s.remember_request(&key, now, keep))
+        self.writer
+            .write_async(move |c| remember_request(c, &key, now, keep))
     }
 
     fn check_writable(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.blocking(|s| s.check_writable())
+        let probe = self.writer.write_async(|_| Ok(()));
+        Box::pin(async move {
+            // Answer quickly: a probe must not hang for the whole busy timeout.
+            tokio::time::timeout(std::time::Duration::from_millis(500), probe)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(StoreError::Backend(
+                        "no write transaction within 500 ms".into(),
+                    ))
+                })
+        })
     }
 
     fn prune(
@@ -961,6 +871,211 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
         })
     }
+}
+
+fn create_run(conn: &Connection, run: &Run, change: &Change) -> Result<Created, StoreError> {
+    let existing: Option<String> = conn
+        .query_row(
+            "SELECT id FROM runs WHERE group_id = ?1 AND active = 1",
+            params![run.group.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(id) = existing {
+        return Ok(Created::AlreadyActive(parse_run_id(&id)?));
+    }
+    conn.execute(
+        "INSERT INTO runs (id, group_id, active, state, created_at, updated_at, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            run.id.as_str(),
+            run.group.as_str(),
+            !run.is_finished(),
+            run.state_name(),
+            run.created_at.as_millis(),
+            run.updated_at.as_millis(),
+            to_json(run)?,
+        ],
+    )?;
+    write_change(conn, &run.id, change, run.updated_at)?;
+    Ok(Created::Created)
+}
+
+fn update_run(
+    conn: &Connection,
+    id: &RunId,
+    completed: Option<EffectId>,
+    now: Timestamp,
+    decide: impl FnOnce(&Run) -> Decided,
+) -> Result<Decided, StoreError> {
+    let body: Option<String> = conn
+        .query_row(
+            "SELECT body FROM runs WHERE id = ?1",
+            params![id.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(body) = body else {
+        return Err(StoreError::RunNotFound(id.clone()));
+    };
+    let run: Run = from_json(&body)?;
+    let decided = decide(&run);
+    if let Some(next) = &decided.next {
+        conn.execute(
+            "UPDATE runs SET active = ?2, state = ?3, updated_at = ?4, body = ?5 WHERE id = ?1",
+            params![
+                id.as_str(),
+                !next.is_finished(),
+                next.state_name(),
+                next.updated_at.as_millis(),
+                to_json(next)?,
+            ],
+        )?;
+    }
+    if let Some(effect_id) = completed {
+        conn.execute(
+            "UPDATE effects SET status = 'done', done_at = ?2 WHERE id = ?1 AND status = 'pending'",
+            params![effect_id, now.as_millis()],
+        )?;
+    }
+    write_change(conn, id, &decided.change, now)?;
+    Ok(decided)
+}
+
+fn retry_effect(
+    conn: &Connection,
+    effect_id: EffectId,
+    run_id: &RunId,
+    due: Timestamp,
+    attempt: u32,
+    audit: &[AuditEntry],
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE effects SET due_at = ?2, attempt = ?3 WHERE id = ?1 AND status = 'pending'",
+        params![effect_id, due.as_millis(), attempt],
+    )?;
+    for a in audit {
+        insert_audit(conn, run_id, a)?;
+    }
+    Ok(())
+}
+
+fn complete_effect(
+    conn: &Connection,
+    effect_id: EffectId,
+    run_id: &RunId,
+    now: Timestamp,
+    audit: &[AuditEntry],
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE effects SET status = 'done', done_at = ?2 WHERE id = ?1 AND status = 'pending'",
+        params![effect_id, now.as_millis()],
+    )?;
+    for a in audit {
+        insert_audit(conn, run_id, a)?;
+    }
+    Ok(())
+}
+
+/// Note that an effect (`table` "effects") or a job ("jobs") is being executed. Whether an
+/// earlier execution had already started it (and so may have done its work before the
+/// process stopped).
+fn mark_started(
+    conn: &Connection,
+    table: &'static str,
+    id: i64,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let before: Option<i64> = conn
+        .query_row(
+            &format!("SELECT started_at FROM {table} WHERE id = ?1"),
+            params![id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    if before.is_none() {
+        conn.execute(
+            &format!("UPDATE {table} SET started_at = ?2 WHERE id = ?1"),
+            params![id, now.as_millis()],
+        )?;
+    }
+    Ok(before.is_some())
+}
+
+fn record_alarm(
+    conn: &Connection,
+    r: &AlarmRecord,
+    notice: Option<&WindowedNotice>,
+) -> Result<bool, StoreError> {
+    let n = insert_alarm(conn, r)?;
+    if n > 0
+        && let Some(notice) = notice
+    {
+        count_notice(conn, notice)?;
+    }
+    Ok(n > 0)
+}
+
+fn take_notice_update(conn: &Connection, key: &str) -> Result<Option<NoticeSeen>, StoreError> {
+    let seen = notice_row(conn, key)?;
+    if seen.as_ref().is_some_and(|s| s.ts.is_some()) {
+        conn.execute(
+            "UPDATE notice_windows SET update_pending = 0 WHERE key = ?1",
+            params![key],
+        )?;
+    }
+    Ok(seen)
+}
+
+fn remember_request(
+    conn: &Connection,
+    key: &str,
+    now: Timestamp,
+    keep: std::time::Duration,
+) -> Result<bool, StoreError> {
+    let cutoff = now.as_millis() - keep.as_millis() as i64;
+    conn.execute("DELETE FROM requests_seen WHERE at < ?1", params![cutoff])?;
+    let n = conn.execute(
+        "INSERT OR IGNORE INTO requests_seen (key, at) VALUES (?1, ?2)",
+        params![key, now.as_millis()],
+    )?;
+    Ok(n > 0)
+}
+
+fn notice_posted(
+    conn: &Connection,
+    key: &str,
+    ts: &MessageTs,
+    update: &NewJob,
+) -> Result<(), StoreError> {
+    let pending: Option<i64> = conn
+        .query_row(
+            "UPDATE notice_windows SET ts = ?2 WHERE key = ?1 RETURNING update_pending",
+            params![key, ts.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if pending == Some(1) {
+        insert_job(conn, update, update.due)?;
+    }
+    Ok(())
+}
+
+fn complete_job(conn: &Connection, id: i64, now: Timestamp) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE jobs SET status = 'done', done_at = ?2 WHERE id = ?1",
+        params![id, now.as_millis()],
+    )?;
+    Ok(())
+}
+
+fn retry_job(conn: &Connection, id: i64, due: Timestamp, attempt: u32) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE jobs SET due_at = ?2, attempt = ?3 WHERE id = ?1 AND status = 'pending'",
+        params![id, due.as_millis(), attempt],
+    )?;
+    Ok(())
 }
 
 /// Log an alarm delivery; 0 if it was logged before.
@@ -1224,14 +1339,15 @@ mod tests {
         };
         let finish = |id: &RunId, at: i64| {
             store
-                .update_run(id, None, t(at), |r| {
+                .update_run(id, None, t(at), move |r| {
                     let mut next = r.clone();
                     next.state = crate::workflow::run::State::Finished {
                         plan: None,
                         outcome: crate::workflow::run::Outcome::Expired,
                     };
-                    let audit =
-                        (0..3).map(|i| AuditEntry::new(t(at), "test", "step", format!("{i}")));
+                    let audit = (0..3).map(|i| {
+                        AuditEntry::new(Timestamp::from_millis(at), "test", "step", format!("{i}"))
+                    });
                     let change = Change {
                         audit: audit.collect(),
                         ..Change::default()
@@ -1247,21 +1363,21 @@ mod tests {
         };
         // Finished 38 days ago: gone, with its audit and effects.
         let old = run("old-group", DAY);
-        store.create_run(&old, &first_effects(DAY)).unwrap();
+        store.create_run(&old, first_effects(DAY)).unwrap();
         done_effects(&old.id, DAY);
         finish(&old.id, 2 * DAY);
         // Finished 5 days ago: kept, and so is its effect done then.
         let recent = run("recent-group", 30 * DAY);
-        store.create_run(&recent, &first_effects(30 * DAY)).unwrap();
+        store.create_run(&recent, first_effects(30 * DAY)).unwrap();
         done_effects(&recent.id, 35 * DAY);
         finish(&recent.id, 35 * DAY);
         // Finished long ago with a message still to send: kept until it is sent.
         let waiting = run("waiting-group", DAY);
-        store.create_run(&waiting, &first_effects(DAY)).unwrap();
+        store.create_run(&waiting, first_effects(DAY)).unwrap();
         finish(&waiting.id, 2 * DAY);
         // Active since long ago: kept, with its pending effect; an old done effect of it goes.
         let active = run("active-group", DAY);
-        store.create_run(&active, &first_effects(DAY)).unwrap();
+        store.create_run(&active, first_effects(DAY)).unwrap();
         done_effects(&active.id, 20 * DAY);
         let more = Change {
             effects: vec![Scheduled {
@@ -1361,11 +1477,11 @@ mod tests {
         let a = run("prod-jobs", 1);
         let b = run("prod-jobs", 2);
         assert_eq!(
-            store.create_run(&a, &first_effects(1)).unwrap(),
+            store.create_run(&a, first_effects(1)).unwrap(),
             Created::Created
         );
         assert_eq!(
-            store.create_run(&b, &first_effects(2)).unwrap(),
+            store.create_run(&b, first_effects(2)).unwrap(),
             Created::AlreadyActive(a.id.clone())
         );
         assert!(
@@ -1375,7 +1491,7 @@ mod tests {
         assert_eq!(store.pending_effects(None).unwrap().len(), 1);
         let other = run("other-group", 3);
         assert_eq!(
-            store.create_run(&other, &first_effects(3)).unwrap(),
+            store.create_run(&other, first_effects(3)).unwrap(),
             Created::Created
         );
     }
@@ -1384,7 +1500,7 @@ mod tests {
     fn a_finished_run_frees_its_group() {
         let store = SqliteStore::open_in_memory().unwrap();
         let a = run("prod-jobs", 1);
-        store.create_run(&a, &Change::default()).unwrap();
+        store.create_run(&a, Change::default()).unwrap();
         store
             .update_run(&a.id, None, Timestamp::from_millis(5), |r| {
                 let mut next = r.clone();
@@ -1398,7 +1514,7 @@ mod tests {
         assert!(store.active_run(&a.group).unwrap().is_none());
         assert_eq!(
             store
-                .create_run(&run("prod-jobs", 6), &Change::default())
+                .create_run(&run("prod-jobs", 6), Change::default())
                 .unwrap(),
             Created::Created
         );
@@ -1425,7 +1541,7 @@ mod tests {
             ],
             ..Change::default()
         };
-        store.create_run(&a, &change).unwrap();
+        store.create_run(&a, change).unwrap();
         let due = store
             .due_effects(Timestamp::from_millis(4), &[], 10)
             .unwrap();
@@ -1500,7 +1616,7 @@ mod tests {
             ],
             ..Change::default()
         };
-        store.create_run(&a, &change).unwrap();
+        store.create_run(&a, change).unwrap();
         let due = store
             .due_effects(Timestamp::from_millis(10), &[], 10)
             .unwrap();
@@ -1562,7 +1678,7 @@ mod tests {
             ],
             ..Change::default()
         };
-        store.create_run(&a, &change).unwrap();
+        store.create_run(&a, change).unwrap();
         store
             .update_run(&a.id, None, Timestamp::from_millis(1), |_| {
                 decided(
@@ -1583,6 +1699,73 @@ mod tests {
         assert_eq!(left, vec![Effect::UpdateTopMessage]);
     }
 
+    /// Repeats counted before the notice was posted are not lost: posting it queues the
+    /// update that shows them; a notice posted with no repeat queues nothing.
+    #[test]
+    fn a_notice_posted_after_repeats_were_counted_queues_their_update() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let job = |kind: &str, at: i64| NewJob {
+            kind: kind.into(),
+            body: "{}".into(),
+            due: Timestamp::from_millis(at),
+        };
+        let delivery = |id: &str, at: i64| AlarmRecord {
+            delivery_id: id.into(),
+            at: Timestamp::from_millis(at),
+            name: "Redis memory".into(),
+            state: "ALARM".into(),
+            group: None,
+            outcome: "unknown_group".into(),
+        };
+        let notice = |key: &str, at: i64| WindowedNotice {
+            key: key.into(),
+            window: std::time::Duration::from_secs(3600),
+            post: job("post", at),
+            update: job("update", at + 10),
+        };
+        let kinds = |store: &SqliteStore| -> Vec<String> {
+            let (due, _) = store
+                .due_jobs(Timestamp::from_millis(i64::MAX / 2), &[], 100)
+                .unwrap();
+            due.into_iter().map(|j| j.kind).collect()
+        };
+        let ts = MessageTs::parse("1700000000.000100").unwrap();
+
+        // Alone: posted, nothing more to show.
+        assert!(
+            store
+                .record_alarm(&delivery("a-1", 1), Some(&notice("a", 1)))
+                .unwrap()
+        );
+        store.notice_posted("a", &ts, job("after-post", 2)).unwrap();
+        assert_eq!(kinds(&store), ["post"]);
+
+        // Two repeats before the post: one update while counting, one queued by the post
+        // (the first may have found nothing posted yet and stopped).
+        assert!(
+            store
+                .record_alarm(&delivery("b-1", 1), Some(&notice("b", 1)))
+                .unwrap()
+        );
+        assert!(
+            store
+                .record_alarm(&delivery("b-2", 2), Some(&notice("b", 2)))
+                .unwrap()
+        );
+        assert!(
+            store
+                .record_alarm(&delivery("b-3", 3), Some(&notice("b", 3)))
+                .unwrap()
+        );
+        assert_eq!(store.notice_seen("b").unwrap().unwrap().count, 3);
+        store.notice_posted("b", &ts, job("after-post", 4)).unwrap();
+        assert_eq!(kinds(&store), ["post", "post", "after-post", "update"]);
+        // Taken, the update is no longer pending: the next repeat leaves a new one.
+        assert_eq!(store.take_notice_update("b").unwrap().unwrap().count, 3);
+        store.notice_posted("b", &ts, job("after-post", 5)).unwrap();
+        assert_eq!(kinds(&store).len(), 4);
+    }
+
     #[test]
     fn runs_and_audit_survive_reopening_the_file() {
         let dir = std::env::temp_dir().join(format!("ra-store-{}", RunId::generate()));
@@ -1598,7 +1781,7 @@ mod tests {
                 "created",
                 "test",
             ));
-            store.create_run(&a, &change).unwrap();
+            store.create_run(&a, change).unwrap();
         }
         let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.run(&a.id).unwrap().unwrap(), a);

@@ -320,10 +320,13 @@ pub trait Store: Send + Sync {
     ) -> BoxFuture<'a, Result<Option<NoticeSeen>, StoreError>>;
 
     /// The window's notice was posted as `ts`.
+    /// The window's notice was posted as `ts`. If repeats were counted while it was being
+    /// posted (an update is pending), `update` is queued, in the same commit, to show them.
     fn notice_posted<'a>(
         &'a self,
         key: &'a str,
         ts: &'a MessageTs,
+        update: NewJob,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Take the window's pending update: what it has seen, and from now on a repeat leaves a

@@ -445,9 +445,18 @@ impl Store for MemoryStore {
         &'a self,
         key: &'a str,
         ts: &'a MessageTs,
+        update: NewJob,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        if let Some((s, _)) = lock(&self.0).notices.get_mut(key) {
-            s.ts = Some(ts.clone());
+        let mut m = lock(&self.0);
+        let pending = match m.notices.get_mut(key) {
+            Some((s, pending)) => {
+                s.ts = Some(ts.clone());
+                *pending
+            }
+            None => false,
+        };
+        if pending {
+            m.push_job(update);
         }
         ready(Ok(()))
     }
