@@ -284,7 +284,8 @@ impl NodeSize {
             "xlarge" => NodeSize::XLarge(1),
             _ => {
                 let n = s.strip_suffix("xlarge")?;
-                if n.starts_with('0') {
+                // Digits only: `u16::from_str` would also take `+2`.
+                if n.starts_with('0') || !n.bytes().all(|b| b.is_ascii_digit()) {
                     return None;
                 }
                 let n: u16 = n.parse().ok()?;
@@ -614,6 +615,9 @@ mod tests {
             "cache.r6g.huge",
             "cache.r6g.1xlarge",
             "cache.r6g.02xlarge",
+            "cache.r6g.+2xlarge",
+            "cache.r6g.-2xlarge",
+            "cache.r6g. 2xlarge",
             "cache.6rg.large",
             "cache.r6g.large.x",
         ] {
