@@ -104,9 +104,9 @@ impl Aws for ElastiCacheSteps {
         Box::pin(async move {
             let (group, allowed) = self.group_and_scale_ups(at).await?;
             let mut lines = Vec::new();
-            // Throttled reads of the pending changes are tried again while the run's AWS
-            // retries last; the last try shows them as unknown instead.
-            let retry = at.number < at.run.policy.aws_retry.attempts;
+            // Throttled reads of the pending changes are tried again while the step's deadline
+            // allows another try; the last try shows them as unknown instead.
+            let retry = at.another_try_follows;
             let found = preflight::read(self.api.as_ref(), &group, at.now, &mut lines, retry).await;
             log_lines(at, lines);
             Ok(PlanFacts {
@@ -410,8 +410,8 @@ mod tests {
             early.as_ref().is_err_and(AwsError::is_retryable),
             "{early:?}"
         );
-        let last = Policy::default().aws_retry.attempts;
-        let mut at = attempt_number(last, true);
+        let mut at = attempt_number(9, true);
+        at.another_try_follows = false;
         let p = steps.fetch_plan(&mut at).await.unwrap().preflight;
         assert!(
             matches!(&p.pending, Check::Unknown(why) if why.contains("Throttling")),
@@ -430,7 +430,9 @@ mod tests {
             "{audit:?}"
         );
         // A look just before acting retries the throttled read rather than guessing.
-        let again = steps.look_again(&mut attempt_number(last, true)).await;
+        let mut at = attempt_number(9, true);
+        at.another_try_follows = false;
+        let again = steps.look_again(&mut at).await;
         assert!(
             again.as_ref().is_err_and(AwsError::is_retryable),
             "{again:?}"

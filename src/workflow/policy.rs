@@ -173,6 +173,14 @@ impl<'a> FailedTry<'a> {
 }
 
 impl RetryPolicy {
+    /// Before try `attempt` at `now`: would a retryable failure of it be tried again?
+    pub fn tries_after(&self, attempt: u32, now: Timestamp, until: RetryUntil) -> bool {
+        match until {
+            RetryUntil::Attempts => attempt < self.attempts,
+            RetryUntil::Deadline { at, .. } => now < at,
+        }
+    }
+
     /// After a try failed: retry, or give up. The wait grows by `backoff` up to
     /// [`RetryPolicy::MAX_DELAY`], spread by jitter; the other side's `Retry-After` is kept
     /// (and only ever lengthened a little). With a deadline, retries go on until it (the last
@@ -995,6 +1003,40 @@ mod tests {
             let w = jittered(d);
             assert!(w >= d / 2 && w <= d, "{w:?}");
         }
+    }
+
+    /// What an adapter is told before a try ("another try follows") matches what happens
+    /// when that try fails.
+    #[test]
+    fn another_try_follows_until_the_deadline_or_the_count() {
+        let p = RetryPolicy {
+            interval: Duration::from_secs(10),
+            attempts: 3,
+            backoff: 2.0,
+        };
+        let now = Timestamp::from_millis(1_000_000);
+        let end = now.plus(Duration::from_secs(60));
+        let deadline = RetryUntil::Deadline {
+            at: end,
+            what: "approval_timeout",
+        };
+        let failure = Failure::transient("transient (Throttling): slow down", None);
+        for (attempt, at) in [(1, now), (9, now), (9, end.plus(Duration::from_millis(1)))] {
+            let follows = p.tries_after(attempt, at, deadline);
+            let tried = FailedTry::of(&failure, "fetch_plan", attempt, at, 1.0);
+            let retried = matches!(p.after_failure(tried, deadline), AfterFailure::Retry { .. });
+            assert_eq!(follows, retried, "try {attempt}");
+        }
+        assert!(
+            p.tries_after(9, now, deadline),
+            "past the count, before the deadline"
+        );
+        assert!(
+            !p.tries_after(1, end, deadline),
+            "at the deadline: the last try"
+        );
+        assert!(p.tries_after(2, now, RetryUntil::Attempts));
+        assert!(!p.tries_after(3, now, RetryUntil::Attempts));
     }
 
     #[test]

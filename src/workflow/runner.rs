@@ -279,14 +279,15 @@ impl Runner {
             p.effect.superseded_by_later() && store.has_later_pending(&run.id, p.id, kind).await?;
         let started_before = p.effect.records_start() && store.mark_started(p.id, now).await?;
         let maybe_done = started_before || p.attempt > 1;
+        let Deliveries { retry, retry_for } = self.inner.delivery;
+        let policy = p.effect.retry_policy(run.policy.aws_retry, retry);
+        let until = p.effect.retry_until(&run, p.created, retry_for);
         let mut at = Attempt::new(run, p.id, p.attempt, maybe_done, clock.clone());
+        at.another_try_follows = policy.tries_after(p.attempt, now, until);
         let heard = match superseded {
             true => Heard::Told(None),
             false => dispatch::perform(&self.inner.ports, &mut at, &p.effect).await,
         };
-        let Deliveries { retry, retry_for } = self.inner.delivery;
-        let policy = p.effect.retry_policy(at.run.policy.aws_retry, retry);
-        let until = p.effect.retry_until(&at.run, p.created, retry_for);
         self.check_running()?;
         let (now, mut audit, run_id) = (clock.now(), at.take_audit(), &at.run.id);
         let event = match heard {

@@ -102,6 +102,10 @@ pub struct Attempt {
     /// An earlier try may have done the work before its answer was lost (a retry, or a crash
     /// while it was in flight): look before acting again.
     pub maybe_done_before: bool,
+    /// A retryable failure of this try would be tried again (the step's deadline, or its count
+    /// of tries, is not reached): an adapter may pass a doubtful answer on as "try again"
+    /// rather than settle for "unknown". Set by the runner; true unless it says otherwise.
+    pub another_try_follows: bool,
     pub now: Timestamp,
     audit: Vec<AuditEntry>,
     clock: std::sync::Arc<dyn Clock>,
@@ -120,6 +124,7 @@ impl Attempt {
             effect_id,
             number,
             maybe_done_before,
+            another_try_follows: true,
             now: clock.now(),
             audit: Vec::new(),
             clock,
