@@ -151,7 +151,7 @@ impl Application {
         let sns = Arc::new(SnsVerifier::new(deps.sns_http));
         Ok(Application {
             listener,
-            http: Http { app, sns },
+            http: Http::new(app, sns),
             worker,
             directory,
         })
@@ -195,6 +195,7 @@ impl Application {
         let jobs = tokio::spawn(self.worker.run(on()));
         let refresher = tokio::spawn(refresh_approvers(self.directory, on()));
         let pruner = tokio::spawn(prune_store(self.http.app.clone(), on()));
+        let upkeep = tokio::spawn(metrics_upkeep(on()));
         // The config against AWS, in the background: a contradiction is logged, not fatal.
         let app = self.http.app.clone();
         tokio::spawn(async move {
@@ -214,12 +215,26 @@ impl Application {
         if !ran {
             runner.await.ok();
         }
-        let _ = tokio::join!(jobs, refresher, pruner);
+        let _ = tokio::join!(jobs, refresher, pruner, upkeep);
         let served = match served {
             Some(result) => result,
             None => server.await,
         };
         served.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+}
+
+/// Fold the recorded histogram samples into their buckets every few seconds. Until then the
+/// recorder keeps each sample (8 bytes per request): without this, a bot nobody scrapes grew
+/// by ~11 MiB in 20 s of 70k requests a second.
+async fn metrics_upkeep(stop: impl Future<Output = ()>) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        crate::telemetry::prometheus().run_upkeep();
     }
 }
 

@@ -79,16 +79,33 @@ pub fn pending_effects(n: u64) {
     gauge!("redis_autoscaler_pending_effects").set(n as f64);
 }
 
+/// The route as a metric label: one of the bot's own (a fixed set, no allocation; keep it in
+/// step with `http::router`), or `unmatched`.
+fn route_label(matched: Option<&str>) -> &'static str {
+    const ROUTES: [&str; 7] = [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/slack/commands",
+        "/slack/interactions",
+        "/alarms/eventbridge",
+        "/alarms/sns",
+    ];
+    matched
+        .and_then(|m| ROUTES.iter().find(|r| **r == m))
+        .copied()
+        .unwrap_or("unmatched")
+}
+
 /// Middleware: one span per request (method and route), and request count and latency by
 /// route and status. The route is the matched pattern, never the raw path.
 pub async fn http_layer(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().to_string();
-    let span = tracing::info_span!("request", method = %method, route = %route);
+    let route = route_label(
+        req.extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str),
+    );
+    let span = tracing::info_span!("request", method = %req.method(), route = route);
     let started = Instant::now();
     let response = next.run(req).instrument(span.clone()).await;
     let status = response.status().as_u16().to_string();
@@ -96,7 +113,7 @@ pub async fn http_layer(req: Request, next: Next) -> Response {
     span.in_scope(
         || tracing::debug!(status = %status, took_ms = took.as_millis() as u64, "answered"),
     );
-    counter!("redis_autoscaler_http_requests_total", "route" => route.clone(), "status" => status)
+    counter!("redis_autoscaler_http_requests_total", "route" => route, "status" => status)
         .increment(1);
     histogram!("redis_autoscaler_http_request_duration_seconds", "route" => route)
         .record(took.as_secs_f64());

@@ -23,10 +23,27 @@ pub mod slack;
 pub use server::{open_files_limit, raise_open_files_limit};
 
 /// What the routes share: the use cases, and the SNS verifier (with its certificate cache).
+/// One pointer to clone: axum clones the state for every layer of every request.
 #[derive(Clone)]
-pub struct Http {
+pub struct Http(Arc<Shared>);
+
+pub struct Shared {
     pub app: App,
     pub sns: Arc<SnsVerifier>,
+}
+
+impl Http {
+    pub fn new(app: App, sns: Arc<SnsVerifier>) -> Http {
+        Http(Arc::new(Shared { app, sns }))
+    }
+}
+
+impl std::ops::Deref for Http {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// All routes of the bot. Every request's body is read within `limits.body_timeout` before

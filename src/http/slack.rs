@@ -113,9 +113,13 @@ impl SlackVerified {
 const REPLAY_WINDOW: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
 fn is_ssl_check(body: &[u8]) -> bool {
-    serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
-        .map(|pairs| pairs.iter().any(|(k, v)| k == "ssl_check" && v == "1"))
-        .unwrap_or(false)
+    // Looked at before the signature check, for every request: no copy of the body unless
+    // it could be one.
+    let mentions = body.windows(b"ssl_check".len()).any(|w| w == b"ssl_check");
+    mentions
+        && serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
+            .map(|pairs| pairs.iter().any(|(k, v)| k == "ssl_check" && v == "1"))
+            .unwrap_or(false)
 }
 
 /// An ephemeral answer, as the HTTP response to a slash command.
@@ -150,11 +154,20 @@ pub async fn commands(State(http): State<Http>, verified: SlackVerified) -> Resp
     };
     let name = &http.app.config.slack.command;
     let response_url = usable(&http, form.response_url.clone());
-    info!(user = %user, command = %form.command, text = %form.text, "slash command");
     let command = match commands::parse(&form.text, name) {
         Ok(c) => c,
-        Err(usage) => return ephemeral(answers::text(usage.0)),
+        Err(usage) => {
+            info!(user = %user, command = %form.command, text = %form.text, "slash command misused");
+            return ephemeral(answers::text(usage.0));
+        }
     };
+    // What acts is logged for people to follow; `help` and `runs` only at debug, so that a
+    // flood of them costs no log line each.
+    if command.acts() {
+        info!(user = %user, command = %form.command, text = %form.text, "slash command");
+    } else {
+        tracing::debug!(user = %user, command = %form.command, text = %form.text, "slash command");
+    }
     let app = &http.app;
     if command.acts()
         && let Err(copy) = verified.first_time(&http, "/slack/commands").await
