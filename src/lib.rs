@@ -35,11 +35,14 @@
 //!   approver directory, signature checks, command and click parsing, Block Kit rendering.
 //! - [`elasticache`]: the SDK implementation of the `ElastiCache` port, the `Aws` effects over
 //!   it, and a simulator that speaks the ElastiCache Query protocol.
+//! - [`cloudwatch`]: the `MemorySeries` port (a group's memory, node by node) and its
+//!   `GetMetricData` implementation.
 //! - [`pagerduty`]: the Events API v2 client and the `Pager` port.
 //! - [`hooks`]: the pause/resume webhooks and the `Hooks` port.
 //! - [`store`]: the `Store` port over one SQLite file.
 //! - [`telemetry`]: Prometheus metrics (the `Metrics` port) and the HTTP request span.
 //! - [`http_client`]: the one outgoing HTTP client setup (TLS provider, timeouts, no redirects).
+//! - [`chart`]: the memory graph as a PNG, drawn in memory with an embedded font.
 //!
 //! Commands and tools:
 //! - [`cli`]: the command line (`serve`, `demo`, `elasticache-sim`, `check-config`).
@@ -50,7 +53,9 @@
 
 pub mod alarm;
 pub mod app;
+pub mod chart;
 pub mod cli;
+pub mod cloudwatch;
 pub mod config;
 pub mod demo;
 pub mod domain;

@@ -3,6 +3,7 @@
 
 mod alarms;
 mod clients;
+mod cloudwatch;
 mod deploy;
 mod elasticache;
 mod fuzz_corpus;

@@ -14,11 +14,14 @@
 //! - `render`: the XML for groups, clusters and snapshots.
 //! - `server`: the axum router, [`spawn`] and the [`SimHandle`].
 //! - `cli`: [`SimArgs`] and [`run_cli`] for the `elasticache-sim` command.
+//! - `cloudwatch`: CloudWatch's `GetMetricData` (Smithy RPC v2 CBOR) over a [`MemoryCurve`]
+//!   per node, on the same endpoint.
 //!
 //! It must not reach anything: no AWS, no network beyond the socket it serves, no files except
 //! the groups file the command line names.
 
 mod cli;
+mod cloudwatch;
 pub mod protocol;
 mod render;
 mod server;
@@ -31,6 +34,7 @@ use crate::domain::node_types;
 use crate::domain::{NodeType, ReplicationGroupId, SnapshotName};
 
 pub use cli::{FailModifyArg, SimArgs, parse_groups_file, run_cli};
+pub use cloudwatch::{DEFAULT_MEMORY_PERCENT, GET_METRIC_DATA, MemoryCurve};
 pub use server::{SimHandle, router, spawn, spawn_on};
 
 /// AWS allows at most five replicas per shard.

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::cloudwatch;
 use super::protocol::{self, QueryError, QueryRequest};
 use super::world::{JsonReply, Reply, World};
 use super::{
@@ -37,6 +38,8 @@ pub struct SimHandle {
 
 struct Inner {
     world: Mutex<World>,
+    /// CloudWatch's side (`cloudwatch.rs`); locked after `world` when both are.
+    metrics: Mutex<cloudwatch::Metrics>,
     addr: SocketAddr,
     log_calls: bool,
     stop: watch::Sender<bool>,
@@ -72,6 +75,7 @@ pub async fn spawn_on(listener: TcpListener, config: SimConfig) -> anyhow::Resul
     let handle = SimHandle {
         inner: Arc::new(Inner {
             world: Mutex::new(world),
+            metrics: Mutex::new(cloudwatch::Metrics::default()),
             addr,
             log_calls: config.log_calls,
             stop,
@@ -90,9 +94,13 @@ pub async fn spawn_on(listener: TcpListener, config: SimConfig) -> anyhow::Resul
     Ok(handle)
 }
 
-/// The simulator's routes: every path answers the Query protocol (the SDK posts to `/`).
+/// The simulator's routes: CloudWatch's RPC v2 CBOR operations on their own path, every
+/// other path the Query protocol (the SDK posts to `/`).
 pub fn router(handle: SimHandle) -> Router {
-    Router::new().fallback(query).with_state(handle)
+    Router::new()
+        .route(cloudwatch::ROUTE, axum::routing::post(cloudwatch::serve))
+        .fallback(query)
+        .with_state(handle)
 }
 
 async fn query(
@@ -247,10 +255,18 @@ fn to_response(reply: &Reply) -> Response {
 }
 
 impl SimHandle {
-    fn world(&self) -> MutexGuard<'_, World> {
+    pub(super) fn world(&self) -> MutexGuard<'_, World> {
         // A panic while holding the lock leaves the world as consistent as any single call
         // does; keep serving rather than poisoning every later test assertion.
         self.inner.world.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn metrics(&self) -> MutexGuard<'_, cloudwatch::Metrics> {
+        self.inner.metrics.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn log_calls(&self) -> bool {
+        self.inner.log_calls
     }
 
     /// `http://127.0.0.1:PORT`, for `config_for_endpoint` or `AWS_ENDPOINT_URL`.

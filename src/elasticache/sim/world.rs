@@ -580,6 +580,30 @@ impl World {
         Ok(serde_json::json!({ "ScalableTargets": targets }).to_string())
     }
 
+    /// Whether a call to a service served beside ElastiCache (CloudWatch) is throttled: the
+    /// throttle fraction and the throttled actions apply to it as to every call.
+    pub fn throttles(&mut self, action: &str) -> bool {
+        self.rng.chance(self.throttle_fraction) || self.faults.throttled_actions.contains(action)
+    }
+
+    /// Record a call to a service served beside ElastiCache; its request id.
+    pub fn record_call(&mut self, call: SimCall) -> String {
+        self.requests += 1;
+        self.calls.push(call);
+        RequestId(self.seed, self.requests).to_string()
+    }
+
+    /// Whether `node` is a cache cluster of one of the groups.
+    pub fn has_member(&self, node: &str) -> bool {
+        self.groups
+            .values()
+            .any(|g| g.members().iter().any(|m| m.id == node))
+    }
+
+    pub fn account_id(&self) -> &str {
+        &self.account_id
+    }
+
     /// Record a call refused before it reached the account (unsigned, malformed).
     pub fn refuse(&mut self, req: &QueryRequest, error: QueryError) -> Reply {
         self.record(req, Err(error))
