@@ -1,11 +1,14 @@
-//! The Slack Web API client: the five methods the bot calls, over a configurable base URL.
+//! The Slack Web API client: the methods the bot calls, over a configurable base URL.
 //!
 //! It owns the wire format (JSON bodies for write methods, form bodies for read methods, the
 //! bearer token) and the translation of Slack's answers into [`SlackError`]: HTTP 429 with
 //! `Retry-After`, `ok:false` with an error string, 5xx, network failures and unreadable bodies.
+//! It also owns Slack's external file upload (`files.getUploadURLExternal`, a POST of the bytes
+//! to the `upload_url` Slack hands out, `files.completeUploadExternal`), including the check
+//! that the `upload_url` is Slack's before any byte is sent there.
 //!
-//! It must not retry, sleep or decide anything: every method makes exactly one HTTP request and
-//! reports what happened. The runner retries on its persisted schedule, using
+//! It must not retry, sleep or decide anything: every method makes exactly one HTTP request per
+//! step and reports what happened. The runner retries on its persisted schedule, using
 //! [`SlackError::is_retryable`] and [`SlackError::retry_after`].
 
 use std::fmt;
@@ -14,8 +17,18 @@ use std::time::Duration;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use serde_json::{Map, Value, json};
 
-use crate::domain::{ChannelId, MessageTs, Secret, SlackUserGroupId, SlackUserId};
+use crate::domain::{ChannelId, MessageTs, ParseError, Secret, SlackUserGroupId, SlackUserId};
 use crate::slack::Message;
+
+/// The first and last steps of Slack's external file upload.
+const GET_UPLOAD_URL: &str = "files.getUploadURLExternal";
+const COMPLETE_UPLOAD: &str = "files.completeUploadExternal";
+/// How the middle step (the POST of the bytes to `upload_url`) is named in errors and metrics.
+const UPLOAD_STEP: &str = "upload_url";
+
+/// Where production uploads go: `files.getUploadURLExternal` answers
+/// `https://files.slack.com/upload/v1/…`.
+const SLACK_UPLOAD_HOST: &str = "files.slack.com";
 
 /// How long to wait when Slack rate-limits us without saying for how long.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -88,6 +101,90 @@ impl SlackError {
 pub struct PostedMessage {
     pub channel: ChannelId,
     pub ts: MessageTs,
+}
+
+/// A Slack file id (`F…`), as `files.getUploadURLExternal` hands it out.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SlackFileId(String);
+
+impl SlackFileId {
+    /// `F` and 2–40 upper-case letters or digits, e.g. `F044GKUHN9Z`. It goes back into a
+    /// request body, so it is checked like every other id that comes from outside.
+    pub fn parse(s: &str) -> Result<SlackFileId, ParseError> {
+        let valid = s.len() >= 3
+            && s.len() <= 41
+            && s.starts_with('F')
+            && s.bytes()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+        if valid {
+            Ok(SlackFileId(s.to_string()))
+        } else {
+            Err(ParseError::new(format!("`{s}` is not a Slack file id")))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SlackFileId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One file to share in a thread with [`SlackClient::upload_file`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct FileUpload {
+    /// The file's name in Slack, e.g. `prod-jobs-memory.png`; Slack infers the type from it
+    /// and from the bytes.
+    pub filename: String,
+    /// The title shown above the file. A retry recognises an earlier upload by it (see
+    /// [`SlackClient::thread_files`]), so it should be unique within the thread.
+    pub title: String,
+    /// A description for screen readers (`alt_txt`; Slack allows 1,000 characters).
+    pub alt_text: Option<String>,
+    /// Message text posted with the file (`initial_comment`).
+    pub initial_comment: Option<String>,
+    pub bytes: Vec<u8>,
+}
+
+impl fmt::Debug for FileUpload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileUpload")
+            .field("filename", &self.filename)
+            .field("title", &self.title)
+            .field("alt_text", &self.alt_text)
+            .field("initial_comment", &self.initial_comment)
+            .field("bytes", &format_args!("{} bytes", self.bytes.len()))
+            .finish()
+    }
+}
+
+/// A file Slack accepted and shared (the answer of `files.completeUploadExternal`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadedFile {
+    pub file_id: SlackFileId,
+    pub title: String,
+}
+
+/// A file attached to a message of a thread, as `conversations.replies` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadFile {
+    pub file_id: SlackFileId,
+    /// The file name (`name`), when Slack says.
+    pub name: Option<String>,
+    /// The title (`title`), when Slack says.
+    pub title: Option<String>,
+    /// The message (the thread's parent or a reply) the file is attached to.
+    pub message_ts: MessageTs,
+}
+
+/// Where `files.getUploadURLExternal` told us to send the bytes.
+struct UploadTicket {
+    upload_url: String,
+    file_id: SlackFileId,
 }
 
 /// A Slack Web API client for one workspace (one bot token).
@@ -212,12 +309,7 @@ impl SlackClient {
                     }
                 }
             }
-            cursor = answer
-                .get("response_metadata")
-                .and_then(|r| r.get("next_cursor"))
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
+            cursor = next_cursor(&answer);
             if cursor.is_empty() {
                 break;
             }
@@ -323,6 +415,113 @@ impl SlackClient {
         is_response_url(url, &self.base_url)
     }
 
+    /// Share `file` as a reply in the thread under `thread_ts`, in three steps:
+    /// `files.getUploadURLExternal` (form arguments `filename`, `length`, `alt_txt`), a POST of
+    /// the raw bytes to the `upload_url` it answers, then `files.completeUploadExternal` with
+    /// `files=[{"id", "title"}]`, `channel_id`, `thread_ts` and `initial_comment`.
+    ///
+    /// The `upload_url` comes from an answer, not from config, so it is followed only to
+    /// `https://files.slack.com/` (or, for tests and proxies, to the configured API host when
+    /// that is not Slack's own): anything else is refused before a byte is sent. The upload step
+    /// carries no bot token; Slack's URL is already specific to this one file.
+    ///
+    /// Errors are those of the step that failed, classified like every other call. A retry
+    /// after an error from the last step, or after an answer that was lost, may find the file
+    /// already shared: look with [`SlackClient::thread_files`] first.
+    pub async fn upload_file(
+        &self,
+        channel: &ChannelId,
+        thread_ts: &MessageTs,
+        file: FileUpload,
+    ) -> Result<UploadedFile, SlackError> {
+        let length = file.bytes.len().to_string();
+        let mut args = vec![
+            ("filename", file.filename.as_str()),
+            ("length", length.as_str()),
+        ];
+        if let Some(alt) = &file.alt_text {
+            args.push(("alt_txt", alt.as_str()));
+        }
+        let answer = self.call_form(GET_UPLOAD_URL, &args).await?;
+        let ticket = parse_upload_ticket(&answer)?;
+        if !self.is_upload_url(&ticket.upload_url) {
+            return Err(SlackError::BadResponse(format!(
+                "refusing to send a file to an upload_url outside Slack ({})",
+                origin(&ticket.upload_url)
+            )));
+        }
+        let body = complete_upload_body(channel, thread_ts, &ticket.file_id, &file);
+        self.send_upload(&ticket.upload_url, file.bytes).await?;
+        let answer = self.call_json(COMPLETE_UPLOAD, &body).await?;
+        parse_completed(&answer, &ticket.file_id, &file.title)
+    }
+
+    /// The files attached to the thread under `thread_ts` (its parent and replies, oldest
+    /// first; `conversations.replies`, which needs `channels:history` / `groups:history`).
+    /// Looks through at most 1,000 messages. A caller about to retry an upload looks here for
+    /// one with the same title, so that a lost answer does not post the file twice.
+    pub async fn thread_files(
+        &self,
+        channel: &ChannelId,
+        thread_ts: &MessageTs,
+    ) -> Result<Vec<ThreadFile>, SlackError> {
+        let mut found = Vec::new();
+        let mut cursor = String::new();
+        for _ in 0..5 {
+            let mut args = vec![
+                ("channel", channel.as_str()),
+                ("ts", thread_ts.as_str()),
+                ("limit", "200"),
+            ];
+            if !cursor.is_empty() {
+                args.push(("cursor", cursor.as_str()));
+            }
+            let answer = self.call_form("conversations.replies", &args).await?;
+            found.extend(parse_thread_files(&answer));
+            cursor = next_cursor(&answer);
+            if cursor.is_empty() {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    /// Is this a URL Slack would give us to upload a file to?
+    pub fn is_upload_url(&self, url: &str) -> bool {
+        is_upload_url(url, &self.base_url)
+    }
+
+    /// The middle step of an upload: the raw bytes, no token. Slack answers 200 when it has
+    /// them; anything else is a failure.
+    async fn send_upload(&self, url: &str, bytes: Vec<u8>) -> Result<(), SlackError> {
+        tracing::debug!(bytes = bytes.len(), "uploading a file to Slack");
+        let request = self
+            .http
+            .post(url)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(bytes);
+        let result = match request.send().await {
+            Err(e) => Err(transport_error(e)),
+            Ok(response) => match response.status().as_u16() {
+                200 => Ok(()),
+                429 => Err(SlackError::RateLimited {
+                    retry_after: parse_retry_after(
+                        response
+                            .headers()
+                            .get(RETRY_AFTER)
+                            .and_then(|v| v.to_str().ok()),
+                    ),
+                }),
+                status => Err(SlackError::Http { status }),
+            },
+        };
+        crate::telemetry::slack_delivery(UPLOAD_STEP.to_string(), result.is_ok());
+        if let Err(e) = &result {
+            tracing::debug!(step = UPLOAD_STEP, error = %e, "Slack upload failed");
+        }
+        result
+    }
+
     fn url(&self, method: &str) -> String {
         format!("{}/{method}", self.base_url)
     }
@@ -393,6 +592,33 @@ impl SlackClient {
 /// (tests, proxies) a URL on the configured API host `api_base`?
 pub fn is_response_url(url: &str, api_base: &str) -> bool {
     url.starts_with("https://hooks.slack.com/") || origin(url) == origin(api_base)
+}
+
+/// Is this a URL to send a file's bytes to: Slack's own `https://files.slack.com/…`, or (tests,
+/// proxies) a URL on the configured API host `api_base`, unless that host is Slack's own API
+/// host, which never receives uploads? URLs with credentials in them are never followed.
+pub fn is_upload_url(url: &str, api_base: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        return false;
+    }
+    if url.scheme() == "https" && url.host_str() == Some(SLACK_UPLOAD_HOST) && url.port().is_none()
+    {
+        return true;
+    }
+    let Ok(base) = reqwest::Url::parse(api_base) else {
+        return false;
+    };
+    let slacks_own = base
+        .host_str()
+        .is_some_and(|h| h == "slack.com" || h.ends_with(".slack.com"));
+    !slacks_own
+        && url.scheme() == base.scheme()
+        && url.host_str().is_some()
+        && url.host_str() == base.host_str()
+        && url.port_or_known_default() == base.port_or_known_default()
 }
 
 fn origin(url: &str) -> &str {
@@ -543,6 +769,97 @@ fn parse_posted(object: &Map<String, Value>) -> Result<PostedMessage, SlackError
         channel: ChannelId::parse(string_field(object, "channel")?).map_err(bad)?,
         ts: MessageTs::parse(string_field(object, "ts")?).map_err(bad)?,
     })
+}
+
+fn parse_upload_ticket(object: &Map<String, Value>) -> Result<UploadTicket, SlackError> {
+    let file_id = SlackFileId::parse(string_field(object, "file_id")?)
+        .map_err(|e| SlackError::BadResponse(e.to_string()))?;
+    Ok(UploadTicket {
+        upload_url: string_field(object, "upload_url")?.to_string(),
+        file_id,
+    })
+}
+
+/// `files.completeUploadExternal` as JSON (Slack documents JSON and form bodies; JSON keeps
+/// `files` an array rather than a JSON string inside a form field).
+fn complete_upload_body(
+    channel: &ChannelId,
+    thread_ts: &MessageTs,
+    file_id: &SlackFileId,
+    file: &FileUpload,
+) -> Value {
+    let mut body = json!({
+        "files": [{ "id": file_id.as_str(), "title": file.title }],
+        "channel_id": channel.as_str(),
+        "thread_ts": thread_ts.as_str(),
+    });
+    if let Some(comment) = &file.initial_comment {
+        body["initial_comment"] = Value::String(comment.clone());
+    }
+    body
+}
+
+/// The file we completed, from Slack's `files` list (which may be absent; when present it must
+/// name our file).
+fn parse_completed(
+    object: &Map<String, Value>,
+    file_id: &SlackFileId,
+    title: &str,
+) -> Result<UploadedFile, SlackError> {
+    let Some(files) = object.get("files").and_then(Value::as_array) else {
+        return Ok(UploadedFile {
+            file_id: file_id.clone(),
+            title: title.to_string(),
+        });
+    };
+    let ours = files
+        .iter()
+        .find(|f| f["id"].as_str() == Some(file_id.as_str()))
+        .ok_or_else(|| {
+            SlackError::BadResponse(format!("the answer's `files` do not include {file_id}"))
+        })?;
+    Ok(UploadedFile {
+        file_id: file_id.clone(),
+        title: ours["title"].as_str().unwrap_or(title).to_string(),
+    })
+}
+
+/// Every file of every message in a `conversations.replies` (or history) answer; files and
+/// messages that cannot be read are skipped.
+fn parse_thread_files(object: &Map<String, Value>) -> Vec<ThreadFile> {
+    let messages = object
+        .get("messages")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let mut found = Vec::new();
+    for m in messages {
+        let Some(ts) = m["ts"].as_str().and_then(|t| MessageTs::parse(t).ok()) else {
+            continue;
+        };
+        let files = m["files"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        for f in files {
+            let Some(file_id) = f["id"].as_str().and_then(|id| SlackFileId::parse(id).ok()) else {
+                continue;
+            };
+            found.push(ThreadFile {
+                file_id,
+                name: f["name"].as_str().map(str::to_owned),
+                title: f["title"].as_str().map(str::to_owned),
+                message_ts: ts.clone(),
+            });
+        }
+    }
+    found
+}
+
+fn next_cursor(object: &Map<String, Value>) -> String {
+    object
+        .get("response_metadata")
+        .and_then(|r| r.get("next_cursor"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn parse_users(object: &Map<String, Value>) -> Result<Vec<SlackUserId>, SlackError> {
@@ -791,6 +1108,160 @@ mod tests {
         let body = update_body(&channel(), &ts, &Message::text("done"));
         assert_eq!(body["blocks"], json!([]));
         assert_eq!(body["ts"], "1503435956.000247");
+    }
+
+    fn png_upload() -> FileUpload {
+        FileUpload {
+            filename: "r-k3m9x2qa-memory-start.png".into(),
+            title: "prod-jobs memory, run r-k3m9x2qa start".into(),
+            alt_text: Some("Memory use of prod-jobs".into()),
+            initial_comment: None,
+            bytes: b"\x89PNG\r\n\x1a\n".to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_documented_upload_url_answer_gives_the_url_and_file_id() {
+        let body = fixture("slack_files_getUploadURLExternal_response.json");
+        let answer = interpret(GET_UPLOAD_URL, 200, None, &body).unwrap();
+        let ticket = parse_upload_ticket(&answer).unwrap();
+        assert_eq!(ticket.file_id.as_str(), "F123ABC456");
+        assert_eq!(
+            ticket.upload_url,
+            "https://files.slack.com/upload/v1/ABC123..."
+        );
+        assert!(is_upload_url(
+            &ticket.upload_url,
+            SlackClient::DEFAULT_BASE_URL
+        ));
+    }
+
+    #[test]
+    fn an_upload_url_answer_without_a_file_id_is_a_bad_response() {
+        for body in [
+            &br#"{"ok":true,"upload_url":"https://files.slack.com/upload/v1/A"}"#[..],
+            br#"{"ok":true,"upload_url":"https://files.slack.com/upload/v1/A","file_id":"../x"}"#,
+            br#"{"ok":true,"file_id":"F123ABC456"}"#,
+        ] {
+            let answer = interpret(GET_UPLOAD_URL, 200, None, body).unwrap();
+            let err = parse_upload_ticket(&answer).err().expect("refused");
+            assert!(matches!(err, SlackError::BadResponse(_)), "{err:?}");
+            assert!(!err.is_retryable());
+        }
+    }
+
+    #[test]
+    fn the_documented_complete_answer_names_our_file_and_its_title() {
+        let body = fixture("slack_files_completeUploadExternal_response.json");
+        let answer = interpret(COMPLETE_UPLOAD, 200, None, &body).unwrap();
+        let id = SlackFileId::parse("F123ABC456").unwrap();
+        assert_eq!(
+            parse_completed(&answer, &id, "ignored").unwrap(),
+            UploadedFile {
+                file_id: id.clone(),
+                title: "slack-test".into()
+            }
+        );
+        let other = SlackFileId::parse("F999").unwrap();
+        assert!(matches!(
+            parse_completed(&answer, &other, "t"),
+            Err(SlackError::BadResponse(_))
+        ));
+        let bare = interpret(COMPLETE_UPLOAD, 200, None, br#"{"ok":true}"#).unwrap();
+        assert_eq!(parse_completed(&bare, &other, "t").unwrap().title, "t");
+    }
+
+    #[test]
+    fn upload_urls_are_slacks_files_host_or_a_test_api_host_only() {
+        let prod = SlackClient::DEFAULT_BASE_URL;
+        let local = "http://127.0.0.1:4000/api";
+        for (url, base, allowed) in [
+            ("https://files.slack.com/upload/v1/ABC", prod, true),
+            ("https://files.slack.com/upload/v1/ABC", local, true),
+            ("http://files.slack.com/upload/v1/ABC", prod, false),
+            ("https://files.slack.com:8443/upload/v1/ABC", prod, false),
+            ("https://files.slack.com.evil.example/upload", prod, false),
+            ("https://files.slack.com@evil.example/upload", prod, false),
+            ("https://user:pw@files.slack.com/upload", prod, false),
+            (
+                "https://evil.example/?https://files.slack.com/",
+                prod,
+                false,
+            ),
+            // Slack's API host itself never receives uploads.
+            ("https://slack.com/upload/v1/ABC", prod, false),
+            ("http://127.0.0.1:4000/upload/v1/F1", local, true),
+            ("http://127.0.0.1:4001/upload/v1/F1", local, false),
+            ("http://127.0.0.2:4000/upload/v1/F1", local, false),
+            ("https://127.0.0.1:4000/upload/v1/F1", local, false),
+            ("http://127.0.0.1:4000@evil.example/F1", local, false),
+            ("not a url", local, false),
+            ("", prod, false),
+        ] {
+            assert_eq!(is_upload_url(url, base), allowed, "{url} with base {base}");
+        }
+    }
+
+    #[test]
+    fn complete_body_shares_the_file_in_the_thread() {
+        let ts = MessageTs::parse("1503435956.000247").unwrap();
+        let id = SlackFileId::parse("F123ABC456").unwrap();
+        let mut file = png_upload();
+        assert_eq!(
+            complete_upload_body(&channel(), &ts, &id, &file),
+            json!({
+                "files": [{"id": "F123ABC456", "title": "prod-jobs memory, run r-k3m9x2qa start"}],
+                "channel_id": "C123ABC456",
+                "thread_ts": "1503435956.000247",
+            })
+        );
+        file.initial_comment = Some("Memory now".into());
+        let body = complete_upload_body(&channel(), &ts, &id, &file);
+        assert_eq!(body["initial_comment"], "Memory now");
+    }
+
+    #[test]
+    fn thread_files_are_read_from_every_message_and_bad_entries_are_skipped() {
+        let body = br#"{"ok":true,"messages":[
+            {"ts":"1503435956.000247","text":"top"},
+            {"ts":"1503435956.000300","files":[{"id":"F1AB","name":"a.png","title":"A"},{"id":"bad"}]},
+            {"ts":"nope","files":[{"id":"F2CD"}]},
+            {"ts":"1503435956.000400","files":[{"id":"F3EF"}]}
+        ]}"#;
+        let answer = interpret("conversations.replies", 200, None, body).unwrap();
+        let files = parse_thread_files(&answer);
+        assert_eq!(
+            files,
+            vec![
+                ThreadFile {
+                    file_id: SlackFileId::parse("F1AB").unwrap(),
+                    name: Some("a.png".into()),
+                    title: Some("A".into()),
+                    message_ts: MessageTs::parse("1503435956.000300").unwrap(),
+                },
+                ThreadFile {
+                    file_id: SlackFileId::parse("F3EF").unwrap(),
+                    name: None,
+                    title: None,
+                    message_ts: MessageTs::parse("1503435956.000400").unwrap(),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn file_ids_are_f_and_capitals_or_digits() {
+        assert!(SlackFileId::parse("F044GKUHN9Z").is_ok());
+        for bad in ["", "F", "F1", "f044", "C044GKUHN9Z", "F04 4", "F04/../x"] {
+            assert!(SlackFileId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn debug_output_of_an_upload_shows_its_size_not_its_bytes() {
+        let shown = format!("{:?}", png_upload());
+        assert!(shown.contains("8 bytes"), "{shown}");
+        assert!(!shown.contains("137"), "{shown}");
     }
 
     #[test]

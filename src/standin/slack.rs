@@ -1,9 +1,13 @@
 //! A local stand-in for Slack's Web API, and a reader that shows its channels as a person would.
 //!
 //! It owns a real HTTP server on 127.0.0.1 (port 0) that speaks the Web API's wire format for
-//! the five methods the bot uses: bearer or form token, JSON bodies for write methods, form or
+//! the methods the bot uses: bearer or form token, JSON bodies for write methods, form or
 //! query arguments for read methods, `ok:false` errors on HTTP 200, and 429 with `Retry-After`.
-//! It records every call, keeps channels, threads and edit histories, and can be told to fail.
+//! It also takes Slack's external file upload: `files.getUploadURLExternal` hands out an
+//! upload URL on this same server (`/upload/v1/F…`, which takes the raw bytes and no token),
+//! and `files.completeUploadExternal` shares the file as a message with a `files` array.
+//! It records every call, keeps channels, threads, edit histories and files, and can be told
+//! to fail.
 //! [`render_blocks`] and [`render_transcript`] turn Block Kit into text a person can read, for
 //! the `demo` command and for test failures.
 //!
@@ -13,6 +17,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::Router;
@@ -33,7 +38,15 @@ const FORM_ONLY_METHODS: &[&str] = &[
     "chat.getPermalink",
     "usergroups.users.list",
     "conversations.history",
+    "conversations.replies",
 ];
+
+/// The name under which uploads of file bytes to an upload URL are recorded in
+/// [`FakeSlackHandle::calls`] and can be failed with [`FakeSlackHandle::fail_next`].
+pub const UPLOAD_STEP: &str = "upload";
+
+/// Slack's limit on `alt_txt`.
+const MAX_ALT_TEXT_CHARS: usize = 1000;
 
 /// The workspace domain used in permalinks.
 const WORKSPACE_URL: &str = "https://example.slack.com";
@@ -75,6 +88,9 @@ pub struct FakeMessage {
     pub edits: Vec<Message>,
     /// Thread replies, oldest first (always empty for a reply itself).
     pub replies: Vec<FakeMessage>,
+    /// Files shared with the message (`files.completeUploadExternal`), as Slack lists them in
+    /// a message: `id`, `name`, `title`, `size`.
+    pub files: Vec<Value>,
 }
 
 impl FakeMessage {
@@ -86,9 +102,64 @@ impl FakeMessage {
         }
     }
 
-    /// The current version as a person would read it.
+    /// The current version as a person would read it, with a `[file: title]` line per file.
     pub fn rendered(&self) -> String {
-        render_blocks(&self.message())
+        let mut lines: Vec<String> = Vec::new();
+        let text = render_blocks(&self.message());
+        if !text.is_empty() {
+            lines.push(text);
+        }
+        for f in &self.files {
+            lines.push(format!(
+                "[file: {}]",
+                f["title"].as_str().or(f["name"].as_str()).unwrap_or("")
+            ));
+        }
+        lines.join("\n")
+    }
+}
+
+/// A file as the stand-in knows it: from `files.getUploadURLExternal` on, with its bytes once
+/// they were sent to the upload URL, and where it was shared once the upload was completed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FakeFile {
+    pub file_id: String,
+    /// `filename` as given to `files.getUploadURLExternal`.
+    pub name: String,
+    /// The title given to `files.completeUploadExternal` (the name when it gave none).
+    pub title: Option<String>,
+    pub alt_text: Option<String>,
+    /// `length` as given to `files.getUploadURLExternal`.
+    pub declared_length: usize,
+    /// What arrived at the upload URL, once it did.
+    pub bytes: Option<Vec<u8>>,
+    /// Did the upload step carry an `Authorization` header (Slack's needs none)?
+    pub upload_had_authorization: bool,
+    /// Did the upload step carry the bot token anywhere (header or query string)?
+    pub upload_had_bot_token: bool,
+    /// Set by `files.completeUploadExternal`.
+    pub completed: bool,
+    pub channel: Option<ChannelId>,
+    pub thread_ts: Option<MessageTs>,
+    /// The message that shares the file.
+    pub message_ts: Option<MessageTs>,
+}
+
+impl fmt::Debug for FakeFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FakeFile")
+            .field("file_id", &self.file_id)
+            .field("name", &self.name)
+            .field("title", &self.title)
+            .field("declared_length", &self.declared_length)
+            .field("bytes", &self.bytes.as_ref().map(Vec::len))
+            .field("upload_had_authorization", &self.upload_had_authorization)
+            .field("upload_had_bot_token", &self.upload_had_bot_token)
+            .field("completed", &self.completed)
+            .field("channel", &self.channel)
+            .field("thread_ts", &self.thread_ts)
+            .field("message_ts", &self.message_ts)
+            .finish()
     }
 }
 
@@ -157,14 +228,17 @@ impl FakeSlack {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let (events, _) = broadcast::channel(1024);
+        let mut workspace = Workspace::new(now_secs());
+        workspace.upload_base = format!("http://{addr}/upload/v1");
         let shared = Arc::new(Shared {
             expected_token: expected_token.to_string(),
-            state: Mutex::new(Workspace::new(now_secs())),
+            state: Mutex::new(workspace),
             events,
         });
         let app = Router::new()
             .route("/api/{method}", any(handle))
             .route("/responses/{id}", axum::routing::post(respond))
+            .route("/upload/v1/{file_id}", axum::routing::post(upload))
             .with_state(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -306,6 +380,36 @@ impl FakeSlackHandle {
             .cloned()
     }
 
+    /// Every file, from `files.getUploadURLExternal` on (uploaded or not, shared or not), in
+    /// the order their upload URLs were handed out.
+    pub fn files(&self) -> Vec<FakeFile> {
+        self.shared.lock().files.clone()
+    }
+
+    /// The files shared in `channel` (completed uploads), in order.
+    pub fn uploaded_files(&self, channel: &ChannelId) -> Vec<FakeFile> {
+        self.shared
+            .lock()
+            .files
+            .iter()
+            .filter(|f| f.completed && f.channel.as_ref() == Some(channel))
+            .cloned()
+            .collect()
+    }
+
+    /// Hand out upload URLs under `base` (`{base}/F…`) instead of this stand-in's own
+    /// `/upload/v1`: e.g. another stand-in's, to see that a client refuses to send bytes to a
+    /// host that isn't Slack's.
+    pub fn set_upload_url_base(&self, base: &str) {
+        self.shared.lock().upload_base = base.trim_end_matches('/').to_string();
+    }
+
+    /// Also write each shared file's bytes to `dir` (created when missing) as
+    /// `F…-<filename>`, for a person to open; the demo prints the folder.
+    pub fn save_files_to(&self, dir: impl Into<PathBuf>) {
+        self.shared.lock().save_files_to = Some(dir.into());
+    }
+
     /// The channels that have messages.
     pub fn channels(&self) -> Vec<ChannelId> {
         self.shared.lock().channels.keys().cloned().collect()
@@ -377,6 +481,12 @@ struct Workspace {
     /// `ts` seconds of the first message; later ones count up from it.
     base_secs: u64,
     issued: u64,
+    /// Files from `files.getUploadURLExternal` on, in order.
+    files: Vec<FakeFile>,
+    /// Upload URLs are `{upload_base}/{file_id}`.
+    upload_base: String,
+    /// Where shared files are also written, if anywhere.
+    save_files_to: Option<PathBuf>,
 }
 
 /// A fraction of calls answered 429 or 503 at random, as a busy Slack does
@@ -456,6 +566,9 @@ impl Workspace {
             latency: std::time::Duration::ZERO,
             base_secs,
             issued: 0,
+            files: Vec::new(),
+            upload_base: String::new(),
+            save_files_to: None,
         }
     }
 
@@ -488,7 +601,206 @@ impl Workspace {
             "usergroups.users.list" => self.usergroup_members(args),
             "chat.postEphemeral" => self.post_ephemeral(args),
             "conversations.history" => self.history(args),
+            "conversations.replies" => self.replies(args),
+            "files.getUploadURLExternal" => self.get_upload_url(args),
+            "files.completeUploadExternal" => self.complete_upload(args),
             _ => Err(Refusal::new("unknown_method")),
+        }
+    }
+
+    /// conversations.replies: the thread's parent, then its replies, oldest first. `ts` may be
+    /// the parent's or a reply's, as Slack allows.
+    fn replies(&mut self, args: &Map<String, Value>) -> Outcome {
+        let channel = channel_arg(args)?;
+        let ts = str_arg(args, "ts")
+            .and_then(|s| MessageTs::parse(s).ok())
+            .ok_or_else(|| Refusal::new("thread_not_found"))?;
+        let limit: usize = str_arg(args, "limit")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1000);
+        let parent = self
+            .channels
+            .get(&channel)
+            .ok_or_else(|| Refusal::new("channel_not_found"))?
+            .iter()
+            .find(|m| m.ts == ts || m.replies.iter().any(|r| r.ts == ts))
+            .ok_or_else(|| Refusal::new("thread_not_found"))?;
+        let messages: Vec<Value> = std::iter::once(parent)
+            .chain(parent.replies.iter())
+            .take(limit)
+            .map(|m| listed_message(m, Some(&parent.ts)))
+            .collect();
+        Ok((
+            object(json!({"messages": messages, "has_more": false})),
+            None,
+        ))
+    }
+
+    /// files.getUploadURLExternal: a file id and a URL on this server to send the bytes to.
+    fn get_upload_url(&mut self, args: &Map<String, Value>) -> Outcome {
+        let filename = str_arg(args, "filename")
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| Refusal::new("missing_argument"))?
+            .to_string();
+        let length = match args.get("length") {
+            Some(Value::String(s)) => s.trim().parse::<usize>().ok(),
+            Some(Value::Number(n)) => n.as_u64().and_then(|n| usize::try_from(n).ok()),
+            _ => None,
+        };
+        // Slack: "Typically only occurs when the `length` provided is 0."
+        let length = length
+            .filter(|n| *n > 0)
+            .ok_or_else(|| Refusal::new("missing_argument"))?;
+        let alt_text = str_arg(args, "alt_txt").map(str::to_owned);
+        if alt_text
+            .as_ref()
+            .is_some_and(|a| a.chars().count() > MAX_ALT_TEXT_CHARS)
+        {
+            return Err(Refusal::new("alt_txt_too_large"));
+        }
+        let file_id = format!("F0STANDIN{:04}", self.files.len() + 1);
+        let upload_url = format!("{}/{file_id}", self.upload_base);
+        self.files.push(FakeFile {
+            file_id: file_id.clone(),
+            name: filename,
+            title: None,
+            alt_text,
+            declared_length: length,
+            bytes: None,
+            upload_had_authorization: false,
+            upload_had_bot_token: false,
+            completed: false,
+            channel: None,
+            thread_ts: None,
+            message_ts: None,
+        });
+        Ok((
+            object(json!({"upload_url": upload_url, "file_id": file_id})),
+            None,
+        ))
+    }
+
+    /// files.completeUploadExternal: share uploaded files in `channel_id` (as a reply when
+    /// `thread_ts` is given), in one message with a `files` array and `initial_comment` as its
+    /// text. A file that was never uploaded, or was already completed, is `file_not_found` here
+    /// (the stand-in's choice of error).
+    fn complete_upload(&mut self, args: &Map<String, Value>) -> Outcome {
+        let requested = match args.get("files") {
+            Some(Value::Array(files)) => files.clone(),
+            // A form body carries the array as a JSON string.
+            Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+                Ok(Value::Array(files)) => files,
+                _ => return Err(Refusal::new("invalid_arguments")),
+            },
+            _ => return Err(Refusal::new("invalid_arguments")),
+        };
+        if requested.is_empty() {
+            return Err(Refusal::new("invalid_arguments"));
+        }
+        let mut picked = Vec::new();
+        for r in &requested {
+            let id = r["id"].as_str().unwrap_or_default();
+            let at = self
+                .files
+                .iter()
+                .position(|f| f.file_id == id && f.bytes.is_some() && !f.completed)
+                .ok_or_else(|| Refusal::new("file_not_found"))?;
+            let title = r["title"].as_str().map(str::to_owned);
+            picked.push((at, title));
+        }
+        let channel = match str_arg(args, "channel_id").filter(|s| !s.is_empty()) {
+            None => None,
+            Some(raw) => {
+                Some(ChannelId::parse(raw).map_err(|_| Refusal::new("channel_not_found"))?)
+            }
+        };
+        let thread = match (
+            &channel,
+            str_arg(args, "thread_ts").filter(|s| !s.is_empty()),
+        ) {
+            (_, None) => None,
+            (None, Some(_)) => return Err(Refusal::new("invalid_arguments")),
+            (Some(channel), Some(raw)) => Some(self.thread_parent(channel, raw)?),
+        };
+        let mut listed = Vec::new();
+        for (at, title) in &picked {
+            let file = &mut self.files[*at];
+            file.title = Some(title.clone().unwrap_or_else(|| file.name.clone()));
+            file.completed = true;
+            file.channel = channel.clone();
+            file.thread_ts = thread.clone();
+            listed.push(file_json(file));
+        }
+        let answer_files: Vec<Value> = listed
+            .iter()
+            .map(|f| json!({"id": f["id"], "title": f["title"]}))
+            .collect();
+        let answer = object(json!({ "files": answer_files }));
+        let Some(channel) = channel else {
+            // Not shared anywhere: a private file.
+            return Ok((answer, None));
+        };
+        let ts = self.next_ts();
+        for (at, _) in &picked {
+            self.files[*at].message_ts = Some(ts.clone());
+            self.save_file(*at);
+        }
+        let message = FakeMessage {
+            metadata: None,
+            ts: ts.clone(),
+            text: str_arg(args, "initial_comment")
+                .unwrap_or_default()
+                .to_string(),
+            blocks: Vec::new(),
+            edits: Vec::new(),
+            replies: Vec::new(),
+            files: listed,
+        };
+        let rendered = message.rendered();
+        let messages = self.channels.entry(channel.clone()).or_default();
+        match &thread {
+            Some(parent) => {
+                if let Some(p) = messages.iter_mut().find(|m| &m.ts == parent) {
+                    p.replies.push(message);
+                }
+            }
+            None => messages.push(message),
+        }
+        let event = SlackEvent::Posted {
+            channel,
+            ts,
+            thread_ts: thread,
+            rendered,
+        };
+        Ok((answer, Some(event)))
+    }
+
+    /// The top-level message a `thread_ts` threads under (a reply's ts threads under its
+    /// parent, as Slack does).
+    fn thread_parent(&self, channel: &ChannelId, raw: &str) -> Result<MessageTs, Refusal> {
+        let ts = MessageTs::parse(raw).map_err(|_| Refusal::new("thread_not_found"))?;
+        self.channels
+            .get(channel)
+            .and_then(|ms| {
+                ms.iter()
+                    .find(|m| m.ts == ts || m.replies.iter().any(|r| r.ts == ts))
+            })
+            .map(|m| m.ts.clone())
+            .ok_or_else(|| Refusal::new("thread_not_found"))
+    }
+
+    /// Write a shared file to the folder from [`FakeSlackHandle::save_files_to`], if any. A
+    /// failure is logged, never an answer: the demo's folder is a convenience.
+    fn save_file(&self, at: usize) {
+        let (Some(dir), Some(file)) = (&self.save_files_to, self.files.get(at)) else {
+            return;
+        };
+        let Some(bytes) = &file.bytes else {
+            return;
+        };
+        let path = dir.join(saved_file_name(file));
+        if let Err(e) = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, bytes)) {
+            tracing::warn!(path = %path.display(), error = %e, "the Slack stand-in could not save a file");
         }
     }
 
@@ -512,7 +824,7 @@ impl Workspace {
                     .filter(|m| m.ts.as_str().parse::<f64>().unwrap_or(0.0) > oldest)
                     .take(limit)
                     .map(|m| {
-                        let mut v = json!({"type": "message", "ts": m.ts.as_str(), "text": m.text});
+                        let mut v = listed_message(m, None);
                         if with_metadata && let Some(meta) = &m.metadata {
                             v["metadata"] = meta.clone();
                         }
@@ -532,20 +844,7 @@ impl Workspace {
         let (text, blocks) = content_args(args, None)?;
         let thread_ts = match str_arg(args, "thread_ts").filter(|s| !s.is_empty()) {
             None => None,
-            Some(raw) => {
-                let ts = MessageTs::parse(raw).map_err(|_| Refusal::new("thread_not_found"))?;
-                // A reply's ts threads under its parent, as Slack does.
-                let parent = self
-                    .channels
-                    .get(&channel)
-                    .and_then(|ms| {
-                        ms.iter()
-                            .find(|m| m.ts == ts || m.replies.iter().any(|r| r.ts == ts))
-                    })
-                    .map(|m| m.ts.clone())
-                    .ok_or_else(|| Refusal::new("thread_not_found"))?;
-                Some(parent)
-            }
+            Some(raw) => Some(self.thread_parent(&channel, raw)?),
         };
         let ts = self.next_ts();
         let metadata = match args.get("metadata") {
@@ -560,6 +859,7 @@ impl Workspace {
             blocks,
             edits: Vec::new(),
             replies: Vec::new(),
+            files: Vec::new(),
         };
         let rendered = message.rendered();
         let answer_message = message_json(&message, thread_ts.as_ref());
@@ -867,6 +1167,45 @@ fn block_problems(blocks: &[Value]) -> Vec<String> {
     problems
 }
 
+/// A message as conversations.history and conversations.replies list it.
+fn listed_message(m: &FakeMessage, thread_ts: Option<&MessageTs>) -> Value {
+    let mut v = json!({"type": "message", "ts": m.ts.as_str(), "text": m.text});
+    if let Some(t) = thread_ts {
+        v["thread_ts"] = Value::String(t.as_str().to_string());
+    }
+    if !m.files.is_empty() {
+        v["files"] = Value::Array(m.files.clone());
+    }
+    v
+}
+
+/// A shared file as Slack lists it in a message.
+fn file_json(file: &FakeFile) -> Value {
+    json!({
+        "id": file.file_id,
+        "name": file.name,
+        "title": file.title.as_deref().unwrap_or(&file.name),
+        "size": file.bytes.as_ref().map_or(0, Vec::len),
+    })
+}
+
+/// `F…-<filename>` with anything but letters, digits, `.`, `-` and `_` replaced, so a name
+/// cannot leave the folder.
+fn saved_file_name(file: &FakeFile) -> String {
+    let safe: String = file
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{}-{}", file.file_id, safe.trim_start_matches('.'))
+}
+
 /// The `message` object Slack echoes back after a post or an update.
 fn message_json(message: &FakeMessage, thread_ts: Option<&MessageTs>) -> Value {
     let mut m = json!({
@@ -1042,6 +1381,65 @@ async fn respond(
     });
     let _ = shared.events.send(SlackEvent::Responded { rendered });
     (StatusCode::OK, "ok").into_response()
+}
+
+/// The upload URL `files.getUploadURLExternal` handed out: the raw bytes as the body, answered
+/// 200 as Slack does. The stand-in is stricter than Slack is known to be in one way: bytes whose
+/// length is not the `length` declared for the file are refused with 400, so a client bug shows.
+async fn upload(
+    State(shared): State<Arc<Shared>>,
+    Path(file_id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let authorization = headers.get(header::AUTHORIZATION);
+    let carries =
+        |text: &str| !shared.expected_token.is_empty() && text.contains(&shared.expected_token);
+    let had_token = authorization
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(carries)
+        || query.as_deref().is_some_and(carries);
+    let mut state = shared.lock();
+    state.calls.push(SlackCall {
+        method: UPLOAD_STEP.to_string(),
+        body: json!({
+            "file_id": file_id,
+            "length": body.len(),
+            "authorization": authorization.is_some(),
+        }),
+    });
+    let lost_answer = match state.take_fault(UPLOAD_STEP) {
+        None | Some(Fault::StoreLate(_)) => None,
+        Some(Fault::AcceptThenFail(status)) => Some(status),
+        Some(Fault::Error(error)) => return (StatusCode::BAD_REQUEST, error).into_response(),
+        Some(other) => return fault_answer(other),
+    };
+    let Some(file) = state
+        .files
+        .iter_mut()
+        .find(|f| f.file_id == file_id && !f.completed)
+    else {
+        return (StatusCode::NOT_FOUND, "upload not found").into_response();
+    };
+    file.upload_had_authorization |= authorization.is_some();
+    file.upload_had_bot_token |= had_token;
+    if body.len() != file.declared_length {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{} bytes arrived, {} were declared",
+                body.len(),
+                file.declared_length
+            ),
+        )
+            .into_response();
+    }
+    file.bytes = Some(body.to_vec());
+    match lost_answer {
+        Some(status) => fault_answer(Fault::Http(status)),
+        None => (StatusCode::OK, format!("OK - {}", body.len())).into_response(),
+    }
 }
 
 async fn handle(
@@ -1484,6 +1882,7 @@ mod tests {
             blocks: Vec::new(),
             edits: Vec::new(),
             replies: Vec::new(),
+            files: Vec::new(),
         };
         let top = FakeMessage {
             metadata: None,
@@ -1501,6 +1900,7 @@ mod tests {
                     "Snapshot started\nname redis-autoscaler-r-k3m9x2qa",
                 ),
             ],
+            files: Vec::new(),
         };
         let expected = "\
 #C0123ABCD

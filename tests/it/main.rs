@@ -12,5 +12,6 @@ mod layout;
 mod ops;
 mod preflight;
 mod slack;
+mod slack_files;
 mod support;
 mod workflow;

@@ -634,7 +634,10 @@ async fn the_manifest_matches_the_routes_and_asks_only_for_needed_scopes() {
             "chat:write",
             "usergroups:read",
             "channels:history",
-            "groups:history"
+            "groups:history",
+            // The memory graph's upload into the run's thread (files.getUploadURLExternal and
+            // files.completeUploadExternal).
+            "files:write"
         ]
     );
 }
