@@ -340,6 +340,7 @@ impl Config {
             ));
             out.push_str(&format!("modify_timeout = {}\n", d(p.modify_timeout)));
             out.push_str(&format!("cooldown = {}\n", d(p.cooldown)));
+            out.push_str(&format!("graph_window = {}\n", d(p.graph_window)));
             out.push_str(&format!(
                 "max_node_type = \"{}\"\n",
                 p.max_node_type
@@ -605,6 +606,7 @@ const POLICY_KEYS: &[&str] = &[
     "modify_poll_interval",
     "modify_timeout",
     "cooldown",
+    "graph_window",
     "max_node_type",
     "pause_url",
     "resume_url",
@@ -1297,6 +1299,9 @@ impl<'s> Walker<'s> {
         }
         if let Some(v) = self.duration(t, "cooldown", prefix) {
             p.cooldown = v;
+        }
+        if let Some(v) = self.positive_duration(t, "graph_window", prefix) {
+            p.graph_window = v;
         }
         if let Some(v) = self.parsed(t, "max_node_type", prefix, |s| {
             if s.trim().is_empty() {

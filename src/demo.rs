@@ -155,6 +155,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     let deps = Deps {
         store: store.clone(),
         aws: Arc::new(SdkElastiCache::new(&aws)),
+        memory: Arc::new(crate::cloudwatch::SdkCloudWatch::new(&aws)),
         clock: Arc::new(SystemClock),
         sns_http: Arc::new(ReqwestSnsHttp(crate::http_client::build(
             Duration::from_secs(5),

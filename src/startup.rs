@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use crate::alarm::sns::{ReqwestSnsHttp, SnsHttp, SnsVerifier};
 use crate::app::jobs::JobWorker;
 use crate::app::{App, AppPorts, Directory, Home};
+use crate::cloudwatch::SdkCloudWatch;
 use crate::config::Config;
 use crate::domain::Secret;
 use crate::elasticache::Metered;
@@ -29,10 +30,11 @@ use crate::pagerduty::PagerDutyClient;
 use crate::slack::api::SlackClient;
 use crate::slack::approvers::ApproverDirectory;
 use crate::slack::chat::SlackChat;
+use crate::slack::graph::SlackGraphs;
 use crate::store::SqliteStore;
 use crate::telemetry::Prometheus;
 use crate::workflow::policy::Deliveries;
-use crate::workflow::ports::{Clock, ElastiCache, Ports, Store, SystemClock};
+use crate::workflow::ports::{Clock, ElastiCache, MemorySeries, Ports, Store, SystemClock};
 use crate::workflow::runner::{Runner, RunnerOptions};
 
 /// What differs between production, the demo and the tests.
@@ -40,6 +42,8 @@ pub struct Deps {
     pub store: Arc<dyn Store>,
     /// The ElastiCache verbs (the SDK client, pointed wherever AWS is).
     pub aws: Arc<dyn ElastiCache>,
+    /// The nodes' memory (CloudWatch through the SDK, the same AWS configuration).
+    pub memory: Arc<dyn MemorySeries>,
     pub clock: Arc<dyn Clock>,
     /// How SNS signing certificates are fetched and subscriptions confirmed.
     pub sns_http: Arc<dyn SnsHttp>,
@@ -58,6 +62,7 @@ impl Deps {
         Ok(Deps {
             store: Arc::new(store),
             aws: Arc::new(SdkElastiCache::new(&sdk)),
+            memory: Arc::new(SdkCloudWatch::new(&sdk)),
             home: home(config, &sdk).await?,
             clock: Arc::new(SystemClock),
             sns_http: Arc::new(ReqwestSnsHttp(crate::http_client::build(
@@ -122,13 +127,15 @@ impl Application {
         ));
         // A post whose answer was lost lands within its request's timeout; allow for three.
         let land = config.delivery.timeout * 3;
-        let chat = Arc::new(SlackChat::new(slack).duplicates_land_within(land));
         let aws: Arc<dyn ElastiCache> = Arc::new(Metered(deps.aws));
+        let graphs = Arc::new(SlackGraphs::new(slack.clone(), deps.memory, aws.clone()));
+        let chat = Arc::new(SlackChat::new(slack).duplicates_land_within(land));
         let metrics = Arc::new(Prometheus);
         let ports = Ports {
             store: deps.store.clone(),
             aws: Arc::new(ElastiCacheSteps::new(aws.clone())),
             chat: chat.clone(),
+            graphs,
             pager: Arc::new(pager),
             hooks: Arc::new(hooks),
             clock: deps.clock.clone(),

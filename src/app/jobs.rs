@@ -181,9 +181,24 @@ impl App {
                     // Not posted yet: the post queues this update again once it is (the
                     // update stays pending), so nothing is lost by stopping here.
                     Some(NoticeSeen { ts: None, .. }) => Ok(()),
-                    Some(seen) => {
+                    Some(mut seen) => {
                         let ts = seen.ts.clone().expect("matched above");
-                        (messenger.update_notice(&channel, &ts, &notice, &seen)).await
+                        // Two updates can be in flight at once (the next repeat leaves a new
+                        // one as soon as this took its count), and Slack keeps whichever edit
+                        // lands last: after each edit, look again and edit once more if the
+                        // count moved on, so the last edit always shows the latest count.
+                        for _ in 0..4 {
+                            (messenger.update_notice(&channel, &ts, &notice, &seen)).await?;
+                            match self.store.notice_seen(&window).await {
+                                Ok(Some(now))
+                                    if now.ts.as_ref() == Some(&ts) && now.count > seen.count =>
+                                {
+                                    seen = now;
+                                }
+                                _ => break,
+                            }
+                        }
+                        Ok(())
                     }
                 };
             }

@@ -15,8 +15,8 @@ use std::sync::OnceLock;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
-use crate::cloudwatch::NodeSeries;
 use crate::domain::{ReplicationGroupId, Timestamp};
+use crate::workflow::ports::NodeSeries;
 
 /// The embedded font (DejaVu Sans 2.37; see `LICENSE-DejaVuSans.txt`).
 static FONT: &[u8] = include_bytes!("DejaVuSans.ttf");

@@ -16,6 +16,7 @@ pub mod approvers;
 pub mod blocks;
 pub mod chat;
 pub mod commands;
+pub mod graph;
 pub mod interactions;
 pub mod signature;
 

@@ -26,6 +26,7 @@ pub(super) async fn perform(ports: &Ports, at: &mut Attempt, effect: &Effect) ->
     let Ports {
         aws,
         chat,
+        graphs,
         pager,
         hooks,
         ..
@@ -63,6 +64,7 @@ pub(super) async fn perform(ports: &Ports, at: &mut Attempt, effect: &Effect) ->
             .map(|ts| ts.map(|ts| Event::CancelOffered { ts }))
             .map_err(Fail::Delivery),
         Effect::CheckDuplicateTop => quiet(chat.check_duplicate_top(at).await),
+        Effect::PostGraph { moment } => quiet(graphs.post_graph(at, *moment).await),
         Effect::RepeatLine => (chat.repeat_line(at).await)
             .map(|ts| ts.map(|ts| Event::RepeatLinePosted { ts }))
             .map_err(Fail::Delivery),

@@ -179,6 +179,10 @@ pub enum Effect {
     /// Say in the thread that the alarm fired again: one reply for the whole run, posted the
     /// first time and edited after ("×N, last at …").
     RepeatLine,
+    /// Upload the memory graph to the thread (or say in a short note why there is none).
+    PostGraph {
+        moment: GraphMoment,
+    },
     /// Delete any second top message a retried post raced (found by the run's metadata), and
     /// bring the one the run keeps up to date.
     CheckDuplicateTop,
@@ -214,6 +218,24 @@ pub enum Effect {
     },
 }
 
+/// When a run's memory graph goes in its thread: once its top message is posted, and once it
+/// has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GraphMoment {
+    Posted,
+    Ended,
+}
+
+impl GraphMoment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GraphMoment::Posted => "posted",
+            GraphMoment::Ended => "ended",
+        }
+    }
+}
+
 impl Effect {
     pub fn name(&self) -> &'static str {
         match self {
@@ -226,6 +248,7 @@ impl Effect {
             Effect::OfferCancel => "offer_cancel",
             Effect::RepeatLine => "repeat_line",
             Effect::CheckDuplicateTop => "check_duplicate_top",
+            Effect::PostGraph { .. } => "post_graph",
             Effect::WithdrawCancelOffer { .. } => "withdraw_cancel_offer",
             Effect::Page { .. } => "page",
             Effect::CallHook { .. } => "call_hook",
@@ -246,6 +269,7 @@ impl Effect {
             | Effect::Reply { .. }
             | Effect::OfferCancel
             | Effect::RepeatLine
+            | Effect::PostGraph { .. }
             | Effect::WithdrawCancelOffer { .. } => Lane::Chat,
             // The look for a duplicate top message waits seconds before it is due; in the chat
             // lane every message after it would wait too. Its order among them doesn't matter.
@@ -320,7 +344,10 @@ impl Effect {
     /// earlier one may have done the work? (A top message posted twice can't be taken back; a
     /// modification in progress is the bot's own only if the bot may have asked for it.)
     pub fn records_start(&self) -> bool {
-        matches!(self, Effect::PostTopMessage | Effect::ModifyNodeType { .. })
+        matches!(
+            self,
+            Effect::PostTopMessage | Effect::ModifyNodeType { .. } | Effect::PostGraph { .. }
+        )
     }
 
     /// Does a later pending effect of the same kind make this one pointless? (A later update

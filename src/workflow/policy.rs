@@ -271,6 +271,13 @@ pub struct Policy {
     pub aws_retry: RetryPolicy,
     #[serde(default)]
     pub pending_changes: PendingChanges,
+    /// How far back the memory graph in the thread reaches.
+    #[serde(with = "crate::domain::duration_ms", default = "default_graph_window")]
+    pub graph_window: Duration,
+}
+
+fn default_graph_window() -> Duration {
+    Duration::from_secs(3 * 3600)
 }
 
 impl Default for Policy {
@@ -298,6 +305,7 @@ impl Default for Policy {
                 backoff: 1.5,
             },
             pending_changes: PendingChanges::Acknowledge,
+            graph_window: default_graph_window(),
         }
     }
 }

@@ -20,6 +20,7 @@ const K8S_PVC: &str = include_str!("../../deploy/kubernetes/pvc.yaml");
 const K8S_CONFIGMAP: &str = include_str!("../../deploy/kubernetes/configmap.yaml");
 const K8S_SECRET: &str = include_str!("../../deploy/kubernetes/secret.example.yaml");
 const SDK: &str = include_str!("../../src/elasticache/sdk.rs");
+const CLOUDWATCH_SDK: &str = include_str!("../../src/cloudwatch/sdk.rs");
 
 /// The environment variables `serve` refuses to start without.
 const REQUIRED_ENV: [&str; 4] = [
@@ -179,7 +180,7 @@ fn every_key_in_the_example_has_a_comment() {
 /// and every type AWS authorises it against (the Service Authorization Reference). `"*"`: the
 /// action has no resource-level permissions, so only `"Resource": "*"` grants it; each such one
 /// is read-only.
-const ACTIONS: [(&str, &str, &[&str]); 9] = [
+const ACTIONS: [(&str, &str, &[&str]); 10] = [
     (
         "elasticache:DescribeReplicationGroups",
         "replicationgroup",
@@ -209,6 +210,7 @@ const ACTIONS: [(&str, &str, &[&str]); 9] = [
     ),
     ("elasticache:DescribeUpdateActions", "*", &[]),
     ("application-autoscaling:DescribeScalableTargets", "*", &[]),
+    ("cloudwatch:GetMetricData", "*", &[]),
 ];
 
 /// The only write the bot may make on snapshots is its own run's (named after the run).
@@ -236,15 +238,17 @@ fn elasticache_resource(arn: &str) -> (String, String) {
 }
 
 /// The operations `SdkElastiCache` sends (`self.client.<operation>()` for ElastiCache,
-/// `self.autoscaling.<operation>()` for Application Auto Scaling), as IAM action names.
+/// `self.autoscaling.<operation>()` for Application Auto Scaling) and `SdkCloudWatch` sends
+/// (`.client.<operation>()`), as IAM action names.
 fn operations_the_code_calls() -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    for (field, prefix) in [
-        (".client", "elasticache"),
-        (".autoscaling", "application-autoscaling"),
+    for (source, field, prefix) in [
+        (SDK, ".client", "elasticache"),
+        (SDK, ".autoscaling", "application-autoscaling"),
+        (CLOUDWATCH_SDK, ".client", "cloudwatch"),
     ] {
-        for (at, _) in SDK.match_indices(field) {
-            let rest = &SDK[at + field.len()..];
+        for (at, _) in source.match_indices(field) {
+            let rest = &source[at + field.len()..];
             if rest.starts_with(|c: char| c.is_alphanumeric() || c == '_') {
                 continue;
             }
@@ -340,7 +344,7 @@ fn the_iam_policy_grants_exactly_the_calls_the_bot_makes_on_scoped_resources() {
     let listed: BTreeSet<String> = wanted_actions.iter().map(|a| a.to_string()).collect();
     assert_eq!(
         called, listed,
-        "src/elasticache/sdk.rs calls exactly the operations the policy grants"
+        "src/elasticache/sdk.rs and src/cloudwatch/sdk.rs call exactly the operations the policy grants"
     );
 }
 
@@ -348,7 +352,7 @@ fn the_iam_policy_grants_exactly_the_calls_the_bot_makes_on_scoped_resources() {
 /// such as `elasticache:${AWS::Region}`.
 fn actions_in(text: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    for prefix in ["elasticache:", "application-autoscaling:"] {
+    for prefix in ["elasticache:", "application-autoscaling:", "cloudwatch:"] {
         for (at, m) in text.match_indices(prefix) {
             let name: String = text[at + m.len()..]
                 .chars()

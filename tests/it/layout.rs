@@ -28,12 +28,20 @@ const RULES: &[(&str, &[&str])] = &[
     ),
     ("hooks.rs", &["hooks", "workflow", "domain", "telemetry"]),
     ("telemetry.rs", &["telemetry", "workflow"]),
+    (
+        "cloudwatch",
+        &["cloudwatch", "workflow", "domain", "telemetry"],
+    ),
+    ("chart", &["chart", "workflow", "domain"]),
     ("config.rs", &["config", "workflow", "domain"]),
 ];
 
 fn rust_files(path: &Path, out: &mut Vec<PathBuf>) {
     if path.is_file() {
-        out.push(path.to_path_buf());
+        // Only Rust: a module may keep data beside it (the chart's font).
+        if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path.to_path_buf());
+        }
         return;
     }
     for entry in std::fs::read_dir(path).unwrap() {

@@ -136,7 +136,7 @@ approvers = ["{ONCALL}", "{ONCALL2}", "{ONCALL_GROUP}"]
 [delivery]
 retry_interval = "20ms"
 # A retried top message is checked for a duplicate 3 × this later (30 s by default).
-timeout = "2s"
+timeout = "5s"
 
 [defaults]
 approval_timeout = "1h"
@@ -283,6 +283,7 @@ impl TestApp {
         let deps = Deps {
             store: store.clone(),
             aws: Arc::new(SdkElastiCache::new(&aws)),
+            memory: Arc::new(redis_autoscaler::cloudwatch::SdkCloudWatch::new(&aws)),
             clock,
             sns_http: sns.clone(),
             home: redis_autoscaler::startup::home(&config, &aws)
@@ -544,6 +545,23 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 /// The thread replies' text of a top message, in order.
+/// (The replies that share a file, the memory graphs, are left out: see [`thread_files`].)
 pub fn thread_texts(m: &FakeMessage) -> Vec<String> {
-    m.replies.iter().map(|r| r.text.clone()).collect()
+    m.replies
+        .iter()
+        .filter(|r| r.files.is_empty())
+        .map(|r| r.text.clone())
+        .collect()
+}
+
+/// Each thread reply as the thread shows it: its text, or `[file <title>]` for one that shares
+/// a file (a memory graph).
+pub fn thread_lines(m: &FakeMessage) -> Vec<String> {
+    m.replies
+        .iter()
+        .map(|r| match r.files.first() {
+            Some(f) => format!("[file {}]", f["title"].as_str().unwrap_or("?")),
+            None => r.text.clone(),
+        })
+        .collect()
 }

@@ -63,8 +63,10 @@ async fn happy_path_snapshots_once_upsizes_once_and_threads_every_step() {
     let tops = services.top_messages();
     assert_eq!(tops.len(), 1, "one top message");
     let top = &tops[0];
-    let replies = thread_texts(top);
+    let replies = thread_lines(top);
     let expected_order = [
+        // The memory graph once the message is up (the simulator's CloudWatch)…
+        "[file prod-jobs memory at the alarm",
         "Approved by",
         // The Cancel offer, withdrawn once the upsize started.
         "Cancelling is no longer possible: the upsize has started",
@@ -72,6 +74,8 @@ async fn happy_path_snapshots_once_upsizes_once_and_threads_every_step() {
         "is available",
         "Upsizing from",
         "Done:",
+        // … and again at the end.
+        "[file prod-jobs memory at the end",
     ];
     assert_eq!(replies.len(), expected_order.len(), "{replies:#?}");
     for (reply, want) in replies.iter().zip(expected_order) {
@@ -590,7 +594,7 @@ async fn a_top_message_slack_stores_after_the_retry_posted_again_is_deleted_afte
     );
     let dir = TempDir::new();
     let config =
-        config_text("", "approval = \"auto\"").replace("timeout = \"2s\"", "timeout = \"200ms\"");
+        config_text("", "approval = \"auto\"").replace("timeout = \"5s\"", "timeout = \"200ms\"");
     assert!(config.contains("timeout = \"200ms\""));
     let t = TestApp::spawn(&services, &config, &dir.db()).await;
     let run = t.alarm().await;

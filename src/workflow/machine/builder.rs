@@ -2,7 +2,9 @@
 //! steps several phases share live here (start the snapshot, succeed, fail, end).
 
 use crate::domain::{NodeType, SnapshotName, Timestamp};
-use crate::workflow::effect::{CancelGone, Effect, Note, PageAction, PageReason, Scheduled};
+use crate::workflow::effect::{
+    CancelGone, Effect, GraphMoment, Note, PageAction, PageReason, Scheduled,
+};
 use crate::workflow::event::{Actor, HookPhase};
 use crate::workflow::policy::Drift;
 use crate::workflow::run::{
@@ -275,7 +277,14 @@ impl Builder {
         if resume_error.is_some() {
             self.run.resume_error = resume_error;
         }
+        let planned = plan.is_some();
         self.set_state(State::Finished { plan, outcome });
         self.effect(Effect::UpdateTopMessage);
+        // A run that got as far as a plan shows how memory went, at its end too.
+        if planned {
+            self.effect(Effect::PostGraph {
+                moment: GraphMoment::Ended,
+            });
+        }
     }
 }

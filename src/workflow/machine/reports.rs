@@ -1,7 +1,7 @@
 //! Facts about the run's messages and pages, accepted in any state: the top message was
 //! posted (or couldn't be), the Cancel button was offered, PagerDuty took a page (or didn't).
 
-use crate::workflow::effect::{CancelGone, Effect, Note, PageAction, PageReason};
+use crate::workflow::effect::{CancelGone, Effect, GraphMoment, Note, PageAction, PageReason};
 use crate::workflow::event::Event;
 use crate::workflow::run::{Run, State};
 
@@ -21,6 +21,12 @@ pub(super) fn decide(mut b: Builder, run: &Run, event: &Event) -> Decision {
                 b.effect_at(Effect::CheckDuplicateTop, due);
             }
             b.run.message = Some(message);
+            // A run that ended before its message went up shows its graph once, at the end.
+            if !run.is_finished() {
+                b.effect(Effect::PostGraph {
+                    moment: GraphMoment::Posted,
+                });
+            }
         }
         Event::CancelOffered { ts } => {
             if run.is_cancellable() {

@@ -665,7 +665,7 @@ mod approval_matrix {
                 version: None,
             },
             at(100),
-            Accept("denied", &["post_note", "update_top_message"]),
+            Accept("denied", &["post_note", "update_top_message", "post_graph"]),
         );
     }
 
@@ -679,7 +679,10 @@ mod approval_matrix {
                 actor: stranger("U0000005"),
             },
             at(100),
-            Accept("cancelled", &["post_note", "update_top_message"]),
+            Accept(
+                "cancelled",
+                &["post_note", "update_top_message", "post_graph"],
+            ),
         );
     }
 
@@ -1189,7 +1192,10 @@ mod approval_timeouts {
                 timer: Timer::ApprovalExpiry,
             },
             at(86_400_000),
-            Accept("expired", &["post_note", "update_top_message"]),
+            Accept(
+                "expired",
+                &["post_note", "update_top_message", "post_graph"],
+            ),
         );
     }
 
@@ -1335,7 +1341,10 @@ mod snapshot_transitions {
                 status: Some(SnapshotStatus::Creating),
             },
             at(100),
-            Accept("timed_out", &["post_note", "page", "update_top_message"]),
+            Accept(
+                "timed_out",
+                &["post_note", "page", "update_top_message", "post_graph"],
+            ),
         )
         .unwrap();
         assert!(t.drop_pending_work);
@@ -1365,7 +1374,10 @@ mod snapshot_transitions {
                 status: Some(SnapshotStatus::Failed),
             },
             at(100),
-            Accept("failed", &["post_note", "page", "update_top_message"]),
+            Accept(
+                "failed",
+                &["post_note", "page", "update_top_message", "post_graph"],
+            ),
         );
     }
 
@@ -1377,7 +1389,10 @@ mod snapshot_transitions {
             snapshotting(true, 1),
             Event::SnapshotPolled { status: None },
             at(100),
-            Accept("failed", &["post_note", "page", "update_top_message"]),
+            Accept(
+                "failed",
+                &["post_note", "page", "update_top_message", "post_graph"],
+            ),
         );
     }
 
@@ -1429,7 +1444,10 @@ mod snapshot_transitions {
                 error: busy,
             },
             at(100),
-            Accept("timed_out", &["post_note", "page", "update_top_message"]),
+            Accept(
+                "timed_out",
+                &["post_note", "page", "update_top_message", "post_graph"],
+            ),
         );
     }
 
@@ -1448,7 +1466,10 @@ mod snapshot_transitions {
                 error: quota,
             },
             at(100),
-            Accept("failed", &["post_note", "page", "update_top_message"]),
+            Accept(
+                "failed",
+                &["post_note", "page", "update_top_message", "post_graph"],
+            ),
         );
     }
 
@@ -1462,7 +1483,10 @@ mod snapshot_transitions {
                 actor: approver("U0000001"),
             },
             at(100),
-            Accept("cancelled", &["post_note", "update_top_message"]),
+            Accept(
+                "cancelled",
+                &["post_note", "update_top_message", "post_graph"],
+            ),
         );
     }
 }
@@ -1505,7 +1529,7 @@ mod modify_transitions {
             at(61_000),
             Accept(
                 "succeeded",
-                &["post_note", "post_note", "update_top_message"],
+                &["post_note", "post_note", "update_top_message", "post_graph"],
             ),
         );
     }
@@ -1534,7 +1558,10 @@ mod modify_transitions {
                 group: group_info("available", "cache.r6g.xlarge"),
             },
             at(90_000),
-            Accept("succeeded", &["post_note", "update_top_message"]),
+            Accept(
+                "succeeded",
+                &["post_note", "update_top_message", "post_graph"],
+            ),
         )
         .unwrap();
         assert_eq!(t.run.step(Step::Upsize).unwrap().status, StepStatus::Done);
@@ -1550,7 +1577,10 @@ mod modify_transitions {
                 group: group_info("available", "cache.r6g.large"),
             },
             at(90_000),
-            Accept("failed", &["post_note", "page", "update_top_message"]),
+            Accept(
+                "failed",
+                &["post_note", "page", "update_top_message", "post_graph"],
+            ),
         );
     }
 
@@ -1564,7 +1594,10 @@ mod modify_transitions {
                 group: group_info("available", "cache.r6g.4xlarge"),
             },
             at(90_000),
-            Accept("failed", &["post_note", "page", "update_top_message"]),
+            Accept(
+                "failed",
+                &["post_note", "page", "update_top_message", "post_graph"],
+            ),
         )
         .unwrap();
         let Some(Outcome::Failed { error, .. }) = t.run.outcome() else {
@@ -1598,7 +1631,10 @@ mod modify_transitions {
                 group: group_info("modifying", "cache.r6g.large"),
             },
             at(60_000 + 7_200_000),
-            Accept("timed_out", &["post_note", "page", "update_top_message"]),
+            Accept(
+                "timed_out",
+                &["post_note", "page", "update_top_message", "post_graph"],
+            ),
         );
     }
 
@@ -1617,7 +1653,10 @@ mod modify_transitions {
                 error: rejected,
             },
             at(61_000),
-            Accept("failed", &["post_note", "page", "update_top_message"]),
+            Accept(
+                "failed",
+                &["post_note", "page", "update_top_message", "post_graph"],
+            ),
         );
     }
 
@@ -1654,7 +1693,10 @@ mod modify_transitions {
                 group: group_info("available", "cache.r6g.xlarge"),
             },
             at(90_000),
-            Accept("succeeded", &["post_note", "page", "update_top_message"]),
+            Accept(
+                "succeeded",
+                &["post_note", "page", "update_top_message", "post_graph"],
+            ),
         );
     }
 }
@@ -1691,7 +1733,10 @@ mod resume_transitions {
                 phase: HookPhase::Resume,
             },
             at(100),
-            Accept("succeeded", &["post_note", "update_top_message"]),
+            Accept(
+                "succeeded",
+                &["post_note", "update_top_message", "post_graph"],
+            ),
         );
     }
 
@@ -1706,7 +1751,10 @@ mod resume_transitions {
                 error: "timeout".into(),
             },
             at(100),
-            Accept("succeeded", &["post_note", "update_top_message", "page"]),
+            Accept(
+                "succeeded",
+                &["post_note", "update_top_message", "post_graph", "page"],
+            ),
         )
         .unwrap();
         assert_eq!(t.run.resume_error.as_deref(), Some("timeout"));
@@ -1884,7 +1932,7 @@ mod alarms_and_deliveries {
                 message: msg.clone(),
             },
             at(100),
-            Accept("awaiting_approval", &[]),
+            Accept("awaiting_approval", &["post_graph"]),
         )
         .unwrap();
         assert_eq!(t.run.message, Some(msg.clone()));
@@ -1899,7 +1947,7 @@ mod alarms_and_deliveries {
             awaiting(),
             Event::TopMessagePosted { message: raced },
             at(100),
-            Accept("awaiting_approval", &["check_duplicate_top"]),
+            Accept("awaiting_approval", &["check_duplicate_top", "post_graph"]),
         )
         .unwrap();
         assert_eq!(t.effects[0].due, at(100).plus(Duration::from_millis(600)));
@@ -2005,7 +2053,10 @@ mod the_group_is_looked_at_again_before_acting {
             snapshotting(false, 0),
             rechecked(Step::Snapshot, "available", "cache.r6g.2xlarge"),
             at(100),
-            Expect::Accept("group_changed", &["post_note", "update_top_message"]),
+            Expect::Accept(
+                "group_changed",
+                &["post_note", "update_top_message", "post_graph"],
+            ),
         )
         .unwrap();
         assert!(matches!(
@@ -2025,7 +2076,10 @@ mod the_group_is_looked_at_again_before_acting {
             snapshotting(false, 0),
             rechecked(Step::Snapshot, "modifying", "cache.r6g.large"),
             at(100),
-            Expect::Accept("group_changed", &["post_note", "update_top_message"]),
+            Expect::Accept(
+                "group_changed",
+                &["post_note", "update_top_message", "post_graph"],
+            ),
         );
     }
 
@@ -2074,7 +2128,10 @@ mod the_group_is_looked_at_again_before_acting {
             modifying(false, false, 0),
             rechecked(Step::Upsize, "available", "cache.r6g.xlarge"),
             at(61_000),
-            Expect::Accept("group_changed", &["post_note", "update_top_message"]),
+            Expect::Accept(
+                "group_changed",
+                &["post_note", "update_top_message", "post_graph"],
+            ),
         )
         .unwrap();
         let kept = t.effects.iter().any(|e| {
@@ -2104,7 +2161,10 @@ mod the_group_is_looked_at_again_before_acting {
             modifying(false, false, 0),
             event,
             at(61_000),
-            Expect::Accept("group_changed", &["post_note", "update_top_message"]),
+            Expect::Accept(
+                "group_changed",
+                &["post_note", "update_top_message", "post_graph"],
+            ),
         )
         .unwrap();
         assert!(matches!(
@@ -2350,7 +2410,10 @@ mod pending_changes_need_an_explicit_approval {
             snapshotting(false, 0),
             recheck_with(Check::Known(engine_upgrade())),
             at(100),
-            Expect::Accept("group_changed", &["post_note", "update_top_message"]),
+            Expect::Accept(
+                "group_changed",
+                &["post_note", "update_top_message", "post_graph"],
+            ),
         )
         .unwrap();
         assert!(matches!(
@@ -2381,7 +2444,10 @@ mod pending_changes_need_an_explicit_approval {
             snapshotting_acknowledged(Check::Known(engine_upgrade())),
             recheck_with(Check::Known(more)),
             at(100),
-            Expect::Accept("group_changed", &["post_note", "update_top_message"]),
+            Expect::Accept(
+                "group_changed",
+                &["post_note", "update_top_message", "post_graph"],
+            ),
         )
         .unwrap();
         let Some(Outcome::GroupChanged {
@@ -2402,7 +2468,10 @@ mod pending_changes_need_an_explicit_approval {
             snapshotting(false, 0),
             recheck_with(Check::Unknown("AccessDenied".into())),
             at(100),
-            Expect::Accept("group_changed", &["post_note", "update_top_message"]),
+            Expect::Accept(
+                "group_changed",
+                &["post_note", "update_top_message", "post_graph"],
+            ),
         );
         check(
             "recheck: pending unknown, approved as unknown",
@@ -2420,7 +2489,10 @@ mod pending_changes_need_an_explicit_approval {
             snapshotting_acknowledged(Check::Known(engine_upgrade())),
             recheck_with(Check::Unknown("AccessDenied".into())),
             at(100),
-            Expect::Accept("group_changed", &["post_note", "update_top_message"]),
+            Expect::Accept(
+                "group_changed",
+                &["post_note", "update_top_message", "post_graph"],
+            ),
         );
     }
 
@@ -2448,7 +2520,10 @@ mod pending_changes_need_an_explicit_approval {
             t.run,
             recheck_with(Check::Known(engine_upgrade())),
             at(200),
-            Expect::Accept("group_changed", &["post_note", "update_top_message"]),
+            Expect::Accept(
+                "group_changed",
+                &["post_note", "update_top_message", "post_graph"],
+            ),
         );
         let json = serde_json::to_value(plan()).unwrap();
         let mut legacy = json.as_object().unwrap().clone();
@@ -2477,7 +2552,10 @@ mod pending_changes_need_an_explicit_approval {
                 pending: Check::Known(engine_upgrade()),
             },
             at(61_000),
-            Expect::Accept("group_changed", &["post_note", "update_top_message"]),
+            Expect::Accept(
+                "group_changed",
+                &["post_note", "update_top_message", "post_graph"],
+            ),
         );
     }
 }

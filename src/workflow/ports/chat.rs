@@ -1,12 +1,27 @@
-//! The ports that tell people: [`Chat`] (the run's messages), [`Pager`] (on-call) and
-//! [`Hooks`] (the team's workers).
+//! The ports that tell people: [`Chat`] (the run's messages), [`Graphs`] (the memory graph in
+//! its thread), [`Pager`] (on-call) and [`Hooks`] (the team's workers).
 
 use crate::domain::MessageTs;
-use crate::workflow::effect::{CancelGone, Note, PageAction};
+use crate::workflow::effect::{CancelGone, GraphMoment, Note, PageAction};
 use crate::workflow::event::HookPhase;
 use crate::workflow::run::TopMessage;
 
 use super::{Attempt, BoxFuture, Failure};
+
+/// The memory graph in a run's thread: the group's nodes' memory over the policy's
+/// `graph_window`, with the alarm's threshold, the alarm and the upsize marked.
+pub trait Graphs: Send + Sync {
+    /// Post the graph for `moment` in the run's thread, once: when
+    /// [`Attempt::maybe_done_before`], look for the one an earlier try uploaded first. A graph
+    /// that can't be made (no data, no permission to read it) is a short note in the thread
+    /// instead, and `Ok`: only a failure worth another try (throttling, a 5xx, Slack's rate
+    /// limit) is an error.
+    fn post_graph<'a>(
+        &'a self,
+        at: &'a mut Attempt,
+        moment: GraphMoment,
+    ) -> BoxFuture<'a, Result<(), Failure>>;
+}
 
 /// A run's messages. Each method is one effect; the implementation renders the run as it is in
 /// the [`Attempt`] and looks before it posts where a lost answer could mean a duplicate.

@@ -9,6 +9,8 @@
 //! | [`Aws`] | a run's AWS effects, each looking before it acts | `elasticache::steps` |
 //! | [`Chat`] | a run's messages: top message, thread replies, private answers | `slack::chat` |
 //! | [`Pager`] | a run's pages | `pagerduty` |
+//! | [`MemorySeries`] | how full a group's nodes were over a window | `cloudwatch` |
+//! | [`Graphs`] | the memory graph in a run's thread | `slack::graph` |
 //! | [`Hooks`] | the pause and resume webhooks | `hooks` |
 //! | [`Store`] | runs, their audit trail, the outbox (a run's effects, and the jobs requests leave), the alarm log | `store` |
 //! | [`Clock`] | the time | [`SystemClock`], [`TokioClock`] |
@@ -30,15 +32,17 @@ use super::run::Run;
 pub mod chat;
 pub mod clock;
 pub mod elasticache;
+pub mod memory;
 pub mod metrics;
 pub mod store;
 
-pub use chat::{Chat, Hooks, Pager};
+pub use chat::{Chat, Graphs, Hooks, Pager};
 pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
 pub use elasticache::{
     Aws, AwsError, CacheClusterInfo, ClusterMode, ElastiCache, GroupInfo, GroupStatus, LookAgain,
     Parameters, PlanFacts, SnapshotInfo, SnapshotStatus,
 };
+pub use memory::{MemoryError, MemoryQuery, MemorySeries, NodeSeries};
 pub use metrics::{Metrics, NoMetrics};
 pub use store::{
     AlarmRecord, AuditEntry, Busy, Change, Created, Decide, Decided, DueJobs, EffectId, NewJob,
@@ -51,6 +55,7 @@ pub struct Ports {
     pub store: Arc<dyn Store>,
     pub aws: Arc<dyn Aws>,
     pub chat: Arc<dyn Chat>,
+    pub graphs: Arc<dyn Graphs>,
     pub pager: Arc<dyn Pager>,
     pub hooks: Arc<dyn Hooks>,
     pub clock: Arc<dyn Clock>,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::domain::{
     CacheClusterId, MessageTs, NodeType, ReplicationGroupId, RunId, SnapshotName, Timestamp,
 };
-use crate::workflow::effect::{CancelGone, Effect, Lane, Note, PageAction};
+use crate::workflow::effect::{CancelGone, Effect, GraphMoment, Lane, Note, PageAction};
 use crate::workflow::event::HookPhase;
 use crate::workflow::ports::*;
 use crate::workflow::preflight::{Check, PendingChange, Preflight};
@@ -839,6 +839,16 @@ impl Chat for Recorder {
         _: &'a CancelGone,
     ) -> BoxFuture<'a, Result<(), Failure>> {
         self.say("withdraw_cancel".into(), ())
+    }
+}
+
+impl Graphs for Recorder {
+    fn post_graph<'a>(
+        &'a self,
+        _: &'a mut Attempt,
+        moment: GraphMoment,
+    ) -> BoxFuture<'a, Result<(), Failure>> {
+        self.say(format!("graph {}", moment.as_str()), ())
     }
 }
 

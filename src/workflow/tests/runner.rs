@@ -46,6 +46,7 @@ struct Bench {
     store: MemoryStore,
     aws: FakeAws,
     chat: Recorder,
+    graphs: Recorder,
     pager: Recorder,
     hooks: Recorder,
     stop: watch::Sender<bool>,
@@ -63,7 +64,8 @@ impl Bench {
 
     /// A runner on an existing store and AWS (a restart).
     fn on(store: MemoryStore, aws: FakeAws, options: RunnerOptions) -> Bench {
-        let (chat, pager, hooks) = (
+        let (chat, graphs, pager, hooks) = (
+            Recorder::default(),
             Recorder::default(),
             Recorder::default(),
             Recorder::default(),
@@ -72,6 +74,7 @@ impl Bench {
             store: Arc::new(store.clone()),
             aws: Arc::new(aws.clone()),
             chat: Arc::new(chat.clone()),
+            graphs: Arc::new(graphs.clone()),
             pager: Arc::new(pager.clone()),
             hooks: Arc::new(hooks.clone()),
             clock: Arc::new(TokioClock::starting_at(Timestamp::from_millis(
@@ -90,6 +93,7 @@ impl Bench {
             store,
             aws,
             chat,
+            graphs,
             pager,
             hooks,
             stop,
@@ -186,6 +190,11 @@ async fn an_auto_approved_run_snapshots_once_upsizes_once_and_says_so_in_order()
         "{said:?}"
     );
     assert!(b.pager.said().is_empty(), "nothing to page about");
+    assert_eq!(
+        b.graphs.said(),
+        ["graph posted", "graph ended"],
+        "the memory graph once the message is up, and again at the end"
+    );
     // Three snapshot polls and three group polls, 30 s apart by the default policy.
     let took = done.updated_at.since(done.created_at);
     assert!(took >= Duration::from_secs(6 * 30), "{took:?}");

@@ -1,0 +1,232 @@
+//! The [`Graphs`] port: the group's memory over the policy's `graph_window`, read from
+//! CloudWatch ([`MemorySeries`]), drawn ([`crate::chart`]) and uploaded into the run's thread
+//! with Slack's files upload flow.
+//!
+//! A graph that can't be made is said in one short thread reply and is not an error: the run
+//! goes on without it. Only what another try may fix (throttling, a 5xx, Slack's rate limit) is
+//! a retryable failure, and a retry looks for the file an earlier try uploaded before it
+//! uploads again (the file's title names the run and the moment).
+
+use crate::chart::{ChartError, MemoryChart};
+use crate::domain::Timestamp;
+use crate::workflow::effect::GraphMoment;
+use crate::workflow::ports::{
+    Attempt, BoxFuture, ElastiCache, Failure, Graphs, MemoryError, MemoryQuery, MemorySeries,
+};
+use crate::workflow::run::{Step, Trigger};
+
+use super::Message;
+use super::api::{FileUpload, SlackClient};
+
+/// [`Graphs`] over CloudWatch and Slack.
+pub struct SlackGraphs {
+    slack: SlackClient,
+    memory: std::sync::Arc<dyn MemorySeries>,
+    aws: std::sync::Arc<dyn ElastiCache>,
+}
+
+impl SlackGraphs {
+    pub fn new(
+        slack: SlackClient,
+        memory: std::sync::Arc<dyn MemorySeries>,
+        aws: std::sync::Arc<dyn ElastiCache>,
+    ) -> SlackGraphs {
+        SlackGraphs { slack, memory, aws }
+    }
+
+    /// Say in the thread why there is no graph (once; a lost answer may say it twice, which
+    /// is harmless).
+    async fn no_graph(&self, at: &mut Attempt, why: String) -> Result<(), Failure> {
+        let Some(top) = at.run.message.clone() else {
+            return Ok(());
+        };
+        let text = format!("📉 No memory graph: {why}");
+        let posted = self
+            .slack
+            .post_message(&top.channel, Some(&top.ts), &Message::text(text.clone()))
+            .await;
+        match posted {
+            Ok(p) => {
+                at.log(
+                    "slack",
+                    "chat.postMessage",
+                    format!("thread reply (ts {}): {text}", p.ts),
+                );
+                Ok(())
+            }
+            Err(e) => {
+                at.log("slack", "chat.postMessage", format!("error: {e}"));
+                Err(Failure::from(&e))
+            }
+        }
+    }
+}
+
+/// The file's title: what a retry looks for in the thread.
+pub fn graph_title(run: &crate::workflow::run::Run, moment: GraphMoment) -> String {
+    let when = match moment {
+        GraphMoment::Posted => "at the alarm",
+        GraphMoment::Ended => "at the end",
+    };
+    format!("{} memory {when} ({})", run.group, run.id)
+}
+
+/// The alarm's threshold, from its state reason ("… was greater than the threshold (85.0)").
+pub fn threshold_in(reason: &str) -> Option<f64> {
+    let after = reason.rsplit_once("the threshold (")?.1;
+    let number = after.split(')').next()?;
+    number.trim().parse().ok().filter(|t: &f64| t.is_finite())
+}
+
+impl Graphs for SlackGraphs {
+    fn post_graph<'a>(
+        &'a self,
+        at: &'a mut Attempt,
+        moment: GraphMoment,
+    ) -> BoxFuture<'a, Result<(), Failure>> {
+        Box::pin(async move {
+            let Some(top) = at.run.message.clone() else {
+                at.log(
+                    "slack",
+                    "memory graph",
+                    "no top message to reply to; graph skipped",
+                );
+                return Ok(());
+            };
+            let title = graph_title(&at.run, moment);
+            if at.maybe_done_before {
+                match self.slack.thread_files(&top.channel, &top.ts).await {
+                    Ok(files) if files.iter().any(|f| f.title.as_deref() == Some(&title)) => {
+                        at.log(
+                            "slack",
+                            "files",
+                            format!("“{title}” is already in the thread"),
+                        );
+                        return Ok(());
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        at.log("slack", "conversations.replies", format!("error: {e}"));
+                        return Err(Failure::transient(
+                            format!("could not look for an earlier upload: {e}"),
+                            e.retry_after(),
+                        ));
+                    }
+                }
+            }
+            // The members now (a graph reads; it never acts, so a fresh look is all it needs).
+            let group = match self.aws.describe_group(&at.run.group).await {
+                Ok(g) => g,
+                Err(e) if e.is_retryable() => {
+                    at.log("aws", "DescribeReplicationGroups", format!("error: {e}"));
+                    return Err(Failure::transient(e.to_string(), None));
+                }
+                Err(e) => {
+                    return self
+                        .no_graph(at, format!("the group could not be read ({e})."))
+                        .await;
+                }
+            };
+            let end = at.now;
+            let start = Timestamp::from_millis(
+                end.as_millis() - at.run.policy.graph_window.as_millis() as i64,
+            );
+            let query = MemoryQuery::for_window(at.run.group.clone(), group.members, start, end);
+            let series = match self.memory.memory_usage(&query).await {
+                Ok(s) => s,
+                Err(e @ MemoryError::Transient { .. }) => {
+                    at.log("aws", "GetMetricData", format!("error: {e}"));
+                    return Err(Failure::transient(e.to_string(), None));
+                }
+                Err(e @ MemoryError::Denied { .. }) => {
+                    at.log("aws", "GetMetricData", format!("error: {e}"));
+                    let why = format!(
+                        "the bot may not read CloudWatch metrics ({e}); give its role `cloudwatch:GetMetricData`."
+                    );
+                    return self.no_graph(at, why).await;
+                }
+                Err(e) => {
+                    at.log("aws", "GetMetricData", format!("error: {e}"));
+                    return self.no_graph(at, format!("CloudWatch said {e}.")).await;
+                }
+            };
+            let points: usize = series.iter().map(|s| s.points.len()).sum();
+            at.log(
+                "aws",
+                "GetMetricData",
+                format!("{points} point(s) for {} node(s)", series.len()),
+            );
+            let mut chart = MemoryChart::new(&at.run.group, &series, start, end);
+            if let Trigger::Alarm {
+                reason, at: fired, ..
+            } = &at.run.trigger
+            {
+                chart = chart.alarm_at(*fired);
+                if let Some(t) = threshold_in(reason) {
+                    chart = chart.threshold(t);
+                }
+            }
+            if let Some(upsize) = at.run.steps.iter().find(|s| s.step == Step::Upsize) {
+                chart = chart.upsize(upsize.started, upsize.ended);
+            }
+            let png = match chart.render_png() {
+                Ok(png) => png,
+                Err(ChartError::NoData) => {
+                    let why = format!(
+                        "CloudWatch has no {} for the group's nodes in the last {}.",
+                        crate::workflow::ports::memory::MEMORY_METRIC,
+                        crate::domain::format_duration(at.run.policy.graph_window)
+                    );
+                    return self.no_graph(at, why).await;
+                }
+                Err(e) => {
+                    return self
+                        .no_graph(at, format!("it could not be drawn ({e})."))
+                        .await;
+                }
+            };
+            let filename = format!("{}-memory-{}.png", at.run.id, moment.as_str());
+            let alt = format!(
+                "Memory use of {}'s nodes over the last {}",
+                at.run.group,
+                crate::domain::format_duration(at.run.policy.graph_window)
+            );
+            let file = FileUpload {
+                filename,
+                title: title.clone(),
+                alt_text: Some(alt),
+                initial_comment: None,
+                bytes: png,
+            };
+            let uploaded = self.slack.upload_file(&top.channel, &top.ts, file).await;
+            match uploaded {
+                Ok(file) => {
+                    at.log(
+                        "slack",
+                        "files.completeUploadExternal",
+                        format!("“{title}” uploaded ({})", file.file_id),
+                    );
+                    Ok(())
+                }
+                Err(e) => {
+                    at.log("slack", "files.upload", format!("error: {e}"));
+                    Err(Failure::from(&e))
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_threshold_is_read_from_the_alarms_reason() {
+        let reason = "Threshold Crossed: 1 out of the last 1 datapoints [93.2 (02/10/19 16:59:00)] was greater than or equal to the threshold (85.0).";
+        assert_eq!(threshold_in(reason), Some(85.0));
+        assert_eq!(threshold_in("manual"), None);
+        assert_eq!(threshold_in("the threshold (NaN)"), None);
+        assert_eq!(threshold_in("the threshold (abc)"), None);
+    }
+}
