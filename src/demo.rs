@@ -135,7 +135,21 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     if scenario == Scenario::ModifyFails {
         sim.fail_modifications_of(&group, sim::ModifyFault::Revert);
     }
+    // The last hours as the memory graph shows them: climbing towards the alarm.
+    let now_ms = crate::domain::Timestamp::now().as_millis();
+    let ago = |minutes: i64| crate::domain::Timestamp::from_millis(now_ms - minutes * 60_000);
+    for (member, lift) in [("001", 0.0), ("002", -4.0)] {
+        let node = crate::domain::CacheClusterId::parse(&format!("{group}-{member}"))?;
+        let curve = sim::MemoryCurve::constant(68.0 + lift)
+            .then(ago(100), 76.0 + lift)
+            .then(ago(45), 85.0 + lift)
+            .then(ago(10), 93.0 + lift);
+        sim.set_memory(&node, curve);
+    }
     let slack = FakeSlack::spawn(BOT_TOKEN).await?;
+    let graphs_dir = std::env::temp_dir().join("redis-autoscaler-demo-graphs");
+    std::fs::create_dir_all(&graphs_dir)?;
+    slack.save_files_to(&graphs_dir);
     let pagerduty = FakePagerDuty::spawn().await?;
 
     let dir = std::env::temp_dir().join(format!("redis-autoscaler-demo-{}", RunId::generate()));
@@ -206,6 +220,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
             a.kind,
             a.detail
         );
+    }
+    for f in slack.files().iter().filter(|f| f.completed) {
+        let title = f.title.as_deref().unwrap_or(&f.name);
+        println!("The graph “{title}” is in {}", graphs_dir.display());
     }
     let aws_calls = sim.calls();
     println!(

@@ -86,12 +86,11 @@ impl Graphs for SlackGraphs {
     ) -> BoxFuture<'a, Result<(), Failure>> {
         Box::pin(async move {
             let Some(top) = at.run.message.clone() else {
-                at.log(
-                    "slack",
-                    "memory graph",
-                    "no top message to reply to; graph skipped",
-                );
-                return Ok(());
+                // A run that ended before its message went up: the graph follows it.
+                return Err(Failure::transient(
+                    "the top message is not posted yet",
+                    None,
+                ));
             };
             let title = graph_title(&at.run, moment);
             if at.maybe_done_before {

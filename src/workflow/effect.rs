@@ -269,8 +269,10 @@ impl Effect {
             | Effect::Reply { .. }
             | Effect::OfferCancel
             | Effect::RepeatLine
-            | Effect::PostGraph { .. }
             | Effect::WithdrawCancelOffer { .. } => Lane::Chat,
+            // A graph waits on CloudWatch and an upload; in the chat lane a throttled read
+            // would hold every later message of the run back.
+            Effect::PostGraph { .. } => Lane::Aside,
             // The look for a duplicate top message waits seconds before it is due; in the chat
             // lane every message after it would wait too. Its order among them doesn't matter.
             _ => Lane::Work,
@@ -384,11 +386,13 @@ pub struct Scheduled {
 
 /// Where an effect waits its turn. A run's chat messages go out strictly in the order they
 /// were decided, even when one of them waits out a rate limit; work (AWS, pages, hooks,
-/// timers) runs as soon as it is due.
+/// timers) runs as soon as it is due; what is aside (the memory graph) neither waits for the
+/// others nor holds them up, however long its retries take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Lane {
     Chat,
     Work,
+    Aside,
 }
 
 impl Lane {
@@ -397,6 +401,7 @@ impl Lane {
         match self {
             Lane::Chat => "slack",
             Lane::Work => "work",
+            Lane::Aside => "aside",
         }
     }
 }

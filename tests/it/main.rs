@@ -7,6 +7,7 @@ mod cloudwatch;
 mod deploy;
 mod elasticache;
 mod fuzz_corpus;
+mod graphs;
 mod hostile_clients;
 mod layout;
 mod ops;

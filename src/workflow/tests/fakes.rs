@@ -112,7 +112,7 @@ impl Memory {
             .iter()
             .filter(pending)
             .filter(|r| {
-                r.effect.lane() == Lane::Work
+                r.effect.lane() != Lane::Chat
                     || !self
                         .effects
                         .iter()
