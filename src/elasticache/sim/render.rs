@@ -184,10 +184,14 @@ pub fn snapshot(x: &mut Xml, world: &World, s: &Snapshot, now: Instant) {
     let g = &s.group;
     let status = s.status(now);
     let done = status != SnapshotStatus::Creating;
+    // The node the request named, or the last node of each shard.
     let sources: Vec<Member> = g
         .members()
         .into_iter()
-        .filter(|m| g.is_snapshot_source(m))
+        .filter(|m| match &s.node {
+            Some(node) => &m.id == node,
+            None => g.is_snapshot_source(m),
+        })
         .collect();
     x.leaf("SnapshotName", &s.name)
         .leaf("ReplicationGroupId", &g.id)

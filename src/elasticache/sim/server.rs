@@ -320,6 +320,12 @@ impl SimHandle {
         self.world().snapshot_info(name, Instant::now())
     }
 
+    /// What the snapshot was taken from, as its CreateSnapshot named it: a member's
+    /// `CacheClusterId` or the group's `ReplicationGroupId`.
+    pub fn snapshot_source(&self, name: &SnapshotName) -> Option<String> {
+        self.world().snapshot_source(name)
+    }
+
     /// Answer this fraction (0.0 – 1.0) of all later calls with `Throttling`.
     pub fn set_throttle_fraction(&self, fraction: f64) -> Result<(), SimConfigError> {
         let fraction = check_fraction(fraction)?;

@@ -236,6 +236,9 @@ pub struct Snapshot {
     pub name: SnapshotName,
     /// The group as it was when the snapshot started.
     pub group: Group,
+    /// The member the request named by `CacheClusterId`; `None`: it named the group
+    /// (`ReplicationGroupId`), and the last node of each shard is used.
+    pub node: Option<String>,
     pub started: Instant,
     pub ready_at: Instant,
     pub ends: SnapshotEnd,
@@ -329,6 +332,7 @@ impl World {
                 let snapshot = Snapshot {
                     name: name.clone(),
                     group: Group::from_config(g, now),
+                    node: None,
                     started: earlier,
                     ready_at: earlier,
                     ends: SnapshotEnd::Available,
@@ -456,6 +460,13 @@ impl World {
 
     pub fn pending_node_type(&self, id: &ReplicationGroupId) -> Option<NodeType> {
         self.groups.get(id)?.pending_node_type.clone()
+    }
+
+    /// What a snapshot was taken from, as its CreateSnapshot named it: the member's
+    /// `CacheClusterId`, or the group's `ReplicationGroupId`.
+    pub fn snapshot_source(&self, name: &SnapshotName) -> Option<String> {
+        let s = self.snapshots.get(name)?;
+        Some(s.node.clone().unwrap_or_else(|| s.group.id.to_string()))
     }
 
     pub fn snapshot_info(&self, name: &SnapshotName, now: Instant) -> Option<SnapshotInfo> {
@@ -900,14 +911,24 @@ impl World {
 
     fn create_snapshot(&mut self, req: &QueryRequest, now: Instant) -> Result<String, QueryError> {
         let raw_name = req.require("SnapshotName")?;
-        if req.get("CacheClusterId").is_some() && req.get("ReplicationGroupId").is_none() {
-            let (g, _) = self.find_cluster(req.require("CacheClusterId")?)?;
-            if g.cluster_enabled() {
+        // Exactly one of the two names what the snapshot is taken from.
+        let node = match (req.get("ReplicationGroupId"), req.get("CacheClusterId")) {
+            (Some(_), Some(_)) | (None, None) => {
                 return Err(QueryError::invalid_combination(
-                    "Snapshots of a cluster-mode-enabled group must name its ReplicationGroupId.",
+                    "Specify exactly one of ReplicationGroupId and CacheClusterId.",
                 ));
             }
-        }
+            (Some(_), None) => None,
+            (None, Some(raw)) => {
+                let (g, m) = self.find_cluster(raw)?;
+                if g.cluster_enabled() {
+                    return Err(QueryError::invalid_combination(
+                        "Snapshots of a cluster-mode-enabled group must name its ReplicationGroupId.",
+                    ));
+                }
+                Some(m.id)
+            }
+        };
         let g = self.group_or_cluster(req)?;
         let name = SnapshotName::parse(raw_name).map_err(|e| {
             QueryError::invalid_value(format!("Invalid SnapshotName {raw_name}: {e}"))
@@ -964,6 +985,7 @@ impl World {
         let snapshot = Snapshot {
             name: name.clone(),
             group: g.clone(),
+            node,
             started: now,
             ready_at: now + self.snapshot_duration,
             ends: if fails {
@@ -1313,6 +1335,69 @@ mod tests {
             )),
             "SnapshotQuotaExceededFault"
         );
+    }
+
+    #[test]
+    fn a_snapshot_names_exactly_one_source_and_a_node_must_be_a_member() {
+        let t0 = Instant::now();
+        let mut w = world(t0);
+        let snap =
+            |from: &str, name: &str| format!("Action=CreateSnapshot&{from}SnapshotName={name}");
+        assert_eq!(
+            code(call(
+                &mut w,
+                t0,
+                &snap(
+                    "ReplicationGroupId=prod-jobs&CacheClusterId=prod-jobs-002&",
+                    "both"
+                )
+            )),
+            "InvalidParameterCombination"
+        );
+        assert_eq!(
+            code(call(&mut w, t0, &snap("", "neither"))),
+            "InvalidParameterCombination"
+        );
+        assert_eq!(
+            code(call(
+                &mut w,
+                t0,
+                &snap("CacheClusterId=nope-001&", "stranger")
+            )),
+            "CacheClusterNotFound"
+        );
+        // A member of a cluster-mode-enabled group is not a snapshot source on its own.
+        assert_eq!(
+            code(call(
+                &mut w,
+                t0,
+                &snap("CacheClusterId=sharded-0001-002&", "shard")
+            )),
+            "InvalidParameterCombination"
+        );
+        assert!(w.snapshots.is_empty(), "nothing was taken");
+
+        let body = call(
+            &mut w,
+            t0,
+            &snap("CacheClusterId=prod-jobs-001&", "primary"),
+        )
+        .unwrap();
+        let name = SnapshotName::parse("primary").unwrap();
+        assert_eq!(w.snapshot_source(&name).as_deref(), Some("prod-jobs-001"));
+        assert!(
+            body.contains("<CacheClusterId>prod-jobs-001</CacheClusterId>")
+                && !body.contains("<CacheClusterId>prod-jobs-002</CacheClusterId>"),
+            "the node snapshot is of the node named: {body}"
+        );
+        assert_eq!(
+            w.snapshot_info(&name, t0).unwrap().group,
+            Some(id("prod-jobs"))
+        );
+        let t1 = t0 + 1000 * MS;
+        call(&mut w, t1, &snap("ReplicationGroupId=prod-jobs&", "whole")).unwrap();
+        let whole = SnapshotName::parse("whole").unwrap();
+        assert_eq!(w.snapshot_source(&whole).as_deref(), Some("prod-jobs"));
     }
 
     #[test]
