@@ -60,7 +60,7 @@ impl fmt::Display for ConfigError {
 }
 
 pub use crate::workflow::policy::{
-    ApprovalMode, OnApprovalTimeout, PendingChanges, Policy, RetryPolicy,
+    ApprovalMode, OnApprovalTimeout, PendingChanges, Policy, RetryPolicy, SnapshotSource,
 };
 pub use crate::workflow::ports::Retention;
 
@@ -324,6 +324,12 @@ impl Config {
                 PendingChanges::Refuse => "refuse",
             };
             out.push_str(&format!("pending_changes = \"{pending}\"\n"));
+            let source = match p.snapshot_source {
+                SnapshotSource::Replica => "replica",
+                SnapshotSource::Primary => "primary",
+                SnapshotSource::Group => "group",
+            };
+            out.push_str(&format!("snapshot_source = \"{source}\"\n"));
             out.push_str(&format!("min_approvals = {}\n", p.min_approvals));
             out.push_str(&format!(
                 "allow_self_approval = {}\n",
@@ -341,6 +347,7 @@ impl Config {
             out.push_str(&format!("modify_timeout = {}\n", d(p.modify_timeout)));
             out.push_str(&format!("cooldown = {}\n", d(p.cooldown)));
             out.push_str(&format!("graph_window = {}\n", d(p.graph_window)));
+            out.push_str(&format!("verify_window = {}\n", d(p.verify_window)));
             out.push_str(&format!(
                 "max_node_type = \"{}\"\n",
                 p.max_node_type
@@ -607,6 +614,7 @@ const POLICY_KEYS: &[&str] = &[
     "modify_timeout",
     "cooldown",
     "graph_window",
+    "verify_window",
     "max_node_type",
     "pause_url",
     "resume_url",
@@ -615,6 +623,7 @@ const POLICY_KEYS: &[&str] = &[
     "aws_retry_attempts",
     "aws_retry_backoff",
     "pending_changes",
+    "snapshot_source",
 ];
 
 /// Every key the configuration file accepts, as dotted paths built from the lists that reject
@@ -1276,6 +1285,14 @@ impl<'s> Walker<'s> {
         }) {
             p.pending_changes = v;
         }
+        if let Some(v) = self.parsed(t, "snapshot_source", prefix, |s| match s {
+            "replica" => Ok(SnapshotSource::Replica),
+            "primary" => Ok(SnapshotSource::Primary),
+            "group" => Ok(SnapshotSource::Group),
+            _ => Err(format!("`{s}` is not one of: replica, primary, group")),
+        }) {
+            p.snapshot_source = v;
+        }
         if let Some(v) = self.duration(t, "approval_expiry", prefix) {
             p.approval_expiry = v;
         }
@@ -1302,6 +1319,9 @@ impl<'s> Walker<'s> {
         }
         if let Some(v) = self.positive_duration(t, "graph_window", prefix) {
             p.graph_window = v;
+        }
+        if let Some(v) = self.duration(t, "verify_window", prefix) {
+            p.verify_window = v;
         }
         if let Some(v) = self.parsed(t, "max_node_type", prefix, |s| {
             if s.trim().is_empty() {
@@ -1583,6 +1603,43 @@ cooldown = "2h"
             g.channel.as_str(),
             "C0123ABCD",
             "channel falls back to [slack] channel"
+        );
+    }
+
+    #[test]
+    fn snapshot_source_defaults_to_a_replica_and_a_group_may_choose_another() {
+        let c = parse(
+            "[slack]\nchannel = \"C0123ABCD\"\n[defaults]\nsnapshot_source = \"group\"\n[groups.a]\nsnapshot_source = \"primary\"\n[groups.b]\n",
+        )
+        .unwrap();
+        let source = |g: &str| {
+            let id = ReplicationGroupId::parse(g).unwrap();
+            c.group(&id).unwrap().policy.snapshot_source
+        };
+        assert_eq!(source("a"), SnapshotSource::Primary);
+        assert_eq!(source("b"), SnapshotSource::Group);
+        assert_eq!(
+            parse(DESIGN_EXAMPLE).unwrap().defaults.snapshot_source,
+            SnapshotSource::Replica
+        );
+        assert!(c.render_redacted().contains("snapshot_source = \"group\""));
+    }
+
+    #[test]
+    fn a_snapshot_source_typo_names_the_allowed_values() {
+        let err =
+            parse("[slack]\nchannel = \"C0123ABCD\"\n[defaults]\nsnapshot_source = \"replicas\"\n")
+                .unwrap_err();
+        assert_eq!(err.issues.len(), 1, "{err}");
+        let issue = &err.issues[0];
+        assert_eq!(issue.key, "defaults.snapshot_source");
+        assert_eq!(issue.line, 4);
+        assert!(
+            issue
+                .message
+                .contains("`replicas` is not one of: replica, primary, group"),
+            "{}",
+            issue.message
         );
     }
 

@@ -437,6 +437,7 @@ pub fn page_event(run: &Run, action: &PageAction, now: Timestamp) -> PdEvent {
             _ => (Severity::Critical, "upsize failed"),
         },
         PageReason::ResumeFailed { .. } => (Severity::Critical, "resume failed"),
+        PageReason::StillHigh { .. } => (Severity::Error, "memory still high"),
         PageReason::CannotAct { .. } => (Severity::Critical, "cannot upsize"),
         PageReason::SlackUnreachable { .. } => (Severity::Error, "slack unreachable"),
     };
@@ -511,6 +512,10 @@ pub fn summary(run: &Run, reason: &PageReason) -> String {
         },
         PageReason::ResumeFailed { error } => format!(
             "{} workers may still be paused: the resume hook failed: {error}",
+            run.group
+        ),
+        PageReason::StillHigh { after, threshold } => format!(
+            "{} memory is still {after:.0} % after the upsize (alarm threshold {threshold:.0} %): it needs another size",
             run.group
         ),
         PageReason::CannotAct { reason } => {

@@ -3,6 +3,7 @@
 //! of the protocol lives with the other AWS services in `elasticache::sim`.
 
 pub mod sdk;
+pub mod verify;
 
 pub use crate::workflow::ports::memory::{
     MAX_POINTS_PER_NODE, MEMORY_METRIC, MIN_PERIOD, MemoryError, MemoryQuery, MemorySeries,

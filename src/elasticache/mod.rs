@@ -18,6 +18,7 @@ pub mod steps;
 use std::future::Future;
 
 use crate::domain::{CacheClusterId, NodeType, ReplicationGroupId, SnapshotName};
+use crate::workflow::ports::elasticache::{GroupNodes, SnapshotFrom};
 use crate::workflow::ports::{
     AwsError, BoxFuture, CacheClusterInfo, ElastiCache, GroupInfo, Parameters, SnapshotInfo,
 };
@@ -93,14 +94,23 @@ impl ElastiCache for Metered {
         }))
     }
 
+    fn describe_group_nodes<'a>(
+        &'a self,
+        id: &'a ReplicationGroupId,
+    ) -> BoxFuture<'a, Result<GroupNodes, AwsError>> {
+        Box::pin(read("DescribeReplicationGroups", || {
+            self.0.describe_group_nodes(id)
+        }))
+    }
+
     fn create_snapshot<'a>(
         &'a self,
-        group: &'a ReplicationGroupId,
+        from: &'a SnapshotFrom,
         name: &'a SnapshotName,
     ) -> BoxFuture<'a, Result<SnapshotInfo, AwsError>> {
         Box::pin(metered(
             "CreateSnapshot",
-            self.0.create_snapshot(group, name),
+            self.0.create_snapshot(from, name),
         ))
     }
 

@@ -20,6 +20,7 @@ use aws_sdk_elasticache::types;
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 
 use crate::domain::{CacheClusterId, NodeType, ReplicationGroupId, SnapshotName, Timestamp};
+use crate::workflow::ports::elasticache::{GroupNodes, NodeRole, SnapshotFrom};
 use crate::workflow::ports::{
     AwsError, BoxFuture, CacheClusterInfo, ClusterMode, ElastiCache, GroupInfo, GroupStatus,
     Parameters, SnapshotInfo, SnapshotStatus,
@@ -118,6 +119,33 @@ impl SdkElastiCache {
     }
 }
 
+impl SdkElastiCache {
+    /// DescribeReplicationGroups for one group: the group as AWS answers it.
+    async fn replication_group(
+        &self,
+        id: &ReplicationGroupId,
+    ) -> Result<types::ReplicationGroup, AwsError> {
+        let out = self
+            .client
+            .describe_replication_groups()
+            .replication_group_id(id.as_str())
+            .send()
+            .await
+            .map_err(from_sdk)?;
+        out.replication_groups()
+            .iter()
+            .find(|g| {
+                g.replication_group_id()
+                    .is_some_and(|g| g.eq_ignore_ascii_case(id.as_str()))
+            })
+            .cloned()
+            .ok_or_else(|| AwsError::NotFound {
+                code: "ReplicationGroupNotFoundFault".to_string(),
+                message: format!("DescribeReplicationGroups did not list {id}"),
+            })
+    }
+}
+
 /// The marker (or token) of a listing's next page; `None` on the last one.
 fn next_page(marker: Option<&str>) -> Option<String> {
     marker.filter(|m| !m.is_empty()).map(str::to_string)
@@ -135,26 +163,19 @@ impl ElastiCache for SdkElastiCache {
         &'a self,
         id: &'a ReplicationGroupId,
     ) -> BoxFuture<'a, Result<GroupInfo, AwsError>> {
+        Box::pin(async move { group_info(&self.replication_group(id).await?) })
+    }
+
+    fn describe_group_nodes<'a>(
+        &'a self,
+        id: &'a ReplicationGroupId,
+    ) -> BoxFuture<'a, Result<GroupNodes, AwsError>> {
         Box::pin(async move {
-            let out = self
-                .client
-                .describe_replication_groups()
-                .replication_group_id(id.as_str())
-                .send()
-                .await
-                .map_err(from_sdk)?;
-            let group = out
-                .replication_groups()
-                .iter()
-                .find(|g| {
-                    g.replication_group_id()
-                        .is_some_and(|g| g.eq_ignore_ascii_case(id.as_str()))
-                })
-                .ok_or_else(|| AwsError::NotFound {
-                    code: "ReplicationGroupNotFoundFault".to_string(),
-                    message: format!("DescribeReplicationGroups did not list {id}"),
-                })?;
-            group_info(group)
+            let g = self.replication_group(id).await?;
+            Ok(GroupNodes {
+                group: group_info(&g)?,
+                roles: node_roles(&g)?,
+            })
         })
     }
 
@@ -206,14 +227,19 @@ impl ElastiCache for SdkElastiCache {
 
     fn create_snapshot<'a>(
         &'a self,
-        group: &'a ReplicationGroupId,
+        from: &'a SnapshotFrom,
         name: &'a SnapshotName,
     ) -> BoxFuture<'a, Result<SnapshotInfo, AwsError>> {
         Box::pin(async move {
-            let out = self
-                .client
-                .create_snapshot()
-                .replication_group_id(group.as_str())
+            // Exactly one of the two: AWS refuses both (InvalidParameterCombination).
+            let request = match from {
+                SnapshotFrom::Group(g) => self
+                    .client
+                    .create_snapshot()
+                    .replication_group_id(g.as_str()),
+                SnapshotFrom::Node(n) => self.client.create_snapshot().cache_cluster_id(n.as_str()),
+            };
+            let out = request
                 .snapshot_name(name.as_str())
                 .send()
                 .await
@@ -549,6 +575,26 @@ fn group_info(g: &types::ReplicationGroup) -> Result<GroupInfo, AwsError> {
     })
 }
 
+/// Each node group member's `CurrentRole`, where AWS gives one it knows (cluster mode disabled
+/// only); members without one are left out.
+fn node_roles(g: &types::ReplicationGroup) -> Result<Vec<(CacheClusterId, NodeRole)>, AwsError> {
+    let mut out = Vec::new();
+    for m in g.node_groups().iter().flat_map(|n| n.node_group_members()) {
+        let role = match m.current_role() {
+            Some("primary") => NodeRole::Primary,
+            Some("replica") => NodeRole::Replica,
+            _ => continue,
+        };
+        let Some(raw) = m.cache_cluster_id() else {
+            continue;
+        };
+        let id = CacheClusterId::parse(raw)
+            .map_err(|e| unexpected(format!("node group member from AWS: {e}")))?;
+        out.push((id, role));
+    }
+    Ok(out)
+}
+
 /// A replication group's pending modified values, one change each.
 fn group_pending(p: &types::ReplicationGroupPendingModifiedValues) -> Vec<PendingChange> {
     let mut out = Vec::new();
@@ -718,6 +764,37 @@ mod tests {
         );
         assert_eq!(info.members.len(), 2);
         assert_eq!(info.cluster_mode, ClusterMode::Disabled);
+    }
+
+    #[test]
+    fn node_group_members_current_roles_become_node_roles() {
+        let member = |id: &str, role: Option<&str>| {
+            types::NodeGroupMember::builder()
+                .cache_cluster_id(id)
+                .set_current_role(role.map(str::to_string))
+                .build()
+        };
+        let g = types::ReplicationGroup::builder()
+            .replication_group_id("prod-jobs")
+            .node_groups(
+                types::NodeGroup::builder()
+                    .node_group_id("0001")
+                    .node_group_members(member("prod-jobs-001", Some("replica")))
+                    .node_group_members(member("prod-jobs-002", Some("primary")))
+                    // Cluster mode enabled: AWS gives no role.
+                    .node_group_members(member("prod-jobs-003", None))
+                    .build(),
+            )
+            .build();
+        let roles = node_roles(&g).unwrap();
+        let id = |s: &str| CacheClusterId::parse(s).unwrap();
+        assert_eq!(
+            roles,
+            [
+                (id("prod-jobs-001"), NodeRole::Replica),
+                (id("prod-jobs-002"), NodeRole::Primary)
+            ]
+        );
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! trail.
 //!
 //! - A snapshot that already exists is the run's own: its name is derived from the run id.
+//!   One not made yet is taken from the node the policy's `snapshot_source` names (by default
+//!   a replica, so the fork doesn't land on the full primary), or from the group.
 //! - A group already on the target is not asked again; one already `modifying` is the bot's own
 //!   only if an earlier try may have asked for it and its nodes are moving to the bot's target
 //!   (else it is busy with someone else's change).
@@ -11,11 +13,12 @@
 
 use std::sync::Arc;
 
-use crate::domain::{NodeType, SnapshotName};
-use crate::workflow::policy::is_scale_up;
+use crate::domain::{CacheClusterId, NodeType, SnapshotName};
+use crate::workflow::policy::{SnapshotSource, is_scale_up};
+use crate::workflow::ports::elasticache::{GroupNodes, NodeRole, SnapshotFrom};
 use crate::workflow::ports::{
-    Attempt, Aws, AwsError, BoxFuture, ElastiCache, GroupInfo, GroupStatus, LookAgain, PlanFacts,
-    SnapshotStatus,
+    Attempt, Aws, AwsError, BoxFuture, ClusterMode, ElastiCache, GroupInfo, GroupStatus, LookAgain,
+    PlanFacts, SnapshotStatus,
 };
 use crate::workflow::preflight::{self, CallLine, Check};
 
@@ -99,6 +102,104 @@ impl ElastiCacheSteps {
     }
 }
 
+impl ElastiCacheSteps {
+    /// What the run's snapshot is taken from, as its policy says, and why (for the audit line).
+    /// A node is looked up fresh (a failover may have swapped the roles since the plan); only
+    /// `snapshot_source = "group"` needs no look.
+    async fn snapshot_source(&self, at: &mut Attempt) -> Result<(SnapshotFrom, String), AwsError> {
+        let id = at.run.group.clone();
+        let source = at.run.policy.snapshot_source;
+        if source == SnapshotSource::Group {
+            let why = "snapshot of the group (snapshot_source = \"group\")".to_string();
+            return Ok((SnapshotFrom::Group(id), why));
+        }
+        let call = "DescribeReplicationGroups";
+        let nodes = logged(at, call, self.api.describe_group_nodes(&id).await)?;
+        let roles = nodes
+            .roles
+            .iter()
+            .map(|(n, r)| format!("{n} {}", role_name(*r)))
+            .collect::<Vec<_>>();
+        let said = if roles.is_empty() {
+            "no node roles".to_string()
+        } else {
+            roles.join(", ")
+        };
+        let detail = format!("{id}: cluster mode {}; {said}", nodes.group.cluster_mode);
+        at.log("aws", call, detail);
+        Ok(snapshot_from(source, &nodes))
+    }
+}
+
+fn role_name(r: NodeRole) -> &'static str {
+    match r {
+        NodeRole::Primary => "primary",
+        NodeRole::Replica => "replica",
+    }
+}
+
+/// Where a snapshot of `nodes` is taken from under `source`, and why. Deterministic: the same
+/// group with the same roles always gives the same node (the first replica by node id), so a
+/// retry after a lost answer asks for the same thing, though it only asks at all when no
+/// snapshot of the run's name exists yet.
+fn snapshot_from(source: SnapshotSource, nodes: &GroupNodes) -> (SnapshotFrom, String) {
+    let g = &nodes.group;
+    let whole = || SnapshotFrom::Group(g.id.clone());
+    let wanted = match source {
+        SnapshotSource::Group => return (whole(), "snapshot of the group".into()),
+        SnapshotSource::Replica => "replica",
+        SnapshotSource::Primary => "primary",
+    };
+    if g.cluster_mode != ClusterMode::Disabled {
+        let why = format!(
+            "snapshot of the group: with cluster mode {} AWS takes a node of each shard \
+             (snapshot_source = \"{wanted}\" applies with cluster mode disabled only)",
+            g.cluster_mode
+        );
+        return (whole(), why);
+    }
+    let with_role = |role: NodeRole| {
+        let mut ids: Vec<&CacheClusterId> = nodes
+            .roles
+            .iter()
+            .filter(|(id, r)| *r == role && g.members.contains(id))
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        ids.into_iter().next().cloned()
+    };
+    let primary = with_role(NodeRole::Primary);
+    match (source, primary) {
+        (_, None) => {
+            let why = format!(
+                "snapshot of the group: AWS did not say which node is the primary \
+                 (snapshot_source = \"{wanted}\")"
+            );
+            (whole(), why)
+        }
+        (SnapshotSource::Primary, Some(p)) => {
+            let why = format!("snapshot from the primary {p} (snapshot_source = \"primary\")");
+            (SnapshotFrom::Node(p), why)
+        }
+        (_, Some(p)) => match with_role(NodeRole::Replica) {
+            Some(r) => {
+                let why = format!(
+                    "snapshot from replica {r}, the first by node id (keeps the load off the \
+                     primary {p})"
+                );
+                (SnapshotFrom::Node(r), why)
+            }
+            None => {
+                let why = format!(
+                    "snapshot of the group: it has no replica, only the primary {p} \
+                     (snapshot_source = \"replica\")"
+                );
+                (whole(), why)
+            }
+        },
+    }
+}
+
 impl Aws for ElastiCacheSteps {
     fn fetch_plan<'a>(&'a self, at: &'a mut Attempt) -> BoxFuture<'a, Result<PlanFacts, AwsError>> {
         Box::pin(async move {
@@ -158,10 +259,11 @@ impl Aws for ElastiCacheSteps {
                 "DescribeSnapshots",
                 format!("{name} does not exist yet"),
             );
-            let group = at.run.group.clone();
-            match self.api.create_snapshot(&group, name).await {
+            let (from, why) = self.snapshot_source(at).await?;
+            match self.api.create_snapshot(&from, name).await {
                 Ok(s) => {
-                    at.log("aws", "CreateSnapshot", format!("{name}: {}", s.status));
+                    let detail = format!("{name} {from}: {}; {why}", s.status);
+                    at.log("aws", "CreateSnapshot", detail);
                     Ok(s.status)
                 }
                 Err(AwsError::SnapshotAlreadyExists { message }) => {
@@ -304,9 +406,15 @@ mod tests {
     }
 
     async fn steps() -> (SimHandle, ElastiCacheSteps, Arc<dyn ElastiCache>) {
+        steps_with([SimGroup::new(group(), nt("cache.r6g.large"))]).await
+    }
+
+    async fn steps_with(
+        groups: impl IntoIterator<Item = SimGroup>,
+    ) -> (SimHandle, ElastiCacheSteps, Arc<dyn ElastiCache>) {
         let sim = sim::spawn(SimConfig {
             modify_duration: std::time::Duration::from_secs(60),
-            ..SimConfig::with_groups([SimGroup::new(group(), nt("cache.r6g.large"))])
+            ..SimConfig::with_groups(groups)
         })
         .await
         .unwrap();
@@ -320,16 +428,25 @@ mod tests {
     }
 
     fn attempt_number(number: u32, maybe_done_before: bool) -> Attempt {
+        attempt_for(group(), Policy::default(), number, maybe_done_before)
+    }
+
+    fn attempt_for(
+        group: ReplicationGroupId,
+        policy: Policy,
+        number: u32,
+        maybe_done_before: bool,
+    ) -> Attempt {
         let run = Run::new(
             RunId::parse("r-abcdefgh").unwrap(),
-            group(),
+            group,
             ChannelId::parse("C0123ABCD").unwrap(),
             Trigger::Command {
                 user: crate::domain::SlackUserId::parse("U0ONCALL1").unwrap(),
                 response_url: None,
             },
             None,
-            Policy::default(),
+            policy,
             Timestamp::from_millis(0),
         );
         let clock = Arc::new(ManualClock::at(Timestamp::from_millis(0)));
@@ -438,5 +555,173 @@ mod tests {
             "{again:?}"
         );
         sim.shutdown().await;
+    }
+
+    fn from_source(source: SnapshotSource) -> Policy {
+        Policy {
+            snapshot_source: source,
+            ..Policy::default()
+        }
+    }
+
+    fn cid(s: &str) -> CacheClusterId {
+        CacheClusterId::parse(s).unwrap()
+    }
+
+    /// The run's snapshot name, and the CreateSnapshot call the simulator saw for it.
+    async fn snapshot_once(
+        sim: &SimHandle,
+        steps: &ElastiCacheSteps,
+        at: &mut Attempt,
+    ) -> (SnapshotName, crate::elasticache::sim::SimCall) {
+        let name = SnapshotName::for_run(&at.run.id);
+        let status = steps.create_snapshot(at, &name).await.unwrap();
+        assert_eq!(status, SnapshotStatus::Creating);
+        let create = sim
+            .calls()
+            .into_iter()
+            .rev()
+            .find(|c| c.action == "CreateSnapshot")
+            .expect("a CreateSnapshot");
+        assert_eq!(create.param("SnapshotName"), Some(name.as_str()));
+        (name, create)
+    }
+
+    fn create_line(at: &mut Attempt) -> String {
+        let audit = at.take_audit();
+        audit
+            .iter()
+            .find(|a| a.kind == "CreateSnapshot")
+            .map(|a| a.detail.clone())
+            .unwrap_or_else(|| panic!("no CreateSnapshot line: {audit:?}"))
+    }
+
+    #[tokio::test]
+    async fn a_group_with_replicas_is_snapshotted_from_its_first_replica_by_node_id() {
+        let (sim, steps, _) =
+            steps_with([SimGroup::new(group(), nt("cache.r6g.large")).replicas(2)]).await;
+        let mut at = attempt(false);
+        let (name, create) = snapshot_once(&sim, &steps, &mut at).await;
+        assert_eq!(create.param("CacheClusterId"), Some("prod-jobs-002"));
+        assert_eq!(create.param("ReplicationGroupId"), None);
+        assert_eq!(sim.snapshot_source(&name).as_deref(), Some("prod-jobs-002"));
+        let line = create_line(&mut at);
+        assert!(
+            line.contains("snapshot from replica prod-jobs-002")
+                && line.contains("off the primary prod-jobs-001"),
+            "{line}"
+        );
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn snapshot_source_group_names_the_group_as_before_without_looking_at_the_nodes() {
+        let (sim, steps, _) = steps().await;
+        let mut at = attempt_for(group(), from_source(SnapshotSource::Group), 1, false);
+        let (name, create) = snapshot_once(&sim, &steps, &mut at).await;
+        assert_eq!(create.param("ReplicationGroupId"), Some("prod-jobs"));
+        assert_eq!(create.param("CacheClusterId"), None);
+        assert_eq!(sim.snapshot_source(&name).as_deref(), Some("prod-jobs"));
+        assert_eq!(sim.count("DescribeReplicationGroups"), 0);
+        assert!(create_line(&mut at).contains("snapshot of the group"));
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn snapshot_source_primary_names_the_primary() {
+        let (sim, steps, _) = steps().await;
+        let mut at = attempt_for(group(), from_source(SnapshotSource::Primary), 1, false);
+        let (_, create) = snapshot_once(&sim, &steps, &mut at).await;
+        assert_eq!(create.param("CacheClusterId"), Some("prod-jobs-001"));
+        assert_eq!(create.param("ReplicationGroupId"), None);
+        assert!(create_line(&mut at).contains("snapshot from the primary prod-jobs-001"));
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_cluster_mode_enabled_group_is_snapshotted_whole_whatever_the_source_says() {
+        let sharded = ReplicationGroupId::parse("sharded").unwrap();
+        for source in [SnapshotSource::Replica, SnapshotSource::Primary] {
+            let (sim, steps, _) =
+                steps_with([SimGroup::new(sharded.clone(), nt("cache.m6g.large"))
+                    .replicas(1)
+                    .shards(2)])
+                .await;
+            let mut at = attempt_for(sharded.clone(), from_source(source), 1, false);
+            let (_, create) = snapshot_once(&sim, &steps, &mut at).await;
+            assert_eq!(create.param("ReplicationGroupId"), Some("sharded"));
+            assert_eq!(create.param("CacheClusterId"), None);
+            let line = create_line(&mut at);
+            assert!(
+                line.contains("snapshot of the group") && line.contains("cluster mode enabled"),
+                "{line}"
+            );
+            sim.shutdown().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_group_without_a_replica_is_snapshotted_whole_and_says_why() {
+        let (sim, steps, _) =
+            steps_with([SimGroup::new(group(), nt("cache.r6g.large")).replicas(0)]).await;
+        let mut at = attempt(false);
+        let (_, create) = snapshot_once(&sim, &steps, &mut at).await;
+        assert_eq!(create.param("ReplicationGroupId"), Some("prod-jobs"));
+        assert_eq!(create.param("CacheClusterId"), None);
+        assert!(create_line(&mut at).contains("no replica"));
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_retry_finds_the_runs_snapshot_from_the_replica_and_takes_no_second_one() {
+        let (sim, steps, _) = steps().await;
+        let (name, _) = snapshot_once(&sim, &steps, &mut attempt(false)).await;
+        // The answer was lost: the retry looks for the same name before anything else.
+        let mut again = attempt(true);
+        let status = steps.create_snapshot(&mut again, &name).await.unwrap();
+        assert_eq!(status, SnapshotStatus::Creating);
+        assert_eq!(sim.attempts("CreateSnapshot"), 1, "asked once");
+        assert_eq!(sim.snapshot_source(&name).as_deref(), Some("prod-jobs-002"));
+        let audit = again.take_audit();
+        assert!(
+            audit
+                .iter()
+                .any(|a| a.kind == "DescribeSnapshots" && a.detail.contains("already exists")),
+            "{audit:?}"
+        );
+        sim.shutdown().await;
+    }
+
+    #[test]
+    fn the_replica_is_the_first_by_node_id_whatever_order_aws_lists_the_roles_in() {
+        let nodes = |roles: Vec<(&str, NodeRole)>| GroupNodes {
+            group: GroupInfo {
+                id: group(),
+                status: GroupStatus::Available,
+                node_type: Some(nt("cache.r6g.large")),
+                members: ["prod-jobs-001", "prod-jobs-002", "prod-jobs-003"]
+                    .map(cid)
+                    .to_vec(),
+                cluster_mode: ClusterMode::Disabled,
+                shards: 1,
+                pending: Vec::new(),
+            },
+            roles: roles.into_iter().map(|(n, r)| (cid(n), r)).collect(),
+        };
+        // After a failover 002 is the primary; AWS lists 003 first.
+        let swapped = nodes(vec![
+            ("prod-jobs-003", NodeRole::Replica),
+            ("prod-jobs-002", NodeRole::Primary),
+            ("prod-jobs-001", NodeRole::Replica),
+        ]);
+        for _ in 0..2 {
+            let (from, why) = snapshot_from(SnapshotSource::Replica, &swapped);
+            assert_eq!(from, SnapshotFrom::Node(cid("prod-jobs-001")));
+            assert!(why.contains("primary prod-jobs-002"), "{why}");
+        }
+        // AWS did not say who is who: the group, never a guess.
+        let (from, why) = snapshot_from(SnapshotSource::Replica, &nodes(Vec::new()));
+        assert_eq!(from, SnapshotFrom::Group(group()));
+        assert!(why.contains("did not say"), "{why}");
     }
 }

@@ -389,6 +389,9 @@ fn checklist(run: &Run, now: Timestamp) -> String {
     if run.policy.pause_url.is_some() {
         expected.push(Step::Resume);
     }
+    if !run.policy.verify_window.is_zero() {
+        expected.push(Step::Verify);
+    }
     let planned = !matches!(run.state, State::Planning);
     let stopped = run.outcome().is_some();
     let mut lines = Vec::new();
@@ -418,6 +421,7 @@ fn pending_label(run: &Run, step: Step) -> String {
         (Step::Upsize, Some(plan)) => format!("Upsize to `{}`", plan.target),
         (Step::Upsize, None) => "Upsize".to_string(),
         (Step::Resume, _) => "Resume workers".to_string(),
+        (Step::Verify, _) => "Verify memory".to_string(),
         (Step::Plan, _) => "Plan".to_string(),
     }
 }
@@ -545,10 +549,24 @@ fn outcome_line(run: &Run) -> Option<String> {
 fn outcome_words(run: &Run, outcome: &Outcome) -> String {
     let total = format_duration(run.updated_at.since(run.created_at));
     match outcome {
-        Outcome::Succeeded { from, to, snapshot } => format!(
-            "✅ *Succeeded* in {total}: {} moved from `{from}` to `{to}`. Snapshot `{snapshot}` is kept.",
-            run.group
-        ),
+        Outcome::Succeeded { from, to, snapshot } => {
+            let pct = |p: Option<f64>| p.map_or("?".to_string(), |p| format!("{p:.0} %"));
+            let memory = match &run.verification {
+                Some(v) if v.error.is_none() && v.after.is_some() => {
+                    let high = if v.still_high() {
+                        " — *still high*, on-call is paged"
+                    } else {
+                        ""
+                    };
+                    format!(" Memory {} → {}{high}.", pct(v.before), pct(v.after))
+                }
+                _ => String::new(),
+            };
+            format!(
+                "✅ *Succeeded* in {total}: {} moved from `{from}` to `{to}`.{memory} Snapshot `{snapshot}` is kept.",
+                run.group
+            )
+        }
         Outcome::Failed { step, error } => {
             format!("❌ *Failed* at {}: {}", step.label(), escape(error))
         }
@@ -762,7 +780,15 @@ fn render_group_changed(
         run.group,
         escape(&drift.to_string())
     );
-    let button = json!({
+    Message {
+        blocks: vec![section(&text), replan_button(run)],
+        text,
+    }
+}
+
+/// "Plan again" for the run's group: a new plan from how the group is now.
+fn replan_button(run: &Run) -> serde_json::Value {
+    json!({
         "type": "actions",
         "block_id": format!("replan:{}", run.group),
         "elements": [{
@@ -771,11 +797,7 @@ fn render_group_changed(
             "text": { "type": "plain_text", "text": "Plan again", "emoji": true },
             "value": run.group.as_str(),
         }]
-    });
-    Message {
-        blocks: vec![section(&text), button],
-        text,
-    }
+    })
 }
 
 /// `/redis upsize` within the cooldown: why nothing started, and the button approvers may use.
@@ -819,6 +841,15 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
     } = note
     {
         return render_group_changed(run, *before, drift, snapshot_kept.as_ref());
+    }
+    if let Note::MemoryVerified { verification } = note
+        && verification.still_high()
+    {
+        let text = verified_text(verification, run.policy.verify_window);
+        return Message {
+            blocks: vec![section(&text), replan_button(run)],
+            text,
+        };
     }
     let text = match note {
         Note::ApprovalRecorded { by, have, need } => format!(
@@ -886,6 +917,7 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
             format!("⬆️ Upsizing from `{from}` to `{to}` (applied immediately)…")
         }
         Note::Resumed => "▶️ Workers resumed.".to_string(),
+        Note::MemoryVerified { verification: v } => verified_text(v, run.policy.verify_window),
         Note::ResumeFailed { error } => format!(
             "❌ Resuming workers failed: {}. *Workers may still be paused.*",
             escape(error)
@@ -935,6 +967,37 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
     Message::text(text)
 }
 
+/// "memory 93 % → 51 % on `cache.r6g.xlarge`", or why there is no such line.
+fn verified_text(v: &crate::workflow::run::Verification, window: std::time::Duration) -> String {
+    let pct = |p: Option<f64>| p.map_or("?".to_string(), |p| format!("{p:.0} %"));
+    let over = format_duration(window);
+    if let Some(e) = &v.error {
+        return format!(
+            "📉 Memory could not be read after the upsize ({}); the group is on `{}`. Check `DatabaseMemoryUsagePercentage` in CloudWatch.",
+            escape(e),
+            v.on
+        );
+    }
+    if v.after.is_none() {
+        return format!(
+            "📉 CloudWatch had no memory readings in the {over} after the upsize; the group is on `{}`.",
+            v.on
+        );
+    }
+    let line = format!(
+        "memory {} → {} on `{}` (the fullest node, highest in the {over} after the upsize)",
+        pct(v.before),
+        pct(v.after),
+        v.on
+    );
+    match (v.still_high(), v.threshold) {
+        (true, Some(t)) => format!(
+            "⚠️ Upsized, but {line}: still at or above the alarm's {t:.0} %. On-call is paged; a requester can plan the next size with *Plan again*."
+        ),
+        _ => format!("📉 It worked: {line}."),
+    }
+}
+
 /// How a run's state reads in a sentence ("succeeded", "waiting for approval", …).
 pub fn describe_state(state: &State) -> String {
     match state {
@@ -944,6 +1007,7 @@ pub fn describe_state(state: &State) -> String {
         State::Snapshotting { .. } => "taking the snapshot".into(),
         State::Modifying { .. } => "upsizing".into(),
         State::Resuming { .. } => "resuming workers".into(),
+        State::Verifying { .. } => "upsized; watching memory".into(),
         State::Finished { outcome, .. } => match outcome {
             Outcome::Succeeded { .. } => "succeeded".into(),
             Outcome::Failed { step, .. } => format!("failed at {}", step.label()),
@@ -1103,12 +1167,20 @@ mod tests {
             },
             348_000,
         );
-        let succeeded = advance(
+        let verifying = advance(
             &modifying,
             Event::GroupPolled {
                 group: group("available", "cache.r6g.xlarge"),
             },
             1_020_000,
+        );
+        let succeeded = advance(
+            &verifying,
+            Event::MemoryRead {
+                before: Some(93.2),
+                after: Some(51.4),
+            },
+            1_920_000,
         );
         let mut failed = advance(
             &modifying,
@@ -1131,6 +1203,7 @@ mod tests {
             ("awaiting_approval", awaiting),
             ("snapshotting", snapshotting),
             ("modifying", modifying),
+            ("verifying", verifying),
             ("succeeded", succeeded),
             ("failed", failed),
             ("denied", denied),

@@ -71,13 +71,6 @@ pub fn graph_title(run: &crate::workflow::run::Run, moment: GraphMoment) -> Stri
     format!("{} memory {when} ({})", run.group, run.id)
 }
 
-/// The alarm's threshold, from its state reason ("… was greater than the threshold (85.0)").
-pub fn threshold_in(reason: &str) -> Option<f64> {
-    let after = reason.rsplit_once("the threshold (")?.1;
-    let number = after.split(')').next()?;
-    number.trim().parse().ok().filter(|t: &f64| t.is_finite())
-}
-
 impl Graphs for SlackGraphs {
     fn post_graph<'a>(
         &'a self,
@@ -155,20 +148,31 @@ impl Graphs for SlackGraphs {
                 "GetMetricData",
                 format!("{points} point(s) for {} node(s)", series.len()),
             );
-            let mut chart = MemoryChart::new(&at.run.group, &series, start, end);
-            if let Trigger::Alarm {
-                reason, at: fired, ..
-            } = &at.run.trigger
-            {
-                chart = chart.alarm_at(*fired);
-                if let Some(t) = threshold_in(reason) {
+            // Drawing and encoding take milliseconds of CPU: off the async threads.
+            let group_id = at.run.group.clone();
+            let alarm = match &at.run.trigger {
+                Trigger::Alarm { at: fired, .. } => Some(*fired),
+                Trigger::Command { .. } => None,
+            };
+            let threshold = at.run.trigger.threshold();
+            let upsize = (at.run.steps.iter().find(|s| s.step == Step::Upsize))
+                .map(|u| (u.started, u.ended));
+            let drawn = tokio::task::spawn_blocking(move || {
+                let mut chart = MemoryChart::new(&group_id, &series, start, end);
+                if let Some(fired) = alarm {
+                    chart = chart.alarm_at(fired);
+                }
+                if let Some(t) = threshold {
                     chart = chart.threshold(t);
                 }
-            }
-            if let Some(upsize) = at.run.steps.iter().find(|s| s.step == Step::Upsize) {
-                chart = chart.upsize(upsize.started, upsize.ended);
-            }
-            let png = match chart.render_png() {
+                if let Some((started, ended)) = upsize {
+                    chart = chart.upsize(started, ended);
+                }
+                chart.render_png()
+            })
+            .await
+            .unwrap_or_else(|e| Err(ChartError::Draw(format!("the drawing task failed: {e}"))));
+            let png = match drawn {
                 Ok(png) => png,
                 Err(ChartError::NoData) => {
                     let why = format!(
@@ -213,19 +217,5 @@ impl Graphs for SlackGraphs {
                 }
             }
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_threshold_is_read_from_the_alarms_reason() {
-        let reason = "Threshold Crossed: 1 out of the last 1 datapoints [93.2 (02/10/19 16:59:00)] was greater than or equal to the threshold (85.0).";
-        assert_eq!(threshold_in(reason), Some(85.0));
-        assert_eq!(threshold_in("manual"), None);
-        assert_eq!(threshold_in("the threshold (NaN)"), None);
-        assert_eq!(threshold_in("the threshold (abc)"), None);
     }
 }

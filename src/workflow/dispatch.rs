@@ -21,12 +21,21 @@ enum Fail {
     Delivery(Failure),
 }
 
+/// When the run's upsize began and ended (its `updated_at` if the step has no record).
+fn upsize_times(run: &super::run::Run) -> (crate::domain::Timestamp, crate::domain::Timestamp) {
+    match run.step(super::run::Step::Upsize) {
+        Some(s) => (s.started, s.ended.unwrap_or(run.updated_at)),
+        None => (run.updated_at, run.updated_at),
+    }
+}
+
 /// Hand the effect to its port; what the machine hears.
 pub(super) async fn perform(ports: &Ports, at: &mut Attempt, effect: &Effect) -> Heard {
     let Ports {
         aws,
         chat,
         graphs,
+        verify,
         pager,
         hooks,
         ..
@@ -50,6 +59,17 @@ pub(super) async fn perform(ports: &Ports, at: &mut Attempt, effect: &Effect) ->
         Effect::ModifyNodeType { target } => (aws.modify_node_type(at, target).await)
             .map(|group| Some(Event::ModifyRequested { group }))
             .map_err(aws_failed(AwsOp::Modify)),
+        Effect::VerifyMemory => {
+            let (started, ended) = upsize_times(&at.run);
+            (verify.around_upsize(at, started, ended).await)
+                .map(|r| {
+                    Some(Event::MemoryRead {
+                        before: r.before,
+                        after: r.after,
+                    })
+                })
+                .map_err(aws_failed(AwsOp::Verify))
+        }
         Effect::PollGroup => (aws.poll_group(at).await)
             .map(|group| Some(Event::GroupPolled { group }))
             .map_err(aws_failed(AwsOp::PollGroup)),

@@ -9,7 +9,7 @@ use crate::domain::{MessageTs, NodeType, SlackUserId, SnapshotName, Timestamp};
 
 use super::event::{Event, HookPhase, Timer};
 use super::policy::{Drift, RetryPolicy, RetryUntil};
-use super::run::{Outcome, Run, Step};
+use super::run::{Outcome, Run, Step, Verification};
 
 /// Pages matter more than any other delivery: retried for at least this long.
 pub const PAGES_RETRIED_FOR: Duration = Duration::from_secs(3600);
@@ -27,6 +27,8 @@ pub enum PageReason {
     RunFailed,
     /// The resume hook failed: workers may still be paused.
     ResumeFailed { error: String },
+    /// The upsize worked, but memory is still at or above the alarm's threshold.
+    StillHigh { after: f64, threshold: f64 },
     /// An alarm fired but the bot can't act on it.
     CannotAct { reason: String },
     /// The top message could not be posted, so nobody can see or approve the run.
@@ -116,6 +118,10 @@ pub enum Note {
         snapshot_kept: Option<SnapshotName>,
     },
     Resumed,
+    /// What memory did after the upsize (or why it could not be read).
+    MemoryVerified {
+        verification: Verification,
+    },
     ResumeFailed {
         error: String,
     },
@@ -179,6 +185,8 @@ pub enum Effect {
     /// Say in the thread that the alarm fired again: one reply for the whole run, posted the
     /// first time and edited after ("×N, last at …").
     RepeatLine,
+    /// Read memory around the upsize from CloudWatch, to say whether it worked.
+    VerifyMemory,
     /// Upload the memory graph to the thread (or say in a short note why there is none).
     PostGraph {
         moment: GraphMoment,
@@ -249,6 +257,7 @@ impl Effect {
             Effect::RepeatLine => "repeat_line",
             Effect::CheckDuplicateTop => "check_duplicate_top",
             Effect::PostGraph { .. } => "post_graph",
+            Effect::VerifyMemory => "verify_memory",
             Effect::WithdrawCancelOffer { .. } => "withdraw_cancel_offer",
             Effect::Page { .. } => "page",
             Effect::CallHook { .. } => "call_hook",
@@ -289,6 +298,7 @@ impl Effect {
             | Effect::CreateSnapshot { .. }
             | Effect::PollSnapshot { .. }
             | Effect::ModifyNodeType { .. }
+            | Effect::VerifyMemory
             | Effect::PollGroup => aws,
             Effect::Page { .. } => delivery.for_pages(),
             _ => delivery,
@@ -314,6 +324,7 @@ impl Effect {
             | Effect::CreateSnapshot { .. }
             | Effect::PollSnapshot { .. }
             | Effect::ModifyNodeType { .. }
+            | Effect::VerifyMemory
             | Effect::PollGroup => match run.step_deadline() {
                 Some((at, what)) => RetryUntil::Deadline { at, what },
                 None => RetryUntil::Attempts,
@@ -369,6 +380,7 @@ impl Effect {
                 | Effect::PollSnapshot { .. }
                 | Effect::ModifyNodeType { .. }
                 | Effect::PollGroup
+                | Effect::VerifyMemory
                 | Effect::Timer { .. }
                 | Effect::CallHook {
                     phase: HookPhase::Pause

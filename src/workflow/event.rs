@@ -114,6 +114,11 @@ pub enum Event {
         delivery_id: String,
         reason: String,
     },
+    /// CloudWatch's memory readings around the upsize (the fullest node before and after).
+    MemoryRead {
+        before: Option<f64>,
+        after: Option<f64>,
+    },
 }
 
 impl Event {
@@ -180,6 +185,7 @@ impl Event {
             Event::ChooseSize { .. } => "choose_size",
             Event::AlarmRepeated { .. } => "alarm_repeated",
             Event::AlarmCleared { .. } => "alarm_cleared",
+            Event::MemoryRead { .. } => "memory_read",
         }
     }
 
@@ -228,6 +234,7 @@ pub enum AwsOp {
     PollSnapshot,
     Modify,
     PollGroup,
+    Verify,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

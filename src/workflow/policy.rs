@@ -48,6 +48,21 @@ pub enum PendingChanges {
     Refuse,
 }
 
+/// Which node the run's snapshot is taken from, for a group with cluster mode disabled (with it
+/// enabled the group is snapshotted whole, one node per shard, whatever this says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotSource {
+    /// A replica: the snapshot's fork and copy-on-write memory stay off the primary, which is
+    /// the node the alarm is about (AWS's advice for backups). The group when it has none.
+    #[default]
+    Replica,
+    /// The primary node.
+    Primary,
+    /// The group (`ReplicationGroupId`): AWS picks the node.
+    Group,
+}
+
 /// A retry schedule: `attempts` tries in all, waiting `interval × backoff^n` between them.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RetryPolicy {
@@ -271,9 +286,20 @@ pub struct Policy {
     pub aws_retry: RetryPolicy,
     #[serde(default)]
     pub pending_changes: PendingChanges,
+    /// Where the run's snapshot is taken from (runs stored before this existed: a replica).
+    #[serde(default)]
+    pub snapshot_source: SnapshotSource,
+    /// How long memory is watched after the upsize before the run says whether it worked
+    /// (zero: it doesn't look).
+    #[serde(with = "crate::domain::duration_ms", default = "default_verify_window")]
+    pub verify_window: Duration,
     /// How far back the memory graph in the thread reaches.
     #[serde(with = "crate::domain::duration_ms", default = "default_graph_window")]
     pub graph_window: Duration,
+}
+
+fn default_verify_window() -> Duration {
+    Duration::from_secs(15 * 60)
 }
 
 fn default_graph_window() -> Duration {
@@ -305,7 +331,9 @@ impl Default for Policy {
                 backoff: 1.5,
             },
             pending_changes: PendingChanges::Acknowledge,
+            snapshot_source: SnapshotSource::Replica,
             graph_window: default_graph_window(),
+            verify_window: default_verify_window(),
         }
     }
 }

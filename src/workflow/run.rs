@@ -50,6 +50,40 @@ pub struct Run {
     /// The latest repeat of the alarm, and the one thread reply that counts them.
     #[serde(default)]
     pub repeats: Repeats,
+    /// What memory did after the upsize, once read.
+    #[serde(default)]
+    pub verification: Option<Verification>,
+}
+
+/// Memory before the upsize and after it (the fullest node each time, in percent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    pub before: Option<f64>,
+    pub after: Option<f64>,
+    /// The alarm's threshold, when the run was started by one.
+    pub threshold: Option<f64>,
+    pub on: NodeType,
+    /// Why memory could not be read, if it could not.
+    pub error: Option<String>,
+}
+
+impl Verification {
+    /// Still at or above the alarm's threshold after the upsize?
+    pub fn still_high(&self) -> bool {
+        matches!((self.after, self.threshold), (Some(a), Some(t)) if a >= t)
+    }
+}
+
+impl Trigger {
+    /// The alarm's threshold, from its state reason ("… was greater than the threshold (85.0)").
+    pub fn threshold(&self) -> Option<f64> {
+        let Trigger::Alarm { reason, .. } = self else {
+            return None;
+        };
+        let after = reason.rsplit_once("the threshold (")?.1;
+        let number = after.split(')').next()?;
+        number.trim().parse().ok().filter(|t: &f64| t.is_finite())
+    }
 }
 
 /// The alarm firing again during a run is said on one thread reply, edited as it goes on.
@@ -92,6 +126,7 @@ impl Run {
             cancel_offer: None,
             alarm_deliveries: Vec::new(),
             repeats: Repeats::default(),
+            verification: None,
         }
     }
 
@@ -102,7 +137,8 @@ impl Run {
             | State::Pausing { plan }
             | State::Snapshotting { plan, .. }
             | State::Modifying { plan, .. }
-            | State::Resuming { plan, .. } => Some(plan),
+            | State::Resuming { plan, .. }
+            | State::Verifying { plan, .. } => Some(plan),
             State::Finished { plan, .. } => plan.as_ref(),
         }
     }
@@ -114,7 +150,9 @@ impl Run {
     /// The final outcome, once there is one (also while the resume hook still runs).
     pub fn outcome(&self) -> Option<&Outcome> {
         match &self.state {
-            State::Resuming { outcome, .. } | State::Finished { outcome, .. } => Some(outcome),
+            State::Resuming { outcome, .. }
+            | State::Verifying { outcome, .. }
+            | State::Finished { outcome, .. } => Some(outcome),
             _ => None,
         }
     }
@@ -153,6 +191,18 @@ impl Run {
             }
             State::Modifying { started, .. } => {
                 Some((started.plus(p.modify_timeout), "modify_timeout"))
+            }
+            // The reading is due `verify_window` after the step began; it may be retried for
+            // as long again (at least five minutes), then the run ends without it.
+            State::Verifying { .. } => {
+                let started = self
+                    .step(Step::Verify)
+                    .map_or(self.updated_at, |s| s.started);
+                let slack = p.verify_window.max(std::time::Duration::from_secs(300));
+                Some((
+                    started.plus(p.verify_window + slack),
+                    "the verification's time (2 × verify_window)",
+                ))
             }
             State::Pausing { .. } | State::Resuming { .. } | State::Finished { .. } => None,
         }
@@ -295,6 +345,9 @@ pub enum State {
     },
     /// The outcome is known; the resume hook runs before the run is finished.
     Resuming { plan: Plan, outcome: Outcome },
+    /// The upsize is done and the workers are back: memory is read over `verify_window` to
+    /// say whether it worked.
+    Verifying { plan: Plan, outcome: Outcome },
     Finished {
         plan: Option<Plan>,
         outcome: Outcome,
@@ -310,6 +363,7 @@ impl State {
             State::Snapshotting { .. } => "snapshotting",
             State::Modifying { .. } => "modifying",
             State::Resuming { .. } => "resuming",
+            State::Verifying { .. } => "verifying",
             State::Finished { outcome, .. } => outcome.name(),
         }
     }
@@ -433,6 +487,7 @@ pub enum Step {
     Snapshot,
     Upsize,
     Resume,
+    Verify,
 }
 
 impl Step {
@@ -444,6 +499,7 @@ impl Step {
             Step::Snapshot => "snapshot",
             Step::Upsize => "upsize",
             Step::Resume => "resume workers",
+            Step::Verify => "verify memory",
         }
     }
 }
@@ -531,4 +587,52 @@ pub struct PageState {
     pub open: bool,
     /// How many triggers were sent (repeats fold into the same incident).
     pub triggers: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alarm(reason: &str) -> Trigger {
+        Trigger::Alarm {
+            delivery_id: "e-1".into(),
+            alarm_name: "Redis memory".into(),
+            reason: reason.into(),
+            value: None,
+            at: Timestamp::from_millis(0),
+        }
+    }
+
+    #[test]
+    fn the_threshold_is_read_from_the_alarms_reason() {
+        let reason = "Threshold Crossed: 1 out of the last 1 datapoints [93.2 (02/10/19 16:59:00)] was greater than or equal to the threshold (85.0).";
+        assert_eq!(alarm(reason).threshold(), Some(85.0));
+        assert_eq!(alarm("manual").threshold(), None);
+        assert_eq!(alarm("the threshold (NaN)").threshold(), None);
+        assert_eq!(alarm("the threshold (abc)").threshold(), None);
+        let command = Trigger::Command {
+            user: SlackUserId::parse("U0ONCALL1").unwrap(),
+            response_url: None,
+        };
+        assert_eq!(command.threshold(), None);
+    }
+
+    #[test]
+    fn still_high_needs_a_reading_and_a_threshold() {
+        let v = |after, threshold| Verification {
+            before: Some(93.0),
+            after,
+            threshold,
+            on: NodeType::parse("cache.r6g.xlarge").unwrap(),
+            error: None,
+        };
+        assert!(v(Some(91.0), Some(90.0)).still_high());
+        assert!(v(Some(90.0), Some(90.0)).still_high(), "at the threshold");
+        assert!(!v(Some(51.0), Some(90.0)).still_high());
+        assert!(!v(None, Some(90.0)).still_high(), "no reading");
+        assert!(
+            !v(Some(99.0), None).still_high(),
+            "no threshold (a command run)"
+        );
+    }
 }

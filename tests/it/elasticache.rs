@@ -9,6 +9,7 @@ use redis_autoscaler::domain::node_types;
 use redis_autoscaler::domain::{CacheClusterId, NodeType, ReplicationGroupId, SnapshotName};
 use redis_autoscaler::elasticache::sdk::{SdkElastiCache, config_for_endpoint};
 use redis_autoscaler::elasticache::sim::{self, ModifyFault, SimConfig, SimGroup, SimHandle};
+use redis_autoscaler::workflow::ports::elasticache::{NodeRole, SnapshotFrom};
 use redis_autoscaler::workflow::ports::{AwsError, ClusterMode, ElastiCache, SnapshotStatus};
 
 const SNAPSHOT: Duration = Duration::from_millis(150);
@@ -24,6 +25,11 @@ fn nt(s: &str) -> NodeType {
 
 fn snap(s: &str) -> SnapshotName {
     SnapshotName::parse(s).unwrap()
+}
+
+/// A snapshot of the whole group (`ReplicationGroupId`).
+fn whole(group: &str) -> SnapshotFrom {
+    SnapshotFrom::Group(id(group))
 }
 
 struct TestSim {
@@ -149,7 +155,11 @@ async fn a_snapshot_is_creating_then_available_while_the_group_is_snapshotting()
     let t = spawn_sim().await;
     let g = id("prod-jobs");
     let name = snap("redis-autoscaler-r-abcdefgh");
-    let created = t.aws.create_snapshot(&g, &name).await.unwrap();
+    let created = t
+        .aws
+        .create_snapshot(&SnapshotFrom::Group(g.clone()), &name)
+        .await
+        .unwrap();
     assert_eq!(created.name, name);
     assert_eq!(created.status, SnapshotStatus::Creating);
     assert_eq!(created.group, Some(g.clone()));
@@ -215,7 +225,10 @@ async fn a_cluster_mode_group_snapshots_and_scales_up_too() {
     let t = spawn_sim().await;
     let g = id("sharded");
     let name = snap("sharded-snap");
-    t.aws.create_snapshot(&g, &name).await.unwrap();
+    t.aws
+        .create_snapshot(&SnapshotFrom::Group(g.clone()), &name)
+        .await
+        .unwrap();
     assert_eq!(snapshot_settles(&t, &name).await, SnapshotStatus::Available);
     group_available(&t, &g).await;
     t.aws
@@ -223,6 +236,88 @@ async fn a_cluster_mode_group_snapshots_and_scales_up_too() {
         .await
         .unwrap();
     assert_eq!(group_available(&t, &g).await, nt("cache.m6g.xlarge"));
+    t.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn members_roles_come_with_cluster_mode_disabled_only() {
+    let t = spawn_sim().await;
+    let cid = |s: &str| CacheClusterId::parse(s).unwrap();
+    let nodes = t.aws.describe_group_nodes(&id("prod-jobs")).await.unwrap();
+    assert_eq!(nodes.group.id, id("prod-jobs"));
+    assert_eq!(
+        nodes.roles,
+        [
+            (cid("prod-jobs-001"), NodeRole::Primary),
+            (cid("prod-jobs-002"), NodeRole::Replica)
+        ]
+    );
+    // AWS gives CurrentRole only with cluster mode disabled.
+    let sharded = t.aws.describe_group_nodes(&id("sharded")).await.unwrap();
+    assert_eq!(sharded.group.cluster_mode, ClusterMode::Enabled);
+    assert!(sharded.roles.is_empty(), "{:?}", sharded.roles);
+    t.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_snapshot_of_one_node_names_it_by_cache_cluster_id_alone() {
+    let t = spawn_sim().await;
+    let name = snap("redis-autoscaler-r-abcdefgh");
+    let replica = CacheClusterId::parse("prod-jobs-002").unwrap();
+    let created = t
+        .aws
+        .create_snapshot(&SnapshotFrom::Node(replica), &name)
+        .await
+        .unwrap();
+    assert_eq!(created.status, SnapshotStatus::Creating);
+    assert_eq!(created.group, Some(id("prod-jobs")));
+    let call = t.sim.calls().pop().unwrap();
+    assert_eq!(call.action, "CreateSnapshot");
+    assert_eq!(call.param("CacheClusterId"), Some("prod-jobs-002"));
+    assert_eq!(call.param("ReplicationGroupId"), None);
+    assert_eq!(
+        t.sim.snapshot_source(&name).as_deref(),
+        Some("prod-jobs-002")
+    );
+    assert_eq!(snapshot_settles(&t, &name).await, SnapshotStatus::Available);
+    t.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_snapshot_of_a_stranger_node_or_of_both_ids_is_refused_with_aws_codes() {
+    let t = spawn_sim().await;
+    let stranger = CacheClusterId::parse("nope-001").unwrap();
+    let err = t
+        .aws
+        .create_snapshot(&SnapshotFrom::Node(stranger), &snap("s"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AwsError::NotFound { .. }), "{err}");
+    assert_eq!(err.code(), "CacheClusterNotFound");
+    // A node of a cluster-mode-enabled group: the group must be named.
+    let shard_node = CacheClusterId::parse("sharded-0001-002").unwrap();
+    let err = t
+        .aws
+        .create_snapshot(&SnapshotFrom::Node(shard_node), &snap("s"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "InvalidParameterCombination");
+    // The trait can't send both; the raw client can.
+    let client = aws_sdk_elasticache::Client::new(&config_for_endpoint(&t.sim.endpoint()));
+    let err = client
+        .create_snapshot()
+        .replication_group_id("prod-jobs")
+        .cache_cluster_id("prod-jobs-002")
+        .snapshot_name("both")
+        .send()
+        .await
+        .unwrap_err();
+    use aws_sdk_elasticache::error::ProvideErrorMetadata;
+    assert_eq!(
+        err.as_service_error().and_then(|e| e.code()),
+        Some("InvalidParameterCombination")
+    );
+    assert_eq!(t.sim.count("CreateSnapshot"), 0, "nothing was taken");
     t.sim.shutdown().await;
 }
 
@@ -268,7 +363,7 @@ async fn unknown_groups_and_clusters_are_not_found_and_an_unknown_snapshot_is_no
     assert_eq!(err.code(), "ReplicationGroupNotFoundFault");
     let err = t
         .aws
-        .create_snapshot(&id("nope"), &snap("s"))
+        .create_snapshot(&whole("nope"), &snap("s"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), "ReplicationGroupNotFoundFault");
@@ -295,10 +390,13 @@ async fn unknown_groups_and_clusters_are_not_found_and_an_unknown_snapshot_is_no
 async fn a_busy_group_is_an_invalid_state_for_snapshots_and_modifications() {
     let t = spawn_sim().await;
     let g = id("prod-jobs");
-    t.aws.create_snapshot(&g, &snap("first")).await.unwrap();
+    t.aws
+        .create_snapshot(&SnapshotFrom::Group(g.clone()), &snap("first"))
+        .await
+        .unwrap();
     let err = t
         .aws
-        .create_snapshot(&g, &snap("second"))
+        .create_snapshot(&SnapshotFrom::Group(g.clone()), &snap("second"))
         .await
         .unwrap_err();
     assert!(matches!(err, AwsError::InvalidState { .. }), "{err}");
@@ -321,7 +419,11 @@ async fn a_busy_group_is_an_invalid_state_for_snapshots_and_modifications() {
         .await
         .unwrap_err();
     assert!(matches!(err, AwsError::InvalidState { .. }), "{err}");
-    let err = t.aws.create_snapshot(&g, &snap("third")).await.unwrap_err();
+    let err = t
+        .aws
+        .create_snapshot(&SnapshotFrom::Group(g.clone()), &snap("third"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, AwsError::InvalidState { .. }), "{err}");
     assert_eq!(t.sim.count("ModifyReplicationGroup"), 1);
     assert_eq!(t.sim.attempts("ModifyReplicationGroup"), 3);
@@ -333,13 +435,13 @@ async fn taking_a_snapshot_name_twice_is_snapshot_already_exists() {
     let t = spawn_sim().await;
     let name = snap("redis-autoscaler-r-abcdefgh");
     t.aws
-        .create_snapshot(&id("prod-jobs"), &name)
+        .create_snapshot(&whole("prod-jobs"), &name)
         .await
         .unwrap();
     snapshot_settles(&t, &name).await;
     let err = t
         .aws
-        .create_snapshot(&id("prod-jobs"), &name)
+        .create_snapshot(&whole("prod-jobs"), &name)
         .await
         .unwrap_err();
     assert!(
@@ -355,7 +457,7 @@ async fn exhausted_quotas_are_quota_exceeded() {
     let t = spawn_with(|c| c.faults.snapshot_quota = Some(0)).await;
     let err = t
         .aws
-        .create_snapshot(&id("prod-jobs"), &snap("s"))
+        .create_snapshot(&whole("prod-jobs"), &snap("s"))
         .await
         .unwrap_err();
     assert!(matches!(err, AwsError::QuotaExceeded { .. }), "{err}");
@@ -384,7 +486,7 @@ async fn throttling_is_transient_and_each_call_is_exactly_one_request() {
     assert!(err.is_retryable());
     let err = t
         .aws
-        .create_snapshot(&id("prod-jobs"), &snap("s"))
+        .create_snapshot(&whole("prod-jobs"), &snap("s"))
         .await
         .unwrap_err();
     assert!(err.is_retryable(), "{err}");
@@ -439,11 +541,11 @@ async fn an_injected_snapshot_failure_ends_failed() {
     t.sim.fail_snapshot_named(&snap("doomed"));
     let (by_group, by_name, fine) = (snap("of-sharded"), snap("doomed"), snap("fine"));
     t.aws
-        .create_snapshot(&id("sharded"), &by_group)
+        .create_snapshot(&whole("sharded"), &by_group)
         .await
         .unwrap();
     t.aws
-        .create_snapshot(&id("prod-jobs"), &by_name)
+        .create_snapshot(&whole("prod-jobs"), &by_name)
         .await
         .unwrap();
     assert_eq!(
@@ -456,7 +558,7 @@ async fn an_injected_snapshot_failure_ends_failed() {
         "available"
     );
     t.aws
-        .create_snapshot(&id("prod-jobs"), &fine)
+        .create_snapshot(&whole("prod-jobs"), &fine)
         .await
         .unwrap();
     assert_eq!(snapshot_settles(&t, &fine).await, SnapshotStatus::Available);
@@ -727,7 +829,10 @@ async fn the_sdk_reads_every_field_the_simulator_writes() {
     assert_eq!(ups.scale_down_modifications(), &[] as &[String]);
 
     let name = snap("shape");
-    t.aws.create_snapshot(&id("sharded"), &name).await.unwrap();
+    t.aws
+        .create_snapshot(&whole("sharded"), &name)
+        .await
+        .unwrap();
     snapshot_settles(&t, &name).await;
     let out = client
         .describe_snapshots()
@@ -891,12 +996,12 @@ async fn aws_refuses_the_twenty_first_manual_snapshot_of_a_day() {
     })
     .await;
     t.aws
-        .create_snapshot(&id("prod-jobs"), &snap("twentieth"))
+        .create_snapshot(&whole("prod-jobs"), &snap("twentieth"))
         .await
         .unwrap();
     let refused = t
         .aws
-        .create_snapshot(&id("sharded"), &snap("other-group"))
+        .create_snapshot(&whole("sharded"), &snap("other-group"))
         .await;
     assert!(
         refused.is_ok(),
@@ -905,7 +1010,7 @@ async fn aws_refuses_the_twenty_first_manual_snapshot_of_a_day() {
     snapshot_settles(&t, &snap("twentieth")).await;
     let refused = t
         .aws
-        .create_snapshot(&id("prod-jobs"), &snap("twenty-first"))
+        .create_snapshot(&whole("prod-jobs"), &snap("twenty-first"))
         .await;
     assert!(
         matches!(refused, Err(AwsError::QuotaExceeded { .. })),

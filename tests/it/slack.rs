@@ -383,7 +383,14 @@ async fn slash_upsize_then_a_signed_approve_click_runs_to_success() {
             .contains(&format!("Approved by <@{ONCALL}>")),
         "{replies:?}"
     );
-    assert!(replies.last().unwrap().contains("Done:"), "{replies:?}");
+    assert!(
+        replies[replies.len() - 2].contains("Done:"),
+        "then the verification: {replies:?}"
+    );
+    assert!(
+        replies.last().unwrap().contains("memory readings"),
+        "{replies:?}"
+    );
     assert!(
         answers_to(&services, &format!("click-{ONCALL}")).is_empty(),
         "no private answer needed"

@@ -144,6 +144,7 @@ snapshot_poll_interval = "30ms"
 snapshot_max_polls = 200
 modify_poll_interval = "30ms"
 modify_timeout = "20s"
+verify_window = "100ms"
 aws_retry_interval = "20ms"
 aws_retry_attempts = 8
 {defaults}

@@ -55,6 +55,12 @@ async fn happy_path_snapshots_once_upsizes_once_and_threads_every_step() {
         create.param("SnapshotName"),
         Some(format!("redis-autoscaler-{run}").as_str())
     );
+    // snapshot_source = "replica" (the default): the group's one replica, not the group.
+    assert_eq!(
+        create.param("CacheClusterId"),
+        Some(format!("{GROUP}-002").as_str())
+    );
+    assert_eq!(create.param("ReplicationGroupId"), None);
     assert_eq!(
         sim.group(&group()).unwrap().node_type,
         Some(nt("cache.r6g.xlarge"))
@@ -72,6 +78,9 @@ async fn happy_path_snapshots_once_upsizes_once_and_threads_every_step() {
         "is available",
         "Upsizing from",
         "Done:",
+        // 100 ms of watching holds no minute of CloudWatch data: the verification says so
+        // rather than guess (the reading itself is covered in `cloudwatch::verify`).
+        "CloudWatch had no memory readings in the 100ms after the upsize",
     ];
     assert_eq!(replies.len(), expected_order.len(), "{replies:#?}");
     for (reply, want) in replies.iter().zip(expected_order) {

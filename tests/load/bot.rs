@@ -20,6 +20,7 @@ snapshot_poll_interval = "50ms"
 snapshot_max_polls = 2000
 modify_poll_interval = "50ms"
 modify_timeout = "10m"
+verify_window = "100ms"
 aws_retry_interval = "50ms"
 aws_retry_attempts = 8
 "#;
@@ -61,6 +62,16 @@ pub fn group_tables(groups: &[String], keys: &str) -> String {
         .iter()
         .map(|g| format!("\n[groups.{g}]\nmax_node_type = \"cache.r6g.2xlarge\"\n{keys}\n"))
         .collect()
+}
+
+/// The group a call acted on: its `ReplicationGroupId`, or the group of the node in its
+/// `CacheClusterId` (a snapshot taken from a replica; nodes are `{group}-NNN` here).
+pub fn acted_on(call: &redis_autoscaler::elasticache::sim::SimCall) -> Option<&str> {
+    call.param("ReplicationGroupId").or_else(|| {
+        call.param("CacheClusterId")
+            .and_then(|node| node.rsplit_once('-'))
+            .map(|(group, _)| group)
+    })
 }
 
 /// Names `{prefix}-000` … for `n` groups.

@@ -112,7 +112,7 @@ async fn chaos(size: Size) {
     let tables = bot::group_tables(&groups, "approval = \"auto\"");
     eprintln!("chaos: seed {seed} (LOAD_SEED={seed} repeats the kill times and the faults)");
     let defaults = format!(
-        "approval_timeout = \"1h\"\nsnapshot_poll_interval = \"50ms\"\nsnapshot_max_polls = 2000\nmodify_poll_interval = \"50ms\"\nmodify_timeout = \"10m\"\naws_retry_interval = \"50ms\"\naws_retry_attempts = {}\n",
+        "approval_timeout = \"1h\"\nsnapshot_poll_interval = \"50ms\"\nsnapshot_max_polls = 2000\nmodify_poll_interval = \"50ms\"\nmodify_timeout = \"10m\"\nverify_window = \"100ms\"\naws_retry_interval = \"50ms\"\naws_retry_attempts = {}\n",
         size.aws_attempts
     );
     let mut bot = Bot::launch(
@@ -251,9 +251,7 @@ async fn chaos(size: Size) {
         let acted = |action: &str| {
             calls
                 .iter()
-                .filter(|c| {
-                    c.action == action && c.is_ok() && c.param("ReplicationGroupId") == Some(g)
-                })
+                .filter(|c| c.action == action && c.is_ok() && bot::acted_on(c) == Some(g))
                 .count()
         };
         let (snapshots, modifies) = (acted("CreateSnapshot"), acted("ModifyReplicationGroup"));

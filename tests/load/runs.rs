@@ -87,7 +87,7 @@ async fn runs(size: Size, env: &[(&str, &str)], label: &str, report: &mut Report
     let services = Services::start(sim).await;
     let dir = TempDir::new();
     let defaults = format!(
-        "approval_timeout = \"1h\"\nsnapshot_poll_interval = \"{p}\"\nsnapshot_max_polls = 600\nmodify_poll_interval = \"{p}\"\nmodify_timeout = \"10m\"\naws_retry_interval = \"200ms\"\naws_retry_attempts = 8\n",
+        "approval_timeout = \"1h\"\nsnapshot_poll_interval = \"{p}\"\nsnapshot_max_polls = 600\nmodify_poll_interval = \"{p}\"\nmodify_timeout = \"10m\"\nverify_window = \"100ms\"\naws_retry_interval = \"200ms\"\naws_retry_attempts = 8\n",
         p = size.poll
     );
     let tables = bot::group_tables(&groups, "approval = \"auto\"");
@@ -166,7 +166,7 @@ async fn runs(size: Size, env: &[(&str, &str)], label: &str, report: &mut Report
     let mut acted: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     for c in calls.iter().filter(|c| c.is_ok()) {
         if let ("CreateSnapshot" | "ModifyReplicationGroup", Some(g)) =
-            (c.action.as_str(), c.param("ReplicationGroupId"))
+            (c.action.as_str(), bot::acted_on(c))
         {
             *acted.entry((c.action.as_str(), g)).or_insert(0) += 1;
         }

@@ -273,10 +273,27 @@ impl Builder {
         outcome: Outcome,
         resume_error: Option<String>,
     ) {
-        self.drop_pending_work = true;
         if resume_error.is_some() {
-            self.run.resume_error = resume_error;
+            self.run.resume_error = resume_error.clone();
         }
+        // The upsize is done (and the workers resumed): before it ends, the run watches
+        // memory for `verify_window` to say whether it worked.
+        let window = self.run.policy.verify_window;
+        if let (Outcome::Succeeded { .. }, Some(p)) = (&outcome, &plan)
+            && !window.is_zero()
+            && self.run.verification.is_none()
+        {
+            self.open_step(Step::Verify);
+            self.set_state(State::Verifying {
+                plan: p.clone(),
+                outcome,
+            });
+            let due = self.now().plus(window);
+            self.effect_at(Effect::VerifyMemory, due);
+            self.effect(Effect::UpdateTopMessage);
+            return;
+        }
+        self.drop_pending_work = true;
         let planned = plan.is_some();
         self.set_state(State::Finished { plan, outcome });
         self.effect(Effect::UpdateTopMessage);

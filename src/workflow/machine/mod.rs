@@ -20,6 +20,7 @@ mod people;
 mod planning;
 mod reports;
 mod snapshot;
+mod verify;
 
 #[cfg(test)]
 mod proptests;
@@ -240,6 +241,7 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
             State::Pausing { .. } | State::Snapshotting { .. } => snapshot::decide(b, run, event),
             State::Modifying { .. } => modify::decide(b, run, event),
             State::Resuming { .. } => finish::decide(b, run, event),
+            State::Verifying { .. } => verify::decide(b, run, event),
             State::Finished { .. } => does_not_apply(run, event),
         },
     }

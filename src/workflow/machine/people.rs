@@ -39,7 +39,7 @@ fn cancel(mut b: Builder, run: &Run, actor: &Actor) -> Decision {
                 why: CannotCancel::Over { state: state() },
             });
         }
-        State::Modifying { plan, .. } => {
+        State::Modifying { plan, .. } | State::Verifying { plan, .. } => {
             return Decision::Reject(Rejection::CannotCancel {
                 why: CannotCancel::UpsizeStarted {
                     target: plan.target.clone(),

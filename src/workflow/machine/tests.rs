@@ -50,6 +50,8 @@ fn policy() -> Policy {
     Policy {
         max_node_type: Some(nt("cache.r6g.4xlarge")),
         snapshot_max_polls: 3,
+        // These tables end a run at the upsize; `verify_transitions` covers what follows.
+        verify_window: Duration::ZERO,
         ..Policy::default()
     }
 }
@@ -2556,6 +2558,169 @@ mod pending_changes_need_an_explicit_approval {
                 "group_changed",
                 &["post_note", "update_top_message", "post_graph"],
             ),
+        );
+    }
+}
+
+mod verify_transitions {
+    use super::*;
+    use crate::workflow::event::AwsOp;
+    use crate::workflow::ports::AwsError;
+
+    /// A run whose upsize just finished, with the default 15 minutes of watching memory.
+    fn upsized() -> Run {
+        let mut r = modifying(true, true, 1);
+        r.policy.verify_window = Duration::from_secs(15 * 60);
+        if let Trigger::Alarm { reason, .. } = &mut r.trigger {
+            *reason = "Threshold Crossed: 1 datapoint [93.2] was greater than the threshold (90.0)"
+                .into();
+        }
+        r
+    }
+
+    fn verifying() -> Run {
+        let event = Event::GroupPolled {
+            group: group_info("available", "cache.r6g.xlarge"),
+        };
+        match decide(&upsized(), &event, at(90_000)) {
+            Decision::Accept(t) => t.run,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_done_upsize_watches_memory_before_it_ends() {
+        use Expect::*;
+        let t = check(
+            "done",
+            upsized(),
+            Event::GroupPolled {
+                group: group_info("available", "cache.r6g.xlarge"),
+            },
+            at(90_000),
+            Accept(
+                "verifying",
+                &["post_note", "verify_memory", "update_top_message"],
+            ),
+        )
+        .unwrap();
+        let read = t
+            .effects
+            .iter()
+            .find(|s| s.effect == Effect::VerifyMemory)
+            .unwrap();
+        assert_eq!(read.due, at(90_000 + 15 * 60_000), "after verify_window");
+        assert_eq!(t.run.step(Step::Upsize).unwrap().status, StepStatus::Done);
+        assert_eq!(
+            t.run.step(Step::Verify).unwrap().status,
+            StepStatus::Running
+        );
+        assert!(t.run.outcome().is_some(), "the outcome is known");
+        assert!(!t.run.is_finished());
+    }
+
+    #[test]
+    fn memory_that_came_down_ends_the_run_succeeded_and_says_so() {
+        use Expect::*;
+        let t = check(
+            "came down",
+            verifying(),
+            Event::MemoryRead {
+                before: Some(93.2),
+                after: Some(51.0),
+            },
+            at(1_000_000),
+            Accept(
+                "succeeded",
+                &["post_note", "update_top_message", "post_graph"],
+            ),
+        )
+        .unwrap();
+        let v = t.run.verification.as_ref().unwrap();
+        assert_eq!(
+            (v.before, v.after, v.threshold),
+            (Some(93.2), Some(51.0), Some(90.0))
+        );
+        assert_eq!(v.on, nt("cache.r6g.xlarge"));
+        assert!(!v.still_high());
+        assert_eq!(t.run.step(Step::Verify).unwrap().status, StepStatus::Done);
+    }
+
+    #[test]
+    fn memory_still_above_the_threshold_pages_and_the_run_still_ends() {
+        use Expect::*;
+        let t = check(
+            "still high",
+            verifying(),
+            Event::MemoryRead {
+                before: Some(95.0),
+                after: Some(91.5),
+            },
+            at(1_000_000),
+            Accept(
+                "succeeded",
+                &["post_note", "page", "update_top_message", "post_graph"],
+            ),
+        )
+        .unwrap();
+        assert!(t.run.verification.as_ref().unwrap().still_high());
+        assert_eq!(t.run.step(Step::Verify).unwrap().status, StepStatus::Failed);
+        let paged = t.effects.iter().any(|s| {
+            matches!(
+                &s.effect,
+                Effect::Page {
+                    action: PageAction::Trigger(PageReason::StillHigh { after, threshold })
+                } if *after == 91.5 && *threshold == 90.0
+            )
+        });
+        assert!(paged, "{:?}", t.effects);
+    }
+
+    #[test]
+    fn memory_that_cannot_be_read_ends_the_run_without_the_answer() {
+        use Expect::*;
+        let t = check(
+            "unreadable",
+            verifying(),
+            Event::AwsFailed {
+                op: AwsOp::Verify,
+                error: AwsError::Other {
+                    code: "AccessDenied".into(),
+                    message: "not authorized to perform cloudwatch:GetMetricData".into(),
+                },
+            },
+            at(1_000_000),
+            Accept(
+                "succeeded",
+                &["post_note", "update_top_message", "post_graph"],
+            ),
+        )
+        .unwrap();
+        let v = t.run.verification.as_ref().unwrap();
+        assert!(v.error.as_deref().unwrap().contains("AccessDenied"));
+        assert!(!v.still_high());
+    }
+
+    #[test]
+    fn nothing_else_moves_a_verifying_run() {
+        use Expect::*;
+        check(
+            "cancel",
+            verifying(),
+            Event::Cancel {
+                actor: approver("U0ONCALL1"),
+            },
+            at(1_000_000),
+            Reject("cannot_cancel"),
+        );
+        check(
+            "a stray poll",
+            verifying(),
+            Event::GroupPolled {
+                group: group_info("available", "cache.r6g.xlarge"),
+            },
+            at(1_000_000),
+            Ignore,
         );
     }
 }

@@ -135,6 +135,40 @@ impl fmt::Display for ClusterMode {
     }
 }
 
+/// A member node's current role (`NodeGroupMembers[].CurrentRole`; AWS says it only with
+/// cluster mode disabled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeRole {
+    Primary,
+    Replica,
+}
+
+/// A group as DescribeReplicationGroups describes it, with its members' roles where AWS gives
+/// them (in AWS's order; empty with cluster mode enabled).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupNodes {
+    pub group: GroupInfo,
+    pub roles: Vec<(CacheClusterId, NodeRole)>,
+}
+
+/// What a snapshot is taken from: the whole group (`ReplicationGroupId`: AWS picks a node of
+/// each shard) or one member node (`CacheClusterId`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotFrom {
+    Group(ReplicationGroupId),
+    Node(CacheClusterId),
+}
+
+impl fmt::Display for SnapshotFrom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SnapshotFrom::Group(g) => write!(f, "ReplicationGroupId={g}"),
+            SnapshotFrom::Node(n) => write!(f, "CacheClusterId={n}"),
+        }
+    }
+}
+
 /// One cache cluster (node), enough to find the group it belongs to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CacheClusterInfo {
@@ -311,10 +345,17 @@ pub trait ElastiCache: Send + Sync {
         id: &'a ReplicationGroupId,
     ) -> BoxFuture<'a, Result<Vec<NodeType>, AwsError>>;
 
-    /// CreateSnapshot of the whole replication group.
+    /// DescribeReplicationGroups for one group, with each member's current role (to pick the
+    /// node a snapshot is taken from).
+    fn describe_group_nodes<'a>(
+        &'a self,
+        id: &'a ReplicationGroupId,
+    ) -> BoxFuture<'a, Result<GroupNodes, AwsError>>;
+
+    /// CreateSnapshot of the whole replication group or of one of its nodes.
     fn create_snapshot<'a>(
         &'a self,
-        group: &'a ReplicationGroupId,
+        from: &'a SnapshotFrom,
         name: &'a SnapshotName,
     ) -> BoxFuture<'a, Result<SnapshotInfo, AwsError>>;
 

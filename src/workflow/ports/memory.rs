@@ -159,6 +159,27 @@ pub trait MemorySeries: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<NodeSeries>, MemoryError>>;
 }
 
+/// The fullest node's memory just before an upsize and since it ended, in percent (`None`:
+/// CloudWatch had no reading there).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AroundUpsize {
+    pub before: Option<f64>,
+    pub after: Option<f64>,
+}
+
+/// A run's verification step: did the upsize bring memory down?
+pub trait Verify: Send + Sync {
+    /// The group's nodes' memory: the last reading before `started` and the highest since
+    /// `ended`. Throttling and 5xx are [`AwsError::Transient`] (tried again); no permission
+    /// or anything else is final, and the run ends without the answer.
+    fn around_upsize<'a>(
+        &'a self,
+        at: &'a mut super::Attempt,
+        started: Timestamp,
+        ended: Timestamp,
+    ) -> BoxFuture<'a, Result<AroundUpsize, super::AwsError>>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@
 //! | [`Pager`] | a run's pages | `pagerduty` |
 //! | [`MemorySeries`] | how full a group's nodes were over a window | `cloudwatch` |
 //! | [`Graphs`] | the memory graph in a run's thread | `slack::graph` |
+//! | [`Verify`] | memory before and after the upsize | `cloudwatch::verify` |
 //! | [`Hooks`] | the pause and resume webhooks | `hooks` |
 //! | [`Store`] | runs, their audit trail, the outbox (a run's effects, and the jobs requests leave), the alarm log | `store` |
 //! | [`Clock`] | the time | [`SystemClock`], [`TokioClock`] |
@@ -42,7 +43,7 @@ pub use elasticache::{
     Aws, AwsError, CacheClusterInfo, ClusterMode, ElastiCache, GroupInfo, GroupStatus, LookAgain,
     Parameters, PlanFacts, SnapshotInfo, SnapshotStatus,
 };
-pub use memory::{MemoryError, MemoryQuery, MemorySeries, NodeSeries};
+pub use memory::{AroundUpsize, MemoryError, MemoryQuery, MemorySeries, NodeSeries, Verify};
 pub use metrics::{Metrics, NoMetrics};
 pub use store::{
     AlarmRecord, AuditEntry, Busy, Change, Created, Decide, Decided, DueJobs, EffectId, NewJob,
@@ -56,6 +57,7 @@ pub struct Ports {
     pub aws: Arc<dyn Aws>,
     pub chat: Arc<dyn Chat>,
     pub graphs: Arc<dyn Graphs>,
+    pub verify: Arc<dyn Verify>,
     pub pager: Arc<dyn Pager>,
     pub hooks: Arc<dyn Hooks>,
     pub clock: Arc<dyn Clock>,

@@ -75,6 +75,7 @@ impl Bench {
             aws: Arc::new(aws.clone()),
             chat: Arc::new(chat.clone()),
             graphs: Arc::new(graphs.clone()),
+            verify: Arc::new(aws.clone()),
             pager: Arc::new(pager.clone()),
             hooks: Arc::new(hooks.clone()),
             clock: Arc::new(TokioClock::starting_at(Timestamp::from_millis(
