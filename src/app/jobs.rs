@@ -116,6 +116,7 @@ impl App {
         channel: &ChannelId,
         notice: &Notice,
         window: Option<String>,
+        again: bool,
         messenger: &dyn Messenger,
     ) -> Result<(), Failure> {
         let seen = match &window {
@@ -127,7 +128,7 @@ impl App {
             None => None,
         };
         let ts = messenger
-            .post_notice(channel, notice, seen.as_ref())
+            .post_notice(channel, notice, window.as_deref().zip(seen.as_ref()), again)
             .await?;
         if let (Some(key), Some(ts)) = (window, ts) {
             // Repeats counted while it was being posted are shown by an update right after.
@@ -168,7 +169,9 @@ impl App {
                 channel,
                 notice,
                 window,
-            } => return self.post_notice(&channel, &notice, window, messenger).await,
+            } => {
+                return (self.post_notice(&channel, &notice, window, again, messenger)).await;
+            }
             Job::NoticeRepeated {
                 channel,
                 notice,

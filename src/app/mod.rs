@@ -61,12 +61,15 @@ pub trait Messenger: Send + Sync {
         answer: &'a Answer,
     ) -> BoxFuture<'a, Result<(), Failure>>;
 
-    /// Post a notice (with what its window has seen so far, when it has one); its `ts`.
+    /// Post a notice (with what its window has seen so far, when it has one); its `ts`. The
+    /// notice of a window carries the window's key, and a try that may follow one whose answer
+    /// was lost (`again`) looks for it first instead of posting a second one.
     fn post_notice<'a>(
         &'a self,
         channel: &'a ChannelId,
         notice: &'a Notice,
-        seen: Option<&'a NoticeSeen>,
+        window: Option<(&'a str, &'a NoticeSeen)>,
+        again: bool,
     ) -> BoxFuture<'a, Result<Option<MessageTs>, Failure>>;
 
     /// Show on a posted notice how often its alarm fired within the window.

@@ -17,6 +17,9 @@ use super::blocks;
 /// The Slack message-metadata event type that marks a run's top message.
 pub const TOP_MESSAGE_EVENT: &str = "redis_autoscaler_run";
 
+/// … and a notice window's notice (its payload names the window).
+pub const NOTICE_EVENT: &str = "redis_autoscaler_notice";
+
 impl From<&SlackError> for Failure {
     fn from(e: &SlackError) -> Failure {
         Failure {
@@ -440,11 +443,50 @@ impl Messenger for SlackChat {
         &'a self,
         channel: &'a ChannelId,
         notice: &'a Notice,
-        seen: Option<&'a NoticeSeen>,
+        window: Option<(&'a str, &'a NoticeSeen)>,
+        again: bool,
     ) -> BoxFuture<'a, Result<Option<MessageTs>, Failure>> {
         Box::pin(async move {
-            let msg = render_notice(notice, seen);
-            match self.slack.post_message(channel, None, &msg).await {
+            let msg = render_notice(notice, window.map(|(_, seen)| seen));
+            let Some((key, seen)) = window else {
+                return match self.slack.post_message(channel, None, &msg).await {
+                    Ok(posted) => Ok(Some(posted.ts)),
+                    Err(e) => {
+                        tracing::error!(channel = %channel, error = %e, "could not post a notice");
+                        Err(Failure::from(&e))
+                    }
+                };
+            };
+            if again {
+                let since = seen.first_at.as_secs() - 60;
+                let found = self
+                    .slack
+                    .find_by_metadata(channel, since, NOTICE_EVENT, "window", key)
+                    .await;
+                match found {
+                    Ok(Some(ts)) => {
+                        // Posted by the earlier try: bring it up to date instead.
+                        if let Err(e) = self.slack.update_message(channel, &ts, &msg).await {
+                            tracing::warn!(channel = %channel, error = %e, "could not update a notice");
+                        }
+                        return Ok(Some(ts));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        // Posting without knowing could post twice: try again later.
+                        return Err(Failure::transient(
+                            format!("could not check for an earlier notice: {e}"),
+                            e.retry_after(),
+                        ));
+                    }
+                }
+            }
+            let payload = serde_json::json!({ "window": key });
+            let posted = self
+                .slack
+                .post_message_with_metadata(channel, &msg, NOTICE_EVENT, &payload)
+                .await;
+            match posted {
                 Ok(posted) => Ok(Some(posted.ts)),
                 Err(e) => {
                     tracing::error!(channel = %channel, error = %e, "could not post a notice");

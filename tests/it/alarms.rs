@@ -817,3 +817,47 @@ async fn alarm_storms_for_an_unmanaged_group_or_a_cooldown_post_one_notice_each_
     );
     t.stop().await;
 }
+
+/// A notice Slack took but whose answer was lost (a 500 after the work) is found by the
+/// window in its message metadata when the job tries again, not posted a second time.
+#[tokio::test]
+async fn a_notice_whose_answer_was_lost_is_found_not_posted_again() {
+    let services = Services::start(sim_config()).await;
+    let dir = TempDir::new();
+    let t = TestApp::spawn(&services, &config_text("", ""), &dir.db()).await;
+    services.slack.fail_next(
+        "chat.postMessage",
+        1,
+        redis_autoscaler::standin::slack::Fault::AcceptThenFail(500),
+    );
+    let (status, answer) = post_event(
+        &t,
+        &event("lost-1", "someone-elses", "ALARM", 95.0),
+        Some(ALARM_KEY),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("unknown_group"))
+    );
+    eventually("the notice's job to finish", || {
+        t.store.pending_count().unwrap() == 0
+    })
+    .await;
+    let notices: Vec<_> = services
+        .top_messages()
+        .into_iter()
+        .filter(|m| m.text.contains("maps to no replication group"))
+        .collect();
+    assert_eq!(
+        notices.len(),
+        1,
+        "one notice, though the first post's answer was lost"
+    );
+    assert!(
+        services.slack.count("chat.postMessage") >= 1
+            && services.slack.count("conversations.history") >= 1,
+        "the retry looked before it posted"
+    );
+    t.stop().await;
+}
