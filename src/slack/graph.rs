@@ -29,7 +29,8 @@ pub struct SlackGraphs {
     /// the work). One thread also keeps the bitmaps in one allocator arena: drawn on the
     /// blocking pool, each of its threads' arenas grew by a bitmap (1,000 runs: 121 MiB peak,
     /// against 75 MiB with the arenas capped).
-    drawer: std::sync::Mutex<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+    /// Started with the first graph (an idle bot carries no thread for it).
+    drawer: std::sync::Mutex<Option<Drawer>>,
     /// At most a few graphs are read, drawn and uploaded at once; the others wait their turn
     /// holding nothing (a storm of runs would otherwise hold a thousand series and answers).
     in_flight: std::sync::Arc<tokio::sync::Semaphore>,
@@ -45,7 +46,7 @@ impl SlackGraphs {
             slack,
             memory,
             aws,
-            drawer: std::sync::Mutex::new(drawer()),
+            drawer: std::sync::Mutex::new(None),
             in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(4)),
         }
     }
@@ -78,8 +79,11 @@ impl SlackGraphs {
     }
 }
 
+/// Where drawings are sent to be done.
+type Drawer = std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>;
+
 /// The thread charts are drawn on (it ends when its sender is dropped).
-fn drawer() -> std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>> {
+fn drawer() -> Drawer {
     let (tx, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
     let spawned = std::thread::Builder::new()
         .name("chart".into())
@@ -205,9 +209,11 @@ impl Graphs for SlackGraphs {
                 }
                 let _ = done.send(chart.render_png());
             };
-            let sent = (self.drawer.lock())
-                .map_err(|_| ())
-                .and_then(|d| d.send(Box::new(draw)).map_err(|_| ()));
+            let sent = (self.drawer.lock()).map_err(|_| ()).and_then(|mut d| {
+                d.get_or_insert_with(drawer)
+                    .send(Box::new(draw))
+                    .map_err(|_| ())
+            });
             let drawn = match sent {
                 Ok(()) => drawn
                     .await

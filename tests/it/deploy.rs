@@ -263,6 +263,8 @@ fn operations_the_code_calls() -> BTreeSet<String> {
     ] {
         for (at, _) in source.match_indices(field) {
             let rest = &source[at + field.len()..];
+            // A lazily built client is reached through `.client()`.
+            let rest = rest.strip_prefix("()").unwrap_or(rest);
             if rest.starts_with(|c: char| c.is_alphanumeric() || c == '_') {
                 continue;
             }
