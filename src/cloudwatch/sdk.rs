@@ -20,6 +20,7 @@ use super::{
     MEMORY_METRIC, MemoryError, MemoryQuery, MemorySeries, NAMESPACE, NODE_DIMENSION, NodeSeries,
 };
 use crate::domain::Timestamp;
+use crate::elasticache::sdk::{SdkFailure, sdk_failure};
 use crate::workflow::ports::BoxFuture;
 
 /// GetMetricData takes at most this many queries per request.
@@ -245,63 +246,21 @@ fn unexpected(message: impl Into<String>) -> MemoryError {
     }
 }
 
-/// Sort an SDK failure by what the caller does next.
+/// Sort an SDK failure by what the caller does next (the sorting every AWS call shares, in
+/// CloudWatch's words).
 fn from_sdk<E>(err: SdkError<E, HttpResponse>) -> MemoryError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let detail = error_chain(&err);
-    match &err {
-        SdkError::ServiceError(ctx) => {
-            let status = ctx.raw().status().as_u16();
-            match ctx.err().code() {
-                Some(code) => {
-                    let message = ctx.err().message().map_or(detail.clone(), str::to_string);
-                    MemoryError::classify(code, message, Some(status))
-                }
-                // Not an AWS answer at all (a proxy's page, a truncated body).
-                None => MemoryError::Transient {
-                    code: "UnparseableResponse".to_string(),
-                    message: format!("HTTP {status}: {detail}"),
-                },
-            }
-        }
-        SdkError::TimeoutError(_) => MemoryError::Transient {
-            code: "Timeout".to_string(),
-            message: detail,
-        },
-        SdkError::DispatchFailure(d) if d.is_user() => MemoryError::Other {
-            code: "DispatchFailure".to_string(),
-            message: detail,
-        },
-        SdkError::DispatchFailure(_) => MemoryError::Transient {
-            code: "DispatchFailure".to_string(),
-            message: detail,
-        },
-        SdkError::ResponseError(ctx) => MemoryError::Transient {
-            code: "ResponseError".to_string(),
-            message: format!("HTTP {}: {detail}", ctx.raw().status().as_u16()),
-        },
-        _ => MemoryError::Other {
-            code: "SdkError".to_string(),
-            message: detail,
-        },
+    match sdk_failure(err) {
+        SdkFailure::Answered {
+            code,
+            message,
+            status,
+        } => MemoryError::classify(&code, message, Some(status)),
+        SdkFailure::Transient { code, message } => MemoryError::Transient { code, message },
+        SdkFailure::Other { code, message } => MemoryError::Other { code, message },
     }
-}
-
-/// `outer: inner: innermost`, like `DisplayErrorContext` without its trailing `Debug` dump.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        let s = e.to_string();
-        if !out.ends_with(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        source = e.source();
-    }
-    out
 }
 
 #[cfg(test)]

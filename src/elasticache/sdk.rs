@@ -461,53 +461,81 @@ pub async fn caller_account(config: &SdkConfig) -> Result<String, AwsError> {
         .ok_or_else(|| unexpected("GetCallerIdentity answered without an account"))
 }
 
-/// Sort an SDK failure by what the caller does next.
-fn from_sdk<E>(err: SdkError<E, HttpResponse>) -> AwsError
+/// An SDK failure sorted by what any caller does next, before a service's own error vocabulary
+/// names it (ElastiCache's here, CloudWatch's in `cloudwatch::sdk`).
+pub(crate) enum SdkFailure {
+    /// AWS answered with an error code.
+    Answered {
+        code: String,
+        message: String,
+        status: u16,
+    },
+    /// Likely passing: a timeout, a connection failure, a body that was not an AWS answer.
+    Transient {
+        code: String,
+        message: String,
+    },
+    Other {
+        code: String,
+        message: String,
+    },
+}
+
+pub(crate) fn sdk_failure<E>(err: SdkError<E, HttpResponse>) -> SdkFailure
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let detail = error_chain(&err);
+    let (transient, other) = (
+        |code: &str, message: String| SdkFailure::Transient {
+            code: code.to_string(),
+            message,
+        },
+        |code: &str, message: String| SdkFailure::Other {
+            code: code.to_string(),
+            message,
+        },
+    );
     match &err {
         SdkError::ServiceError(ctx) => {
             let status = ctx.raw().status().as_u16();
             let e = ctx.err();
             match e.code() {
-                Some(code) => {
-                    let message = e.message().map_or(detail.clone(), str::to_string);
-                    AwsError::classify(code, message, Some(status))
-                }
+                Some(code) => SdkFailure::Answered {
+                    code: code.to_string(),
+                    message: e.message().map_or(detail.clone(), str::to_string),
+                    status,
+                },
                 // No error code: the body was not an AWS answer at all (a proxy's HTML page,
                 // a truncated body). Likely passing; the runner's retry limit bounds it.
-                None => AwsError::Transient {
-                    code: "UnparseableResponse".to_string(),
-                    message: format!("HTTP {status}: {detail}"),
-                },
+                None => transient("UnparseableResponse", format!("HTTP {status}: {detail}")),
             }
         }
-        SdkError::TimeoutError(_) => AwsError::Transient {
-            code: "Timeout".to_string(),
-            message: detail,
-        },
-        SdkError::DispatchFailure(d) if d.is_user() => AwsError::Other {
-            code: "DispatchFailure".to_string(),
-            message: detail,
-        },
-        SdkError::DispatchFailure(_) => AwsError::Transient {
-            code: "DispatchFailure".to_string(),
-            message: detail,
-        },
-        SdkError::ResponseError(ctx) => AwsError::Transient {
-            code: "ResponseError".to_string(),
-            message: format!("HTTP {}: {detail}", ctx.raw().status().as_u16()),
-        },
-        SdkError::ConstructionFailure(_) => AwsError::Other {
-            code: "ConstructionFailure".to_string(),
-            message: detail,
-        },
-        _ => AwsError::Other {
-            code: "SdkError".to_string(),
-            message: detail,
-        },
+        SdkError::TimeoutError(_) => transient("Timeout", detail),
+        SdkError::DispatchFailure(d) if d.is_user() => other("DispatchFailure", detail),
+        SdkError::DispatchFailure(_) => transient("DispatchFailure", detail),
+        SdkError::ResponseError(ctx) => transient(
+            "ResponseError",
+            format!("HTTP {}: {detail}", ctx.raw().status().as_u16()),
+        ),
+        SdkError::ConstructionFailure(_) => other("ConstructionFailure", detail),
+        _ => other("SdkError", detail),
+    }
+}
+
+/// Sort an SDK failure by what the caller does next.
+fn from_sdk<E>(err: SdkError<E, HttpResponse>) -> AwsError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match sdk_failure(err) {
+        SdkFailure::Answered {
+            code,
+            message,
+            status,
+        } => AwsError::classify(&code, message, Some(status)),
+        SdkFailure::Transient { code, message } => AwsError::Transient { code, message },
+        SdkFailure::Other { code, message } => AwsError::Other { code, message },
     }
 }
 

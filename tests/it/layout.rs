@@ -28,9 +28,16 @@ const RULES: &[(&str, &[&str])] = &[
     ),
     ("hooks.rs", &["hooks", "workflow", "domain", "telemetry"]),
     ("telemetry.rs", &["telemetry", "workflow"]),
+    // CloudWatch shares the AWS SDK plumbing (config, HTTP client, error sorting).
     (
         "cloudwatch",
-        &["cloudwatch", "workflow", "domain", "telemetry"],
+        &[
+            "cloudwatch",
+            "elasticache",
+            "workflow",
+            "domain",
+            "telemetry",
+        ],
     ),
     ("chart", &["chart", "workflow", "domain"]),
     ("config.rs", &["config", "workflow", "domain"]),
