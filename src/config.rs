@@ -60,7 +60,8 @@ impl fmt::Display for ConfigError {
 }
 
 pub use crate::workflow::policy::{
-    ApprovalMode, OnApprovalTimeout, PendingChanges, Policy, RetryPolicy, SnapshotSource,
+    ApprovalMode, OnApprovalTimeout, PendingChanges, Policy, RetryPolicy, SnapshotPolicy,
+    SnapshotSource,
 };
 pub use crate::workflow::ports::Retention;
 
@@ -330,6 +331,15 @@ impl Config {
                 SnapshotSource::Group => "group",
             };
             out.push_str(&format!("snapshot_source = \"{source}\"\n"));
+            let snapshot = match p.snapshot {
+                SnapshotPolicy::Take => "take",
+                SnapshotPolicy::Skip => "skip",
+            };
+            out.push_str(&format!("snapshot = \"{snapshot}\"\n"));
+            out.push_str(&format!(
+                "without_snapshot_window = {}\n",
+                d(p.without_snapshot_window)
+            ));
             out.push_str(&format!("min_approvals = {}\n", p.min_approvals));
             out.push_str(&format!(
                 "allow_self_approval = {}\n",
@@ -624,6 +634,8 @@ const POLICY_KEYS: &[&str] = &[
     "aws_retry_backoff",
     "pending_changes",
     "snapshot_source",
+    "snapshot",
+    "without_snapshot_window",
 ];
 
 /// Every key the configuration file accepts, as dotted paths built from the lists that reject
@@ -1293,6 +1305,16 @@ impl<'s> Walker<'s> {
         }) {
             p.snapshot_source = v;
         }
+        if let Some(v) = self.parsed(t, "snapshot", prefix, |s| match s {
+            "take" => Ok(SnapshotPolicy::Take),
+            "skip" => Ok(SnapshotPolicy::Skip),
+            _ => Err(format!("`{s}` is not one of: take, skip")),
+        }) {
+            p.snapshot = v;
+        }
+        if let Some(v) = self.duration(t, "without_snapshot_window", prefix) {
+            p.without_snapshot_window = v;
+        }
         if let Some(v) = self.duration(t, "approval_expiry", prefix) {
             p.approval_expiry = v;
         }
@@ -1640,6 +1662,34 @@ cooldown = "2h"
                 .contains("`replicas` is not one of: replica, primary, group"),
             "{}",
             issue.message
+        );
+    }
+
+    #[test]
+    fn a_group_may_skip_the_snapshot_and_a_typo_names_the_allowed_values() {
+        let c = parse(
+            "[slack]\nchannel = \"C0123ABCD\"\n[groups.cache]\nsnapshot = \"skip\"\n[groups.jobs]\n",
+        )
+        .unwrap();
+        let policy = |g: &str| {
+            c.group(&ReplicationGroupId::parse(g).unwrap())
+                .unwrap()
+                .policy
+                .snapshot
+        };
+        assert_eq!(policy("cache"), SnapshotPolicy::Skip);
+        assert_eq!(policy("jobs"), SnapshotPolicy::Take, "the default");
+        assert!(c.render_redacted().contains("snapshot = \"skip\""));
+        let err = parse("[slack]\nchannel = \"C0123ABCD\"\n[groups.cache]\nsnapshot = \"none\"\n")
+            .unwrap_err();
+        assert_eq!(err.issues.len(), 1, "{err}");
+        assert_eq!(err.issues[0].key, "groups.cache.snapshot");
+        assert!(
+            err.issues[0]
+                .message
+                .contains("`none` is not one of: take, skip"),
+            "{}",
+            err.issues[0].message
         );
     }
 

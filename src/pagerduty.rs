@@ -436,6 +436,7 @@ pub fn page_event(run: &Run, action: &PageAction, now: Timestamp) -> PdEvent {
             Some(Outcome::TimedOut { .. }) => (Severity::Critical, "upsize timed out"),
             _ => (Severity::Critical, "upsize failed"),
         },
+        PageReason::SnapshotFailed { .. } => (Severity::Critical, "snapshot failed"),
         PageReason::ResumeFailed { .. } => (Severity::Critical, "resume failed"),
         PageReason::StillHigh { .. } => (Severity::Error, "memory still high"),
         PageReason::CannotAct { .. } => (Severity::Critical, "cannot upsize"),
@@ -451,7 +452,7 @@ pub fn page_event(run: &Run, action: &PageAction, now: Timestamp) -> PdEvent {
     payload.group = Some(run.group.to_string());
     payload.class = Some(class.into());
     let plan = run.plan();
-    let (step, error) = match run.outcome() {
+    let (step, error) = match run.failure_or_outcome() {
         Some(Outcome::Failed { step, error }) => (Some(step.label()), Some(error.clone())),
         Some(Outcome::TimedOut { step, .. }) => (Some(step.label()), None),
         _ => (None, None),
@@ -510,6 +511,21 @@ pub fn summary(run: &Run, reason: &PageReason) -> String {
             }
             _ => format!("{} upsize failed", run.group),
         },
+        PageReason::SnapshotFailed {
+            timed_out,
+            decide_by,
+        } => {
+            let what = match run.failure_or_outcome() {
+                Some(Outcome::Failed { error, .. }) => format!("failed: {error}"),
+                _ if *timed_out => "timed out".to_string(),
+                _ => "failed".to_string(),
+            };
+            format!(
+                "{} snapshot {what}; the group was not changed. In the Slack thread an approver can choose Upsize without a snapshot, or Cancel (until {})",
+                run.group,
+                decide_by.to_rfc3339()
+            )
+        }
         PageReason::ResumeFailed { error } => format!(
             "{} workers may still be paused: the resume hook failed: {error}",
             run.group

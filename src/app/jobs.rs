@@ -338,6 +338,7 @@ impl App {
             UserAction::Approve | UserAction::ApprovePending => (DecisionKind::Approve, None),
             UserAction::Deny => (DecisionKind::Deny, None),
             UserAction::Cancel => (DecisionKind::Cancel, None),
+            UserAction::UpsizeWithoutSnapshot => (DecisionKind::UpsizeWithoutSnapshot, None),
             UserAction::ChooseSize(t) => (DecisionKind::ChooseSize, Some(t)),
         };
         let Ok(Some(run)) = self.store.run(run).await else {

@@ -26,6 +26,8 @@ pub enum UserAction {
     Deny,
     Cancel,
     ChooseSize(NodeType),
+    /// After the snapshot failed: upsize without one.
+    UpsizeWithoutSnapshot,
 }
 
 /// Who is asking, from which channel, and where to answer them later.
@@ -142,6 +144,7 @@ impl App {
             },
             UserAction::Deny => Event::Deny { actor, version },
             UserAction::Cancel => Event::Cancel { actor },
+            UserAction::UpsizeWithoutSnapshot => Event::UpsizeWithoutSnapshot { actor },
             UserAction::ChooseSize(node_type) => Event::ChooseSize {
                 actor,
                 node_type,

@@ -215,6 +215,7 @@ pub async fn interactions(State(http): State<Http>, verified: SlackVerified) -> 
         Click::ApprovePending(run) => (run, UserAction::ApprovePending),
         Click::Deny(run) => (run, UserAction::Deny),
         Click::Cancel(run) => (run, UserAction::Cancel),
+        Click::UpsizeWithoutSnapshot(run) => (run, UserAction::UpsizeWithoutSnapshot),
         Click::ChooseSize(run, t) => (run, UserAction::ChooseSize(t)),
         Click::StartAnyway(group) => {
             info!(user = %user, group = %group, "start anyway");

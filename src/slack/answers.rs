@@ -213,6 +213,10 @@ pub fn rejection(r: &Rejection) -> String {
             };
             format!("This run is not waiting for a decision (it is {state}).")
         }
+        Rejection::NoFailedSnapshot { state } => format!(
+            "*Upsize without a snapshot* is only for a run whose snapshot failed; this run is {}. Nothing changed.",
+            describe_state(state)
+        ),
         Rejection::NeedsAcknowledgement { pending } => {
             let what = match pending {
                 Check::Known(changes) => format!(

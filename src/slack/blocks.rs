@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use crate::domain::node_types::{lookup, memory_label};
 use crate::domain::{NodeType, SlackUserId, Timestamp, format_duration};
 use crate::workflow::effect::{CancelGone, Note};
+use crate::workflow::policy::SnapshotPolicy;
 use crate::workflow::preflight::{
     Check, PendingChange, Preflight, ReservedMemory, SNAPSHOTS_PER_NODE_PER_DAY,
 };
@@ -27,6 +28,8 @@ pub mod actions {
     pub const CANCEL: &str = "cancel";
     pub const START_ANYWAY: &str = "start_anyway";
     pub const REPLAN: &str = "replan";
+    /// After the snapshot failed: upsize without one.
+    pub const WITHOUT_SNAPSHOT: &str = "upsize_without_snapshot";
 }
 
 /// The run's top message as it should look now.
@@ -358,8 +361,13 @@ fn plan_line(run: &Run) -> String {
                 Some(c) => format!("cap `{c}`"),
                 None => "no cap".to_string(),
             };
+            let first = if run.policy.snapshot == SnapshotPolicy::Skip {
+                "no snapshot (`snapshot = \"skip\"`)"
+            } else {
+                "snapshot"
+            };
             format!(
-                "*Plan:* snapshot, then `{}` ({}) → `{}` ({}) · {cap} · {} node(s), cluster mode {}",
+                "*Plan:* {first}, then `{}` ({}) → `{}` ({}) · {cap} · {} node(s), cluster mode {}",
                 plan.current,
                 memory_label(&plan.current),
                 plan.target,
@@ -385,7 +393,10 @@ fn checklist(run: &Run, now: Timestamp) -> String {
     if run.policy.pause_url.is_some() {
         expected.push(Step::Pause);
     }
-    expected.extend([Step::Snapshot, Step::Upsize]);
+    if run.policy.snapshot == SnapshotPolicy::Take {
+        expected.push(Step::Snapshot);
+    }
+    expected.push(Step::Upsize);
     if run.policy.pause_url.is_some() {
         expected.push(Step::Resume);
     }
@@ -531,6 +542,18 @@ fn outcome_line(run: &Run) -> Option<String> {
         State::Resuming { outcome, .. } => {
             format!("⏳ {} — resuming workers…", outcome_words(run, outcome))
         }
+        State::SnapshotFailed {
+            failure, decide_by, ..
+        } => {
+            let mut what = outcome_words(run, failure);
+            if !what.ends_with('.') {
+                what.push('.');
+            }
+            format!(
+                "{what} The group was not changed. An approver can choose *Upsize without a snapshot* or *Cancel* in the thread until {}; otherwise the run ends then.",
+                slack_day_time(*decide_by)
+            )
+        }
         State::Finished { outcome, .. } => {
             let mut s = outcome_words(run, outcome);
             if let Some(err) = &run.resume_error {
@@ -562,8 +585,19 @@ fn outcome_words(run: &Run, outcome: &Outcome) -> String {
                 }
                 _ => String::new(),
             };
+            let snapshot = match snapshot {
+                Some(s) => format!("Snapshot `{s}` is kept."),
+                None => match run
+                    .decisions
+                    .iter()
+                    .find(|d| d.kind == DecisionKind::UpsizeWithoutSnapshot)
+                {
+                    Some(d) => format!("No snapshot: <@{}> chose to go without one.", d.user),
+                    None => "No snapshot (`snapshot = \"skip\"`).".to_string(),
+                },
+            };
             format!(
-                "✅ *Succeeded* in {total}: {} moved from `{from}` to `{to}`.{memory} Snapshot `{snapshot}` is kept.",
+                "✅ *Succeeded* in {total}: {} moved from `{from}` to `{to}`.{memory} {snapshot}",
                 run.group
             )
         }
@@ -620,8 +654,91 @@ fn fallback(run: &Run) -> String {
     format!("{what}{plan} ({state})")
 }
 
-/// The thread reply that offers a Cancel button while the run can still be cancelled.
+/// After a failed or timed-out snapshot: what happened, and the two things an approver may do
+/// (each with a confirmation that says what it means).
+fn render_fallback_offer(run: &Run) -> Option<Message> {
+    let State::SnapshotFailed {
+        plan,
+        snapshot,
+        failure,
+        decide_by,
+    } = &run.state
+    else {
+        return None;
+    };
+    let what = match failure {
+        Outcome::TimedOut { after, .. } => format!(
+            "⌛ The snapshot timed out after {}; `{snapshot}` may still finish in AWS.",
+            format_duration(*after)
+        ),
+        Outcome::Failed { error, .. } => {
+            format!("❌ The snapshot failed: {}.", escape(error))
+        }
+        _ => "❌ The snapshot did not complete.".to_string(),
+    };
+    let workers = if run.pause_attempted() {
+        " The workers are resumed."
+    } else {
+        ""
+    };
+    let text = format!(
+        "{what} {} was *not changed* (still `{}`).{workers} An approver can *Upsize without a snapshot* to `{}` — there will be no snapshot to restore from — or *Cancel*. Until {}; then the run ends as failed.",
+        run.group,
+        plan.current,
+        plan.target,
+        slack_day_time(*decide_by)
+    );
+    let pause = if run.policy.pause_url.is_some() {
+        " The workers are paused again first."
+    } else {
+        ""
+    };
+    Some(Message {
+        text: text.clone(),
+        blocks: vec![
+            section(&text),
+            json!({
+                "type": "actions",
+                "block_id": format!("fallback:{}", run.id),
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": actions::WITHOUT_SNAPSHOT,
+                        "text": { "type": "plain_text", "text": "Upsize without a snapshot", "emoji": true },
+                        "style": "danger",
+                        "value": run.id.as_str(),
+                        "confirm": {
+                            "title": { "type": "plain_text", "text": "Upsize with no snapshot?" },
+                            "text": { "type": "mrkdwn", "text": format!("{} moves to `{}` with no snapshot to restore from.{pause} The bot looks at the group once more before it acts.", run.group, plan.target) },
+                            "confirm": { "type": "plain_text", "text": "Upsize without a snapshot" },
+                            "deny": { "type": "plain_text", "text": "Back" },
+                            "style": "danger"
+                        }
+                    },
+                    {
+                        "type": "button",
+                        "action_id": actions::CANCEL,
+                        "text": { "type": "plain_text", "text": "Cancel run", "emoji": true },
+                        "value": run.id.as_str(),
+                        "confirm": {
+                            "title": { "type": "plain_text", "text": "Cancel this run?" },
+                            "text": { "type": "mrkdwn", "text": format!("{} stays on `{}`; the page is resolved.", run.group, plan.current) },
+                            "confirm": { "type": "plain_text", "text": "Cancel run" },
+                            "deny": { "type": "plain_text", "text": "Back" }
+                        }
+                    }
+                ]
+            }),
+        ],
+    })
+}
+
+/// The thread reply that offers a Cancel button while the run can still be cancelled (after a
+/// failed snapshot, with "Upsize without a snapshot" next to it).
 pub fn render_cancel_offer(run: &Run) -> Message {
+    if let Some(offer) = render_fallback_offer(run) {
+        return offer;
+    }
     let text = "🛑 Need to stop? This run can be cancelled until the upsize starts.";
     Message {
         text: text.to_string(),
@@ -649,12 +766,18 @@ pub fn render_cancel_offer(run: &Run) -> Message {
     }
 }
 
-/// The same thread reply once cancelling is no longer possible.
+/// The same thread reply once cancelling is no longer possible (or, after a failed snapshot,
+/// possible from a later reply).
 pub fn render_cancel_withdrawn(reason: &CancelGone) -> Message {
-    let text = format!(
-        "🛑 Cancelling is no longer possible: {}.",
-        cancel_gone(reason)
-    );
+    let text = match reason {
+        CancelGone::SnapshotFailed => {
+            "🛑 The snapshot failed: *Upsize without a snapshot* and *Cancel* are in the reply further down.".to_string()
+        }
+        CancelGone::WithoutSnapshot(by) => {
+            format!("🛑 <@{by}> chose *Upsize without a snapshot*; the choice is closed.")
+        }
+        other => format!("🛑 Cancelling is no longer possible: {}.", cancel_gone(other)),
+    };
     Message {
         blocks: vec![section(&text)],
         text,
@@ -676,6 +799,12 @@ pub fn cancel_gone(reason: &CancelGone) -> String {
                 outcome: outcome.clone(),
             };
             format!("the run is {}", describe_state(&state))
+        }
+        CancelGone::SnapshotFailed => {
+            "the snapshot failed; Cancel is in the reply further down".to_string()
+        }
+        CancelGone::WithoutSnapshot(by) => {
+            format!("<@{by}> chose to upsize without a snapshot")
         }
         CancelGone::Said(text) => text.clone(),
     }
@@ -917,6 +1046,18 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
             format!("⬆️ Upsizing from `{from}` to `{to}` (applied immediately)…")
         }
         Note::Resumed => "▶️ Workers resumed.".to_string(),
+        Note::WithoutSnapshot { by } => format!(
+            "⏭️ <@{by}> chose to upsize without a snapshot. The bot looks at the group once more, then upsizes; there will be no snapshot to restore from."
+        ),
+        Note::SnapshotSkipped => {
+            "⏭️ No snapshot: this group's policy is `snapshot = \"skip\"` (its data is disposable).".to_string()
+        }
+        Note::FallbackExpired { after } => format!(
+            "⌛ Nobody chose to upsize without a snapshot or to cancel within {}; the run ends as failed. {} was not changed; start again with `/redis upsize {}`.",
+            format_duration(*after),
+            run.group,
+            run.group
+        ),
         Note::MemoryVerified { verification: v } => verified_text(v, run.policy.verify_window),
         Note::ResumeFailed { error } => format!(
             "❌ Resuming workers failed: {}. *Workers may still be paused.*",
@@ -1005,6 +1146,10 @@ pub fn describe_state(state: &State) -> String {
         State::AwaitingApproval { .. } => "waiting for approval".into(),
         State::Pausing { .. } => "pausing workers".into(),
         State::Snapshotting { .. } => "taking the snapshot".into(),
+        State::SnapshotFailed { failure, .. } => format!(
+            "waiting for a decision: the snapshot {}",
+            failure.name().replace('_', " ")
+        ),
         State::Modifying { .. } => "upsizing".into(),
         State::Resuming { .. } => "resuming workers".into(),
         State::Verifying { .. } => "upsized; watching memory".into(),
@@ -1021,6 +1166,15 @@ pub fn describe_state(state: &State) -> String {
             }
         },
     }
+}
+
+/// A time that may be another day ("tomorrow 03:12"), in each reader's own time zone.
+fn slack_day_time(t: Timestamp) -> String {
+    format!(
+        "<!date^{}^{{date_short_pretty}} {{time}}|{}>",
+        t.as_secs(),
+        t.to_rfc3339()
+    )
 }
 
 /// Slack renders this in each reader's own time zone; the fallback is UTC.
@@ -1182,6 +1336,14 @@ mod tests {
             },
             1_920_000,
         );
+        let mut snapshot_failed = advance(
+            &snapshotting,
+            Event::SnapshotPolled {
+                status: Some(SnapshotStatus::Failed),
+            },
+            200_000,
+        );
+        snapshot_failed.page.open = true;
         let mut failed = advance(
             &modifying,
             Event::GroupPolled {
@@ -1207,6 +1369,7 @@ mod tests {
             ("succeeded", succeeded),
             ("failed", failed),
             ("denied", denied),
+            ("snapshot_failed", snapshot_failed),
         ]
     }
 
@@ -1305,6 +1468,61 @@ mod tests {
         ];
         let texts: Vec<String> = notes.iter().map(|n| render_note(&run, n).text).collect();
         insta::assert_json_snapshot!("notes", texts);
+    }
+
+    #[test]
+    fn after_a_failed_snapshot_the_thread_offers_both_choices_with_confirmations() {
+        let (_, run) = runs()
+            .into_iter()
+            .find(|(n, _)| *n == "snapshot_failed")
+            .unwrap();
+        let offer = render_cancel_offer(&run);
+        insta::assert_json_snapshot!("fallback_offer", offer);
+        let actions = offer
+            .blocks
+            .iter()
+            .find(|b| b["type"] == "actions")
+            .unwrap();
+        let ids: Vec<&str> = actions["elements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, [actions::WITHOUT_SNAPSHOT, actions::CANCEL]);
+        for e in actions["elements"].as_array().unwrap() {
+            assert_eq!(e["value"], run.id.as_str());
+            assert!(e["confirm"].is_object(), "each asks first");
+        }
+        assert!(offer.text.contains("was *not changed*"), "{}", offer.text);
+        // Before the failure, the same reply is the plain Cancel offer.
+        let (_, snapshotting) = runs()
+            .into_iter()
+            .find(|(n, _)| *n == "snapshotting")
+            .unwrap();
+        let plain = render_cancel_offer(&snapshotting);
+        assert!(
+            !serde_json::to_string(&plain)
+                .unwrap()
+                .contains(actions::WITHOUT_SNAPSHOT)
+        );
+        let notes = [
+            Note::WithoutSnapshot {
+                by: SlackUserId::parse("U0ONCALL1").unwrap(),
+            },
+            Note::SnapshotSkipped,
+            Note::FallbackExpired {
+                after: std::time::Duration::from_secs(86_400),
+            },
+        ];
+        let mut texts: Vec<String> = notes.iter().map(|n| render_note(&run, n).text).collect();
+        for reason in [
+            CancelGone::SnapshotFailed,
+            CancelGone::WithoutSnapshot(SlackUserId::parse("U0ONCALL1").unwrap()),
+        ] {
+            texts.push(render_cancel_withdrawn(&reason).text);
+        }
+        insta::assert_json_snapshot!("fallback_notes", texts);
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub enum Click {
     ApprovePending(RunId),
     Deny(RunId),
     Cancel(RunId),
+    /// "Upsize without a snapshot" after the snapshot failed.
+    UpsizeWithoutSnapshot(RunId),
     ChooseSize(RunId, NodeType),
     /// "Start anyway" on a cooldown notice.
     StartAnyway(ReplicationGroupId),
@@ -178,6 +180,7 @@ fn click(a: &Action) -> Result<(Click, Option<u32>), PayloadError> {
         actions::APPROVE_PENDING => decision(Click::ApprovePending)?,
         actions::DENY => decision(Click::Deny)?,
         actions::CANCEL => decision(Click::Cancel)?,
+        actions::WITHOUT_SNAPSHOT => decision(Click::UpsizeWithoutSnapshot)?,
         actions::CHOOSE_SIZE => {
             let (run, version) = a
                 .block_id

@@ -25,6 +25,12 @@ pub enum PageReason {
     },
     /// A step failed or timed out.
     RunFailed,
+    /// The snapshot failed or timed out; the group is untouched. An approver may upsize
+    /// without a snapshot from the thread, or cancel, until `decide_by`.
+    SnapshotFailed {
+        timed_out: bool,
+        decide_by: Timestamp,
+    },
     /// The resume hook failed: workers may still be paused.
     ResumeFailed { error: String },
     /// The upsize worked, but memory is still at or above the alarm's threshold.
@@ -118,6 +124,17 @@ pub enum Note {
         snapshot_kept: Option<SnapshotName>,
     },
     Resumed,
+    /// An approver chose to upsize without a snapshot.
+    WithoutSnapshot {
+        by: SlackUserId,
+    },
+    /// The group's policy is `snapshot = "skip"`: no snapshot is taken.
+    SnapshotSkipped,
+    /// Nobody chose between upsizing without a snapshot and cancelling in time.
+    FallbackExpired {
+        #[serde(with = "crate::domain::duration_ms")]
+        after: Duration,
+    },
     /// What memory did after the upsize (or why it could not be read).
     MemoryVerified {
         verification: Verification,
@@ -430,6 +447,10 @@ pub enum CancelGone {
     Resuming,
     /// The run finished (this way) before the button could be offered.
     Finished(Outcome),
+    /// The snapshot failed: the choices that replace it are in a reply further down.
+    SnapshotFailed,
+    /// An approver chose to upsize without a snapshot.
+    WithoutSnapshot(SlackUserId),
     /// Worded by an earlier version of the bot (an effect pending across an upgrade).
     Said(String),
 }
@@ -443,6 +464,8 @@ enum CancelGoneRepr {
     Ended { outcome: String },
     Resuming,
     Finished { outcome: Outcome },
+    SnapshotFailed,
+    WithoutSnapshot { by: SlackUserId },
 }
 
 impl Serialize for CancelGone {
@@ -457,6 +480,8 @@ impl Serialize for CancelGone {
             CancelGone::Finished(outcome) => CancelGoneRepr::Finished {
                 outcome: outcome.clone(),
             },
+            CancelGone::SnapshotFailed => CancelGoneRepr::SnapshotFailed,
+            CancelGone::WithoutSnapshot(by) => CancelGoneRepr::WithoutSnapshot { by: by.clone() },
             CancelGone::Said(text) => return s.serialize_str(text),
         };
         repr.serialize(s)
@@ -477,6 +502,8 @@ impl<'de> Deserialize<'de> for CancelGone {
             CancelGoneRepr::Ended { outcome } => CancelGone::Ended(outcome),
             CancelGoneRepr::Resuming => CancelGone::Resuming,
             CancelGoneRepr::Finished { outcome } => CancelGone::Finished(outcome),
+            CancelGoneRepr::SnapshotFailed => CancelGone::SnapshotFailed,
+            CancelGoneRepr::WithoutSnapshot { by } => CancelGone::WithoutSnapshot(by),
         })
     }
 }

@@ -99,6 +99,10 @@ pub enum Event {
     Cancel {
         actor: Actor,
     },
+    /// After a failed or timed-out snapshot, an approver chose to upsize without one.
+    UpsizeWithoutSnapshot {
+        actor: Actor,
+    },
     ChooseSize {
         actor: Actor,
         node_type: NodeType,
@@ -182,6 +186,7 @@ impl Event {
             Event::Approve { .. } => "approve",
             Event::Deny { .. } => "deny",
             Event::Cancel { .. } => "cancel",
+            Event::UpsizeWithoutSnapshot { .. } => "upsize_without_snapshot",
             Event::ChooseSize { .. } => "choose_size",
             Event::AlarmRepeated { .. } => "alarm_repeated",
             Event::AlarmCleared { .. } => "alarm_cleared",
@@ -195,12 +200,17 @@ impl Event {
             Event::Approve { actor, .. }
             | Event::Deny { actor, .. }
             | Event::Cancel { actor }
+            | Event::UpsizeWithoutSnapshot { actor }
             | Event::ChooseSize { actor, .. } => actor.user.to_string(),
             Event::AlarmRepeated { .. } | Event::AlarmCleared { .. } => "alarm".into(),
             Event::TimerFired { .. } => "timer".into(),
             Event::HookDone { .. } | Event::HookFailed { .. } => "hook".into(),
             Event::PageDelivered { .. } | Event::PageFailed { .. } => "pagerduty".into(),
-            Event::TopMessagePosted { .. } | Event::TopMessageFailed { .. } => "slack".into(),
+            Event::TopMessagePosted { .. }
+            | Event::TopMessageFailed { .. }
+            | Event::CancelOffered { .. }
+            | Event::RepeatLinePosted { .. } => "slack".into(),
+            Event::MemoryRead { .. } => "cloudwatch".into(),
             _ => "aws".into(),
         }
     }
@@ -211,6 +221,7 @@ impl Event {
             Event::Approve { actor, .. }
             | Event::Deny { actor, .. }
             | Event::Cancel { actor }
+            | Event::UpsizeWithoutSnapshot { actor }
             | Event::ChooseSize { actor, .. } => Some(actor),
             _ => None,
         }
@@ -249,4 +260,6 @@ pub enum HookPhase {
 pub enum Timer {
     ApprovalTimeout,
     ApprovalExpiry,
+    /// Nobody chose between upsizing without a snapshot and cancelling in time.
+    FallbackExpiry,
 }

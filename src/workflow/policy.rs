@@ -63,6 +63,17 @@ pub enum SnapshotSource {
     Group,
 }
 
+/// Whether a run snapshots the group before the upsize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotPolicy {
+    /// Snapshot first; the upsize waits until the snapshot is available.
+    #[default]
+    Take,
+    /// No snapshot, for groups whose data is disposable (a cache that refills itself).
+    Skip,
+}
+
 /// A retry schedule: `attempts` tries in all, waiting `interval × backoff^n` between them.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RetryPolicy {
@@ -289,6 +300,16 @@ pub struct Policy {
     /// Where the run's snapshot is taken from (runs stored before this existed: a replica).
     #[serde(default)]
     pub snapshot_source: SnapshotSource,
+    /// Snapshot before the upsize, or not (`skip`: the data is disposable).
+    #[serde(default)]
+    pub snapshot: SnapshotPolicy,
+    /// After a failed or timed-out snapshot, how long an approver may still choose "Upsize
+    /// without a snapshot" (or Cancel) before the run ends as failed (zero: it ends at once).
+    #[serde(
+        with = "crate::domain::duration_ms",
+        default = "default_without_snapshot_window"
+    )]
+    pub without_snapshot_window: Duration,
     /// How long memory is watched after the upsize before the run says whether it worked
     /// (zero: it doesn't look).
     #[serde(with = "crate::domain::duration_ms", default = "default_verify_window")]
@@ -300,6 +321,10 @@ pub struct Policy {
 
 fn default_verify_window() -> Duration {
     Duration::from_secs(15 * 60)
+}
+
+fn default_without_snapshot_window() -> Duration {
+    Duration::from_secs(3600)
 }
 
 fn default_graph_window() -> Duration {
@@ -332,6 +357,8 @@ impl Default for Policy {
             },
             pending_changes: PendingChanges::Acknowledge,
             snapshot_source: SnapshotSource::Replica,
+            snapshot: SnapshotPolicy::Take,
+            without_snapshot_window: default_without_snapshot_window(),
             graph_window: default_graph_window(),
             verify_window: default_verify_window(),
         }

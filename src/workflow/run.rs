@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::policy::Policy;
+use super::policy::{Policy, SnapshotPolicy};
 use super::preflight::Preflight;
 use crate::domain::{
     ChannelId, MessageTs, NodeType, ReplicationGroupId, RunId, SlackUserId, SnapshotName, Timestamp,
@@ -138,7 +138,8 @@ impl Run {
             | State::Snapshotting { plan, .. }
             | State::Modifying { plan, .. }
             | State::Resuming { plan, .. }
-            | State::Verifying { plan, .. } => Some(plan),
+            | State::Verifying { plan, .. }
+            | State::SnapshotFailed { plan, .. } => Some(plan),
             State::Finished { plan, .. } => plan.as_ref(),
         }
     }
@@ -157,12 +158,31 @@ impl Run {
         }
     }
 
+    /// How the run ended or, while it waits for a decision after its snapshot failed, how
+    /// it failed so far.
+    pub fn failure_or_outcome(&self) -> Option<&Outcome> {
+        match &self.state {
+            State::SnapshotFailed { failure, .. } => Some(failure),
+            _ => self.outcome(),
+        }
+    }
+
     /// Who asked for this run, if a person did.
     pub fn requested_by(&self) -> Option<&SlackUserId> {
         match &self.trigger {
             Trigger::Command { user, .. } => Some(user),
             Trigger::Alarm { .. } => None,
         }
+    }
+
+    /// Does this run go without a snapshot: the group's policy says so, or an approver chose
+    /// it after the snapshot failed.
+    pub fn skips_snapshot(&self) -> bool {
+        self.policy.snapshot == SnapshotPolicy::Skip
+            || self
+                .decisions
+                .iter()
+                .any(|d| d.kind == DecisionKind::UpsizeWithoutSnapshot)
     }
 
     pub fn step(&self, step: Step) -> Option<&StepRecord> {
@@ -204,7 +224,10 @@ impl Run {
                     "the verification's time (2 × verify_window)",
                 ))
             }
-            State::Pausing { .. } | State::Resuming { .. } | State::Finished { .. } => None,
+            State::Pausing { .. }
+            | State::Resuming { .. }
+            | State::SnapshotFailed { .. }
+            | State::Finished { .. } => None,
         }
     }
 
@@ -250,6 +273,7 @@ impl Run {
                 | State::AwaitingApproval { .. }
                 | State::Pausing { .. }
                 | State::Snapshotting { .. }
+                | State::SnapshotFailed { .. }
         )
     }
 }
@@ -332,10 +356,20 @@ pub enum State {
         /// AWS accepted CreateSnapshot (or the snapshot already existed).
         created: bool,
     },
+    /// The snapshot failed or timed out; the group is untouched and the workers are back. An
+    /// approver may choose to upsize without a snapshot, or cancel, until `decide_by`; then
+    /// the run ends with `failure`.
+    SnapshotFailed {
+        plan: Plan,
+        snapshot: SnapshotName,
+        failure: Outcome,
+        decide_by: Timestamp,
+    },
     /// Moving the group to the target node type.
     Modifying {
         plan: Plan,
-        snapshot: SnapshotName,
+        /// The snapshot taken first (`None`: the run goes without one).
+        snapshot: Option<SnapshotName>,
         started: Timestamp,
         /// AWS accepted ModifyReplicationGroup (or was already on it).
         requested: bool,
@@ -361,6 +395,7 @@ impl State {
             State::AwaitingApproval { .. } => "awaiting_approval",
             State::Pausing { .. } => "pausing",
             State::Snapshotting { .. } => "snapshotting",
+            State::SnapshotFailed { .. } => "snapshot_failed",
             State::Modifying { .. } => "modifying",
             State::Resuming { .. } => "resuming",
             State::Verifying { .. } => "verifying",
@@ -426,7 +461,9 @@ pub enum Outcome {
     Succeeded {
         from: NodeType,
         to: NodeType,
-        snapshot: SnapshotName,
+        /// The snapshot taken first (`None`: the run went without one).
+        #[serde(default)]
+        snapshot: Option<SnapshotName>,
     },
     Failed {
         step: Step,
@@ -556,6 +593,8 @@ pub enum DecisionKind {
     Deny,
     Cancel,
     ChooseSize,
+    /// After the snapshot failed: go on without one.
+    UpsizeWithoutSnapshot,
 }
 
 /// A person's accepted decision, for the top message and the audit trail.

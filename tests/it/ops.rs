@@ -114,7 +114,7 @@ async fn secrets_never_reach_the_log() {
     services.sim.fail_snapshots_of(&group());
     let dir = TempDir::new();
     let hooks = format!(
-        "approval = \"auto\"\npause_url = \"{}\"\nresume_url = \"{}\"",
+        "approval = \"auto\"\nwithout_snapshot_window = \"0s\"\npause_url = \"{}\"\nresume_url = \"{}\"",
         services.hooks.url("pause"),
         services.hooks.url("resume")
     );

@@ -182,17 +182,22 @@ async fn reserved_memory_snapshot_limit_no_replica_auto_scaling_and_service_upda
     assert!(!card.contains("❔"), "every check was read: {card}");
     // The warning was right: AWS refuses the 21st snapshot of the day.
     click_v1(&t, &services, ONCALL, "go", "approve_pending", &run).await;
-    let done = t.wait_done(&run).await;
+    // The group is untouched; an approver may still go on without a snapshot.
+    let waiting = t
+        .wait_for(&run, "the snapshot to fail", |r| {
+            matches!(r.state, State::SnapshotFailed { .. })
+        })
+        .await;
     assert!(
         matches!(
-            done.outcome(),
+            waiting.failure_or_outcome(),
             Some(Outcome::Failed {
                 step: Step::Snapshot,
                 ..
             })
         ),
         "{:?}",
-        done.state
+        waiting.state
     );
     assert_eq!(services.sim.attempts("ModifyReplicationGroup"), 0);
     t.stop().await;

@@ -967,3 +967,106 @@ async fn the_cooldown_holds_off_commands_too_and_an_approver_can_start_anyway() 
     .await;
     t.stop().await;
 }
+
+#[tokio::test]
+async fn after_a_failed_snapshot_an_approver_can_upsize_without_one_and_others_are_refused() {
+    use redis_autoscaler::workflow::run::Outcome;
+    let services = Services::start(sim_config()).await;
+    services.sim.fail_snapshots_of(&group());
+    let dir = TempDir::new();
+    let t = TestApp::spawn(&services, &config_text("", ""), &dir.db()).await;
+    let run = t.alarm().await;
+    awaiting_approval(&t, &run).await;
+    click(&t, &services, ONCALL, "approve", &run).await;
+    let waiting = t
+        .wait_for(&run, "the choice after the failed snapshot", |r| {
+            matches!(r.state, State::SnapshotFailed { .. }) && r.cancel_offer.is_some()
+        })
+        .await;
+    // The thread offers both, and says the group is untouched.
+    let offer_ts = waiting.cancel_offer.clone().unwrap();
+    let top = &services.top_messages()[0];
+    let offer = top.replies.iter().find(|m| m.ts == offer_ts).unwrap();
+    let shown = offer.rendered();
+    for want in [
+        "[ Upsize without a snapshot ]",
+        "[ Cancel run ]",
+        "was *not changed*",
+    ] {
+        assert!(shown.contains(want), "`{want}` missing from: {shown}");
+    }
+    // The page says both are possible.
+    eventually("the page", || !services.pages().is_empty()).await;
+    let page = &services.pages()[0];
+    let summary = page["payload"]["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("Upsize without a snapshot") && summary.contains("Cancel"),
+        "{summary}"
+    );
+    assert_eq!(page["payload"]["class"], "snapshot failed");
+    // Someone who is not an approver is refused, privately, and nothing changes.
+    click(&t, &services, STRANGER, "upsize_without_snapshot", &run).await;
+    let id = format!("click-{STRANGER}");
+    eventually("the refusal", || !answers_to(&services, &id).is_empty()).await;
+    let answer = answers_to(&services, &id).remove(0);
+    assert!(answer.contains("Only approvers"), "{answer}");
+    assert!(matches!(t.run(&run).state, State::SnapshotFailed { .. }));
+    assert_eq!(services.sim.attempts("ModifyReplicationGroup"), 0);
+    // An approver goes on: no second snapshot, one modify, and the page is resolved.
+    click(&t, &services, ONCALL2, "upsize_without_snapshot", &run).await;
+    let done = t.wait_done(&run).await;
+    assert!(
+        matches!(
+            done.outcome(),
+            Some(Outcome::Succeeded { snapshot: None, .. })
+        ),
+        "{:?}",
+        done.state
+    );
+    assert_eq!(
+        services.sim.attempts("CreateSnapshot"),
+        1,
+        "only the one that failed"
+    );
+    assert_eq!(services.sim.count("ModifyReplicationGroup"), 1);
+    assert_eq!(
+        services.sim.group(&group()).unwrap().node_type,
+        Some(nt("cache.r6g.xlarge"))
+    );
+    let pages = services.pages();
+    assert_eq!(
+        pages.last().unwrap()["event_action"],
+        "resolve",
+        "{pages:#?}"
+    );
+    let top = &services.top_messages()[0];
+    let withdrawn = top.replies.iter().find(|m| m.ts == offer_ts).unwrap();
+    assert!(
+        withdrawn
+            .rendered()
+            .contains(&format!("@{ONCALL2} chose *Upsize without a snapshot*")),
+        "{}",
+        withdrawn.rendered()
+    );
+    assert!(
+        top.rendered()
+            .contains(&format!("No snapshot: @{ONCALL2} chose to go without one.")),
+        "{}",
+        top.rendered()
+    );
+    // Audited: who chose it, and who was refused.
+    let audit = t.store.audit_trail(&run).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.actor == ONCALL2 && a.kind == "upsize_without_snapshot"),
+        "{audit:#?}"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.actor == STRANGER && a.kind == "rejected"),
+        "{audit:#?}"
+    );
+    t.stop().await;
+}

@@ -129,7 +129,10 @@ async fn snapshot_timeout_pages_once_with_the_run_id_as_dedup_key() {
     let dir = TempDir::new();
     let t = TestApp::spawn(
         &services,
-        &config_text("", "snapshot_max_polls = 3"),
+        &config_text(
+            "",
+            "snapshot_max_polls = 3\nwithout_snapshot_window = \"0s\"",
+        ),
         &dir.db(),
     )
     .await;
@@ -194,7 +197,14 @@ async fn a_failed_snapshot_fails_the_run_and_pages() {
     let services = Services::start(sim_config()).await;
     services.sim.fail_snapshots_of(&group());
     let dir = TempDir::new();
-    let t = TestApp::spawn(&services, &config_text("", ""), &dir.db()).await;
+    // Nobody is given time to choose "Upsize without a snapshot" (tests/it/slack.rs is
+    // about that choice): the run ends failed at once.
+    let t = TestApp::spawn(
+        &services,
+        &config_text("", "without_snapshot_window = \"0s\""),
+        &dir.db(),
+    )
+    .await;
     let run = t.alarm().await;
     approve(&t, &run).await;
     let done = t.wait_done(&run).await;
@@ -534,7 +544,10 @@ async fn timed_out_run_paging_through(n: usize, status: u16) -> Services {
     let dir = TempDir::new();
     let t = TestApp::spawn(
         &services,
-        &config_text("", "snapshot_max_polls = 1"),
+        &config_text(
+            "",
+            "snapshot_max_polls = 1\nwithout_snapshot_window = \"0s\"",
+        ),
         &dir.db(),
     )
     .await;
@@ -731,9 +744,14 @@ async fn workers_are_resumed_after_a_failed_snapshot_and_after_a_cancel() {
     .await;
     let run = t.alarm().await;
     approve(&t, &run).await;
-    let done = t.wait_done(&run).await;
+    // The workers are back while a person decides what to do without the snapshot.
+    let waiting = t
+        .wait_for(&run, "the choice after the failed snapshot", |r| {
+            matches!(r.state, State::SnapshotFailed { .. })
+        })
+        .await;
     assert!(matches!(
-        done.outcome(),
+        waiting.failure_or_outcome(),
         Some(Outcome::Failed {
             step: Step::Snapshot,
             ..
@@ -741,6 +759,22 @@ async fn workers_are_resumed_after_a_failed_snapshot_and_after_a_cancel() {
     ));
     assert_eq!(services.hooks.accepted_phases(), ["pause", "resume"]);
     assert_eq!(services.hooks.calls()[1].body["outcome"], "failed");
+    // Going on without one pauses them again for the upsize, and resumes them after.
+    let s = t
+        .app
+        .act(&run, &user(ONCALL2), UserAction::UpsizeWithoutSnapshot)
+        .await
+        .unwrap();
+    assert!(matches!(s, Submitted::Accepted(_)), "{s:?}");
+    let done = t.wait_done(&run).await;
+    assert_eq!(done.state_name(), "succeeded");
+    assert_eq!(
+        services.hooks.accepted_phases(),
+        ["pause", "resume", "pause", "resume"]
+    );
+    assert_eq!(services.hooks.calls()[3].body["outcome"], "succeeded");
+    assert_eq!(services.sim.attempts("CreateSnapshot"), 1);
+    assert_eq!(services.sim.count("ModifyReplicationGroup"), 1);
     t.stop().await;
 
     let mut sim = sim_config();

@@ -235,6 +235,9 @@ fn timer_fired(mut b: Builder, run: &Run, w: &Waiting<'_>, timer: Timer) -> Deci
                 }
             }
         }
+        Timer::FallbackExpiry => {
+            return Decision::Ignore("not waiting after a failed snapshot".into());
+        }
         Timer::ApprovalExpiry => {
             if now < w.expires {
                 return Decision::Ignore("expiry timer fired early".into());

@@ -5,8 +5,8 @@ use crate::domain::{NodeType, SnapshotName, Timestamp};
 use crate::workflow::effect::{
     CancelGone, Effect, GraphMoment, Note, PageAction, PageReason, Scheduled,
 };
-use crate::workflow::event::{Actor, HookPhase};
-use crate::workflow::policy::Drift;
+use crate::workflow::event::{Actor, HookPhase, Timer};
+use crate::workflow::policy::{Drift, SnapshotPolicy};
 use crate::workflow::run::{
     DecisionKind, DecisionRecord, Outcome, Plan, Run, State, Step, StepRecord, StepStatus,
 };
@@ -144,8 +144,21 @@ impl Builder {
             });
             self.effect(Effect::UpdateTopMessage);
         } else {
-            self.start_snapshot(plan);
+            self.after_pause(plan);
         }
+    }
+
+    /// The workers are paused (or there is no pause hook): the snapshot, or straight to the
+    /// upsize when the run goes without one.
+    pub(super) fn after_pause(&mut self, plan: Plan) {
+        if !self.run.skips_snapshot() {
+            self.start_snapshot(plan);
+            return;
+        }
+        if self.run.policy.snapshot == SnapshotPolicy::Skip {
+            self.note(Note::SnapshotSkipped);
+        }
+        self.start_modify(plan, None);
     }
 
     pub(super) fn start_snapshot(&mut self, plan: Plan) {
@@ -164,7 +177,7 @@ impl Builder {
         self.effect(Effect::UpdateTopMessage);
     }
 
-    pub(super) fn start_modify(&mut self, plan: Plan, snapshot: SnapshotName) {
+    pub(super) fn start_modify(&mut self, plan: Plan, snapshot: Option<SnapshotName>) {
         self.withdraw_cancel_offer(CancelGone::UpsizeStarted);
         self.open_step(Step::Upsize);
         self.set_state(State::Modifying {
@@ -201,7 +214,7 @@ impl Builder {
         self.end(plan, Outcome::GroupChanged { step, drift });
     }
 
-    pub(super) fn succeed(&mut self, plan: Plan, snapshot: SnapshotName) {
+    pub(super) fn succeed(&mut self, plan: Plan, snapshot: Option<SnapshotName>) {
         self.close_step(Step::Upsize, StepStatus::Done);
         let outcome = Outcome::Succeeded {
             from: plan.current.clone(),
@@ -225,8 +238,10 @@ impl Builder {
             step,
             error: error.clone(),
         });
-        self.page(PageAction::Trigger(PageReason::RunFailed));
-        self.end(plan, Outcome::Failed { step, error });
+        let outcome = Outcome::Failed { step, error };
+        let reason = self.page_reason(&outcome);
+        self.page(PageAction::Trigger(reason));
+        self.end(plan, outcome);
     }
 
     pub(super) fn timed_out(&mut self, plan: Plan, step: Step) {
@@ -237,8 +252,54 @@ impl Builder {
             .unwrap_or_default();
         self.close_step(step, StepStatus::TimedOut);
         self.note(Note::TimedOut { step, after });
-        self.page(PageAction::Trigger(PageReason::RunFailed));
-        self.end(plan, Outcome::TimedOut { step, after });
+        let outcome = Outcome::TimedOut { step, after };
+        let reason = self.page_reason(&outcome);
+        self.page(PageAction::Trigger(reason));
+        self.end(plan, outcome);
+    }
+
+    /// A failure the page reports: a failed snapshot says what a person may do about it.
+    fn page_reason(&self, outcome: &Outcome) -> PageReason {
+        match self.fallback_for(outcome) {
+            Some(decide_by) => PageReason::SnapshotFailed {
+                timed_out: matches!(outcome, Outcome::TimedOut { .. }),
+                decide_by,
+            },
+            None => PageReason::RunFailed,
+        }
+    }
+
+    /// When the snapshot failed or timed out (and the run did not already choose to go
+    /// without one), an approver may upsize without it or cancel, until the time returned.
+    pub(super) fn fallback_for(&self, outcome: &Outcome) -> Option<Timestamp> {
+        let snapshot_failed = matches!(
+            outcome,
+            Outcome::Failed {
+                step: Step::Snapshot,
+                ..
+            } | Outcome::TimedOut {
+                step: Step::Snapshot,
+                ..
+            }
+        );
+        let offered = matches!(self.run.state, State::SnapshotFailed { .. });
+        let window = self.run.policy.without_snapshot_window;
+        (snapshot_failed && !offered && !self.run.skips_snapshot() && !window.is_zero())
+            .then(|| self.fallback_deadline())
+    }
+
+    /// The decision is open for `without_snapshot_window` from the failure; the time is fixed by the
+    /// first step that closed (the snapshot's), so the page and the offer say the same.
+    fn fallback_deadline(&self) -> Timestamp {
+        let failed_at = self
+            .run
+            .step(Step::Snapshot)
+            .and_then(|s| s.ended)
+            .unwrap_or(self.now);
+        // A resume hook that took longer than that leaves the choice open no longer.
+        failed_at
+            .plus(self.run.policy.without_snapshot_window)
+            .max(self.now)
     }
 
     fn withdraw_cancel_offer(&mut self, reason: CancelGone) {
@@ -252,6 +313,7 @@ impl Builder {
         self.drop_pending_work = true;
         let reason = match &outcome {
             Outcome::Cancelled { by } => CancelGone::CancelledBy(by.clone()),
+            other if self.fallback_for(other).is_some() => CancelGone::SnapshotFailed,
             other => CancelGone::Ended(other.name().to_string()),
         };
         self.withdraw_cancel_offer(reason);
@@ -275,6 +337,26 @@ impl Builder {
     ) {
         if resume_error.is_some() {
             self.run.resume_error = resume_error.clone();
+        }
+        // The snapshot failed, the group is untouched and the workers are back: an approver
+        // may go on without a snapshot, or cancel; nobody choosing ends the run as it failed.
+        if let (Some(decide_by), Some(p)) = (self.fallback_for(&outcome), &plan) {
+            self.set_state(State::SnapshotFailed {
+                plan: p.clone(),
+                snapshot: SnapshotName::for_run(&self.run.id),
+                failure: outcome,
+                decide_by,
+            });
+            // The reply with both buttons says what happened and what a person may do.
+            self.effect(Effect::OfferCancel);
+            self.effect_at(
+                Effect::Timer {
+                    timer: Timer::FallbackExpiry,
+                },
+                decide_by,
+            );
+            self.effect(Effect::UpdateTopMessage);
+            return;
         }
         // The upsize is done (and the workers resumed): before it ends, the run watches
         // memory for `verify_window` to say whether it worked.

@@ -82,6 +82,10 @@ pub enum Rejection {
         version: u32,
         target: NodeType,
     },
+    /// "Upsize without a snapshot" is only for a run whose snapshot failed; where it is.
+    NoFailedSnapshot {
+        state: Box<State>,
+    },
     /// A plain Approve for a plan with pending changes (or unknown ones): approving must say
     /// so ("Approve with pending changes").
     NeedsAcknowledgement {
@@ -115,6 +119,9 @@ impl std::fmt::Display for Rejection {
             }
             Rejection::NotWaitingForApproval { state } => {
                 write!(f, "not waiting for approval (the run is {})", words(state))
+            }
+            Rejection::NoFailedSnapshot { state } => {
+                write!(f, "no failed snapshot to go without (the run is {})", words(state))
             }
             Rejection::NeedsAcknowledgement { .. } => f.write_str(
                 "a plain approval, but the plan has pending changes that must be approved explicitly",
@@ -234,11 +241,14 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
         Event::Approve { .. }
         | Event::Deny { .. }
         | Event::ChooseSize { .. }
-        | Event::Cancel { .. } => people::decide(b, run, event),
+        | Event::Cancel { .. }
+        | Event::UpsizeWithoutSnapshot { .. } => people::decide(b, run, event),
         _ => match &run.state {
             State::Planning => planning::decide(b, run, event),
             State::AwaitingApproval { .. } => approval::decide(b, run, event),
-            State::Pausing { .. } | State::Snapshotting { .. } => snapshot::decide(b, run, event),
+            State::Pausing { .. } | State::Snapshotting { .. } | State::SnapshotFailed { .. } => {
+                snapshot::decide(b, run, event)
+            }
             State::Modifying { .. } => modify::decide(b, run, event),
             State::Resuming { .. } => finish::decide(b, run, event),
             State::Verifying { .. } => verify::decide(b, run, event),

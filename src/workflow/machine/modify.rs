@@ -68,7 +68,7 @@ pub(super) fn decide(mut b: Builder, run: &Run, event: &Event) -> Decision {
                 }
             }
             Recheck::Stop(drift) => {
-                let kept = Some(snapshot.clone());
+                let kept = snapshot.clone();
                 b.stopped(plan.clone(), Step::Upsize, drift, kept);
             }
         },

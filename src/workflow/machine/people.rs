@@ -1,8 +1,9 @@
 //! A person acting on a run: Approve, Deny and the size picker while it waits for approval
-//! (decided in [`super::approval`]), and Cancel until the upsize starts. A click that comes too
+//! (decided in [`super::approval`]), Cancel until the upsize starts, and "Upsize without a
+//! snapshot" after the snapshot failed. A click that comes too
 //! early or too late is refused here, with where the run is.
 
-use crate::workflow::effect::{Note, PageAction};
+use crate::workflow::effect::{CancelGone, Effect, Note, PageAction};
 use crate::workflow::event::{Actor, Event};
 use crate::workflow::run::{DecisionKind, Outcome, Run, State, Step, StepStatus};
 
@@ -12,6 +13,12 @@ use super::{CannotCancel, Decision, Rejection, approval};
 pub(super) fn decide(b: Builder, run: &Run, event: &Event) -> Decision {
     match (event, &run.state) {
         (Event::Cancel { actor }, _) => cancel(b, run, actor),
+        (Event::UpsizeWithoutSnapshot { actor }, State::SnapshotFailed { .. }) => {
+            without_snapshot(b, run, actor)
+        }
+        (Event::UpsizeWithoutSnapshot { .. }, _) => Decision::Reject(Rejection::NoFailedSnapshot {
+            state: Box::new(run.state.clone()),
+        }),
         (_, State::AwaitingApproval { .. }) => approval::decide(b, run, event),
         (_, State::Planning) => Decision::Reject(Rejection::NotWaitingForApproval {
             state: Box::new(run.state.clone()),
@@ -83,7 +90,68 @@ fn cancel(mut b: Builder, run: &Run, actor: &Actor) -> Decision {
             b.note(Note::Cancelled { by, snapshot_kept });
             b.end(plan.clone(), cancelled);
         }
+        State::SnapshotFailed {
+            plan,
+            snapshot,
+            failure,
+            ..
+        } => {
+            // The workers are back already and the group was never touched. A snapshot that
+            // timed out may still finish in AWS: it is kept.
+            let snapshot_kept =
+                matches!(failure, Outcome::TimedOut { .. }).then(|| snapshot.clone());
+            b.summary(format!(
+                "cancelled by {by} after the snapshot {}",
+                failure.name()
+            ));
+            b.note(Note::Cancelled { by, snapshot_kept });
+            if let Some(ts) = b.run.cancel_offer.take() {
+                b.effect(Effect::WithdrawCancelOffer {
+                    ts,
+                    reason: CancelGone::CancelledBy(actor.user.clone()),
+                });
+            }
+            b.finish_run(Some(plan.clone()), cancelled, None);
+            // A person took the failure in hand: the page for it is closed, and the thread
+            // says so.
+            if run.page.open {
+                b.page(PageAction::Resolve);
+            }
+        }
         _ => unreachable!("the other states refused above"),
     }
+    b.finish()
+}
+
+/// After the snapshot failed or timed out, an approver chose to upsize without one: the same
+/// rules as an approval (an approver; not the person who asked unless the policy allows it).
+/// The workers are paused again if there is a pause hook, the group is looked at once more,
+/// then the upsize. The page stays open until the run succeeds.
+fn without_snapshot(mut b: Builder, run: &Run, actor: &Actor) -> Decision {
+    let State::SnapshotFailed { plan, failure, .. } = &run.state else {
+        unreachable!("routed by state");
+    };
+    if !actor.is_approver {
+        return Decision::Reject(Rejection::NotAnApprover);
+    }
+    if run.requested_by() == Some(&actor.user) && !run.policy.allow_self_approval {
+        return Decision::Reject(Rejection::SelfApproval);
+    }
+    let by = actor.user.clone();
+    b.summary(format!(
+        "{by} chose to upsize without a snapshot (the snapshot {})",
+        failure.name()
+    ));
+    b.decision(actor, DecisionKind::UpsizeWithoutSnapshot, None);
+    b.note(Note::WithoutSnapshot { by: by.clone() });
+    if let Some(ts) = b.run.cancel_offer.take() {
+        b.effect(Effect::WithdrawCancelOffer {
+            ts,
+            reason: CancelGone::WithoutSnapshot(by),
+        });
+    }
+    // The fallback's timer has nothing left to do.
+    b.drop_pending_work = true;
+    b.start_work(plan.clone());
     b.finish()
 }

@@ -29,7 +29,7 @@ use crate::workflow::event::{Actor, AwsOp, Event, HookPhase, Timer};
 use crate::workflow::policy::{ApprovalMode, OnApprovalTimeout, PendingChanges, Policy};
 use crate::workflow::ports::{AwsError, ClusterMode, GroupInfo, SnapshotStatus};
 use crate::workflow::preflight::{Check, PendingChange, Preflight};
-use crate::workflow::run::{Run, State, TopMessage, Trigger};
+use crate::workflow::run::{Run, State, StepStatus, TopMessage, Trigger};
 
 use super::{Decision, StartRequest, Submitted, commit, decide, open};
 
@@ -333,6 +333,7 @@ fn outside_event() -> impl Strategy<Value = Event> {
         }),
         1 => (actor(), version()).prop_map(|(actor, version)| Event::Deny { actor, version }),
         1 => actor().prop_map(|actor| Event::Cancel { actor }),
+        1 => actor().prop_map(|actor| Event::UpsizeWithoutSnapshot { actor }),
         3 => (actor(), node_type(), version()).prop_map(|(actor, node_type, version)| {
             Event::ChooseSize {
                 actor,
@@ -395,7 +396,7 @@ fn any_event() -> impl Strategy<Value = Event> {
             action,
             error: "HTTP 429".into()
         }),
-        1 => select(&[Timer::ApprovalTimeout, Timer::ApprovalExpiry][..])
+        1 => select(&[Timer::ApprovalTimeout, Timer::ApprovalExpiry, Timer::FallbackExpiry][..])
             .prop_map(|timer| Event::TimerFired { timer }),
     ]
 }
@@ -509,6 +510,23 @@ fn feed(
                 };
                 prop_assert_eq!(target, &plan.target);
                 prop_assert!(!seen.modify_taken, "ModifyNodeType after AWS took one");
+                // No upsize without a snapshot AWS called available, unless the policy skips
+                // it or an approver chose to go without one.
+                let State::Modifying { snapshot, .. } = &next.state else {
+                    unreachable!("matched above");
+                };
+                prop_assert!(
+                    snapshot.is_some() || next.skips_snapshot(),
+                    "ModifyNodeType with no snapshot and nobody choosing that"
+                );
+                if !next.skips_snapshot() {
+                    prop_assert!(
+                        next.step(super::super::run::Step::Snapshot)
+                            .is_some_and(|s| s.status == StepStatus::Done),
+                        "ModifyNodeType before the snapshot step was done"
+                    );
+                }
+
                 seen.modifies += 1;
             }
             _ => {}
@@ -519,6 +537,18 @@ fn feed(
         && !matches!(before.state, State::AwaitingApproval { .. })
     {
         prop_assert_eq!(&was.target, &now.target);
+    }
+    // Only an approver goes on without a snapshot, and only after the snapshot failed.
+    if let Event::UpsizeWithoutSnapshot { actor } = event {
+        prop_assert!(
+            actor.is_approver,
+            "a non-approver chose to skip the snapshot"
+        );
+        prop_assert!(
+            matches!(before.state, State::SnapshotFailed { .. }),
+            "upsize without a snapshot accepted while {}",
+            before.state_name()
+        );
     }
     match event {
         Event::SnapshotStarted { .. } => seen.snapshot_taken = true,
@@ -551,6 +581,7 @@ fn finished_run_absorbs(
         Event::Approve { .. }
         | Event::Deny { .. }
         | Event::Cancel { .. }
+        | Event::UpsizeWithoutSnapshot { .. }
         | Event::ChooseSize { .. } => {
             prop_assert!(
                 matches!(submitted, Submitted::Rejected(_)),

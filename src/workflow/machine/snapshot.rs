@@ -1,11 +1,13 @@
 //! Pausing the workers (when a pause hook is set) and taking the snapshot: a last look at the
 //! group (it must be as approved, or the run stops there), CreateSnapshot, then polls until AWS
 //! says `available`, within `snapshot_max_polls`. A busy group is waited for like a poll; a
-//! failed or vanished snapshot fails the run.
+//! failed or vanished snapshot fails the run. After a failed or timed-out snapshot the run
+//! waits for an approver to upsize without one (see [`super::people`]) or cancel; nobody
+//! choosing by the deadline ends it as it failed.
 
 use crate::domain::SnapshotName;
-use crate::workflow::effect::{Effect, Note};
-use crate::workflow::event::{AwsOp, Event, HookPhase};
+use crate::workflow::effect::{CancelGone, Effect, Note};
+use crate::workflow::event::{AwsOp, Event, HookPhase, Timer};
 use crate::workflow::policy::{Recheck, recheck};
 use crate::workflow::ports::{AwsError, SnapshotStatus};
 use crate::workflow::run::{Plan, Run, State, Step, StepStatus};
@@ -13,7 +15,7 @@ use crate::workflow::run::{Plan, Run, State, Step, StepStatus};
 use super::builder::Builder;
 use super::{Decision, does_not_apply};
 
-pub(super) fn decide(b: Builder, run: &Run, event: &Event) -> Decision {
+pub(super) fn decide(mut b: Builder, run: &Run, event: &Event) -> Decision {
     match (&run.state, event) {
         (State::Pausing { plan }, Event::HookDone { phase }) if *phase == HookPhase::Pause => {
             paused(b, plan)
@@ -24,6 +26,34 @@ pub(super) fn decide(b: Builder, run: &Run, event: &Event) -> Decision {
             pause_failed(b, plan, error)
         }
         (State::Snapshotting { .. }, _) => snapshotting(b, run, event),
+        (
+            State::SnapshotFailed {
+                plan,
+                failure,
+                decide_by,
+                ..
+            },
+            Event::TimerFired {
+                timer: Timer::FallbackExpiry,
+            },
+        ) => {
+            if b.now() < *decide_by {
+                return Decision::Ignore("fallback timer fired early".into());
+            }
+            let after = run.policy.without_snapshot_window;
+            b.summary(
+                "nobody chose to upsize without a snapshot or to cancel: the run ends as it failed",
+            );
+            b.note(Note::FallbackExpired { after });
+            if let Some(ts) = b.run.cancel_offer.take() {
+                b.effect(Effect::WithdrawCancelOffer {
+                    ts,
+                    reason: CancelGone::Ended(failure.name().to_string()),
+                });
+            }
+            b.finish_run(Some(plan.clone()), failure.clone(), None);
+            b.finish()
+        }
         _ => does_not_apply(run, event),
     }
 }
@@ -32,7 +62,7 @@ fn paused(mut b: Builder, plan: &Plan) -> Decision {
     b.summary("pause hook done");
     b.close_step(Step::Pause, StepStatus::Done);
     b.note(Note::Paused);
-    b.start_snapshot(plan.clone());
+    b.after_pause(plan.clone());
     b.finish()
 }
 
@@ -174,7 +204,7 @@ fn on_status(
                 name: snapshot.clone(),
                 took,
             });
-            b.start_modify(plan.clone(), snapshot.clone());
+            b.start_modify(plan.clone(), Some(snapshot.clone()));
         }
         Some(SnapshotStatus::Failed) => {
             b.close_step(Step::Snapshot, StepStatus::Failed);

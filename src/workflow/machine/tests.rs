@@ -176,7 +176,7 @@ fn modifying(requested: bool, seen_modifying: bool, polls: u32) -> Run {
     r.steps.push(StepRecord::start(Step::Upsize, at(60_000)));
     r.state = State::Modifying {
         plan: plan(),
-        snapshot: snapshot_name(),
+        snapshot: Some(snapshot_name()),
         started: at(60_000),
         requested,
         seen_modifying,
@@ -208,7 +208,7 @@ fn succeeded() -> Outcome {
     Outcome::Succeeded {
         from: nt("cache.r6g.large"),
         to: nt("cache.r6g.xlarge"),
-        snapshot: snapshot_name(),
+        snapshot: Some(snapshot_name()),
     }
 }
 
@@ -232,6 +232,7 @@ fn rejection_name(r: &Rejection) -> &'static str {
         Rejection::NotWaitingForApproval { .. } => "not_waiting",
         Rejection::PlanChanged { .. } => "plan_changed",
         Rejection::NeedsAcknowledgement { .. } => "needs_acknowledgement",
+        Rejection::NoFailedSnapshot { .. } => "no_failed_snapshot",
     }
 }
 
@@ -1343,9 +1344,16 @@ mod snapshot_transitions {
                 status: Some(SnapshotStatus::Creating),
             },
             at(100),
+            // The group is untouched: an approver may go on without a snapshot, or cancel.
             Accept(
-                "timed_out",
-                &["post_note", "page", "update_top_message", "post_graph"],
+                "snapshot_failed",
+                &[
+                    "post_note",
+                    "page",
+                    "offer_cancel",
+                    "timer",
+                    "update_top_message",
+                ],
             ),
         )
         .unwrap();
@@ -1376,9 +1384,16 @@ mod snapshot_transitions {
                 status: Some(SnapshotStatus::Failed),
             },
             at(100),
+            // The group is untouched: an approver may go on without a snapshot, or cancel.
             Accept(
-                "failed",
-                &["post_note", "page", "update_top_message", "post_graph"],
+                "snapshot_failed",
+                &[
+                    "post_note",
+                    "page",
+                    "offer_cancel",
+                    "timer",
+                    "update_top_message",
+                ],
             ),
         );
     }
@@ -1391,9 +1406,16 @@ mod snapshot_transitions {
             snapshotting(true, 1),
             Event::SnapshotPolled { status: None },
             at(100),
+            // The group is untouched: an approver may go on without a snapshot, or cancel.
             Accept(
-                "failed",
-                &["post_note", "page", "update_top_message", "post_graph"],
+                "snapshot_failed",
+                &[
+                    "post_note",
+                    "page",
+                    "offer_cancel",
+                    "timer",
+                    "update_top_message",
+                ],
             ),
         );
     }
@@ -1446,9 +1468,16 @@ mod snapshot_transitions {
                 error: busy,
             },
             at(100),
+            // The group is untouched: an approver may go on without a snapshot, or cancel.
             Accept(
-                "timed_out",
-                &["post_note", "page", "update_top_message", "post_graph"],
+                "snapshot_failed",
+                &[
+                    "post_note",
+                    "page",
+                    "offer_cancel",
+                    "timer",
+                    "update_top_message",
+                ],
             ),
         );
     }
@@ -1468,9 +1497,16 @@ mod snapshot_transitions {
                 error: quota,
             },
             at(100),
+            // The group is untouched: an approver may go on without a snapshot, or cancel.
             Accept(
-                "failed",
-                &["post_note", "page", "update_top_message", "post_graph"],
+                "snapshot_failed",
+                &[
+                    "post_note",
+                    "page",
+                    "offer_cancel",
+                    "timer",
+                    "update_top_message",
+                ],
             ),
         );
     }
@@ -2721,6 +2757,530 @@ mod verify_transitions {
             },
             at(1_000_000),
             Ignore,
+        );
+    }
+}
+
+/// After a failed or timed-out snapshot: the run waits (workers resumed, group untouched) for
+/// an approver to upsize without a snapshot or cancel; `snapshot = "skip"` never takes one.
+mod snapshot_fallback {
+    use super::*;
+
+    /// A snapshot that AWS reports failed, with `pause` deciding whether a pause hook ran.
+    fn failed_snapshot(paused: bool) -> Run {
+        let mut r = if paused {
+            let mut r = pausing();
+            r.steps.last_mut().unwrap().ended = Some(at(30));
+            r.steps.last_mut().unwrap().status = StepStatus::Done;
+            r
+        } else {
+            awaiting()
+        };
+        r.steps.push(StepRecord::start(Step::Snapshot, at(40)));
+        r.state = State::Snapshotting {
+            plan: plan(),
+            snapshot: snapshot_name(),
+            polls: 1,
+            created: true,
+        };
+        r.cancel_offer = Some(MessageTs::parse("1764121930.000300").unwrap());
+        r
+    }
+
+    fn failed_event() -> Event {
+        Event::SnapshotPolled {
+            status: Some(SnapshotStatus::Failed),
+        }
+    }
+
+    /// The run waiting for a decision (no pause hook), as the machine leaves it.
+    fn waiting() -> Run {
+        let t = decide(&failed_snapshot(false), &failed_event(), at(100));
+        let Decision::Accept(t) = t else {
+            panic!("{t:?}")
+        };
+        t.run
+    }
+
+    #[test]
+    fn a_failed_snapshot_pages_with_both_choices_and_waits_for_a_person() {
+        use Expect::*;
+        let t = check(
+            "snapshot failed",
+            failed_snapshot(false),
+            failed_event(),
+            at(100),
+            Accept(
+                "snapshot_failed",
+                &[
+                    "post_note",
+                    "page",
+                    "withdraw_cancel_offer",
+                    "offer_cancel",
+                    "timer",
+                    "update_top_message",
+                ],
+            ),
+        )
+        .unwrap();
+        let decide_by = at(100).plus(Duration::from_secs(3600));
+        assert_eq!(
+            t.effects[1].effect,
+            Effect::Page {
+                action: PageAction::Trigger(PageReason::SnapshotFailed {
+                    timed_out: false,
+                    decide_by
+                })
+            },
+            "the page says a person can still choose"
+        );
+        assert_eq!(
+            t.effects[2].effect,
+            Effect::WithdrawCancelOffer {
+                ts: MessageTs::parse("1764121930.000300").unwrap(),
+                reason: CancelGone::SnapshotFailed
+            },
+            "the early Cancel points to the new reply"
+        );
+        assert_eq!(t.effects[4].due, decide_by, "the choice closes then");
+        let State::SnapshotFailed {
+            failure, snapshot, ..
+        } = &t.run.state
+        else {
+            panic!("{:?}", t.run.state)
+        };
+        assert!(matches!(
+            failure,
+            Outcome::Failed {
+                step: Step::Snapshot,
+                ..
+            }
+        ));
+        assert_eq!(snapshot, &snapshot_name());
+        assert!(t.run.is_cancellable());
+        assert!(!t.run.is_finished());
+        assert!(t.run.page.open);
+        assert_eq!(
+            t.run.cancel_offer, None,
+            "the new reply's ts comes back later"
+        );
+    }
+
+    #[test]
+    fn with_a_pause_hook_the_workers_are_resumed_before_the_wait() {
+        use Expect::*;
+        let t = check(
+            "snapshot failed, paused",
+            failed_snapshot(true),
+            failed_event(),
+            at(100),
+            Accept(
+                "resuming",
+                &[
+                    "post_note",
+                    "page",
+                    "withdraw_cancel_offer",
+                    "call_hook",
+                    "update_top_message",
+                ],
+            ),
+        )
+        .unwrap();
+        let t = check(
+            "resumed",
+            t.run,
+            Event::HookDone {
+                phase: HookPhase::Resume,
+            },
+            at(200),
+            Accept(
+                "snapshot_failed",
+                &["post_note", "offer_cancel", "timer", "update_top_message"],
+            ),
+        )
+        .unwrap();
+        // The deadline counts from the failure, as the page said.
+        assert_eq!(t.effects[2].due, at(100).plus(Duration::from_secs(3600)));
+        // Going on pauses the workers again, then looks at the group before the upsize.
+        let t = check(
+            "without snapshot",
+            t.run,
+            Event::UpsizeWithoutSnapshot {
+                actor: approver("U0ONCALL1"),
+            },
+            at(300),
+            Accept(
+                "pausing",
+                &[
+                    "post_note",
+                    "offer_cancel",
+                    "post_note",
+                    "call_hook",
+                    "update_top_message",
+                ],
+            ),
+        )
+        .unwrap();
+        assert!(t.drop_pending_work, "the fallback's timer is dropped");
+        let t = check(
+            "paused again",
+            t.run,
+            Event::HookDone {
+                phase: HookPhase::Pause,
+            },
+            at(400),
+            Accept("modifying", &["post_note", "recheck", "update_top_message"]),
+        )
+        .unwrap();
+        let State::Modifying { snapshot, .. } = &t.run.state else {
+            panic!("{:?}", t.run.state)
+        };
+        assert_eq!(snapshot, &None, "no snapshot to restore from");
+        assert!(t.run.skips_snapshot());
+    }
+
+    #[test]
+    fn an_approver_goes_on_without_a_snapshot_and_success_resolves_the_page() {
+        use Expect::*;
+        let mut run = waiting();
+        run.cancel_offer = Some(MessageTs::parse("1764121930.000400").unwrap());
+        let t = check(
+            "without snapshot",
+            run,
+            Event::UpsizeWithoutSnapshot {
+                actor: approver("U0ONCALL1"),
+            },
+            at(300),
+            Accept(
+                "modifying",
+                &[
+                    "post_note",
+                    "withdraw_cancel_offer",
+                    "offer_cancel",
+                    "recheck",
+                    "update_top_message",
+                ],
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            t.effects[0].effect,
+            Effect::PostNote {
+                note: Note::WithoutSnapshot {
+                    by: user("U0ONCALL1")
+                }
+            }
+        );
+        assert_eq!(
+            t.effects[1].effect,
+            Effect::WithdrawCancelOffer {
+                ts: MessageTs::parse("1764121930.000400").unwrap(),
+                reason: CancelGone::WithoutSnapshot(user("U0ONCALL1")),
+            }
+        );
+        let d = t.run.decisions.last().unwrap();
+        assert_eq!(d.kind, DecisionKind::UpsizeWithoutSnapshot);
+        assert_eq!(d.user, user("U0ONCALL1"));
+        assert!(t.run.page.open, "the page stays open until it worked");
+        // The bot still looks at the group before it acts; then the modify, then success.
+        let t = check(
+            "rechecked",
+            t.run,
+            Event::Rechecked {
+                before: Step::Upsize,
+                group: group_info("available", "cache.r6g.large"),
+                allowed: allowed(),
+                pending: Check::Known(Vec::new()),
+            },
+            at(400),
+            Accept("modifying", &["modify_node_type"]),
+        )
+        .unwrap();
+        let t = check(
+            "requested",
+            t.run,
+            Event::ModifyRequested {
+                group: group_info("modifying", "cache.r6g.large"),
+            },
+            at(500),
+            Accept("modifying", &["post_note", "poll_group"]),
+        )
+        .unwrap();
+        let t = check(
+            "done",
+            t.run,
+            Event::GroupPolled {
+                group: group_info("available", "cache.r6g.xlarge"),
+            },
+            at(600),
+            Accept(
+                "succeeded",
+                &["post_note", "page", "update_top_message", "post_graph"],
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            t.effects[1].effect,
+            Effect::Page {
+                action: PageAction::Resolve
+            }
+        );
+        assert!(matches!(
+            t.run.outcome(),
+            Some(Outcome::Succeeded { snapshot: None, .. })
+        ));
+    }
+
+    #[test]
+    fn only_an_approver_may_go_without_a_snapshot_and_not_the_requester_unless_allowed() {
+        use Expect::*;
+        check(
+            "stranger",
+            waiting(),
+            Event::UpsizeWithoutSnapshot {
+                actor: stranger("U0STRANGER"),
+            },
+            at(300),
+            Reject("not_an_approver"),
+        );
+        let mut asked = waiting();
+        asked.trigger = command("U0ONCALL1");
+        check(
+            "requester",
+            asked.clone(),
+            Event::UpsizeWithoutSnapshot {
+                actor: approver("U0ONCALL1"),
+            },
+            at(300),
+            Reject("self_approval"),
+        );
+        asked.policy.allow_self_approval = true;
+        check(
+            "requester, allowed",
+            asked,
+            Event::UpsizeWithoutSnapshot {
+                actor: approver("U0ONCALL1"),
+            },
+            at(300),
+            Accept(
+                "modifying",
+                &["post_note", "offer_cancel", "recheck", "update_top_message"],
+            ),
+        );
+    }
+
+    #[test]
+    fn going_without_a_snapshot_is_refused_unless_the_snapshot_failed() {
+        use Expect::*;
+        for (name, run) in [
+            ("awaiting", awaiting()),
+            ("snapshotting", snapshotting(true, 1)),
+            ("modifying", modifying(true, true, 1)),
+        ] {
+            check(
+                name,
+                run,
+                Event::UpsizeWithoutSnapshot {
+                    actor: approver("U0ONCALL1"),
+                },
+                at(300),
+                Reject("no_failed_snapshot"),
+            );
+        }
+    }
+
+    #[test]
+    fn cancel_ends_it_untouched_and_resolves_the_page() {
+        use Expect::*;
+        let mut run = waiting();
+        run.cancel_offer = Some(MessageTs::parse("1764121930.000400").unwrap());
+        let t = check(
+            "cancel",
+            run,
+            Event::Cancel {
+                actor: approver("U0ONCALL2"),
+            },
+            at(300),
+            Accept(
+                "cancelled",
+                &[
+                    "post_note",
+                    "withdraw_cancel_offer",
+                    "update_top_message",
+                    "post_graph",
+                    "page",
+                ],
+            ),
+        )
+        .unwrap();
+        assert!(t.drop_pending_work);
+        assert!(!t.run.page.open);
+        assert_eq!(
+            t.effects[0].effect,
+            Effect::PostNote {
+                note: Note::Cancelled {
+                    by: user("U0ONCALL2"),
+                    snapshot_kept: None
+                }
+            },
+            "a failed snapshot is not kept"
+        );
+        assert_eq!(t.run.step(Step::Resume), None, "no second resume");
+        check(
+            "stranger cancel",
+            waiting(),
+            Event::Cancel {
+                actor: stranger("U0STRANGER"),
+            },
+            at(300),
+            Reject("not_an_approver"),
+        );
+    }
+
+    #[test]
+    fn nobody_choosing_ends_the_run_as_it_failed_with_the_page_open() {
+        use Expect::*;
+        check(
+            "early timer",
+            waiting(),
+            Event::TimerFired {
+                timer: Timer::FallbackExpiry,
+            },
+            at(1_000),
+            Ignore,
+        );
+        check(
+            "approval timer",
+            waiting(),
+            Event::TimerFired {
+                timer: Timer::ApprovalExpiry,
+            },
+            at(100).plus(Duration::from_secs(3600)),
+            Ignore,
+        );
+        let t = check(
+            "expired",
+            waiting(),
+            Event::TimerFired {
+                timer: Timer::FallbackExpiry,
+            },
+            at(100).plus(Duration::from_secs(3600)),
+            Accept("failed", &["post_note", "update_top_message", "post_graph"]),
+        )
+        .unwrap();
+        assert!(t.run.page.open, "nothing was fixed");
+        assert!(matches!(
+            t.effects[0].effect,
+            Effect::PostNote {
+                note: Note::FallbackExpired { .. }
+            }
+        ));
+        check(
+            "too late",
+            t.run,
+            Event::UpsizeWithoutSnapshot {
+                actor: approver("U0ONCALL1"),
+            },
+            at(100).plus(Duration::from_secs(3601)),
+            Reject("no_failed_snapshot"),
+        );
+    }
+
+    #[test]
+    fn a_timed_out_snapshot_offers_the_same_and_cancel_keeps_it() {
+        use Expect::*;
+        let t = check(
+            "timed out",
+            snapshotting(true, 2),
+            Event::SnapshotPolled {
+                status: Some(SnapshotStatus::Creating),
+            },
+            at(100),
+            Accept(
+                "snapshot_failed",
+                &[
+                    "post_note",
+                    "page",
+                    "offer_cancel",
+                    "timer",
+                    "update_top_message",
+                ],
+            ),
+        )
+        .unwrap();
+        assert!(matches!(
+            t.effects[1].effect,
+            Effect::Page {
+                action: PageAction::Trigger(PageReason::SnapshotFailed {
+                    timed_out: true,
+                    ..
+                })
+            }
+        ));
+        let t = check(
+            "cancel",
+            t.run,
+            Event::Cancel {
+                actor: approver("U0ONCALL2"),
+            },
+            at(300),
+            Accept(
+                "cancelled",
+                &["post_note", "update_top_message", "post_graph", "page"],
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            t.effects[0].effect,
+            Effect::PostNote {
+                note: Note::Cancelled {
+                    by: user("U0ONCALL2"),
+                    snapshot_kept: Some(snapshot_name())
+                }
+            },
+            "a snapshot that timed out may still finish in AWS: it is kept"
+        );
+    }
+
+    #[test]
+    fn a_policy_that_skips_the_snapshot_goes_from_approval_to_the_upsize() {
+        use Expect::*;
+        let skip = Policy {
+            snapshot: crate::workflow::policy::SnapshotPolicy::Skip,
+            ..policy()
+        };
+        let t = check(
+            "approve",
+            awaiting_with(skip, alarm()),
+            Event::Approve {
+                actor: approver("U0ONCALL1"),
+                version: None,
+                acknowledged: false,
+            },
+            at(100),
+            Accept(
+                "modifying",
+                &[
+                    "post_note",
+                    "offer_cancel",
+                    "post_note",
+                    "recheck",
+                    "update_top_message",
+                ],
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            t.effects[2].effect,
+            Effect::PostNote {
+                note: Note::SnapshotSkipped
+            }
+        );
+        assert_eq!(t.run.step(Step::Snapshot), None);
+        assert!(
+            t.effects
+                .iter()
+                .all(|s| !matches!(s.effect, Effect::CreateSnapshot { .. }))
         );
     }
 }
