@@ -42,7 +42,8 @@ pub struct DemoArgs {
 pub enum Scenario {
     /// Alarm, approval, snapshot, upsize to the next size: succeeded.
     Happy,
-    /// The snapshot never finishes: timed out after the configured polls, on-call paged.
+    /// The snapshot takes longer than the run allows: timed out, on-call paged, and on-call
+    /// chooses "Upsize without a snapshot" in the thread: succeeded, page resolved.
     SnapshotTimeout,
     /// AWS rolls the modification back: failed at upsize, on-call paged.
     ModifyFails,
@@ -53,6 +54,9 @@ pub enum Scenario {
     /// An engine upgrade waits on the group: the card warns that the upsize applies it too, and
     /// on-call approves both with "Approve with pending changes": succeeded, upgrade applied.
     PendingChanges,
+    /// The happy path, then a minute of CloudWatch readings after the upsize: "memory 93 % →
+    /// 46 %" in the thread (CloudWatch has a reading a minute, so this one takes a minute).
+    Verify,
 }
 
 impl Scenario {
@@ -62,7 +66,8 @@ impl Scenario {
             Scenario::Happy
             | Scenario::Escalate
             | Scenario::PendingChanges
-            | Scenario::SnapshotTimeout => "succeeded",
+            | Scenario::SnapshotTimeout
+            | Scenario::Verify => "succeeded",
             Scenario::ModifyFails => "failed",
             Scenario::Denied => "denied",
         }
@@ -71,6 +76,11 @@ impl Scenario {
 
 /// What the demo's bot is configured with: the real config parser, compressed time.
 fn demo_config(scenario: Scenario) -> String {
+    let verify_window = if scenario == Scenario::Verify {
+        "61s"
+    } else {
+        "0s"
+    };
     let (max_polls, approval_timeout) = match scenario {
         Scenario::SnapshotTimeout => (5, "30s"),
         Scenario::Escalate => (40, "1500ms"),
@@ -96,9 +106,9 @@ snapshot_poll_interval = "250ms"
 snapshot_max_polls = {max_polls}
 modify_poll_interval = "250ms"
 modify_timeout = "30s"
-# Watching memory after the upsize needs minutes of CloudWatch data; the demo's upsize takes
-# seconds, so it doesn't look.
-verify_window = "0s"
+# CloudWatch has one memory reading a minute, and the demo's upsize takes seconds: only the
+# `verify` scenario waits a minute to read one.
+verify_window = "{verify_window}"
 aws_retry_interval = "100ms"
 
 [groups.{GROUP}]
@@ -151,7 +161,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         let curve = sim::MemoryCurve::constant(68.0 + lift)
             .then(ago(100), 76.0 + lift)
             .then(ago(45), 85.0 + lift)
-            .then(ago(10), 93.0 + lift);
+            .then(ago(10), 93.0 + lift)
+            // The data stays; a node with twice the memory holds it at half the percentage.
+            .following_upsizes();
         sim.set_memory(&node, curve);
     }
     let slack = FakeSlack::spawn(BOT_TOKEN).await?;
@@ -298,6 +310,20 @@ fn scenario_checks(scenario: Scenario, run: &Run, pd: &FakePagerDutyHandle) -> b
         });
     let ok = match scenario {
         Scenario::Happy | Scenario::Denied | Scenario::PendingChanges => actions.is_empty(),
+        Scenario::Verify => {
+            // It worked, and the thread says so from CloudWatch's readings.
+            let fell = run
+                .verification
+                .as_ref()
+                .is_some_and(|v| matches!((v.before, v.after), (Some(b), Some(a)) if a < b));
+            if !fell {
+                println!(
+                    "no verification reading after the upsize: {:?}",
+                    run.verification
+                );
+            }
+            actions.is_empty() && fell
+        }
         Scenario::ModifyFails => actions == ["trigger"] && thread_linked,
         // Paged when the snapshot timed out, resolved once the upsize without it worked.
         Scenario::Escalate | Scenario::SnapshotTimeout => {
@@ -413,10 +439,9 @@ async fn drive(
             );
         }
     }
-    wait_for(&mut committed, &run_id, Duration::from_secs(25), |r| {
-        r.is_finished()
-    })
-    .await?;
+    // The verify scenario reads memory a minute after the upsize.
+    let within = Duration::from_secs(if scenario == Scenario::Verify { 90 } else { 25 });
+    wait_for(&mut committed, &run_id, within, |r| r.is_finished()).await?;
     Ok(run_id)
 }
 

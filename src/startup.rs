@@ -130,12 +130,16 @@ impl Application {
         let land = config.delivery.timeout * 3;
         let aws: Arc<dyn ElastiCache> = Arc::new(Metered(deps.aws));
         let verify = Arc::new(CloudWatchVerify::new(aws.clone(), deps.memory.clone()));
-        let graphs = Arc::new(SlackGraphs::new(slack.clone(), deps.memory, aws.clone()));
+        let graphs = Arc::new(SlackGraphs::new(
+            slack.clone(),
+            deps.memory.clone(),
+            aws.clone(),
+        ));
         let chat = Arc::new(SlackChat::new(slack).duplicates_land_within(land));
         let metrics = Arc::new(Prometheus);
         let ports = Ports {
             store: deps.store.clone(),
-            aws: Arc::new(ElastiCacheSteps::new(aws.clone())),
+            aws: Arc::new(ElastiCacheSteps::new(aws.clone()).with_memory(deps.memory.clone())),
             chat: chat.clone(),
             graphs,
             verify,

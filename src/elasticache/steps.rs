@@ -11,25 +11,86 @@
 //! - Whatever the run believes, the bot never asks for a type that is not a step up in the
 //!   group's family from the type it is on right now.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::domain::{CacheClusterId, NodeType, SnapshotName};
+use crate::domain::{CacheClusterId, NodeType, SnapshotName, Timestamp};
 use crate::workflow::policy::{SnapshotSource, is_scale_up};
 use crate::workflow::ports::elasticache::{GroupNodes, NodeRole, SnapshotFrom};
 use crate::workflow::ports::{
     Attempt, Aws, AwsError, BoxFuture, ClusterMode, ElastiCache, GroupInfo, GroupStatus, LookAgain,
-    PlanFacts, SnapshotStatus,
+    MemoryQuery, MemorySeries, PlanFacts, SnapshotStatus,
 };
 use crate::workflow::preflight::{self, CallLine, Check};
 
 /// [`Aws`] over any [`ElastiCache`].
 pub struct ElastiCacheSteps {
     api: Arc<dyn ElastiCache>,
+    /// CloudWatch's memory readings, to take a snapshot from the replica with the most free
+    /// memory (without it: the first replica by node id).
+    memory: Option<Arc<dyn MemorySeries>>,
 }
+
+/// How far back a replica's memory reading is looked for when picking the snapshot's node.
+const RECENT_MEMORY: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 impl ElastiCacheSteps {
     pub fn new(api: Arc<dyn ElastiCache>) -> ElastiCacheSteps {
-        ElastiCacheSteps { api }
+        ElastiCacheSteps { api, memory: None }
+    }
+
+    /// Pick the snapshot's replica by its memory in CloudWatch.
+    pub fn with_memory(mut self, memory: Arc<dyn MemorySeries>) -> ElastiCacheSteps {
+        self.memory = Some(memory);
+        self
+    }
+
+    /// Each replica's latest memory reading (percent), for the ones CloudWatch has one for.
+    /// A failed read is logged and means "don't know": the pick falls back to node id.
+    async fn replica_memory(
+        &self,
+        at: &mut Attempt,
+        nodes: &GroupNodes,
+    ) -> BTreeMap<CacheClusterId, f64> {
+        let replicas: Vec<CacheClusterId> = nodes
+            .roles
+            .iter()
+            .filter(|(id, r)| *r == NodeRole::Replica && nodes.group.members.contains(id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let Some(memory) = self.memory.as_ref().filter(|_| replicas.len() > 1) else {
+            return BTreeMap::new();
+        };
+        let from = Timestamp::from_millis(at.now.as_millis() - RECENT_MEMORY.as_millis() as i64);
+        let query = MemoryQuery::for_window(nodes.group.id.clone(), replicas, from, at.now);
+        match memory.memory_usage(&query).await {
+            Ok(series) => {
+                let latest: BTreeMap<CacheClusterId, f64> = series
+                    .into_iter()
+                    .filter_map(|s| Some((s.node, s.points.last()?.1)))
+                    .filter(|(_, v)| v.is_finite())
+                    .collect();
+                let said = latest
+                    .iter()
+                    .map(|(n, v)| format!("{n} {v:.1} %"))
+                    .collect::<Vec<_>>();
+                let said = if said.is_empty() {
+                    "no recent readings".to_string()
+                } else {
+                    said.join(", ")
+                };
+                at.log("aws", "GetMetricData", format!("replicas' memory: {said}"));
+                latest
+            }
+            Err(e) => {
+                at.log(
+                    "aws",
+                    "GetMetricData",
+                    format!("replicas' memory unknown ({e}); picking by node id"),
+                );
+                BTreeMap::new()
+            }
+        }
     }
 }
 
@@ -127,7 +188,14 @@ impl ElastiCacheSteps {
         };
         let detail = format!("{id}: cluster mode {}; {said}", nodes.group.cluster_mode);
         at.log("aws", call, detail);
-        Ok(snapshot_from(source, &nodes))
+        let memory = if source == SnapshotSource::Replica
+            && nodes.group.cluster_mode == ClusterMode::Disabled
+        {
+            self.replica_memory(at, &nodes).await
+        } else {
+            BTreeMap::new()
+        };
+        Ok(snapshot_from(source, &nodes, &memory))
     }
 }
 
@@ -138,11 +206,15 @@ fn role_name(r: NodeRole) -> &'static str {
     }
 }
 
-/// Where a snapshot of `nodes` is taken from under `source`, and why. Deterministic: the same
-/// group with the same roles always gives the same node (the first replica by node id), so a
-/// retry after a lost answer asks for the same thing, though it only asks at all when no
-/// snapshot of the run's name exists yet.
-fn snapshot_from(source: SnapshotSource, nodes: &GroupNodes) -> (SnapshotFrom, String) {
+/// Where a snapshot of `nodes` is taken from under `source`, and why. A replica is the one
+/// with the lowest recent memory reading in `memory` (the most room for the fork's
+/// copy-on-write pages); without readings, or between equals, the first by node id. Only asked
+/// when no snapshot of the run's name exists yet, so a retry never takes a second one.
+fn snapshot_from(
+    source: SnapshotSource,
+    nodes: &GroupNodes,
+    memory: &BTreeMap<CacheClusterId, f64>,
+) -> (SnapshotFrom, String) {
     let g = &nodes.group;
     let whole = || SnapshotFrom::Group(g.id.clone());
     let wanted = match source {
@@ -182,6 +254,34 @@ fn snapshot_from(source: SnapshotSource, nodes: &GroupNodes) -> (SnapshotFrom, S
             (SnapshotFrom::Node(p), why)
         }
         (_, Some(p)) => match with_role(NodeRole::Replica) {
+            Some(first) if !memory.is_empty() => {
+                // Read replicas only; ties go to the first by node id (BTreeMap order).
+                let (r, pct) = memory
+                    .iter()
+                    .filter(|(id, _)| {
+                        *id != &p
+                            && g.members.contains(id)
+                            && nodes.roles.contains(&((*id).clone(), NodeRole::Replica))
+                    })
+                    .fold(None::<(&CacheClusterId, f64)>, |best, (id, v)| match best {
+                        Some((_, b)) if b <= *v => best,
+                        _ => Some((id, *v)),
+                    })
+                    .map(|(id, v)| (id.clone(), v))
+                    .unwrap_or((first, f64::NAN));
+                let why = if pct.is_nan() {
+                    format!(
+                        "snapshot from replica {r}, the first by node id (keeps the load off the primary {p})"
+                    )
+                } else {
+                    format!(
+                        "snapshot from replica {r}, the one with the most free memory ({pct:.1} % used \
+                         of {} replica(s) read; keeps the load off the primary {p})",
+                        memory.len()
+                    )
+                };
+                (SnapshotFrom::Node(r), why)
+            }
             Some(r) => {
                 let why = format!(
                     "snapshot from replica {r}, the first by node id (keeps the load off the \
@@ -714,14 +814,68 @@ mod tests {
             ("prod-jobs-002", NodeRole::Primary),
             ("prod-jobs-001", NodeRole::Replica),
         ]);
+        let none = BTreeMap::new();
         for _ in 0..2 {
-            let (from, why) = snapshot_from(SnapshotSource::Replica, &swapped);
+            let (from, why) = snapshot_from(SnapshotSource::Replica, &swapped, &none);
             assert_eq!(from, SnapshotFrom::Node(cid("prod-jobs-001")));
             assert!(why.contains("primary prod-jobs-002"), "{why}");
         }
         // AWS did not say who is who: the group, never a guess.
-        let (from, why) = snapshot_from(SnapshotSource::Replica, &nodes(Vec::new()));
+        let (from, why) = snapshot_from(SnapshotSource::Replica, &nodes(Vec::new()), &none);
         assert_eq!(from, SnapshotFrom::Group(group()));
         assert!(why.contains("did not say"), "{why}");
+    }
+
+    #[test]
+    fn the_replica_with_the_most_free_memory_is_picked_and_the_reason_says_so() {
+        let g = GroupNodes {
+            group: GroupInfo {
+                id: group(),
+                status: GroupStatus::Available,
+                node_type: Some(nt("cache.r6g.large")),
+                members: ["prod-jobs-001", "prod-jobs-002", "prod-jobs-003"]
+                    .map(cid)
+                    .to_vec(),
+                cluster_mode: ClusterMode::Disabled,
+                shards: 1,
+                pending: Vec::new(),
+            },
+            roles: vec![
+                (cid("prod-jobs-001"), NodeRole::Primary),
+                (cid("prod-jobs-002"), NodeRole::Replica),
+                (cid("prod-jobs-003"), NodeRole::Replica),
+            ],
+        };
+        let read = |v: &[(&str, f64)]| -> BTreeMap<CacheClusterId, f64> {
+            v.iter().map(|(n, p)| (cid(n), *p)).collect()
+        };
+        let (from, why) = snapshot_from(
+            SnapshotSource::Replica,
+            &g,
+            &read(&[("prod-jobs-002", 88.0), ("prod-jobs-003", 61.5)]),
+        );
+        assert_eq!(from, SnapshotFrom::Node(cid("prod-jobs-003")));
+        assert!(why.contains("most free memory (61.5 % used"), "{why}");
+        // Equal readings: the first by node id, as without readings.
+        let (from, _) = snapshot_from(
+            SnapshotSource::Replica,
+            &g,
+            &read(&[("prod-jobs-003", 70.0), ("prod-jobs-002", 70.0)]),
+        );
+        assert_eq!(from, SnapshotFrom::Node(cid("prod-jobs-002")));
+        // A reading for the primary (a failover since) is never the pick.
+        let (from, _) = snapshot_from(
+            SnapshotSource::Replica,
+            &g,
+            &read(&[("prod-jobs-001", 10.0), ("prod-jobs-002", 90.0)]),
+        );
+        assert_eq!(from, SnapshotFrom::Node(cid("prod-jobs-002")));
+        // "primary" and "group" ignore memory.
+        let (from, _) = snapshot_from(
+            SnapshotSource::Primary,
+            &g,
+            &read(&[("prod-jobs-003", 1.0)]),
+        );
+        assert_eq!(from, SnapshotFrom::Node(cid("prod-jobs-001")));
     }
 }

@@ -270,3 +270,85 @@ async fn the_series_read_from_the_simulator_draw_a_png_and_different_data_anothe
     assert_ne!(flat, dropped);
     sim.shutdown().await;
 }
+
+/// An attempt of the run `r-abcdefgh` on `prod-jobs`, with the default policy
+/// (`snapshot_source = "replica"`).
+fn attempt() -> redis_autoscaler::workflow::ports::Attempt {
+    use redis_autoscaler::domain::{ChannelId, RunId, SlackUserId};
+    use redis_autoscaler::workflow::policy::Policy;
+    use redis_autoscaler::workflow::ports::{Attempt, ManualClock};
+    use redis_autoscaler::workflow::run::{Run, Trigger};
+    let run = Run::new(
+        RunId::parse("r-abcdefgh").unwrap(),
+        group(),
+        ChannelId::parse("C0123ABCD").unwrap(),
+        Trigger::Command {
+            user: SlackUserId::parse("U0ONCALL1").unwrap(),
+            response_url: None,
+        },
+        None,
+        Policy::default(),
+        Timestamp::now(),
+    );
+    let clock = std::sync::Arc::new(ManualClock::at(Timestamp::now()));
+    Attempt::new(run, 1, 1, false, clock)
+}
+
+#[tokio::test]
+async fn the_snapshot_is_taken_from_the_replica_with_the_most_free_memory() {
+    use redis_autoscaler::domain::SnapshotName;
+    use redis_autoscaler::elasticache::sdk::SdkElastiCache;
+    use redis_autoscaler::elasticache::steps::ElastiCacheSteps;
+    use redis_autoscaler::workflow::ports::{Aws, ElastiCache};
+    use std::sync::Arc;
+    for denied in [false, true] {
+        let (sim, cloudwatch) = spawn().await;
+        let api: Arc<dyn ElastiCache> =
+            Arc::new(SdkElastiCache::new(&config_for_endpoint(&sim.endpoint())));
+        let steps = ElastiCacheSteps::new(api).with_memory(Arc::new(cloudwatch));
+        sim.set_memory(&node("prod-jobs-001"), MemoryCurve::constant(93.0));
+        sim.set_memory(&node("prod-jobs-002"), MemoryCurve::constant(88.0));
+        sim.set_memory(&node("prod-jobs-003"), MemoryCurve::constant(61.5));
+        if denied {
+            sim.deny_action(GET_METRIC_DATA);
+        }
+        let mut at = attempt();
+        let name = SnapshotName::for_run(&at.run.id);
+        steps.create_snapshot(&mut at, &name).await.unwrap();
+        let create = sim
+            .calls()
+            .into_iter()
+            .find(|c| c.action == "CreateSnapshot")
+            .expect("a CreateSnapshot");
+        let audit = at.take_audit();
+        let line = |kind: &str| {
+            audit
+                .iter()
+                .find(|a| a.kind == kind)
+                .map(|a| a.detail.clone())
+                .unwrap_or_default()
+        };
+        if denied {
+            // No readings: the first replica by node id, and the audit says why.
+            assert_eq!(create.param("CacheClusterId"), Some("prod-jobs-002"));
+            assert!(
+                line("GetMetricData").contains("picking by node id"),
+                "{audit:?}"
+            );
+        } else {
+            assert_eq!(create.param("CacheClusterId"), Some("prod-jobs-003"));
+            let read = line("GetMetricData");
+            assert!(
+                read.contains("prod-jobs-002 88.0 %") && read.contains("prod-jobs-003 61.5 %"),
+                "{read}"
+            );
+            assert!(
+                !read.contains("prod-jobs-001"),
+                "only the replicas are read: {read}"
+            );
+            let why = line("CreateSnapshot");
+            assert!(why.contains("most free memory (61.5 % used"), "{why}");
+        }
+        sim.shutdown().await;
+    }
+}

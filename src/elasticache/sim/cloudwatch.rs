@@ -53,6 +53,10 @@ pub struct MemoryCurve {
     initial: f64,
     /// `(from, percent)`, in time order.
     steps: Vec<(Timestamp, f64)>,
+    /// The curve is the data's size as a share of the node type it was set on: once the
+    /// group moves to a larger type, the readings fall by as much (93 % on a 13 GiB node is
+    /// 46.5 % on a 26 GiB one), from the time the modification completed.
+    follows_node_type: bool,
 }
 
 impl MemoryCurve {
@@ -61,7 +65,14 @@ impl MemoryCurve {
         MemoryCurve {
             initial: percent,
             steps: Vec::new(),
+            follows_node_type: false,
         }
+    }
+
+    /// Readings fall (or rise) with the node's memory when the group's node type changes.
+    pub fn following_upsizes(mut self) -> MemoryCurve {
+        self.follows_node_type = true;
+        self
     }
 
     /// From `from` on, the node reads `percent` (until a later step).
@@ -395,8 +406,13 @@ impl Metrics {
         req: &Request,
         now: Timestamp,
         known: &impl Fn(&str) -> bool,
+        scale: &impl Fn(&str, Timestamp) -> f64,
     ) -> Vec<(i64, f64)> {
-        let Some(curve) = q.node.as_deref().and_then(|n| self.curve(n, known)) else {
+        let Some((node, curve)) = q
+            .node
+            .as_deref()
+            .and_then(|n| Some((n, self.curve(n, known)?)))
+        else {
             return Vec::new();
         };
         let period_ms = q.period_secs * 1000;
@@ -408,7 +424,13 @@ impl Metrics {
             let from = Timestamp::from_millis(t);
             // The period in progress is summed up to now, as CloudWatch does.
             let to = Timestamp::from_millis(t + period_ms).min(now).max(from);
-            out.push((t / 1000, curve.stat(q.stat, from, to)));
+            let factor = if curve.follows_node_type {
+                // The period's readings as the node type was when it began.
+                scale(node, from)
+            } else {
+                1.0
+            };
+            out.push((t / 1000, curve.stat(q.stat, from, to) * factor));
             t += period_ms;
         }
         if !req.ascending {
@@ -424,11 +446,12 @@ impl Metrics {
         req: &Request,
         now: Timestamp,
         known: impl Fn(&str) -> bool,
+        scale: impl Fn(&str, Timestamp) -> f64,
     ) -> Result<Value, CwError> {
         let all: Vec<Vec<(i64, f64)>> = req
             .queries
             .iter()
-            .map(|q| self.points(q, req, now, &known))
+            .map(|q| self.points(q, req, now, &known, &scale))
             .collect();
         let total: usize = all.iter().map(Vec::len).sum();
         let offset = match &req.next_token {
@@ -595,8 +618,12 @@ pub(super) async fn serve(
             })
         } else {
             parsed.clone().and_then(|req| {
-                sim.metrics()
-                    .answer(&req, wall, |node| world.has_member(node))
+                sim.metrics().answer(
+                    &req,
+                    wall,
+                    |node| world.has_member(node),
+                    |node, t| world.memory_scale(node, t),
+                )
             })
         };
         let request_id = world.record_call(SimCall {
@@ -761,6 +788,34 @@ mod tests {
     }
 
     #[test]
+    fn a_curve_that_follows_upsizes_falls_from_the_first_period_after_one() {
+        let mut m = Metrics::default();
+        m.curves.insert(
+            "g-001".into(),
+            MemoryCurve::constant(90.0).following_upsizes(),
+        );
+        m.curves.insert("g-002".into(), MemoryCurve::constant(90.0));
+        let req = request(
+            vec![
+                query("m0", "g-001", "Maximum"),
+                query("m1", "g-002", "Maximum"),
+            ],
+            T0,
+            T0 + 300,
+            vec![("ScanBy", Value::from("TimestampAscending"))],
+        );
+        let upsized = ts(T0 + 90);
+        let scale = |_: &str, t: Timestamp| if t >= upsized { 0.5 } else { 1.0 };
+        let answer = m.answer(&req, ts(T0 + 240), |_| true, scale).unwrap();
+        assert_eq!(series(&answer, "m0").1, vec![90.0, 90.0, 45.0, 45.0, 45.0]);
+        assert_eq!(
+            series(&answer, "m1").1,
+            vec![90.0; 5],
+            "a curve set as is stays as set"
+        );
+    }
+
+    #[test]
     fn a_period_starting_at_each_minute_of_the_window_is_answered_up_to_now() {
         let mut m = Metrics::default();
         m.curves.insert(
@@ -773,7 +828,7 @@ mod tests {
             T0 + 600,
             vec![("ScanBy", Value::from("TimestampAscending"))],
         );
-        let answer = m.answer(&req, ts(T0 + 240), |_| false).unwrap();
+        let answer = m.answer(&req, ts(T0 + 240), |_| false, |_, _| 1.0).unwrap();
         let (times, values, status) = series(&answer, "m0");
         assert_eq!(times, vec![T0, T0 + 60, T0 + 120, T0 + 180, T0 + 240]);
         assert_eq!(values, vec![93.0, 93.0, 51.0, 51.0, 51.0]);
@@ -792,7 +847,9 @@ mod tests {
             T0 + 180,
             vec![],
         );
-        let answer = m.answer(&req, ts(T0 + 3600), |n| n == "g-001").unwrap();
+        let answer = m
+            .answer(&req, ts(T0 + 3600), |n| n == "g-001", |_, _| 1.0)
+            .unwrap();
         let (times, values, _) = series(&answer, "m0");
         assert_eq!(times, vec![T0 + 120, T0 + 60, T0]);
         assert_eq!(values, vec![DEFAULT_MEMORY_PERCENT; 3]);
@@ -816,7 +873,7 @@ mod tests {
         let asc = || ("ScanBy", Value::from("TimestampAscending"));
         let first = request(queries(), T0, T0 + 180, vec![asc()]);
         let known = |_: &str| true;
-        let page1 = m.answer(&first, ts(T0 + 3600), known).unwrap();
+        let page1 = m.answer(&first, ts(T0 + 3600), known, |_, _| 1.0).unwrap();
         let (t0, _, s0) = series(&page1, "m0");
         let (t1, _, s1) = series(&page1, "m1");
         assert_eq!((t0.len(), s0.as_str()), (3, "Complete"));
@@ -830,7 +887,7 @@ mod tests {
             T0 + 180,
             vec![asc(), ("NextToken", Value::from(token))],
         );
-        let page2 = m.answer(&second, ts(T0 + 3600), known).unwrap();
+        let page2 = m.answer(&second, ts(T0 + 3600), known, |_, _| 1.0).unwrap();
         let (t1, _, s1) = series(&page2, "m1");
         assert_eq!(t1, vec![T0 + 60, T0 + 120]);
         assert_eq!(s1, "Complete");
@@ -842,7 +899,9 @@ mod tests {
             vec![("NextToken", Value::from("nope"))],
         );
         assert_eq!(
-            m.answer(&bad, ts(T0 + 3600), known).unwrap_err().code,
+            m.answer(&bad, ts(T0 + 3600), known, |_, _| 1.0)
+                .unwrap_err()
+                .code,
             "InvalidNextToken"
         );
     }

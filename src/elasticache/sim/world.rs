@@ -144,6 +144,9 @@ pub struct Group {
     /// Dimensions registered with Application Auto Scaling.
     pub autoscaling: Vec<String>,
     pub created: Instant,
+    /// Node type changes that completed (wall time, from, to): memory readings of curves that
+    /// follow them are scaled by the old type's memory over the new one's from then on.
+    pub resized: Vec<(Timestamp, NodeType, NodeType)>,
 }
 
 /// One cache cluster (node) of a group.
@@ -183,6 +186,7 @@ impl Group {
             service_updates: g.service_updates.clone(),
             autoscaling: g.autoscaling.clone(),
             created,
+            resized: Vec::new(),
         }
     }
 
@@ -377,11 +381,14 @@ impl World {
 
     /// Finish work whose deadline has passed.
     pub fn settle(&mut self, now: Instant) {
+        let (i0, w0) = self.epoch;
         for g in self.groups.values_mut() {
             if let Activity::Modifying { to, until, reverts } = &g.activity
                 && now >= *until
             {
                 if !reverts {
+                    let at = w0.plus(until.saturating_duration_since(i0));
+                    g.resized.push((at, g.node_type.clone(), to.clone()));
                     g.node_type = to.clone();
                 }
                 g.activity = Activity::Idle;
@@ -605,6 +612,24 @@ impl World {
     }
 
     /// Whether `node` is a cache cluster of one of the groups.
+    /// How much `node`'s memory readings at `t` are scaled by the node type changes its group
+    /// went through before then (1 when none, or for a node nobody knows).
+    pub fn memory_scale(&self, node: &str, t: Timestamp) -> f64 {
+        self.groups
+            .values()
+            .find(|g| g.members().iter().any(|m| m.id == node))
+            .map_or(1.0, |g| {
+                let gib = |t: &NodeType| {
+                    crate::domain::node_types::lookup(t).map_or(1.0, |s| s.memory_gib)
+                };
+                g.resized
+                    .iter()
+                    .filter(|(at, _, _)| *at <= t)
+                    .map(|(_, from, to)| gib(from) / gib(to))
+                    .product()
+            })
+    }
+
     pub fn has_member(&self, node: &str) -> bool {
         self.groups
             .values()
@@ -1240,6 +1265,28 @@ mod tests {
             status(&mut w, t0 + 200 * MS, "prod-jobs"),
             ("available".to_string(), nt("cache.r6g.xlarge"))
         );
+    }
+
+    #[test]
+    fn memory_readings_scale_with_the_node_type_from_when_the_modification_completed() {
+        let t0 = Instant::now();
+        let mut w = world(t0);
+        let node = "prod-jobs-001";
+        let before = w.wall(t0 + 199 * MS);
+        assert_eq!(w.memory_scale(node, before), 1.0);
+        call(
+            &mut w,
+            t0,
+            "Action=ModifyReplicationGroup&ReplicationGroupId=prod-jobs\
+             &CacheNodeType=cache.r6g.xlarge&ApplyImmediately=true",
+        )
+        .unwrap();
+        status(&mut w, t0 + 300 * MS, "prod-jobs");
+        // cache.r6g.large (13.07 GiB) → xlarge (26.32 GiB): about half, from the end on.
+        assert_eq!(w.memory_scale(node, before), 1.0);
+        let after = w.memory_scale(node, w.wall(t0 + 200 * MS));
+        assert!((after - 13.07 / 26.32).abs() < 0.01, "{after}");
+        assert_eq!(w.memory_scale("nobody-001", w.wall(t0 + 300 * MS)), 1.0);
     }
 
     #[test]
