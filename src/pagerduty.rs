@@ -501,13 +501,17 @@ pub fn summary(run: &Run, reason: &PageReason) -> String {
         ),
         PageReason::RunFailed => match run.outcome() {
             Some(Outcome::TimedOut { step, after }) => format!(
-                "{} upsize timed out at {} after {}",
+                "{}: the run's {} step timed out after {}",
                 run.group,
                 step.label(),
                 format_duration(*after)
             ),
             Some(Outcome::Failed { step, error }) => {
-                format!("{} upsize failed at {}: {error}", run.group, step.label())
+                format!(
+                    "{}: the run failed at its {} step: {error}",
+                    run.group,
+                    step.label()
+                )
             }
             _ => format!("{} upsize failed", run.group),
         },

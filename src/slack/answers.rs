@@ -83,7 +83,7 @@ pub fn render(answer: &Answer) -> Message {
             group,
             channel: Some(channel),
         } => text(format!(
-            "Started run `{id}` for {group}. The plan and the Approve button will be in <#{channel}> in a moment."
+            "Started run `{id}` for {group}. Its plan will be in <#{channel}> in a moment, with an Approve button if the group's policy needs an approval."
         )),
         Answer::Started {
             id,

@@ -456,12 +456,16 @@ fn step_line(run: &Run, rec: &StepRecord, now: Timestamp) -> String {
     let timing = match (rec.status, rec.took()) {
         // The approval line already says what happens next and when.
         (StepStatus::Running, _) if rec.step == Step::Approval => String::new(),
+        // How long the decision took, from the plan being ready.
+        (_, Some(took)) if rec.step == Step::Approval => {
+            format!(" · {} after the plan", format_duration(took))
+        }
         (StepStatus::Running, _) => format!(
             " · running for {} (since {})",
             format_duration(now.since(rec.started)),
             slack_time(rec.started)
         ),
-        (_, Some(took)) => format!(" · {}", format_duration(took)),
+        (_, Some(took)) => format!(" · took {}", format_duration(took)),
         _ => String::new(),
     };
     format!("{icon} {label}{timing}")
@@ -768,15 +772,33 @@ pub fn render_cancel_offer(run: &Run) -> Message {
 
 /// The same thread reply once cancelling is no longer possible (or, after a failed snapshot,
 /// possible from a later reply).
-pub fn render_cancel_withdrawn(reason: &CancelGone) -> Message {
+///
+/// The reply stays where it was posted, above what happened since: it says, with the time,
+/// until when the offer stood, so it never reads as if it came after the lines below it.
+pub fn render_cancel_withdrawn(reason: &CancelGone, at: Timestamp) -> Message {
+    let t = slack_time(at);
     let text = match reason {
-        CancelGone::SnapshotFailed => {
-            "🛑 The snapshot failed: *Upsize without a snapshot* and *Cancel* are in the reply further down.".to_string()
+        CancelGone::UpsizeStarted => format!(
+            "🛑 Cancel was possible here until {t}, when the upsize started (AWS can't stop a modification in progress)."
+        ),
+        CancelGone::CancelledBy(by) => format!("🛑 <@{by}> cancelled the run at {t}."),
+        CancelGone::Ended(outcome) => format!(
+            "🛑 Cancel was possible here until {t}, when the run ended ({}).",
+            outcome.replace('_', " ")
+        ),
+        CancelGone::Resuming => {
+            format!("🛑 Cancel was possible here until {t}, when the run began resuming workers.")
         }
+        CancelGone::SnapshotFailed => format!(
+            "🛑 Cancel was offered here until the snapshot failed at {t}: *Upsize without a snapshot* and *Cancel* are in the reply further down."
+        ),
         CancelGone::WithoutSnapshot(by) => {
-            format!("🛑 <@{by}> chose *Upsize without a snapshot*; the choice is closed.")
+            format!("🛑 <@{by}> chose *Upsize without a snapshot* at {t}; the choice is closed.")
         }
-        other => format!("🛑 Cancelling is no longer possible: {}.", cancel_gone(other)),
+        other => format!(
+            "🛑 Cancelling is no longer possible: {}.",
+            cancel_gone(other)
+        ),
     };
     Message {
         blocks: vec![section(&text)],
@@ -992,7 +1014,15 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
             } else {
                 ""
             };
-            format!("👍 Approved by {}{pending}. Starting.", by.join(" and "))
+            let page = if run.page.open {
+                " The page stays open until the upsize is done."
+            } else {
+                ""
+            };
+            format!(
+                "👍 Approved by {}{pending}. Starting.{page}",
+                by.join(" and ")
+            )
         }
         Note::NeedsAcknowledgement => {
             "✋ This group's policy would approve by itself, but approving here also applies changes waiting on the group (or the bot couldn't check for them): a person has to approve with *Approve with pending changes*."
@@ -1063,11 +1093,17 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
             "❌ Resuming workers failed: {}. *Workers may still be paused.*",
             escape(error)
         ),
-        Note::Succeeded { from, to, took } => format!(
-            "✅ Done: {} is on `{to}` (was `{from}`), {} after the alarm.",
-            run.group,
-            format_duration(*took)
-        ),
+        Note::Succeeded { from, to, took } => {
+            let since = match &run.trigger {
+                Trigger::Alarm { .. } => "after the alarm".to_string(),
+                Trigger::Command { user, .. } => format!("after <@{user}> asked"),
+            };
+            format!(
+                "✅ Done: {} is on `{to}` (was `{from}`), {} {since}.",
+                run.group,
+                format_duration(*took)
+            )
+        }
         Note::Failed { step, error } => format!("❌ Failed at {}: {}", step.label(), escape(error)),
         Note::TimedOut { step, after } => format!(
             "⌛ Timed out at {} after {}.",
@@ -1102,7 +1138,18 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
             "📟 Paged on-call: {}",
             crate::pagerduty::summary(run, reason)
         ),
-        Note::PageResolved => "📟 PagerDuty incident resolved.".to_string(),
+        Note::PageResolved => match run.outcome() {
+            Some(Outcome::Succeeded { .. }) => {
+                "📟 PagerDuty incident resolved: the upsize succeeded.".to_string()
+            }
+            Some(Outcome::Cancelled { by }) => {
+                format!("📟 PagerDuty incident resolved: <@{by}> cancelled the run.")
+            }
+            Some(Outcome::Denied { by }) => {
+                format!("📟 PagerDuty incident resolved: <@{by}> denied the run.")
+            }
+            _ => "📟 PagerDuty incident resolved.".to_string(),
+        },
         Note::PageFailed { error } => format!("⚠️ Couldn't page PagerDuty: {}", escape(error)),
     };
     Message::text(text)
@@ -1520,7 +1567,7 @@ mod tests {
             CancelGone::SnapshotFailed,
             CancelGone::WithoutSnapshot(SlackUserId::parse("U0ONCALL1").unwrap()),
         ] {
-            texts.push(render_cancel_withdrawn(&reason).text);
+            texts.push(render_cancel_withdrawn(&reason, at(300_000)).text);
         }
         insta::assert_json_snapshot!("fallback_notes", texts);
     }

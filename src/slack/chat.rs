@@ -214,10 +214,10 @@ impl Chat for SlackChat {
                 return Ok(());
             };
             let msg = blocks::render_top(&at.run, at.now);
-            let state = at.run.state_name();
+            let state = blocks::describe_state(&at.run.state);
             let r = self.slack.update_message(&top.channel, &top.ts, &msg).await;
             said(at, "chat.update", r, |()| {
-                format!("top message shows {state}")
+                format!("top message shows: {state}")
             })
         })
     }
@@ -399,7 +399,7 @@ impl Chat for SlackChat {
             let Some(top) = at.run.message.clone() else {
                 return Ok(());
             };
-            let msg = blocks::render_cancel_withdrawn(reason);
+            let msg = blocks::render_cancel_withdrawn(reason, at.now);
             let why = blocks::cancel_gone(reason);
             match self.slack.update_message(&top.channel, ts, &msg).await {
                 Ok(()) => {

@@ -581,7 +581,7 @@ async fn cancel_works_until_the_upsize_starts_and_explains_why_not_after() {
     assert!(
         withdrawn
             .rendered()
-            .contains("no longer possible: cancelled by"),
+            .contains(&format!("@{ONCALL2} cancelled the run at")),
         "{}",
         withdrawn.rendered()
     );

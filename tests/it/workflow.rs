@@ -73,7 +73,7 @@ async fn happy_path_snapshots_once_upsizes_once_and_threads_every_step() {
     let expected_order = [
         "Approved by",
         // The Cancel offer, withdrawn once the upsize started.
-        "Cancelling is no longer possible: the upsize has started",
+        "Cancel was possible here until",
         "Creating snapshot",
         "is available",
         "Upsizing from",

@@ -133,9 +133,8 @@ fn approve(
             by: approvals,
             with_pending: w.plan.needs_acknowledgement(),
         });
-        if run.page.open {
-            b.page(PageAction::Resolve);
-        }
+        // A page for the wait stays open: it is resolved when the upsize it asked for is
+        // done (or a person ends the run), not when the work merely starts.
         b.drop_pending_work = true;
         let mut plan = w.plan.clone();
         plan.pending_acknowledged = plan.needs_acknowledgement();

@@ -12,8 +12,8 @@ pub(super) fn decide(mut b: Builder, run: &Run, event: &Event) -> Decision {
     match event {
         Event::TopMessagePosted { message } => {
             b.summary(format!(
-                "top message posted in {} at {}",
-                message.channel, message.ts
+                "the run's thread is under the message at {} in {}",
+                message.ts, message.channel
             ));
             let mut message = message.clone();
             if let Some(ms) = message.check_duplicates_after_ms.take() {

@@ -1124,7 +1124,7 @@ mod approval_timeouts {
     }
 
     #[test]
-    fn a_late_approval_resolves_the_page() {
+    fn a_late_approval_keeps_the_page_open_until_the_upsize_is_done() {
         use Expect::*;
         let t = check(
             "escalate",
@@ -1139,8 +1139,9 @@ mod approval_timeouts {
             ),
         )
         .unwrap();
-        check(
-            "a late approval resolves the page",
+        // Approving starts the work; nothing is fixed yet, so the page stays open.
+        let t = check(
+            "a late approval",
             t.run,
             Event::Approve {
                 actor: approver("U0000001"),
@@ -1150,15 +1151,34 @@ mod approval_timeouts {
             at(1_000_000),
             Accept(
                 "snapshotting",
-                &[
-                    "post_note",
-                    "page",
-                    "offer_cancel",
-                    "recheck",
-                    "update_top_message",
-                ],
+                &["post_note", "offer_cancel", "recheck", "update_top_message"],
             ),
+        )
+        .unwrap();
+        assert!(t.run.page.open);
+        // The upsize done: now it is resolved.
+        let mut done = modifying(true, true, 1);
+        done.page = t.run.page.clone();
+        let t = check(
+            "upsized",
+            done,
+            Event::GroupPolled {
+                group: group_info("available", "cache.r6g.xlarge"),
+            },
+            at(2_000_000),
+            Accept(
+                "succeeded",
+                &["post_note", "page", "update_top_message", "post_graph"],
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            t.effects[1].effect,
+            Effect::Page {
+                action: PageAction::Resolve
+            }
         );
+        assert!(!t.run.page.open);
     }
 
     #[test]
