@@ -481,11 +481,49 @@ impl Timestamp {
         )
     }
 
+    /// An RFC 3339 time in UTC (`2026-11-26T03:12:09Z`, fractions of a second optional), as
+    /// AWS's Query protocol writes timestamps.
+    pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
+        let s = s.strip_suffix('Z')?;
+        let (date, time) = s.split_once('T')?;
+        let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+        let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+        let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+        let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+        let (h, min, sec) = (t.next()??, t.next()??, t.next()??);
+        if !(1..=12).contains(&m) || !(1..=31).contains(&day) || h > 23 || min > 59 || sec > 60 {
+            return None;
+        }
+        let ms = if frac.is_empty() {
+            0
+        } else {
+            if !frac.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            format!("{frac:0<3}")[..3].parse::<i64>().ok()?
+        };
+        let days = days_from_civil(y, m as u32, day as u32);
+        Some(Timestamp::from_millis(
+            ((days * 86_400 + h * 3600 + min * 60 + sec) * 1000) + ms,
+        ))
+    }
+
     /// `HH:MM:SS` in UTC, for compact transcripts.
     pub fn clock_utc(self) -> String {
         let rem = self.as_secs().rem_euclid(86_400);
         format!("{:02}:{:02}:{:02}", rem / 3600, (rem % 3600) / 60, rem % 60)
     }
+}
+
+/// Howard Hinnant's civil-to-days algorithm (year, month, day → days since 1970-01-01).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (i64::from(m) + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// Howard Hinnant's days-to-civil algorithm (days since 1970-01-01 → year, month, day).
@@ -586,6 +624,33 @@ pub mod duration_ms {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn rfc3339_reads_back_what_it_writes_and_refuses_what_it_is_not() {
+        for ms in [0, 1_531_420_618_250, 1_764_121_929_000, 951_782_400_000] {
+            let t = Timestamp::from_millis(ms);
+            assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()), Some(t));
+        }
+        assert_eq!(
+            Timestamp::parse_rfc3339("2018-07-12T18:36:58Z"),
+            Some(Timestamp::from_millis(1_531_420_618_000))
+        );
+        assert_eq!(
+            Timestamp::parse_rfc3339("2018-07-12T18:36:58.25Z"),
+            Some(Timestamp::from_millis(1_531_420_618_250))
+        );
+        for bad in [
+            "",
+            "2018-07-12",
+            "2018-07-12T18:36:58",
+            "2018-13-12T18:36:58Z",
+            "x-07-12T18:36:58Z",
+            "2018-07-12T18:36:58.2xZ",
+        ] {
+            assert_eq!(Timestamp::parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

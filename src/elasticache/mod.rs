@@ -158,6 +158,13 @@ impl ElastiCache for Metered {
         }))
     }
 
+    fn events_since<'a>(
+        &'a self,
+        since: crate::domain::Timestamp,
+    ) -> BoxFuture<'a, Result<Vec<crate::workflow::ports::elasticache::AwsEvent>, AwsError>> {
+        Box::pin(read("DescribeEvents", move || self.0.events_since(since)))
+    }
+
     fn scalable_dimensions<'a>(
         &'a self,
         group: &'a ReplicationGroupId,

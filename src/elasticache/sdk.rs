@@ -413,6 +413,39 @@ impl ElastiCache for SdkElastiCache {
         })
     }
 
+    fn events_since<'a>(
+        &'a self,
+        since: crate::domain::Timestamp,
+    ) -> BoxFuture<'a, Result<Vec<crate::workflow::ports::elasticache::AwsEvent>, AwsError>> {
+        Box::pin(async move {
+            use crate::workflow::ports::elasticache::AwsEvent;
+            let out = self
+                .client
+                .describe_events()
+                .start_time(aws_smithy_types::DateTime::from_millis(since.as_millis()))
+                .max_records(100)
+                .send()
+                .await
+                .map_err(from_sdk)?;
+            let mut events: Vec<AwsEvent> = out
+                .events()
+                .iter()
+                .filter_map(|e| {
+                    let at = e.date()?.to_millis().ok()?;
+                    Some(AwsEvent {
+                        at: crate::domain::Timestamp::from_millis(at),
+                        source: e.source_identifier()?.to_string(),
+                        message: e.message().unwrap_or_default().to_string(),
+                    })
+                })
+                .collect();
+            // AWS lists the newest first: oldest first, keeping AWS's order within a moment.
+            events.reverse();
+            events.sort_by_key(|e| e.at);
+            Ok(events)
+        })
+    }
+
     fn scalable_dimensions<'a>(
         &'a self,
         group: &'a ReplicationGroupId,

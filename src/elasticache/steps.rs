@@ -16,12 +16,13 @@ use std::sync::Arc;
 
 use crate::domain::{CacheClusterId, NodeType, SnapshotName, Timestamp};
 use crate::workflow::policy::{SnapshotSource, is_scale_up};
-use crate::workflow::ports::elasticache::{GroupNodes, NodeRole, SnapshotFrom};
+use crate::workflow::ports::elasticache::{AwsEvent, GroupNodes, NodeRole, SnapshotFrom};
 use crate::workflow::ports::{
     Attempt, Aws, AwsError, BoxFuture, ClusterMode, ElastiCache, GroupInfo, GroupStatus, LookAgain,
     MemoryQuery, MemorySeries, PlanFacts, SnapshotStatus,
 };
 use crate::workflow::preflight::{self, CallLine, Check};
+use crate::workflow::run::State;
 
 /// [`Aws`] over any [`ElastiCache`].
 pub struct ElastiCacheSteps {
@@ -469,6 +470,46 @@ impl Aws for ElastiCacheSteps {
             );
             at.log("aws", call, detail);
             Ok(g)
+        })
+    }
+
+    fn why_not_upsized<'a>(&'a self, at: &'a mut Attempt) -> BoxFuture<'a, Vec<AwsEvent>> {
+        Box::pin(async move {
+            let State::Modifying { started, .. } = &at.run.state else {
+                return Vec::new();
+            };
+            // A minute of slack either side of the bot's clock.
+            let since = Timestamp::from_millis(started.as_millis() - 60_000);
+            let group = at.run.group.as_str().to_string();
+            let call = "DescribeEvents";
+            match self.api.events_since(since).await {
+                Ok(all) => {
+                    // The group's own events, and its nodes' (`prod-jobs-001`, `-0001-002`).
+                    let node_prefix = format!("{group}-");
+                    let ours: Vec<AwsEvent> = all
+                        .into_iter()
+                        .filter(|e| e.source == group || e.source.starts_with(&node_prefix))
+                        .collect();
+                    let said = if ours.is_empty() {
+                        "no event for the group or its nodes since the upsize began".to_string()
+                    } else {
+                        ours.iter()
+                            .map(|e| format!("{}: {}", e.source, e.message))
+                            .collect::<Vec<_>>()
+                            .join(" | ")
+                    };
+                    at.log("aws", call, said);
+                    ours
+                }
+                Err(e) => {
+                    at.log(
+                        "aws",
+                        call,
+                        format!("error: {e}; AWS's reason is not known"),
+                    );
+                    Vec::new()
+                }
+            }
         })
     }
 

@@ -1372,6 +1372,7 @@ mod tests {
             &modifying,
             Event::GroupPolled {
                 group: group("available", "cache.r6g.xlarge"),
+                events: Vec::new(),
             },
             1_020_000,
         );
@@ -1395,6 +1396,7 @@ mod tests {
             &modifying,
             Event::GroupPolled {
                 group: group("available", "cache.r6g.large"),
+                events: Vec::new(),
             },
             1_020_000,
         );

@@ -5,6 +5,7 @@
 use super::effect::Effect;
 use super::event::{AwsOp, Event};
 use super::ports::{Attempt, AwsError, Failure, Ports};
+use super::run::State;
 
 /// What came of executing one effect.
 pub(super) enum Heard {
@@ -70,9 +71,23 @@ pub(super) async fn perform(ports: &Ports, at: &mut Attempt, effect: &Effect) ->
                 })
                 .map_err(aws_failed(AwsOp::Verify))
         }
-        Effect::PollGroup => (aws.poll_group(at).await)
-            .map(|group| Some(Event::GroupPolled { group }))
-            .map_err(aws_failed(AwsOp::PollGroup)),
+        Effect::PollGroup => match aws.poll_group(at).await {
+            Ok(group) => {
+                // Back, but not on the new type: what does AWS say happened?
+                let back_without_it = matches!(
+                    &at.run.state,
+                    State::Modifying { plan, requested: true, .. }
+                        if group.is_available() && group.node_type.as_ref() != Some(&plan.target)
+                );
+                let events = if back_without_it {
+                    aws.why_not_upsized(at).await
+                } else {
+                    Vec::new()
+                };
+                Ok(Some(Event::GroupPolled { group, events }))
+            }
+            Err(e) => Err(aws_failed(AwsOp::PollGroup)(e)),
+        },
         Effect::Timer { timer } => Ok(Some(Event::TimerFired { timer: *timer })),
         Effect::PostTopMessage => (chat.post_top_message(at).await)
             .map(|posted| posted.map(|message| Event::TopMessagePosted { message }))

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{MessageTs, NodeType, SlackUserId};
 
 use super::effect::PageAction;
+use super::ports::elasticache::AwsEvent;
 use super::ports::{AwsError, GroupInfo, LookAgain, PlanFacts, SnapshotStatus};
 use super::preflight::{Check, PendingChange, Preflight};
 use super::run::{Step, TopMessage};
@@ -55,6 +56,10 @@ pub enum Event {
     },
     GroupPolled {
         group: GroupInfo,
+        /// AWS's events about the group since the upsize began, read when the group is back
+        /// without the new type (so a failure says AWS's reason, not a guess).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        events: Vec<AwsEvent>,
     },
     HookDone {
         phase: HookPhase,

@@ -182,7 +182,7 @@ fn every_key_in_the_example_has_a_comment() {
 /// and every type AWS authorises it against (the Service Authorization Reference). `"*"`: the
 /// action has no resource-level permissions, so only `"Resource": "*"` grants it; each such one
 /// is read-only.
-const ACTIONS: [(&str, &[&str], &[&str]); 10] = [
+const ACTIONS: [(&str, &[&str], &[&str]); 11] = [
     (
         "elasticache:DescribeReplicationGroups",
         &["replicationgroup"],
@@ -219,6 +219,7 @@ const ACTIONS: [(&str, &[&str], &[&str]); 10] = [
         &["parametergroup"],
     ),
     ("elasticache:DescribeUpdateActions", &["*"], &[]),
+    ("elasticache:DescribeEvents", &["*"], &[]),
     (
         "application-autoscaling:DescribeScalableTargets",
         &["*"],

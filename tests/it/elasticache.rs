@@ -6,7 +6,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use redis_autoscaler::domain::node_types;
-use redis_autoscaler::domain::{CacheClusterId, NodeType, ReplicationGroupId, SnapshotName};
+use redis_autoscaler::domain::{
+    CacheClusterId, NodeType, ReplicationGroupId, SnapshotName, Timestamp,
+};
 use redis_autoscaler::elasticache::sdk::{SdkElastiCache, config_for_endpoint};
 use redis_autoscaler::elasticache::sim::{self, ModifyFault, SimConfig, SimGroup, SimHandle};
 use redis_autoscaler::workflow::ports::elasticache::{NodeRole, SnapshotFrom};
@@ -577,6 +579,34 @@ async fn a_reverted_modification_comes_back_available_on_the_old_type() {
         .unwrap();
     assert_eq!(accepted.status, "modifying");
     assert_eq!(group_available(&t, &g).await, nt("cache.r6g.large"));
+    // DescribeEvents says why, through the real SDK: oldest first here, newest first on the
+    // wire; a StartTime after them lists none.
+    let since = Timestamp::from_millis(Timestamp::now().as_millis() - 60_000);
+    let events = t.aws.events_since(since).await.unwrap();
+    let said: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e.source.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(said.len(), 2, "{said:?}");
+    assert_eq!(said[0].0, "prod-jobs-001");
+    assert!(
+        said[0].1.contains("InsufficientCacheClusterCapacity"),
+        "{said:?}"
+    );
+    assert_eq!(said[1].0, "prod-jobs");
+    assert!(
+        events
+            .iter()
+            .all(|e| e.at >= since && e.at <= Timestamp::now())
+    );
+    let call = t.sim.calls().pop().unwrap();
+    assert_eq!(call.action, "DescribeEvents");
+    assert!(
+        call.param("StartTime").is_some_and(|s| s.ends_with('Z')),
+        "{call:?}"
+    );
+    let later = Timestamp::from_millis(Timestamp::now().as_millis() + 60_000);
+    assert!(t.aws.events_since(later).await.unwrap().is_empty());
     t.sim.shutdown().await;
 }
 

@@ -265,6 +265,50 @@ async fn a_rejected_modification_fails_the_run_leaves_the_group_and_pages() {
 }
 
 #[tokio::test]
+async fn a_modification_aws_rolled_back_fails_the_run_with_awss_own_reason() {
+    let services = Services::start(sim_config()).await;
+    services
+        .sim
+        .fail_modifications_of(&group(), ModifyFault::Revert);
+    let dir = TempDir::new();
+    let t = TestApp::spawn(&services, &config_text("", ""), &dir.db()).await;
+    let run = t.alarm().await;
+    approve(&t, &run).await;
+    let done = t.wait_done(&run).await;
+    let error = match done.outcome() {
+        Some(Outcome::Failed {
+            step: Step::Upsize,
+            error,
+        }) => error.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        error.contains("still on cache.r6g.large; AWS says: Failed to modify cache node type to cache.r6g.xlarge: InsufficientCacheClusterCapacity"),
+        "{error}"
+    );
+    assert_eq!(
+        services.sim.count("DescribeEvents"),
+        1,
+        "read once, when it failed"
+    );
+    let audit = t.store.audit_trail(&run).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.kind == "DescribeEvents" && a.detail.contains("prod-jobs-001")),
+        "{audit:#?}"
+    );
+    let texts = thread_texts(&services.top_messages()[0]);
+    assert!(
+        texts
+            .iter()
+            .any(|r| r.contains("InsufficientCacheClusterCapacity")),
+        "the thread says AWS's reason: {texts:#?}"
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
 async fn thirty_percent_of_aws_calls_throttled_still_succeeds_with_one_snapshot_and_one_modify() {
     let mut sim = sim_config();
     sim.throttle_fraction = 0.3;

@@ -39,12 +39,13 @@ pub enum Action {
     ModifyReplicationGroup,
     DescribeCacheParameters,
     DescribeUpdateActions,
+    DescribeEvents,
     /// STS, which the bot asks once at start which account it is in.
     GetCallerIdentity,
 }
 
 impl Action {
-    pub const ALL: [Action; 9] = [
+    pub const ALL: [Action; 10] = [
         Action::DescribeReplicationGroups,
         Action::DescribeCacheClusters,
         Action::ListAllowedNodeTypeModifications,
@@ -53,6 +54,7 @@ impl Action {
         Action::ModifyReplicationGroup,
         Action::DescribeCacheParameters,
         Action::DescribeUpdateActions,
+        Action::DescribeEvents,
         Action::GetCallerIdentity,
     ];
 
@@ -66,6 +68,7 @@ impl Action {
             Action::ModifyReplicationGroup => "ModifyReplicationGroup",
             Action::DescribeCacheParameters => "DescribeCacheParameters",
             Action::DescribeUpdateActions => "DescribeUpdateActions",
+            Action::DescribeEvents => "DescribeEvents",
             Action::GetCallerIdentity => "GetCallerIdentity",
         }
     }
@@ -315,6 +318,18 @@ pub struct World {
     /// The instant the world was made and the wall-clock time it stands for, to print
     /// timestamps without reading a clock.
     epoch: (Instant, Timestamp),
+    /// What DescribeEvents lists, oldest first.
+    events: Vec<SimEvent>,
+}
+
+/// One ElastiCache event (DescribeEvents), worded by the simulator after AWS's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimEvent {
+    pub at: Timestamp,
+    pub source: String,
+    /// `replication-group` or `cache-cluster`.
+    pub source_type: &'static str,
+    pub message: String,
 }
 
 impl World {
@@ -362,6 +377,7 @@ impl World {
             faults: config.faults.clone(),
             calls: Vec::new(),
             epoch: (now, wall),
+            events: Vec::new(),
         }
     }
 
@@ -386,6 +402,35 @@ impl World {
             if let Activity::Modifying { to, until, reverts } = &g.activity
                 && now >= *until
             {
+                let at = w0.plus(until.saturating_duration_since(i0));
+                if *reverts {
+                    // As AWS reports a capacity failure: on a member node, and on the group.
+                    let node = format!("{}-001", g.id);
+                    self.events.push(SimEvent {
+                        at,
+                        source: node,
+                        source_type: "cache-cluster",
+                        message: format!(
+                            "Failed to modify cache node type to {to}: InsufficientCacheClusterCapacity in us-east-1a"
+                        ),
+                    });
+                    self.events.push(SimEvent {
+                        at,
+                        source: g.id.to_string(),
+                        source_type: "replication-group",
+                        message: format!(
+                            "Modification of replication group {} to {to} failed; it remains on {}",
+                            g.id, g.node_type
+                        ),
+                    });
+                } else {
+                    self.events.push(SimEvent {
+                        at,
+                        source: g.id.to_string(),
+                        source_type: "replication-group",
+                        message: format!("Cache node type modified to {to}"),
+                    });
+                }
                 if !reverts {
                     let at = w0.plus(until.saturating_duration_since(i0));
                     g.resized.push((at, g.node_type.clone(), to.clone()));
@@ -711,6 +756,7 @@ impl World {
             Action::ModifyReplicationGroup => self.modify_replication_group(req, now),
             Action::DescribeCacheParameters => self.describe_cache_parameters(req),
             Action::DescribeUpdateActions => self.describe_update_actions(req),
+            Action::DescribeEvents => self.describe_events(req),
             Action::GetCallerIdentity => Ok(self.caller_identity()),
         }
     }
@@ -810,6 +856,48 @@ impl World {
                             .leaf("Engine", "redis");
                     });
                 }
+            }
+        });
+        Ok(x.finish())
+    }
+
+    /// DescribeEvents: `StartTime` (default: the last hour, as AWS), `SourceIdentifier`,
+    /// `SourceType`, newest `MaxRecords` (default 100).
+    fn describe_events(&self, req: &QueryRequest) -> Result<String, QueryError> {
+        let start = match req.get("StartTime") {
+            Some(s) => Some(Timestamp::parse_rfc3339(s).ok_or_else(|| {
+                QueryError::invalid_value(format!("StartTime `{s}` is not an ISO 8601 time"))
+            })?),
+            None => None,
+        };
+        let max = match req.get("MaxRecords") {
+            Some(m) => m
+                .parse::<usize>()
+                .ok()
+                .filter(|m| (20..=100).contains(m))
+                .ok_or_else(|| {
+                    QueryError::invalid_value("MaxRecords must be between 20 and 100")
+                })?,
+            None => 100,
+        };
+        let listed: Vec<&SimEvent> = self
+            .events
+            .iter()
+            .filter(|e| start.is_none_or(|s| e.at >= s))
+            .filter(|e| req.get("SourceIdentifier").is_none_or(|id| e.source == id))
+            .filter(|e| req.get("SourceType").is_none_or(|t| e.source_type == t))
+            .collect();
+        let from = listed.len().saturating_sub(max);
+        let mut x = Xml::new();
+        x.node("Events", |x| {
+            // Newest first, as AWS lists them.
+            for e in listed[from..].iter().rev() {
+                x.node("Event", |x| {
+                    x.leaf("SourceIdentifier", &e.source)
+                        .leaf("SourceType", e.source_type)
+                        .leaf("Message", &e.message)
+                        .leaf("Date", e.at.to_rfc3339());
+                });
             }
         });
         Ok(x.finish())
@@ -1287,6 +1375,52 @@ mod tests {
         let after = w.memory_scale(node, w.wall(t0 + 200 * MS));
         assert!((after - 13.07 / 26.32).abs() < 0.01, "{after}");
         assert_eq!(w.memory_scale("nobody-001", w.wall(t0 + 300 * MS)), 1.0);
+    }
+
+    #[test]
+    fn describe_events_lists_a_reverted_modification_newest_first_and_filters() {
+        let t0 = Instant::now();
+        let mut w = world(t0);
+        w.faults
+            .failing_modifications
+            .insert(id("prod-jobs"), ModifyFault::Revert);
+        call(
+            &mut w,
+            t0,
+            "Action=ModifyReplicationGroup&ReplicationGroupId=prod-jobs\
+             &CacheNodeType=cache.r6g.xlarge&ApplyImmediately=true",
+        )
+        .unwrap();
+        status(&mut w, t0 + 300 * MS, "prod-jobs");
+        let all = call(&mut w, t0 + 300 * MS, "Action=DescribeEvents").unwrap();
+        let node = all.find("<SourceIdentifier>prod-jobs-001<").unwrap();
+        let group = all.find("<SourceIdentifier>prod-jobs<").unwrap();
+        assert!(
+            group < node,
+            "newest first (the group's line was pushed last): {all}"
+        );
+        assert!(all.contains("InsufficientCacheClusterCapacity"), "{all}");
+        assert!(
+            all.contains("<SourceType>cache-cluster</SourceType>"),
+            "{all}"
+        );
+        let only = call(
+            &mut w,
+            t0 + 300 * MS,
+            "Action=DescribeEvents&SourceIdentifier=prod-jobs&SourceType=replication-group",
+        )
+        .unwrap();
+        assert_eq!(only.matches("<Event>").count(), 1, "{only}");
+        let later = w.wall(t0 + 400 * MS).to_rfc3339();
+        let none = call(
+            &mut w,
+            t0 + 400 * MS,
+            &format!("Action=DescribeEvents&StartTime={later}"),
+        )
+        .unwrap();
+        assert_eq!(none.matches("<Event>").count(), 0, "{none}");
+        let bad = call(&mut w, t0, "Action=DescribeEvents&StartTime=yesterday").unwrap_err();
+        assert_eq!(bad.code, "InvalidParameterValue");
     }
 
     #[test]

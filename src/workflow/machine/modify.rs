@@ -1,7 +1,8 @@
 //! The upsize: a last look at the group (it must be as approved, or the run stops there, the
 //! snapshot kept), ModifyReplicationGroup to the target, then polls until the group is
 //! `available` on it. `available` on the old type after the modification was seen (or after
-//! three polls) means AWS rolled it back or never started it; `modify_timeout` bounds the step.
+//! three polls) means the upsize failed, and the failure quotes AWS's events for the group
+//! (DescribeEvents) for the reason; `modify_timeout` bounds the step.
 
 use crate::workflow::effect::{Effect, Note};
 use crate::workflow::event::{AwsOp, Event};
@@ -87,7 +88,7 @@ pub(super) fn decide(mut b: Builder, run: &Run, event: &Event) -> Decision {
                 b.effect_at(Effect::PollGroup, now.plus(interval));
             }
         }
-        Event::GroupPolled { group } if *requested => {
+        Event::GroupPolled { group, events } if *requested => {
             let polls = polls + 1;
             let seen_modifying = *seen_modifying || group.status == GroupStatus::Modifying;
             let on = group
@@ -99,9 +100,23 @@ pub(super) fn decide(mut b: Builder, run: &Run, event: &Event) -> Decision {
             if on_target(group) {
                 b.succeed(plan.clone(), snapshot.clone());
             } else if group.is_available() && (seen_modifying || polls >= 3) {
+                // AWS's own words, when its events for the group give any; never a guess.
+                let aws_says = match events.as_slice() {
+                    [] => "AWS's events for the group (DescribeEvents) give no reason".to_string(),
+                    some => {
+                        let last: Vec<String> = some
+                            .iter()
+                            .rev()
+                            .take(3)
+                            .rev()
+                            .map(|e| format!("{} ({})", e.message, e.source))
+                            .collect();
+                        format!("AWS says: {}", last.join("; "))
+                    }
+                };
                 let error = if group.node_type.as_ref() == Some(&plan.current) {
                     format!(
-                        "the modification ended but {} is still on {on} (AWS rolled it back or never started it)",
+                        "the modification ended but {} is still on {on}; {aws_says}",
                         group.id
                     )
                 } else {

@@ -381,7 +381,10 @@ fn any_event() -> impl Strategy<Value = Event> {
         1 => snapshot_status().prop_map(|status| Event::SnapshotStarted { status }),
         1 => prop::option::of(snapshot_status()).prop_map(|status| Event::SnapshotPolled { status }),
         1 => group().prop_map(|group| Event::ModifyRequested { group }),
-        1 => group().prop_map(|group| Event::GroupPolled { group }),
+        1 => group().prop_map(|group| Event::GroupPolled {
+            group,
+            events: Vec::new()
+        }),
         1 => hook_phase().prop_map(|phase| Event::HookDone { phase }),
         1 => hook_phase().prop_map(|phase| Event::HookFailed {
             phase,
@@ -765,7 +768,10 @@ fn result_of(effect: &Effect, run: &Run, a: &Answer) -> Option<Event> {
                 _ => a.group.clone(),
             };
             match effect {
-                Effect::PollGroup => Event::GroupPolled { group },
+                Effect::PollGroup => Event::GroupPolled {
+                    group,
+                    events: Vec::new(),
+                },
                 _ => Event::ModifyRequested { group },
             }
         }

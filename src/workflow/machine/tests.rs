@@ -450,6 +450,7 @@ mod planning_transitions {
         use Expect::*;
         let stale_poll = Event::GroupPolled {
             group: group_info("available", "cache.r6g.large"),
+            events: Vec::new(),
         };
         check(
             "a stale poll while planning",
@@ -1164,6 +1165,7 @@ mod approval_timeouts {
             done,
             Event::GroupPolled {
                 group: group_info("available", "cache.r6g.xlarge"),
+                events: Vec::new(),
             },
             at(2_000_000),
             Accept(
@@ -1600,6 +1602,7 @@ mod modify_transitions {
             modifying(true, true, 1),
             Event::GroupPolled {
                 group: group_info("modifying", "cache.r6g.large"),
+                events: Vec::new(),
             },
             at(90_000),
             Accept("modifying", &["poll_group"]),
@@ -1614,6 +1617,7 @@ mod modify_transitions {
             modifying(true, true, 1),
             Event::GroupPolled {
                 group: group_info("available", "cache.r6g.xlarge"),
+                events: Vec::new(),
             },
             at(90_000),
             Accept(
@@ -1633,6 +1637,7 @@ mod modify_transitions {
             modifying(true, true, 2),
             Event::GroupPolled {
                 group: group_info("available", "cache.r6g.large"),
+                events: Vec::new(),
             },
             at(90_000),
             Accept(
@@ -1643,6 +1648,52 @@ mod modify_transitions {
     }
 
     #[test]
+    fn a_failed_upsize_quotes_awss_events_and_never_guesses() {
+        use crate::workflow::ports::elasticache::AwsEvent;
+        use Expect::*;
+        let error = |events: Vec<AwsEvent>| {
+            let t = check(
+                "rolled back",
+                modifying(true, true, 2),
+                Event::GroupPolled {
+                    group: group_info("available", "cache.r6g.large"),
+                    events,
+                },
+                at(90_000),
+                Accept(
+                    "failed",
+                    &["post_note", "page", "update_top_message", "post_graph"],
+                ),
+            )
+            .unwrap();
+            match t.run.outcome() {
+                Some(Outcome::Failed { error, .. }) => error.clone(),
+                other => panic!("{other:?}"),
+            }
+        };
+        let said = error(vec![
+            AwsEvent {
+                at: at(80_000),
+                source: "prod-jobs-001".into(),
+                message: "Failed to modify cache node type: InsufficientCacheClusterCapacity"
+                    .into(),
+            },
+            AwsEvent {
+                at: at(80_001),
+                source: "prod-jobs".into(),
+                message: "Modification failed".into(),
+            },
+        ]);
+        assert!(
+            said.contains("still on cache.r6g.large; AWS says: Failed to modify cache node type: InsufficientCacheClusterCapacity (prod-jobs-001); Modification failed (prod-jobs)"),
+            "{said}"
+        );
+        let silent = error(Vec::new());
+        assert!(silent.contains("give no reason"), "{silent}");
+        assert!(!silent.contains("rolled it back"), "no guess: {silent}");
+    }
+
+    #[test]
     fn ended_on_a_third_type_is_said_to_be_someone_elses_change_not_a_rollback() {
         use Expect::*;
         let t = check(
@@ -1650,6 +1701,7 @@ mod modify_transitions {
             modifying(true, true, 2),
             Event::GroupPolled {
                 group: group_info("available", "cache.r6g.4xlarge"),
+                events: Vec::new(),
             },
             at(90_000),
             Accept(
@@ -1673,6 +1725,7 @@ mod modify_transitions {
             modifying(true, false, 0),
             Event::GroupPolled {
                 group: group_info("available", "cache.r6g.large"),
+                events: Vec::new(),
             },
             at(90_000),
             Accept("modifying", &["poll_group"]),
@@ -1687,6 +1740,7 @@ mod modify_transitions {
             modifying(true, true, 5),
             Event::GroupPolled {
                 group: group_info("modifying", "cache.r6g.large"),
+                events: Vec::new(),
             },
             at(60_000 + 7_200_000),
             Accept(
@@ -1749,6 +1803,7 @@ mod modify_transitions {
             },
             Event::GroupPolled {
                 group: group_info("available", "cache.r6g.xlarge"),
+                events: Vec::new(),
             },
             at(90_000),
             Accept(
@@ -1830,6 +1885,7 @@ mod resume_transitions {
             },
             Event::GroupPolled {
                 group: group_info("available", "cache.r6g.xlarge"),
+                events: Vec::new(),
             },
             at(90_000),
             Accept(
@@ -2637,6 +2693,7 @@ mod verify_transitions {
     fn verifying() -> Run {
         let event = Event::GroupPolled {
             group: group_info("available", "cache.r6g.xlarge"),
+            events: Vec::new(),
         };
         match decide(&upsized(), &event, at(90_000)) {
             Decision::Accept(t) => t.run,
@@ -2652,6 +2709,7 @@ mod verify_transitions {
             upsized(),
             Event::GroupPolled {
                 group: group_info("available", "cache.r6g.xlarge"),
+                events: Vec::new(),
             },
             at(90_000),
             Accept(
@@ -2774,6 +2832,7 @@ mod verify_transitions {
             verifying(),
             Event::GroupPolled {
                 group: group_info("available", "cache.r6g.xlarge"),
+                events: Vec::new(),
             },
             at(1_000_000),
             Ignore,
@@ -3031,6 +3090,7 @@ mod snapshot_fallback {
             t.run,
             Event::GroupPolled {
                 group: group_info("available", "cache.r6g.xlarge"),
+                events: Vec::new(),
             },
             at(600),
             Accept(

@@ -324,6 +324,15 @@ impl AwsError {
     }
 }
 
+/// One of AWS's ElastiCache events (DescribeEvents): what AWS itself said happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AwsEvent {
+    pub at: Timestamp,
+    /// The group or node it is about (`SourceIdentifier`).
+    pub source: String,
+    pub message: String,
+}
+
 /// The ElastiCache verbs the workflow needs. Every call is one AWS request (no hidden retries:
 /// the runner retries transient errors itself, on its persisted schedule).
 pub trait ElastiCache: Send + Sync {
@@ -392,6 +401,13 @@ pub trait ElastiCache: Send + Sync {
         &'a self,
         group: &'a ReplicationGroupId,
     ) -> BoxFuture<'a, Result<Vec<PendingChange>, AwsError>>;
+
+    /// DescribeEvents since `since` (the newest 100), for every source: AWS's own account of
+    /// what happened to groups and nodes (a failed modification says why here).
+    fn events_since<'a>(
+        &'a self,
+        since: Timestamp,
+    ) -> BoxFuture<'a, Result<Vec<AwsEvent>, AwsError>>;
 
     /// Application Auto Scaling DescribeScalableTargets (read-only) for
     /// `replication-group/{group}`: the scalable dimensions registered (empty: none).
@@ -466,6 +482,14 @@ pub trait Aws: Send + Sync {
 
     /// The group as it is (while the modification runs).
     fn poll_group<'a>(&'a self, at: &'a mut Attempt) -> BoxFuture<'a, Result<GroupInfo, AwsError>>;
+
+    /// What AWS's events say about the run's group (and its nodes) since its upsize began,
+    /// oldest first, when the group is back without the new type. Never fails: a read that
+    /// fails is logged and says nothing.
+    fn why_not_upsized<'a>(&'a self, at: &'a mut Attempt) -> BoxFuture<'a, Vec<AwsEvent>> {
+        let _ = at;
+        Box::pin(async { Vec::new() })
+    }
 }
 
 #[cfg(test)]
