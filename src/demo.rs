@@ -18,6 +18,7 @@ use crate::config::{Config, Env};
 use crate::domain::{ChannelId, NodeType, ReplicationGroupId, RunId, Timestamp};
 use crate::elasticache::sdk::{SdkElastiCache, config_for_endpoint};
 use crate::elasticache::sim::{self, SimConfig, SimGroup};
+use crate::standin::hooks::{FakeHooks, FakeHooksHandle};
 use crate::standin::pagerduty::{FakePagerDuty, FakePagerDutyHandle};
 use crate::standin::slack::{FakeSlack, FakeSlackHandle, SlackEvent};
 use crate::startup::{Application, Deps, stopped};
@@ -30,6 +31,7 @@ const CHANNEL: &str = "C0DEMOOPS";
 const ONCALL: &str = "U0ONCALL1";
 const GROUP: &str = "prod-jobs";
 const BOT_TOKEN: &str = "xoxb-demo-not-a-real-token";
+const HOOK_SECRET: &str = "demo-hook-signing-secret";
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
@@ -54,6 +56,10 @@ pub enum Scenario {
     /// An engine upgrade waits on the group: the card warns that the upsize applies it too, and
     /// on-call approves both with "Approve with pending changes": succeeded, upgrade applied.
     PendingChanges,
+    /// Pause and resume hooks (a stand-in for the workers' endpoint): the workers are paused
+    /// before the snapshot; AWS rolls the upsize back, on-call is paged, and the workers are
+    /// resumed all the same (told the run failed).
+    Hooks,
     /// The happy path, then a minute of CloudWatch readings after the upsize: "memory 93 % →
     /// 46 %" in the thread (CloudWatch has a reading a minute, so this one takes a minute).
     Verify,
@@ -68,14 +74,15 @@ impl Scenario {
             | Scenario::PendingChanges
             | Scenario::SnapshotTimeout
             | Scenario::Verify => "succeeded",
-            Scenario::ModifyFails => "failed",
+            Scenario::ModifyFails | Scenario::Hooks => "failed",
             Scenario::Denied => "denied",
         }
     }
 }
 
 /// What the demo's bot is configured with: the real config parser, compressed time.
-fn demo_config(scenario: Scenario) -> String {
+/// `hooks`: the stand-in's URLs for the group's pause and resume hooks.
+fn demo_config(scenario: Scenario, hooks: Option<&FakeHooksHandle>) -> String {
     let verify_window = if scenario == Scenario::Verify {
         "61s"
     } else {
@@ -86,6 +93,15 @@ fn demo_config(scenario: Scenario) -> String {
         Scenario::Escalate => (40, "1500ms"),
         _ => (40, "30s"),
     };
+    let hook_keys = hooks
+        .map(|h| {
+            format!(
+                "pause_url = \"{}\"\nresume_url = \"{}\"\n",
+                h.url("pause"),
+                h.url("resume")
+            )
+        })
+        .unwrap_or_default();
     format!(
         r#"
 listen = "127.0.0.1:0"
@@ -113,7 +129,7 @@ aws_retry_interval = "100ms"
 
 [groups.{GROUP}]
 max_node_type = "cache.r6g.2xlarge"
-"#
+{hook_keys}"#
     )
 }
 
@@ -150,7 +166,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     let sim = sim::spawn(sim_config)
         .await
         .context("starting the ElastiCache simulator")?;
-    if scenario == Scenario::ModifyFails {
+    if matches!(scenario, Scenario::ModifyFails | Scenario::Hooks) {
         sim.fail_modifications_of(&group, sim::ModifyFault::Revert);
     }
     // The last hours as the memory graph shows them: climbing towards the alarm.
@@ -171,6 +187,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     std::fs::create_dir_all(&graphs_dir)?;
     slack.save_files_to(&graphs_dir);
     let pagerduty = FakePagerDuty::spawn().await?;
+    // The workers' pause/resume endpoint, checking the bot's signatures with the shared secret.
+    let hooks = match scenario {
+        Scenario::Hooks => Some(FakeHooks::spawn(HOOK_SECRET).await?),
+        _ => None,
+    };
 
     let dir = std::env::temp_dir().join(format!("redis-autoscaler-demo-{}", RunId::generate()));
     std::fs::create_dir_all(&dir)?;
@@ -179,10 +200,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         .with("SLACK_SIGNING_SECRET", "demo-signing-secret")
         .with("PAGERDUTY_ROUTING_KEY", FakePagerDuty::EXAMPLE_ROUTING_KEY)
         .with("ALARM_API_KEY", "demo-alarm-key")
+        .with("HOOK_SIGNING_SECRET", HOOK_SECRET)
         .with("SLACK_API_URL", slack.base_url())
         .with("PAGERDUTY_EVENTS_URL", pagerduty.url());
-    let mut config =
-        Config::parse(&demo_config(scenario), &env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut config = Config::parse(&demo_config(scenario, hooks.as_ref()), &env)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     config.database = dir.join("demo.db");
     let store = Arc::new(SqliteStore::open(&config.database)?);
     let aws = config_for_endpoint(&sim.endpoint());
@@ -231,6 +253,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         slack.transcript(&channel)
     );
     print_pages(&pagerduty);
+    if let Some(hooks) = &hooks {
+        print_hooks(hooks);
+    }
     println!("\n════ audit trail of {} ════", run.id);
     for a in store.audit_trail(&run.id)? {
         println!(
@@ -285,7 +310,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         }
     );
     Ok(
-        if got == want && pending_ok && scenario_checks(scenario, &run, &pagerduty) {
+        if got == want && pending_ok && scenario_checks(scenario, &run, &pagerduty, hooks.as_ref())
+        {
             0
         } else {
             1
@@ -294,7 +320,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
 }
 
 /// Extra promises each scenario makes.
-fn scenario_checks(scenario: Scenario, run: &Run, pd: &FakePagerDutyHandle) -> bool {
+fn scenario_checks(
+    scenario: Scenario,
+    run: &Run,
+    pd: &FakePagerDutyHandle,
+    hooks: Option<&FakeHooksHandle>,
+) -> bool {
     let events = pd.events();
     let actions: Vec<&str> = events
         .iter()
@@ -325,6 +356,20 @@ fn scenario_checks(scenario: Scenario, run: &Run, pd: &FakePagerDutyHandle) -> b
             actions.is_empty() && fell
         }
         Scenario::ModifyFails => actions == ["trigger"] && thread_linked,
+        // Paused before the snapshot, resumed once (signed, told the run failed), and paged.
+        Scenario::Hooks => {
+            let calls = hooks.map(|h| h.calls()).unwrap_or_default();
+            let phases: Vec<&str> = calls.iter().map(|c| c.phase.as_str()).collect();
+            let hooks_ok = phases == ["pause", "resume"]
+                && calls
+                    .iter()
+                    .all(|c| c.signature_ok && c.status == 200 && c.body["phase"] == c.phase)
+                && calls[1].body["outcome"] == "failed";
+            if !hooks_ok {
+                println!("unexpected hook calls for this scenario: {calls:?}");
+            }
+            hooks_ok && actions == ["trigger"] && thread_linked
+        }
         // Paged when the snapshot timed out, resolved once the upsize without it worked.
         Scenario::Escalate | Scenario::SnapshotTimeout => {
             actions == ["trigger", "resolve"] && thread_linked
@@ -660,5 +705,25 @@ fn print_pages(pd: &FakePagerDutyHandle) {
         if !t.ends_with('\n') {
             println!();
         }
+    }
+}
+
+/// The calls the workers' hook endpoint received, in order.
+fn print_hooks(hooks: &FakeHooksHandle) {
+    println!("\n════ worker hooks (the stand-in's inbox) ════");
+    let calls = hooks.calls();
+    if calls.is_empty() {
+        println!("  (no calls)");
+    }
+    for c in calls {
+        let outcome = c.body["outcome"].as_str().unwrap_or("-");
+        let snapshot = c.body["snapshot"].as_str().unwrap_or("-");
+        println!(
+            "  {:<7} → {}  signature {}  outcome {:<9} snapshot {snapshot}",
+            c.phase,
+            c.status,
+            if c.signature_ok { "ok " } else { "BAD" },
+            outcome,
+        );
     }
 }

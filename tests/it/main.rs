@@ -4,6 +4,7 @@
 mod alarms;
 mod clients;
 mod cloudwatch;
+mod demo;
 mod deploy;
 mod elasticache;
 mod fuzz_corpus;
