@@ -39,6 +39,12 @@ pub enum Answer {
         runs: Vec<Run>,
         now: Timestamp,
     },
+    /// `/redis runs <id>`: one run's audit trail.
+    Audit {
+        run: Box<Run>,
+        entries: Vec<crate::workflow::ports::AuditEntry>,
+    },
+    OnlyApproversReadAudit,
     /// `/redis status`, from the store; `live_follows` when AWS's view comes in a moment.
     Status {
         group: GroupConfig,

@@ -165,6 +165,24 @@ impl App {
         }
     }
 
+    /// `/redis runs <id>`: the run's audit trail, for approvers (it names who did what).
+    pub async fn audit(&self, user: &SlackUserId, id: &RunId) -> Answer {
+        if !self.directory.is_approver(user).await {
+            return Answer::OnlyApproversReadAudit;
+        }
+        match self.store.run(id).await {
+            Ok(Some(run)) => match self.store.audit_trail(id).await {
+                Ok(entries) => Answer::Audit {
+                    run: Box::new(run),
+                    entries,
+                },
+                Err(e) => internal(e),
+            },
+            Ok(None) => Answer::NoSuchRun { id: id.clone() },
+            Err(e) => internal(e),
+        }
+    }
+
     /// `/redis status <group>`: what the store knows now; AWS's view follows when there is a
     /// `response_url` to send it to.
     pub async fn status(&self, group: &ReplicationGroupId, response_url: Option<String>) -> Answer {

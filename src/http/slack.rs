@@ -179,6 +179,7 @@ pub async fn commands(State(http): State<Http>, verified: SlackVerified) -> Resp
             return ephemeral(answers::text(commands::help_text(name, unknown.as_deref())));
         }
         Command::Runs => app.runs().await,
+        Command::Audit { run } => app.audit(&user, &run).await,
         Command::Status { group } => app.status(&group, response_url).await,
         Command::Upsize {
             group,

@@ -24,6 +24,10 @@ pub fn text(s: impl Into<String>) -> Message {
 pub fn render(answer: &Answer) -> Message {
     match answer {
         Answer::Runs { runs: list, now } => runs(list, *now),
+        Answer::Audit { run, entries } => audit(run, entries),
+        Answer::OnlyApproversReadAudit => text(
+            "Only approvers can read a run's audit trail (see `slack.approvers` in the bot's config).",
+        ),
         Answer::Status {
             group,
             active,
@@ -378,6 +382,65 @@ pub fn dry_run(
         None => out.push_str("Cooldown: no earlier upsize."),
     }
     text(out)
+}
+
+/// A run's audit trail: the newest entries that fit, oldest first, each on one line (time,
+/// actor, what), in a few sections (Slack allows 3,000 characters in one).
+fn audit(run: &Run, entries: &[crate::workflow::ports::AuditEntry]) -> Message {
+    const MAX_LINES: usize = 120;
+    const SECTION: usize = 2_800;
+    let skipped = entries.len().saturating_sub(MAX_LINES);
+    let lines: Vec<String> = entries[skipped..]
+        .iter()
+        .map(|a| {
+            format!(
+                "`{}` {} · *{}* · {}",
+                a.at.clock_utc(),
+                escape(&a.actor),
+                escape(&a.kind.replace('_', " ")),
+                escape(&truncate_line(&a.detail, 200))
+            )
+        })
+        .collect();
+    let head = format!(
+        "*Audit trail of run `{}`* ({}, {}) — {} entr{}{}",
+        run.id,
+        run.group,
+        describe_state(&run.state),
+        entries.len(),
+        if entries.len() == 1 { "y" } else { "ies" },
+        if skipped > 0 {
+            format!("; the last {MAX_LINES} shown, times UTC")
+        } else {
+            ", times UTC".to_string()
+        }
+    );
+    let mut sections = vec![head.clone()];
+    for line in lines {
+        let last = sections.last_mut().expect("one at least");
+        if last.len() + line.len() + 1 > SECTION {
+            sections.push(line);
+        } else {
+            last.push('\n');
+            last.push_str(&line);
+        }
+    }
+    Message {
+        text: head,
+        blocks: sections
+            .iter()
+            .map(|s| serde_json::json!({ "type": "section", "text": { "type": "mrkdwn", "text": s } }))
+            .collect(),
+    }
+}
+
+fn truncate_line(s: &str, max: usize) -> String {
+    let one: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one.chars().count() <= max {
+        one
+    } else {
+        format!("{}…", one.chars().take(max).collect::<String>())
+    }
 }
 
 #[cfg(test)]

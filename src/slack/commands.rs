@@ -43,6 +43,10 @@ pub enum Command {
         dry_run: bool,
     },
     Runs,
+    /// `runs <run-id>`: one run's audit trail (approvers only).
+    Audit {
+        run: RunId,
+    },
     Cancel {
         run: RunId,
     },
@@ -54,7 +58,7 @@ impl Command {
     /// request that acts is refused; one that only reads is answered again.
     pub fn acts(&self) -> bool {
         match self {
-            Command::Help { .. } | Command::Runs => false,
+            Command::Help { .. } | Command::Runs | Command::Audit { .. } => false,
             Command::Status { .. } | Command::Upsize { .. } | Command::Cancel { .. } => true,
         }
     }
@@ -106,7 +110,10 @@ pub fn parse(text: &str, command: &str) -> Result<Command, UsageError> {
         }
         "runs" => match args {
             [] => Ok(Command::Runs),
-            _ => Err(usage("runs")),
+            [run] => Ok(Command::Audit {
+                run: RunId::parse(run).map_err(|e| UsageError(e.to_string()))?,
+            }),
+            _ => Err(usage("runs [run-id]")),
         },
         "cancel" => match args {
             [run] => Ok(Command::Cancel {
@@ -137,7 +144,7 @@ pub fn help_text(command: &str, unknown: Option<&str>) -> String {
         "*redis-autoscaler* snapshots an ElastiCache Redis group and moves it to a bigger node type, with an approval first.\n\
          • `{command} status <group>` — node type, status and members, the active run and the last runs.  _e.g._ `{command} status prod-jobs`\n\
          • `{command} upsize <group> [node-type] [--dry-run]` — start a run that waits for approval (or just show the plan with `--dry-run`).  _e.g._ `{command} upsize prod-jobs cache.r6g.2xlarge`\n\
-         • `{command} runs` — recent runs: state, trigger, who approved, how long.\n\
+         • `{command} runs` — recent runs: state, trigger, who approved, how long. `{command} runs <run-id>`: that run's audit trail (approvers).\n\
          • `{command} cancel <run-id>` — cancel a run that has not started upsizing.  _e.g._ `{command} cancel r-k3m9x2qa`\n\
          • `{command} help` — this message."
     ));
@@ -217,6 +224,13 @@ mod tests {
             })
         );
         assert_eq!(p("runs"), Ok(Command::Runs));
+        assert_eq!(
+            p("runs r-abcdefgh"),
+            Ok(Command::Audit {
+                run: RunId::parse("r-abcdefgh").unwrap()
+            })
+        );
+        assert!(p("runs not-a-run-id!").is_err());
         assert_eq!(
             p("cancel r-k3m9x2qa"),
             Ok(Command::Cancel {

@@ -656,6 +656,14 @@ impl Store for SqliteStore {
         self.blocking(move |s| s.run(&id))
     }
 
+    fn audit_trail<'a>(
+        &'a self,
+        id: &'a RunId,
+    ) -> BoxFuture<'a, Result<Vec<AuditEntry>, StoreError>> {
+        let id = id.clone();
+        self.blocking(move |s| s.audit_trail(&id))
+    }
+
     fn active_run<'a>(
         &'a self,
         group: &'a ReplicationGroupId,

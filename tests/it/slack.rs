@@ -1070,3 +1070,45 @@ async fn after_a_failed_snapshot_an_approver_can_upsize_without_one_and_others_a
     );
     t.stop().await;
 }
+
+#[tokio::test]
+async fn an_approver_reads_a_runs_audit_trail_and_others_cannot() {
+    let (services, _dir, t) = app("").await;
+    let run = t.alarm().await;
+    awaiting_approval(&t, &run).await;
+    click(&t, &services, ONCALL, "approve", &run).await;
+    t.wait_done(&run).await;
+    let answer = slash(&t, &services, ONCALL2, &format!("runs {run}")).await;
+    let blocks = answer["blocks"].as_array().unwrap();
+    let shown: Vec<&str> = blocks
+        .iter()
+        .map(|b| b["text"]["text"].as_str().unwrap())
+        .collect();
+    let all = shown.join("\n");
+    assert!(
+        all.contains(&format!("Audit trail of run `{run}`")),
+        "{all}"
+    );
+    for want in [
+        "created",
+        "approve",
+        "CreateSnapshot",
+        "ModifyReplicationGroup",
+    ] {
+        assert!(all.contains(want), "`{want}` missing: {all}");
+    }
+    assert!(
+        shown.iter().all(|s| s.chars().count() <= 3000),
+        "each section fits Slack's limit"
+    );
+    let answer = slash(&t, &services, STRANGER, &format!("runs {run}")).await;
+    let said = answer["text"].as_str().unwrap();
+    assert!(said.contains("Only approvers"), "{said}");
+    assert!(!said.contains("CreateSnapshot"), "{said}");
+    let answer = slash(&t, &services, ONCALL, "runs r-k3m9x2qa").await;
+    assert!(
+        answer["text"].as_str().unwrap().contains("There is no run"),
+        "{answer}"
+    );
+    t.stop().await;
+}

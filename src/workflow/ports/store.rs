@@ -203,6 +203,12 @@ pub trait Store: Send + Sync {
 
     fn run<'a>(&'a self, id: &'a RunId) -> BoxFuture<'a, Result<Option<Run>, StoreError>>;
 
+    /// A run's audit trail, oldest first.
+    fn audit_trail<'a>(
+        &'a self,
+        id: &'a RunId,
+    ) -> BoxFuture<'a, Result<Vec<AuditEntry>, StoreError>>;
+
     fn active_run<'a>(
         &'a self,
         group: &'a ReplicationGroupId,

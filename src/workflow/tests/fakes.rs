@@ -200,6 +200,13 @@ impl Store for MemoryStore {
         ready(Ok(lock(&self.0).runs.get(id).cloned()))
     }
 
+    fn audit_trail<'a>(
+        &'a self,
+        id: &'a RunId,
+    ) -> BoxFuture<'a, Result<Vec<AuditEntry>, StoreError>> {
+        ready(Ok(self.audit(id)))
+    }
+
     fn active_run<'a>(
         &'a self,
         group: &'a ReplicationGroupId,
