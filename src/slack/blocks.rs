@@ -114,6 +114,20 @@ pub fn render_top(run: &Run, now: Timestamp) -> Message {
             "elements": elements,
         }));
     }
+    // A run that ended without the upsize, with nothing a person decided against it: the
+    // next step is a new plan, one click away.
+    if matches!(
+        run.state,
+        State::Finished {
+            outcome: Outcome::Failed { .. }
+                | Outcome::TimedOut { .. }
+                | Outcome::GroupChanged { .. }
+                | Outcome::Expired,
+            ..
+        }
+    ) {
+        blocks.push(replan_button(run));
+    }
     blocks.push(json!({
         "type": "context",
         "elements": [{ "type": "mrkdwn", "text": footer(run) }]
@@ -566,11 +580,53 @@ fn outcome_line(run: &Run) -> Option<String> {
                     escape(err)
                 ));
             }
+            if let Some(alarm) = alarm_now(run, outcome) {
+                s.push('\n');
+                s.push_str(&alarm);
+            }
+            if matches!(
+                outcome,
+                Outcome::Failed { .. }
+                    | Outcome::TimedOut { .. }
+                    | Outcome::GroupChanged { .. }
+                    | Outcome::Expired
+            ) {
+                s.push_str("\n*Next:* *Plan again* below reads the group from AWS and proposes the next size; nothing runs without approval.");
+            }
             s
         }
         _ => return None,
     };
     Some(format!("{line}{paged}"))
+}
+
+/// Whether the alarm that started a run that did not fix it is still firing, as far as the
+/// bot has heard (the upsize that worked says so with the memory reading instead).
+fn alarm_now(run: &Run, outcome: &Outcome) -> Option<String> {
+    let Trigger::Alarm { alarm_name, .. } = &run.trigger else {
+        return None;
+    };
+    if matches!(outcome, Outcome::Succeeded { .. }) {
+        return None;
+    }
+    Some(match run.repeats.cleared_at {
+        Some(t) => format!(
+            "💚 The alarm `{}` went back to OK at {}.",
+            escape(alarm_name),
+            slack_time(t)
+        ),
+        None => {
+            let last = run
+                .repeats
+                .last_at
+                .map(|t| format!(", last fired at {}", slack_time(t)))
+                .unwrap_or_default();
+            format!(
+                "🔔 The alarm `{}` is still firing as far as the bot knows{last}: it has not seen it go back to OK.",
+                escape(alarm_name)
+            )
+        }
+    })
 }
 
 fn outcome_words(run: &Run, outcome: &Outcome) -> String {
@@ -1431,13 +1487,43 @@ mod tests {
     }
 
     #[test]
-    fn only_a_run_waiting_for_approval_has_buttons() {
+    fn a_run_waiting_for_approval_has_its_buttons_and_one_that_failed_offers_a_new_plan() {
         for (name, run) in runs() {
             let msg = render_top(&run, at(400_000));
-            let has_actions = msg.blocks.iter().any(|b| b["type"] == "actions");
-            assert_eq!(has_actions, name == "awaiting_approval", "{name}");
+            let ids: Vec<&str> = msg
+                .blocks
+                .iter()
+                .filter(|b| b["type"] == "actions")
+                .flat_map(|b| b["elements"].as_array().unwrap())
+                .filter_map(|e| e["action_id"].as_str())
+                .collect();
+            match name {
+                "awaiting_approval" => {
+                    assert!(ids.contains(&actions::APPROVE), "{name}: {ids:?}");
+                    assert!(ids.contains(&actions::DENY), "{name}: {ids:?}");
+                }
+                "failed" => assert_eq!(ids, [actions::REPLAN], "{name}"),
+                _ => assert!(ids.is_empty(), "{name}: {ids:?}"),
+            }
             assert!(!msg.text.is_empty(), "{name}: a text fallback");
         }
+    }
+
+    #[test]
+    fn a_run_the_alarm_started_says_whether_the_alarm_is_still_firing_when_it_did_not_fix_it() {
+        let (_, failed) = runs().into_iter().find(|(n, _)| *n == "failed").unwrap();
+        let text = serde_json::to_string(&render_top(&failed, at(400_000))).unwrap();
+        assert!(
+            text.contains("is still firing as far as the bot knows"),
+            "{text}"
+        );
+        let mut cleared = failed.clone();
+        cleared.repeats.cleared_at = Some(at(1_000_000));
+        let text = serde_json::to_string(&render_top(&cleared, at(400_000))).unwrap();
+        assert!(text.contains("went back to OK at"), "{text}");
+        let (_, succeeded) = runs().into_iter().find(|(n, _)| *n == "succeeded").unwrap();
+        let text = serde_json::to_string(&render_top(&succeeded, at(400_000))).unwrap();
+        assert!(!text.contains("still firing"), "{text}");
     }
 
     #[test]

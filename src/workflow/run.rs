@@ -94,6 +94,9 @@ pub struct Repeats {
     pub last_at: Option<Timestamp>,
     pub last_reason: String,
     pub last_value: Option<f64>,
+    /// When the alarm was last seen going back to OK (cleared by a later repeat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleared_at: Option<Timestamp>,
 }
 
 impl Run {

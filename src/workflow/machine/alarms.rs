@@ -30,12 +30,14 @@ pub(super) fn decide(mut b: Builder, run: &Run, event: &Event) -> Decision {
             let repeats = &mut b.run.repeats;
             (repeats.last_at, repeats.last_value) = (Some(now), *value);
             repeats.last_reason = reason.clone();
+            repeats.cleared_at = None;
             // One reply counts them all (a storm must not bury the run's own steps).
             b.effect(Effect::RepeatLine);
             b.effect(Effect::UpdateTopMessage);
         }
         Event::AlarmCleared { reason, .. } => {
             b.summary("alarm cleared");
+            b.run.repeats.cleared_at = Some(b.now());
             b.note(Note::AlarmCleared {
                 reason: reason.clone(),
             });
