@@ -115,6 +115,7 @@ impl Application {
             secret(&secrets.slack_bot_token),
             http.clone(),
         );
+        let modal_slack = slack.clone();
         let pager = PagerDutyClient::new(
             endpoints.pagerduty_events_url.clone(),
             secret(&secrets.pagerduty_routing_key),
@@ -165,7 +166,7 @@ impl Application {
         let sns = Arc::new(SnsVerifier::new(deps.sns_http));
         Ok(Application {
             listener,
-            http: Http::new(app, sns),
+            http: Http::with_slack(app, sns, modal_slack),
             worker,
             directory,
         })

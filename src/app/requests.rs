@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 use crate::domain::node_types::within_cap;
 use crate::domain::{ChannelId, NodeType, ReplicationGroupId, RunId, SlackUserId};
 use crate::workflow::event::{Actor, Event};
-use crate::workflow::machine::{StartRequest, Started, Submitted};
+use crate::workflow::machine::{Rejection, StartRequest, Started, Submitted};
 use crate::workflow::policy::{ApprovalMode, in_cooldown};
 use crate::workflow::ports::StoreError;
-use crate::workflow::run::Trigger;
+use crate::workflow::run::{Outcome, Run, State, Trigger};
 use crate::workflow::runner::RunnerError;
 
 use super::jobs::Job;
@@ -400,6 +400,53 @@ impl App {
         let submitted = self.act_as(run, user, is_approver, action, version).await;
         self.tell_unless_accepted(run, submitted, response_url)
             .await
+    }
+
+    /// "Add a reason" under a denial: the run, when `user` is the person who denied it (the
+    /// modal that asks why is opened for them only); otherwise the person is told why not.
+    pub async fn denial_to_explain(
+        &self,
+        user: &SlackUserId,
+        id: &RunId,
+        response_url: Option<String>,
+    ) -> Result<Option<Run>, AppError> {
+        let run = self.store.run(id).await?;
+        let refusal = match &run {
+            Some(r) => match &r.state {
+                State::Finished {
+                    outcome: Outcome::Denied { by },
+                    ..
+                } if by == user => return Ok(run),
+                State::Finished {
+                    outcome: Outcome::Denied { by },
+                    ..
+                } => Rejection::NotYourDenial {
+                    denied_by: Some(by.clone()),
+                },
+                _ => Rejection::NotYourDenial { denied_by: None },
+            },
+            None => Rejection::NotYourDenial { denied_by: None },
+        };
+        self.tell_unless_accepted(id, Ok(Submitted::Rejected(refusal)), response_url)
+            .await?;
+        Ok(None)
+    }
+
+    /// The modal submitted: why `user` denied the run.
+    pub async fn explain_denial(
+        &self,
+        user: &SlackUserId,
+        id: &RunId,
+        reason: String,
+    ) -> Result<Submitted, AppError> {
+        let actor = Actor {
+            user: user.clone(),
+            is_approver: self.directory.cached_verdict(user).unwrap_or(false),
+        };
+        Ok(self
+            .runner
+            .submit(id, Event::DenialExplained { actor, reason })
+            .await?)
     }
 
     /// "Plan again" after a run stopped because the group changed: a new run, planned from the

@@ -30,11 +30,30 @@ pub struct Http(Arc<Shared>);
 pub struct Shared {
     pub app: App,
     pub sns: Arc<SnsVerifier>,
+    /// Opens modals (views.open) for a click, which must happen within its 3 seconds.
+    pub slack: Option<crate::slack::api::SlackClient>,
 }
 
 impl Http {
     pub fn new(app: App, sns: Arc<SnsVerifier>) -> Http {
-        Http(Arc::new(Shared { app, sns }))
+        Http(Arc::new(Shared {
+            app,
+            sns,
+            slack: None,
+        }))
+    }
+
+    /// With the Slack client modals are opened with.
+    pub fn with_slack(
+        app: App,
+        sns: Arc<SnsVerifier>,
+        slack: crate::slack::api::SlackClient,
+    ) -> Http {
+        Http(Arc::new(Shared {
+            app,
+            sns,
+            slack: Some(slack),
+        }))
     }
 }
 

@@ -231,6 +231,27 @@ pub async fn interactions(State(http): State<Http>, verified: SlackVerified) -> 
             };
             return acknowledged(http.app.replan(asker, &group).await);
         }
+        Click::ExplainDenial(run) => {
+            return explain_denial(&http, &user, &run, interaction.trigger_id, response_url).await;
+        }
+        Click::DenialReason(run, reason) => {
+            info!(user = %user, run = %run, "denial reason");
+            return match http.app.explain_denial(&user, &run, reason).await {
+                // The modal shows the refusal under its input; anything else closes it.
+                Ok(crate::workflow::machine::Submitted::Rejected(why)) => {
+                    axum::Json(serde_json::json!({
+                        "response_action": "errors",
+                        "errors": { interactions::DENIAL_INPUT: answers::rejection(&why) },
+                    }))
+                    .into_response()
+                }
+                Ok(_) => StatusCode::OK.into_response(),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not take in a denial's reason");
+                    StatusCode::INTERNAL_SERVER_ERROR.into_response()
+                }
+            };
+        }
         Click::Other(what) => {
             info!(user = %user, what = %what, "interaction ignored");
             return StatusCode::OK.into_response();
@@ -243,6 +264,35 @@ pub async fn interactions(State(http): State<Http>, verified: SlackVerified) -> 
             .click(&user, &run, action, version, response_url)
             .await,
     )
+}
+
+/// "Add a reason" under a denial: the modal that asks why, for the person who denied the run
+/// (anyone else is told privately who can). A modal that can't be opened (the click's 3
+/// seconds passed, Slack refused) is logged; the denial stands without a reason.
+async fn explain_denial(
+    http: &Http,
+    user: &crate::domain::SlackUserId,
+    run: &crate::domain::RunId,
+    trigger_id: Option<String>,
+    response_url: Option<String>,
+) -> Response {
+    let found = match http.app.denial_to_explain(user, run, response_url).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::error!(error = %e, "could not look up the denied run");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    let (Some(denied), Some(trigger), Some(slack)) = (found, trigger_id, http.slack.as_ref())
+    else {
+        return StatusCode::OK.into_response();
+    };
+    let view = crate::slack::blocks::render_denial_modal(&denied);
+    match slack.open_view(&trigger, &view).await {
+        Ok(()) => info!(user = %user, run = %run, "asked why the run was denied"),
+        Err(e) => warn!(user = %user, run = %run, error = %e, "could not open the denial modal"),
+    }
+    StatusCode::OK.into_response()
 }
 
 /// Slack wants a 200 for a click; what came of it shows in the run's message or a private

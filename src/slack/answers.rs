@@ -217,6 +217,12 @@ pub fn rejection(r: &Rejection) -> String {
             };
             format!("This run is not waiting for a decision (it is {state}).")
         }
+        Rejection::NotYourDenial { denied_by: Some(by) } => {
+            format!("Only <@{by}>, who denied this run, can say why.")
+        }
+        Rejection::NotYourDenial { denied_by: None } => {
+            "This run was not denied, so there is no denial to explain.".into()
+        }
         Rejection::NoFailedSnapshot { state } => format!(
             "*Upsize without a snapshot* is only for a run whose snapshot failed; this run is {}. Nothing changed.",
             describe_state(state)

@@ -237,6 +237,13 @@ impl SlackClient {
         parse_posted(&answer)
     }
 
+    /// views.open: show `view` (a modal) to the person whose click carried `trigger_id`
+    /// (valid for 3 seconds after the click).
+    pub async fn open_view(&self, trigger_id: &str, view: &Value) -> Result<(), SlackError> {
+        let body = json!({ "trigger_id": trigger_id, "view": view });
+        self.call_json("views.open", &body).await.map(|_| ())
+    }
+
     /// Post a top-level message carrying Slack message metadata (`event_type` and a JSON
     /// `event_payload`), so it can be found again with [`SlackClient::find_by_metadata`].
     pub async fn post_message_with_metadata(

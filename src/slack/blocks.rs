@@ -30,6 +30,8 @@ pub mod actions {
     pub const REPLAN: &str = "replan";
     /// After the snapshot failed: upsize without one.
     pub const WITHOUT_SNAPSHOT: &str = "upsize_without_snapshot";
+    /// Under a denial: say why (opens a modal).
+    pub const DENIAL_REASON: &str = "add_denial_reason";
 }
 
 /// The run's top message as it should look now.
@@ -671,7 +673,13 @@ fn outcome_words(run: &Run, outcome: &Outcome) -> String {
                 format_duration(*after)
             )
         }
-        Outcome::Denied { by } => format!("🚫 *Denied* by <@{by}>. Nothing was changed."),
+        Outcome::Denied { by } => match &run.denial_reason {
+            Some(reason) => format!(
+                "🚫 *Denied* by <@{by}>: “{}”. Nothing was changed.",
+                escape(reason)
+            ),
+            None => format!("🚫 *Denied* by <@{by}>. Nothing was changed."),
+        },
         Outcome::Cancelled { by } => format!("🚫 *Cancelled* by <@{by}>."),
         Outcome::Expired => format!(
             "⌛ *Expired*: nobody decided within {}. Nothing was changed.",
@@ -790,6 +798,40 @@ fn render_fallback_offer(run: &Run) -> Option<Message> {
                 ]
             }),
         ],
+    })
+}
+
+/// The modal that asks the person who denied a run why (optional, up to 500 characters).
+pub fn render_denial_modal(run: &Run) -> Value {
+    let target = run
+        .plan()
+        .map(|p| format!(" to `{}`", p.target))
+        .unwrap_or_default();
+    json!({
+        "type": "modal",
+        "callback_id": crate::slack::interactions::DENIAL_MODAL,
+        "private_metadata": run.id.as_str(),
+        "title": { "type": "plain_text", "text": "Why was it denied?" },
+        "submit": { "type": "plain_text", "text": "Add to the thread" },
+        "close": { "type": "plain_text", "text": "Skip" },
+        "blocks": [
+            {
+                "type": "section",
+                "text": { "type": "mrkdwn", "text": format!("You denied the upsize of {}{target} (run `{}`). A reason helps whoever reads the thread next; it is shown there and on the message.", run.group, run.id) }
+            },
+            {
+                "type": "input",
+                "block_id": crate::slack::interactions::DENIAL_INPUT,
+                "label": { "type": "plain_text", "text": "Reason" },
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": crate::slack::interactions::DENIAL_INPUT,
+                    "multiline": true,
+                    "max_length": crate::workflow::machine::DENIAL_REASON_MAX,
+                    "placeholder": { "type": "plain_text", "text": "e.g. change freeze until Monday; the jobs can wait" }
+                }
+            }
+        ]
     })
 }
 
@@ -1102,7 +1144,28 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
                 memory_label(node_type)
             )
         }
-        Note::Denied { by } => format!("🚫 Denied by <@{by}>. Nothing was changed."),
+        Note::Denied { by } => {
+            let text = format!("🚫 Denied by <@{by}>. Nothing was changed.");
+            return Message {
+                blocks: vec![
+                    section(&text),
+                    json!({
+                        "type": "actions",
+                        "block_id": format!("denial:{}", run.id),
+                        "elements": [{
+                            "type": "button",
+                            "action_id": actions::DENIAL_REASON,
+                            "text": { "type": "plain_text", "text": "Add a reason", "emoji": true },
+                            "value": run.id.as_str(),
+                        }]
+                    }),
+                ],
+                text,
+            };
+        }
+        Note::DenialExplained { by, reason } => {
+            format!("📝 <@{by}> denied it because: “{}”", escape(reason))
+        }
         Note::Cancelled { by, snapshot_kept } => match snapshot_kept {
             Some(s) => format!(
                 "🚫 Cancelled by <@{by}>. The group was not upsized; snapshot `{s}`, if AWS started it, finishes and is kept."
@@ -1658,6 +1721,48 @@ mod tests {
             texts.push(render_cancel_withdrawn(&reason, at(300_000)).text);
         }
         insta::assert_json_snapshot!("fallback_notes", texts);
+    }
+
+    #[test]
+    fn a_denial_offers_to_say_why_and_the_reason_is_shown_escaped() {
+        let (_, mut denied) = runs().into_iter().find(|(n, _)| *n == "denied").unwrap();
+        let by = SlackUserId::parse("U0ONCALL1").unwrap();
+        let note = render_note(&denied, &Note::Denied { by: by.clone() });
+        let button = &note.blocks[1]["elements"][0];
+        assert_eq!(button["action_id"], actions::DENIAL_REASON);
+        assert_eq!(button["value"], denied.id.as_str());
+        let modal = render_denial_modal(&denied);
+        insta::assert_json_snapshot!("denial_modal", modal);
+        assert_eq!(
+            modal["callback_id"],
+            crate::slack::interactions::DENIAL_MODAL
+        );
+        assert_eq!(modal["private_metadata"], denied.id.as_str());
+        assert_eq!(
+            modal["blocks"][1]["block_id"],
+            crate::slack::interactions::DENIAL_INPUT
+        );
+        assert_eq!(
+            modal["blocks"][1]["element"]["action_id"],
+            crate::slack::interactions::DENIAL_INPUT
+        );
+        let said = render_note(
+            &denied,
+            &Note::DenialExplained {
+                by,
+                reason: "<!channel> freeze & hold".into(),
+            },
+        );
+        assert_eq!(
+            said.text,
+            "📝 <@U0ONCALL1> denied it because: “&lt;!channel&gt; freeze &amp; hold”"
+        );
+        denied.denial_reason = Some("change freeze".into());
+        let top = serde_json::to_string(&render_top(&denied, at(400_000))).unwrap();
+        assert!(
+            top.contains("by <@U0ONCALL1>: “change freeze”. Nothing was changed."),
+            "{top}"
+        );
     }
 
     #[test]

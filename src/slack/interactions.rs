@@ -20,7 +20,14 @@ pub struct Interaction {
     /// The version of the run's plan the clicked element showed (`None`: a message from
     /// before plans had versions, which showed the first).
     pub plan_version: Option<u32>,
+    /// Lets the bot open a modal for this click (valid for 3 seconds).
+    pub trigger_id: Option<String>,
 }
+
+/// The modal that asks why a run was denied: its `callback_id`, and the input's block and
+/// action ids.
+pub const DENIAL_MODAL: &str = "denial_reason";
+pub const DENIAL_INPUT: &str = "reason";
 
 /// What was clicked.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +44,10 @@ pub enum Click {
     StartAnyway(ReplicationGroupId),
     /// "Plan again" after a run stopped because the group changed.
     Replan(ReplicationGroupId),
+    /// "Add a reason" under a denial: open the modal that asks for it.
+    ExplainDenial(RunId),
+    /// The modal submitted: why the run was denied.
+    DenialReason(RunId, String),
     /// Something we don't act on (another payload type, an unknown action).
     Other(String),
 }
@@ -65,6 +76,22 @@ struct Payload {
     response_url: Option<String>,
     #[serde(default)]
     actions: Vec<Action>,
+    #[serde(default)]
+    trigger_id: Option<String>,
+    #[serde(default)]
+    view: Option<View>,
+}
+
+/// A submitted modal (`view_submission`): which one, its metadata and its inputs' values
+/// (`state.values[block_id][action_id].value`).
+#[derive(Deserialize)]
+struct View {
+    #[serde(default)]
+    callback_id: String,
+    #[serde(default)]
+    private_metadata: String,
+    #[serde(default)]
+    state: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -129,7 +156,26 @@ pub fn parse_json(json: &str) -> Result<Interaction, PayloadError> {
         .and_then(|c| c.message_ts.clone())
         .or_else(|| p.message.and_then(|m| m.ts))
         .and_then(|ts| MessageTs::parse(&ts).ok());
-    let (click, plan_version) = if p.kind != "block_actions" {
+    let (click, plan_version) = if p.kind == "view_submission" {
+        match &p.view {
+            Some(v) if v.callback_id == DENIAL_MODAL => {
+                let run = RunId::parse(&v.private_metadata)
+                    .map_err(|e| PayloadError(format!("the modal's run: {e}")))?;
+                let reason = v
+                    .state
+                    .as_ref()
+                    .and_then(|s| s["values"][DENIAL_INPUT][DENIAL_INPUT]["value"].as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                (Click::DenialReason(run, reason), None)
+            }
+            Some(v) => (
+                Click::Other(format!("view_submission {}", v.callback_id)),
+                None,
+            ),
+            None => (Click::Other(p.kind), None),
+        }
+    } else if p.kind != "block_actions" {
         (Click::Other(p.kind), None)
     } else {
         match p.actions.first() {
@@ -144,6 +190,7 @@ pub fn parse_json(json: &str) -> Result<Interaction, PayloadError> {
         response_url: p.response_url,
         click,
         plan_version,
+        trigger_id: p.trigger_id,
     })
 }
 
@@ -181,6 +228,7 @@ fn click(a: &Action) -> Result<(Click, Option<u32>), PayloadError> {
         actions::DENY => decision(Click::Deny)?,
         actions::CANCEL => decision(Click::Cancel)?,
         actions::WITHOUT_SNAPSHOT => decision(Click::UpsizeWithoutSnapshot)?,
+        actions::DENIAL_REASON => decision(Click::ExplainDenial)?,
         actions::CHOOSE_SIZE => {
             let (run, version) = a
                 .block_id
@@ -279,6 +327,61 @@ mod tests {
             serde_json::json!({"action_id": "choose_size", "block_id": "run:r-abcdefgh", "selected_option": {"value": "huge"}}),
         );
         assert!(parse(&bad_size).is_err());
+    }
+
+    #[test]
+    fn a_submitted_denial_modal_carries_the_run_and_the_reason() {
+        // The shape of Slack's view_submission payload (api.slack.com/reference/interaction-payloads/views).
+        let payload = |callback: &str, meta: &str, value: serde_json::Value| {
+            serde_json::json!({
+                "type": "view_submission",
+                "team": { "id": "T0TEAM", "domain": "ops" },
+                "user": { "id": "U0ONCALL1", "username": "oncall", "team_id": "T0TEAM" },
+                "api_app_id": "A0APP",
+                "trigger_id": "12466734323.1395872398.9c4d1f7f0bdc",
+                "view": {
+                    "id": "V0VIEW1", "type": "modal", "callback_id": callback,
+                    "private_metadata": meta,
+                    "state": { "values": { "reason": { "reason": { "type": "plain_text_input", "value": value } } } }
+                }
+            })
+            .to_string()
+        };
+        let i = parse_json(&payload(
+            "denial_reason",
+            "r-abcdefgh",
+            "change freeze".into(),
+        ))
+        .unwrap();
+        assert_eq!(
+            i.click,
+            Click::DenialReason(RunId::parse("r-abcdefgh").unwrap(), "change freeze".into())
+        );
+        assert_eq!(
+            i.trigger_id.as_deref(),
+            Some("12466734323.1395872398.9c4d1f7f0bdc")
+        );
+        // Left empty, the input is null: an empty reason.
+        let i = parse_json(&payload(
+            "denial_reason",
+            "r-abcdefgh",
+            serde_json::Value::Null,
+        ))
+        .unwrap();
+        assert_eq!(
+            i.click,
+            Click::DenialReason(RunId::parse("r-abcdefgh").unwrap(), String::new())
+        );
+        assert!(parse_json(&payload("denial_reason", "not a run", "x".into())).is_err());
+        let other = parse_json(&payload("something_else", "r-abcdefgh", "x".into())).unwrap();
+        assert!(matches!(other.click, Click::Other(_)));
+        // A submission without its view is another kind we leave alone (see below).
+        assert!(matches!(
+            parse_json(r#"{"type":"view_submission","user":{"id":"U0ONCALL1"}}"#)
+                .unwrap()
+                .click,
+            Click::Other(_)
+        ));
     }
 
     #[test]

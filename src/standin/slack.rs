@@ -183,6 +183,14 @@ impl FakeEphemeral {
     }
 }
 
+/// A modal the bot opened (views.open).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeView {
+    pub id: String,
+    pub trigger_id: String,
+    pub view: Value,
+}
+
 /// Something that just happened in the stand-in's workspace, for a live view such as `demo`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SlackEvent {
@@ -426,6 +434,11 @@ impl FakeSlackHandle {
         self.shared.lock().responses.clone()
     }
 
+    /// The modals opened with views.open, in order.
+    pub fn views(&self) -> Vec<FakeView> {
+        self.shared.lock().views.clone()
+    }
+
     pub fn ephemerals(&self) -> Vec<FakeEphemeral> {
         self.shared.lock().ephemerals.clone()
     }
@@ -471,6 +484,7 @@ struct Workspace {
     faults: HashMap<String, VecDeque<Fault>>,
     channels: BTreeMap<ChannelId, Vec<FakeMessage>>,
     ephemerals: Vec<FakeEphemeral>,
+    views: Vec<FakeView>,
     responses: Vec<FakeResponse>,
     usergroups: HashMap<SlackUserGroupId, Vec<SlackUserId>>,
     random_faults: RandomFaults,
@@ -559,6 +573,7 @@ impl Workspace {
             faults: HashMap::new(),
             channels: BTreeMap::new(),
             ephemerals: Vec::new(),
+            views: Vec::new(),
             responses: Vec::new(),
             usergroups: HashMap::new(),
             random_faults: RandomFaults::new(0.0, 0.0),
@@ -604,8 +619,32 @@ impl Workspace {
             "conversations.replies" => self.replies(args),
             "files.getUploadURLExternal" => self.get_upload_url(args),
             "files.completeUploadExternal" => self.complete_upload(args),
+            "views.open" => self.open_view(args),
             _ => Err(Refusal::new("unknown_method")),
         }
+    }
+
+    /// views.open: a modal for the click that carried `trigger_id` (kept for tests to read and
+    /// submit).
+    fn open_view(&mut self, args: &Map<String, Value>) -> Outcome {
+        let trigger = str_arg(args, "trigger_id")
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Refusal::new("invalid_trigger_id"))?
+            .to_string();
+        let view = args
+            .get("view")
+            .filter(|v| v["type"] == "modal" && v["title"].is_object() && v["blocks"].is_array())
+            .cloned()
+            .ok_or_else(|| Refusal::new("invalid_arguments"))?;
+        let id = format!("V0STANDIN{:04}", self.views.len() + 1);
+        self.views.push(FakeView {
+            id: id.clone(),
+            trigger_id: trigger,
+            view: view.clone(),
+        });
+        let mut shown = view;
+        shown["id"] = json!(id);
+        Ok((object(json!({ "view": shown })), None))
     }
 
     /// conversations.replies: the thread's parent, then its replies, oldest first. `ts` may be

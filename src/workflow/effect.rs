@@ -91,6 +91,11 @@ pub enum Note {
     Denied {
         by: SlackUserId,
     },
+    /// Why the run was denied, as the person who denied it wrote it.
+    DenialExplained {
+        by: SlackUserId,
+        reason: String,
+    },
     Cancelled {
         by: SlackUserId,
         snapshot_kept: Option<SnapshotName>,

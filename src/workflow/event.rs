@@ -108,6 +108,11 @@ pub enum Event {
     UpsizeWithoutSnapshot {
         actor: Actor,
     },
+    /// The person who denied a run says why (after the denial; optional).
+    DenialExplained {
+        actor: Actor,
+        reason: String,
+    },
     ChooseSize {
         actor: Actor,
         node_type: NodeType,
@@ -192,6 +197,7 @@ impl Event {
             Event::Deny { .. } => "deny",
             Event::Cancel { .. } => "cancel",
             Event::UpsizeWithoutSnapshot { .. } => "upsize_without_snapshot",
+            Event::DenialExplained { .. } => "denial_explained",
             Event::ChooseSize { .. } => "choose_size",
             Event::AlarmRepeated { .. } => "alarm_repeated",
             Event::AlarmCleared { .. } => "alarm_cleared",
@@ -206,6 +212,7 @@ impl Event {
             | Event::Deny { actor, .. }
             | Event::Cancel { actor }
             | Event::UpsizeWithoutSnapshot { actor }
+            | Event::DenialExplained { actor, .. }
             | Event::ChooseSize { actor, .. } => actor.user.to_string(),
             Event::AlarmRepeated { .. } | Event::AlarmCleared { .. } => "alarm".into(),
             Event::TimerFired { .. } => "timer".into(),
@@ -227,6 +234,7 @@ impl Event {
             | Event::Deny { actor, .. }
             | Event::Cancel { actor }
             | Event::UpsizeWithoutSnapshot { actor }
+            | Event::DenialExplained { actor, .. }
             | Event::ChooseSize { actor, .. } => Some(actor),
             _ => None,
         }

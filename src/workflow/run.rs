@@ -53,6 +53,9 @@ pub struct Run {
     /// What memory did after the upsize, once read.
     #[serde(default)]
     pub verification: Option<Verification>,
+    /// Why the run was denied, when the person who denied it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denial_reason: Option<String>,
 }
 
 /// Memory before the upsize and after it (the fullest node each time, in percent).
@@ -130,6 +133,7 @@ impl Run {
             alarm_deliveries: Vec::new(),
             repeats: Repeats::default(),
             verification: None,
+            denial_reason: None,
         }
     }
 

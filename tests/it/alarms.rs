@@ -117,7 +117,18 @@ async fn alarms_map_to_groups_by_dimension_cluster_or_name_and_unknown_ones_are_
         (200, Some("started")),
         "{answer}"
     );
-    assert_eq!(services.sim.count("DescribeCacheClusters"), 1);
+    // The lookup came before the run's own planning (whose preflight describes each member
+    // too, possibly already by now): the first call of all, for the alarm's node.
+    let calls = services.sim.calls();
+    let first = calls
+        .iter()
+        .find(|c| c.action == "DescribeCacheClusters")
+        .expect("a DescribeCacheClusters call");
+    assert_eq!(
+        first.param("CacheClusterId"),
+        Some("prod-jobs-002"),
+        "{calls:#?}"
+    );
     let run = run_id(&answer);
     let cancel = redis_autoscaler::workflow::event::Event::Cancel {
         actor: redis_autoscaler::workflow::event::Actor {

@@ -1112,3 +1112,108 @@ async fn an_approver_reads_a_runs_audit_trail_and_others_cannot() {
     );
     t.stop().await;
 }
+
+/// A `view_submission` form body: `user` submitting the denial modal for `run` with `reason`.
+fn denial_submission(user: &str, run: &RunId, reason: &str) -> String {
+    let n = Timestamp::now().as_millis();
+    let payload = serde_json::json!({
+        "type": "view_submission",
+        "team": { "id": "T0TEAM", "domain": "ops" },
+        "user": { "id": user, "username": "someone", "team_id": "T0TEAM" },
+        "api_app_id": "A0APP",
+        "trigger_id": format!("{n}.view.test"),
+        "view": {
+            "id": "V0STANDIN0001", "type": "modal", "callback_id": "denial_reason",
+            "private_metadata": run.as_str(),
+            "state": { "values": { "reason": { "reason": { "type": "plain_text_input", "value": reason } } } }
+        }
+    });
+    serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap()
+}
+
+#[tokio::test]
+async fn whoever_denied_a_run_can_say_why_and_it_is_shown_in_the_thread() {
+    let (services, _dir, t) = app("").await;
+    let run = t.alarm().await;
+    awaiting_approval(&t, &run).await;
+    click(&t, &services, ONCALL2, "deny", &run).await;
+    t.wait_done(&run).await;
+    let top = &services.top_messages()[0];
+    let denial = top
+        .replies
+        .iter()
+        .find(|r| r.text.contains("Denied by"))
+        .expect("the denial's reply");
+    assert!(
+        denial.rendered().contains("[ Add a reason ]"),
+        "{}",
+        denial.rendered()
+    );
+    // Someone else is told who can; no modal.
+    click(&t, &services, ONCALL, "add_denial_reason", &run).await;
+    let id = format!("click-{ONCALL}");
+    eventually("the refusal", || !answers_to(&services, &id).is_empty()).await;
+    assert!(
+        answers_to(&services, &id)[0].contains(&format!("Only <@{ONCALL2}>")),
+        "{:?}",
+        answers_to(&services, &id)
+    );
+    assert!(services.slack.views().is_empty());
+    // The denier gets the modal, for this run.
+    click(&t, &services, ONCALL2, "add_denial_reason", &run).await;
+    let views = services.slack.views();
+    assert_eq!(views.len(), 1);
+    assert_eq!(views[0].view["callback_id"], "denial_reason");
+    assert_eq!(views[0].view["private_metadata"], run.as_str());
+    assert!(!views[0].trigger_id.is_empty());
+    // Someone else's submission shows the refusal under the input and changes nothing.
+    let resp = post_signed(
+        &t,
+        "/slack/interactions",
+        &denial_submission(ONCALL, &run, "not mine to say"),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["response_action"], "errors", "{body}");
+    assert!(
+        body["errors"]["reason"].as_str().unwrap().contains("Only"),
+        "{body}"
+    );
+    assert_eq!(t.run(&run).denial_reason, None);
+    // The denier's: closes the modal, and the thread and the message say why.
+    let resp = post_signed(
+        &t,
+        "/slack/interactions",
+        &denial_submission(ONCALL2, &run, "change freeze <until> Monday"),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.text().await.unwrap(),
+        "",
+        "an empty 200 closes the modal"
+    );
+    t.wait_for(&run, "the reason", |r| r.denial_reason.is_some())
+        .await;
+    eventually("the thread to say why", || {
+        thread_texts(&services.top_messages()[0])
+            .iter()
+            .any(|r| r.contains("denied it because: “change freeze &lt;until&gt; Monday”"))
+    })
+    .await;
+    eventually("the message to say why", || {
+        serde_json::to_string(&services.top_messages()[0].blocks)
+            .unwrap()
+            .contains("“change freeze &lt;until&gt; Monday”")
+    })
+    .await;
+    let audit = t.store.audit_trail(&run).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.actor == ONCALL2 && a.kind == "denial_explained"),
+        "{audit:#?}"
+    );
+    t.stop().await;
+}

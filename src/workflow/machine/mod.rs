@@ -29,7 +29,7 @@ mod tests;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{ChannelId, NodeType, ReplicationGroupId, RunId, Timestamp};
+use crate::domain::{ChannelId, NodeType, ReplicationGroupId, RunId, SlackUserId, Timestamp};
 
 use super::effect::Effect;
 use super::event::Event;
@@ -40,6 +40,7 @@ use super::run::{Run, State, Trigger};
 use builder::Builder;
 
 pub use super::effect::Scheduled;
+pub use people::DENIAL_REASON_MAX;
 
 /// An accepted event's result: the next run, what to do, and what to drop.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +87,10 @@ pub enum Rejection {
     NoFailedSnapshot {
         state: Box<State>,
     },
+    /// A reason is for a denied run, from the person who denied it.
+    NotYourDenial {
+        denied_by: Option<SlackUserId>,
+    },
     /// A plain Approve for a plan with pending changes (or unknown ones): approving must say
     /// so ("Approve with pending changes").
     NeedsAcknowledgement {
@@ -120,6 +125,10 @@ impl std::fmt::Display for Rejection {
             Rejection::NotWaitingForApproval { state } => {
                 write!(f, "not waiting for approval (the run is {})", words(state))
             }
+            Rejection::NotYourDenial { denied_by: Some(by) } => {
+                write!(f, "only {by}, who denied the run, can say why")
+            }
+            Rejection::NotYourDenial { denied_by: None } => f.write_str("the run was not denied"),
             Rejection::NoFailedSnapshot { state } => {
                 write!(f, "no failed snapshot to go without (the run is {})", words(state))
             }
@@ -242,7 +251,8 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
         | Event::Deny { .. }
         | Event::ChooseSize { .. }
         | Event::Cancel { .. }
-        | Event::UpsizeWithoutSnapshot { .. } => people::decide(b, run, event),
+        | Event::UpsizeWithoutSnapshot { .. }
+        | Event::DenialExplained { .. } => people::decide(b, run, event),
         _ => match &run.state {
             State::Planning => planning::decide(b, run, event),
             State::AwaitingApproval { .. } => approval::decide(b, run, event),

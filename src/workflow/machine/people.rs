@@ -16,6 +16,7 @@ pub(super) fn decide(b: Builder, run: &Run, event: &Event) -> Decision {
         (Event::UpsizeWithoutSnapshot { actor }, State::SnapshotFailed { .. }) => {
             without_snapshot(b, run, actor)
         }
+        (Event::DenialExplained { actor, reason }, _) => explain_denial(b, run, actor, reason),
         (Event::UpsizeWithoutSnapshot { .. }, _) => Decision::Reject(Rejection::NoFailedSnapshot {
             state: Box::new(run.state.clone()),
         }),
@@ -120,6 +121,44 @@ fn cancel(mut b: Builder, run: &Run, actor: &Actor) -> Decision {
         }
         _ => unreachable!("the other states refused above"),
     }
+    b.finish()
+}
+
+/// The most a denial's reason keeps (it is shown in the thread and on the top message).
+pub const DENIAL_REASON_MAX: usize = 500;
+
+/// The person who denied a run says why: kept on the run (said again replaces it), said in
+/// the thread and on the top message. Nothing else about the run changes.
+fn explain_denial(mut b: Builder, run: &Run, actor: &Actor, reason: &str) -> Decision {
+    let State::Finished {
+        outcome: Outcome::Denied { by },
+        ..
+    } = &run.state
+    else {
+        return Decision::Reject(Rejection::NotYourDenial { denied_by: None });
+    };
+    if by != &actor.user {
+        return Decision::Reject(Rejection::NotYourDenial {
+            denied_by: Some(by.clone()),
+        });
+    }
+    let reason: String = reason
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(DENIAL_REASON_MAX)
+        .collect();
+    if reason.is_empty() {
+        return Decision::Ignore("an empty reason".into());
+    }
+    b.summary(format!("{by} said why the run was denied: {reason}"));
+    b.run.denial_reason = Some(reason.clone());
+    b.note(Note::DenialExplained {
+        by: by.clone(),
+        reason,
+    });
+    b.effect(Effect::UpdateTopMessage);
     b.finish()
 }
 

@@ -334,6 +334,10 @@ fn outside_event() -> impl Strategy<Value = Event> {
         1 => (actor(), version()).prop_map(|(actor, version)| Event::Deny { actor, version }),
         1 => actor().prop_map(|actor| Event::Cancel { actor }),
         1 => actor().prop_map(|actor| Event::UpsizeWithoutSnapshot { actor }),
+        1 => actor().prop_map(|actor| Event::DenialExplained {
+            actor,
+            reason: "change freeze".into()
+        }),
         3 => (actor(), node_type(), version()).prop_map(|(actor, node_type, version)| {
             Event::ChooseSize {
                 actor,
@@ -599,6 +603,21 @@ fn finished_run_absorbs(
         | Event::TopMessageFailed { .. }
         | Event::PageDelivered { .. }
         | Event::PageFailed { .. } => {}
+        // The person who denied a run may say why afterwards; only the reason changes.
+        Event::DenialExplained { actor, .. } => {
+            let denier = matches!(
+                &run.state,
+                State::Finished { outcome: super::super::run::Outcome::Denied { by }, .. } if by == &actor.user
+            );
+            prop_assert_eq!(
+                matches!(submitted, Submitted::Accepted(_)),
+                denier,
+                "a reason from {} on a {} run: {:?}",
+                actor.user,
+                run.state_name(),
+                submitted
+            );
+        }
         _ => prop_assert!(
             matches!(submitted, Submitted::Ignored(_)),
             "{} on a {} run: {:?}",

@@ -233,6 +233,7 @@ fn rejection_name(r: &Rejection) -> &'static str {
         Rejection::PlanChanged { .. } => "plan_changed",
         Rejection::NeedsAcknowledgement { .. } => "needs_acknowledgement",
         Rejection::NoFailedSnapshot { .. } => "no_failed_snapshot",
+        Rejection::NotYourDenial { .. } => "not_your_denial",
     }
 }
 
@@ -3361,6 +3362,101 @@ mod snapshot_fallback {
             t.effects
                 .iter()
                 .all(|s| !matches!(s.effect, Effect::CreateSnapshot { .. }))
+        );
+    }
+}
+
+/// The person who denied a run may say why afterwards (a modal under the denial's reply).
+mod denial_reason {
+    use super::*;
+
+    fn denied() -> Run {
+        let t = decide(
+            &awaiting(),
+            &Event::Deny {
+                actor: approver("U0ONCALL1"),
+                version: None,
+            },
+            at(100),
+        );
+        let Decision::Accept(t) = t else {
+            panic!("{t:?}")
+        };
+        t.run
+    }
+
+    fn explain(by: &str, reason: &str) -> Event {
+        Event::DenialExplained {
+            actor: approver(by),
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn the_denier_says_why_and_nothing_else_changes() {
+        use Expect::*;
+        let before = denied();
+        let t = check(
+            "explained",
+            before.clone(),
+            explain("U0ONCALL1", "  change freeze\nuntil   Monday "),
+            at(200),
+            Accept("denied", &["post_note", "update_top_message"]),
+        )
+        .unwrap();
+        assert_eq!(
+            t.run.denial_reason.as_deref(),
+            Some("change freeze until Monday")
+        );
+        assert_eq!(t.run.state, before.state);
+        assert_eq!(t.run.decisions, before.decisions);
+        assert_eq!(
+            t.effects[0].effect,
+            Effect::PostNote {
+                note: Note::DenialExplained {
+                    by: user("U0ONCALL1"),
+                    reason: "change freeze until Monday".into()
+                }
+            }
+        );
+        let long = "x".repeat(2_000);
+        let t = check(
+            "long",
+            t.run,
+            explain("U0ONCALL1", &long),
+            at(300),
+            Accept("denied", &["post_note", "update_top_message"]),
+        )
+        .unwrap();
+        assert_eq!(
+            t.run.denial_reason.unwrap().chars().count(),
+            DENIAL_REASON_MAX
+        );
+    }
+
+    #[test]
+    fn only_the_denier_and_only_for_a_denial() {
+        use Expect::*;
+        check(
+            "someone else",
+            denied(),
+            explain("U0ONCALL2", "because"),
+            at(200),
+            Reject("not_your_denial"),
+        );
+        check(
+            "not denied",
+            awaiting(),
+            explain("U0ONCALL1", "because"),
+            at(200),
+            Reject("not_your_denial"),
+        );
+        check(
+            "blank",
+            denied(),
+            explain("U0ONCALL1", "   "),
+            at(200),
+            Ignore,
         );
     }
 }
