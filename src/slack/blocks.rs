@@ -118,16 +118,9 @@ pub fn render_top(run: &Run, now: Timestamp) -> Message {
     }
     // A run that ended without the upsize, with nothing a person decided against it: the
     // next step is a new plan, one click away.
-    if matches!(
-        run.state,
-        State::Finished {
-            outcome: Outcome::Failed { .. }
-                | Outcome::TimedOut { .. }
-                | Outcome::GroupChanged { .. }
-                | Outcome::Expired,
-            ..
-        }
-    ) {
+    if let State::Finished { outcome, .. } = &run.state
+        && plan_again_helps(outcome)
+    {
         blocks.push(replan_button(run));
     }
     blocks.push(json!({
@@ -586,13 +579,7 @@ fn outcome_line(run: &Run) -> Option<String> {
                 s.push('\n');
                 s.push_str(&alarm);
             }
-            if matches!(
-                outcome,
-                Outcome::Failed { .. }
-                    | Outcome::TimedOut { .. }
-                    | Outcome::GroupChanged { .. }
-                    | Outcome::Expired
-            ) {
+            if plan_again_helps(outcome) {
                 s.push_str("\n*Next:* *Plan again* below reads the group from AWS and proposes the next size; nothing runs without approval.");
             }
             s
@@ -600,6 +587,16 @@ fn outcome_line(run: &Run) -> Option<String> {
         _ => return None,
     };
     Some(format!("{line}{paged}"))
+}
+
+/// Is a new plan the next step after this outcome? Not after a person decided against the
+/// run, and not while a modification AWS may still be making (an upsize that timed out).
+fn plan_again_helps(outcome: &Outcome) -> bool {
+    match outcome {
+        Outcome::Failed { .. } | Outcome::GroupChanged { .. } | Outcome::Expired => true,
+        Outcome::TimedOut { step, .. } => *step != Step::Upsize,
+        _ => false,
+    }
 }
 
 /// Whether the alarm that started a run that did not fix it is still firing, as far as the
@@ -667,11 +664,18 @@ fn outcome_words(run: &Run, outcome: &Outcome) -> String {
             format!("❌ *Failed* at {}: {}", step.label(), escape(error))
         }
         Outcome::TimedOut { step, after } => {
-            format!(
-                "⌛ *Timed out* at {} after {}.",
-                step.label(),
-                format_duration(*after)
-            )
+            let after = format_duration(*after);
+            match step {
+                Step::Snapshot => format!(
+                    "⌛ *Timed out* at snapshot after {after}: the snapshot may still be running in AWS (it is kept if it finishes). {} was not changed.",
+                    run.group
+                ),
+                Step::Upsize => format!(
+                    "⌛ *Timed out* at upsize after {after}: AWS had not finished the modification when the bot stopped watching; it may still complete. `/redis status {}` shows where the group is.",
+                    run.group
+                ),
+                other => format!("⌛ *Timed out* at {} after {after}.", other.label()),
+            }
         }
         Outcome::Denied { by } => match &run.denial_reason {
             Some(reason) => format!(
@@ -1528,6 +1532,71 @@ mod tests {
             },
             60_000,
         );
+        let ended = |from: &Run, outcome: Outcome| {
+            let mut r = from.clone();
+            r.updated_at = at(1_500_000);
+            r.state = State::Finished {
+                plan: from.plan().cloned(),
+                outcome,
+            };
+            r
+        };
+        let oncall = SlackUserId::parse("U0ONCALL1").unwrap();
+        let mut snapshot_timed_out = ended(
+            &snapshotting,
+            Outcome::TimedOut {
+                step: Step::Snapshot,
+                after: std::time::Duration::from_secs(3600),
+            },
+        );
+        snapshot_timed_out.page.open = true;
+        let mut upsize_timed_out = ended(
+            &modifying,
+            Outcome::TimedOut {
+                step: Step::Upsize,
+                after: std::time::Duration::from_secs(7200),
+            },
+        );
+        upsize_timed_out.page.open = true;
+        let cancelled = ended(&snapshotting, Outcome::Cancelled { by: oncall.clone() });
+        let expired = ended(&awaiting, Outcome::Expired);
+        let group_changed = ended(
+            &snapshotting,
+            Outcome::GroupChanged {
+                step: Step::Snapshot,
+                drift: crate::workflow::policy::Drift::NodeType {
+                    approved: nt("cache.r6g.large"),
+                    now: nt("cache.r6g.xlarge"),
+                },
+            },
+        );
+        let nothing_to_do = ended(
+            &planning,
+            Outcome::NothingToDo {
+                reason: "prod-jobs is already at its cap cache.r6g.2xlarge".into(),
+            },
+        );
+        let mut still_high = succeeded.clone();
+        if let Some(v) = still_high.verification.as_mut() {
+            v.after = Some(92.5);
+        }
+        still_high.page.open = true;
+        let mut without_snapshot = succeeded.clone();
+        without_snapshot
+            .decisions
+            .push(crate::workflow::run::DecisionRecord {
+                user: oncall,
+                kind: DecisionKind::UpsizeWithoutSnapshot,
+                at: at(300_000),
+                node_type: None,
+            });
+        if let State::Finished {
+            outcome: Outcome::Succeeded { snapshot, .. },
+            ..
+        } = &mut without_snapshot.state
+        {
+            *snapshot = None;
+        }
         vec![
             ("planning", planning),
             ("awaiting_approval", awaiting),
@@ -1538,6 +1607,14 @@ mod tests {
             ("failed", failed),
             ("denied", denied),
             ("snapshot_failed", snapshot_failed),
+            ("snapshot_timed_out", snapshot_timed_out),
+            ("upsize_timed_out", upsize_timed_out),
+            ("cancelled", cancelled),
+            ("expired", expired),
+            ("group_changed", group_changed),
+            ("nothing_to_do", nothing_to_do),
+            ("succeeded_still_high", still_high),
+            ("succeeded_without_snapshot", without_snapshot),
         ]
     }
 
@@ -1565,7 +1642,9 @@ mod tests {
                     assert!(ids.contains(&actions::APPROVE), "{name}: {ids:?}");
                     assert!(ids.contains(&actions::DENY), "{name}: {ids:?}");
                 }
-                "failed" => assert_eq!(ids, [actions::REPLAN], "{name}"),
+                "failed" | "snapshot_timed_out" | "expired" | "group_changed" => {
+                    assert_eq!(ids, [actions::REPLAN], "{name}")
+                }
                 _ => assert!(ids.is_empty(), "{name}: {ids:?}"),
             }
             assert!(!msg.text.is_empty(), "{name}: a text fallback");
