@@ -358,6 +358,7 @@ impl Config {
             out.push_str(&format!("cooldown = {}\n", d(p.cooldown)));
             out.push_str(&format!("graph_window = {}\n", d(p.graph_window)));
             out.push_str(&format!("verify_window = {}\n", d(p.verify_window)));
+            out.push_str(&format!("forecast_window = {}\n", d(p.forecast_window)));
             out.push_str(&format!(
                 "max_node_type = \"{}\"\n",
                 p.max_node_type
@@ -625,6 +626,7 @@ const POLICY_KEYS: &[&str] = &[
     "cooldown",
     "graph_window",
     "verify_window",
+    "forecast_window",
     "max_node_type",
     "pause_url",
     "resume_url",
@@ -1345,6 +1347,9 @@ impl<'s> Walker<'s> {
         if let Some(v) = self.duration(t, "verify_window", prefix) {
             p.verify_window = v;
         }
+        if let Some(v) = self.duration(t, "forecast_window", prefix) {
+            p.forecast_window = v;
+        }
         if let Some(v) = self.parsed(t, "max_node_type", prefix, |s| {
             if s.trim().is_empty() {
                 Ok(None)
@@ -1663,6 +1668,30 @@ cooldown = "2h"
             "{}",
             issue.message
         );
+    }
+
+    #[test]
+    fn the_forecast_window_defaults_to_an_hour_and_zero_turns_it_off() {
+        let c = parse(
+            "[slack]\nchannel = \"C0123ABCD\"\n[defaults]\nforecast_window = \"30m\"\n[groups.a]\nforecast_window = \"0s\"\n[groups.b]\n",
+        )
+        .unwrap();
+        let window = |g: &str| {
+            let id = ReplicationGroupId::parse(g).unwrap();
+            c.group(&id).unwrap().policy.forecast_window
+        };
+        assert_eq!(window("a"), Duration::ZERO, "\"0s\": no forecast");
+        assert_eq!(window("b"), Duration::from_secs(1800), "from [defaults]");
+        assert_eq!(
+            parse(DESIGN_EXAMPLE).unwrap().defaults.forecast_window,
+            Duration::from_secs(3600)
+        );
+        assert!(c.render_redacted().contains("forecast_window = \"30m\""));
+        let err =
+            parse("[slack]\nchannel = \"C0123ABCD\"\n[defaults]\nforecast_window = \"soon\"\n")
+                .unwrap_err();
+        assert_eq!(err.issues.len(), 1, "{err}");
+        assert_eq!(err.issues[0].key, "defaults.forecast_window");
     }
 
     #[test]

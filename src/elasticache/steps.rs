@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::domain::{CacheClusterId, NodeType, SnapshotName, Timestamp};
+use crate::workflow::forecast::{self, Forecast};
 use crate::workflow::policy::{SnapshotSource, is_scale_up};
 use crate::workflow::ports::elasticache::{AwsEvent, GroupNodes, NodeRole, SnapshotFrom};
 use crate::workflow::ports::{
@@ -92,6 +93,53 @@ impl ElastiCacheSteps {
                 BTreeMap::new()
             }
         }
+    }
+}
+
+impl ElastiCacheSteps {
+    /// The group's memory trend over the policy's `forecast_window` (see
+    /// [`forecast`](crate::workflow::forecast)): one GetMetricData for its members, never
+    /// retried, never an error. A read that fails or has no data is the trend unknown, and why.
+    /// `None`: not asked for (`forecast_window = "0s"`) or no memory series to read.
+    async fn forecast(&self, at: &mut Attempt, group: &GroupInfo) -> Option<Check<Forecast>> {
+        let window = at.run.policy.forecast_window;
+        let memory = self.memory.as_ref().filter(|_| !window.is_zero())?;
+        let over = crate::domain::format_duration(window);
+        if group.members.is_empty() {
+            let why = "AWS listed no member nodes to read".to_string();
+            at.log(
+                "aws",
+                "GetMetricData",
+                format!("memory trend unknown: {why}"),
+            );
+            return Some(Check::Unknown(why));
+        }
+        let from = Timestamp::from_millis(at.now.as_millis() - window.as_millis() as i64);
+        let query = MemoryQuery::for_window(group.id.clone(), group.members.clone(), from, at.now);
+        let found = match memory.memory_usage(&query).await {
+            Ok(series) => forecast::forecast(&series, window),
+            Err(e) => Err(e.to_string()),
+        };
+        let said = match &found {
+            Ok(f) => format!(
+                "memory trend over the last {over} for {} node(s): {} {:+.2} %/min from {} \
+                 reading(s), latest {:.1} %{}",
+                group.members.len(),
+                f.node,
+                f.slope_per_min,
+                f.points_used,
+                f.latest,
+                f.full_in
+                    .map(|d| format!(", full in ~{}", crate::domain::format_duration(d)))
+                    .unwrap_or_default()
+            ),
+            Err(why) => format!("memory trend unknown: {why}"),
+        };
+        at.log("aws", "GetMetricData", said);
+        Some(match found {
+            Ok(f) => Check::Known(f),
+            Err(why) => Check::Unknown(why),
+        })
     }
 }
 
@@ -311,10 +359,14 @@ impl Aws for ElastiCacheSteps {
             let retry = at.another_try_follows;
             let found = preflight::read(self.api.as_ref(), &group, at.now, &mut lines, retry).await;
             log_lines(at, lines);
+            let preflight = found?;
+            // Only once the plan can be made: a try that is tried again reads it again.
+            let forecast = self.forecast(at, &group).await;
             Ok(PlanFacts {
-                preflight: found?,
+                preflight,
                 group,
                 allowed,
+                forecast,
             })
         })
     }

@@ -10,10 +10,12 @@ use crate::workflow::policy::NoPlan;
 use crate::workflow::policy::{ApprovalMode, OnApprovalTimeout, Policy};
 use crate::workflow::ports::GroupInfo;
 use crate::workflow::preflight::Check;
-use crate::workflow::run::{DecisionKind, Plan, Run, Trigger};
+use crate::workflow::run::{DecisionKind, Plan, Run, Step, Trigger};
 
 use super::Message;
-use super::blocks::{changes_list, describe_state, escape, preflight_lines};
+use super::blocks::{
+    changes_list, current_forecast, describe_state, escape, forecast_line, preflight_lines,
+};
 
 /// A short ephemeral answer.
 pub fn text(s: impl Into<String>) -> Message {
@@ -296,12 +298,28 @@ pub fn status_local(
 ) -> Message {
     let mut out = format!("*{}* · {}\n", group.id, policy_line(&group.policy));
     match active {
-        Some(run) => out.push_str(&format!(
-            "Active run: `{}` — {} ({})\n",
-            run.id,
-            describe_state(&run.state),
-            link(run, "thread")
-        )),
+        Some(run) => {
+            out.push_str(&format!(
+                "Active run: `{}` — {} ({})\n",
+                run.id,
+                describe_state(&run.state),
+                link(run, "thread")
+            ));
+            if let Some(forecast) = current_forecast(run) {
+                // As read when the run was planned (the live status does not read CloudWatch).
+                let when = run
+                    .step(Step::Plan)
+                    .and_then(|s| s.ended)
+                    .map(|t| {
+                        format!(
+                            " _(when the run was planned, {} ago)_",
+                            format_duration(now.since(t))
+                        )
+                    })
+                    .unwrap_or_default();
+                out.push_str(&format!("{}{when}\n", forecast_line(forecast)));
+            }
+        }
         None => out.push_str("No active run.\n"),
     }
     if !recent.is_empty() {

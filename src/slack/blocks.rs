@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use crate::domain::node_types::{lookup, memory_label};
 use crate::domain::{NodeType, SlackUserId, Timestamp, format_duration};
 use crate::workflow::effect::{CancelGone, Note};
+use crate::workflow::forecast::{Forecast, Trend};
 use crate::workflow::policy::SnapshotPolicy;
 use crate::workflow::preflight::{
     Check, PendingChange, Preflight, ReservedMemory, SNAPSHOTS_PER_NODE_PER_DAY,
@@ -375,7 +376,7 @@ fn plan_line(run: &Run) -> String {
             } else {
                 "snapshot"
             };
-            format!(
+            let mut line = format!(
                 "*Plan:* {first}, then `{}` ({}) → `{}` ({}) · {cap} · {} node(s), cluster mode {}",
                 plan.current,
                 memory_label(&plan.current),
@@ -383,7 +384,12 @@ fn plan_line(run: &Run) -> String {
                 memory_label(&plan.target),
                 plan.members,
                 plan.cluster_mode
-            )
+            );
+            if let Some(forecast) = current_forecast(run) {
+                line.push('\n');
+                line.push_str(&forecast_line(forecast));
+            }
+            line
         }
         (None, State::Planning) => "*Plan:* reading the group from AWS…".to_string(),
         (None, _) => match run.outcome() {
@@ -393,6 +399,57 @@ fn plan_line(run: &Run) -> String {
             }
             _ => "*Plan:* none".to_string(),
         },
+    }
+}
+
+/// The run's memory trend from its plan, while it still applies: it was read on the node type
+/// the run started on, so not once the upsize is done.
+pub fn current_forecast(run: &Run) -> Option<&Check<Forecast>> {
+    let upsized = run.step(Step::Upsize).map(|s| s.status) == Some(StepStatus::Done);
+    run.plan()?.forecast.as_ref().filter(|_| !upsized)
+}
+
+/// The memory trend as the card and `/redis status` say it: "📈 At this rate (+0.8 %/min over
+/// the last 1h; `prod-jobs-001` at 92 %), full in ~10 min", steady, falling, or unknown and why.
+pub fn forecast_line(forecast: &Check<Forecast>) -> String {
+    let f = match forecast {
+        Check::Known(f) => f,
+        Check::Unknown(why) => {
+            return format!("❔ Memory trend unknown ({})", escape(&truncate(why, 300)));
+        }
+    };
+    let rate = if f.slope_per_min.abs() >= 0.1 {
+        format!("{:+.1}", f.slope_per_min)
+    } else {
+        format!("{:+.2}", f.slope_per_min)
+    };
+    let over = format!("{rate} %/min over the last {}", format_duration(f.window));
+    let node = format!("`{}` at {}", f.node, percent(f.latest));
+    match (f.trend, f.full_in) {
+        (Trend::Rising, Some(d)) if d.is_zero() => format!("📈 Full already: {node} ({over})"),
+        (Trend::Rising, Some(d)) => {
+            format!("📈 At this rate ({over}; {node}), full in {}", about(d))
+        }
+        (Trend::Rising, None) => format!("📈 Memory rising ({over}; {node})"),
+        (Trend::Steady, _) => format!("➡️ Memory steady ({over}; {node})"),
+        (Trend::Falling, _) => format!("📉 Memory falling ({over}; {node})"),
+    }
+}
+
+/// "92 %", "92.5 %".
+fn percent(v: f64) -> String {
+    let s = format!("{v:.1}");
+    format!("{} %", s.strip_suffix(".0").unwrap_or(&s))
+}
+
+/// A time to full, as roughly as the straight line deserves: "~10 min", "~5 h", "~3 days".
+fn about(d: std::time::Duration) -> String {
+    let minutes = (d.as_secs_f64() / 60.0).round() as u64;
+    match minutes {
+        0 => "under a minute".to_string(),
+        1..120 => format!("~{minutes} min"),
+        120..2880 => format!("~{} h", (minutes as f64 / 60.0).round() as u64),
+        _ => format!("~{} days", (minutes as f64 / 1440.0).round() as u64),
     }
 }
 
@@ -1440,6 +1497,7 @@ mod tests {
                 group: group("available", "cache.r6g.large"),
                 allowed,
                 preflight: crate::workflow::preflight::Preflight::clean(),
+                forecast: None,
             },
             800,
         );
@@ -1909,5 +1967,86 @@ mod tests {
             !json.contains("Snapshots: 0 manual"),
             "only the warnings: {json}"
         );
+    }
+
+    fn a_forecast(slope_per_min: f64, latest: f64, full_in: Option<u64>) -> Forecast {
+        let trend = if slope_per_min >= 0.05 {
+            Trend::Rising
+        } else if slope_per_min <= -0.05 {
+            Trend::Falling
+        } else {
+            Trend::Steady
+        };
+        Forecast {
+            node: CacheClusterId::parse("prod-jobs-001").unwrap(),
+            slope_per_min,
+            latest,
+            full_in: full_in.map(std::time::Duration::from_secs),
+            trend,
+            points_used: 60,
+            window: std::time::Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn the_forecast_says_when_full_or_which_way_or_why_not() {
+        let line = |c: Check<Forecast>| forecast_line(&c);
+        assert_eq!(
+            line(Check::Known(a_forecast(0.8, 92.2, Some(585)))),
+            "📈 At this rate (+0.8 %/min over the last 1h; `prod-jobs-001` at 92.2 %), full in ~10 min"
+        );
+        assert_eq!(
+            line(Check::Known(a_forecast(0.1, 70.0, Some(18_000)))),
+            "📈 At this rate (+0.1 %/min over the last 1h; `prod-jobs-001` at 70 %), full in ~5 h"
+        );
+        assert!(
+            line(Check::Known(a_forecast(0.06, 10.0, Some(200_000)))).ends_with("full in ~2 days")
+        );
+        assert!(
+            line(Check::Known(a_forecast(5.0, 99.9, Some(1)))).ends_with("full in under a minute")
+        );
+        assert_eq!(
+            line(Check::Known(a_forecast(0.6, 100.5, Some(0)))),
+            "📈 Full already: `prod-jobs-001` at 100.5 % (+0.6 %/min over the last 1h)"
+        );
+        assert_eq!(
+            line(Check::Known(a_forecast(0.01, 40.0, None))),
+            "➡️ Memory steady (+0.01 %/min over the last 1h; `prod-jobs-001` at 40 %)"
+        );
+        assert_eq!(
+            line(Check::Known(a_forecast(-0.3, 61.0, None))),
+            "📉 Memory falling (-0.3 %/min over the last 1h; `prod-jobs-001` at 61 %)"
+        );
+        assert_eq!(
+            line(Check::Unknown("no permission <to> read".into())),
+            "❔ Memory trend unknown (no permission &lt;to&gt; read)"
+        );
+    }
+
+    #[test]
+    fn the_card_shows_the_forecast_until_the_upsize_is_done() {
+        let all = runs();
+        let with = |name: &str| {
+            let mut r = all.iter().find(|(n, _)| *n == name).unwrap().1.clone();
+            let forecast = Some(Check::Known(a_forecast(0.8, 92.2, Some(585))));
+            match &mut r.state {
+                State::AwaitingApproval { plan, .. }
+                | State::Snapshotting { plan, .. }
+                | State::Verifying { plan, .. } => plan.forecast = forecast,
+                State::Finished { plan, .. } => plan.as_mut().unwrap().forecast = forecast,
+                other => panic!("{other:?}"),
+            }
+            serde_json::to_string(&render_top(&r, at(1000))).unwrap()
+        };
+        for shown in ["awaiting_approval", "snapshotting", "denied"] {
+            assert!(with(shown).contains("full in ~10 min"), "{shown}");
+        }
+        for gone in ["verifying", "succeeded"] {
+            assert!(!with(gone).contains("At this rate"), "{gone}");
+        }
+        // A plan without one (forecast_window = "0s", or made before) shows none.
+        let (_, awaiting) = all.iter().find(|(n, _)| *n == "awaiting_approval").unwrap();
+        let json = serde_json::to_string(&render_top(awaiting, at(1000))).unwrap();
+        assert!(!json.contains("over the last"), "{json}");
     }
 }

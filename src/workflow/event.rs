@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{MessageTs, NodeType, SlackUserId};
 
 use super::effect::PageAction;
+use super::forecast::Forecast;
 use super::ports::elasticache::AwsEvent;
 use super::ports::{AwsError, GroupInfo, LookAgain, PlanFacts, SnapshotStatus};
 use super::preflight::{Check, PendingChange, Preflight};
@@ -24,6 +25,9 @@ pub enum Event {
         allowed: Vec<NodeType>,
         #[serde(default)]
         preflight: Preflight,
+        /// The memory trend at planning (`None`: not asked for, or an event from before).
+        #[serde(default)]
+        forecast: Option<Check<Forecast>>,
     },
     /// The group as AWS describes it just before the bot acts on it.
     Rechecked {
@@ -162,6 +166,7 @@ impl Event {
             group: f.group,
             allowed: f.allowed,
             preflight: f.preflight,
+            forecast: f.forecast,
         }
     }
 

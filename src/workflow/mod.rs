@@ -11,6 +11,8 @@
 //! - [`preflight`]: what else a node-type change touches (pending changes, reserved memory,
 //!   the snapshot limit, Application Auto Scaling), each check known or unknown, read through
 //!   the ElastiCache port.
+//! - [`forecast`]: the memory trend over the policy's `forecast_window` (a least-squares line
+//!   through the readings) and when, at that rate, the group is full.
 //! - [`machine`]: the pure transition function `(run, event, now) → transition | rejection`,
 //!   one module per phase.
 //! - [`ports`]: traits for everything a run and the use cases need from the world (AWS, chat,
@@ -49,6 +51,7 @@
 mod dispatch;
 pub mod effect;
 pub mod event;
+pub mod forecast;
 pub mod machine;
 pub mod policy;
 pub mod ports;

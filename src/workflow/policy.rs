@@ -317,6 +317,13 @@ pub struct Policy {
     /// How far back the memory graph in the thread reaches.
     #[serde(with = "crate::domain::duration_ms", default = "default_graph_window")]
     pub graph_window: Duration,
+    /// How far back memory is read at planning for the trend on the card ("at this rate,
+    /// full in ~25 min"); zero: no forecast.
+    #[serde(
+        with = "crate::domain::duration_ms",
+        default = "default_forecast_window"
+    )]
+    pub forecast_window: Duration,
 }
 
 fn default_verify_window() -> Duration {
@@ -329,6 +336,10 @@ fn default_without_snapshot_window() -> Duration {
 
 fn default_graph_window() -> Duration {
     Duration::from_secs(3 * 3600)
+}
+
+fn default_forecast_window() -> Duration {
+    Duration::from_secs(3600)
 }
 
 impl Default for Policy {
@@ -361,6 +372,7 @@ impl Default for Policy {
             without_snapshot_window: default_without_snapshot_window(),
             graph_window: default_graph_window(),
             verify_window: default_verify_window(),
+            forecast_window: default_forecast_window(),
         }
     }
 }
@@ -484,6 +496,7 @@ pub fn plan(
         shards: group.shards.max(1),
         preflight: Some(preflight.clone()),
         pending_acknowledged: false,
+        forecast: None,
     })
 }
 

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::forecast::Forecast;
 use super::policy::{Policy, SnapshotPolicy};
-use super::preflight::Preflight;
+use super::preflight::{Check, Preflight};
 use crate::domain::{
     ChannelId, MessageTs, NodeType, ReplicationGroupId, RunId, SlackUserId, SnapshotName, Timestamp,
 };
@@ -437,6 +438,11 @@ pub struct Plan {
     /// them): only those may still be pending when the bot acts.
     #[serde(default)]
     pub pending_acknowledged: bool,
+    /// The memory trend over the policy's `forecast_window` when the plan was made, or why it
+    /// is unknown (`None`: not asked for, `forecast_window = "0s"`, or a plan from before the
+    /// bot made forecasts).
+    #[serde(default)]
+    pub forecast: Option<Check<Forecast>>,
 }
 
 fn first_version() -> u32 {

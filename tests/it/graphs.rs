@@ -67,8 +67,8 @@ async fn a_run_posts_the_memory_graph_when_its_message_is_up_and_again_at_its_en
         .collect();
     assert_eq!(
         reads.len(),
-        3,
-        "one read per graph, one for the verification"
+        4,
+        "one for the trend at planning, one read per graph, one for the verification"
     );
     let audit = t.store.audit_trail(&run).unwrap();
     assert!(

@@ -7,6 +7,7 @@ mod cloudwatch;
 mod demo;
 mod deploy;
 mod elasticache;
+mod forecast;
 mod fuzz_corpus;
 mod graphs;
 mod hostile_clients;

@@ -6,9 +6,10 @@
 
 use crate::workflow::effect::{Effect, Note, PageAction, PageReason};
 use crate::workflow::event::{AwsOp, Event, Timer};
+use crate::workflow::forecast::Forecast;
 use crate::workflow::policy::{self, ApprovalMode, OnApprovalTimeout};
 use crate::workflow::ports::{AwsError, GroupInfo};
-use crate::workflow::preflight::Preflight;
+use crate::workflow::preflight::{Check, Preflight};
 use crate::workflow::run::{Outcome, Plan, Run, State, Step, StepStatus, Trigger};
 
 use crate::domain::NodeType;
@@ -22,7 +23,8 @@ pub(super) fn decide(b: Builder, run: &Run, event: &Event) -> Decision {
             group,
             allowed,
             preflight,
-        } => planned(b, run, group, allowed, preflight),
+            forecast,
+        } => planned(b, run, group, allowed, preflight, forecast.as_ref()),
         Event::AwsFailed {
             op: AwsOp::Plan,
             error,
@@ -37,10 +39,15 @@ fn planned(
     group: &GroupInfo,
     allowed: &[NodeType],
     preflight: &Preflight,
+    forecast: Option<&Check<Forecast>>,
 ) -> Decision {
     let requested = run.requested_type.as_ref();
     let plan = match policy::plan(group, allowed, requested, &run.policy, preflight) {
-        Ok(plan) => plan,
+        // The trend is shown with the plan; it never decides anything.
+        Ok(plan) => Plan {
+            forecast: forecast.cloned(),
+            ..plan
+        },
         Err(why) => {
             let reason = why.to_string();
             b.summary(format!("nothing to do: {reason}"));

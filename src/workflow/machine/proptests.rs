@@ -26,6 +26,7 @@ use crate::domain::{
 };
 use crate::workflow::effect::{Effect, PageAction, PageReason, Scheduled};
 use crate::workflow::event::{Actor, AwsOp, Event, HookPhase, Timer};
+use crate::workflow::forecast::{Forecast, Trend};
 use crate::workflow::policy::{ApprovalMode, OnApprovalTimeout, PendingChanges, Policy};
 use crate::workflow::ports::{AwsError, ClusterMode, GroupInfo, SnapshotStatus};
 use crate::workflow::preflight::{Check, PendingChange, Preflight};
@@ -266,6 +267,27 @@ fn preflight() -> impl Strategy<Value = Preflight> {
     ]
 }
 
+/// The memory trend at planning: none, unknown, or rising/steady (it never decides anything).
+fn forecast() -> impl Strategy<Value = Option<Check<Forecast>>> {
+    let known = |slope_per_min: f64, full_in: Option<u64>, trend| {
+        Some(Check::Known(Forecast {
+            node: CacheClusterId::parse("prod-jobs-001").unwrap(),
+            slope_per_min,
+            latest: 92.2,
+            full_in: full_in.map(Duration::from_secs),
+            trend,
+            points_used: 60,
+            window: Duration::from_secs(3600),
+        }))
+    };
+    prop_oneof![
+        2 => Just(None),
+        1 => Just(Some(Check::Unknown("CloudWatch has no readings for the last 1h".into()))),
+        1 => Just(known(0.8, Some(585), Trend::Rising)),
+        1 => Just(known(0.01, None, Trend::Steady)),
+    ]
+}
+
 fn snapshot_status() -> impl Strategy<Value = SnapshotStatus> {
     prop_oneof![
         Just(SnapshotStatus::Creating),
@@ -363,13 +385,14 @@ fn outside_event() -> impl Strategy<Value = Event> {
 fn any_event() -> impl Strategy<Value = Event> {
     prop_oneof![
         3 => outside_event(),
-        1 => (group(), allowed(), preflight()).prop_map(|(group, allowed, preflight)| {
-            Event::PlanFetched {
+        1 => (group(), allowed(), preflight(), forecast()).prop_map(
+            |(group, allowed, preflight, forecast)| Event::PlanFetched {
                 group,
                 allowed,
                 preflight,
+                forecast,
             }
-        }),
+        ),
         1 => (step_before(), group(), allowed(), pending()).prop_map(
             |(before, group, allowed, pending)| Event::Rechecked {
                 before,
@@ -746,6 +769,7 @@ fn result_of(effect: &Effect, run: &Run, a: &Answer) -> Option<Event> {
             } else {
                 a.preflight.clone()
             },
+            forecast: None,
         },
         Effect::Recheck { .. } if failed => aws_failed(AwsOp::Recheck),
         Effect::Recheck { before } => Event::Rechecked {

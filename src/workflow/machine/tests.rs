@@ -87,6 +87,7 @@ fn plan() -> Plan {
         shards: 1,
         preflight: Some(Preflight::clean()),
         pending_acknowledged: false,
+        forecast: None,
     }
 }
 
@@ -264,6 +265,77 @@ fn check(name: &str, run: Run, event: Event, now: Timestamp, expect: Expect) -> 
 mod planning_transitions {
     use super::*;
 
+    /// The memory trend read at planning rides on the plan, whatever it says; it decides
+    /// nothing. Events, plans and policies stored before it existed read as having none.
+    #[test]
+    fn the_memory_trend_is_carried_onto_the_plan_and_older_records_read_without_it() {
+        use crate::workflow::forecast::{Forecast, Trend};
+        use Expect::*;
+        let rising = Check::Known(Forecast {
+            node: crate::domain::CacheClusterId::parse("prod-jobs-001").unwrap(),
+            slope_per_min: 0.8,
+            latest: 92.2,
+            full_in: Some(Duration::from_secs(585)),
+            trend: Trend::Rising,
+            points_used: 60,
+            window: Duration::from_secs(3600),
+        });
+        for forecast in [
+            Some(rising),
+            Some(Check::Unknown(
+                "CloudWatch has no readings for the last 1h".into(),
+            )),
+            None,
+        ] {
+            let event = Event::PlanFetched {
+                group: group_info("available", "cache.r6g.large"),
+                allowed: allowed(),
+                preflight: Preflight::clean(),
+                forecast: forecast.clone(),
+            };
+            let t = check(
+                "plan with a trend",
+                planning(),
+                event.clone(),
+                at(10),
+                Accept("awaiting_approval", &["post_top_message", "timer", "timer"]),
+            )
+            .unwrap();
+            let plan = t.run.plan().unwrap();
+            assert_eq!(plan.forecast, forecast);
+            assert_eq!(
+                plan.target,
+                nt("cache.r6g.xlarge"),
+                "it changes nothing else"
+            );
+            let back: Run = serde_json::from_str(&serde_json::to_string(&t.run).unwrap()).unwrap();
+            assert_eq!(back, t.run);
+            let back: Event =
+                serde_json::from_str(&serde_json::to_string(&event).unwrap()).unwrap();
+            assert_eq!(back, event);
+        }
+        let mut legacy = serde_json::to_value(plan()).unwrap();
+        legacy.as_object_mut().unwrap().remove("forecast");
+        assert_eq!(
+            serde_json::from_value::<Plan>(legacy).unwrap().forecast,
+            None
+        );
+        let mut legacy = serde_json::to_value(Event::PlanFetched {
+            group: group_info("available", "cache.r6g.large"),
+            allowed: allowed(),
+            preflight: Preflight::clean(),
+            forecast: None,
+        })
+        .unwrap();
+        legacy.as_object_mut().unwrap().remove("forecast");
+        let back: Event = serde_json::from_value(legacy).unwrap();
+        assert!(matches!(back, Event::PlanFetched { forecast: None, .. }));
+        let mut legacy = serde_json::to_value(Policy::default()).unwrap();
+        legacy.as_object_mut().unwrap().remove("forecast_window");
+        let back: Policy = serde_json::from_value(legacy).unwrap();
+        assert_eq!(back.forecast_window, Duration::from_secs(3600));
+    }
+
     #[test]
     fn plan_needing_approval() {
         use Expect::*;
@@ -274,6 +346,7 @@ mod planning_transitions {
                 group: group_info("available", "cache.r6g.large"),
                 allowed: allowed(),
                 preflight: Preflight::clean(),
+                forecast: None,
             },
             at(10),
             Accept("awaiting_approval", &["post_top_message", "timer", "timer"]),
@@ -309,6 +382,7 @@ mod planning_transitions {
                 group: group_info("available", "cache.r6g.large"),
                 allowed: allowed(),
                 preflight: Preflight::clean(),
+                forecast: None,
             },
             at(10),
             Accept(
@@ -336,6 +410,7 @@ mod planning_transitions {
                 group: group_info("available", "cache.r6g.large"),
                 allowed: allowed(),
                 preflight: Preflight::clean(),
+                forecast: None,
             },
             at(10),
             Accept(
@@ -367,6 +442,7 @@ mod planning_transitions {
                 group: group_info("available", "cache.r6g.large"),
                 allowed: allowed(),
                 preflight: Preflight::clean(),
+                forecast: None,
             },
             at(10),
             Accept("nothing_to_do", &["post_top_message", "post_note", "page"]),
@@ -391,6 +467,7 @@ mod planning_transitions {
                 group: group_info("available", "cache.r6g.large"),
                 allowed: allowed(),
                 preflight: Preflight::clean(),
+                forecast: None,
             },
             at(10),
             // A person's request that can't be done is answered privately, not in the channel.
@@ -2323,6 +2400,7 @@ mod pending_changes_need_an_explicit_approval {
             group: group_info("available", "cache.r6g.large"),
             allowed: allowed(),
             preflight,
+            forecast: None,
         }
     }
 

@@ -7,6 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{CacheClusterId, NodeType, ReplicationGroupId, SnapshotName, Timestamp};
+use crate::workflow::forecast::Forecast;
 use crate::workflow::preflight::{Check, PendingChange, Preflight};
 
 use super::{Attempt, BoxFuture};
@@ -427,12 +428,16 @@ impl From<&AwsError> for super::Failure {
     }
 }
 
-/// What a plan is made from: the group as it is, the scale-ups AWS allows, the preflight.
+/// What a plan is made from: the group as it is, the scale-ups AWS allows, the preflight, the
+/// memory trend.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanFacts {
     pub group: GroupInfo,
     pub allowed: Vec<NodeType>,
     pub preflight: Preflight,
+    /// The memory trend over the policy's `forecast_window`, or why it is unknown (`None`: not
+    /// asked for, or no memory series to read). Never a reason for the plan to fail.
+    pub forecast: Option<Check<Forecast>>,
 }
 
 /// The group just before the bot acts: as described, the scale-ups allowed now, and its pending

@@ -657,6 +657,7 @@ impl Aws for FakeAws {
                 group,
                 allowed,
                 preflight,
+                forecast: None,
             }
         }))
     }
