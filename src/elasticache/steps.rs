@@ -525,22 +525,28 @@ impl Aws for ElastiCacheSteps {
         })
     }
 
-    fn why_not_upsized<'a>(&'a self, at: &'a mut Attempt) -> BoxFuture<'a, Vec<AwsEvent>> {
+    fn why_not_upsized<'a>(
+        &'a self,
+        at: &'a mut Attempt,
+        polled: &'a GroupInfo,
+    ) -> BoxFuture<'a, Vec<AwsEvent>> {
         Box::pin(async move {
             let State::Modifying { started, .. } = &at.run.state else {
                 return Vec::new();
             };
             // A minute of slack either side of the bot's clock.
             let since = Timestamp::from_millis(started.as_millis() - 60_000);
-            let group = at.run.group.as_str().to_string();
             let call = "DescribeEvents";
             match self.api.events_since(since).await {
                 Ok(all) => {
-                    // The group's own events, and its nodes' (`prod-jobs-001`, `-0001-002`).
-                    let node_prefix = format!("{group}-");
+                    // The group's own events, and its member nodes' — by exact id: another
+                    // group may be called `prod-jobs-eu`, its nodes `prod-jobs-eu-001`.
                     let ours: Vec<AwsEvent> = all
                         .into_iter()
-                        .filter(|e| e.source == group || e.source.starts_with(&node_prefix))
+                        .filter(|e| {
+                            e.source == polled.id.as_str()
+                                || polled.members.iter().any(|m| m.as_str() == e.source)
+                        })
                         .collect();
                     let said = if ours.is_empty() {
                         "no event for the group or its nodes since the upsize began".to_string()
@@ -862,6 +868,59 @@ mod tests {
         assert_eq!(create.param("ReplicationGroupId"), Some("prod-jobs"));
         assert_eq!(create.param("CacheClusterId"), None);
         assert!(create_line(&mut at).contains("no replica"));
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn aws_events_are_the_groups_and_its_nodes_only_not_a_group_with_a_longer_name() {
+        use crate::elasticache::sim::ModifyFault;
+        let eu = ReplicationGroupId::parse("prod-jobs-eu").unwrap();
+        let sim = sim::spawn(SimConfig {
+            modify_duration: std::time::Duration::from_millis(20),
+            ..SimConfig::with_groups([
+                SimGroup::new(group(), nt("cache.r6g.large")),
+                SimGroup::new(eu.clone(), nt("cache.r6g.large")),
+            ])
+        })
+        .await
+        .unwrap();
+        let api: Arc<dyn ElastiCache> =
+            Arc::new(SdkElastiCache::new(&config_for_endpoint(&sim.endpoint())));
+        let steps = ElastiCacheSteps::new(api.clone());
+        // prod-jobs-eu's upsize fails: AWS reports it on `prod-jobs-eu` and `prod-jobs-eu-001`.
+        sim.fail_modifications_of(&eu, ModifyFault::Revert);
+        api.modify_node_type(&eu, &nt("cache.r6g.xlarge"))
+            .await
+            .unwrap();
+        let mut at = attempt(true);
+        at.run.state = State::Modifying {
+            plan: crate::workflow::run::Plan {
+                version: 1,
+                current: nt("cache.r6g.large"),
+                target: nt("cache.r6g.xlarge"),
+                choices: vec![nt("cache.r6g.xlarge")],
+                cap: None,
+                cluster_mode: ClusterMode::Disabled,
+                members: 2,
+                shards: 1,
+                preflight: None,
+                pending_acknowledged: false,
+                forecast: None,
+            },
+            snapshot: None,
+            started: Timestamp::now(),
+            requested: true,
+            seen_modifying: true,
+            polls: 1,
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let polled = api.describe_group(&eu).await.unwrap();
+        assert_eq!(polled.node_type, Some(nt("cache.r6g.large")));
+        let theirs = steps.why_not_upsized(&mut at, &polled).await;
+        assert_eq!(theirs.len(), 2, "prod-jobs-eu's own: {theirs:?}");
+        let ours_polled = api.describe_group(&group()).await.unwrap();
+        let ours = steps.why_not_upsized(&mut at, &ours_polled).await;
+        assert!(ours.is_empty(), "prod-jobs is not prod-jobs-eu: {ours:?}");
         sim.shutdown().await;
     }
 

@@ -80,7 +80,7 @@ pub(super) async fn perform(ports: &Ports, at: &mut Attempt, effect: &Effect) ->
                         if group.is_available() && group.node_type.as_ref() != Some(&plan.target)
                 );
                 let events = if back_without_it {
-                    aws.why_not_upsized(at).await
+                    aws.why_not_upsized(at, &group).await
                 } else {
                     Vec::new()
                 };

@@ -488,11 +488,16 @@ pub trait Aws: Send + Sync {
     /// The group as it is (while the modification runs).
     fn poll_group<'a>(&'a self, at: &'a mut Attempt) -> BoxFuture<'a, Result<GroupInfo, AwsError>>;
 
-    /// What AWS's events say about the run's group (and its nodes) since its upsize began,
+    /// What AWS's events say about the run's group (`group`, as just polled, and its member
+    /// nodes) since its upsize began,
     /// oldest first, when the group is back without the new type. Never fails: a read that
     /// fails is logged and says nothing.
-    fn why_not_upsized<'a>(&'a self, at: &'a mut Attempt) -> BoxFuture<'a, Vec<AwsEvent>> {
-        let _ = at;
+    fn why_not_upsized<'a>(
+        &'a self,
+        at: &'a mut Attempt,
+        group: &'a GroupInfo,
+    ) -> BoxFuture<'a, Vec<AwsEvent>> {
+        let _ = (at, group);
         Box::pin(async { Vec::new() })
     }
 }
