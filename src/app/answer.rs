@@ -45,6 +45,8 @@ pub enum Answer {
         entries: Vec<crate::workflow::ports::AuditEntry>,
     },
     OnlyApproversReadAudit,
+    /// Whether the person is an approver could not be told in time (a user-group lookup).
+    CheckingApprover,
     /// `/redis status`, from the store; `live_follows` when AWS's view comes in a moment.
     Status {
         group: GroupConfig,

@@ -167,7 +167,19 @@ impl App {
 
     /// `/redis runs <id>`: the run's audit trail, for approvers (it names who did what).
     pub async fn audit(&self, user: &SlackUserId, id: &RunId) -> Answer {
-        if !self.directory.is_approver(user).await {
+        // Within the slash command's 3 s: a user-group lookup that takes longer is a refusal
+        // that says to try again, not a late answer Slack drops.
+        let approver = match self.directory.cached_verdict(user) {
+            Some(v) => v,
+            None => {
+                let ask = self.directory.is_approver(user);
+                match tokio::time::timeout(std::time::Duration::from_secs(2), ask).await {
+                    Ok(v) => v,
+                    Err(_) => return Answer::CheckingApprover,
+                }
+            }
+        };
+        if !approver {
             return Answer::OnlyApproversReadAudit;
         }
         match self.store.run(id).await {

@@ -419,26 +419,32 @@ impl ElastiCache for SdkElastiCache {
     ) -> BoxFuture<'a, Result<Vec<crate::workflow::ports::elasticache::AwsEvent>, AwsError>> {
         Box::pin(async move {
             use crate::workflow::ports::elasticache::AwsEvent;
-            let out = self
-                .client
-                .describe_events()
-                .start_time(aws_smithy_types::DateTime::from_millis(since.as_millis()))
-                .max_records(100)
-                .send()
-                .await
-                .map_err(from_sdk)?;
-            let mut events: Vec<AwsEvent> = out
-                .events()
-                .iter()
-                .filter_map(|e| {
+            // Every page (a busy account can have more than 100 events since then).
+            let mut events: Vec<AwsEvent> = Vec::new();
+            let mut marker: Option<String> = None;
+            for _ in 0..MAX_PAGES {
+                let out = self
+                    .client
+                    .describe_events()
+                    .start_time(aws_smithy_types::DateTime::from_millis(since.as_millis()))
+                    .max_records(100)
+                    .set_marker(marker.take())
+                    .send()
+                    .await
+                    .map_err(from_sdk)?;
+                events.extend(out.events().iter().filter_map(|e| {
                     let at = e.date()?.to_millis().ok()?;
                     Some(AwsEvent {
                         at: crate::domain::Timestamp::from_millis(at),
                         source: e.source_identifier()?.to_string(),
                         message: e.message().unwrap_or_default().to_string(),
                     })
-                })
-                .collect();
+                }));
+                marker = next_page(out.marker());
+                if marker.is_none() {
+                    break;
+                }
+            }
             // AWS lists the newest first: oldest first, keeping AWS's order within a moment.
             events.reverse();
             events.sort_by_key(|e| e.at);

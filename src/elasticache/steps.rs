@@ -33,6 +33,10 @@ pub struct ElastiCacheSteps {
     memory: Option<Arc<dyn MemorySeries>>,
 }
 
+/// How long a CloudWatch read on the way to acting (the snapshot's replica, the plan's trend)
+/// may take before the bot goes on without it.
+const CLOUDWATCH_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How far back a replica's memory reading is looked for when picking the snapshot's node.
 const RECENT_MEMORY: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
@@ -65,7 +69,15 @@ impl ElastiCacheSteps {
         };
         let from = Timestamp::from_millis(at.now.as_millis() - RECENT_MEMORY.as_millis() as i64);
         let query = MemoryQuery::for_window(nodes.group.id.clone(), replicas, from, at.now);
-        match memory.memory_usage(&query).await {
+        // The workers may be paused while this is read: a slow CloudWatch is "don't know".
+        let read = tokio::time::timeout(CLOUDWATCH_WITHIN, memory.memory_usage(&query)).await;
+        let read = read.unwrap_or_else(|_| {
+            Err(crate::workflow::ports::MemoryError::Transient {
+                code: "Timeout".into(),
+                message: format!("no answer within {CLOUDWATCH_WITHIN:?}"),
+            })
+        });
+        match read {
             Ok(series) => {
                 let latest: BTreeMap<CacheClusterId, f64> = series
                     .into_iter()
@@ -116,9 +128,13 @@ impl ElastiCacheSteps {
         }
         let from = Timestamp::from_millis(at.now.as_millis() - window.as_millis() as i64);
         let query = MemoryQuery::for_window(group.id.clone(), group.members.clone(), from, at.now);
-        let found = match memory.memory_usage(&query).await {
-            Ok(series) => forecast::forecast(&series, window),
-            Err(e) => Err(e.to_string()),
+        let read = tokio::time::timeout(CLOUDWATCH_WITHIN, memory.memory_usage(&query)).await;
+        let found = match read {
+            Ok(Ok(series)) => forecast::forecast(&series, window),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "CloudWatch did not answer within {CLOUDWATCH_WITHIN:?}"
+            )),
         };
         let said = match &found {
             Ok(f) => format!(
@@ -534,8 +550,8 @@ impl Aws for ElastiCacheSteps {
             let State::Modifying { started, .. } = &at.run.state else {
                 return Vec::new();
             };
-            // A minute of slack either side of the bot's clock.
-            let since = Timestamp::from_millis(started.as_millis() - 60_000);
+            // From the upsize's start: earlier events (the snapshot's) are not its reason.
+            let since = *started;
             let call = "DescribeEvents";
             match self.api.events_since(since).await {
                 Ok(all) => {

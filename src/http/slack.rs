@@ -288,9 +288,18 @@ async fn explain_denial(
         return StatusCode::OK.into_response();
     };
     let view = crate::slack::blocks::render_denial_modal(&denied);
-    match slack.open_view(&trigger, &view).await {
-        Ok(()) => info!(user = %user, run = %run, "asked why the run was denied"),
-        Err(e) => warn!(user = %user, run = %run, error = %e, "could not open the denial modal"),
+    // Slack wants the click answered within 3 s, and the trigger is dead after that anyway.
+    let opened = tokio::time::timeout(
+        std::time::Duration::from_millis(2_500),
+        slack.open_view(&trigger, &view),
+    )
+    .await;
+    match opened {
+        Ok(Ok(())) => info!(user = %user, run = %run, "asked why the run was denied"),
+        Ok(Err(e)) => {
+            warn!(user = %user, run = %run, error = %e, "could not open the denial modal")
+        }
+        Err(_) => warn!(user = %user, run = %run, "views.open took too long; no modal"),
     }
     StatusCode::OK.into_response()
 }

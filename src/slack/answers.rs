@@ -27,6 +27,9 @@ pub fn render(answer: &Answer) -> Message {
     match answer {
         Answer::Runs { runs: list, now } => runs(list, *now),
         Answer::Audit { run, entries } => audit(run, entries),
+        Answer::CheckingApprover => {
+            text("Slack took too long to say whether you are an approver; try again in a moment.")
+        }
         Answer::OnlyApproversReadAudit => text(
             "Only approvers can read a run's audit trail (see `slack.approvers` in the bot's config).",
         ),
@@ -439,15 +442,26 @@ fn audit(run: &Run, entries: &[crate::workflow::ports::AuditEntry]) -> Message {
             ", times UTC".to_string()
         }
     );
+    // Slack takes at most 50 blocks in a message.
+    const MAX_SECTIONS: usize = 48;
     let mut sections = vec![head.clone()];
+    let mut left_out = 0;
     for line in lines {
         let last = sections.last_mut().expect("one at least");
-        if last.len() + line.len() + 1 > SECTION {
-            sections.push(line);
-        } else {
+        if last.len() + line.len() < SECTION {
             last.push('\n');
             last.push_str(&line);
+        } else if sections.len() < MAX_SECTIONS {
+            sections.push(line);
+        } else {
+            left_out += 1;
         }
+    }
+    if left_out > 0 {
+        sections.push(format!(
+            "_…and {left_out} later entr{} that do not fit in one Slack message._",
+            if left_out == 1 { "y" } else { "ies" }
+        ));
     }
     Message {
         text: head,

@@ -619,8 +619,15 @@ fn outcome_line(run: &Run) -> Option<String> {
             if !what.ends_with('.') {
                 what.push('.');
             }
+            let workers = match &run.resume_error {
+                Some(e) => format!(
+                    "\n⚠️ *Resuming workers failed:* {} — workers may still be paused.",
+                    escape(&truncate(e, 200))
+                ),
+                None => String::new(),
+            };
             format!(
-                "{what} The group was not changed. An approver can choose *Upsize without a snapshot* or *Cancel* in the thread until {}; otherwise the run ends then.",
+                "{what} The group was not changed. An approver can choose *Upsize without a snapshot* or *Cancel* in the thread until {}; otherwise the run ends then.{workers}",
                 slack_day_time(*decide_by)
             )
         }
@@ -737,7 +744,7 @@ fn outcome_words(run: &Run, outcome: &Outcome) -> String {
         Outcome::Denied { by } => match &run.denial_reason {
             Some(reason) => format!(
                 "🚫 *Denied* by <@{by}>: “{}”. Nothing was changed.",
-                escape(reason)
+                escape(&truncate(reason, 300))
             ),
             None => format!("🚫 *Denied* by <@{by}>. Nothing was changed."),
         },
@@ -797,7 +804,7 @@ fn render_fallback_offer(run: &Run) -> Option<Message> {
     };
     let what = match failure {
         Outcome::TimedOut { after, .. } => format!(
-            "⌛ The snapshot timed out after {}; `{snapshot}` may still finish in AWS.",
+            "⌛ The snapshot timed out after {}; if AWS started `{snapshot}`, it may still finish.",
             format_duration(*after)
         ),
         Outcome::Failed { error, .. } => {
@@ -805,10 +812,13 @@ fn render_fallback_offer(run: &Run) -> Option<Message> {
         }
         _ => "❌ The snapshot did not complete.".to_string(),
     };
-    let workers = if run.pause_attempted() {
-        " The workers are resumed."
-    } else {
-        ""
+    let workers = match (&run.resume_error, run.pause_attempted()) {
+        (Some(e), _) => format!(
+            " ⚠️ *Resuming the workers failed* ({}): they may still be paused.",
+            escape(&truncate(e, 200))
+        ),
+        (None, true) => " The workers are resumed.".to_string(),
+        (None, false) => String::new(),
     };
     let text = format!(
         "{what} {} was *not changed* (still `{}`).{workers} An approver can *Upsize without a snapshot* to `{}` — there will be no snapshot to restore from — or *Cancel*. Until {}; then the run ends as failed.",
@@ -1225,7 +1235,10 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
             };
         }
         Note::DenialExplained { by, reason } => {
-            format!("📝 <@{by}> denied it because: “{}”", escape(reason))
+            format!(
+                "📝 <@{by}> denied it because: “{}”",
+                escape(reason)
+            )
         }
         Note::Cancelled { by, snapshot_kept } => match snapshot_kept {
             Some(s) => format!(
@@ -1316,7 +1329,7 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
         }
         Note::Paged { reason } => format!(
             "📟 Paged on-call: {}",
-            crate::pagerduty::summary(run, reason)
+            escape(&crate::pagerduty::summary(run, reason))
         ),
         Note::PageResolved => match run.outcome() {
             Some(Outcome::Succeeded { .. }) => {

@@ -20,6 +20,8 @@ pub(super) fn decide(mut b: Builder, run: &Run, event: &Event) -> Decision {
             b.summary("resume hook done");
             b.close_step(Step::Resume, StepStatus::Done);
             b.note(Note::Resumed);
+            // A resume that failed earlier in the run (before a second pause) is behind us.
+            b.run.resume_error = None;
             b.finish_run(Some(plan.clone()), outcome.clone(), None);
         }
         Event::HookFailed {

@@ -90,6 +90,11 @@ fn cancel(mut b: Builder, run: &Run, actor: &Actor) -> Decision {
             b.close_step(step, StepStatus::Cancelled);
             b.note(Note::Cancelled { by, snapshot_kept });
             b.end(plan.clone(), cancelled);
+            // An open page (a late approval, or going on without a snapshot): a person ended
+            // the run, so it is taken in hand.
+            if run.page.open && run.resume_error.is_none() {
+                b.page(PageAction::Resolve);
+            }
         }
         State::SnapshotFailed {
             plan,
@@ -114,8 +119,9 @@ fn cancel(mut b: Builder, run: &Run, actor: &Actor) -> Decision {
             }
             b.finish_run(Some(plan.clone()), cancelled, None);
             // A person took the failure in hand: the page for it is closed, and the thread
-            // says so.
-            if run.page.open {
+            // says so — unless the workers may still be paused (a resume that failed), which
+            // the page is also about.
+            if run.page.open && run.resume_error.is_none() {
                 b.page(PageAction::Resolve);
             }
         }

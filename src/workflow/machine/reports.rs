@@ -31,6 +31,20 @@ pub(super) fn decide(mut b: Builder, run: &Run, event: &Event) -> Decision {
         Event::CancelOffered { ts } => {
             if run.is_cancellable() {
                 b.summary("cancel button offered in the thread");
+                // A slow chat lane can post two offers (the approval's and the failed
+                // snapshot's): the newer, lower one stays; the older points to it.
+                if let Some(old) = run.cancel_offer.as_ref().filter(|old| *old != ts) {
+                    let reason = match run.state {
+                        State::SnapshotFailed { .. } => CancelGone::SnapshotFailed,
+                        _ => CancelGone::Said(
+                            "a newer Cancel button is in the reply further down".into(),
+                        ),
+                    };
+                    b.effect(Effect::WithdrawCancelOffer {
+                        ts: old.clone(),
+                        reason,
+                    });
+                }
                 b.run.cancel_offer = Some(ts.clone());
             } else {
                 b.summary("cancel button offered too late; withdrawing it");

@@ -3402,6 +3402,80 @@ mod snapshot_fallback {
     }
 
     #[test]
+    fn cancelling_the_second_pause_closes_the_page_and_a_failed_resume_keeps_it_open() {
+        // Going on without a snapshot, then cancelled while the workers are paused again:
+        // a person ended it, so the page is resolved.
+        let mut run = waiting();
+        run.policy.pause_url = Some("http://127.0.0.1:1/pause".into());
+        let Decision::Accept(t) = decide(
+            &run,
+            &Event::UpsizeWithoutSnapshot {
+                actor: approver("U0ONCALL1"),
+            },
+            at(300),
+        ) else {
+            panic!()
+        };
+        assert_eq!(t.run.state_name(), "pausing");
+        assert!(t.run.page.open);
+        let Decision::Accept(c) = decide(
+            &t.run,
+            &Event::Cancel {
+                actor: approver("U0ONCALL2"),
+            },
+            at(400),
+        ) else {
+            panic!()
+        };
+        assert!(
+            c.effects.iter().any(|e| e.effect
+                == Effect::Page {
+                    action: PageAction::Resolve
+                }),
+            "{:?}",
+            c.effects
+        );
+        // The workers may still be paused (a resume that failed): Cancel leaves the page open.
+        let mut stuck = waiting();
+        stuck.resume_error = Some("HTTP 503".into());
+        let Decision::Accept(c) = decide(
+            &stuck,
+            &Event::Cancel {
+                actor: approver("U0ONCALL2"),
+            },
+            at(400),
+        ) else {
+            panic!()
+        };
+        assert!(c.run.page.open, "{:?}", c.effects);
+        assert!(
+            c.effects
+                .iter()
+                .all(|e| !matches!(e.effect, Effect::Page { .. }))
+        );
+    }
+
+    #[test]
+    fn a_second_offer_withdraws_the_first_so_only_one_has_live_buttons() {
+        let mut run = waiting();
+        let old = MessageTs::parse("1764121930.000300").unwrap();
+        let new = MessageTs::parse("1764121930.000900").unwrap();
+        run.cancel_offer = Some(old.clone());
+        let Decision::Accept(t) = decide(&run, &Event::CancelOffered { ts: new.clone() }, at(500))
+        else {
+            panic!()
+        };
+        assert_eq!(t.run.cancel_offer, Some(new));
+        assert_eq!(
+            t.effects[0].effect,
+            Effect::WithdrawCancelOffer {
+                ts: old,
+                reason: CancelGone::SnapshotFailed
+            }
+        );
+    }
+
+    #[test]
     fn a_policy_that_skips_the_snapshot_goes_from_approval_to_the_upsize() {
         use Expect::*;
         let skip = Policy {
