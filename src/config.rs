@@ -100,6 +100,8 @@ pub struct AlarmsConfig {
     /// How long after a repeat the posted notice is edited with the count (repeats meanwhile
     /// are taken in the same edit).
     pub notice_update_delay: Duration,
+    /// How often groups with `forecast_alert` have their memory trend read.
+    pub forecast_interval: Duration,
 }
 
 /// Secrets, from the environment only.
@@ -359,6 +361,7 @@ impl Config {
             out.push_str(&format!("graph_window = {}\n", d(p.graph_window)));
             out.push_str(&format!("verify_window = {}\n", d(p.verify_window)));
             out.push_str(&format!("forecast_window = {}\n", d(p.forecast_window)));
+            out.push_str(&format!("forecast_alert = {}\n", d(p.forecast_alert)));
             out.push_str(&format!(
                 "max_node_type = \"{}\"\n",
                 p.max_node_type
@@ -443,8 +446,12 @@ impl Config {
             d(self.alarms.notice_window)
         ));
         out.push_str(&format!(
-            "notice_update_delay = {}\n\n",
+            "notice_update_delay = {}\n",
             d(self.alarms.notice_update_delay)
+        ));
+        out.push_str(&format!(
+            "forecast_interval = {}\n\n",
+            d(self.alarms.forecast_interval)
         ));
         if !self.alarms.groups.is_empty() {
             out.push_str("[alarms.groups]\n");
@@ -595,6 +602,7 @@ const ALARMS_KEYS: &[&str] = &[
     "groups",
     "notice_window",
     "notice_update_delay",
+    "forecast_interval",
 ];
 const DELIVERY_KEYS: &[&str] = &[
     "retry_interval",
@@ -627,6 +635,7 @@ const POLICY_KEYS: &[&str] = &[
     "graph_window",
     "verify_window",
     "forecast_window",
+    "forecast_alert",
     "max_node_type",
     "pause_url",
     "resume_url",
@@ -1107,6 +1116,7 @@ impl<'s> Walker<'s> {
             groups: BTreeMap::new(),
             notice_window: Duration::from_secs(3600),
             notice_update_delay: Duration::from_secs(2),
+            forecast_interval: Duration::from_secs(300),
         };
         if let Some(t) = self.sub_table(root, "alarms", "") {
             let t = t.clone();
@@ -1116,6 +1126,9 @@ impl<'s> Walker<'s> {
             }
             if let Some(d) = self.duration(&t, "notice_update_delay", "alarms") {
                 out.notice_update_delay = d;
+            }
+            if let Some(d) = self.positive_duration(&t, "forecast_interval", "alarms") {
+                out.forecast_interval = d;
             }
             if let Some(p) = self.parsed(&t, "description_prefix", "alarms", |s| {
                 if s.trim().is_empty() {
@@ -1346,6 +1359,9 @@ impl<'s> Walker<'s> {
         }
         if let Some(v) = self.duration(t, "verify_window", prefix) {
             p.verify_window = v;
+        }
+        if let Some(v) = self.duration(t, "forecast_alert", prefix) {
+            p.forecast_alert = v;
         }
         if let Some(v) = self.duration(t, "forecast_window", prefix) {
             p.forecast_window = v;
@@ -1692,6 +1708,27 @@ cooldown = "2h"
                 .unwrap_err();
         assert_eq!(err.issues.len(), 1, "{err}");
         assert_eq!(err.issues[0].key, "defaults.forecast_window");
+    }
+
+    #[test]
+    fn forecast_alert_is_off_unless_set_and_the_watch_interval_must_be_positive() {
+        let c = parse(
+            "[slack]\nchannel = \"C0123ABCD\"\n[alarms]\nforecast_interval = \"2m\"\n[groups.jobs]\nforecast_alert = \"30m\"\n[groups.cache]\n",
+        )
+        .unwrap();
+        let alert = |g: &str| {
+            c.group(&ReplicationGroupId::parse(g).unwrap())
+                .unwrap()
+                .policy
+                .forecast_alert
+        };
+        assert_eq!(alert("jobs"), Duration::from_secs(1800));
+        assert_eq!(alert("cache"), Duration::ZERO, "off by default");
+        assert_eq!(c.alarms.forecast_interval, Duration::from_secs(120));
+        assert!(c.render_redacted().contains("forecast_alert = \"30m\""));
+        let err = parse("[slack]\nchannel = \"C0123ABCD\"\n[alarms]\nforecast_interval = \"0s\"\n")
+            .unwrap_err();
+        assert_eq!(err.issues[0].key, "alarms.forecast_interval", "{err}");
     }
 
     #[test]

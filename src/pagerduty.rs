@@ -468,6 +468,10 @@ pub fn page_event(run: &Run, action: &PageAction, now: Timestamp) -> PdEvent {
         Trigger::Alarm {
             alarm_name, reason, ..
         } => format!("alarm `{alarm_name}`: {reason}"),
+        Trigger::Forecast { forecast, .. } => format!(
+            "the memory trend: {} at {:.1} %, {:+.2} %/min",
+            forecast.node, forecast.latest, forecast.slope_per_min
+        ),
         Trigger::Command { user, .. } => format!("requested by Slack user {user}"),
     };
     let thread = run.message.as_ref().and_then(|m| m.permalink.clone());

@@ -160,6 +160,7 @@ impl Application {
             directory: directory.clone(),
             clock: deps.clock,
             metrics,
+            memory: Some(deps.memory.clone()),
         };
         let app = App::new(Arc::new(config), runner, ports, deps.home);
         let worker = JobWorker::new(app.clone(), chat, delivery.retry);
@@ -211,6 +212,7 @@ impl Application {
         let refresher = tokio::spawn(refresh_approvers(self.directory, on()));
         let pruner = tokio::spawn(prune_store(self.http.app.clone(), on()));
         let upkeep = tokio::spawn(metrics_upkeep(on()));
+        let forecasts = tokio::spawn(watch_forecasts(self.http.app.clone(), on()));
         // The config against AWS, in the background: a contradiction is logged, not fatal.
         let app = self.http.app.clone();
         tokio::spawn(async move {
@@ -230,7 +232,7 @@ impl Application {
         if !ran {
             runner.await.ok();
         }
-        let _ = tokio::join!(jobs, refresher, pruner, upkeep);
+        let _ = tokio::join!(jobs, refresher, pruner, upkeep, forecasts);
         let served = match served {
             Some(result) => result,
             None => server.await,
@@ -250,6 +252,29 @@ async fn metrics_upkeep(stop: impl Future<Output = ()>) {
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
         crate::telemetry::prometheus().run_upkeep();
+    }
+}
+
+/// Groups with `forecast_alert`: their memory trend every `alarms.forecast_interval`, and a
+/// run proposed when it says they are full within that long (see `app::forecasts`). Nothing
+/// runs when no group asks for it.
+async fn watch_forecasts(app: crate::app::App, stop: impl Future<Output = ()>) {
+    tokio::pin!(stop);
+    let wanted = app
+        .config
+        .groups
+        .values()
+        .any(|g| !g.policy.forecast_alert.is_zero() && !g.policy.forecast_window.is_zero());
+    if !wanted {
+        return;
+    }
+    let every = app.config.alarms.forecast_interval;
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        app.forecast_once().await;
     }
 }
 

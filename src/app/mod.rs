@@ -16,6 +16,7 @@
 
 pub mod alarms;
 pub mod answer;
+pub mod forecasts;
 pub mod jobs;
 pub mod requests;
 
@@ -111,6 +112,8 @@ pub struct AppPorts {
     pub directory: Arc<dyn Directory>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<dyn Metrics>,
+    /// CloudWatch's memory readings, for `forecast_alert` (none: no forecasts are proposed).
+    pub memory: Option<Arc<dyn crate::workflow::ports::MemorySeries>>,
 }
 
 /// The use cases, with what they need: the config, the runner, the store, AWS (to read), the
@@ -124,6 +127,7 @@ pub struct App {
     directory: Arc<dyn Directory>,
     clock: Arc<dyn Clock>,
     metrics: Arc<dyn Metrics>,
+    memory: Option<Arc<dyn crate::workflow::ports::MemorySeries>>,
     home: Home,
     /// Cache cluster → replication group, learned from DescribeCacheClusters.
     cluster_groups: Arc<Mutex<HashMap<CacheClusterId, ReplicationGroupId>>>,
@@ -149,6 +153,7 @@ impl App {
             directory,
             clock,
             metrics,
+            memory,
         } = ports;
         App {
             config,
@@ -158,6 +163,7 @@ impl App {
             directory,
             clock,
             metrics,
+            memory,
             home,
             cluster_groups: Arc::default(),
             jobs_added: Arc::default(),

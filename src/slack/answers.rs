@@ -149,6 +149,7 @@ fn link(run: &Run, label: &str) -> String {
 pub fn run_line(run: &Run, now: Timestamp) -> String {
     let trigger = match &run.trigger {
         Trigger::Alarm { .. } => "alarm".to_string(),
+        Trigger::Forecast { .. } => "forecast".to_string(),
         Trigger::Command { user, .. } => format!("<@{user}>"),
     };
     let approved: Vec<String> = run

@@ -327,6 +327,7 @@ fn section(text: &str) -> Value {
 fn header(run: &Run) -> String {
     match &run.trigger {
         Trigger::Alarm { .. } => format!("🚨 {}: Redis memory alarm", run.group),
+        Trigger::Forecast { .. } => format!("📈 {}: memory will be full soon", run.group),
         Trigger::Command { .. } => format!("🔧 {}: upsize requested", run.group),
     }
 }
@@ -354,6 +355,12 @@ fn why(run: &Run) -> String {
             }
             s
         }
+        Trigger::Forecast { at, forecast } => format!(
+            "*Proposed before any alarm* (`forecast_alert = \"{}\"`), from the trend read at {}:\n{}",
+            format_duration(run.policy.forecast_alert),
+            slack_time(*at),
+            forecast_line(&Check::Known(forecast.clone()))
+        ),
         Trigger::Command { user, .. } => {
             let asked = match &run.requested_type {
                 Some(t) => format!(" (to `{t}`)"),
@@ -780,6 +787,7 @@ fn fallback(run: &Run) -> String {
     let what = match &run.trigger {
         Trigger::Alarm { value: Some(v), .. } => format!("{} memory {v:.0}%", run.group),
         Trigger::Alarm { .. } => format!("{} memory alarm", run.group),
+        Trigger::Forecast { .. } => format!("{} memory full soon (forecast)", run.group),
         Trigger::Command { user, .. } => format!("{} upsize requested by <@{user}>", run.group),
     };
     let plan = run
@@ -1289,6 +1297,7 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
         Note::Succeeded { from, to, took } => {
             let since = match &run.trigger {
                 Trigger::Alarm { .. } => "after the alarm".to_string(),
+                Trigger::Forecast { .. } => "after the forecast proposed it".to_string(),
                 Trigger::Command { user, .. } => format!("after <@{user}> asked"),
             };
             format!(

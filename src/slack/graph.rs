@@ -190,7 +190,7 @@ impl Graphs for SlackGraphs {
             let group_id = at.run.group.clone();
             let alarm = match &at.run.trigger {
                 Trigger::Alarm { at: fired, .. } => Some(*fired),
-                Trigger::Command { .. } => None,
+                Trigger::Command { .. } | Trigger::Forecast { .. } => None,
             };
             let threshold = at.run.trigger.threshold();
             let upsize = (at.run.steps.iter().find(|s| s.step == Step::Upsize))

@@ -324,6 +324,10 @@ pub struct Policy {
         default = "default_forecast_window"
     )]
     pub forecast_window: Duration,
+    /// Propose a run before the alarm when the trend says the group is full within this long
+    /// (zero: never). An ordinary plan: it needs approval as the policy says.
+    #[serde(with = "crate::domain::duration_ms", default)]
+    pub forecast_alert: Duration,
 }
 
 fn default_verify_window() -> Duration {
@@ -373,6 +377,7 @@ impl Default for Policy {
             graph_window: default_graph_window(),
             verify_window: default_verify_window(),
             forecast_window: default_forecast_window(),
+            forecast_alert: Duration::ZERO,
         }
     }
 }

@@ -179,7 +179,7 @@ impl Run {
     pub fn requested_by(&self) -> Option<&SlackUserId> {
         match &self.trigger {
             Trigger::Command { user, .. } => Some(user),
-            Trigger::Alarm { .. } => None,
+            Trigger::Alarm { .. } | Trigger::Forecast { .. } => None,
         }
     }
 
@@ -310,6 +310,12 @@ pub enum Trigger {
         value: Option<f64>,
         at: Timestamp,
     },
+    /// The memory trend: the group is full within the policy's `forecast_alert`, before any
+    /// alarm. An ordinary plan, approved as the policy says.
+    Forecast {
+        at: Timestamp,
+        forecast: crate::workflow::forecast::Forecast,
+    },
     /// A person, through `/redis upsize` (or the "start anyway" button).
     Command {
         user: SlackUserId,
@@ -323,6 +329,7 @@ impl Trigger {
     pub fn actor_name(&self) -> String {
         match self {
             Trigger::Alarm { .. } => "alarm".into(),
+            Trigger::Forecast { .. } => "forecast".into(),
             Trigger::Command { user, .. } => user.to_string(),
         }
     }
@@ -331,6 +338,7 @@ impl Trigger {
     pub fn kind(&self) -> &'static str {
         match self {
             Trigger::Alarm { .. } => "alarm",
+            Trigger::Forecast { .. } => "forecast",
             Trigger::Command { .. } => "command",
         }
     }

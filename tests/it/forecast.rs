@@ -141,3 +141,82 @@ async fn a_zero_forecast_window_shows_no_trend() {
     );
     t.stop().await;
 }
+
+/// An app whose group proposes a run when it is full within 30 minutes, looking every 50 ms,
+/// with `curve` on both nodes (and no alarm).
+async fn watching(curve: MemoryCurve) -> (Services, TempDir, TestApp) {
+    let services = Services::start(sim_config()).await;
+    for n in [1, 2] {
+        services.sim.set_memory(&node(n), curve.clone());
+    }
+    let dir = TempDir::new();
+    let mut config = config_text("", "forecast_alert = \"30m\"");
+    config.push_str("\n[alarms]\nforecast_interval = \"50ms\"\n");
+    let t = TestApp::spawn(&services, &config, &dir.db()).await;
+    (services, dir, t)
+}
+
+fn runs_of(t: &TestApp) -> Vec<redis_autoscaler::workflow::run::Run> {
+    t.store.recent_runs(None, 10).unwrap()
+}
+
+#[tokio::test]
+async fn a_group_filling_within_forecast_alert_gets_one_proposed_run_that_waits_for_approval() {
+    use redis_autoscaler::workflow::run::Trigger;
+    // 60 % an hour ago, +0.6 %/min: ~96 % now, full in ~7 min.
+    let (services, _dir, t) = watching(rising(60.0, 0.6)).await;
+    eventually("a proposed run", || !runs_of(&t).is_empty()).await;
+    let run = runs_of(&t).remove(0);
+    assert!(
+        matches!(run.trigger, Trigger::Forecast { .. }),
+        "{:?}",
+        run.trigger
+    );
+    let waiting = t
+        .wait_for(&run.id, "the approval", |r| {
+            matches!(r.state, State::AwaitingApproval { .. }) && r.message.is_some()
+        })
+        .await;
+    assert!(
+        waiting.decisions.is_empty(),
+        "nothing is approved by itself"
+    );
+    let card = services.top_messages()[0].rendered();
+    assert!(card.contains("memory will be full soon"), "{card}");
+    assert!(card.contains("Proposed before any alarm"), "{card}");
+    assert!(card.contains("[ Approve ]"), "{card}");
+    // More looks while it waits propose nothing more.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(runs_of(&t).len(), 1, "one run, not two");
+    // Denied, it is not proposed again within forecast_alert.
+    let s = t
+        .app
+        .act(
+            &run.id,
+            &user(ONCALL),
+            redis_autoscaler::app::requests::UserAction::Deny,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            s,
+            redis_autoscaler::workflow::machine::Submitted::Accepted(_)
+        ),
+        "{s:?}"
+    );
+    t.wait_done(&run.id).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(runs_of(&t).len(), 1, "a denied proposal holds off the next");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_steady_group_or_one_that_fills_later_gets_no_proposal() {
+    for curve in [MemoryCurve::constant(70.0), rising(20.0, 0.2)] {
+        let (_services, _dir, t) = watching(curve).await;
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        assert!(runs_of(&t).is_empty(), "{:?}", runs_of(&t));
+        t.stop().await;
+    }
+}

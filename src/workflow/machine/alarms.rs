@@ -50,7 +50,7 @@ pub(super) fn decide(mut b: Builder, run: &Run, event: &Event) -> Decision {
 fn is_known_delivery(run: &Run, delivery_id: &str) -> bool {
     let first = match &run.trigger {
         Trigger::Alarm { delivery_id: d, .. } => d == delivery_id,
-        Trigger::Command { .. } => false,
+        Trigger::Command { .. } | Trigger::Forecast { .. } => false,
     };
     !delivery_id.is_empty() && (first || run.alarm_deliveries.iter().any(|d| d == delivery_id))
 }

@@ -211,6 +211,10 @@ pub fn open(id: RunId, req: StartRequest, now: Timestamp) -> (Run, Change) {
     );
     let how = match &run.trigger {
         Trigger::Alarm { alarm_name, .. } => format!("alarm `{alarm_name}`"),
+        Trigger::Forecast { forecast, .. } => format!(
+            "the memory trend ({} {:+.2} %/min, latest {:.1} %)",
+            forecast.node, forecast.slope_per_min, forecast.latest
+        ),
         Trigger::Command { user, .. } => user.to_string(),
     };
     let requested = run
