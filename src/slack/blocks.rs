@@ -1677,6 +1677,23 @@ mod tests {
         {
             *snapshot = None;
         }
+        let proposed = {
+            let mut r = awaiting.clone();
+            r.policy.forecast_alert = std::time::Duration::from_secs(1800);
+            r.trigger = Trigger::Forecast {
+                at: at(0),
+                forecast: crate::workflow::forecast::Forecast {
+                    node: crate::domain::CacheClusterId::parse("prod-jobs-001").unwrap(),
+                    slope_per_min: 0.6,
+                    latest: 91.0,
+                    full_in: Some(std::time::Duration::from_secs(15 * 60)),
+                    trend: crate::workflow::forecast::Trend::Rising,
+                    points_used: 60,
+                    window: std::time::Duration::from_secs(3600),
+                },
+            };
+            r
+        };
         vec![
             ("planning", planning),
             ("awaiting_approval", awaiting),
@@ -1695,6 +1712,7 @@ mod tests {
             ("nothing_to_do", nothing_to_do),
             ("succeeded_still_high", still_high),
             ("succeeded_without_snapshot", without_snapshot),
+            ("proposed_by_forecast", proposed),
         ]
     }
 
@@ -1718,7 +1736,7 @@ mod tests {
                 .filter_map(|e| e["action_id"].as_str())
                 .collect();
             match name {
-                "awaiting_approval" => {
+                "awaiting_approval" | "proposed_by_forecast" => {
                     assert!(ids.contains(&actions::APPROVE), "{name}: {ids:?}");
                     assert!(ids.contains(&actions::DENY), "{name}: {ids:?}");
                 }
