@@ -113,10 +113,8 @@ impl App {
             forecast: f,
         };
         match self.start_run(id, None, trigger).await {
-            Ok(Started::Created(run)) => {
-                self.metrics.alarm("forecast_proposed");
-                Looked::Proposed(run)
-            }
+            // Counted with the runs: `redis_autoscaler_runs_started_total{trigger="forecast"}`.
+            Ok(Started::Created(run)) => Looked::Proposed(run),
             Ok(Started::AlreadyActive(run)) => not(format!("run {run} is active")),
             Err(e) => not(format!("not started: {e}")),
         }
