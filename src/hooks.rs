@@ -15,6 +15,7 @@ use sha2::Sha256;
 use crate::domain::{NodeType, ReplicationGroupId, RunId, Secret, SnapshotName, Timestamp};
 use crate::workflow::event::HookPhase;
 use crate::workflow::ports::{Attempt, BoxFuture, Failure, Hooks};
+use crate::workflow::run::{Outcome, Step};
 
 pub const SIGNATURE_HEADER: &str = "X-Redis-Autoscaler-Signature";
 pub const TIMESTAMP_HEADER: &str = "X-Redis-Autoscaler-Timestamp";
@@ -29,7 +30,9 @@ pub struct HookPayload {
     pub from_node_type: NodeType,
     pub to_node_type: NodeType,
     pub snapshot: Option<SnapshotName>,
-    /// For `resume`: how the run ended (`succeeded`, `failed`, `cancelled`, …).
+    /// For `resume`: how the run ended (`succeeded`, `failed`, `cancelled`, …), or
+    /// `snapshot_failed` when it may still go on: an approver can choose to upsize without a
+    /// snapshot, and the workers are then paused (and resumed) again.
     pub outcome: Option<String>,
 }
 
@@ -141,8 +144,21 @@ impl Hooks for HookClient {
                 phase: name,
                 from_node_type: plan.current.clone(),
                 to_node_type: plan.target.clone(),
-                snapshot: Some(SnapshotName::for_run(&run.id)),
-                outcome: run.outcome().map(|o| o.name().to_string()),
+                // None when the run goes without one (the policy, or an approver's choice).
+                snapshot: (!run.skips_snapshot()).then(|| SnapshotName::for_run(&run.id)),
+                outcome: run.outcome().map(|o| match o {
+                    Outcome::Failed {
+                        step: Step::Snapshot,
+                        ..
+                    }
+                    | Outcome::TimedOut {
+                        step: Step::Snapshot,
+                        ..
+                    } if !run.policy.without_snapshot_window.is_zero() && !run.skips_snapshot() => {
+                        "snapshot_failed".to_string()
+                    }
+                    other => other.name().to_string(),
+                }),
             };
             let timeout = run.policy.hook_timeout;
             match self.post(&url, &payload, timeout, at.now).await {

@@ -802,7 +802,11 @@ async fn workers_are_resumed_after_a_failed_snapshot_and_after_a_cancel() {
         })
     ));
     assert_eq!(services.hooks.accepted_phases(), ["pause", "resume"]);
-    assert_eq!(services.hooks.calls()[1].body["outcome"], "failed");
+    assert_eq!(
+        services.hooks.calls()[1].body["outcome"],
+        "snapshot_failed",
+        "the run may still go on"
+    );
     // Going on without one pauses them again for the upsize, and resumes them after.
     let s = t
         .app
@@ -817,6 +821,11 @@ async fn workers_are_resumed_after_a_failed_snapshot_and_after_a_cancel() {
         ["pause", "resume", "pause", "resume"]
     );
     assert_eq!(services.hooks.calls()[3].body["outcome"], "succeeded");
+    assert_eq!(
+        services.hooks.calls()[3].body["snapshot"],
+        serde_json::Value::Null,
+        "there is no snapshot to speak of"
+    );
     assert_eq!(services.sim.attempts("CreateSnapshot"), 1);
     assert_eq!(services.sim.count("ModifyReplicationGroup"), 1);
     t.stop().await;
