@@ -274,7 +274,11 @@ async fn watch_forecasts(app: crate::app::App, stop: impl Future<Output = ()>) {
             _ = &mut stop => return,
             _ = tokio::time::sleep(every) => {}
         }
-        app.forecast_once().await;
+        // A look under way does not hold up a shutdown.
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = app.forecast_once() => {}
+        }
     }
 }
 

@@ -1,9 +1,9 @@
 //! Proposing a run before the alarm: for each group with `forecast_alert`, the memory trend
 //! is read every `alarms.forecast_interval`, and when it says the group is full within that
 //! long a run starts, as an ordinary plan approved as the policy says (never a silent
-//! action). One active run per group dedups it like alarms; a forecast run that ended without
-//! an upsize (denied, expired, cancelled…) holds off the next proposal for `forecast_alert`,
-//! and a successful upsize for the cooldown.
+//! action). One active run per group dedups it like alarms; a run that ended without an
+//! upsize (a denied proposal or alarm run, one that expired, nothing to do) holds off the
+//! next proposal for `forecast_alert`, and a successful upsize for the cooldown.
 
 use std::time::Duration;
 
@@ -71,10 +71,10 @@ impl App {
         {
             return not(format!("cooldown: {} left", format_duration(c.remaining)));
         }
-        // A proposal nobody took holds off the next one for `forecast_alert`.
+        // A run that ended without an upsize (a proposal nobody took, an alarm's run denied,
+        // nothing to do) holds off the next proposal for `forecast_alert`.
         if let Ok(recent) = self.store.recent_runs(Some(id), 1).await
             && let Some(last) = recent.first()
-            && matches!(last.trigger, Trigger::Forecast { .. })
             && !matches!(last.outcome(), Some(Outcome::Succeeded { .. }))
             && last
                 .finished_at()

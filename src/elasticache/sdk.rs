@@ -422,7 +422,8 @@ impl ElastiCache for SdkElastiCache {
             // Every page (a busy account can have more than 100 events since then).
             let mut events: Vec<AwsEvent> = Vec::new();
             let mut marker: Option<String> = None;
-            for _ in 0..MAX_PAGES {
+            // The newest 500 are plenty to find a failure's reason; a busier window is cut.
+            for _ in 0..5 {
                 let out = self
                     .client
                     .describe_events()

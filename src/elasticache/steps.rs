@@ -553,7 +553,18 @@ impl Aws for ElastiCacheSteps {
             // From the upsize's start: earlier events (the snapshot's) are not its reason.
             let since = *started;
             let call = "DescribeEvents";
-            match self.api.events_since(since).await {
+            let read = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                self.api.events_since(since),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(AwsError::Transient {
+                    code: "Timeout".into(),
+                    message: "DescribeEvents did not answer within 10s".into(),
+                })
+            });
+            match read {
                 Ok(all) => {
                     // The group's own events, and its member nodes' — by exact id: another
                     // group may be called `prod-jobs-eu`, its nodes `prod-jobs-eu-001`.

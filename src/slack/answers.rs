@@ -449,7 +449,9 @@ fn audit(run: &Run, entries: &[crate::workflow::ports::AuditEntry]) -> Message {
     let mut left_out = 0;
     for line in lines {
         let last = sections.last_mut().expect("one at least");
-        if last.len() + line.len() < SECTION {
+        if left_out > 0 {
+            left_out += 1;
+        } else if last.len() + line.len() < SECTION {
             last.push('\n');
             last.push_str(&line);
         } else if sections.len() < MAX_SECTIONS {

@@ -355,12 +355,21 @@ fn why(run: &Run) -> String {
             }
             s
         }
-        Trigger::Forecast { at, forecast } => format!(
-            "*Proposed before any alarm* (`forecast_alert = \"{}\"`), from the trend read at {}:\n{}",
-            format_duration(run.policy.forecast_alert),
-            slack_time(*at),
-            forecast_line(&Check::Known(forecast.clone()))
-        ),
+        Trigger::Forecast { at, forecast } => {
+            let mut s = format!(
+                "*Proposed before any alarm* (`forecast_alert = \"{}\"`), from the trend read at {}:\n{}",
+                format_duration(run.policy.forecast_alert),
+                slack_time(*at),
+                forecast_line(&Check::Known(forecast.clone()))
+            );
+            if run.alarm_repeats > 0 {
+                s.push_str(&format!(
+                    "\n🔔 _The memory alarm has fired since ({}×); it is handled by this run._",
+                    run.alarm_repeats
+                ));
+            }
+            s
+        }
         Trigger::Command { user, .. } => {
             let asked = match &run.requested_type {
                 Some(t) => format!(" (to `{t}`)"),
@@ -1329,9 +1338,15 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
                 .as_ref()
                 .map(|t| format!(", last at {}", slack_time(*t)))
                 .unwrap_or_default();
-            format!(
-                "🔁 The alarm fired again{value} — ×{count} during this run{last}.{reason}"
-            )
+            if matches!(run.trigger, Trigger::Forecast { .. }) {
+                format!(
+                    "🔔 The alarm fired{value} — ×{count} since this run was proposed{last}; this run handles it.{reason}"
+                )
+            } else {
+                format!(
+                    "🔁 The alarm fired again{value} — ×{count} during this run{last}.{reason}"
+                )
+            }
         }
         Note::AlarmCleared { reason } => {
             format!("💚 Alarm cleared: {}", escape(&truncate(reason, 200)))

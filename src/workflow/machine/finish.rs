@@ -4,7 +4,7 @@
 
 use crate::workflow::effect::{Note, PageAction, PageReason};
 use crate::workflow::event::{Event, HookPhase};
-use crate::workflow::run::{Run, State, Step, StepStatus};
+use crate::workflow::run::{Outcome, Run, State, Step, StepStatus};
 
 use super::builder::Builder;
 use super::{Decision, does_not_apply};
@@ -21,8 +21,12 @@ pub(super) fn decide(mut b: Builder, run: &Run, event: &Event) -> Decision {
             b.close_step(Step::Resume, StepStatus::Done);
             b.note(Note::Resumed);
             // A resume that failed earlier in the run (before a second pause) is behind us.
-            b.run.resume_error = None;
+            let was_stuck = b.run.resume_error.take().is_some();
             b.finish_run(Some(plan.clone()), outcome.clone(), None);
+            // Cancelled while the workers were stuck: now they are back, the page is done.
+            if was_stuck && matches!(outcome, Outcome::Cancelled { .. }) && b.run.page.open {
+                b.page(PageAction::Resolve);
+            }
         }
         Event::HookFailed {
             phase: HookPhase::Resume,

@@ -91,8 +91,9 @@ fn cancel(mut b: Builder, run: &Run, actor: &Actor) -> Decision {
             b.note(Note::Cancelled { by, snapshot_kept });
             b.end(plan.clone(), cancelled);
             // An open page (a late approval, or going on without a snapshot): a person ended
-            // the run, so it is taken in hand.
-            if run.page.open && run.resume_error.is_none() {
+            // the run, so it is taken in hand (the workers are resumed on the way out; a
+            // resume that fails pages again).
+            if run.page.open {
                 b.page(PageAction::Resolve);
             }
         }
@@ -117,12 +118,25 @@ fn cancel(mut b: Builder, run: &Run, actor: &Actor) -> Decision {
                     reason: CancelGone::CancelledBy(actor.user.clone()),
                 });
             }
-            b.finish_run(Some(plan.clone()), cancelled, None);
-            // A person took the failure in hand: the page for it is closed, and the thread
-            // says so — unless the workers may still be paused (a resume that failed), which
-            // the page is also about.
-            if run.page.open && run.resume_error.is_none() {
-                b.page(PageAction::Resolve);
+            if run.resume_error.is_some() {
+                // The workers may still be paused: resume them again on the way out; the
+                // page is resolved once that worked (see `finish`).
+                b.open_step(Step::Resume);
+                b.set_state(State::Resuming {
+                    plan: plan.clone(),
+                    outcome: cancelled,
+                });
+                b.effect(Effect::CallHook {
+                    phase: crate::workflow::event::HookPhase::Resume,
+                });
+                b.effect(Effect::UpdateTopMessage);
+            } else {
+                b.finish_run(Some(plan.clone()), cancelled, None);
+                // A person took the failure in hand: the page for it is closed, and the
+                // thread says so.
+                if run.page.open {
+                    b.page(PageAction::Resolve);
+                }
             }
         }
         _ => unreachable!("the other states refused above"),

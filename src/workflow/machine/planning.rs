@@ -154,6 +154,12 @@ fn closed(b: &mut Builder, run: &Run, outcome: Outcome, note: Note, page: PageAc
         b.finish_run(None, outcome, None);
         b.note(note);
         b.page(page);
+    } else if matches!(run.trigger, Trigger::Forecast { .. }) {
+        // Nobody asked, and nothing is wrong yet: the channel hears the group is filling and
+        // why the bot can't propose more; the alarm, when it fires, pages as usual.
+        b.effect(Effect::PostTopMessage);
+        b.finish_run(None, outcome, None);
+        b.note(note);
     } else {
         // A person's request that can't be done is their answer, not the channel's.
         b.finish_run(None, outcome, None);

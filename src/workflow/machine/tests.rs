@@ -476,6 +476,44 @@ mod planning_transitions {
     }
 
     #[test]
+    fn a_forecast_at_the_cap_says_so_in_the_channel_without_paging() {
+        use Expect::*;
+        let forecast = crate::workflow::forecast::Forecast {
+            node: CacheClusterId::parse("prod-jobs-001").unwrap(),
+            slope_per_min: 0.5,
+            latest: 90.0,
+            full_in: Some(Duration::from_secs(1200)),
+            trend: crate::workflow::forecast::Trend::Rising,
+            points_used: 60,
+            window: Duration::from_secs(3600),
+        };
+        let t = check(
+            "a forecast at the cap",
+            base(
+                Trigger::Forecast {
+                    at: at(0),
+                    forecast,
+                },
+                Policy {
+                    max_node_type: Some(nt("cache.r6g.large")),
+                    ..policy()
+                },
+            ),
+            Event::PlanFetched {
+                group: group_info("available", "cache.r6g.large"),
+                allowed: allowed(),
+                preflight: Preflight::clean(),
+                forecast: None,
+            },
+            at(10),
+            // Nobody asked, nothing is wrong yet: the channel hears it; the alarm pages later.
+            Accept("nothing_to_do", &["post_top_message", "post_note"]),
+        )
+        .unwrap();
+        assert!(!t.run.page.open);
+    }
+
+    #[test]
     fn aws_failing_while_planning_fails_the_run_and_pages() {
         use Expect::*;
         check(
@@ -3453,6 +3491,29 @@ mod snapshot_fallback {
                 .iter()
                 .all(|e| !matches!(e.effect, Effect::Page { .. }))
         );
+        // …so the bot resumes them again on the way out, and once that worked the page is
+        // resolved.
+        assert_eq!(c.run.state_name(), "resuming");
+        assert!(c.effects.iter().any(|e| e.effect
+            == Effect::CallHook {
+                phase: HookPhase::Resume
+            }));
+        let Decision::Accept(done) = decide(
+            &c.run,
+            &Event::HookDone {
+                phase: HookPhase::Resume,
+            },
+            at(500),
+        ) else {
+            panic!()
+        };
+        assert_eq!(done.run.state_name(), "cancelled");
+        assert_eq!(done.run.resume_error, None);
+        assert!(!done.run.page.open);
+        assert!(done.effects.iter().any(|e| e.effect
+            == Effect::Page {
+                action: PageAction::Resolve
+            }));
     }
 
     #[test]
