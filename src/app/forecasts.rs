@@ -7,11 +7,11 @@
 
 use std::time::Duration;
 
-use crate::domain::{ReplicationGroupId, Timestamp, format_duration};
+use crate::domain::{ReplicationGroupId, format_duration};
 use crate::workflow::forecast::forecast;
 use crate::workflow::machine::Started;
 use crate::workflow::policy::in_cooldown;
-use crate::workflow::ports::MemoryQuery;
+use crate::workflow::ports::memory::recent;
 use crate::workflow::run::{Outcome, Trigger};
 
 use super::App;
@@ -90,14 +90,18 @@ impl App {
             Ok(g) => g,
             Err(e) => return not(format!("DescribeReplicationGroups: {e}")),
         };
-        let from =
-            Timestamp::from_millis(now.as_millis() - policy.forecast_window.as_millis() as i64);
-        let query = MemoryQuery::for_window(id.clone(), group.members.clone(), from, now);
-        let read = tokio::time::timeout(Duration::from_secs(10), memory.memory_usage(&query)).await;
-        let series = match read {
-            Ok(Ok(series)) => series,
-            Ok(Err(e)) => return not(format!("GetMetricData: {e}")),
-            Err(_) => return not("GetMetricData: no answer within 10s".into()),
+        let window = policy.forecast_window;
+        let read = recent(
+            memory.as_ref(),
+            id,
+            group.members,
+            window,
+            now,
+            Duration::from_secs(10),
+        );
+        let series = match read.await {
+            Ok(series) => series,
+            Err(e) => return not(format!("GetMetricData: {e}")),
         };
         let f = match forecast(&series, policy.forecast_window) {
             Ok(f) => f,

@@ -14,13 +14,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::domain::{CacheClusterId, NodeType, SnapshotName, Timestamp};
+use crate::domain::{CacheClusterId, NodeType, SnapshotName};
 use crate::workflow::forecast::{self, Forecast};
 use crate::workflow::policy::{SnapshotSource, is_scale_up};
 use crate::workflow::ports::elasticache::{AwsEvent, GroupNodes, NodeRole, SnapshotFrom};
+use crate::workflow::ports::memory::recent;
 use crate::workflow::ports::{
     Attempt, Aws, AwsError, BoxFuture, ClusterMode, ElastiCache, GroupInfo, GroupStatus, LookAgain,
-    MemoryQuery, MemorySeries, PlanFacts, SnapshotStatus,
+    MemorySeries, PlanFacts, SnapshotStatus,
 };
 use crate::workflow::preflight::{self, CallLine, Check};
 use crate::workflow::run::State;
@@ -67,17 +68,17 @@ impl ElastiCacheSteps {
         let Some(memory) = self.memory.as_ref().filter(|_| replicas.len() > 1) else {
             return BTreeMap::new();
         };
-        let from = Timestamp::from_millis(at.now.as_millis() - RECENT_MEMORY.as_millis() as i64);
-        let query = MemoryQuery::for_window(nodes.group.id.clone(), replicas, from, at.now);
         // The workers may be paused while this is read: a slow CloudWatch is "don't know".
-        let read = tokio::time::timeout(CLOUDWATCH_WITHIN, memory.memory_usage(&query)).await;
-        let read = read.unwrap_or_else(|_| {
-            Err(crate::workflow::ports::MemoryError::Transient {
-                code: "Timeout".into(),
-                message: format!("no answer within {CLOUDWATCH_WITHIN:?}"),
-            })
-        });
-        match read {
+        let id = &nodes.group.id;
+        let read = recent(
+            memory.as_ref(),
+            id,
+            replicas,
+            RECENT_MEMORY,
+            at.now,
+            CLOUDWATCH_WITHIN,
+        );
+        match read.await {
             Ok(series) => {
                 let latest: BTreeMap<CacheClusterId, f64> = series
                     .into_iter()
@@ -126,15 +127,18 @@ impl ElastiCacheSteps {
             );
             return Some(Check::Unknown(why));
         }
-        let from = Timestamp::from_millis(at.now.as_millis() - window.as_millis() as i64);
-        let query = MemoryQuery::for_window(group.id.clone(), group.members.clone(), from, at.now);
-        let read = tokio::time::timeout(CLOUDWATCH_WITHIN, memory.memory_usage(&query)).await;
-        let found = match read {
-            Ok(Ok(series)) => forecast::forecast(&series, window),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!(
-                "CloudWatch did not answer within {CLOUDWATCH_WITHIN:?}"
-            )),
+        let members = group.members.clone();
+        let read = recent(
+            memory.as_ref(),
+            &group.id,
+            members,
+            window,
+            at.now,
+            CLOUDWATCH_WITHIN,
+        );
+        let found = match read.await {
+            Ok(series) => forecast::forecast(&series, window),
+            Err(e) => Err(e.to_string()),
         };
         let said = match &found {
             Ok(f) => format!(

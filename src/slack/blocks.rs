@@ -635,13 +635,11 @@ fn outcome_line(run: &Run) -> Option<String> {
             if !what.ends_with('.') {
                 what.push('.');
             }
-            let workers = match &run.resume_error {
-                Some(e) => format!(
-                    "\n⚠️ *Resuming workers failed:* {} — workers may still be paused.",
-                    escape(&truncate(e, 200))
-                ),
-                None => String::new(),
-            };
+            let workers = run
+                .resume_error
+                .as_ref()
+                .map(|e| resume_failed(&truncate(e, 200)))
+                .unwrap_or_default();
             format!(
                 "{what} The group was not changed. An approver can choose *Upsize without a snapshot* or *Cancel* in the thread until {}; otherwise the run ends then.{workers}",
                 slack_day_time(*decide_by)
@@ -650,10 +648,7 @@ fn outcome_line(run: &Run) -> Option<String> {
         State::Finished { outcome, .. } => {
             let mut s = outcome_words(run, outcome);
             if let Some(err) = &run.resume_error {
-                s.push_str(&format!(
-                    "\n⚠️ *Resuming workers failed:* {} — workers may still be paused.",
-                    escape(err)
-                ));
+                s.push_str(&resume_failed(err));
             }
             if let Some(alarm) = alarm_now(run, outcome) {
                 s.push('\n');
@@ -667,6 +662,14 @@ fn outcome_line(run: &Run) -> Option<String> {
         _ => return None,
     };
     Some(format!("{line}{paged}"))
+}
+
+/// The top message's warning that the workers may still be paused.
+fn resume_failed(error: &str) -> String {
+    format!(
+        "\n⚠️ *Resuming workers failed:* {} — workers may still be paused.",
+        escape(error)
+    )
 }
 
 /// Is a new plan the next step after this outcome? Not after a person decided against the

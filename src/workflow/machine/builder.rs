@@ -302,7 +302,7 @@ impl Builder {
             .max(self.now)
     }
 
-    fn withdraw_cancel_offer(&mut self, reason: CancelGone) {
+    pub(super) fn withdraw_cancel_offer(&mut self, reason: CancelGone) {
         if let Some(ts) = self.run.cancel_offer.take() {
             self.effect(Effect::WithdrawCancelOffer { ts, reason });
         }

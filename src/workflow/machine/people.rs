@@ -112,25 +112,12 @@ fn cancel(mut b: Builder, run: &Run, actor: &Actor) -> Decision {
                 failure.name()
             ));
             b.note(Note::Cancelled { by, snapshot_kept });
-            if let Some(ts) = b.run.cancel_offer.take() {
-                b.effect(Effect::WithdrawCancelOffer {
-                    ts,
-                    reason: CancelGone::CancelledBy(actor.user.clone()),
-                });
-            }
             if run.resume_error.is_some() {
-                // The workers may still be paused: resume them again on the way out; the
-                // page is resolved once that worked (see `finish`).
-                b.open_step(Step::Resume);
-                b.set_state(State::Resuming {
-                    plan: plan.clone(),
-                    outcome: cancelled,
-                });
-                b.effect(Effect::CallHook {
-                    phase: crate::workflow::event::HookPhase::Resume,
-                });
-                b.effect(Effect::UpdateTopMessage);
+                // The workers may still be paused: `end` resumes them again on the way out;
+                // the page is resolved once that worked (see `finish`).
+                b.end(plan.clone(), cancelled);
             } else {
+                b.withdraw_cancel_offer(CancelGone::CancelledBy(actor.user.clone()));
                 b.finish_run(Some(plan.clone()), cancelled, None);
                 // A person took the failure in hand: the page for it is closed, and the
                 // thread says so.
@@ -203,12 +190,7 @@ fn without_snapshot(mut b: Builder, run: &Run, actor: &Actor) -> Decision {
     ));
     b.decision(actor, DecisionKind::UpsizeWithoutSnapshot, None);
     b.note(Note::WithoutSnapshot { by: by.clone() });
-    if let Some(ts) = b.run.cancel_offer.take() {
-        b.effect(Effect::WithdrawCancelOffer {
-            ts,
-            reason: CancelGone::WithoutSnapshot(by),
-        });
-    }
+    b.withdraw_cancel_offer(CancelGone::WithoutSnapshot(by));
     // The fallback's timer has nothing left to do.
     b.drop_pending_work = true;
     b.start_work(plan.clone());

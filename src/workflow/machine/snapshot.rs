@@ -45,12 +45,7 @@ pub(super) fn decide(mut b: Builder, run: &Run, event: &Event) -> Decision {
                 "nobody chose to upsize without a snapshot or to cancel: the run ends as it failed",
             );
             b.note(Note::FallbackExpired { after });
-            if let Some(ts) = b.run.cancel_offer.take() {
-                b.effect(Effect::WithdrawCancelOffer {
-                    ts,
-                    reason: CancelGone::Ended(failure.name().to_string()),
-                });
-            }
+            b.withdraw_cancel_offer(CancelGone::Ended(failure.name().to_string()));
             b.finish_run(Some(plan.clone()), failure.clone(), None);
             b.finish()
         }

@@ -3475,6 +3475,11 @@ mod snapshot_fallback {
         );
         // The workers may still be paused (a resume that failed): Cancel leaves the page open.
         let mut stuck = waiting();
+        // A resume can only have failed after a pause.
+        let mut paused = StepRecord::start(Step::Pause, at(30));
+        paused.ended = Some(at(35));
+        paused.status = StepStatus::Done;
+        stuck.steps.insert(2, paused);
         stuck.resume_error = Some("HTTP 503".into());
         let Decision::Accept(c) = decide(
             &stuck,

@@ -86,6 +86,29 @@ impl NodeSeries {
     }
 }
 
+/// `nodes`' readings over the last `over` until `now`, from a read that gives up after
+/// `within` (a timeout is a transient failure): what the bot reads on the way to acting, where
+/// a slow CloudWatch must mean "don't know", not a wait.
+pub async fn recent(
+    memory: &dyn MemorySeries,
+    group: &ReplicationGroupId,
+    nodes: Vec<CacheClusterId>,
+    over: Duration,
+    now: Timestamp,
+    within: Duration,
+) -> Result<Vec<NodeSeries>, MemoryError> {
+    let from = Timestamp::from_millis(now.as_millis() - over.as_millis() as i64);
+    let query = MemoryQuery::for_window(group.clone(), nodes, from, now);
+    tokio::time::timeout(within, memory.memory_usage(&query))
+        .await
+        .unwrap_or_else(|_| {
+            Err(MemoryError::Transient {
+                code: "Timeout".into(),
+                message: format!("no answer within {within:?}"),
+            })
+        })
+}
+
 /// Why the series could not be read, sorted by what the caller does next.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MemoryError {
