@@ -751,6 +751,18 @@ impl Store for SqliteStore {
             .write_async(move |c| retry_effect(c, effect, &run, due, attempt, &audit))
     }
 
+    fn pending_effects<'a>(
+        &'a self,
+        run: Option<&'a RunId>,
+    ) -> BoxFuture<'a, Result<Vec<PendingEffect>, StoreError>> {
+        let run = run.cloned();
+        self.blocking(move |s| s.pending_effects(run.as_ref()))
+    }
+
+    fn recent_alarms(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AlarmRecord>, StoreError>> {
+        self.blocking(move |s| s.recent_alarms(limit))
+    }
+
     fn pending_count(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
         self.blocking(|s| s.pending_count())
     }

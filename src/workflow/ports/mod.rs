@@ -46,8 +46,9 @@ pub use elasticache::{
 pub use memory::{AroundUpsize, MemoryError, MemoryQuery, MemorySeries, NodeSeries, Verify};
 pub use metrics::{Metrics, NoMetrics};
 pub use store::{
-    AlarmRecord, AuditEntry, Busy, Change, Created, Decide, Decided, DueJobs, EffectId, NewJob,
-    NoticeSeen, PendingEffect, PendingJob, Pruned, Retention, Store, StoreError, WindowedNotice,
+    AlarmRecord, AuditEntry, Busy, Change, Claim, Created, Decide, Decided, DueJobs, EffectId,
+    NewJob, NoticeSeen, PendingEffect, PendingJob, Pruned, Retention, Store, StoreError,
+    WindowedNotice,
 };
 
 /// Everything a run talks to: what the runner is given.

@@ -9,7 +9,12 @@
 //! - [`Store::due_effects`] gives each run at most one effect, its earliest eligible one, and a
 //!   run's chat effects in the order they were decided, even while one waits out a retry;
 //! - an alarm delivery is recorded once ([`Store::record_alarm`] says whether it was new), and
-//!   the job it asks for is written with it or not at all.
+//!   the job it asks for is written with it or not at all;
+//! - a store several replicas share ([`Store::lease`] is `Some`) hands each effect and job to
+//!   one replica at a time: what [`Store::due_effects`] and [`Store::due_jobs`] return is
+//!   claimed for this replica until the lease runs out ([`Store::renew_claim`] extends it while
+//!   the work goes on); a run's lane with an effect claimed elsewhere is left alone until that
+//!   effect is done or its claim has run out, so a run's messages stay in order across replicas.
 
 use serde::{Deserialize, Serialize};
 
@@ -84,6 +89,13 @@ pub struct PendingEffect {
     pub attempt: u32,
     /// When it was decided (deliveries are retried for a while from then).
     pub created: Timestamp,
+}
+
+/// Work a replica has claimed in a shared store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Claim {
+    Effect(EffectId),
+    Job(i64),
 }
 
 /// A run's lane that has an effect in flight: the run's next effect in that lane waits.
@@ -229,7 +241,8 @@ pub trait Store: Send + Sync {
 
     // ---- the outbox: effects ----------------------------------------------------------
 
-    /// For each run and lane not in `busy`, its next eligible effect if it is due by `now`.
+    /// For each run and lane not in `busy`, its next eligible effect if it is due by `now`
+    /// (claimed for this replica when the store is shared).
     fn due_effects<'a>(
         &'a self,
         now: Timestamp,
@@ -280,11 +293,33 @@ pub trait Store: Send + Sync {
     /// How many effects and jobs wait (a metric).
     fn pending_count(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
 
+    /// Pending effects, the earliest due first: of one run, or of all (the demo, tests).
+    fn pending_effects<'a>(
+        &'a self,
+        run: Option<&'a RunId>,
+    ) -> BoxFuture<'a, Result<Vec<PendingEffect>, StoreError>>;
+
+    // ---- several replicas -------------------------------------------------------------
+
+    /// How long a claim on an effect or a job lasts, when several replicas share the store;
+    /// `None` for a store only one process uses (nothing is claimed).
+    fn lease(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Extend this replica's claim on work it is still doing; false if the claim was lost
+    /// (another replica may have taken the work over).
+    fn renew_claim(&self, claim: Claim, now: Timestamp) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let _ = (claim, now);
+        Box::pin(async { Ok(true) })
+    }
+
     // ---- the outbox: jobs -------------------------------------------------------------
 
     fn enqueue_job<'a>(&'a self, job: NewJob) -> BoxFuture<'a, Result<(), StoreError>>;
 
-    /// Due jobs not in `busy`, and when the next one not in `busy` is due.
+    /// Due jobs not in `busy` (claimed for this replica when the store is shared), and when
+    /// the next one not in `busy` is due.
     fn due_jobs<'a>(
         &'a self,
         now: Timestamp,
@@ -306,6 +341,9 @@ pub trait Store: Send + Sync {
     ) -> BoxFuture<'_, Result<(), StoreError>>;
 
     // ---- alarms -----------------------------------------------------------------------
+
+    /// The alarm log, newest first.
+    fn recent_alarms(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AlarmRecord>, StoreError>>;
 
     /// Has this alarm delivery been handled already? (Retries repeat the delivery id.)
     fn alarm_seen<'a>(&'a self, delivery_id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;

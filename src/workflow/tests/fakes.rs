@@ -348,6 +348,36 @@ impl Store for MemoryStore {
         ready(Ok(self.pending().len() as u64))
     }
 
+    fn pending_effects<'a>(
+        &'a self,
+        run: Option<&'a RunId>,
+    ) -> BoxFuture<'a, Result<Vec<PendingEffect>, StoreError>> {
+        let m = lock(&self.0);
+        let mut rows: Vec<&Row> = m
+            .effects
+            .iter()
+            .filter(|r| r.status == Status::Pending && run.is_none_or(|id| &r.run == id))
+            .collect();
+        rows.sort_by_key(|r| (r.due, r.id));
+        let pending = rows.into_iter().map(|r| PendingEffect {
+            id: r.id,
+            run_id: r.run.clone(),
+            effect: r.effect.clone(),
+            due: r.due,
+            attempt: r.attempt,
+            created: r.created,
+        });
+        ready(Ok(pending.collect()))
+    }
+
+    fn recent_alarms(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AlarmRecord>, StoreError>> {
+        let m = lock(&self.0);
+        let mut alarms: Vec<AlarmRecord> = m.alarms.values().cloned().collect();
+        alarms.sort_by(|a, b| b.at.cmp(&a.at));
+        alarms.truncate(limit);
+        ready(Ok(alarms))
+    }
+
     fn enqueue_job<'a>(&'a self, job: NewJob) -> BoxFuture<'a, Result<(), StoreError>> {
         lock(&self.0).push_job(job);
         ready(Ok(()))
