@@ -15,6 +15,7 @@ const IAM_POLICY: &str = include_str!("../../deploy/iam-policy.json");
 const CLOUDFORMATION: &str = include_str!("../../deploy/cloudformation.yaml");
 const DOCKERFILE: &str = include_str!("../../deploy/Dockerfile");
 const K8S_DEPLOYMENT: &str = include_str!("../../deploy/kubernetes/deployment.yaml");
+const K8S_POSTGRES: &str = include_str!("../../deploy/kubernetes/deployment-postgres.yaml");
 const K8S_SERVICE: &str = include_str!("../../deploy/kubernetes/service.yaml");
 const K8S_PVC: &str = include_str!("../../deploy/kubernetes/pvc.yaml");
 const K8S_CONFIGMAP: &str = include_str!("../../deploy/kubernetes/configmap.yaml");
@@ -33,6 +34,11 @@ const REQUIRED_ENV: [&str; 4] = [
 /// Where the containers keep the store and find the configuration.
 const STORE_DIR: &str = "/var/lib/redis-autoscaler";
 const CONFIG_PATH: &str = "/etc/redis-autoscaler/config.toml";
+/// The RDS CA bundle the image carries, for `[postgres] ca_file`.
+const RDS_CA_BUNDLE: &str = "/usr/local/share/redis-autoscaler/rds-global-bundle.pem";
+/// A URL of the shape the deploy artefacts give `DATABASE_URL`.
+const DATABASE_URL: &str =
+    "postgres://redis_autoscaler@db.example.internal:5432/redis_autoscaler?sslmode=require";
 
 fn parse(text: &str) -> Config {
     Config::parse(text, &Env::default()).unwrap_or_else(|e| panic!("{e}"))
@@ -125,11 +131,63 @@ fn dotted_keys(prefix: &str, table: &toml::Table, out: &mut BTreeSet<String>) {
     }
 }
 
+/// The example's commented-out `[postgres]` table (an error next to its SQLite `database`),
+/// uncommented: the lines from `# [postgres]` to the next blank line, one `# ` removed.
+fn example_postgres_table() -> String {
+    let start = EXAMPLE
+        .find("\n# [postgres]\n")
+        .expect("config.example.toml shows [postgres], commented out");
+    EXAMPLE[start + 1..]
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| {
+            l.strip_prefix("# ")
+                .unwrap_or_else(|| panic!("`{l}` is not commented out"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_example_postgres_table_loads_with_a_postgres_database_and_shows_the_defaults() {
+    let table = example_postgres_table();
+    let with_url = Env::default().with("DATABASE_URL", DATABASE_URL);
+    let c = Config::parse(&format!("{EXAMPLE}\n{table}\n"), &with_url)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let p = c.postgres.expect("DATABASE_URL selects PostgreSQL");
+    let b = Config::parse("[slack]\nchannel = \"C0123ABCD\"\n", &with_url)
+        .unwrap()
+        .postgres
+        .unwrap();
+    assert_eq!((p.lease, p.pool_size), (b.lease, b.pool_size));
+    assert_eq!(
+        p.ca_file.as_deref(),
+        Some(std::path::Path::new(RDS_CA_BUNDLE))
+    );
+    // The commented `database` example is the URL form the bot accepts in the file.
+    let url = EXAMPLE
+        .lines()
+        .find_map(|l| l.strip_prefix("#   database = "))
+        .expect("a commented postgres:// database example");
+    let c = parse(&format!(
+        "database = {url}\n[slack]\nchannel = \"C0123ABCD\"\n"
+    ));
+    assert!(c.postgres.is_some(), "{url} selects PostgreSQL");
+    for name in ["DATABASE_URL", "DATABASE_PASSWORD"] {
+        assert!(
+            EXAMPLE.contains(name),
+            "config.example.toml does not mention {name}"
+        );
+    }
+}
+
 #[test]
 fn the_example_sets_every_key_the_code_knows() {
     let table: toml::Table = EXAMPLE.parse().expect("valid TOML");
     let mut in_example = BTreeSet::new();
     dotted_keys("", &table, &mut in_example);
+    let postgres: toml::Table = example_postgres_table().parse().expect("valid TOML");
+    dotted_keys("", &postgres, &mut in_example);
     let known: BTreeSet<String> = known_keys().into_iter().collect();
     assert!(known.contains("listen") && known.contains("defaults.approval"));
 
@@ -485,9 +543,12 @@ fn the_cloudformation_config_loads_and_keeps_the_store_on_efs() {
             ("Approvers", r#"U0123ABCD", "S0456EFGH"#),
             ("MaxNodeType", "cache.r6g.4xlarge"),
             ("ReplicationGroupId", "prod-jobs"),
+            // `!If [UsePostgres, …, ""]`: the SQLite path.
+            ("PostgresSettings", ""),
         ],
     );
     let c = parse(&toml);
+    assert!(c.postgres.is_none());
     assert_eq!(c.slack.approvers.len(), 2);
     assert!(
         c.group(&ReplicationGroupId::parse("prod-jobs").unwrap())
@@ -524,16 +585,300 @@ fn the_cloudformation_template_wires_routes_secrets_and_the_alarm_filter() {
             "the task gets no {name}"
         );
     }
-    // One writer for the store.
-    assert!(CLOUDFORMATION.contains("DesiredCount: 1"));
-    assert!(CLOUDFORMATION.contains("MinimumHealthyPercent: 0"));
-    assert!(CLOUDFORMATION.contains("MaximumPercent: 100"));
     // The rule, the alarm and the bot agree on the description prefix.
     let prefix = built_in().alarms.description_prefix;
     assert!(CLOUDFORMATION.contains(&format!("description: [{{ prefix: \"{prefix}\" }}]")));
     assert!(CLOUDFORMATION.contains(&format!("AlarmDescription: !Sub \"{prefix} ")));
     assert!(CLOUDFORMATION.contains("detail-type: [CloudWatch Alarm State Change]"));
     assert!(CLOUDFORMATION.contains("MetricName: DatabaseMemoryUsagePercentage"));
+}
+
+/// The lines of `name:` (two spaces in) in the template's top-level `section`, up to the next
+/// entry of that section.
+fn cfn_entry(section: &str, name: &str) -> String {
+    let lines: Vec<&str> = CLOUDFORMATION.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let starts_entry = |l: &str, depth: usize| {
+        !l.trim().is_empty() && indent(l) <= depth && !l.trim_start().starts_with('#')
+    };
+    let top = lines
+        .iter()
+        .position(|l| *l == format!("{section}:"))
+        .unwrap_or_else(|| panic!("no {section}"));
+    let end = (top + 1..lines.len())
+        .find(|&i| starts_entry(lines[i], 0))
+        .unwrap_or(lines.len());
+    let at = (top + 1..end)
+        .find(|&i| lines[i] == format!("  {name}:"))
+        .unwrap_or_else(|| panic!("no {name} in {section}"));
+    let until = (at + 1..end)
+        .find(|&i| starts_entry(lines[i], 2))
+        .unwrap_or(end);
+    lines[at + 1..until].join("\n")
+}
+
+/// The value of `key:` on its own line in `block` (the first one).
+fn value_of<'a>(block: &'a str, key: &str) -> &'a str {
+    block
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("{key}: ")))
+        .unwrap_or_else(|| panic!("no `{key}:` in\n{block}"))
+}
+
+#[test]
+fn the_cloudformation_replica_count_allows_only_one_or_two_and_defaults_to_one() {
+    let p = cfn_entry("Parameters", "ReplicaCount");
+    assert_eq!(value_of(&p, "Type"), "Number");
+    assert_eq!(value_of(&p, "AllowedValues"), "[1, 2]");
+    assert_eq!(value_of(&p, "Default"), "1");
+    let service = cfn_entry("Resources", "Service");
+    assert_eq!(value_of(&service, "DesiredCount"), "!Ref ReplicaCount");
+    // Two tasks are PostgreSQL, whatever else is set; an existing database's URL is used too.
+    let condition = |name: &str| {
+        let line = format!("  {name}: ");
+        let at = CLOUDFORMATION
+            .find(&line)
+            .unwrap_or_else(|| panic!("no condition {name}"));
+        CLOUDFORMATION[at + line.len()..].lines().next().unwrap()
+    };
+    assert_eq!(
+        condition("UsePostgres"),
+        "!Or [!Not [!Equals [!Ref ReplicaCount, \"1\"]], !Condition HasDatabaseSecret]"
+    );
+    assert_eq!(condition("UseEfs"), "!Not [!Condition UsePostgres]");
+    assert_eq!(
+        condition("CreateDatabase"),
+        "!And [!Condition UsePostgres, !Not [!Condition HasDatabaseSecret]]"
+    );
+}
+
+#[test]
+fn the_cloudformation_sqlite_path_keeps_one_writer_and_postgres_starts_before_it_stops() {
+    // ReplicaCount 1 without a database secret is UseEfs: DesiredCount 1, and the old task
+    // stops before the new one starts; with PostgreSQL a new task is healthy first.
+    let service = cfn_entry("Resources", "Service");
+    assert_eq!(
+        value_of(&service, "MinimumHealthyPercent"),
+        "!If [UsePostgres, 100, 0]"
+    );
+    assert_eq!(
+        value_of(&service, "MaximumPercent"),
+        "!If [UsePostgres, 200, 100]"
+    );
+    // The EFS store, its policy and its mount exist on the SQLite path only.
+    for name in [
+        "StoreFileSystem",
+        "StoreAccessPoint",
+        "StoreMountTargetA",
+        "StoreMountTargetB",
+        "StoreSecurityGroup",
+    ] {
+        assert_eq!(
+            value_of(&cfn_entry("Resources", name), "Condition"),
+            "UseEfs",
+            "{name}"
+        );
+    }
+    let task = cfn_entry("Resources", "TaskDefinition");
+    assert!(task.contains("        - !If\n          - UseEfs\n          - Name: store\n            EFSVolumeConfiguration:"));
+    let role = cfn_entry("Resources", "TaskRole");
+    assert!(
+        role.contains("        - !If\n          - UseEfs\n          - PolicyName: mount-the-store")
+    );
+    // A DependsOn can't name a resource that may not exist.
+    let depends: Vec<&str> = value_of(&service, "DependsOn")
+        .trim_matches(['[', ']'])
+        .split(", ")
+        .collect();
+    for name in depends {
+        let entry = cfn_entry("Resources", name);
+        assert!(
+            !entry.lines().any(|l| l.starts_with("    Condition: ")),
+            "Service depends on {name}, which has a condition"
+        );
+    }
+}
+
+#[test]
+fn the_cloudformation_database_admits_postgresql_only_from_the_task() {
+    let sg = cfn_entry("Resources", "DatabaseSecurityGroup");
+    assert_eq!(value_of(&sg, "Condition"), "CreateDatabase");
+    let ingress =
+        &sg[sg.find("SecurityGroupIngress:").unwrap()..sg.find("SecurityGroupEgress:").unwrap()];
+    assert_eq!(
+        ingress.matches("IpProtocol:").count(),
+        1,
+        "one rule:\n{ingress}"
+    );
+    assert_eq!(value_of(ingress, "IpProtocol"), "tcp");
+    assert_eq!(value_of(ingress, "FromPort"), "5432");
+    assert_eq!(value_of(ingress, "ToPort"), "5432");
+    assert_eq!(
+        value_of(ingress, "SourceSecurityGroupId"),
+        "!Ref TaskSecurityGroup"
+    );
+    assert!(!ingress.contains("Cidr"), "{ingress}");
+
+    let db = cfn_entry("Resources", "Database");
+    assert_eq!(value_of(&db, "Condition"), "CreateDatabase");
+    assert_eq!(value_of(&db, "Engine"), "postgres");
+    assert_eq!(
+        value_of(&db, "VPCSecurityGroups"),
+        "[!Ref DatabaseSecurityGroup]"
+    );
+    assert_eq!(value_of(&db, "StorageEncrypted"), "true");
+    assert_eq!(value_of(&db, "PubliclyAccessible"), "false");
+    assert_eq!(value_of(&db, "ManageMasterUserPassword"), "true");
+    assert_eq!(value_of(&db, "Port"), "\"5432\"");
+    assert!(
+        !db.lines()
+            .any(|l| l.trim().starts_with("MasterUserPassword:")),
+        "RDS keeps the password"
+    );
+    let subnets = cfn_entry("Resources", "DatabaseSubnetGroup");
+    assert_eq!(value_of(&subnets, "SubnetIds"), "!Ref ServiceSubnetIds");
+
+    // The task reaches it with the user and database RDS created, TLS on, and no password in
+    // the plain environment.
+    let task = cfn_entry("Resources", "TaskDefinition");
+    let url = task
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Value: !Sub \"postgres://"))
+        .expect("DATABASE_URL for the created database");
+    let expected = format!(
+        "{user}@${{Database.Endpoint.Address}}:5432/{name}?sslmode=require\"",
+        user = value_of(&db, "MasterUsername"),
+        name = value_of(&db, "DBName"),
+    );
+    assert_eq!(url, expected);
+    assert!(task.contains(
+        "            - !If\n              - CreateDatabase\n              - Name: DATABASE_URL\n                Value: !Sub \"postgres://"
+    ));
+}
+
+/// `!Ref X` → `X`; `!GetAtt X.Y` → `X.Y`; `!Sub "${X.Y}:password::"` → `X.Y` (the JSON key
+/// of the secret is not part of its ARN).
+fn secret_named(value: &str) -> String {
+    let value = value.trim();
+    if let Some(r) = value.strip_prefix("!Ref ") {
+        return r.to_string();
+    }
+    if let Some(a) = value.strip_prefix("!GetAtt ") {
+        return a.to_string();
+    }
+    let sub = value
+        .strip_prefix("!Sub \"${")
+        .and_then(|v| v.strip_suffix("}:password::\""))
+        .unwrap_or_else(|| panic!("`{value}` is not a secret reference this test knows"));
+    sub.to_string()
+}
+
+/// `(condition, secret)` pairs: `!If [C, A, B]` → (C, A) and (!C, B), `AWS::NoValue` left out.
+fn conditional_secrets(value: &str, condition: &str, out: &mut BTreeSet<(String, String)>) {
+    let value = value.trim();
+    let Some(inner) = value
+        .strip_prefix("!If [")
+        .and_then(|v| v.strip_suffix(']'))
+    else {
+        out.insert((condition.to_string(), secret_named(value)));
+        return;
+    };
+    let parts: Vec<&str> = inner.split(", ").collect();
+    assert_eq!(parts.len(), 3, "{value}");
+    for (c, v) in [
+        (parts[0].to_string(), parts[1]),
+        (format!("!{}", parts[0]), parts[2]),
+    ] {
+        if v != "!Ref AWS::NoValue" {
+            out.insert((c, secret_named(v)));
+        }
+    }
+}
+
+#[test]
+fn the_cloudformation_execution_role_reads_exactly_the_secrets_the_task_injects() {
+    let role = cfn_entry("Resources", "TaskExecutionRole");
+    assert_eq!(role.matches("secretsmanager:").count(), 1, "{role}");
+    let resources = &role[role.find("Action: secretsmanager:GetSecretValue").unwrap()..];
+    let mut readable = BTreeSet::new();
+    for line in resources.lines().skip(2) {
+        let Some(item) = line.trim().strip_prefix("- ") else {
+            break;
+        };
+        conditional_secrets(item, "", &mut readable);
+    }
+
+    // The container's Secrets: one-line values, or a `- !If` / `- Condition` / `- Name:` /
+    // `ValueFrom:` block for the ones only some stacks have.
+    let task = cfn_entry("Resources", "TaskDefinition");
+    let lines: Vec<&str> = task.lines().collect();
+    let secrets = lines.iter().position(|l| l.trim() == "Secrets:").unwrap();
+    let mut injected = BTreeSet::new();
+    let mut names = BTreeSet::new();
+    for i in secrets + 1..lines.len() {
+        let l = lines[i].trim();
+        if let Some(name) = l.strip_prefix("- Name: ") {
+            names.insert(name.to_string());
+        }
+        let Some(value) = l.strip_prefix("ValueFrom: ") else {
+            if !l.starts_with('-') && !l.starts_with('#') && !l.starts_with("ValueFrom") {
+                break;
+            }
+            continue;
+        };
+        let condition = if lines[i - 3].trim() == "- !If" {
+            lines[i - 2].trim().trim_start_matches("- ").to_string()
+        } else {
+            String::new()
+        };
+        conditional_secrets(value, &condition, &mut injected);
+    }
+    assert_eq!(readable, injected);
+    for name in REQUIRED_ENV
+        .iter()
+        .chain(&["DATABASE_URL", "DATABASE_PASSWORD"])
+    {
+        assert!(names.contains(*name), "the task gets no {name} secret");
+    }
+    assert!(injected.contains(&("HasDatabaseSecret".into(), "DatabaseSecretArn".into())));
+    assert!(injected.contains(&(
+        "CreateDatabase".into(),
+        "Database.MasterUserSecret.SecretArn".into()
+    )));
+}
+
+#[test]
+fn the_cloudformation_postgres_config_trusts_the_rds_ca_bundle_the_image_carries() {
+    let settings = yaml_block(CLOUDFORMATION, "PostgresSettings: !If");
+    let toml = yaml_block(CLOUDFORMATION, "Name: REDIS_AUTOSCALER_CONFIG");
+    let toml = substitute(
+        &toml,
+        &[
+            ("SlackChannelId", "C0123ABCD"),
+            ("Approvers", r#"U0123ABCD", "S0456EFGH"#),
+            ("MaxNodeType", "cache.r6g.4xlarge"),
+            ("ReplicationGroupId", "prod-jobs"),
+            ("PostgresSettings", &settings),
+        ],
+    );
+    // The task has DATABASE_URL (plain, or from the database secret) whenever UsePostgres.
+    let env = Env::default()
+        .with("DATABASE_URL", DATABASE_URL)
+        .with("DATABASE_PASSWORD", "from-the-managed-secret");
+    let c = Config::parse(&toml, &env).unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    let p = c.postgres.expect("PostgreSQL");
+    assert_eq!(
+        p.ca_file.as_deref(),
+        Some(std::path::Path::new(RDS_CA_BUNDLE))
+    );
+    assert!(p.password.is_some());
+    assert!(
+        DOCKERFILE.contains(&format!("-o {RDS_CA_BUNDLE}")),
+        "deploy/Dockerfile does not put the RDS bundle at {RDS_CA_BUNDLE}"
+    );
+    assert!(DOCKERFILE.contains(&format!("chmod 0644 {RDS_CA_BUNDLE}")));
+    assert!(K8S_CONFIGMAP.contains(&format!("# ca_file = \"{RDS_CA_BUNDLE}\"")));
 }
 
 // ------------------------------------------------------------------ Kubernetes
@@ -585,6 +930,78 @@ fn the_kubernetes_config_loads_and_keeps_the_store_on_the_volume() {
     );
     assert!(!c.groups.is_empty());
     assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+}
+
+/// The one object of `kind` in a multi-document manifest.
+fn k8s_object<'a>(text: &'a str, kind: &str) -> &'a str {
+    let found: Vec<&str> = text
+        .split("\n---\n")
+        .filter(|doc| doc.contains(&format!("\nkind: {kind}\n")))
+        .collect();
+    assert_eq!(found.len(), 1, "one {kind}");
+    found[0]
+}
+
+/// The container's environment variable names (`- name: UPPER_CASE`).
+fn env_names(deployment: &str) -> BTreeSet<String> {
+    deployment
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- name: "))
+        .filter(|n| n.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn the_kubernetes_postgres_option_runs_two_replicas_on_the_database_without_a_volume_claim() {
+    let d = k8s_object(K8S_POSTGRES, "Deployment");
+    assert!(d.contains("\n  replicas: 2\n"));
+    assert!(d.contains(
+        "    type: RollingUpdate\n    rollingUpdate:\n      maxUnavailable: 0\n      maxSurge: 1\n"
+    ));
+    assert!(!d.contains("persistentVolumeClaim") && !d.contains("claimName"));
+    assert!(!d.contains(&format!("mountPath: {STORE_DIR}")));
+    assert!(d.contains(
+        "- name: DATABASE_URL\n              valueFrom:\n                secretKeyRef: { name: redis-autoscaler-secrets, key: DATABASE_URL }\n"
+    ), "DATABASE_URL from the Secret, required");
+    assert!(d.contains(
+        "- name: DATABASE_PASSWORD\n              valueFrom:\n                secretKeyRef: { name: redis-autoscaler-secrets, key: DATABASE_PASSWORD, optional: true }\n"
+    ));
+    for line in [
+        "httpGet: { path: /healthz, port: http }",
+        "httpGet: { path: /readyz, port: http }",
+        "readOnlyRootFilesystem: true",
+        "topologyKey: kubernetes.io/hostname\n          whenUnsatisfiable: DoNotSchedule",
+    ] {
+        assert!(d.contains(line), "no `{line}`");
+    }
+    assert!(d.contains(&format!("\"--config\", \"{CONFIG_PATH}\"")));
+    // The same object as the default (the Service selects either; applying one replaces the
+    // other), with the same environment besides the database.
+    let default = k8s_object(K8S_DEPLOYMENT, "Deployment");
+    for d in [d, default] {
+        assert!(d.contains("metadata:\n  name: redis-autoscaler\n"));
+        assert!(d.contains("      app.kubernetes.io/name: redis-autoscaler\n"));
+    }
+    let mut expected = env_names(default);
+    expected.extend(["DATABASE_URL".to_string(), "DATABASE_PASSWORD".to_string()]);
+    assert_eq!(env_names(d), expected);
+    for name in ["DATABASE_URL", "DATABASE_PASSWORD"] {
+        assert!(
+            K8S_SECRET.contains(&format!("  # {name}: ")),
+            "secret.example.yaml shows no {name}"
+        );
+    }
+}
+
+#[test]
+fn the_kubernetes_postgres_option_keeps_a_pod_through_a_drain() {
+    let pdb = k8s_object(K8S_POSTGRES, "PodDisruptionBudget");
+    assert!(pdb.contains("apiVersion: policy/v1\n"));
+    assert!(pdb.contains("  minAvailable: 1\n"));
+    assert!(pdb.contains("    matchLabels:\n      app.kubernetes.io/name: redis-autoscaler\n"));
+    // Not with the single SQLite replica, whose drain must be allowed to stop it.
+    assert!(!K8S_DEPLOYMENT.contains("PodDisruptionBudget"));
 }
 
 // ------------------------------------------------------------------ Dockerfile
