@@ -186,11 +186,34 @@ impl Default for RetentionConfig {
     }
 }
 
+/// PostgreSQL as the store, for several replicas: `database = "postgres://…"` in the file
+/// (no password there) or `DATABASE_URL` in the environment, with `[postgres]`.
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    /// The connection URL or `key=value` string (a secret: from the environment it may hold
+    /// the password).
+    pub url: Secret,
+    /// `DATABASE_PASSWORD`: sets the password, so a platform can inject only it from a secret
+    /// store.
+    pub password: Option<Secret>,
+    /// Where the URL came from: the file's `database` key (shown by `check-config`) or not.
+    pub from_file: bool,
+    /// How long a replica's claim on an effect or a job lasts before another may take it over.
+    pub lease: Duration,
+    /// Connections per replica.
+    pub pool_size: usize,
+    /// Extra CA certificates (PEM) for TLS (`sslmode=require`), e.g. the RDS bundle.
+    pub ca_file: Option<PathBuf>,
+}
+
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// The SQLite file, unless [`Config::postgres`] is set.
     pub database: PathBuf,
+    /// PostgreSQL instead of the SQLite file.
+    pub postgres: Option<PostgresConfig>,
     /// The AWS account the managed groups are in; asked of STS at start when not set.
     pub account_id: Option<String>,
     pub slack: SlackConfig,
@@ -394,6 +417,15 @@ impl Config {
         if let Some(a) = &self.account_id {
             out.push_str(&format!("account_id = \"{a}\"\n"));
         }
+        if let Some(p) = &self.postgres {
+            out.push_str("\n[postgres]\n");
+            out.push_str(&format!("lease = {}\n", d(p.lease)));
+            out.push_str(&format!("pool_size = {}\n", p.pool_size));
+            if let Some(f) = &p.ca_file {
+                let f = f.display().to_string();
+                out.push_str(&format!("ca_file = {}\n", toml_string(&f)));
+            }
+        }
         out.push('\n');
         out.push_str("[slack]\n");
         out.push_str(&format!("channel = \"{}\"\n", self.slack.channel));
@@ -519,6 +551,14 @@ impl Config {
             "# HOOK_SIGNING_SECRET: {}\n",
             s(&self.secrets.hook_signing_secret)
         ));
+        if let Some(p) = &self.postgres
+            && !p.from_file
+        {
+            out.push_str("# DATABASE_URL: set (the store is PostgreSQL)\n");
+        }
+        if let Some(p) = &self.postgres {
+            out.push_str(&format!("# DATABASE_PASSWORD: {}\n", s(&p.password)));
+        }
         out.push_str(&format!(
             "# SLACK_API_URL: {}\n",
             self.endpoints.slack_api_url
@@ -555,6 +595,8 @@ impl Env {
             "HOOK_SIGNING_SECRET",
             "SLACK_API_URL",
             "PAGERDUTY_EVENTS_URL",
+            "DATABASE_URL",
+            "DATABASE_PASSWORD",
         ];
         Env(names
             .iter()
@@ -579,6 +621,7 @@ impl Env {
 const TOP_KEYS: &[&str] = &[
     "listen",
     "database",
+    "postgres",
     "account_id",
     "slack",
     "alarms",
@@ -589,6 +632,7 @@ const TOP_KEYS: &[&str] = &[
     "groups",
 ];
 const RETENTION_KEYS: &[&str] = &["runs", "records", "prune_interval", "prune_batch"];
+const POSTGRES_KEYS: &[&str] = &["lease", "pool_size", "ca_file"];
 const SLACK_KEYS: &[&str] = &[
     "channel",
     "approvers",
@@ -663,6 +707,7 @@ pub fn known_keys() -> Vec<String> {
             "delivery" => ("delivery", DELIVERY_KEYS),
             "http" => ("http", HTTP_KEYS),
             "retention" => ("retention", RETENTION_KEYS),
+            "postgres" => ("postgres", POSTGRES_KEYS),
             "defaults" => ("defaults", POLICY_KEYS),
             // What `Walker::groups` accepts besides the policy keys.
             "groups" => ("groups.<id>", GROUP_KEYS),
@@ -931,6 +976,7 @@ impl<'s> Walker<'s> {
                 }
             })
             .unwrap_or_else(|| PathBuf::from("redis-autoscaler.db"));
+        let postgres = self.postgres(root, env, &database);
         let account_id = self.parsed(root, "account_id", "", |s| {
             if s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()) {
                 Ok(s.to_string())
@@ -993,6 +1039,7 @@ impl<'s> Walker<'s> {
         Some(Config {
             listen,
             database,
+            postgres,
             account_id,
             slack: slack?,
             alarms,
@@ -1229,6 +1276,75 @@ impl<'s> Walker<'s> {
             }
             d => Some(d),
         }
+    }
+
+    /// The PostgreSQL store, when `DATABASE_URL` or a `postgres://` `database` asks for it.
+    fn postgres(&mut self, root: &Table<'_>, env: &Env, database: &Path) -> Option<PostgresConfig> {
+        let at = |w: &Self, key: &str| w.src.find(&format!("{key} ")).unwrap_or(0);
+        let in_file = database.to_str().filter(|d| is_postgres_url(d));
+        let (url, from_file) = match (env.get("DATABASE_URL"), in_file) {
+            (Some(url), _) => {
+                if let Err(e) = url.parse::<tokio_postgres::Config>() {
+                    // The URL may hold a password: say what is wrong, never what it is.
+                    let msg = format!("DATABASE_URL is not a PostgreSQL connection string: {e}");
+                    self.issue("database", 0, msg);
+                    return None;
+                }
+                (url.to_string(), false)
+            }
+            (None, Some(url)) => {
+                let key_at = at(self, "database");
+                match url.parse::<tokio_postgres::Config>() {
+                    Err(e) => {
+                        let msg = format!("not a PostgreSQL connection URL: {e}");
+                        self.issue("database", key_at, msg);
+                        return None;
+                    }
+                    Ok(c) if c.get_password().is_some() => {
+                        let msg = "a password does not belong in the config file: put it in \
+                                   DATABASE_PASSWORD (or the whole URL in DATABASE_URL)";
+                        self.issue("database", key_at, msg);
+                        return None;
+                    }
+                    Ok(_) => (url.to_string(), true),
+                }
+            }
+            (None, None) => {
+                if let Some(t) = self.sub_table(root, "postgres", "") {
+                    let msg = "the store is the SQLite file `database`: set `database` to a \
+                               postgres:// URL (or DATABASE_URL) to use PostgreSQL, or remove \
+                               this table";
+                    let _ = t;
+                    let key_at = self.src.find("[postgres]").unwrap_or(0);
+                    self.issue("postgres", key_at, msg);
+                }
+                return None;
+            }
+        };
+        let mut out = PostgresConfig {
+            url: Secret::new(url),
+            password: env.secret("DATABASE_PASSWORD"),
+            from_file,
+            lease: Duration::from_secs(30),
+            pool_size: 8,
+            ca_file: None,
+        };
+        let Some(t) = self.sub_table(root, "postgres", "") else {
+            return Some(out);
+        };
+        let t = t.clone();
+        self.unknown_keys(&t, "postgres", POSTGRES_KEYS);
+        if let Some(d) = self.positive_duration(&t, "lease", "postgres") {
+            out.lease = d;
+        }
+        if let Some(n) = self.integer(&t, "pool_size", "postgres", 1..=256) {
+            out.pool_size = n as usize;
+        }
+        out.ca_file = self.parsed(&t, "ca_file", "postgres", |s| match s.trim() {
+            "" => Err("must not be empty".to_string()),
+            s => Ok(PathBuf::from(s)),
+        });
+        Some(out)
     }
 
     fn retention(&mut self, root: &Table<'_>) -> RetentionConfig {
@@ -1480,6 +1596,14 @@ impl<'s> Walker<'s> {
 
 /// `s` as a TOML basic string: quotes and backslashes escaped, and every control character
 /// (which TOML allows only escaped; Rust's `{:?}` spells some of them in ways TOML rejects).
+/// Does `database` name a PostgreSQL server rather than an SQLite file?
+pub fn is_postgres_url(s: &str) -> bool {
+    let s = s.trim_start();
+    ["postgres://", "postgresql://"]
+        .iter()
+        .any(|p| s.len() >= p.len() && s[..p.len()].eq_ignore_ascii_case(p))
+}
+
 fn toml_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
@@ -2118,5 +2242,61 @@ pause_url = "https://hooks.example/pause\"x"
         assert_eq!(r.delay_before(4), Duration::from_millis(33_750));
         assert_eq!(r.delay_before(30), RetryPolicy::MAX_DELAY, "capped");
         assert_eq!(r.for_pages().attempts, 20);
+    }
+
+    #[test]
+    fn postgres_is_chosen_by_a_url_or_database_url_and_a_password_never_sits_in_the_file() {
+        let c = parse(DESIGN_EXAMPLE).unwrap();
+        assert!(c.postgres.is_none(), "SQLite is the default");
+
+        let text = format!(
+            "database = \"postgres://bot@db.internal:5432/redis_autoscaler?sslmode=require\"\n{DESIGN_EXAMPLE}\n[postgres]\nlease = \"10s\"\npool_size = 4\nca_file = \"/etc/ssl/rds.pem\"\n"
+        );
+        let text = text.replacen("database = \"redis-autoscaler.db\"\n", "", 1);
+        let c = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        let pg = c.postgres.as_ref().unwrap();
+        assert!(pg.from_file);
+        assert_eq!(pg.lease, Duration::from_secs(10));
+        assert_eq!(pg.pool_size, 4);
+        assert_eq!(pg.ca_file.as_deref(), Some(Path::new("/etc/ssl/rds.pem")));
+        let shown = c.render_redacted();
+        let again = parse(&shown).unwrap_or_else(|e| panic!("{e}\n{shown}"));
+        assert_eq!(again.postgres.unwrap().lease, Duration::from_secs(10));
+
+        let with_password = text.replace("postgres://bot@", "postgres://bot:hunter2@");
+        let err = parse(&with_password).unwrap_err().to_string();
+        assert!(err.contains("DATABASE_PASSWORD"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+
+        let env = Env::default()
+            .with("DATABASE_URL", "postgres://bot:s3cret-pw@db.internal/ra")
+            .with("DATABASE_PASSWORD", "other-pw");
+        let c = Config::parse(DESIGN_EXAMPLE, &env).unwrap();
+        let pg = c.postgres.as_ref().unwrap();
+        assert!(!pg.from_file);
+        assert_eq!(pg.url.expose(), "postgres://bot:s3cret-pw@db.internal/ra");
+        assert_eq!(pg.password.as_ref().unwrap().expose(), "other-pw");
+        let shown = c.render_redacted();
+        assert!(!shown.contains("s3cret-pw") && !shown.contains("other-pw"), "{shown}");
+        assert!(!format!("{c:?}").contains("s3cret-pw"), "Debug never shows it");
+        assert!(shown.contains("# DATABASE_URL: set"), "{shown}");
+
+        let env = Env::default().with("DATABASE_URL", "postgres://bot:pw@db/ra?sslmode=sometimes");
+        let err = Config::parse(DESIGN_EXAMPLE, &env).unwrap_err().to_string();
+        assert!(err.contains("DATABASE_URL is not a PostgreSQL"), "{err}");
+        assert!(!err.contains("bot:pw"), "{err}");
+    }
+
+    #[test]
+    fn a_postgres_table_without_postgres_and_typos_in_it_are_named() {
+        let err = parse(&format!("{DESIGN_EXAMPLE}\n[postgres]\nlease = \"5s\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("the store is the SQLite file"), "{err}");
+        let env = Env::default().with("DATABASE_URL", "postgres://db/ra");
+        let text = format!("{DESIGN_EXAMPLE}\n[postgres]\nleese = \"5s\"\npool_size = 0\n");
+        let err = Config::parse(&text, &env).unwrap_err().to_string();
+        assert!(err.contains("did you mean `lease`"), "{err}");
+        assert!(err.contains("postgres.pool_size"), "{err}");
     }
 }

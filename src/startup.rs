@@ -32,7 +32,7 @@ use crate::slack::api::SlackClient;
 use crate::slack::approvers::ApproverDirectory;
 use crate::slack::chat::SlackChat;
 use crate::slack::graph::SlackGraphs;
-use crate::store::SqliteStore;
+use crate::store::{PgOptions, PgStore, SqliteStore};
 use crate::telemetry::Prometheus;
 use crate::workflow::policy::Deliveries;
 use crate::workflow::ports::{Clock, ElastiCache, MemorySeries, Ports, Store, SystemClock};
@@ -54,14 +54,13 @@ pub struct Deps {
 }
 
 impl Deps {
-    /// Production: the SQLite file the config names, AWS through the SDK's standard chain, the
-    /// wall clock, SNS over HTTPS.
+    /// Production: the store the config names (the SQLite file, or PostgreSQL for several
+    /// replicas), AWS through the SDK's standard chain, the wall clock, SNS over HTTPS.
     pub async fn production(config: &Config) -> anyhow::Result<Deps> {
-        let store = SqliteStore::open(&config.database)
-            .with_context(|| format!("opening the store at {}", config.database.display()))?;
+        let store = open_store(config).await?;
         let sdk = load_aws_config().await;
         Ok(Deps {
-            store: Arc::new(store),
+            store,
             aws: Arc::new(SdkElastiCache::new(&sdk)),
             memory: Arc::new(SdkCloudWatch::new(&sdk)),
             home: home(config, &sdk).await?,
@@ -72,6 +71,28 @@ impl Deps {
             options: RunnerOptions::default(),
         })
     }
+}
+
+/// The store `config` names: PostgreSQL when it has a `postgres://` database (or
+/// `DATABASE_URL`), else the SQLite file.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let Some(pg) = &config.postgres else {
+        let store = SqliteStore::open(&config.database)
+            .with_context(|| format!("opening the store at {}", config.database.display()))?;
+        info!(path = %config.database.display(), "store: SQLite (one replica)");
+        return Ok(Arc::new(store));
+    };
+    let options = PgOptions {
+        lease: pg.lease,
+        pool_size: pg.pool_size,
+        ca_file: pg.ca_file.clone(),
+    };
+    // The URL may hold a password: errors name the server's complaint, never the URL.
+    let store = PgStore::connect(pg.url.expose(), pg.password.as_ref(), options)
+        .await
+        .context("connecting to PostgreSQL (DATABASE_URL or `database`)")?;
+    info!(owner = store.owner(), lease = ?pg.lease, "store: PostgreSQL (replicas share it)");
+    Ok(Arc::new(store))
 }
 
 /// The region (from the AWS configuration) and account (from the config, else STS) the bot

@@ -18,10 +18,10 @@ use tracing::{Instrument, error, info_span, warn};
 use crate::domain::{ChannelId, NodeType, ReplicationGroupId, RunId, SlackUserId, Timestamp};
 use crate::workflow::machine::Started;
 use crate::workflow::policy::{RetryPolicy, plan};
-use crate::workflow::ports::{Failure, NewJob, NoticeSeen, PendingJob, StoreError};
+use crate::workflow::ports::{Claim, Failure, NewJob, NoticeSeen, PendingJob, StoreError};
 use crate::workflow::preflight;
 use crate::workflow::run::{DecisionKind, Trigger};
-use crate::workflow::runner::RunnerError;
+use crate::workflow::runner::{RunnerError, keep_claim};
 
 use super::requests::{Asker, Start, UserAction, internal};
 use super::{Answer, App, AppError, Messenger, Notice};
@@ -439,7 +439,12 @@ impl JobWorker {
                     Some(now.plus(Duration::from_secs(1)))
                 }
             };
-            let wait = next.map_or(Duration::from_secs(60), |t| t.since(worker.app.clock.now()));
+            let mut wait =
+                next.map_or(Duration::from_secs(60), |t| t.since(worker.app.clock.now()));
+            // A shared store: jobs another replica left (or lost) come due unheard of.
+            if let Some(lease) = worker.app.store.lease() {
+                wait = wait.min(lease / 2);
+            }
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = worker.app.jobs_added.notified() => {}
@@ -463,13 +468,17 @@ impl JobWorker {
     async fn execute(self: Arc<Self>, job: PendingJob) {
         let _release = Release(self.clone(), job.id);
         let store = &self.app.store;
-        let result = match store.start_job(job.id, self.app.clock.now()).await {
-            Ok(started_before) => {
-                let again = started_before || job.attempt > 1;
-                self.clone().attempt(&job, again).await
+        let work = async {
+            match store.start_job(job.id, self.app.clock.now()).await {
+                Ok(started_before) => {
+                    let again = started_before || job.attempt > 1;
+                    self.clone().attempt(&job, again).await
+                }
+                Err(e) => Err(Failure::transient(e.to_string(), None)),
             }
-            Err(e) => Err(Failure::transient(e.to_string(), None)),
         };
+        let (claim, clock) = (Claim::Job(job.id), self.app.clock.as_ref());
+        let result = keep_claim(store.as_ref(), clock, claim, work).await;
         let now = self.app.clock.now();
         let written: Result<(), StoreError> = match result {
             Ok(()) => store.complete_job(job.id, now).await,

@@ -7,7 +7,10 @@
 //!
 //! This module knows how to store a run, not what a run should do.
 
+pub mod postgres;
 mod writer;
+
+pub use postgres::{PgOptions, PgStore};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -1313,7 +1316,7 @@ mod tests {
     use crate::workflow::policy::Policy;
     use crate::workflow::run::Trigger;
 
-    fn run(group: &str, at: i64) -> Run {
+    pub(super) fn run(group: &str, at: i64) -> Run {
         Run::new(
             RunId::generate(),
             ReplicationGroupId::parse(group).unwrap(),
@@ -1328,7 +1331,7 @@ mod tests {
         )
     }
 
-    fn decided(next: Option<Run>, change: Change) -> Decided {
+    pub(super) fn decided(next: Option<Run>, change: Change) -> Decided {
         Decided {
             next,
             change,
@@ -1338,7 +1341,7 @@ mod tests {
         }
     }
 
-    fn first_effects(at: i64) -> Change {
+    pub(super) fn first_effects(at: i64) -> Change {
         Change {
             effects: vec![Scheduled {
                 effect: Effect::FetchPlan,

@@ -26,7 +26,8 @@ use super::event::Event;
 use super::machine::{self, StartRequest, Started, Submitted};
 use super::policy::{AfterFailure, Deliveries, FailedTry};
 use super::ports::{
-    AlarmRecord, Attempt, AuditEntry, Busy, Created, PendingEffect, Ports, StoreError,
+    AlarmRecord, Attempt, AuditEntry, Busy, Claim, Clock, Created, PendingEffect, Ports, Store,
+    StoreError,
 };
 use super::run::Run;
 
@@ -220,7 +221,12 @@ impl Runner {
                 tasks.spawn(self.clone().execute(p).instrument(span));
             }
             let next = store.next_due(&self.busy_list()).await.ok().flatten();
-            let wait = next.map_or(Duration::from_secs(60), |t| t.since(clock.now()));
+            let mut wait = next.map_or(Duration::from_secs(60), |t| t.since(clock.now()));
+            // A shared store: another replica's work (or a dead one's claims) can come due
+            // without this one hearing of it; look again within a lease.
+            if let Some(lease) = store.lease() {
+                wait = wait.min(lease / 2);
+            }
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = self.inner.notify.notified() => {}
@@ -255,11 +261,16 @@ impl Runner {
     }
 
     /// One effect: its port, then the machine (or a retry). The run's lane is freed for its
-    /// next effect however this ends, a panic included.
+    /// next effect however this ends, a panic included. In a shared store the claim on it is
+    /// renewed while it runs.
     async fn execute(self, pending: PendingEffect) {
         let lane = pending.effect.lane();
         let _release = Release(self.clone(), pending.run_id.clone(), lane);
-        if let Err(e) = self.try_execute(pending).await
+        let claim = Claim::Effect(pending.id);
+        let work = self.try_execute(pending);
+        let (store, clock) = (&self.inner.ports.store, &self.inner.ports.clock);
+        let result = keep_claim(store.as_ref(), clock.as_ref(), claim, work).await;
+        if let Err(e) = result
             && !matches!(e, RunnerError::Halted)
         {
             error!(error = %e, "effect could not be completed; it stays pending");
@@ -317,6 +328,31 @@ impl Runner {
             None => store.complete_effect(p.id, run_id, now, audit).await?,
         }
         Ok(())
+    }
+}
+
+/// Run `work`, renewing this replica's claim on it every third of a lease while it runs (a
+/// store only this process uses has no lease: `work` simply runs).
+pub async fn keep_claim<T>(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    claim: Claim,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let Some(lease) = store.lease() else {
+        return work.await;
+    };
+    tokio::pin!(work);
+    let every = (lease / 3).max(Duration::from_millis(10));
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tokio::time::sleep(every) => match store.renew_claim(claim, clock.now()).await {
+                Ok(true) => {}
+                Ok(false) => warn!(?claim, "lost the claim on work still under way: another replica may take it over"),
+                Err(e) => warn!(?claim, error = %e, "could not renew a claim; retrying"),
+            },
+        }
     }
 }
 

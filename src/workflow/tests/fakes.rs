@@ -373,7 +373,7 @@ impl Store for MemoryStore {
     fn recent_alarms(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AlarmRecord>, StoreError>> {
         let m = lock(&self.0);
         let mut alarms: Vec<AlarmRecord> = m.alarms.values().cloned().collect();
-        alarms.sort_by(|a, b| b.at.cmp(&a.at));
+        alarms.sort_by_key(|a| std::cmp::Reverse(a.at));
         alarms.truncate(limit);
         ready(Ok(alarms))
     }
