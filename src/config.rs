@@ -2277,8 +2277,14 @@ pause_url = "https://hooks.example/pause\"x"
         assert_eq!(pg.url.expose(), "postgres://bot:s3cret-pw@db.internal/ra");
         assert_eq!(pg.password.as_ref().unwrap().expose(), "other-pw");
         let shown = c.render_redacted();
-        assert!(!shown.contains("s3cret-pw") && !shown.contains("other-pw"), "{shown}");
-        assert!(!format!("{c:?}").contains("s3cret-pw"), "Debug never shows it");
+        assert!(
+            !shown.contains("s3cret-pw") && !shown.contains("other-pw"),
+            "{shown}"
+        );
+        assert!(
+            !format!("{c:?}").contains("s3cret-pw"),
+            "Debug never shows it"
+        );
         assert!(shown.contains("# DATABASE_URL: set"), "{shown}");
 
         let env = Env::default().with("DATABASE_URL", "postgres://bot:pw@db/ra?sslmode=sometimes");

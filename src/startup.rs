@@ -295,6 +295,10 @@ async fn watch_forecasts(app: crate::app::App, stop: impl Future<Output = ()>) {
             _ = &mut stop => return,
             _ = tokio::time::sleep(every) => {}
         }
+        // Replicas sharing a store take turns: one look per interval in all.
+        if !my_turn(&app, "forecast", every).await {
+            continue;
+        }
         // A look under way does not hold up a shutdown.
         tokio::select! {
             _ = &mut stop => return,
@@ -313,6 +317,9 @@ async fn prune_store(app: crate::app::App, stop: impl Future<Output = ()>) {
             _ = &mut stop => return,
             _ = tokio::time::sleep(every) => {}
         }
+        if !my_turn(&app, "prune", every).await {
+            continue;
+        }
         loop {
             match app.prune_once().await {
                 Ok(more) if more => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -322,6 +329,20 @@ async fn prune_store(app: crate::app::App, stop: impl Future<Output = ()>) {
                     break;
                 }
             }
+        }
+    }
+}
+
+/// Is it this replica's turn at the periodic work `name`? (Always, with a store of its own.)
+async fn my_turn(app: &crate::app::App, name: &str, every: Duration) -> bool {
+    // A little early, so that a replica whose timer fires just before the turn comes due
+    // does not wait a whole interval more.
+    let slack = every / 20;
+    match app.store.take_turn(name, every - slack, app.now()).await {
+        Ok(mine) => mine,
+        Err(e) => {
+            warn!(error = %e, work = name, "could not take a turn at periodic work; skipping it");
+            false
         }
     }
 }

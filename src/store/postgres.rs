@@ -187,6 +187,13 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX requests_seen_by_time ON requests_seen(at);
     "#,
+    // 2: periodic work taken in turns by the replicas.
+    r#"
+    CREATE TABLE turns (
+        name    TEXT PRIMARY KEY,
+        next_at BIGINT NOT NULL
+    );
+    "#,
 ];
 
 impl PgStore {
@@ -954,6 +961,28 @@ impl Store for PgStore {
                          WHERE id = $1 AND claimed_by = $2 AND status = 'pending'"
                     ),
                     &[&id, &self.owner, &(now.as_millis() + self.lease_ms())],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(n == 1)
+        })
+    }
+
+    fn take_turn<'a>(
+        &'a self,
+        name: &'a str,
+        every: Duration,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let (now, next) = (now.as_millis(), now.as_millis() + every.as_millis() as i64);
+            let client = self.client().await?;
+            let n = client
+                .execute(
+                    "INSERT INTO turns (name, next_at) VALUES ($1, $3)
+                     ON CONFLICT (name) DO UPDATE SET next_at = EXCLUDED.next_at
+                     WHERE turns.next_at <= $2",
+                    &[&name, &now, &next],
                 )
                 .await
                 .map_err(pg)?;
@@ -1871,6 +1900,24 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn periodic_work_is_taken_by_one_replica_per_turn() {
+        let Some(db) = TestDb::new().await else {
+            return;
+        };
+        let (a, b) = (db.replica(LONG).await, db.replica(LONG).await);
+        let every = Duration::from_secs(300);
+        assert!(a.take_turn("forecast", every, t(1_000)).await.unwrap());
+        assert!(!b.take_turn("forecast", every, t(1_001)).await.unwrap());
+        assert!(
+            b.take_turn("prune", every, t(1_001)).await.unwrap(),
+            "each kind has its turns"
+        );
+        assert!(!a.take_turn("forecast", every, t(300_999)).await.unwrap());
+        assert!(b.take_turn("forecast", every, t(301_000)).await.unwrap());
+        assert!(!a.take_turn("forecast", every, t(301_000)).await.unwrap());
     }
 
     #[test]

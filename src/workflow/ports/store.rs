@@ -340,6 +340,19 @@ pub trait Store: Send + Sync {
         attempt: u32,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
 
+    /// Periodic work (the forecast watch, pruning) done once per `every` across all the
+    /// replicas sharing the store: true for the caller that takes this turn of `name` (the
+    /// next turn comes `every` after `now`). A store one process uses: always its turn.
+    fn take_turn<'a>(
+        &'a self,
+        name: &'a str,
+        every: std::time::Duration,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let _ = (name, every, now);
+        Box::pin(async { Ok(true) })
+    }
+
     // ---- alarms -----------------------------------------------------------------------
 
     /// The alarm log, newest first.
