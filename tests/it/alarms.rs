@@ -89,7 +89,7 @@ async fn eventbridge_deliveries_are_authenticated_and_validated() {
     let (status, answer) = post_event(&t, sample, Some(ALARM_KEY)).await;
     assert_eq!((status, answer["outcome"].as_str()), (200, Some("ignored")));
     assert!(
-        t.store.recent_runs(None, 10).unwrap().is_empty(),
+        t.store.recent_runs(None, 10).await.unwrap().is_empty(),
         "nothing started"
     );
     assert!(services.top_messages().is_empty());
@@ -147,7 +147,7 @@ async fn alarms_map_to_groups_by_dimension_cluster_or_name_and_unknown_ones_are_
     let (_, answer) = post_event(&t, &by_name, Some(ALARM_KEY)).await;
     assert_eq!(answer["outcome"], "started", "{answer}");
     let run = run_id(&answer);
-    assert_eq!(t.run(&run).group, group());
+    assert_eq!(t.run(&run).await.group, group());
 
     // A group this bot does not manage: said in the channel, logged, nothing started.
     let (_, answer) = post_event(
@@ -157,7 +157,7 @@ async fn alarms_map_to_groups_by_dimension_cluster_or_name_and_unknown_ones_are_
     )
     .await;
     assert_eq!(answer["outcome"], "unknown_group");
-    let alarms = t.store.recent_alarms(10).unwrap();
+    let alarms = t.store.recent_alarms(10).await.unwrap();
     assert!(
         alarms
             .iter()
@@ -213,7 +213,7 @@ async fn repeats_and_clears_go_to_the_active_runs_thread_and_retries_change_noth
     assert!(texts[0].contains("fired again (96.5%)"), "{texts:?}");
     assert!(texts[1].contains("Alarm cleared"), "{texts:?}");
     assert_eq!(services.top_messages().len(), 1);
-    assert_eq!(t.store.recent_runs(None, 10).unwrap().len(), 1);
+    assert_eq!(t.store.recent_runs(None, 10).await.unwrap().len(), 1);
     t.stop().await;
 }
 
@@ -258,7 +258,7 @@ async fn an_alarm_storm_yields_exactly_one_run_and_one_message_per_group() {
         *statuses.entry(r.unwrap().unwrap()).or_insert(0) += 1;
     }
     assert_eq!(statuses.get(&200), Some(&1000), "{statuses:?}");
-    let runs = t.store.recent_runs(None, 100).unwrap();
+    let runs = t.store.recent_runs(None, 100).await.unwrap();
     assert_eq!(runs.len(), 10, "exactly one run per group");
     for run in &runs {
         let r = t
@@ -300,7 +300,7 @@ async fn approval_timeout_escalates_and_a_late_approval_resolves_the_page() {
             .contains("waiting for approval")
     );
     assert!(matches!(
-        t.run(&run).state,
+        t.run(&run).await.state,
         State::AwaitingApproval {
             escalated: true,
             ..
@@ -386,7 +386,7 @@ async fn within_the_cooldown_an_alarm_posts_a_notice_with_start_anyway() {
     let (_, answer) = post_event(&t, &event("e-2", GROUP, "ALARM", 95.0), Some(ALARM_KEY)).await;
     assert_eq!(answer["outcome"], "cooldown");
     assert_eq!(
-        t.store.recent_runs(None, 10).unwrap().len(),
+        t.store.recent_runs(None, 10).await.unwrap().len(),
         1,
         "no new run"
     );
@@ -440,7 +440,7 @@ async fn within_the_cooldown_an_alarm_posts_a_notice_with_start_anyway() {
             .any(|(id, text)| id == &format!("anyway-{ONCALL}") && text.contains("Started run")),
         "{answers:?}"
     );
-    let runs = t.store.recent_runs(None, 10).unwrap();
+    let runs = t.store.recent_runs(None, 10).await.unwrap();
     assert_eq!(runs.len(), 2, "the approver's start-anyway made a run");
     assert_eq!(runs[0].requested_by().map(|u| u.as_str()), Some(ONCALL));
     t.stop().await;
@@ -585,7 +585,7 @@ async fn the_real_signed_sns_message_verifies_over_http_and_tampered_ones_do_not
         "no certificate was fetched from a bad URL"
     );
     assert!(
-        t.store.recent_runs(None, 10).unwrap().is_empty(),
+        t.store.recent_runs(None, 10).await.unwrap().is_empty(),
         "nothing happened"
     );
     assert!(services.top_messages().is_empty());
@@ -691,7 +691,7 @@ async fn an_alarm_from_another_region_or_account_touches_nothing() {
     let (_, answer) = post_event(&t, &other.to_string(), Some(ALARM_KEY)).await;
     assert_eq!(answer["outcome"], "foreign", "{answer}");
     assert_eq!(aws_calls(), 0, "nothing asked of AWS");
-    assert!(t.store.recent_runs(None, 10).unwrap().is_empty());
+    assert!(t.store.recent_runs(None, 10).await.unwrap().is_empty());
     eventually("the notices", || {
         services
             .top_messages()
@@ -704,7 +704,7 @@ async fn an_alarm_from_another_region_or_account_touches_nothing() {
             == 2
     })
     .await;
-    let alarms = t.store.recent_alarms(10).unwrap();
+    let alarms = t.store.recent_alarms(10).await.unwrap();
     assert!(alarms.iter().all(|a| a.outcome == "foreign"), "{alarms:?}");
 
     // The same alarm from the bot's own region and account starts a run.
@@ -732,8 +732,8 @@ async fn a_throttled_cluster_lookup_refuses_the_delivery_so_that_it_comes_again_
         3,
         "tried again briefly"
     );
-    assert!(t.store.recent_alarms(10).unwrap().is_empty());
-    assert!(t.store.recent_runs(None, 10).unwrap().is_empty());
+    assert!(t.store.recent_alarms(10).await.unwrap().is_empty());
+    assert!(t.store.recent_runs(None, 10).await.unwrap().is_empty());
     assert!(
         services.top_messages().is_empty(),
         "no unknown-group notice"
@@ -822,7 +822,7 @@ async fn alarm_storms_for_an_unmanaged_group_or_a_cooldown_post_one_notice_each_
         "220 alarms, two posts"
     );
     assert_eq!(
-        t.store.recent_runs(None, 10).unwrap().len(),
+        t.store.recent_runs(None, 10).await.unwrap().len(),
         1,
         "no new run"
     );
@@ -851,8 +851,8 @@ async fn a_notice_whose_answer_was_lost_is_found_not_posted_again() {
         (status, answer["outcome"].as_str()),
         (200, Some("unknown_group"))
     );
-    eventually("the notice's job to finish", || {
-        t.store.pending_count().unwrap() == 0
+    eventually_async("the notice's job to finish", || async {
+        t.store.pending_count().await.unwrap() == 0
     })
     .await;
     let notices: Vec<_> = services

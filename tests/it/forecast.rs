@@ -77,7 +77,7 @@ async fn a_rising_curve_says_when_the_group_is_full_on_the_card_and_in_status() 
     );
     let minutes = full_in_minutes(&line);
     assert!((13..=17).contains(&minutes), "{line}");
-    let plan = t.run(&run);
+    let plan = t.run(&run).await;
     let forecast = plan.plan().unwrap().forecast.clone().expect("a forecast");
     assert!(forecast.known().is_some(), "{forecast:?}");
 
@@ -86,7 +86,7 @@ async fn a_rising_curve_says_when_the_group_is_full_on_the_card_and_in_status() 
     assert!(status.contains("full in ~"), "{status}");
     assert!(status.contains("when the run was planned"), "{status}");
 
-    let audit = t.store.audit_trail(&run).unwrap();
+    let audit = t.store.audit_trail(&run).await.unwrap();
     assert!(
         audit.iter().any(|a| a.kind == "GetMetricData"
             && a.detail
@@ -156,8 +156,8 @@ async fn watching(curve: MemoryCurve) -> (Services, TempDir, TestApp) {
     (services, dir, t)
 }
 
-fn runs_of(t: &TestApp) -> Vec<redis_autoscaler::workflow::run::Run> {
-    t.store.recent_runs(None, 10).unwrap()
+async fn runs_of(t: &TestApp) -> Vec<redis_autoscaler::workflow::run::Run> {
+    t.store.recent_runs(None, 10).await.unwrap()
 }
 
 #[tokio::test]
@@ -165,8 +165,8 @@ async fn a_group_filling_within_forecast_alert_gets_one_proposed_run_that_waits_
     use redis_autoscaler::workflow::run::Trigger;
     // 60 % an hour ago, +0.6 %/min: ~96 % now, full in ~7 min.
     let (services, _dir, t) = watching(rising(60.0, 0.6)).await;
-    eventually("a proposed run", || !runs_of(&t).is_empty()).await;
-    let run = runs_of(&t).remove(0);
+    eventually_async("a proposed run", || async { !runs_of(&t).await.is_empty() }).await;
+    let run = runs_of(&t).await.remove(0);
     assert!(
         matches!(run.trigger, Trigger::Forecast { .. }),
         "{:?}",
@@ -187,7 +187,7 @@ async fn a_group_filling_within_forecast_alert_gets_one_proposed_run_that_waits_
     assert!(card.contains("[ Approve ]"), "{card}");
     // More looks while it waits propose nothing more.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(runs_of(&t).len(), 1, "one run, not two");
+    assert_eq!(runs_of(&t).await.len(), 1, "one run, not two");
     // Denied, it is not proposed again within forecast_alert.
     let s = t
         .app
@@ -207,7 +207,11 @@ async fn a_group_filling_within_forecast_alert_gets_one_proposed_run_that_waits_
     );
     t.wait_done(&run.id).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(runs_of(&t).len(), 1, "a denied proposal holds off the next");
+    assert_eq!(
+        runs_of(&t).await.len(),
+        1,
+        "a denied proposal holds off the next"
+    );
     t.stop().await;
 }
 
@@ -216,7 +220,8 @@ async fn a_steady_group_or_one_that_fills_later_gets_no_proposal() {
     for curve in [MemoryCurve::constant(70.0), rising(20.0, 0.2)] {
         let (_services, _dir, t) = watching(curve).await;
         tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-        assert!(runs_of(&t).is_empty(), "{:?}", runs_of(&t));
+        let runs = runs_of(&t).await;
+        assert!(runs.is_empty(), "{runs:?}");
         t.stop().await;
     }
 }

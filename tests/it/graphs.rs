@@ -70,7 +70,7 @@ async fn a_run_posts_the_memory_graph_when_its_message_is_up_and_again_at_its_en
         4,
         "one for the trend at planning, one read per graph, one for the verification"
     );
-    let audit = t.store.audit_trail(&run).unwrap();
+    let audit = t.store.audit_trail(&run).await.unwrap();
     assert!(
         audit
             .iter()
@@ -160,7 +160,7 @@ async fn an_upload_whose_answer_was_lost_is_found_not_made_again() {
         .filter(|f| f.completed)
         .count();
     assert_eq!(shared, 2);
-    let audit = t.store.audit_trail(&run).unwrap();
+    let audit = t.store.audit_trail(&run).await.unwrap();
     assert!(
         audit
             .iter()

@@ -3,11 +3,13 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis_autoscaler::domain::RunId;
 use redis_autoscaler::standin::pagerduty::FakePagerDuty;
-use redis_autoscaler::store::SqliteStore as Store;
+use redis_autoscaler::store::SqliteStore;
+use redis_autoscaler::workflow::ports::Store;
 use serde_json::Value;
 
 use crate::support::*;
@@ -244,6 +246,11 @@ async fn wait_ready(base: &str, child: &mut std::process::Child) {
     }
 }
 
+/// The store `serve` keeps in `dir` (the database its config names), read through the port.
+fn serve_store(dir: &Path) -> Arc<dyn Store> {
+    Arc::new(SqliteStore::open(&dir.join("serve.db")).unwrap())
+}
+
 fn write_config(dir: &Path, port: u16) -> std::path::PathBuf {
     let mut text = config_text("", "approval = \"auto\"");
     text = format!(
@@ -273,12 +280,12 @@ async fn sigterm_mid_run_then_restart_completes_the_run_once() {
     let answer = deliver(&base, "sigterm-1").await;
     let run = RunId::parse(answer["run_id"].as_str().unwrap()).unwrap();
     // Wait until the snapshot is being taken, then stop the process like a deploy would.
-    let db = dir.0.join("serve.db");
+    let store = serve_store(&dir.0);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let state = Store::open(&db)
-            .unwrap()
+        let state = store
             .run(&run)
+            .await
             .unwrap()
             .map(|r| r.state_name().to_string());
         if state.as_deref() == Some("snapshotting") && services.sim.count("CreateSnapshot") == 1 {
@@ -306,7 +313,7 @@ async fn sigterm_mid_run_then_restart_completes_the_run_once() {
         exit.status
     );
     assert!(stderr.contains("shutdown signal received"), "{stderr}");
-    let left = Store::open(&db).unwrap().run(&run).unwrap().unwrap();
+    let left = store.run(&run).await.unwrap().unwrap();
     assert!(
         !left.is_finished(),
         "stopped mid-run: {}",
@@ -321,9 +328,8 @@ async fn sigterm_mid_run_then_restart_completes_the_run_once() {
     wait_ready(&base, &mut second).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let store = Store::open(&db).unwrap();
-        let r = store.run(&run).unwrap().unwrap();
-        if r.is_finished() && store.pending_effects(Some(&run)).unwrap().is_empty() {
+        let r = store.run(&run).await.unwrap().unwrap();
+        if r.is_finished() && store.pending_effects(Some(&run)).await.unwrap().is_empty() {
             assert_eq!(r.state_name(), "succeeded");
             break;
         }
@@ -460,11 +466,15 @@ async fn the_store_is_pruned_in_the_background_after_the_retention() {
     assert_eq!(status, 200, "{answer}");
     let run = redis_autoscaler::domain::RunId::parse(answer["run_id"].as_str().unwrap()).unwrap();
     t.wait_done(&run).await;
-    eventually("the finished run pruned", || {
-        t.store.run(&run).unwrap().is_none()
-            && t.store.audit_trail(&run).unwrap().is_empty()
-            && t.store.pending_effects(Some(&run)).unwrap().is_empty()
-            && t.store.recent_alarms(10).unwrap().is_empty()
+    eventually_async("the finished run pruned", || async {
+        t.store.run(&run).await.unwrap().is_none()
+            && t.store.audit_trail(&run).await.unwrap().is_empty()
+            && t.store
+                .pending_effects(Some(&run))
+                .await
+                .unwrap()
+                .is_empty()
+            && t.store.recent_alarms(10).await.unwrap().is_empty()
     })
     .await;
     t.stop().await;

@@ -97,9 +97,12 @@ async fn a_pending_engine_upgrade_is_shown_and_needs_the_acknowledging_approval(
     let refusal = &answers_to(&services, &id)[0];
     assert!(refusal.contains("Not approved"), "{refusal}");
     assert!(refusal.contains("EngineVersion → 7.2.4"), "{refusal}");
-    assert!(matches!(t.run(&run).state, State::AwaitingApproval { .. }));
+    assert!(matches!(
+        t.run(&run).await.state,
+        State::AwaitingApproval { .. }
+    ));
     assert_eq!(services.sim.attempts("CreateSnapshot"), 0);
-    let audit = t.store.audit_trail(&run).unwrap();
+    let audit = t.store.audit_trail(&run).await.unwrap();
     assert!(
         audit
             .iter()

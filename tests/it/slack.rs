@@ -55,7 +55,7 @@ async fn click(
 }
 
 async fn started_run(t: &TestApp) -> RunId {
-    let runs = t.store.recent_runs(None, 1).unwrap();
+    let runs = t.store.recent_runs(None, 1).await.unwrap();
     runs.first().expect("a run was started").id.clone()
 }
 
@@ -125,7 +125,7 @@ async fn bad_signatures_get_401_and_change_nothing() {
     assert_eq!(resp.status(), 401);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
-        t.store.recent_runs(None, 10).unwrap().is_empty(),
+        t.store.recent_runs(None, 10).await.unwrap().is_empty(),
         "no run created"
     );
     assert_eq!(
@@ -161,7 +161,7 @@ async fn oversized_bodies_are_refused_and_ssl_checks_are_answered() {
     let resp = post_with(&t, "/slack/commands", "ssl_check=1&token=abc", None, None).await;
     assert_eq!(resp.status(), 200);
     assert!(resp.text().await.unwrap().is_empty());
-    assert!(t.store.recent_runs(None, 10).unwrap().is_empty());
+    assert!(t.store.recent_runs(None, 10).await.unwrap().is_empty());
     assert!(
         services
             .slack
@@ -240,7 +240,7 @@ async fn user_mistakes_get_a_short_private_answer_and_change_nothing() {
         let s = answer["text"].as_str().unwrap();
         assert!(s.contains(want), "{text}: {s}");
     }
-    assert!(t.store.recent_runs(None, 10).unwrap().is_empty());
+    assert!(t.store.recent_runs(None, 10).await.unwrap().is_empty());
     assert_eq!(services.sim.attempts("CreateSnapshot"), 0);
     assert!(services.top_messages().is_empty());
 
@@ -273,7 +273,7 @@ async fn user_mistakes_get_a_short_private_answer_and_change_nothing() {
         s.contains("already has an active run") && s.contains(run.as_str()),
         "{s}"
     );
-    assert_eq!(t.store.recent_runs(None, 10).unwrap().len(), 2);
+    assert_eq!(t.store.recent_runs(None, 10).await.unwrap().len(), 2);
     t.stop().await;
 }
 
@@ -295,7 +295,7 @@ async fn dry_run_shows_the_plan_and_changes_nothing() {
     );
     assert!(plan.contains("cap `cache.r6g.2xlarge`"), "{plan}");
     assert!(plan.contains("Cooldown"), "{plan}");
-    assert!(t.store.recent_runs(None, 10).unwrap().is_empty());
+    assert!(t.store.recent_runs(None, 10).await.unwrap().is_empty());
     assert_eq!(
         services.sim.attempts("CreateSnapshot") + services.sim.attempts("ModifyReplicationGroup"),
         0
@@ -408,10 +408,14 @@ async fn approval_matrix_over_http() {
     let id = format!("click-{STRANGER}");
     eventually("the refusal", || !answers_to(&services, &id).is_empty()).await;
     assert!(answers_to(&services, &id)[0].contains("Only approvers"));
-    assert!(matches!(t.run(&run).state, State::AwaitingApproval { .. }));
+    assert!(matches!(
+        t.run(&run).await.state,
+        State::AwaitingApproval { .. }
+    ));
     assert!(
         t.store
             .audit_trail(&run)
+            .await
             .unwrap()
             .iter()
             .any(|a| a.actor == STRANGER && a.kind == "rejected")
@@ -438,7 +442,10 @@ async fn approval_matrix_over_http() {
     let id = format!("click-{ONCALL}");
     eventually("the refusal", || !answers_to(&services, &id).is_empty()).await;
     assert!(answers_to(&services, &id)[0].contains("someone else has to approve"));
-    assert!(matches!(t.run(&run).state, State::AwaitingApproval { .. }));
+    assert!(matches!(
+        t.run(&run).await.state,
+        State::AwaitingApproval { .. }
+    ));
     t.stop().await;
 
     // Two different people are needed with min_approvals = 2.
@@ -453,7 +460,7 @@ async fn approval_matrix_over_http() {
     eventually("the refusal", || !answers_to(&services, &id).is_empty()).await;
     assert!(answers_to(&services, &id)[0].contains("already approved"));
     assert!(
-        matches!(t.run(&run).state, State::AwaitingApproval { .. }),
+        matches!(t.run(&run).await.state, State::AwaitingApproval { .. }),
         "one approval is not enough"
     );
     click(&t, &services, ONCALL2, "approve", &run).await;
@@ -513,6 +520,7 @@ async fn double_and_concurrent_clicks_make_exactly_one_decision() {
     let rejected = t
         .store
         .audit_trail(&run)
+        .await
         .unwrap()
         .iter()
         .filter(|a| a.kind == "rejected")
@@ -539,7 +547,7 @@ async fn clicks_after_deny_cancel_or_completion_are_refused() {
         eventually("the refusal", || !answers_to(&services, &id).is_empty()).await;
         let answer = answers_to(&services, &id).remove(0);
         assert!(answer.contains("already decided"), "{end}: {answer}");
-        assert_eq!(t.run(&run).decisions.len(), 1, "{end}: unchanged");
+        assert_eq!(t.run(&run).await.decisions.len(), 1, "{end}: unchanged");
         t.stop().await;
     }
 }
@@ -617,7 +625,7 @@ async fn cancel_works_until_the_upsize_starts_and_explains_why_not_after() {
         s.contains("Can't cancel") && s.contains("AWS can't stop a modification"),
         "{s}"
     );
-    assert!(matches!(t.run(&run).state, State::Modifying { .. }));
+    assert!(matches!(t.run(&run).await.state, State::Modifying { .. }));
     t.stop().await;
 }
 
@@ -685,8 +693,11 @@ async fn an_approval_of_a_plan_that_changed_since_is_refused() {
         "{:?}",
         answers_to(&services, &id)
     );
-    assert!(matches!(t.run(&run).state, State::AwaitingApproval { .. }));
-    let audit = t.store.audit_trail(&run).unwrap();
+    assert!(matches!(
+        t.run(&run).await.state,
+        State::AwaitingApproval { .. }
+    ));
+    let audit = t.store.audit_trail(&run).await.unwrap();
     assert!(
         audit
             .iter()
@@ -767,7 +778,7 @@ async fn a_replayed_slash_command_is_acted_on_once_even_across_a_restart() {
         "{again}"
     );
     assert_eq!(
-        t.store.recent_runs(None, 10).unwrap().len(),
+        t.store.recent_runs(None, 10).await.unwrap().len(),
         1,
         "no second run"
     );
@@ -787,7 +798,7 @@ async fn a_replayed_slash_command_is_acted_on_once_even_across_a_restart() {
         "{after_restart}"
     );
     assert_eq!(
-        t.store.recent_runs(None, 10).unwrap().len(),
+        t.store.recent_runs(None, 10).await.unwrap().len(),
         1,
         "still one run"
     );
@@ -829,7 +840,7 @@ async fn a_replayed_help_is_answered_again_and_a_replayed_click_changes_nothing(
     let done = t.wait_done(&run).await;
     assert_eq!(done.state_name(), "succeeded");
     assert_eq!(done.decisions.len(), 1);
-    let audit = t.store.audit_trail(&run).unwrap();
+    let audit = t.store.audit_trail(&run).await.unwrap();
     assert!(
         !audit.iter().any(|a| a.kind == "rejected"),
         "the copies never reached the run"
@@ -888,7 +899,7 @@ async fn only_requesters_start_runs_and_only_where_commands_are_accepted() {
     let text = answer["text"].as_str().unwrap();
     assert!(text.contains(&format!("<#{CHANNEL}>")), "{text}");
     assert_eq!(described(), 0, "nothing was asked of AWS");
-    assert!(t.store.recent_runs(None, 10).unwrap().is_empty());
+    assert!(t.store.recent_runs(None, 10).await.unwrap().is_empty());
     assert!(services.top_messages().is_empty());
 
     // Looking is open to anyone, anywhere.
@@ -948,7 +959,7 @@ async fn the_cooldown_holds_off_commands_too_and_an_approver_can_start_anyway() 
         "{answer}"
     );
     assert_eq!(
-        t.store.recent_runs(None, 10).unwrap().len(),
+        t.store.recent_runs(None, 10).await.unwrap().len(),
         1,
         "nothing started"
     );
@@ -961,8 +972,8 @@ async fn the_cooldown_holds_off_commands_too_and_an_approver_can_start_anyway() 
         post_signed(&t, "/slack/interactions", &body).await.status(),
         200
     );
-    eventually("a second run", || {
-        t.store.recent_runs(None, 10).unwrap().len() == 2
+    eventually_async("a second run", || async {
+        t.store.recent_runs(None, 10).await.unwrap().len() == 2
     })
     .await;
     t.stop().await;
@@ -1010,7 +1021,10 @@ async fn after_a_failed_snapshot_an_approver_can_upsize_without_one_and_others_a
     eventually("the refusal", || !answers_to(&services, &id).is_empty()).await;
     let answer = answers_to(&services, &id).remove(0);
     assert!(answer.contains("Only approvers"), "{answer}");
-    assert!(matches!(t.run(&run).state, State::SnapshotFailed { .. }));
+    assert!(matches!(
+        t.run(&run).await.state,
+        State::SnapshotFailed { .. }
+    ));
     assert_eq!(services.sim.attempts("ModifyReplicationGroup"), 0);
     // An approver goes on: no second snapshot, one modify, and the page is resolved.
     click(&t, &services, ONCALL2, "upsize_without_snapshot", &run).await;
@@ -1055,7 +1069,7 @@ async fn after_a_failed_snapshot_an_approver_can_upsize_without_one_and_others_a
         top.rendered()
     );
     // Audited: who chose it, and who was refused.
-    let audit = t.store.audit_trail(&run).unwrap();
+    let audit = t.store.audit_trail(&run).await.unwrap();
     assert!(
         audit
             .iter()
@@ -1180,7 +1194,7 @@ async fn whoever_denied_a_run_can_say_why_and_it_is_shown_in_the_thread() {
         body["errors"]["reason"].as_str().unwrap().contains("Only"),
         "{body}"
     );
-    assert_eq!(t.run(&run).denial_reason, None);
+    assert_eq!(t.run(&run).await.denial_reason, None);
     // The denier's: closes the modal, and the thread and the message say why.
     let resp = post_signed(
         &t,
@@ -1208,7 +1222,7 @@ async fn whoever_denied_a_run_can_say_why_and_it_is_shown_in_the_thread() {
             .contains("“change freeze &lt;until&gt; Monday”")
     })
     .await;
-    let audit = t.store.audit_trail(&run).unwrap();
+    let audit = t.store.audit_trail(&run).await.unwrap();
     assert!(
         audit
             .iter()

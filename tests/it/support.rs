@@ -25,7 +25,7 @@ use redis_autoscaler::standin::slack::{FakeMessage, FakeSlack, FakeSlackHandle};
 use redis_autoscaler::startup::{Application, Deps, stopped};
 use redis_autoscaler::store::SqliteStore;
 use redis_autoscaler::workflow::machine::Started;
-use redis_autoscaler::workflow::ports::SystemClock;
+use redis_autoscaler::workflow::ports::{Store, SystemClock};
 use redis_autoscaler::workflow::run::{Run, Trigger};
 use redis_autoscaler::workflow::runner::RunnerOptions;
 use tokio::sync::watch;
@@ -245,7 +245,8 @@ pub struct TestApp {
     pub sns: Arc<RecordingSnsHttp>,
     /// The bot's SNS verifier (tests seed its certificate cache).
     pub verifier: Arc<redis_autoscaler::alarm::sns::SnsVerifier>,
-    pub store: Arc<SqliteStore>,
+    /// The bot's store, through the port every store implements.
+    pub store: Arc<dyn Store>,
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
     running: JoinHandle<std::io::Result<()>>,
@@ -278,7 +279,7 @@ impl TestApp {
             Config::parse(config_text, &services.env()).unwrap_or_else(|e| panic!("{e}"));
         config.database = db.to_path_buf();
         config.listen = "127.0.0.1:0".parse().unwrap();
-        let store = Arc::new(SqliteStore::open(db).unwrap());
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(db).unwrap());
         let sns = Arc::new(RecordingSnsHttp::default());
         let aws = config_for_endpoint(&services.sim.endpoint());
         let deps = Deps {
@@ -328,20 +329,47 @@ impl TestApp {
         }
     }
 
-    pub fn run(&self, id: &RunId) -> Run {
-        self.store.run(id).unwrap().expect("the run exists")
+    pub async fn run(&self, id: &RunId) -> Run {
+        self.store.run(id).await.unwrap().expect("the run exists")
+    }
+
+    /// Are all the run's effects (messages, pages) delivered?
+    pub async fn quiet(&self, id: &RunId) -> bool {
+        self.store
+            .pending_effects(Some(id))
+            .await
+            .unwrap()
+            .is_empty()
     }
 
     /// Wait (up to 20 s) until `pred` holds for the run.
     pub async fn wait_for(&self, id: &RunId, what: &str, pred: impl Fn(&Run) -> bool) -> Run {
+        self.wait_until(id, what, pred, false).await
+    }
+
+    /// Wait until the run has finished and all its effects (messages, pages) are delivered.
+    pub async fn wait_done(&self, id: &RunId) -> Run {
+        self.wait_until(id, "the run to finish and go quiet", Run::is_finished, true)
+            .await
+    }
+
+    /// Wait (up to 20 s) until `pred` holds for the run and, if `quiet`, nothing of it is
+    /// pending; on a timeout, panic with its state, what is pending and its audit trail.
+    async fn wait_until(
+        &self,
+        id: &RunId,
+        what: &str,
+        pred: impl Fn(&Run) -> bool,
+        quiet: bool,
+    ) -> Run {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let run = self.run(id);
-            if pred(&run) {
+            let run = self.run(id).await;
+            if pred(&run) && (!quiet || self.quiet(id).await) {
                 return run;
             }
             if tokio::time::Instant::now() > deadline {
-                let audit = self.store.audit_trail(id).unwrap();
+                let audit = self.store.audit_trail(id).await.unwrap();
                 let lines: Vec<String> = audit
                     .iter()
                     .map(|a| format!("{} {} {}", a.actor, a.kind, a.detail))
@@ -349,6 +377,7 @@ impl TestApp {
                 let pending: Vec<String> = self
                     .store
                     .pending_effects(Some(id))
+                    .await
                     .unwrap()
                     .iter()
                     .map(|p| format!("{} (try {}, due {:?})", p.effect.name(), p.attempt, p.due))
@@ -362,14 +391,6 @@ impl TestApp {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-    }
-
-    /// Wait until the run has finished and all its effects (messages, pages) are delivered.
-    pub async fn wait_done(&self, id: &RunId) -> Run {
-        self.wait_for(id, "the run to finish and go quiet", |r| {
-            r.is_finished() && self.store.pending_effects(Some(&r.id)).unwrap().is_empty()
-        })
-        .await
     }
 
     /// Stop gracefully (as on SIGTERM) and wait until everything has stopped.
@@ -536,8 +557,13 @@ pub async fn startup_checked(services: &Services) {
 
 /// Wait (up to 5 s) until `f` holds.
 pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    eventually_async(what, || std::future::ready(f())).await
+}
+
+/// Wait (up to 5 s) until what `f` answers holds (a question for the store, which is async).
+pub async fn eventually_async<F: Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
     for _ in 0..500 {
-        if f() {
+        if f().await {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -111,7 +111,7 @@ async fn happy_path_snapshots_once_upsizes_once_and_threads_every_step() {
     );
     assert!(services.pages().is_empty(), "no page on success");
 
-    let audit = t.store.audit_trail(&run).unwrap();
+    let audit = t.store.audit_trail(&run).await.unwrap();
     assert!(
         audit
             .iter()
@@ -291,7 +291,7 @@ async fn a_modification_aws_rolled_back_fails_the_run_with_awss_own_reason() {
         1,
         "read once, when it failed"
     );
-    let audit = t.store.audit_trail(&run).unwrap();
+    let audit = t.store.audit_trail(&run).await.unwrap();
     assert!(
         audit
             .iter()
@@ -332,6 +332,7 @@ async fn thirty_percent_of_aws_calls_throttled_still_succeeds_with_one_snapshot_
     let retries = t
         .store
         .audit_trail(&run)
+        .await
         .unwrap()
         .iter()
         .filter(|a| a.kind == "retry")
@@ -447,9 +448,8 @@ async fn a_restart_at_every_step_boundary_completes_the_run_exactly_once() {
         // Either the runner halts at boundary k, or the run completes before reaching it.
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
-            let r = first.run(&run);
-            let quiet =
-                r.is_finished() && first.store.pending_effects(Some(&run)).unwrap().is_empty();
+            let r = first.run(&run).await;
+            let quiet = r.is_finished() && first.quiet(&run).await;
             if first.runner_finished() || quiet {
                 break;
             }
@@ -538,7 +538,7 @@ async fn slack_rate_limits_are_waited_out_as_retry_after_says() {
         "waited for Retry-After"
     );
     assert_eq!(services.top_messages().len(), 1);
-    let audit = t.store.audit_trail(&run).unwrap();
+    let audit = t.store.audit_trail(&run).await.unwrap();
     assert!(
         audit
             .iter()
@@ -570,7 +570,7 @@ async fn a_slack_error_is_reported_not_swallowed_and_pages_when_nobody_can_see_t
             .contains("channel_not_found"),
         "{page}"
     );
-    let audit = t.store.audit_trail(&run).unwrap();
+    let audit = t.store.audit_trail(&run).await.unwrap();
     assert!(
         audit.iter().any(|a| a.detail.contains("channel_not_found")),
         "{audit:#?}"
@@ -647,7 +647,7 @@ async fn a_top_message_slack_accepted_but_never_confirmed_is_not_posted_twice() 
         tops[0].metadata.as_ref().unwrap()["event_payload"]["run_id"],
         run.as_str()
     );
-    let audit = t.store.audit_trail(&run).unwrap();
+    let audit = t.store.audit_trail(&run).await.unwrap();
     assert!(
         audit.iter().any(|a| a.detail.contains("already posted")),
         "{audit:#?}"
@@ -680,17 +680,14 @@ async fn a_top_message_slack_stores_after_the_retry_posted_again_is_deleted_afte
         services.slack.deleted().len() == 1
     })
     .await;
-    eventually("the store quiet", || {
-        t.store.pending_effects(Some(&run)).unwrap().is_empty()
-    })
-    .await;
+    eventually_async("the store quiet", || async { t.quiet(&run).await }).await;
     let tops = services.top_messages();
     assert_eq!(tops.len(), 1, "one top message is left: {tops:?}");
     let kept = done.message.unwrap();
     assert_eq!(kept.ts, tops[0].ts, "the run's own is the one kept");
     assert_ne!(services.slack.deleted()[0].1, kept.ts);
     assert!(tops[0].text.contains("prod-jobs"), "{}", tops[0].text);
-    let audit = t.store.audit_trail(&run).unwrap();
+    let audit = t.store.audit_trail(&run).await.unwrap();
     assert!(
         audit
             .iter()
@@ -723,7 +720,7 @@ async fn a_crash_during_the_top_message_post_does_not_post_it_twice() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     first.wait_halted().await;
-    let pending = store.pending_effects(Some(&run)).unwrap();
+    let pending = store.pending_effects(Some(&run)).await.unwrap();
     let top = pending
         .iter()
         .find(|p| p.effect == redis_autoscaler::workflow::effect::Effect::PostTopMessage)
@@ -731,6 +728,7 @@ async fn a_crash_during_the_top_message_post_does_not_post_it_twice() {
     // What the dead process did: started the effect, and Slack accepted the post.
     store
         .mark_started(top.id, redis_autoscaler::domain::Timestamp::now())
+        .await
         .unwrap();
     let posted = services
         .slack_client()
@@ -953,11 +951,11 @@ async fn a_group_changed_elsewhere_after_approval_is_not_touched_and_can_be_plan
         post_signed(&t, "/slack/interactions", &body).await.status(),
         200
     );
-    eventually("a new run", || {
-        t.store.recent_runs(None, 10).unwrap().len() == 2
+    eventually_async("a new run", || async {
+        t.store.recent_runs(None, 10).await.unwrap().len() == 2
     })
     .await;
-    let second = t.store.recent_runs(None, 1).unwrap().remove(0);
+    let second = t.store.recent_runs(None, 1).await.unwrap().remove(0);
     let planned = t
         .wait_for(&second.id, "the new plan", |r| r.plan().is_some())
         .await;
@@ -999,7 +997,7 @@ async fn aws_work_never_waits_on_a_slow_slack() {
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
     let took = started.elapsed();
-    let seen = t.run(&run);
+    let seen = t.run(&run).await;
     eprintln!("alarm → CreateSnapshot in {took:?} with a 300 ms Slack");
     // Slack has not answered even the top message's post yet.
     assert!(seen.message.is_none(), "the AWS work waited for Slack");
