@@ -1,14 +1,20 @@
 //! The test harness: the real app on loopback, against the ElastiCache simulator and local
 //! Slack, PagerDuty and hook stand-ins. Time is compressed through config (milliseconds).
+//!
+//! The same suite runs against either store: SQLite files by default, PostgreSQL with
+//! `REDIS_AUTOSCALER_TEST_STORE=postgres` (see [`StoreKind`]). A test names its store by a
+//! path in its [`TempDir`] either way; on PostgreSQL that path stands for a database the test
+//! creates on first use and drops with the directory.
 
 #![allow(
     dead_code,
     reason = "each test module uses a different part of the harness"
 )]
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use redis_autoscaler::alarm::sns::SnsHttp;
@@ -23,7 +29,7 @@ use redis_autoscaler::standin::hooks::{FakeHooks, FakeHooksHandle};
 use redis_autoscaler::standin::pagerduty::{FakePagerDuty, FakePagerDutyHandle};
 use redis_autoscaler::standin::slack::{FakeMessage, FakeSlack, FakeSlackHandle};
 use redis_autoscaler::startup::{Application, Deps, stopped};
-use redis_autoscaler::store::SqliteStore;
+use redis_autoscaler::store::{PgOptions, PgStore, SqliteStore, postgres};
 use redis_autoscaler::workflow::machine::Started;
 use redis_autoscaler::workflow::ports::{Store, SystemClock};
 use redis_autoscaler::workflow::run::{Run, Trigger};
@@ -156,12 +162,126 @@ max_node_type = "cache.r6g.2xlarge"
     )
 }
 
-/// A directory removed when dropped.
+/// The store the suite runs against, chosen for the whole run by
+/// `REDIS_AUTOSCALER_TEST_STORE`: `sqlite` (or unset) or `postgres`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// An SQLite file per test, in its [`TempDir`].
+    Sqlite,
+    /// A database per test on the server `admin_url` reaches (`TEST_DATABASE_URL`, by default
+    /// the local one with trust auth), created and dropped by the test.
+    Postgres { admin_url: String },
+}
+
+impl StoreKind {
+    pub fn current() -> &'static StoreKind {
+        static KIND: OnceLock<StoreKind> = OnceLock::new();
+        KIND.get_or_init(|| {
+            match std::env::var("REDIS_AUTOSCALER_TEST_STORE").as_deref() {
+                Err(_) | Ok("") | Ok("sqlite") => StoreKind::Sqlite,
+                Ok("postgres") => StoreKind::Postgres {
+                    admin_url: std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| {
+                        // No TLS on loopback: the local server's certificate names localhost.
+                        "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable".into()
+                    }),
+                },
+                Ok(other) => {
+                    panic!("REDIS_AUTOSCALER_TEST_STORE is `sqlite` or `postgres`, not `{other}`")
+                }
+            }
+        })
+    }
+
+    pub fn is_postgres() -> bool {
+        matches!(StoreKind::current(), StoreKind::Postgres { .. })
+    }
+}
+
+/// How long a claim on work lasts in the tests' PostgreSQL stores: short, so what a stopped
+/// bot had claimed is taken over soon after a restart.
+pub const TEST_LEASE: Duration = Duration::from_secs(2);
+
+/// The store `db` names, as the bot would open it: the SQLite file, or (PostgreSQL) the
+/// database standing for it, created the first time it is opened.
+pub async fn open_store(db: &Path) -> Arc<dyn Store> {
+    match StoreKind::current() {
+        StoreKind::Sqlite => Arc::new(SqliteStore::open(db).unwrap()),
+        StoreKind::Postgres { .. } => {
+            // The production pool: a test of load meets the limits a replica has.
+            let options = PgOptions {
+                lease: TEST_LEASE,
+                ..PgOptions::default()
+            };
+            let url = database_url(db)
+                .await
+                .expect("the tests' store is PostgreSQL");
+            let store = PgStore::connect(&url, None, options)
+                .await
+                .unwrap_or_else(|e| panic!("connecting to the test database: {e}"));
+            Arc::new(store)
+        }
+    }
+}
+
+/// With PostgreSQL: the URL of the database standing for `db` (a path in a [`TempDir`]),
+/// created on the first call for that path, so a bot restarted on the same path sees the same
+/// data. `None` with SQLite.
+pub async fn database_url(db: &Path) -> Option<String> {
+    let StoreKind::Postgres { admin_url } = StoreKind::current() else {
+        return None;
+    };
+    let name = database_name(db);
+    let new = created_databases().lock().unwrap().insert(name.clone());
+    if new {
+        postgres::create_database(admin_url, &name)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("creating the test database {name} at TEST_DATABASE_URL: {e}")
+            });
+    }
+    Some(postgres::database_url(admin_url, &name).unwrap())
+}
+
+const TEMP_DIR_PREFIX: &str = "redis-autoscaler-test-";
+
+/// `ra_it_<the TempDir's id>_<the file's stem>`, in the characters a database name may have.
+fn database_name(db: &Path) -> String {
+    let dir = db
+        .parent()
+        .and_then(|d| d.file_name())
+        .and_then(|d| d.to_str())
+        .and_then(|d| d.strip_prefix(TEMP_DIR_PREFIX))
+        .unwrap_or_else(|| panic!("{} is not in a TempDir", db.display()));
+    let stem = db.file_stem().and_then(|s| s.to_str()).unwrap_or("db");
+    format!("{}{}", database_prefix(dir), sanitized(stem))
+}
+
+/// What the names of a TempDir's databases start with.
+fn database_prefix(dir_id: &str) -> String {
+    format!("ra_it_{}_", sanitized(dir_id))
+}
+
+fn sanitized(s: &str) -> String {
+    s.chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9') => c,
+            _ => '_',
+        })
+        .collect()
+}
+
+/// The test databases created and not dropped yet (their TempDir drops them).
+fn created_databases() -> &'static Mutex<HashSet<String>> {
+    static CREATED: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    CREATED.get_or_init(Default::default)
+}
+
+/// A directory removed when dropped, with the PostgreSQL databases made for paths in it.
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new() -> TempDir {
-        let dir = std::env::temp_dir().join(format!("redis-autoscaler-test-{}", RunId::generate()));
+        let dir = std::env::temp_dir().join(format!("{TEMP_DIR_PREFIX}{}", RunId::generate()));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
     }
@@ -169,10 +289,63 @@ impl TempDir {
     pub fn db(&self) -> PathBuf {
         self.0.join("test.db")
     }
+
+    /// Drop the databases made for paths in this directory. Drop is synchronous and may run
+    /// inside a runtime, so this blocks on a thread of its own with its own runtime.
+    fn drop_databases(&self) {
+        let StoreKind::Postgres { admin_url } = StoreKind::current() else {
+            return;
+        };
+        let Some(id) = self
+            .0
+            .file_name()
+            .and_then(|d| d.to_str())
+            .and_then(|d| d.strip_prefix(TEMP_DIR_PREFIX))
+        else {
+            return;
+        };
+        let prefix = database_prefix(id);
+        let names: Vec<String> = {
+            let mut created = created_databases()
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let mine: Vec<String> = created
+                .iter()
+                .filter(|n| n.starts_with(&prefix))
+                .cloned()
+                .collect();
+            for n in &mine {
+                created.remove(n);
+            }
+            mine
+        };
+        if names.is_empty() {
+            return;
+        }
+        let admin_url = admin_url.clone();
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                for name in &names {
+                    if let Err(e) = postgres::drop_database(&admin_url, name).await {
+                        eprintln!("the test database {name} was not dropped: {e}");
+                    }
+                }
+            })
+        })
+        .join();
+        if dropped.is_err() {
+            eprintln!("dropping the test databases panicked");
+        }
+    }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        self.drop_databases();
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -274,12 +447,39 @@ impl TestApp {
         options: RunnerOptions,
         clock: Arc<dyn redis_autoscaler::workflow::ports::Clock>,
     ) -> TestApp {
+        let store = open_store(db).await;
+        TestApp::spawn_on(services, config_text, db, options, clock, store).await
+    }
+
+    /// The bot on the SQLite file `db` whichever store the suite runs against: for a test
+    /// about the file itself.
+    pub async fn spawn_on_sqlite(services: &Services, config_text: &str, db: &Path) -> TestApp {
+        let store = Arc::new(SqliteStore::open(db).unwrap());
+        let clock = Arc::new(SystemClock);
+        TestApp::spawn_on(
+            services,
+            config_text,
+            db,
+            RunnerOptions::default(),
+            clock,
+            store,
+        )
+        .await
+    }
+
+    async fn spawn_on(
+        services: &Services,
+        config_text: &str,
+        db: &Path,
+        options: RunnerOptions,
+        clock: Arc<dyn redis_autoscaler::workflow::ports::Clock>,
+        store: Arc<dyn Store>,
+    ) -> TestApp {
         captured_logs();
         let mut config =
             Config::parse(config_text, &services.env()).unwrap_or_else(|e| panic!("{e}"));
         config.database = db.to_path_buf();
         config.listen = "127.0.0.1:0".parse().unwrap();
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(db).unwrap());
         let sns = Arc::new(RecordingSnsHttp::default());
         let aws = config_for_endpoint(&services.sim.endpoint());
         let deps = Deps {
