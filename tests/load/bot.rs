@@ -7,8 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use redis_autoscaler::standin::pagerduty::FakePagerDuty;
-use redis_autoscaler::store::SqliteStore;
+use redis_autoscaler::store::{PgOptions, PgStore, SqliteStore};
+use redis_autoscaler::workflow::ports::Store;
 
 use crate::support::*;
 
@@ -222,11 +225,23 @@ impl Watcher {
     }
 }
 
+/// Where a bot keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// Its own SQLite file: `bot.db` in the scenario's directory (or in `LOAD_DB_DIR`).
+    Sqlite,
+    /// A PostgreSQL database several bots may share: its URL, without a password (the local
+    /// test server trusts loopback).
+    Postgres(String),
+}
+
 /// A running `redis-autoscaler serve`.
 pub struct Bot {
     child: Option<Child>,
     pub port: u16,
+    /// What its config's `database` says: the SQLite file, or the PostgreSQL URL.
     pub db: PathBuf,
+    pub database: Database,
     config: PathBuf,
     env: Vec<(String, String)>,
     log: PathBuf,
@@ -250,7 +265,20 @@ impl Bot {
         config: impl FnOnce(u16, &Path) -> String,
         extra_env: &[(&str, &str)],
     ) -> Bot {
-        let mut bot = Bot::launch(services, dir, config, extra_env);
+        Bot::start_on(services, dir, Database::Sqlite, config, extra_env).await
+    }
+
+    /// [`Bot::start`] on `database`: for PostgreSQL, `config` is given its URL as the path
+    /// (so [`config_text`] writes `database = "postgres://…"`). Each bot needs its own `dir`
+    /// (its config file and log are there).
+    pub async fn start_on(
+        services: &Services,
+        dir: &Path,
+        database: Database,
+        config: impl FnOnce(u16, &Path) -> String,
+        extra_env: &[(&str, &str)],
+    ) -> Bot {
+        let mut bot = Bot::launch_on(services, dir, database, config, extra_env);
         bot.wait_ready().await;
         bot
     }
@@ -262,12 +290,26 @@ impl Bot {
         config: impl FnOnce(u16, &Path) -> String,
         extra_env: &[(&str, &str)],
     ) -> Bot {
+        Bot::launch_on(services, dir, Database::Sqlite, config, extra_env)
+    }
+
+    /// [`Bot::launch`] on `database`.
+    pub fn launch_on(
+        services: &Services,
+        dir: &Path,
+        database: Database,
+        config: impl FnOnce(u16, &Path) -> String,
+        extra_env: &[(&str, &str)],
+    ) -> Bot {
         let port = free_port();
         // LOAD_DB_DIR (e.g. /dev/shm, a tmpfs) puts the store elsewhere: what the disk's
         // fsync costs shows as the difference.
-        let db = match std::env::var_os("LOAD_DB_DIR") {
-            Some(d) => PathBuf::from(d).join(format!("redis-autoscaler-load-{port}.db")),
-            None => dir.join("bot.db"),
+        let db = match (&database, std::env::var_os("LOAD_DB_DIR")) {
+            (Database::Postgres(url), _) => PathBuf::from(url),
+            (Database::Sqlite, Some(d)) => {
+                PathBuf::from(d).join(format!("redis-autoscaler-load-{port}.db"))
+            }
+            (Database::Sqlite, None) => dir.join("bot.db"),
         };
         let config_path = dir.join("config.toml");
         std::fs::write(&config_path, config(port, &db)).unwrap();
@@ -287,6 +329,7 @@ impl Bot {
             child: None,
             port,
             db,
+            database,
             config: config_path,
             env,
             log: dir.join("bot.log"),
@@ -410,9 +453,48 @@ impl Bot {
     }
 
     /// The store the bot writes, opened alongside it (SQLite in WAL mode: readers don't block
-    /// it).
+    /// it). For a PostgreSQL bot, [`Bot::store_port`].
     pub fn store(&self) -> SqliteStore {
+        assert_eq!(
+            self.database,
+            Database::Sqlite,
+            "a PostgreSQL bot's store: Bot::store_port"
+        );
         SqliteStore::open(&self.db).unwrap()
+    }
+
+    /// The store the bot writes, through the port both kinds implement: its SQLite file
+    /// opened alongside, or a small pool on its PostgreSQL database. Only read it: a shared
+    /// store's `due_effects` and `due_jobs` would claim the bots' work.
+    pub async fn store_port(&self) -> Arc<dyn Store> {
+        match &self.database {
+            Database::Sqlite => Arc::new(self.store()),
+            Database::Postgres(url) => {
+                let options = PgOptions {
+                    pool_size: 2,
+                    ..PgOptions::default()
+                };
+                Arc::new(PgStore::connect(url, None, options).await.unwrap())
+            }
+        }
+    }
+
+    /// [`Bot::due_work`] for either store.
+    pub async fn due_work_in_any_store(&self) -> i64 {
+        let Database::Postgres(url) = &self.database else {
+            return self.due_work();
+        };
+        let client = pg_client(url).await;
+        let soon = redis_autoscaler::domain::Timestamp::now().as_millis() + 10_000;
+        client
+            .query_one(
+                "SELECT (SELECT COUNT(*) FROM effects WHERE status = 'pending' AND due_at <= $1)
+                      + (SELECT COUNT(*) FROM jobs WHERE status = 'pending' AND due_at <= $1)",
+                &[&soon],
+            )
+            .await
+            .unwrap()
+            .get(0)
     }
 
     /// Effects and jobs due within the next 10 s that are not done yet: what is left to do
@@ -509,6 +591,18 @@ fn serve_env(services: &Services) -> Vec<(String, String)> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect()
+}
+
+/// A plain connection to a PostgreSQL database on loopback (`sslmode=disable`), for reading
+/// what the bots wrote.
+pub async fn pg_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to the bots' database: {e}"));
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
 }
 
 pub fn free_port() -> u16 {

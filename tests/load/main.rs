@@ -13,6 +13,7 @@
 //! cargo test --release --test load -- --ignored --nocapture runs::    # 1,000 concurrent runs
 //! cargo test --release --test load -- --ignored --nocapture chaos::   # kill -9 loop under faults
 //! cargo test --release --test load -- --ignored --nocapture bench::   # ack vs a bare axum route
+//! cargo test --release --test load -- --ignored --nocapture replicas:: # 2 replicas on PostgreSQL
 //! ```
 //!
 //! Knobs (environment): `LOAD_SEED`, `LOAD_DB_DIR`, `LOAD_BOT_ENV`, `LOAD_BOT_BIN`,
@@ -23,12 +24,14 @@
 //! - `wire`: a lean HTTP/1.1 client (keep-alive, one request at a time per connection) for
 //!   the benchmark, signed Slack bodies, and alarm delivery with EventBridge's retries.
 //! - `report`: figures and targets, printed as a table.
-//! - `storm`, `runs`, `chaos`, `bench`: the scenarios.
+//! - `storm`, `runs`, `chaos`, `bench`, `replicas`: the scenarios (`replicas` on a PostgreSQL
+//!   database it creates on the local server, `TEST_DATABASE_URL`).
 //! - `support`: the integration tests' harness (`tests/it/support.rs`), shared.
 
 mod bench;
 mod bot;
 mod chaos;
+mod replicas;
 mod report;
 mod runs;
 mod storm;
