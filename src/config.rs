@@ -84,6 +84,28 @@ pub struct SlackConfig {
     /// listed.
     pub command_channels: Vec<ChannelId>,
     pub command: String,
+    /// How Slack reaches the bot: signed HTTP requests, or a WebSocket the bot opens.
+    pub mode: SlackMode,
+}
+
+/// How Slack delivers slash commands and clicks (`[slack] mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlackMode {
+    /// `POST /slack/commands` and `/slack/interactions`, signed with `SLACK_SIGNING_SECRET`.
+    #[default]
+    Http,
+    /// Socket Mode: the bot connects out to Slack with `SLACK_APP_TOKEN` (no inbound port, no
+    /// signing secret: the WebSocket is the authentication).
+    Socket,
+}
+
+impl SlackMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlackMode::Http => "http",
+            SlackMode::Socket => "socket",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -109,6 +131,8 @@ pub struct AlarmsConfig {
 pub struct Secrets {
     pub slack_bot_token: Option<Secret>,
     pub slack_signing_secret: Option<Secret>,
+    /// `SLACK_APP_TOKEN` (`xapp-…`): opens Socket Mode connections.
+    pub slack_app_token: Option<Secret>,
     pub pagerduty_routing_key: Option<Secret>,
     pub alarm_api_key: Option<Secret>,
     pub hook_signing_secret: Option<Secret>,
@@ -270,9 +294,15 @@ impl Config {
         let hooks = std::iter::once(&self.defaults)
             .chain(self.groups.values().map(|g| &g.policy))
             .any(|p| p.pause_url.is_some() || p.resume_url.is_some());
+        let socket = self.slack.mode == SlackMode::Socket;
         [
             ("SLACK_BOT_TOKEN", s.slack_bot_token.is_some()),
-            ("SLACK_SIGNING_SECRET", s.slack_signing_secret.is_some()),
+            // Socket Mode needs the app token instead of the signing secret.
+            (
+                "SLACK_SIGNING_SECRET",
+                socket || s.slack_signing_secret.is_some(),
+            ),
+            ("SLACK_APP_TOKEN", !socket || s.slack_app_token.is_some()),
             ("PAGERDUTY_ROUTING_KEY", s.pagerduty_routing_key.is_some()),
             ("ALARM_API_KEY", s.alarm_api_key.is_some()),
             (
@@ -460,7 +490,8 @@ impl Config {
             .map(|c| format!("\"{c}\""))
             .collect();
         out.push_str(&format!("command_channels = [{}]\n", channels.join(", ")));
-        out.push_str(&format!("command = \"{}\"\n\n", self.slack.command));
+        out.push_str(&format!("command = \"{}\"\n", self.slack.command));
+        out.push_str(&format!("mode = \"{}\"\n\n", self.slack.mode.as_str()));
         out.push_str("[alarms]\n");
         out.push_str(&format!(
             "description_prefix = {}\n",
@@ -540,6 +571,10 @@ impl Config {
             s(&self.secrets.slack_signing_secret)
         ));
         out.push_str(&format!(
+            "# SLACK_APP_TOKEN: {}\n",
+            s(&self.secrets.slack_app_token)
+        ));
+        out.push_str(&format!(
             "# PAGERDUTY_ROUTING_KEY: {}\n",
             s(&self.secrets.pagerduty_routing_key)
         ));
@@ -590,6 +625,7 @@ impl Env {
         let names = [
             "SLACK_BOT_TOKEN",
             "SLACK_SIGNING_SECRET",
+            "SLACK_APP_TOKEN",
             "PAGERDUTY_ROUTING_KEY",
             "ALARM_API_KEY",
             "HOOK_SIGNING_SECRET",
@@ -639,6 +675,7 @@ const SLACK_KEYS: &[&str] = &[
     "requesters",
     "command_channels",
     "command",
+    "mode",
 ];
 const ALARMS_KEYS: &[&str] = &[
     "description_prefix",
@@ -1032,6 +1069,7 @@ impl<'s> Walker<'s> {
         let secrets = Secrets {
             slack_bot_token: env.secret("SLACK_BOT_TOKEN"),
             slack_signing_secret: env.secret("SLACK_SIGNING_SECRET"),
+            slack_app_token: self.app_token(env),
             pagerduty_routing_key: env.secret("PAGERDUTY_ROUTING_KEY"),
             alarm_api_key: env.secret("ALARM_API_KEY"),
             hook_signing_secret: env.secret("HOOK_SIGNING_SECRET"),
@@ -1051,6 +1089,21 @@ impl<'s> Walker<'s> {
             secrets,
             endpoints,
         })
+    }
+
+    /// `SLACK_APP_TOKEN`, which must be an app-level token (`xapp-…`): a bot token there is
+    /// refused by Slack only once the bot runs. The value is never echoed.
+    fn app_token(&mut self, env: &Env) -> Option<Secret> {
+        let token = env.secret("SLACK_APP_TOKEN")?;
+        if !token.expose().starts_with("xapp-") {
+            self.issues.push(ConfigIssue {
+                key: "SLACK_APP_TOKEN".into(),
+                line: 0,
+                message: "is not an app-level token: it must start with `xapp-` (Basic Information → App-Level Tokens, scope connections:write)".into(),
+            });
+            return None;
+        }
+        Some(token)
     }
 
     fn endpoint(&mut self, env: &Env, name: &str, default: &str) -> String {
@@ -1124,12 +1177,22 @@ impl<'s> Walker<'s> {
                 }
             })
             .unwrap_or_else(|| "/redis".to_string());
+        let mode = self
+            .parsed(&t, "mode", "slack", |s| match s {
+                "http" => Ok(SlackMode::Http),
+                "socket" => Ok(SlackMode::Socket),
+                _ => Err(format!(
+                    "`{s}` is not a Slack mode: \"http\" (signed requests) or \"socket\" (Socket Mode)"
+                )),
+            })
+            .unwrap_or_default();
         Some(SlackConfig {
             channel: channel?,
             approvers,
             requesters,
             command_channels,
             command,
+            mode,
         })
     }
 
@@ -2040,6 +2103,58 @@ colour = "blue"
         let env = Env::default().with("PAGERDUTY_EVENTS_URL", "events.pagerduty.com");
         let err = Config::parse(DESIGN_EXAMPLE, &env).unwrap_err();
         assert_eq!(err.issues[0].key, "PAGERDUTY_EVENTS_URL");
+    }
+
+    const SOCKET: &str = "[slack]\nchannel = \"C0123ABCD\"\nmode = \"socket\"\n";
+
+    #[test]
+    fn socket_mode_needs_the_app_token_and_no_signing_secret() {
+        let env = Env::default()
+            .with("SLACK_BOT_TOKEN", "xoxb-1")
+            .with("SLACK_APP_TOKEN", "xapp-1-A0123-456-abcdef-secret")
+            .with("PAGERDUTY_ROUTING_KEY", "r")
+            .with("ALARM_API_KEY", "k");
+        let c = Config::parse(SOCKET, &env).unwrap();
+        assert_eq!(c.slack.mode, SlackMode::Socket);
+        assert!(c.missing_secrets().is_empty(), "{:?}", c.missing_secrets());
+        let shown = c.render_redacted();
+        assert!(shown.contains("mode = \"socket\""), "{shown}");
+        assert!(shown.contains("# SLACK_APP_TOKEN: set"), "{shown}");
+        assert!(shown.contains("# SLACK_SIGNING_SECRET: NOT SET"), "{shown}");
+        assert!(!shown.contains("abcdef-secret"));
+        assert!(!format!("{c:?}").contains("abcdef-secret"));
+        assert_eq!(parse(&shown).unwrap().slack, c.slack);
+
+        let without = Env::default().with("SLACK_BOT_TOKEN", "xoxb-1");
+        let c = Config::parse(SOCKET, &without).unwrap();
+        let missing = c.missing_secrets();
+        assert!(missing.contains(&"SLACK_APP_TOKEN"), "{missing:?}");
+        assert!(!missing.contains(&"SLACK_SIGNING_SECRET"), "{missing:?}");
+        assert!(c.render_redacted().contains("# SLACK_APP_TOKEN: NOT SET"));
+    }
+
+    #[test]
+    fn http_mode_is_the_default_and_needs_the_signing_secret_not_the_app_token() {
+        let c = parse("[slack]\nchannel = \"C0123ABCD\"\n").unwrap();
+        assert_eq!(c.slack.mode, SlackMode::Http);
+        let missing = c.missing_secrets();
+        assert!(missing.contains(&"SLACK_SIGNING_SECRET"), "{missing:?}");
+        assert!(!missing.contains(&"SLACK_APP_TOKEN"), "{missing:?}");
+    }
+
+    #[test]
+    fn a_slack_mode_typo_and_a_bot_token_as_app_token_are_clear_errors() {
+        let err = parse("[slack]\nchannel = \"C0123ABCD\"\nmode = \"sockets\"\n").unwrap_err();
+        assert_eq!(err.issues[0].key, "slack.mode", "{err}");
+        assert_eq!(err.issues[0].line, 3, "{err}");
+        assert!(err.to_string().contains("\"http\""), "{err}");
+        let err = parse("[slack]\nchannel = \"C0123ABCD\"\nmdoe = \"socket\"\n").unwrap_err();
+        assert!(err.to_string().contains("mdoe"), "{err}");
+        let env = Env::default().with("SLACK_APP_TOKEN", "xoxb-a-bot-token-secret");
+        let err = Config::parse(SOCKET, &env).unwrap_err();
+        assert_eq!(err.issues[0].key, "SLACK_APP_TOKEN", "{err}");
+        assert!(err.to_string().contains("xapp-"), "{err}");
+        assert!(!err.to_string().contains("bot-token-secret"), "{err}");
     }
 
     #[test]

@@ -32,6 +32,7 @@ const ONCALL: &str = "U0ONCALL1";
 const GROUP: &str = "prod-jobs";
 const BOT_TOKEN: &str = "xoxb-demo-not-a-real-token";
 const HOOK_SECRET: &str = "demo-hook-signing-secret";
+const APP_TOKEN: &str = "xapp-1-A0DEMO-1-demo-not-a-real-token";
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
@@ -63,6 +64,10 @@ pub enum Scenario {
     /// The happy path, then a minute of CloudWatch readings after the upsize: "memory 93 % →
     /// 46 %" in the thread (CloudWatch has a reading a minute, so this one takes a minute).
     Verify,
+    /// The happy path in Socket Mode: `/redis status` and the Approve click come over the
+    /// bot's WebSocket to (the stand-in's) Slack, acknowledged within 3 s; the bot serves no
+    /// Slack HTTP endpoint and has no signing secret.
+    SocketMode,
 }
 
 impl Scenario {
@@ -73,7 +78,8 @@ impl Scenario {
             | Scenario::Escalate
             | Scenario::PendingChanges
             | Scenario::SnapshotTimeout
-            | Scenario::Verify => "succeeded",
+            | Scenario::Verify
+            | Scenario::SocketMode => "succeeded",
             Scenario::ModifyFails | Scenario::Hooks => "failed",
             Scenario::Denied => "denied",
         }
@@ -102,12 +108,18 @@ fn demo_config(scenario: Scenario, hooks: Option<&FakeHooksHandle>) -> String {
             )
         })
         .unwrap_or_default();
+    let mode = if scenario == Scenario::SocketMode {
+        "socket"
+    } else {
+        "http"
+    };
     format!(
         r#"
 listen = "127.0.0.1:0"
 database = "demo.db"
 
 [slack]
+mode = "{mode}"
 channel = "{CHANNEL}"
 approvers = ["{ONCALL}"]
 
@@ -195,9 +207,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
 
     let dir = std::env::temp_dir().join(format!("redis-autoscaler-demo-{}", RunId::generate()));
     std::fs::create_dir_all(&dir)?;
-    let env = Env::default()
-        .with("SLACK_BOT_TOKEN", BOT_TOKEN)
-        .with("SLACK_SIGNING_SECRET", "demo-signing-secret")
+    let env = Env::default().with("SLACK_BOT_TOKEN", BOT_TOKEN);
+    // Socket Mode authenticates with the app token; there is no signing secret to set.
+    let env = if scenario == Scenario::SocketMode {
+        slack.socket_mode().set_app_token(APP_TOKEN);
+        env.with("SLACK_APP_TOKEN", APP_TOKEN)
+    } else {
+        env.with("SLACK_SIGNING_SECRET", "demo-signing-secret")
+    };
+    let env = env
         .with("PAGERDUTY_ROUTING_KEY", FakePagerDuty::EXAMPLE_ROUTING_KEY)
         .with("ALARM_API_KEY", "demo-alarm-key")
         .with("HOOK_SIGNING_SECRET", HOOK_SECRET)
@@ -340,7 +358,9 @@ fn scenario_checks(
                 .is_some_and(|h| h.contains("/archives/"))
         });
     let ok = match scenario {
-        Scenario::Happy | Scenario::Denied | Scenario::PendingChanges => actions.is_empty(),
+        Scenario::Happy | Scenario::Denied | Scenario::PendingChanges | Scenario::SocketMode => {
+            actions.is_empty()
+        }
         Scenario::Verify => {
             // It worked, and the thread says so from CloudWatch's readings.
             let fell = run
@@ -420,6 +440,14 @@ async fn drive(
     })
     .await?;
     if waiting.is_finished() {
+        return Ok(run_id);
+    }
+    if scenario == Scenario::SocketMode {
+        socket_mode_approval(slack, bot, &waiting, started).await?;
+        wait_for(&mut committed, &run_id, Duration::from_secs(25), |r| {
+            r.is_finished()
+        })
+        .await?;
         return Ok(run_id);
     }
     let secret = app
@@ -549,16 +577,111 @@ async fn deliver_alarm(app: &App, bot: std::net::SocketAddr) -> anyhow::Result<s
     Ok(response.json().await?)
 }
 
-/// Click a button on the run's message the way Slack delivers it: a `block_actions` payload,
-/// form-encoded, signed with the signing secret, POSTed to the bot's own endpoint.
-async fn click(
+/// Socket Mode: on-call asks `/redis status prod-jobs` and taps Approve, both as envelopes
+/// over the bot's WebSocket, each acknowledged within Slack's 3 s; the bot's `/slack/*`
+/// routes are not there.
+async fn socket_mode_approval(
     slack: &FakeSlackHandle,
     bot: std::net::SocketAddr,
-    secret: &crate::domain::Secret,
+    waiting: &Run,
+    started: Instant,
+) -> anyhow::Result<()> {
+    use crate::standin::socket_mode::{envelope_id, interactive_envelope, slash_command_envelope};
+    let socket = slack.socket_mode();
+    if !socket.wait_for_live(2, Duration::from_secs(10)).await {
+        bail!("the bot did not open its Socket Mode connections");
+    }
+    say(
+        started,
+        &format!(
+            "the bot holds {} Socket Mode connections to Slack (apps.connections.open: {})",
+            socket.live().len(),
+            slack.count("apps.connections.open")
+        ),
+    );
+    let command = slash_command_envelope(serde_json::json!({
+        "team_id": "T0DEMO", "team_domain": "demo", "channel_id": CHANNEL, "channel_name": "ops",
+        "user_id": ONCALL, "user_name": "on-call", "command": "/redis",
+        "text": format!("status {GROUP}"), "api_app_id": "A0DEMO",
+        "response_url": slack.response_url("demo-status"),
+        "trigger_id": "0000000000.000000000.status",
+    }));
+    let ack = push_and_wait(slack, &command).await?;
+    let answer = ack
+        .payload
+        .as_ref()
+        .and_then(|p| p["text"].as_str())
+        .unwrap_or("(no answer)")
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    say(
+        started,
+        &format!(
+            "on-call types /redis status {GROUP}: a slash_commands envelope, acked in {} ms with the answer: {answer}",
+            ack.after.unwrap_or_default().as_millis()
+        ),
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let top = waiting.message.clone().context("the run has a message")?;
+    let payload = click_payload(slack, &top, &top.ts, "approve")?;
+    let click = interactive_envelope(payload);
+    let ack = push_and_wait(slack, &click).await?;
+    say(
+        started,
+        &format!(
+            "on-call taps Approve: an interactive envelope ({}), acked in {} ms",
+            envelope_id(&click),
+            ack.after.unwrap_or_default().as_millis()
+        ),
+    );
+    let refused = crate::http_client::build(Duration::from_secs(5))
+        .post(format!("http://{bot}/slack/interactions"))
+        .body("payload=%7B%7D")
+        .send()
+        .await?
+        .status()
+        .as_u16();
+    say(
+        started,
+        &format!(
+            "(POST /slack/interactions on the bot → {refused}: no Slack HTTP endpoint in Socket Mode)"
+        ),
+    );
+    if refused != 404 {
+        bail!("the bot serves /slack/interactions in Socket Mode");
+    }
+    Ok(())
+}
+
+/// Push an envelope to a live connection; its ack, which must come within Slack's 3 s.
+async fn push_and_wait(
+    slack: &FakeSlackHandle,
+    envelope: &serde_json::Value,
+) -> anyhow::Result<crate::standin::socket_mode::FakeAck> {
+    let socket = slack.socket_mode();
+    socket
+        .push(envelope)
+        .context("no live Socket Mode connection")?;
+    let id = crate::standin::socket_mode::envelope_id(envelope);
+    let ack = socket
+        .wait_for_ack(id, Duration::from_secs(5))
+        .await
+        .context("the envelope was not acknowledged")?;
+    match ack.after {
+        Some(after) if after < Duration::from_secs(3) => Ok(ack),
+        after => bail!("acknowledged too late: {after:?}"),
+    }
+}
+
+/// A `block_actions` payload for tapping `action_id` on the message `on`, as Slack sends it.
+fn click_payload(
+    slack: &FakeSlackHandle,
     top: &crate::workflow::run::TopMessage,
     on: &crate::domain::MessageTs,
     action_id: &str,
-) -> anyhow::Result<u16> {
+) -> anyhow::Result<serde_json::Value> {
     let posted = slack
         .message(&top.channel, on)
         .context("the stand-in has the message")?;
@@ -593,6 +716,20 @@ async fn click(
         "response_url": slack.response_url("demo-click"),
         "actions": [action],
     });
+    Ok(payload)
+}
+
+/// Click a button on the run's message the way Slack delivers it: a `block_actions` payload,
+/// form-encoded, signed with the signing secret, POSTed to the bot's own endpoint.
+async fn click(
+    slack: &FakeSlackHandle,
+    bot: std::net::SocketAddr,
+    secret: &crate::domain::Secret,
+    top: &crate::workflow::run::TopMessage,
+    on: &crate::domain::MessageTs,
+    action_id: &str,
+) -> anyhow::Result<u16> {
+    let payload = click_payload(slack, top, on, action_id)?;
     let body = serde_urlencoded::to_string([("payload", payload.to_string())])?;
     let ts = Timestamp::now().as_secs().to_string();
     let signature = crate::slack::signature::sign(secret, &ts, body.as_bytes());

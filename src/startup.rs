@@ -20,7 +20,7 @@ use crate::app::jobs::JobWorker;
 use crate::app::{App, AppPorts, Directory, Home};
 use crate::cloudwatch::SdkCloudWatch;
 use crate::cloudwatch::verify::CloudWatchVerify;
-use crate::config::Config;
+use crate::config::{Config, SlackMode};
 use crate::domain::Secret;
 use crate::elasticache::Metered;
 use crate::elasticache::sdk::{SdkElastiCache, caller_account, load_aws_config};
@@ -32,6 +32,7 @@ use crate::slack::api::SlackClient;
 use crate::slack::approvers::ApproverDirectory;
 use crate::slack::chat::SlackChat;
 use crate::slack::graph::SlackGraphs;
+use crate::slack::socket::SocketMode;
 use crate::store::{PgOptions, PgStore, SqliteStore};
 use crate::telemetry::Prometheus;
 use crate::workflow::policy::Deliveries;
@@ -118,6 +119,8 @@ pub struct Application {
     http: Http,
     worker: JobWorker,
     directory: Arc<dyn Directory>,
+    /// Slack's commands and clicks over Socket Mode (`[slack] mode = "socket"`).
+    socket: Option<SocketMode>,
 }
 
 impl Application {
@@ -186,11 +189,13 @@ impl Application {
         let app = App::new(Arc::new(config), runner, ports, deps.home);
         let worker = JobWorker::new(app.clone(), chat, delivery.retry);
         let sns = Arc::new(SnsVerifier::new(deps.sns_http));
+        let socket = socket_mode(&app, &modal_slack)?;
         Ok(Application {
             listener,
             http: Http::with_slack(app, sns, modal_slack),
             worker,
             directory,
+            socket,
         })
     }
 
@@ -234,6 +239,7 @@ impl Application {
         let pruner = tokio::spawn(prune_store(self.http.app.clone(), on()));
         let upkeep = tokio::spawn(metrics_upkeep(on()));
         let forecasts = tokio::spawn(watch_forecasts(self.http.app.clone(), on()));
+        let slack_socket = tokio::spawn(run_socket_mode(self.socket, on()));
         // The config against AWS, in the background: a contradiction is logged, not fatal.
         let app = self.http.app.clone();
         tokio::spawn(async move {
@@ -254,11 +260,35 @@ impl Application {
             runner.await.ok();
         }
         let _ = tokio::join!(jobs, refresher, pruner, upkeep, forecasts);
+        let _ = slack_socket.await;
         let served = match served {
             Some(result) => result,
             None => server.await,
         };
         served.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+}
+
+/// The Socket Mode transport, when `[slack] mode = "socket"` (which needs `SLACK_APP_TOKEN`).
+fn socket_mode(app: &App, bot: &SlackClient) -> anyhow::Result<Option<SocketMode>> {
+    let config = &app.config;
+    if config.slack.mode != SlackMode::Socket {
+        return Ok(None);
+    }
+    let token =
+        config.secrets.slack_app_token.clone().context(
+            "[slack] mode = \"socket\" needs SLACK_APP_TOKEN (an app-level token, xapp-…)",
+        )?;
+    let http = crate::http_client::build(config.delivery.timeout);
+    let socket = SocketMode::new(app.clone(), bot.clone(), token, http)
+        .context("setting up Slack Socket Mode")?;
+    info!("Slack: Socket Mode (commands and clicks over WebSockets; /slack/* is not served)");
+    Ok(Some(socket))
+}
+
+async fn run_socket_mode(socket: Option<SocketMode>, stop: impl Future<Output = ()>) {
+    if let Some(socket) = socket {
+        socket.run(stop).await;
     }
 }
 

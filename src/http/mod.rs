@@ -68,12 +68,21 @@ impl std::ops::Deref for Http {
 /// All routes of the bot. Every request's body is read within `limits.body_timeout` before
 /// a handler runs; every route but `/healthz` counts towards `limits.max_requests`, so the
 /// liveness probe stays cheap and answers even when the bot is saturated.
+///
+/// In Socket Mode (`[slack] mode = "socket"`) `/slack/*` is not served (404): Slack reaches the
+/// bot over its own WebSockets, there is no signing secret to check requests with, and a
+/// listener that is reachable anyway (health checks, a forgotten load balancer rule) then
+/// offers no second way in for commands and clicks.
 pub fn router(state: Http, limits: &HttpConfig) -> Router {
-    let use_cases = Router::new()
+    let mut use_cases = Router::new()
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/slack/commands", post(slack::commands))
-        .route("/slack/interactions", post(slack::interactions))
+        .route("/metrics", get(metrics));
+    if state.app.config.slack.mode == crate::config::SlackMode::Http {
+        use_cases = use_cases
+            .route("/slack/commands", post(slack::commands))
+            .route("/slack/interactions", post(slack::interactions));
+    }
+    let use_cases = use_cases
         .route("/alarms/eventbridge", post(alarms::eventbridge))
         .route("/alarms/sns", post(alarms::sns))
         .layer(axum::extract::DefaultBodyLimit::max(alarms::MAX_BODY_BYTES))

@@ -417,6 +417,14 @@ impl SlackClient {
         }
     }
 
+    /// `apps.connections.open`, with an app-level token (`xapp-…`, scope `connections:write`):
+    /// a WebSocket URL for one Socket Mode connection. The URL carries a one-time ticket, so it
+    /// is a credential for a moment: callers don't log it.
+    pub async fn open_socket_url(&self) -> Result<String, SlackError> {
+        let answer = self.call_form("apps.connections.open", &[]).await?;
+        string_field(&answer, "url").map(str::to_owned)
+    }
+
     /// Is this a URL Slack would give us to answer on?
     pub fn is_response_url(&self, url: &str) -> bool {
         is_response_url(url, &self.base_url)

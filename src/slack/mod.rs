@@ -6,9 +6,13 @@
 //! - [`approvers`]: who may approve, with user-group memberships cached.
 //! - [`signature`], [`commands`], [`interactions`]: verifying and parsing what Slack sends.
 //! - [`blocks`], [`answers`]: rendering runs and answers into Block Kit.
+//! - [`inbound`]: a slash command or an interaction, whatever carried it: parse, call one use
+//!   case, the reply as data. The HTTP routes and Socket Mode both call it.
+//! - [`socket`]: the Socket Mode transport (`[slack] mode = "socket"`): WebSockets the bot opens
+//!   to Slack, envelopes acknowledged and handed to [`inbound`].
 //!
-//! Rendering and parsing here are pure functions; only `api` does I/O (and `chat`, `approvers`
-//! through it).
+//! Rendering and parsing here are pure functions; only `api` and `socket` do I/O (and `chat`,
+//! `approvers`, `inbound` through them or the use cases).
 
 pub mod answers;
 pub mod api;
@@ -17,8 +21,10 @@ pub mod blocks;
 pub mod chat;
 pub mod commands;
 pub mod graph;
+pub mod inbound;
 pub mod interactions;
 pub mod signature;
+pub mod socket;
 
 use serde::{Deserialize, Serialize};
 

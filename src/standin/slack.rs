@@ -7,7 +7,8 @@
 //! upload URL on this same server (`/upload/v1/F…`, which takes the raw bytes and no token),
 //! and `files.completeUploadExternal` shares the file as a message with a `files` array.
 //! It records every call, keeps channels, threads, edit histories and files, and can be told
-//! to fail.
+//! to fail. It speaks Socket Mode too: `apps.connections.open` (with the app-level token) leads
+//! to the WebSocket server of [`crate::standin::socket_mode`].
 //! [`render_blocks`] and [`render_transcript`] turn Block Kit into text a person can read, for
 //! the `demo` command and for test failures.
 //!
@@ -31,6 +32,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::domain::{ChannelId, MessageTs, SlackUserGroupId, SlackUserId};
 use crate::slack::Message;
+use crate::standin::socket_mode::FakeSocketMode;
 
 /// Methods Slack documents as form-encoded only: their arguments in a JSON body are ignored,
 /// just as Slack ignores them.
@@ -242,8 +244,10 @@ impl FakeSlack {
             expected_token: expected_token.to_string(),
             state: Mutex::new(workspace),
             events,
+            socket: FakeSocketMode::spawn().await?,
         });
         let app = Router::new()
+            .route("/api/apps.connections.open", any(connections_open))
             .route("/api/{method}", any(handle))
             .route("/responses/{id}", axum::routing::post(respond))
             .route("/upload/v1/{file_id}", axum::routing::post(upload))
@@ -459,6 +463,12 @@ impl FakeSlackHandle {
         render_transcript(channel, &self.messages(channel))
     }
 
+    /// Socket Mode: the WebSocket server `apps.connections.open` leads to (set the app token
+    /// it accepts with [`FakeSocketMode::set_app_token`]).
+    pub fn socket_mode(&self) -> &FakeSocketMode {
+        &self.shared.socket
+    }
+
     /// A live feed of posts, updates and ephemeral messages from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<SlackEvent> {
         self.shared.events.subscribe()
@@ -469,6 +479,8 @@ struct Shared {
     expected_token: String,
     state: Mutex<Workspace>,
     events: broadcast::Sender<SlackEvent>,
+    /// Socket Mode: `apps.connections.open` hands out its URLs.
+    socket: FakeSocketMode,
 }
 
 impl Shared {
@@ -1478,6 +1490,33 @@ async fn upload(
     match lost_answer {
         Some(status) => fault_answer(Fault::Http(status)),
         None => (StatusCode::OK, format!("OK - {}", body.len())).into_response(),
+    }
+}
+
+/// `apps.connections.open`: with the app-level token (bearer or form), a Socket Mode URL.
+async fn connections_open(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let token = bearer.or_else(|| {
+        form.iter()
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.clone())
+    });
+    shared.lock().calls.push(SlackCall {
+        method: "apps.connections.open".into(),
+        body: json!({}),
+    });
+    match shared.socket.open_url(token.as_deref()) {
+        Ok(url) => slack_answer(object(json!({ "url": url })), true, false),
+        Err(refusal) => refusal_answer(Refusal::new(refusal.error()), false),
     }
 }
 

@@ -85,6 +85,17 @@ const STORIES: &[(&str, &[&str])] = &[
             "▶️ Workers resumed",
         ],
     ),
+    (
+        // The same story with the command and the click over the WebSocket.
+        "socket-mode",
+        &[
+            "👍 Approved",
+            "📸 Creating snapshot",
+            "is available",
+            "⬆️ Upsizing from",
+            "✅ Done",
+        ],
+    ),
     // The page goes out at the failure while the resume hook is being called: either may be
     // said first, both after the failure.
     ("hooks", &["⬆️ Upsizing from", "❌", "📟 Paged on-call"]),
@@ -94,6 +105,7 @@ const STORIES: &[(&str, &[&str])] = &[
 const NEVER: &[(&str, &[&str])] = &[
     ("happy", &["❌", "📟"]),
     ("pending-changes", &["❌", "📟"]),
+    ("socket-mode", &["❌", "📟"]),
     (
         "denied",
         &["📸 Creating snapshot", "⬆️ Upsizing", "✅ Done", "📟"],

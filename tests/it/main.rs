@@ -16,5 +16,6 @@ mod ops;
 mod preflight;
 mod slack;
 mod slack_files;
+mod socket_mode;
 mod support;
 mod workflow;
