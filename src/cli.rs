@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tracing::{error, info};
 
 use crate::config::{Config, Env};
+use crate::elasticache::sdk::load_aws_config;
 use crate::startup::{Application, Deps};
 
 #[derive(Debug, Parser)]
@@ -100,7 +101,10 @@ async fn serve(path: PathBuf) -> anyhow::Result<i32> {
         tracing::warn!("{w}");
     }
     let deps = Deps::production(&config).await?;
-    let application = Application::build(config, deps).await?;
+    let mut application = Application::build(config, deps).await?;
+    if application.app().config.alarms.sqs_queue_url.is_some() {
+        application = application.with_sqs(&load_aws_config().await);
+    }
     let shutdown = async {
         shutdown_signal().await;
         info!("shutdown signal received: finishing requests in flight");

@@ -68,10 +68,53 @@ pub use crate::workflow::ports::Retention;
 /// A replication group this bot manages.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GroupConfig {
+    /// The group's name in the bot (its `[groups.<name>]` table): runs, slash commands and
+    /// messages use it.
     pub id: ReplicationGroupId,
     /// Where this group's runs are posted.
     pub channel: ChannelId,
     pub policy: Policy,
+    /// Its replication group id in AWS, when that is not its name (`id = "…"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_id: Option<ReplicationGroupId>,
+    /// The `[accounts.<name>]` it is in; `None`: the bot's own account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// Its region; `None`: the bot's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+}
+
+impl GroupConfig {
+    /// A group in the bot's own account and region, named by its id.
+    pub fn new(id: ReplicationGroupId, channel: ChannelId, policy: Policy) -> GroupConfig {
+        GroupConfig {
+            id,
+            channel,
+            policy,
+            aws_id: None,
+            account: None,
+            region: None,
+        }
+    }
+
+    /// Its replication group id in AWS.
+    pub fn aws_id(&self) -> &ReplicationGroupId {
+        self.aws_id.as_ref().unwrap_or(&self.id)
+    }
+}
+
+/// Another AWS account the bot manages groups in (`[accounts.<name>]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountConfig {
+    pub name: String,
+    pub account_id: String,
+    /// The role the bot assumes there; `None`: its own credentials reach it.
+    pub role_arn: Option<String>,
+    /// Asked of the role's trust policy (the confused-deputy guard), if it sets one.
+    pub external_id: Option<String>,
+    /// The regions its groups may be in (empty: any).
+    pub regions: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -124,6 +167,16 @@ pub struct AlarmsConfig {
     pub notice_update_delay: Duration,
     /// How often groups with `forecast_alert` have their memory trend read.
     pub forecast_interval: Duration,
+    /// The SQS queue alarms are also read from (EventBridge → SQS, SNS → SQS), if any.
+    pub sqs_queue_url: Option<crate::domain::alarm::SqsQueueUrl>,
+    /// How long one ReceiveMessage waits for a message to arrive (long polling; 0–20 s).
+    pub sqs_wait: Duration,
+    /// How long a received message stays hidden before it comes back (a failed one comes
+    /// back after it); `None`: the queue's own visibility timeout.
+    pub sqs_visibility: Option<Duration>,
+    /// The pause after a failed ReceiveMessage, doubled after each failure in a row (up to a
+    /// minute).
+    pub sqs_retry_interval: Duration,
 }
 
 /// Secrets, from the environment only.
@@ -238,6 +291,8 @@ pub struct Config {
     pub database: PathBuf,
     /// PostgreSQL instead of the SQLite file.
     pub postgres: Option<PostgresConfig>,
+    /// Other AWS accounts groups are in, by name.
+    pub accounts: BTreeMap<String, AccountConfig>,
     /// The AWS account the managed groups are in; asked of STS at start when not set.
     pub account_id: Option<String>,
     pub slack: SlackConfig,
@@ -513,8 +568,18 @@ impl Config {
             d(self.alarms.notice_update_delay)
         ));
         out.push_str(&format!(
-            "forecast_interval = {}\n\n",
+            "forecast_interval = {}\n",
             d(self.alarms.forecast_interval)
+        ));
+        let url = self.alarms.sqs_queue_url.as_ref();
+        let url = toml_string(url.map_or("", |u| u.as_str()));
+        out.push_str(&format!("sqs_queue_url = {url}\n"));
+        out.push_str(&format!("sqs_wait = {}\n", d(self.alarms.sqs_wait)));
+        let visibility = self.alarms.sqs_visibility.map_or("\"\"".to_string(), d);
+        out.push_str(&format!("sqs_visibility = {visibility}\n"));
+        out.push_str(&format!(
+            "sqs_retry_interval = {}\n\n",
+            d(self.alarms.sqs_retry_interval)
         ));
         if !self.alarms.groups.is_empty() {
             out.push_str("[alarms.groups]\n");
@@ -553,11 +618,34 @@ impl Config {
         out.push_str(&format!("prune_batch = {}\n\n", r.prune_batch));
         out.push_str("[defaults]\n");
         policy(&mut out, &self.defaults);
+        for a in self.accounts.values() {
+            out.push_str(&format!("\n[accounts.{}]\n", a.name));
+            out.push_str(&format!("account_id = \"{}\"\n", a.account_id));
+            if let Some(r) = &a.role_arn {
+                out.push_str(&format!("role_arn = {}\n", toml_string(r)));
+            }
+            if let Some(e) = &a.external_id {
+                out.push_str(&format!("external_id = {}\n", toml_string(e)));
+            }
+            if !a.regions.is_empty() {
+                let list: Vec<String> = a.regions.iter().map(|r| toml_string(r)).collect();
+                out.push_str(&format!("regions = [{}]\n", list.join(", ")));
+            }
+        }
         for g in self.groups.values() {
             out.push_str(&format!(
                 "\n[groups.{}]\nchannel = \"{}\"\n",
                 g.id, g.channel
             ));
+            if let Some(id) = &g.aws_id {
+                out.push_str(&format!("id = \"{id}\"\n"));
+            }
+            if let Some(a) = &g.account {
+                out.push_str(&format!("account = {}\n", toml_string(a)));
+            }
+            if let Some(r) = &g.region {
+                out.push_str(&format!("region = {}\n", toml_string(r)));
+            }
             policy(&mut out, &g.policy);
         }
         let s = |o: &Option<Secret>| if o.is_some() { "set" } else { "NOT SET" };
@@ -658,6 +746,7 @@ const TOP_KEYS: &[&str] = &[
     "listen",
     "database",
     "postgres",
+    "accounts",
     "account_id",
     "slack",
     "alarms",
@@ -684,6 +773,10 @@ const ALARMS_KEYS: &[&str] = &[
     "notice_window",
     "notice_update_delay",
     "forecast_interval",
+    "sqs_queue_url",
+    "sqs_wait",
+    "sqs_visibility",
+    "sqs_retry_interval",
 ];
 const DELIVERY_KEYS: &[&str] = &[
     "retry_interval",
@@ -700,7 +793,8 @@ const HTTP_KEYS: &[&str] = &[
     "max_requests",
 ];
 /// Keys a `[groups.<id>]` table takes besides the policy keys.
-const GROUP_KEYS: &[&str] = &["channel"];
+const GROUP_KEYS: &[&str] = &["channel", "id", "account", "region"];
+const ACCOUNT_KEYS: &[&str] = &["account_id", "role_arn", "external_id", "regions"];
 const POLICY_KEYS: &[&str] = &[
     "approval",
     "approval_timeout",
@@ -745,6 +839,7 @@ pub fn known_keys() -> Vec<String> {
             "http" => ("http", HTTP_KEYS),
             "retention" => ("retention", RETENTION_KEYS),
             "postgres" => ("postgres", POSTGRES_KEYS),
+            "accounts" => ("accounts.<name>", ACCOUNT_KEYS),
             "defaults" => ("defaults", POLICY_KEYS),
             // What `Walker::groups` accepts besides the policy keys.
             "groups" => ("groups.<id>", GROUP_KEYS),
@@ -1035,7 +1130,13 @@ impl<'s> Walker<'s> {
             }
             None => builtin,
         };
-        let groups = self.groups(root, &defaults, slack.as_ref().map(|s| &s.channel));
+        let accounts = self.accounts(root);
+        let groups = self.groups(
+            root,
+            &defaults,
+            slack.as_ref().map(|s| &s.channel),
+            &accounts,
+        );
         let mut slack = slack;
         if let Some(s) = slack.as_mut()
             && s.command_channels.is_empty()
@@ -1078,6 +1179,7 @@ impl<'s> Walker<'s> {
             listen,
             database,
             postgres,
+            accounts,
             account_id,
             slack: slack?,
             alarms,
@@ -1227,10 +1329,15 @@ impl<'s> Walker<'s> {
             notice_window: Duration::from_secs(3600),
             notice_update_delay: Duration::from_secs(2),
             forecast_interval: Duration::from_secs(300),
+            sqs_queue_url: None,
+            sqs_wait: Duration::from_secs(20),
+            sqs_visibility: None,
+            sqs_retry_interval: Duration::from_secs(1),
         };
         if let Some(t) = self.sub_table(root, "alarms", "") {
             let t = t.clone();
             self.unknown_keys(&t, "alarms", ALARMS_KEYS);
+            self.sqs_keys(&t, &mut out);
             if let Some(d) = self.duration(&t, "notice_window", "alarms") {
                 out.notice_window = d;
             }
@@ -1290,6 +1397,47 @@ impl<'s> Walker<'s> {
             }
         }
         out
+    }
+
+    /// `alarms.sqs_*`: the queue and how it is polled. SQS counts in whole seconds; an empty
+    /// string is the default (no queue; the queue's own visibility timeout).
+    fn sqs_keys(&mut self, t: &Table<'_>, out: &mut AlarmsConfig) {
+        let seconds = |max: u64, what: &'static str| {
+            move |s: &str| {
+                let d = parse_duration(s).map_err(|e| e.to_string())?;
+                if d.subsec_nanos() != 0 || d.as_secs() > max {
+                    return Err(format!("{what} is whole seconds, at most {max}"));
+                }
+                Ok(d)
+            }
+        };
+        let url = |s: &str| match s {
+            "" => Ok(None),
+            s => crate::domain::alarm::SqsQueueUrl::parse(s).map(Some),
+        };
+        if let Some(url) = self.parsed(t, "sqs_queue_url", "alarms", url) {
+            out.sqs_queue_url = url;
+        }
+        let wait = seconds(20, "an SQS long-poll wait");
+        let wait = |s: &str| match wait(s)? {
+            // A short poll of an empty queue answers at once: polling would spin.
+            Duration::ZERO => Err("must be at least 1s (long polling)".to_string()),
+            d => Ok(d),
+        };
+        if let Some(d) = self.parsed(t, "sqs_wait", "alarms", wait) {
+            out.sqs_wait = d;
+        }
+        let visibility = seconds(43_200, "an SQS visibility timeout");
+        let visibility = |s: &str| match s {
+            "" => Ok(None),
+            s => visibility(s).map(Some),
+        };
+        if let Some(d) = self.parsed(t, "sqs_visibility", "alarms", visibility) {
+            out.sqs_visibility = d;
+        }
+        if let Some(d) = self.positive_duration(t, "sqs_retry_interval", "alarms") {
+            out.sqs_retry_interval = d;
+        }
     }
 
     fn delivery(&mut self, root: &Table<'_>) -> DeliveryConfig {
@@ -1389,7 +1537,7 @@ impl<'s> Walker<'s> {
             password: env.secret("DATABASE_PASSWORD"),
             from_file,
             lease: Duration::from_secs(30),
-            pool_size: 8,
+            pool_size: 16,
             ca_file: None,
         };
         let Some(t) = self.sub_table(root, "postgres", "") else {
@@ -1608,11 +1756,110 @@ impl<'s> Walker<'s> {
         p
     }
 
+    /// `[accounts.<name>]`: other AWS accounts, each with its id, the role to assume there,
+    /// and the regions its groups may be in.
+    fn accounts(&mut self, root: &Table<'_>) -> BTreeMap<String, AccountConfig> {
+        let mut out = BTreeMap::new();
+        let Some(accounts) = self.sub_table(root, "accounts", "") else {
+            return out;
+        };
+        let accounts = accounts.clone();
+        for (key, value) in accounts.iter() {
+            let name: &str = key.get_ref();
+            let prefix = format!("accounts.{name}");
+            let ok_name = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !ok_name {
+                let msg = "an account's name is letters, digits, `-` and `_` (at most 64)";
+                self.issue(&prefix, key.span().start, msg);
+                continue;
+            }
+            let DeValue::Table(t) = value.get_ref() else {
+                let msg = format!("expected a table, found {}", value.get_ref().type_str());
+                self.issue(&prefix, value.span().start, msg);
+                continue;
+            };
+            self.unknown_keys(t, &prefix, ACCOUNT_KEYS);
+            let account_id = self.parsed(t, "account_id", &prefix, |s| {
+                if s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()) {
+                    Ok(s.to_string())
+                } else {
+                    Err(format!("`{s}` is not a 12-digit AWS account id"))
+                }
+            });
+            let Some(account_id) = account_id else {
+                if self.get(t, "account_id").is_none() {
+                    self.issue(&prefix, key.span().start, "`account_id` is required");
+                }
+                continue;
+            };
+            let role_arn = self.parsed(t, "role_arn", &prefix, |s| {
+                let (account, role) = parse_role_arn(s)?;
+                if account != account_id {
+                    return Err(format!(
+                        "the role is in account {account}, not this table's account_id {account_id}"
+                    ));
+                }
+                let _ = role;
+                Ok(s.to_string())
+            });
+            let external_id = self.parsed(t, "external_id", &prefix, |s| {
+                let ok = (2..=1224).contains(&s.len())
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+=,.@:/-_".contains(c));
+                match ok {
+                    true => Ok(s.to_string()),
+                    false => Err("an ExternalId is 2 to 1224 of letters, digits and +=,.@:/-_"),
+                }
+            });
+            let mut regions = Vec::new();
+            if let Some(v) = self.get(t, "regions") {
+                let at = v.span().start;
+                match v.get_ref() {
+                    DeValue::Array(items) => {
+                        for item in items.iter() {
+                            match item.get_ref() {
+                                DeValue::String(r) => match parse_region(r) {
+                                    Ok(()) => regions.push(r.to_string()),
+                                    Err(e) => self.issue(&format!("{prefix}.regions"), at, e),
+                                },
+                                other => {
+                                    let msg =
+                                        format!("expected a region, found {}", other.type_str());
+                                    self.issue(&format!("{prefix}.regions"), at, msg);
+                                }
+                            }
+                        }
+                    }
+                    other => {
+                        let msg = format!("expected a list of regions, found {}", other.type_str());
+                        self.issue(&format!("{prefix}.regions"), at, msg);
+                    }
+                }
+            }
+            out.insert(
+                name.to_string(),
+                AccountConfig {
+                    name: name.to_string(),
+                    account_id,
+                    role_arn,
+                    external_id,
+                    regions,
+                },
+            );
+        }
+        out
+    }
+
     fn groups(
         &mut self,
         root: &Table<'_>,
         defaults: &Policy,
         default_channel: Option<&ChannelId>,
+        accounts: &BTreeMap<String, AccountConfig>,
     ) -> BTreeMap<ReplicationGroupId, GroupConfig> {
         let mut out = BTreeMap::new();
         let Some(groups) = self.sub_table(root, "groups", "") else {
@@ -1638,27 +1885,110 @@ impl<'s> Walker<'s> {
             let channel = self
                 .parsed(t, "channel", &prefix, ChannelId::parse)
                 .or_else(|| default_channel.cloned());
+            let aws_id = self
+                .parsed(t, "id", &prefix, ReplicationGroupId::parse)
+                .filter(|aws| *aws != id);
+            let account = self.parsed(t, "account", &prefix, |a| match accounts.get(a) {
+                Some(_) => Ok(a.to_string()),
+                None if accounts.is_empty() => Err(format!(
+                    "no `[accounts.{a}]` table: add one with its account_id (and role_arn)"
+                )),
+                None => {
+                    let names: Vec<&str> = accounts.keys().map(String::as_str).collect();
+                    let hint = match closest(a, &names) {
+                        Some(k) => format!("did you mean `{k}`?"),
+                        None => format!("known: {}", names.join(", ")),
+                    };
+                    Err(format!("no `[accounts.{a}]` table; {hint}"))
+                }
+            });
+            let region = self.parsed(t, "region", &prefix, |r| {
+                parse_region(r)?;
+                match account.as_ref().and_then(|a| accounts.get(a)) {
+                    Some(a) if !a.regions.is_empty() && !a.regions.iter().any(|x| x == r) => {
+                        Err(format!(
+                            "account `{}` lists only {} in its `regions`",
+                            a.name,
+                            a.regions.join(", ")
+                        ))
+                    }
+                    _ => Ok(r.to_string()),
+                }
+            });
             if out.contains_key(&id) {
                 self.issue(&prefix, key.span().start, "this group is configured twice");
                 continue;
             }
             if let Some(channel) = channel {
-                out.insert(
-                    id.clone(),
-                    GroupConfig {
-                        id,
-                        channel,
-                        policy,
-                    },
-                );
+                let gc = GroupConfig {
+                    aws_id,
+                    account,
+                    region,
+                    ..GroupConfig::new(id.clone(), channel, policy)
+                };
+                let place = (gc.account.clone(), gc.region.clone(), gc.aws_id().clone());
+                if let Some(twin) = out.values().find(|o: &&GroupConfig| {
+                    (o.account.clone(), o.region.clone(), o.aws_id().clone()) == place
+                }) {
+                    let msg = format!(
+                        "`{}` is the same replication group in the same account and region: \
+                         one name per group",
+                        twin.id
+                    );
+                    self.issue(&prefix, key.span().start, msg);
+                    continue;
+                }
+                out.insert(id, gc);
             }
         }
         out
     }
 }
 
-/// `s` as a TOML basic string: quotes and backslashes escaped, and every control character
-/// (which TOML allows only escaped; Rust's `{:?}` spells some of them in ways TOML rejects).
+/// An AWS region code: `us-east-1`, `eu-west-2`, `us-gov-west-1`, `ap-southeast-4`.
+fn parse_region(s: &str) -> Result<(), String> {
+    let parts: Vec<&str> = s.split('-').collect();
+    let ok = parts.len() >= 3
+        && parts[0].len() == 2
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
+        && !parts[parts.len() - 1].is_empty();
+    match ok {
+        true => Ok(()),
+        false => Err(format!("`{s}` is not an AWS region like `eu-west-1`")),
+    }
+}
+
+/// An IAM role ARN: its account and role name.
+fn parse_role_arn(s: &str) -> Result<(String, String), String> {
+    let bad = || format!("`{s}` is not a role ARN like `arn:aws:iam::123456789012:role/name`");
+    let rest = s.strip_prefix("arn:").ok_or_else(bad)?;
+    let mut parts = rest.splitn(5, ':');
+    let (partition, service, region, account, resource) = (
+        parts.next().ok_or_else(bad)?,
+        parts.next().ok_or_else(bad)?,
+        parts.next().ok_or_else(bad)?,
+        parts.next().ok_or_else(bad)?,
+        parts.next().ok_or_else(bad)?,
+    );
+    let role = resource.strip_prefix("role/").ok_or_else(bad)?;
+    let ok = partition.starts_with("aws")
+        && service == "iam"
+        && region.is_empty()
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && !role.is_empty()
+        && role
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-/".contains(c));
+    match ok {
+        true => Ok((account.to_string(), role.to_string())),
+        false => Err(bad()),
+    }
+}
+
 /// Does `database` name a PostgreSQL server rather than an SQLite file?
 pub fn is_postgres_url(s: &str) -> bool {
     let s = s.trim_start();
@@ -1667,6 +1997,8 @@ pub fn is_postgres_url(s: &str) -> bool {
         .any(|p| s.len() >= p.len() && s[..p.len()].eq_ignore_ascii_case(p))
 }
 
+/// `s` as a TOML basic string: quotes and backslashes escaped, and every control character
+/// (which TOML allows only escaped; Rust's `{:?}` spells some of them in ways TOML rejects).
 fn toml_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
@@ -2315,6 +2647,61 @@ pause_url = "https://hooks.example/pause\"x"
     }
 
     #[test]
+    fn the_sqs_queue_and_its_polling_are_read_and_typos_are_named() {
+        let c = parse(DESIGN_EXAMPLE).unwrap();
+        assert_eq!(c.alarms.sqs_queue_url, None);
+        assert_eq!(c.alarms.sqs_wait, Duration::from_secs(20));
+        assert_eq!(c.alarms.sqs_visibility, None);
+        let with = |keys: &str| DESIGN_EXAMPLE.replace("[alarms]\n", &format!("[alarms]\n{keys}"));
+        let c = parse(&with(
+            "sqs_queue_url = \"https://sqs.eu-west-1.amazonaws.com/123456789012/redis-alarms\"\nsqs_wait = \"5s\"\nsqs_visibility = \"2m\"\nsqs_retry_interval = \"200ms\"\n",
+        ))
+        .unwrap();
+        let url = c.alarms.sqs_queue_url.as_ref().unwrap();
+        assert_eq!((url.region(), url.name()), ("eu-west-1", "redis-alarms"));
+        assert_eq!(c.alarms.sqs_wait, Duration::from_secs(5));
+        assert_eq!(c.alarms.sqs_visibility, Some(Duration::from_secs(120)));
+        assert_eq!(c.alarms.sqs_retry_interval, Duration::from_millis(200));
+        assert_eq!(parse(&c.render_redacted()).unwrap().alarms, c.alarms);
+        let none = parse(&with("sqs_queue_url = \"\"\nsqs_visibility = \"\"\n")).unwrap();
+        assert_eq!(
+            (none.alarms.sqs_queue_url, none.alarms.sqs_visibility),
+            (None, None)
+        );
+        let b = parse(DESIGN_EXAMPLE).unwrap();
+        assert_eq!(parse(&b.render_redacted()).unwrap().alarms, b.alarms);
+        for (keys, key, says) in [
+            (
+                "sqs_queue_url = \"https://sqs.eu-west-1.amazonaws.com/123456789012\"\n",
+                "alarms.sqs_queue_url",
+                "is not an SQS queue URL",
+            ),
+            ("sqs_wait = \"30s\"\n", "alarms.sqs_wait", "at most 20"),
+            (
+                "sqs_wait = \"1500ms\"\n",
+                "alarms.sqs_wait",
+                "whole seconds",
+            ),
+            ("sqs_wait = \"0s\"\n", "alarms.sqs_wait", "at least 1s"),
+            (
+                "sqs_visibility = \"13h\"\n",
+                "alarms.sqs_visibility",
+                "at most 43200",
+            ),
+            (
+                "sqs_retry_interval = \"0s\"\n",
+                "alarms.sqs_retry_interval",
+                "longer than zero",
+            ),
+            ("sqs_queue = \"x\"\n", "alarms.sqs_queue", "known keys here"),
+        ] {
+            let err = parse(&with(keys)).unwrap_err();
+            assert_eq!(err.issues[0].key, key, "{err}");
+            assert!(err.issues[0].message.contains(says), "{err}");
+        }
+    }
+
+    #[test]
     fn http_typos_and_bad_values_are_named() {
         let err = parse(
             "[slack]\nchannel = \"C0123ABCD\"\n[http]\nheader_timout = \"5s\"\nbody_timeout = \"0s\"\nidle_timeout = \"soon\"\nmax_connections = 0\nmax_requests = \"many\"\n",
@@ -2419,5 +2806,78 @@ pause_url = "https://hooks.example/pause\"x"
         let err = Config::parse(&text, &env).unwrap_err().to_string();
         assert!(err.contains("did you mean `lease`"), "{err}");
         assert!(err.contains("postgres.pool_size"), "{err}");
+    }
+
+    #[test]
+    fn groups_in_other_accounts_and_regions_are_named_and_checked() {
+        let text = format!(
+            r#"{DESIGN_EXAMPLE}
+[accounts.payments]
+account_id = "210987654321"
+role_arn = "arn:aws:iam::210987654321:role/redis-autoscaler"
+external_id = "redis-autoscaler-prod"
+regions = ["eu-west-1", "us-east-1"]
+
+[groups.prod-jobs-eu]
+id = "prod-jobs"
+account = "payments"
+region = "eu-west-1"
+"#
+        );
+        let c = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        let eu = c
+            .group(&ReplicationGroupId::parse("prod-jobs-eu").unwrap())
+            .unwrap();
+        assert_eq!(eu.aws_id().as_str(), "prod-jobs");
+        assert_eq!(eu.account.as_deref(), Some("payments"));
+        assert_eq!(eu.region.as_deref(), Some("eu-west-1"));
+        let home = c
+            .group(&ReplicationGroupId::parse("prod-jobs").unwrap())
+            .unwrap();
+        assert_eq!(
+            (home.aws_id().as_str(), home.account.as_deref()),
+            ("prod-jobs", None)
+        );
+        let a = &c.accounts["payments"];
+        assert_eq!(a.account_id, "210987654321");
+        assert_eq!(a.external_id.as_deref(), Some("redis-autoscaler-prod"));
+        let shown = c.render_redacted();
+        let again = parse(&shown).unwrap_or_else(|e| panic!("{e}\n{shown}"));
+        assert_eq!(again.accounts, c.accounts);
+        assert_eq!(again.groups, c.groups);
+
+        let bad = |from: &str, to: &str| -> String {
+            assert!(text.contains(from), "{from}");
+            parse(&text.replacen(from, to, 1)).unwrap_err().to_string()
+        };
+        let e = bad("account = \"payments\"", "account = \"paymnts\"");
+        assert!(e.contains("did you mean `payments`"), "{e}");
+        let e = bad("region = \"eu-west-1\"\n", "region = \"eu-central-1\"\n");
+        assert!(e.contains("lists only eu-west-1, us-east-1"), "{e}");
+        let e = bad("region = \"eu-west-1\"\n", "region = \"Ireland\"\n");
+        assert!(e.contains("not an AWS region"), "{e}");
+        let e = bad(":role/redis-autoscaler\"", ":user/redis-autoscaler\"");
+        assert!(e.contains("not a role ARN"), "{e}");
+        let e = bad(
+            "role_arn = \"arn:aws:iam::210987654321",
+            "role_arn = \"arn:aws:iam::999999999999",
+        );
+        assert!(e.contains("not this table's account_id"), "{e}");
+        let e = bad(
+            "account_id = \"210987654321\"",
+            "acount_id = \"210987654321\"",
+        );
+        assert!(e.contains("did you mean `account_id`"), "{e}");
+        let e = bad(
+            "regions = [\"eu-west-1\", \"us-east-1\"]",
+            "regions = \"eu-west-1\"",
+        );
+        assert!(e.contains("expected a list of regions"), "{e}");
+        // The same group twice under two names is refused.
+        let e = bad(
+            "id = \"prod-jobs\"\naccount = \"payments\"\nregion = \"eu-west-1\"\n",
+            "id = \"prod-jobs\"\n",
+        );
+        assert!(e.contains("the same replication group"), "{e}");
     }
 }

@@ -236,6 +236,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         ))),
         // The simulator answers STS too: the demo learns its account the way `serve` does.
         home: crate::startup::home(&config, &aws).await?,
+        places: None,
         options: RunnerOptions::default(),
     };
     let bot = Application::build(config, deps).await?;

@@ -28,18 +28,21 @@
 //!
 //! Transports (verify, parse, call one use case, render its answer):
 //! - [`http`]: the axum routes of `serve`.
-//! - [`alarm`]: EventBridge and SNS payloads (SNS signatures verified) → one alarm type.
+//! - [`alarm`]: EventBridge and SNS payloads (SNS signatures verified) → one alarm type, and
+//!   the SQS intake that long-polls a queue for them.
 //!
 //! Adapters (implement the workflow's ports):
 //! - [`slack`]: Slack's language — the Web API client, the `Chat` port (run messages), the
 //!   approver directory, signature checks, command and click parsing, Block Kit rendering.
 //! - [`elasticache`]: the SDK implementation of the `ElastiCache` port, the `Aws` effects over
-//!   it, and a simulator that speaks the ElastiCache Query protocol.
+//!   it, the fleet (a client per account and region, each group by its AWS id there), and a
+//!   simulator that speaks the ElastiCache Query protocol (and STS, CloudWatch, SQS).
 //! - [`cloudwatch`]: the `MemorySeries` port (a group's memory, node by node) and its
 //!   `GetMetricData` implementation.
 //! - [`pagerduty`]: the Events API v2 client and the `Pager` port.
 //! - [`hooks`]: the pause/resume webhooks and the `Hooks` port.
-//! - [`store`]: the `Store` port over one SQLite file.
+//! - [`store`]: the `Store` port over one SQLite file (one replica), or PostgreSQL (several
+//!   replicas sharing the work through claims with a lease).
 //! - [`telemetry`]: Prometheus metrics (the `Metrics` port) and the HTTP request span.
 //! - [`http_client`]: the one outgoing HTTP client setup (TLS provider, timeouts, no redirects).
 //! - [`chart`]: the memory graph as a PNG, drawn in memory with an embedded font.

@@ -1,8 +1,9 @@
 //! One startup for `serve`, `demo` and the integration tests: [`Application::build`] wires the
 //! adapters to the ports from a validated config and the [`Deps`] that differ between them
-//! (where AWS is, the store, the clock); [`Application::run_until_stopped`] serves HTTP, runs
-//! the workflow runner, the job worker and the approver refresher, and stops them all when the
-//! shutdown future resolves (or the runner halts, as a test can ask it to).
+//! (where AWS is, the store, the clock); [`Application::with_sqs`] adds the SQS alarm intake
+//! when the config names a queue; [`Application::run_until_stopped`] serves HTTP, runs the
+//! workflow runner, the job worker, the approver refresher and the SQS intake, and stops them
+//! all when the shutdown future resolves (or the runner halts, as a test can ask it to).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::alarm::sns::{ReqwestSnsHttp, SnsHttp, SnsVerifier};
+use crate::alarm::sqs::SqsIntake;
 use crate::app::jobs::JobWorker;
 use crate::app::{App, AppPorts, Directory, Home};
 use crate::cloudwatch::SdkCloudWatch;
@@ -36,6 +38,7 @@ use crate::slack::socket::SocketMode;
 use crate::store::{PgOptions, PgStore, SqliteStore};
 use crate::telemetry::Prometheus;
 use crate::workflow::policy::Deliveries;
+use crate::workflow::ports::fleet::{Clients, Fleet, FleetAws, FleetMemory, Place};
 use crate::workflow::ports::{Clock, ElastiCache, MemorySeries, Ports, Store, SystemClock};
 use crate::workflow::runner::{Runner, RunnerOptions};
 
@@ -49,9 +52,104 @@ pub struct Deps {
     pub clock: Arc<dyn Clock>,
     /// How SNS signing certificates are fetched and subscriptions confirmed.
     pub sns_http: Arc<dyn SnsHttp>,
-    /// The region and account the managed groups are in.
+    /// The bot's own region and account (where `aws` and `memory` are).
     pub home: Home,
+    /// How the clients of other accounts and regions are made; `None`: every group is at home
+    /// (a group configured elsewhere is a start-up error).
+    pub places: Option<PlaceSdk>,
     pub options: RunnerOptions,
+}
+
+/// How the clients of the groups' other accounts and regions are made: the bot's own AWS
+/// configuration in another region, with the account's role assumed (aws-config's
+/// AssumeRoleProvider: credentials cached and refreshed before they expire).
+#[derive(Clone)]
+pub struct PlaceSdk {
+    pub base: SdkConfig,
+    /// Where a place's AWS is, when not AWS's own endpoints (the tests: one simulator per
+    /// account and region).
+    pub endpoint: Option<PlaceEndpoint>,
+}
+
+/// A place's AWS endpoint, when it is not AWS's own.
+pub type PlaceEndpoint = Arc<dyn Fn(&Place) -> Option<String> + Send + Sync>;
+
+/// One client per place: every managed group in its account and region.
+async fn build_fleet(
+    config: &Config,
+    home: &Home,
+    aws: Arc<dyn ElastiCache>,
+    memory: Arc<dyn MemorySeries>,
+    places: Option<&PlaceSdk>,
+) -> anyhow::Result<Fleet> {
+    let home_place = Place {
+        account: home.account.clone(),
+        region: home.region.clone(),
+    };
+    let clients = Clients {
+        aws: Arc::new(Metered(aws)),
+        memory: Some(memory),
+    };
+    let mut fleet = Fleet::new(home_place.clone(), clients);
+    let mut built = vec![home_place.clone()];
+    for g in config.groups.values() {
+        let account = g.account.as_ref().and_then(|a| config.accounts.get(a));
+        let place = Place {
+            account: account
+                .map(|a| a.account_id.clone())
+                .or_else(|| home.account.clone()),
+            region: g.region.clone().or_else(|| home.region.clone()),
+        };
+        let assumes = account.is_some_and(|a| a.role_arn.is_some());
+        if !built.contains(&place) || (assumes && place == home_place) {
+            let Some(sdk) = places else {
+                anyhow::bail!(
+                    "groups.{}: it is in {place}, and this start has no AWS configuration for other accounts and regions",
+                    g.id
+                );
+            };
+            let conf = place_config(sdk, account, &place).await;
+            let clients = Clients {
+                aws: Arc::new(Metered(Arc::new(SdkElastiCache::new(&conf)))),
+                memory: Some(Arc::new(SdkCloudWatch::new(&conf))),
+            };
+            info!(place = %place, role = account.and_then(|a| a.role_arn.as_deref()).unwrap_or("(own credentials)"), "clients for another account or region");
+            fleet.add_place(place.clone(), clients);
+            built.push(place.clone());
+        }
+        fleet.add_group(g.id.clone(), Some(place), g.aws_id().clone());
+    }
+    Ok(fleet)
+}
+
+/// The AWS configuration of one place: its region, its endpoint (tests), and the account's
+/// role assumed with the bot's own credentials.
+async fn place_config(
+    sdk: &PlaceSdk,
+    account: Option<&crate::config::AccountConfig>,
+    place: &Place,
+) -> SdkConfig {
+    let mut b = sdk.base.to_builder();
+    if let Some(r) = &place.region {
+        b.set_region(Some(aws_config::Region::new(r.clone())));
+    }
+    if let Some(endpoint) = sdk.endpoint.as_ref().and_then(|f| f(place)) {
+        b.set_endpoint_url(Some(endpoint));
+    }
+    if let Some(a) = account
+        && let Some(role) = &a.role_arn
+    {
+        let mut p = aws_config::sts::AssumeRoleProvider::builder(role.clone())
+            .session_name("redis-autoscaler");
+        if let Some(e) = &a.external_id {
+            p = p.external_id(e.clone());
+        }
+        let provider = p.configure(&sdk.base).build().await;
+        b.set_credentials_provider(Some(
+            aws_sdk_elasticache::config::SharedCredentialsProvider::new(provider),
+        ));
+    }
+    b.build()
 }
 
 impl Deps {
@@ -65,6 +163,10 @@ impl Deps {
             aws: Arc::new(SdkElastiCache::new(&sdk)),
             memory: Arc::new(SdkCloudWatch::new(&sdk)),
             home: home(config, &sdk).await?,
+            places: Some(PlaceSdk {
+                base: sdk.clone(),
+                endpoint: None,
+            }),
             clock: Arc::new(SystemClock),
             sns_http: Arc::new(ReqwestSnsHttp(crate::http_client::build(
                 Duration::from_secs(10),
@@ -121,6 +223,8 @@ pub struct Application {
     directory: Arc<dyn Directory>,
     /// Slack's commands and clicks over Socket Mode (`[slack] mode = "socket"`).
     socket: Option<SocketMode>,
+    /// Alarms from `alarms.sqs_queue_url`, once [`Application::with_sqs`] gave it a client.
+    sqs: Option<SqsIntake>,
 }
 
 impl Application {
@@ -153,18 +257,25 @@ impl Application {
         ));
         // A post whose answer was lost lands within its request's timeout; allow for three.
         let land = config.delivery.timeout * 3;
-        let aws: Arc<dyn ElastiCache> = Arc::new(Metered(deps.aws));
-        let verify = Arc::new(CloudWatchVerify::new(aws.clone(), deps.memory.clone()));
-        let graphs = Arc::new(SlackGraphs::new(
-            slack.clone(),
-            deps.memory.clone(),
-            aws.clone(),
-        ));
+        let fleet = build_fleet(
+            &config,
+            &deps.home,
+            deps.aws,
+            deps.memory,
+            deps.places.as_ref(),
+        )
+        .await?;
+        let fleet = Arc::new(fleet);
+        // Calls that name a group go to its place; the steps look up each run's group's.
+        let aws: Arc<dyn ElastiCache> = Arc::new(FleetAws(fleet.clone()));
+        let memory: Arc<dyn MemorySeries> = Arc::new(FleetMemory(fleet.clone()));
+        let verify = Arc::new(CloudWatchVerify::new(aws.clone(), memory.clone()));
+        let graphs = Arc::new(SlackGraphs::new(slack.clone(), memory.clone(), aws.clone()));
         let chat = Arc::new(SlackChat::new(slack).duplicates_land_within(land));
         let metrics = Arc::new(Prometheus);
         let ports = Ports {
             store: deps.store.clone(),
-            aws: Arc::new(ElastiCacheSteps::new(aws.clone()).with_memory(deps.memory.clone())),
+            aws: Arc::new(ElastiCacheSteps::for_fleet(fleet.clone()).with_memory(memory.clone())),
             chat: chat.clone(),
             graphs,
             verify,
@@ -180,11 +291,11 @@ impl Application {
         let runner = Runner::new(ports, delivery, deps.options);
         let ports = AppPorts {
             store: deps.store,
-            aws,
+            fleet,
             directory: directory.clone(),
             clock: deps.clock,
             metrics,
-            memory: Some(deps.memory.clone()),
+            memory: Some(memory),
         };
         let app = App::new(Arc::new(config), runner, ports, deps.home);
         let worker = JobWorker::new(app.clone(), chat, delivery.retry);
@@ -196,7 +307,16 @@ impl Application {
             worker,
             directory,
             socket,
+            sqs: None,
         })
+    }
+
+    /// Take alarms from the SQS queue `alarms.sqs_queue_url` names too, through a client
+    /// built from `sdk` (the AWS configuration every other client is built from). Nothing
+    /// changes when the config names no queue.
+    pub fn with_sqs(mut self, sdk: &SdkConfig) -> Application {
+        self.sqs = SqsIntake::new(sdk, &self.http.app.config.alarms);
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -239,6 +359,12 @@ impl Application {
         let pruner = tokio::spawn(prune_store(self.http.app.clone(), on()));
         let upkeep = tokio::spawn(metrics_upkeep(on()));
         let forecasts = tokio::spawn(watch_forecasts(self.http.app.clone(), on()));
+        let (intake, app, sqs_stop) = (self.sqs, self.http.app.clone(), on());
+        let sqs = tokio::spawn(async move {
+            if let Some(intake) = intake {
+                intake.run(app, sqs_stop).await;
+            }
+        });
         let slack_socket = tokio::spawn(run_socket_mode(self.socket, on()));
         // The config against AWS, in the background: a contradiction is logged, not fatal.
         let app = self.http.app.clone();
@@ -259,7 +385,7 @@ impl Application {
         if !ran {
             runner.await.ok();
         }
-        let _ = tokio::join!(jobs, refresher, pruner, upkeep, forecasts);
+        let _ = tokio::join!(jobs, refresher, pruner, upkeep, forecasts, sqs);
         let _ = slack_socket.await;
         let served = match served {
             Some(result) => result,

@@ -75,6 +75,18 @@ pub fn alarm(outcome: &'static str) {
     counter!("redis_autoscaler_alarms_total", "outcome" => outcome).increment(1);
 }
 
+/// One SQS message's fate: `received`, `deleted` (its outcome committed, then deleted),
+/// `failed` (handling or deleting it failed: it comes back after the visibility timeout) or
+/// `poison` (not an alarm: left for the queue's dead-letter redrive).
+pub fn sqs_message(outcome: &'static str) {
+    counter!("redis_autoscaler_sqs_messages_total", "outcome" => outcome).increment(1);
+}
+
+/// A ReceiveMessage that failed (throttled, refused, unreachable): polling pauses, then goes on.
+pub fn sqs_receive_failed() {
+    counter!("redis_autoscaler_sqs_receive_errors_total").increment(1);
+}
+
 pub fn pending_effects(n: u64) {
     gauge!("redis_autoscaler_pending_effects").set(n as f64);
 }

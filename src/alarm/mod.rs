@@ -1,10 +1,13 @@
 //! CloudWatch alarms, however they arrive: EventBridge events ([`eventbridge`]) and SNS
-//! notifications ([`sns`]) are parsed (and, for SNS, verified) into one [`Alarm`].
+//! notifications ([`sns`]) are parsed (and, for SNS over HTTPS, verified) into one [`Alarm`];
+//! [`sqs`] reads both from an SQS queue.
 //!
-//! Pure parsing and verification; what an alarm does is decided in [`crate::app`].
+//! Parsing and verification are pure; what an alarm does is decided in [`crate::app`] (the SQS
+//! intake's loop only receives, hands each alarm to it, and deletes what it committed).
 
 pub mod eventbridge;
 pub mod sns;
+pub mod sqs;
 
 use crate::domain::Timestamp;
 pub use crate::domain::alarm::{Alarm, AlarmState};

@@ -13,6 +13,7 @@ use crate::workflow::run::Trigger;
 use super::jobs::Job;
 use super::requests::Start;
 use super::{App, AppError, Notice};
+use crate::workflow::ports::fleet::Place;
 
 /// What an alarm delivery did.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,21 +62,33 @@ impl App {
             self.metrics.alarm("duplicate");
             return Ok(AlarmOutcome::Duplicate);
         }
-        // A group of the same id in another region or account is some other group: nothing is
-        // asked of AWS for it, and the channel is told.
-        if let Some(elsewhere) = self.elsewhere(&alarm) {
+        // An alarm from an account or region the bot manages no group in is about some other
+        // group, whatever its id: nothing is asked of AWS for it, and the channel is told.
+        let Some(place) = self
+            .fleet
+            .find_place(alarm.account.as_deref(), alarm.region.as_deref())
+            .cloned()
+        else {
+            let elsewhere = format!(
+                "{}/{}",
+                alarm.region.as_deref().unwrap_or("?"),
+                alarm.account.as_deref().unwrap_or("?")
+            );
             tracing::warn!(alarm = %alarm.name, elsewhere = %elsewhere, "refused an alarm from another region or account");
+            let home: Place = self.home.clone().into();
+            let others = self.fleet.places().into_iter().filter(|p| *p != home);
             let notice = Notice::Foreign {
                 alarm: alarm.clone(),
-                home: self.home.clone().into(),
+                others: others.collect(),
+                home,
             };
             let key = format!("foreign:{elsewhere}:{}", alarm.name);
             let notice = (&self.config.slack.channel, key, notice);
             let outcome = AlarmOutcome::Foreign;
             self.record(&alarm, None, &outcome, Some(notice)).await?;
             return Ok(outcome);
-        }
-        let Some(group) = self.group_for(&alarm).await? else {
+        };
+        let Some(group) = self.group_for(&alarm, &place).await? else {
             if alarm.state != AlarmState::Alarm {
                 let outcome = AlarmOutcome::Ignored("the alarm maps to no managed group".into());
                 self.record(&alarm, None, &outcome, None).await?;
@@ -225,37 +238,28 @@ impl App {
         Ok(new)
     }
 
-    /// Where the alarm is from, when that is not where the bot's groups are.
-    fn elsewhere(&self, alarm: &Alarm) -> Option<String> {
-        let differs = |theirs: &Option<String>, ours: &Option<String>| match (theirs, ours) {
-            (Some(t), Some(o)) => t != o,
-            // An alarm that does not say can't be compared (EventBridge and SNS always do).
-            _ => false,
-        };
-        let region = differs(&alarm.region, &self.home.region);
-        let account = differs(&alarm.account, &self.home.account);
-        (region || account).then(|| {
-            let r = alarm.region.as_deref().unwrap_or("?");
-            let a = alarm.account.as_deref().unwrap_or("?");
-            format!("{r}/{a}")
-        })
-    }
-
     /// Which managed group an alarm is about: an explicit mapping by alarm name, the
-    /// `ReplicationGroupId` dimension, or the `CacheClusterId` dimension's group (asked of AWS).
-    /// When AWS can't be asked right now (the port has tried a throttled read again already),
-    /// the delivery is not taken, so that its sender delivers it again: an alarm is never
-    /// dropped because of a throttled look-up.
-    async fn group_for(&self, alarm: &Alarm) -> Result<Option<ReplicationGroupId>, AppError> {
-        let managed = |g: ReplicationGroupId| Ok(self.group(&g).is_some().then_some(g));
+    /// `ReplicationGroupId` dimension, or the `CacheClusterId` dimension's group (asked of AWS),
+    /// among the groups in the alarm's account and region (`place`). When AWS can't be asked
+    /// right now (the port has tried a throttled read again already), the delivery is not
+    /// taken, so that its sender delivers it again: an alarm is never dropped because of a
+    /// throttled look-up.
+    async fn group_for(
+        &self,
+        alarm: &Alarm,
+        place: &Place,
+    ) -> Result<Option<ReplicationGroupId>, AppError> {
+        let managed = |g: Option<ReplicationGroupId>| {
+            Ok(g.filter(|g| self.group(g).is_some() && self.fleet.place_of(g) == place))
+        };
         if let Some(g) = self.config.alarms.groups.get(&alarm.name) {
-            return managed(g.clone());
+            return managed(Some(g.clone()));
         }
-        if let Some(g) = alarm
+        if let Some(id) = alarm
             .dimension("ReplicationGroupId")
             .and_then(|g| ReplicationGroupId::parse(g).ok())
         {
-            return managed(g);
+            return managed(self.fleet.named(place, &id));
         }
         let Some(cluster) = alarm
             .dimension("CacheClusterId")
@@ -263,21 +267,28 @@ impl App {
         else {
             return Ok(None);
         };
-        let known = self.clusters().get(&cluster).cloned();
+        let key = (place.clone(), cluster);
+        let known = self.clusters().get(&key).cloned();
         if let Some(g) = known {
-            return managed(g);
+            return managed(Some(g));
         }
-        match self.aws.describe_cache_cluster(&cluster).await {
+        let Some(aws) = self.fleet.aws_at(place) else {
+            return Ok(None);
+        };
+        match aws.describe_cache_cluster(&key.1).await {
             Ok(info) => {
-                let Some(g) = info.replication_group else {
+                let Some(id) = info.replication_group else {
                     return Ok(None);
                 };
-                self.clusters().insert(cluster, g.clone());
-                managed(g)
+                let Some(g) = self.fleet.named(place, &id) else {
+                    return Ok(None);
+                };
+                self.clusters().insert(key, g.clone());
+                managed(Some(g))
             }
             Err(AwsError::NotFound { .. }) => Ok(None),
             Err(e) => {
-                tracing::warn!(cluster = %cluster, error = %e, "could not look up the cache cluster's group; the delivery is refused so that it comes again");
+                tracing::warn!(cluster = %key.1, error = %e, "could not look up the cache cluster's group; the delivery is refused so that it comes again");
                 Err(AppError::AwsUnavailable(e.to_string()))
             }
         }
@@ -285,8 +296,10 @@ impl App {
 
     fn clusters(
         &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<CacheClusterId, ReplicationGroupId>>
-    {
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<(Place, CacheClusterId), ReplicationGroupId>,
+    > {
         self.cluster_groups
             .lock()
             .unwrap_or_else(|e| e.into_inner())

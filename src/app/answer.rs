@@ -15,11 +15,7 @@ use crate::workflow::ports::GroupInfo;
 use crate::workflow::run::{Plan, Run};
 
 /// A region and an account, as a notice shows them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Place {
-    pub region: Option<String>,
-    pub account: Option<String>,
-}
+pub use crate::workflow::ports::fleet::Place;
 
 impl From<super::Home> for Place {
     fn from(h: super::Home) -> Place {
@@ -50,6 +46,9 @@ pub enum Answer {
     /// `/redis status`, from the store; `live_follows` when AWS's view comes in a moment.
     Status {
         group: GroupConfig,
+        /// Where it is in AWS.
+        #[serde(default)]
+        place: crate::workflow::ports::fleet::Place,
         active: Option<Run>,
         recent: Vec<Run>,
         now: Timestamp,
@@ -147,7 +146,13 @@ pub enum Answer {
 #[serde(tag = "notice", rename_all = "snake_case")]
 pub enum Notice {
     /// An alarm from another region or account than the bot's groups.
-    Foreign { alarm: Alarm, home: Place },
+    Foreign {
+        alarm: Alarm,
+        home: Place,
+        /// The other accounts and regions the bot manages groups in.
+        #[serde(default)]
+        others: Vec<Place>,
+    },
     /// An alarm that maps to no managed group.
     UnknownGroup { alarm: Alarm },
     /// An alarm during the cooldown after a successful upsize, with "start anyway".

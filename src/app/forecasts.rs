@@ -86,7 +86,7 @@ impl App {
                 format_duration(now.since(last.finished_at().unwrap_or(now)))
             ));
         }
-        let group = match self.aws.describe_group(id).await {
+        let group = match self.aws(id).describe_group(id).await {
             Ok(g) => g,
             Err(e) => return not(format!("DescribeReplicationGroups: {e}")),
         };

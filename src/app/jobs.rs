@@ -213,7 +213,7 @@ impl App {
                 group,
                 response_url,
             } => {
-                let answer = match self.aws.describe_group(&group).await {
+                let answer = match self.aws(&group).describe_group(&group).await {
                     Ok(group) => Answer::LiveStatus { group },
                     Err(e) => Answer::AwsUnreadable {
                         group,
@@ -298,9 +298,10 @@ impl App {
         let Some(gc) = self.group(group).cloned() else {
             return self.unknown_group(group);
         };
+        let aws = self.aws(group);
         let read = async {
-            let g = self.aws.describe_group(group).await?;
-            Ok((g, self.aws.allowed_scale_ups(group).await?))
+            let g = aws.describe_group(group).await?;
+            Ok((g, aws.allowed_scale_ups(group).await?))
         };
         let (g, allowed) = match read.await {
             Ok(found) => found,
@@ -314,7 +315,7 @@ impl App {
         };
         let now = self.clock.now();
         // The same checks a run makes; a dry run shows what it would find.
-        let preflight = preflight::read(self.aws.as_ref(), &g, now, &mut Vec::new(), false)
+        let preflight = preflight::read(aws.as_ref(), &g, now, &mut Vec::new(), false)
             .await
             .unwrap_or_default();
         let last_success = self.store.last_success(group).await.ok().flatten();
@@ -545,11 +546,11 @@ mod tests {
     /// Every shape a job can take goes into the outbox and comes back out the same.
     #[test]
     fn every_job_reads_back_as_it_was_written() {
-        let gc = GroupConfig {
-            id: group(),
-            channel: ChannelId::parse("C0TESTOPS").unwrap(),
-            policy: Policy::default(),
-        };
+        let gc = GroupConfig::new(
+            group(),
+            ChannelId::parse("C0TESTOPS").unwrap(),
+            Policy::default(),
+        );
         let now = Timestamp::from_millis(1_764_121_929_000);
         let no_plans = [
             NoPlan::CapUnusable {

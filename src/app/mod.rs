@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::{Config, GroupConfig};
 use crate::domain::{CacheClusterId, ChannelId, MessageTs, ReplicationGroupId, SlackUserId};
+use crate::workflow::ports::fleet::{Fleet, Place};
 use tokio::sync::Notify;
 
 use crate::workflow::ports::{
@@ -108,7 +109,8 @@ pub enum AppError {
 /// The ports the use cases read and count with (the runner has its own).
 pub struct AppPorts {
     pub store: Arc<dyn Store>,
-    pub aws: Arc<dyn ElastiCache>,
+    /// Every managed group's ElastiCache verbs, each in its account and region.
+    pub fleet: Arc<Fleet>,
     pub directory: Arc<dyn Directory>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<dyn Metrics>,
@@ -123,14 +125,15 @@ pub struct App {
     pub config: Arc<Config>,
     pub runner: Runner,
     pub store: Arc<dyn Store>,
-    aws: Arc<dyn ElastiCache>,
+    fleet: Arc<Fleet>,
     directory: Arc<dyn Directory>,
     clock: Arc<dyn Clock>,
     metrics: Arc<dyn Metrics>,
     memory: Option<Arc<dyn crate::workflow::ports::MemorySeries>>,
     home: Home,
-    /// Cache cluster → replication group, learned from DescribeCacheClusters.
-    cluster_groups: Arc<Mutex<HashMap<CacheClusterId, ReplicationGroupId>>>,
+    /// Cache cluster (in a place) → the managed group's name, learned from
+    /// DescribeCacheClusters.
+    cluster_groups: Arc<Mutex<HashMap<(Place, CacheClusterId), ReplicationGroupId>>>,
     /// Wakes the job worker when a job is left.
     jobs_added: Arc<Notify>,
 }
@@ -149,7 +152,7 @@ impl App {
     pub fn new(config: Arc<Config>, runner: Runner, ports: AppPorts, home: Home) -> App {
         let AppPorts {
             store,
-            aws,
+            fleet,
             directory,
             clock,
             metrics,
@@ -159,7 +162,7 @@ impl App {
             config,
             runner,
             store,
-            aws,
+            fleet,
             directory,
             clock,
             metrics,
@@ -175,6 +178,16 @@ impl App {
         self.clock.now()
     }
 
+    /// A group's ElastiCache verbs, in its account and region.
+    fn aws(&self, group: &ReplicationGroupId) -> Arc<dyn ElastiCache> {
+        self.fleet.aws(group)
+    }
+
+    /// Where a group is, in AWS.
+    pub fn place_of(&self, group: &ReplicationGroupId) -> Place {
+        self.fleet.place_of(group).clone()
+    }
+
     pub fn directory(&self) -> &Arc<dyn Directory> {
         &self.directory
     }
@@ -186,7 +199,7 @@ impl App {
     pub async fn check_groups(&self) -> Vec<String> {
         let mut warnings = Vec::new();
         for (id, gc) in &self.config.groups {
-            match self.aws.describe_group(id).await {
+            match self.aws(id).describe_group(id).await {
                 Ok(g) => {
                     if let (Some(current), Some(cap)) = (&g.node_type, &gc.policy.max_node_type)
                         && !cap.same_family(current)

@@ -220,6 +220,7 @@ impl App {
             None => false,
         };
         Answer::Status {
+            place: self.place_of(group),
             group: gc,
             active,
             recent,

@@ -88,6 +88,9 @@ pub fn config_for_endpoint(endpoint_url: &str) -> SdkConfig {
         .http_client(http_client())
         .retry_config(RetryConfig::disabled())
         .timeout_config(timeouts())
+        // What aws-config's providers (an assumed role's) need to time their credentials.
+        .time_source(aws_smithy_async::time::SystemTimeSource::new())
+        .sleep_impl(aws_smithy_async::rt::sleep::TokioSleep::new())
         .build()
 }
 

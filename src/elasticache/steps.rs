@@ -26,9 +26,11 @@ use crate::workflow::ports::{
 use crate::workflow::preflight::{self, CallLine, Check};
 use crate::workflow::run::State;
 
-/// [`Aws`] over any [`ElastiCache`].
+use crate::workflow::ports::fleet::Fleet;
+
+/// [`Aws`] over any [`ElastiCache`]: each run's calls in its group's account and region.
 pub struct ElastiCacheSteps {
-    api: Arc<dyn ElastiCache>,
+    fleet: Arc<Fleet>,
     /// CloudWatch's memory readings, to take a snapshot from the replica with the most free
     /// memory (without it: the first replica by node id).
     memory: Option<Arc<dyn MemorySeries>>,
@@ -42,8 +44,22 @@ const CLOUDWATCH_WITHIN: std::time::Duration = std::time::Duration::from_secs(5)
 const RECENT_MEMORY: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 impl ElastiCacheSteps {
+    /// Every group in one place, by its own id.
     pub fn new(api: Arc<dyn ElastiCache>) -> ElastiCacheSteps {
-        ElastiCacheSteps { api, memory: None }
+        ElastiCacheSteps::for_fleet(Arc::new(Fleet::single(api, None)))
+    }
+
+    /// Each group in its own place ([`Fleet`]).
+    pub fn for_fleet(fleet: Arc<Fleet>) -> ElastiCacheSteps {
+        ElastiCacheSteps {
+            fleet,
+            memory: None,
+        }
+    }
+
+    /// The run's group's ElastiCache verbs, in its account and region.
+    fn api(&self, at: &Attempt) -> Arc<dyn ElastiCache> {
+        self.fleet.aws(&at.run.group)
     }
 
     /// Pick the snapshot's replica by its memory in CloudWatch.
@@ -191,13 +207,14 @@ impl ElastiCacheSteps {
         &self,
         at: &mut Attempt,
     ) -> Result<(GroupInfo, Vec<NodeType>), AwsError> {
+        let api = self.api(at);
         let id = at.run.group.clone();
         let call = "DescribeReplicationGroups";
-        let g = logged(at, call, self.api.describe_group(&id).await)?;
+        let g = logged(at, call, api.describe_group(&id).await)?;
         let detail = format!("{}: {} on {}", g.id, g.status, on(&g));
         at.log("aws", call, detail);
         let call = "ListAllowedNodeTypeModifications";
-        let allowed = logged(at, call, self.api.allowed_scale_ups(&id).await)?;
+        let allowed = logged(at, call, api.allowed_scale_ups(&id).await)?;
         at.log("aws", call, format!("{} scale-up(s)", allowed.len()));
         Ok((g, allowed))
     }
@@ -206,9 +223,10 @@ impl ElastiCacheSteps {
     /// `CacheNodeType`, as AWS spells it), when AWS says. A failed look is logged and counts as
     /// not saying: the caller then decides as it did before it could tell.
     async fn moving_to(&self, at: &mut Attempt, g: &GroupInfo) -> Option<String> {
+        let api = self.api(at);
         let member = g.members.first()?;
         let call = "DescribeCacheClusters";
-        let c = match self.api.describe_cache_cluster(member).await {
+        let c = match api.describe_cache_cluster(member).await {
             Ok(c) => c,
             Err(e) => {
                 at.log(
@@ -237,6 +255,7 @@ impl ElastiCacheSteps {
     /// A node is looked up fresh (a failover may have swapped the roles since the plan); only
     /// `snapshot_source = "group"` needs no look.
     async fn snapshot_source(&self, at: &mut Attempt) -> Result<(SnapshotFrom, String), AwsError> {
+        let api = self.api(at);
         let id = at.run.group.clone();
         let source = at.run.policy.snapshot_source;
         if source == SnapshotSource::Group {
@@ -244,7 +263,7 @@ impl ElastiCacheSteps {
             return Ok((SnapshotFrom::Group(id), why));
         }
         let call = "DescribeReplicationGroups";
-        let nodes = logged(at, call, self.api.describe_group_nodes(&id).await)?;
+        let nodes = logged(at, call, api.describe_group_nodes(&id).await)?;
         let roles = nodes
             .roles
             .iter()
@@ -372,12 +391,13 @@ fn snapshot_from(
 impl Aws for ElastiCacheSteps {
     fn fetch_plan<'a>(&'a self, at: &'a mut Attempt) -> BoxFuture<'a, Result<PlanFacts, AwsError>> {
         Box::pin(async move {
+            let api = self.api(at);
             let (group, allowed) = self.group_and_scale_ups(at).await?;
             let mut lines = Vec::new();
             // Throttled reads of the pending changes are tried again while the step's deadline
             // allows another try; the last try shows them as unknown instead.
             let retry = at.another_try_follows;
-            let found = preflight::read(self.api.as_ref(), &group, at.now, &mut lines, retry).await;
+            let found = preflight::read(api.as_ref(), &group, at.now, &mut lines, retry).await;
             log_lines(at, lines);
             let preflight = found?;
             // Only once the plan can be made: a try that is tried again reads it again.
@@ -393,9 +413,10 @@ impl Aws for ElastiCacheSteps {
 
     fn look_again<'a>(&'a self, at: &'a mut Attempt) -> BoxFuture<'a, Result<LookAgain, AwsError>> {
         Box::pin(async move {
+            let api = self.api(at);
             let (group, allowed) = self.group_and_scale_ups(at).await?;
             let mut lines = Vec::new();
-            let read = preflight::read_pending(self.api.as_ref(), &group, &mut lines).await;
+            let read = preflight::read_pending(api.as_ref(), &group, &mut lines).await;
             log_lines(at, lines);
             let pending = match read {
                 Ok(pending) => pending,
@@ -417,11 +438,8 @@ impl Aws for ElastiCacheSteps {
         name: &'a SnapshotName,
     ) -> BoxFuture<'a, Result<SnapshotStatus, AwsError>> {
         Box::pin(async move {
-            let found = logged(
-                at,
-                "DescribeSnapshots",
-                self.api.describe_snapshot(name).await,
-            )?;
+            let api = self.api(at);
+            let found = logged(at, "DescribeSnapshots", api.describe_snapshot(name).await)?;
             if let Some(s) = found {
                 let detail = format!("{name} already exists: {}", s.status);
                 at.log("aws", "DescribeSnapshots", detail);
@@ -433,7 +451,7 @@ impl Aws for ElastiCacheSteps {
                 format!("{name} does not exist yet"),
             );
             let (from, why) = self.snapshot_source(at).await?;
-            match self.api.create_snapshot(&from, name).await {
+            match api.create_snapshot(&from, name).await {
                 Ok(s) => {
                     let detail = format!("{name} {from}: {}; {why}", s.status);
                     at.log("aws", "CreateSnapshot", detail);
@@ -455,11 +473,8 @@ impl Aws for ElastiCacheSteps {
         name: &'a SnapshotName,
     ) -> BoxFuture<'a, Result<Option<SnapshotStatus>, AwsError>> {
         Box::pin(async move {
-            let found = logged(
-                at,
-                "DescribeSnapshots",
-                self.api.describe_snapshot(name).await,
-            )?;
+            let api = self.api(at);
+            let found = logged(at, "DescribeSnapshots", api.describe_snapshot(name).await)?;
             let status = found.map(|s| s.status);
             let said = status
                 .as_ref()
@@ -476,11 +491,12 @@ impl Aws for ElastiCacheSteps {
         target: &'a NodeType,
     ) -> BoxFuture<'a, Result<GroupInfo, AwsError>> {
         Box::pin(async move {
+            let api = self.api(at);
             let id = at.run.group.clone();
             let g = logged(
                 at,
                 "DescribeReplicationGroups",
-                self.api.describe_group(&id).await,
+                api.describe_group(&id).await,
             )?;
             if g.node_type.as_ref() == Some(target) && g.is_available() {
                 let detail = format!("already on {target}; no modification needed");
@@ -535,7 +551,7 @@ impl Aws for ElastiCacheSteps {
             let detail = format!("{} on {}", g.status, on(&g));
             at.log("aws", "DescribeReplicationGroups", detail);
             let call = "ModifyReplicationGroup";
-            let g = logged(at, call, self.api.modify_node_type(&id, target).await)?;
+            let g = logged(at, call, api.modify_node_type(&id, target).await)?;
             let detail = format!(
                 "CacheNodeType={target} ApplyImmediately=true → {}",
                 g.status
@@ -551,23 +567,22 @@ impl Aws for ElastiCacheSteps {
         polled: &'a GroupInfo,
     ) -> BoxFuture<'a, Vec<AwsEvent>> {
         Box::pin(async move {
+            let api = self.api(at);
             let State::Modifying { started, .. } = &at.run.state else {
                 return Vec::new();
             };
             // From the upsize's start: earlier events (the snapshot's) are not its reason.
             let since = *started;
             let call = "DescribeEvents";
-            let read = tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                self.api.events_since(since),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(AwsError::Transient {
-                    code: "Timeout".into(),
-                    message: "DescribeEvents did not answer within 10s".into(),
-                })
-            });
+            let read =
+                tokio::time::timeout(std::time::Duration::from_secs(10), api.events_since(since))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(AwsError::Transient {
+                            code: "Timeout".into(),
+                            message: "DescribeEvents did not answer within 10s".into(),
+                        })
+                    });
             match read {
                 Ok(all) => {
                     // The group's own events, and its member nodes' — by exact id: another
@@ -604,11 +619,12 @@ impl Aws for ElastiCacheSteps {
 
     fn poll_group<'a>(&'a self, at: &'a mut Attempt) -> BoxFuture<'a, Result<GroupInfo, AwsError>> {
         Box::pin(async move {
+            let api = self.api(at);
             let id = at.run.group.clone();
             let g = logged(
                 at,
                 "DescribeReplicationGroups",
-                self.api.describe_group(&id).await,
+                api.describe_group(&id).await,
             )?;
             let detail = format!("{} on {}", g.status, on(&g));
             at.log("aws", "DescribeReplicationGroups", detail);

@@ -35,11 +35,12 @@ pub fn render(answer: &Answer) -> Message {
         ),
         Answer::Status {
             group,
+            place,
             active,
             recent,
             now,
             live_follows,
-        } => status_local(group, active.as_ref(), recent, *now, *live_follows),
+        } => status_local(group, place, active.as_ref(), recent, *now, *live_follows),
         Answer::LiveStatus { group } => status_live(group),
         Answer::AwsUnreadable { group, error } => {
             text(format!("Couldn't read {group} from AWS: {}", escape(error)))
@@ -295,12 +296,20 @@ fn policy_line(p: &Policy) -> String {
 /// The part of `/redis status` that needs no AWS call.
 pub fn status_local(
     group: &GroupConfig,
+    place: &crate::workflow::ports::fleet::Place,
     active: Option<&Run>,
     recent: &[Run],
     now: Timestamp,
     live_follows: bool,
 ) -> Message {
     let mut out = format!("*{}* · {}\n", group.id, policy_line(&group.policy));
+    let or_unknown = |s: &Option<String>| s.clone().unwrap_or_else(|| "?".into());
+    out.push_str(&format!(
+        "AWS: `{}` in account `{}`, `{}`\n",
+        group.aws_id(),
+        or_unknown(&place.account),
+        or_unknown(&place.region)
+    ));
     match active {
         Some(run) => {
             out.push_str(&format!(

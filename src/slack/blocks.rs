@@ -1063,15 +1063,26 @@ pub fn render_unknown_group_notice(alarm: &crate::domain::alarm::Alarm) -> Messa
 pub fn render_foreign_notice(
     alarm: &crate::domain::alarm::Alarm,
     home: &crate::app::answer::Place,
+    others: &[crate::app::answer::Place],
 ) -> Message {
     let or_unknown = |s: &Option<String>| s.clone().unwrap_or_else(|| "?".into());
+    let place = |p: &crate::app::answer::Place| {
+        format!(
+            "region {} of account {}",
+            or_unknown(&p.region),
+            or_unknown(&p.account)
+        )
+    };
+    let also: String = others
+        .iter()
+        .map(|p| format!(" and in {}", place(p)))
+        .collect();
     let text = format!(
-        "⚠️ Alarm `{}` fired in region {} of account {}, but this bot manages groups in region {} of account {}. Nothing was started or asked of AWS: a group with the same id there is another group.",
+        "⚠️ Alarm `{}` fired in region {} of account {}, but this bot manages groups in {}{also}. Nothing was started or asked of AWS: a group with the same id there is another group.",
         escape(&alarm.name),
         escape(&or_unknown(&alarm.region)),
         escape(&or_unknown(&alarm.account)),
-        or_unknown(&home.region),
-        or_unknown(&home.account)
+        place(home),
     );
     Message {
         blocks: vec![section(&text)],

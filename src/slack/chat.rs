@@ -519,7 +519,11 @@ impl Messenger for SlackChat {
 fn render_notice(notice: &Notice, seen: Option<&NoticeSeen>) -> super::Message {
     let msg = match notice {
         Notice::UnknownGroup { alarm } => blocks::render_unknown_group_notice(alarm),
-        Notice::Foreign { alarm, home } => blocks::render_foreign_notice(alarm, home),
+        Notice::Foreign {
+            alarm,
+            home,
+            others,
+        } => blocks::render_foreign_notice(alarm, home, others),
         Notice::Cooldown {
             group,
             alarm,

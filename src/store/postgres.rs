@@ -50,7 +50,7 @@ impl Default for PgOptions {
     fn default() -> PgOptions {
         PgOptions {
             lease: Duration::from_secs(30),
-            pool_size: 8,
+            pool_size: 16,
             ca_file: None,
         }
     }
@@ -82,7 +82,20 @@ fn pg(e: tokio_postgres::Error) -> StoreError {
 fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {} ({})", e, db.message(), db.code().code()),
-        None => crate::http_client::describe_error(e),
+        None => {
+            // The causes too (refused, timed out, TLS): the driver's own text is often generic.
+            let mut out = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                let text = s.to_string();
+                if !out.contains(&text) {
+                    out.push_str(": ");
+                    out.push_str(&text);
+                }
+                source = s.source();
+            }
+            out
+        }
     }
 }
 
@@ -227,7 +240,8 @@ impl PgStore {
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(1))
             .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(10)))
+            // A burst (an alarm storm) waits for a connection rather than failing at once.
+            .wait_timeout(Some(Duration::from_secs(30)))
             .create_timeout(Some(Duration::from_secs(10)))
             .build()
             .map_err(|e| StoreError::Backend(format!("building the connection pool: {e}")))?;
@@ -380,7 +394,8 @@ impl PgStore {
         let run: Run = from_json(row.get(0))?;
         if let Some(effect) = completed {
             // A replica whose claim ran out may finish an effect another replica has finished
-            // meanwhile: its result was told once already.
+            // meanwhile: its result was told once already. (A dropped effect's result is
+            // still told, as with one replica: the machine knows what a late result means.)
             let status = tx
                 .query_opt(
                     "SELECT status FROM effects WHERE id = $1 FOR UPDATE",
@@ -388,7 +403,7 @@ impl PgStore {
                 )
                 .await
                 .map_err(pg)?;
-            if status.is_none_or(|r| r.get::<_, &str>(0) != "pending") {
+            if status.is_some_and(|r| r.get::<_, &str>(0) == "done") {
                 return Ok(Decided {
                     next: None,
                     change: Change::default(),
@@ -954,17 +969,36 @@ impl Store for PgStore {
                 Claim::Job(id) => ("jobs", id),
             };
             let client = self.client().await?;
+            // Never wait on the row's lock: the one holding it is this replica's own work
+            // finishing the effect (or another replica that took it over).
             let n = client
                 .execute(
                     &format!(
-                        "UPDATE {table} SET claimed_until = $3
-                         WHERE id = $1 AND claimed_by = $2 AND status = 'pending'"
+                        "WITH mine AS (
+                             SELECT id FROM {table}
+                             WHERE id = $1 AND claimed_by = $2 AND status = 'pending'
+                             FOR UPDATE SKIP LOCKED
+                         )
+                         UPDATE {table} t SET claimed_until = $3 FROM mine WHERE t.id = mine.id"
                     ),
                     &[&id, &self.owner, &(now.as_millis() + self.lease_ms())],
                 )
                 .await
                 .map_err(pg)?;
-            Ok(n == 1)
+            if n == 1 {
+                return Ok(true);
+            }
+            // Locked, or not ours any more: a plain read says which without waiting.
+            let row = client
+                .query_opt(
+                    &format!(
+                        "SELECT claimed_by = $2 AND status = 'pending' FROM {table} WHERE id = $1"
+                    ),
+                    &[&id, &self.owner],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(row.is_some_and(|r| r.get::<_, Option<bool>>(0) == Some(true)))
         })
     }
 

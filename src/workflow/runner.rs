@@ -69,6 +69,10 @@ struct Inner {
     busy: Mutex<HashSet<Busy>>,
     transitions: AtomicUsize,
     halted: AtomicBool,
+    /// With `halt_after_transitions` (a test control): a commit and the halt it may cause
+    /// happen under the write side, picking effects under the read side, so that no effect
+    /// of the halting transition is ever started (as if the process had died at the commit).
+    halt_gate: tokio::sync::RwLock<()>,
     ready: AtomicBool,
     committed: broadcast::Sender<Committed>,
 }
@@ -87,6 +91,7 @@ impl Runner {
             busy: Mutex::default(),
             transitions: AtomicUsize::new(0),
             halted: AtomicBool::new(false),
+            halt_gate: tokio::sync::RwLock::new(()),
             ready: AtomicBool::new(false),
             committed,
         };
@@ -175,6 +180,12 @@ impl Runner {
         let decide =
             Box::new(move |run: &Run| machine::commit(run, &ev, now, audit).recording(delivery));
         let store = &self.inner.ports.store;
+        let halts = self.inner.options.halt_after_transitions.is_some();
+        let _gate = match halts {
+            true => Some(self.inner.halt_gate.write().await),
+            false => None,
+        };
+        self.check_running()?;
         let d = store.update_run(run_id, completed, now, decide).await?;
         if let Submitted::Accepted(run) = &d.submitted {
             info!(run_id = %run.id, group = %run.group, event = event.name(), state = run.state_name(), "{}", d.summary);
@@ -207,6 +218,14 @@ impl Runner {
                     error!("an effect task panicked: {e}");
                 }
             }
+            let halts = self.inner.options.halt_after_transitions.is_some();
+            let gate = match halts {
+                true => Some(self.inner.halt_gate.read().await),
+                false => None,
+            };
+            if self.halted() {
+                break;
+            }
             let due = match store.due_effects(clock.now(), &self.busy_list(), 64).await {
                 Ok(due) => due,
                 Err(e) => {
@@ -220,6 +239,7 @@ impl Runner {
                 let span = info_span!("run", run_id = %p.run_id, group = tracing::field::Empty, effect = p.effect.name(), attempt = p.attempt);
                 tasks.spawn(self.clone().execute(p).instrument(span));
             }
+            drop(gate);
             let next = store.next_due(&self.busy_list()).await.ok().flatten();
             let mut wait = next.map_or(Duration::from_secs(60), |t| t.since(clock.now()));
             // A shared store: another replica's work (or a dead one's claims) can come due
@@ -342,17 +362,26 @@ pub async fn keep_claim<T>(
     let Some(lease) = store.lease() else {
         return work.await;
     };
-    tokio::pin!(work);
     let every = (lease / 3).max(Duration::from_millis(10));
-    loop {
-        tokio::select! {
-            out = &mut work => return out,
-            _ = tokio::time::sleep(every) => match store.renew_claim(claim, clock.now()).await {
+    // Renewed beside the work, never instead of it: a renewal waiting on the effect's row lock
+    // (held by the work's own transaction) must not stop the work from finishing it.
+    let renew = async {
+        loop {
+            tokio::time::sleep(every).await;
+            match store.renew_claim(claim, clock.now()).await {
                 Ok(true) => {}
-                Ok(false) => warn!(?claim, "lost the claim on work still under way: another replica may take it over"),
+                Ok(false) => warn!(
+                    ?claim,
+                    "lost the claim on work still under way: another replica may take it over"
+                ),
                 Err(e) => warn!(?claim, error = %e, "could not renew a claim; retrying"),
-            },
+            }
         }
+    };
+    tokio::pin!(work, renew);
+    tokio::select! {
+        out = &mut work => out,
+        _ = &mut renew => unreachable!("the renewal never ends"),
     }
 }
 

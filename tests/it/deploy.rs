@@ -22,6 +22,7 @@ const K8S_CONFIGMAP: &str = include_str!("../../deploy/kubernetes/configmap.yaml
 const K8S_SECRET: &str = include_str!("../../deploy/kubernetes/secret.example.yaml");
 const SDK: &str = include_str!("../../src/elasticache/sdk.rs");
 const CLOUDWATCH_SDK: &str = include_str!("../../src/cloudwatch/sdk.rs");
+const SQS_INTAKE: &str = include_str!("../../src/alarm/sqs.rs");
 
 /// The environment variables `serve` refuses to start without.
 const REQUIRED_ENV: [&str; 4] = [
@@ -56,7 +57,19 @@ fn the_example_config_loads_with_the_real_parser_and_warns_about_nothing() {
     let c = parse(EXAMPLE);
     assert_eq!(c.slack.channel.as_str(), "C0123ABCD");
     assert_eq!(c.slack.approvers.len(), 2);
-    assert_eq!(c.groups.len(), 1);
+    let names: Vec<&str> = c.groups.keys().map(|g| g.as_str()).collect();
+    assert_eq!(names, ["prod-jobs", "prod-jobs-eu"]);
+    let eu = &c.groups[&ReplicationGroupId::parse("prod-jobs-eu").unwrap()];
+    assert_eq!(
+        (
+            eu.aws_id().as_str(),
+            eu.account.as_deref(),
+            eu.region.as_deref()
+        ),
+        ("prod-jobs", Some("payments"), Some("eu-west-1")),
+        "the same id in another account and region, under its own name"
+    );
+    assert_eq!(c.accounts["payments"].account_id, "210987654321");
     assert_eq!(
         c.alarms
             .groups
@@ -92,6 +105,19 @@ fn the_example_shows_the_built_in_defaults() {
     assert_eq!(c.slack.command, b.slack.command);
     assert_eq!(c.alarms.description_prefix, b.alarms.description_prefix);
     assert_eq!(c.alarms.sns_topic_arns, b.alarms.sns_topic_arns);
+    assert_eq!(
+        (
+            c.alarms.sqs_queue_url,
+            c.alarms.sqs_wait,
+            c.alarms.sqs_visibility
+        ),
+        (
+            b.alarms.sqs_queue_url,
+            b.alarms.sqs_wait,
+            b.alarms.sqs_visibility
+        )
+    );
+    assert_eq!(c.alarms.sqs_retry_interval, b.alarms.sqs_retry_interval);
 }
 
 #[test]
@@ -119,6 +145,7 @@ fn dotted_keys(prefix: &str, table: &toml::Table, out: &mut BTreeSet<String>) {
         let path = match prefix {
             "" => key.clone(),
             "groups" => "groups.<id>".to_string(),
+            "accounts" => "accounts.<name>".to_string(),
             "alarms.groups" => "alarms.groups.<alarm-name>".to_string(),
             p => format!("{p}.{key}"),
         };
@@ -320,6 +347,14 @@ fn operations_the_code_calls() -> BTreeSet<String> {
         (SDK, ".autoscaling", "application-autoscaling"),
         (CLOUDWATCH_SDK, ".client", "cloudwatch"),
     ] {
+        operations_in(source, field, prefix, &mut out);
+    }
+    out
+}
+
+/// The operations `source` sends through `field` (`.client.<operation>()`), as IAM actions.
+fn operations_in(source: &str, field: &str, prefix: &str, out: &mut BTreeSet<String>) {
+    {
         for (at, _) in source.match_indices(field) {
             let rest = &source[at + field.len()..];
             // A lazily built client is reached through `.client()`.
@@ -346,7 +381,6 @@ fn operations_the_code_calls() -> BTreeSet<String> {
             out.insert(format!("{prefix}:{pascal}"));
         }
     }
-    out
 }
 
 #[test]
@@ -363,6 +397,10 @@ fn the_iam_policy_grants_exactly_the_calls_the_bot_makes_on_scoped_resources() {
     for statement in policy["Statement"].as_array().expect("a Statement list") {
         assert_eq!(statement["Effect"], "Allow", "{statement}");
         let actions = strings(&statement["Action"]);
+        // The SQS intake's, checked on their own below.
+        if actions.iter().all(|a| a.starts_with("sqs:")) {
+            continue;
+        }
         let resources = strings(&statement["Resource"]);
         for action in &actions {
             let (_, allowed) = wanted
@@ -480,6 +518,194 @@ fn the_cloudformation_task_role_is_the_same_policy() {
     );
 }
 
+/// What the SQS intake calls (`self.client.<operation>()` in src/alarm/sqs.rs), as IAM actions.
+fn sqs_operations_the_code_calls() -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    operations_in(SQS_INTAKE, ".client", "sqs", &mut out);
+    out
+}
+
+/// The `sqs:` actions named in `text`.
+fn sqs_actions_in(text: &str) -> BTreeSet<String> {
+    text.match_indices("sqs:")
+        .map(|(at, m)| {
+            let name: String = text[at + m.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            format!("sqs:{name}")
+        })
+        .filter(|a| a.len() > 4 && a[4..].starts_with(|c: char| c.is_ascii_uppercase()))
+        .collect()
+}
+
+#[test]
+fn the_sqs_intake_is_granted_exactly_the_calls_it_makes_on_its_queue_only() {
+    let called = sqs_operations_the_code_calls();
+    let expected: BTreeSet<String> = ["sqs:DeleteMessage", "sqs:ReceiveMessage"]
+        .map(String::from)
+        .into();
+    assert_eq!(called, expected, "src/alarm/sqs.rs calls");
+    // deploy/iam-policy.json: one statement, those actions, one queue (no wildcard name).
+    let policy: Value = serde_json::from_str(IAM_POLICY).unwrap();
+    let sqs: Vec<&Value> = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| strings(&s["Action"]).iter().any(|a| a.starts_with("sqs:")))
+        .collect();
+    assert_eq!(sqs.len(), 1, "{sqs:?}");
+    let actions: BTreeSet<String> = strings(&sqs[0]["Action"]).into_iter().collect();
+    assert_eq!(actions, expected);
+    let resources = strings(&sqs[0]["Resource"]);
+    assert_eq!(resources.len(), 1);
+    let queue = resources[0].rsplit(':').next().unwrap();
+    assert!(
+        resources[0].starts_with("arn:aws:sqs:") && !queue.contains('*') && !queue.is_empty(),
+        "{resources:?}"
+    );
+    // The task role: the same actions, on the stack's queue only, and only when it has one.
+    let role = cfn_entry("Resources", "TaskRole");
+    assert_eq!(sqs_actions_in(&role), expected);
+    let grant = role
+        .split("PolicyName: take-alarms-from-the-queue")
+        .nth(1)
+        .expect("the queue's policy");
+    assert_eq!(value_of(grant, "Resource"), "!GetAtt AlarmQueue.Arn");
+    assert!(role.contains(
+        "- !If\n          - UseAlarmQueue\n          - PolicyName: take-alarms-from-the-queue"
+    ));
+    // No other grant in the template: the queue policy lets only EventBridge send.
+    let everything_else: String = CLOUDFORMATION
+        .replace(&role, "")
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(
+        sqs_actions_in(&everything_else),
+        ["sqs:SendMessage".to_string()].into(),
+    );
+}
+
+#[test]
+fn the_cloudformation_alarm_queue_is_an_option_that_defaults_to_the_api_destination() {
+    let p = cfn_entry("Parameters", "AlarmDelivery");
+    assert_eq!(value_of(&p, "AllowedValues"), "[ApiDestination, SqsQueue]");
+    assert_eq!(value_of(&p, "Default"), "ApiDestination");
+    for (name, condition) in [
+        ("AlarmQueue", "UseAlarmQueue"),
+        ("AlarmQueuePolicy", "UseAlarmQueue"),
+        ("AlarmApiConnection", "UseApiDestination"),
+        ("AlarmApiDestination", "UseApiDestination"),
+        ("AlarmRuleRole", "UseApiDestination"),
+    ] {
+        assert_eq!(
+            value_of(&cfn_entry("Resources", name), "Condition"),
+            condition,
+            "{name}"
+        );
+    }
+    assert!(CLOUDFORMATION.contains("  UseAlarmQueue: !Equals [!Ref AlarmDelivery, SqsQueue]\n"));
+    assert!(CLOUDFORMATION.contains("  UseApiDestination: !Not [!Condition UseAlarmQueue]\n"));
+    // Both rules (ALARM, and back to OK) go to the queue or to the API destination.
+    for rule in ["AlarmRule", "AlarmClearedRule"] {
+        let r = cfn_entry("Resources", rule);
+        assert_eq!(
+            value_of(&r, "Arn"),
+            "!If [UseAlarmQueue, !GetAtt AlarmQueue.Arn, !GetAtt AlarmApiDestination.Arn]",
+            "{rule}"
+        );
+        assert_eq!(
+            value_of(&r, "RoleArn"),
+            "!If [UseAlarmQueue, !Ref AWS::NoValue, !GetAtt AlarmRuleRole.Arn]"
+        );
+        assert!(
+            r.contains("Arn: !GetAtt AlarmDeadLetterQueue.Arn"),
+            "{rule}"
+        );
+    }
+    // Encrypted, long-polled, and a redrive to the dead-letter queue the alarm watches.
+    let q = cfn_entry("Resources", "AlarmQueue");
+    assert_eq!(value_of(&q, "SqsManagedSseEnabled"), "true");
+    assert_eq!(value_of(&q, "ReceiveMessageWaitTimeSeconds"), "20");
+    assert_eq!(
+        value_of(&q, "deadLetterTargetArn"),
+        "!GetAtt AlarmDeadLetterQueue.Arn"
+    );
+    let receives: u32 = value_of(&q, "maxReceiveCount").parse().unwrap();
+    let visibility: u32 = value_of(&q, "VisibilityTimeout").parse().unwrap();
+    assert!(
+        receives >= 5,
+        "a failing alarm is tried more than a few times"
+    );
+    assert!(
+        receives * visibility >= 3600,
+        "as long as the API destination's hour of retries"
+    );
+    assert_eq!(value_of(&q, "QueueName"), "!Sub ${AWS::StackName}-alarms");
+    let dlq = cfn_entry("Resources", "AlarmDeadLetterQueue");
+    assert_eq!(value_of(&dlq, "SqsManagedSseEnabled"), "true");
+    // Only the two rules may send, through EventBridge's service principal.
+    let policy = cfn_entry("Resources", "AlarmQueuePolicy");
+    assert_eq!(
+        value_of(&policy, "Principal"),
+        "{ Service: events.amazonaws.com }"
+    );
+    assert_eq!(value_of(&policy, "Action"), "sqs:SendMessage");
+    assert_eq!(value_of(&policy, "Resource"), "!GetAtt AlarmQueue.Arn");
+    assert_eq!(
+        value_of(&policy, "\"aws:SourceArn\""),
+        "[!GetAtt AlarmRule.Arn, !GetAtt AlarmClearedRule.Arn]"
+    );
+    let outputs = cfn_entry("Outputs", "AlarmQueueUrl");
+    assert_eq!(value_of(&outputs, "Condition"), "UseAlarmQueue");
+}
+
+#[test]
+fn the_cloudformation_config_with_the_queue_names_it_for_the_intake() {
+    let toml = yaml_block(CLOUDFORMATION, "Name: REDIS_AUTOSCALER_CONFIG");
+    let url = "https://sqs.us-east-1.amazonaws.com/123456789012/redis-autoscaler-alarms";
+    let at = CLOUDFORMATION
+        .find("AlarmQueueSettings: !If")
+        .expect("the queue's settings");
+    let lines: Vec<&str> = CLOUDFORMATION[at..]
+        .lines()
+        .take(4)
+        .map(str::trim)
+        .collect();
+    assert_eq!(lines[1], "- UseAlarmQueue");
+    assert_eq!(lines[3], "- \"\"", "nothing without the queue");
+    let settings = lines[2].strip_prefix("- !Sub ").expect("a !Sub");
+    assert_eq!(settings, "'sqs_queue_url = \"${AlarmQueue.QueueUrl}\"'");
+    let line = settings
+        .trim_matches('\'')
+        .replace("${AlarmQueue.QueueUrl}", url);
+    let toml = substitute(
+        &toml,
+        &[
+            ("SlackChannelId", "C0123ABCD"),
+            ("Approvers", r#"U0123ABCD", "S0456EFGH"#),
+            ("MaxNodeType", "cache.r6g.4xlarge"),
+            ("ReplicationGroupId", "prod-jobs"),
+            ("AlarmQueueSettings", &line),
+            ("PostgresSettings", ""),
+        ],
+    );
+    let c = parse(&toml);
+    let queue = c
+        .alarms
+        .sqs_queue_url
+        .clone()
+        .expect("the queue is configured");
+    assert_eq!(
+        (queue.region(), queue.name()),
+        ("us-east-1", "redis-autoscaler-alarms")
+    );
+    assert_eq!(c.alarms.sqs_wait, std::time::Duration::from_secs(20));
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+}
+
 // ------------------------------------------------------------------ CloudFormation
 
 /// The text of the YAML block scalar (`key: |` or `- |`) that follows the first line containing
@@ -543,6 +769,8 @@ fn the_cloudformation_config_loads_and_keeps_the_store_on_efs() {
             ("Approvers", r#"U0123ABCD", "S0456EFGH"#),
             ("MaxNodeType", "cache.r6g.4xlarge"),
             ("ReplicationGroupId", "prod-jobs"),
+            // `!If [UseAlarmQueue, …, ""]`: alarms through the API destination.
+            ("AlarmQueueSettings", ""),
             // `!If [UsePostgres, …, ""]`: the SQLite path.
             ("PostgresSettings", ""),
         ],
@@ -858,6 +1086,7 @@ fn the_cloudformation_postgres_config_trusts_the_rds_ca_bundle_the_image_carries
             ("Approvers", r#"U0123ABCD", "S0456EFGH"#),
             ("MaxNodeType", "cache.r6g.4xlarge"),
             ("ReplicationGroupId", "prod-jobs"),
+            ("AlarmQueueSettings", ""),
             ("PostgresSettings", &settings),
         ],
     );
@@ -1027,4 +1256,58 @@ fn the_dockerfile_copies_only_the_sources_and_runs_the_bot_as_documented() {
     assert!(DOCKERFILE.contains("USER 10001:10001"));
     assert!(DOCKERFILE.contains("ENTRYPOINT [\"redis-autoscaler\"]"));
     assert!(DOCKERFILE.contains(&format!("CMD [\"serve\", \"--config\", \"{CONFIG_PATH}\"]")));
+}
+
+const CROSS_ACCOUNT_ROLE: &str = include_str!("../../deploy/cross-account-role.yaml");
+
+#[test]
+fn the_cross_account_role_trusts_only_the_bot_and_grants_the_same_calls_in_its_account() {
+    let expected: BTreeSet<String> = ACTIONS.iter().map(|(a, _, _)| a.to_string()).collect();
+    assert_eq!(actions_in(CROSS_ACCOUNT_ROLE), expected);
+    // The same resource types and names, in the account it is deployed to, any region.
+    let marker = "arn:${AWS::Partition}:elasticache:*:${AWS::AccountId}:";
+    let resources: BTreeSet<String> = CROSS_ACCOUNT_ROLE
+        .match_indices(marker)
+        .map(|(at, m)| {
+            CROSS_ACCOUNT_ROLE[at + m.len()..]
+                .split(|c: char| c.is_whitespace() || c == '"')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let json_resources: BTreeSet<String> = IAM_POLICY
+        .match_indices("arn:aws:elasticache:*:*:")
+        .map(|(at, m)| {
+            IAM_POLICY[at + m.len()..]
+                .split('"')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(resources, json_resources);
+    // Trusted: the bot's role only, with the ExternalId when one is given; usable as a StackSet
+    // (no account or region named in it).
+    let trust = CROSS_ACCOUNT_ROLE
+        .split("AssumeRolePolicyDocument:")
+        .nth(1)
+        .and_then(|rest| rest.split("Policies:").next())
+        .expect("a trust policy");
+    assert!(
+        trust.contains("Principal: { AWS: !Ref BotRoleArn }"),
+        "{trust}"
+    );
+    assert!(
+        trust.contains("\"sts:ExternalId\": !Ref ExternalId"),
+        "{trust}"
+    );
+    assert_eq!(trust.matches("Principal").count(), 1, "{trust}");
+    assert!(
+        !CROSS_ACCOUNT_ROLE
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .any(|l| l.chars().filter(char::is_ascii_digit).count() >= 12),
+        "no account id written into the template"
+    );
 }

@@ -69,6 +69,7 @@ impl SocketBot {
             home: redis_autoscaler::startup::home(&config, &aws)
                 .await
                 .unwrap(),
+            places: None,
             options: RunnerOptions::default(),
         };
         let application = Application::build(config, deps).await.unwrap();

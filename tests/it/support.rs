@@ -81,6 +81,9 @@ pub struct Services {
     pub slack: FakeSlackHandle,
     pub pd: FakePagerDutyHandle,
     pub hooks: FakeHooksHandle,
+    /// Other accounts and regions (each its own simulator), for a bot that manages groups
+    /// there; `None`: every group is in the simulator's place.
+    pub places: Option<redis_autoscaler::startup::PlaceSdk>,
 }
 
 impl Services {
@@ -98,6 +101,7 @@ impl Services {
             slack,
             pd: FakePagerDuty::spawn().await.unwrap(),
             hooks: FakeHooks::spawn(HOOK_SECRET).await.unwrap(),
+            places: None,
         }
     }
 
@@ -491,6 +495,7 @@ impl TestApp {
             home: redis_autoscaler::startup::home(&config, &aws)
                 .await
                 .unwrap(),
+            places: services.places.clone(),
             options,
         };
         let application = Application::build(config, deps).await.unwrap();

@@ -16,6 +16,8 @@
 //! - `cli`: [`SimArgs`] and [`run_cli`] for the `elasticache-sim` command.
 //! - `cloudwatch`: CloudWatch's `GetMetricData` (Smithy RPC v2 CBOR) over a [`MemoryCurve`]
 //!   per node, on the same endpoint.
+//! - `sqs`: SQS queues (awsJson 1.0) with long polling, visibility timeouts and a dead-letter
+//!   redrive ([`SimQueue`]), on the same endpoint.
 //!
 //! It must not reach anything: no AWS, no network beyond the socket it serves, no files except
 //! the groups file the command line names.
@@ -25,6 +27,7 @@ mod cloudwatch;
 pub mod protocol;
 mod render;
 mod server;
+mod sqs;
 mod world;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,6 +39,7 @@ use crate::domain::{NodeType, ReplicationGroupId, SnapshotName};
 pub use cli::{FailModifyArg, SimArgs, parse_groups_file, run_cli};
 pub use cloudwatch::{DEFAULT_MEMORY_PERCENT, GET_METRIC_DATA, MemoryCurve};
 pub use server::{SimHandle, router, spawn, spawn_on};
+pub use sqs::{SimMessage, SimQueue};
 
 /// AWS allows at most five replicas per shard.
 pub const MAX_REPLICAS: u8 = 5;
@@ -57,6 +61,12 @@ pub struct SimConfig {
     pub log_calls: bool,
     /// The account STS says the caller is in.
     pub account_id: String,
+    /// How long the credentials STS AssumeRole hands out last (AWS: the DurationSeconds
+    /// asked for, 15 minutes to 12 hours; shorter here so tests see a refresh).
+    pub session_duration: Duration,
+    /// The roles AssumeRole lets the caller assume, with the ExternalId each one's trust policy
+    /// asks for (`None`: none); any other role is refused.
+    pub roles: BTreeMap<String, Option<String>>,
 }
 
 impl Default for SimConfig {
@@ -70,6 +80,8 @@ impl Default for SimConfig {
             faults: Faults::default(),
             log_calls: false,
             account_id: "123456789012".to_string(),
+            session_duration: Duration::from_secs(3600),
+            roles: BTreeMap::new(),
         }
     }
 }
@@ -309,6 +321,8 @@ pub struct SimCall {
     pub params: BTreeMap<String, String>,
     /// `ok`, or the AWS error code it was answered with.
     pub outcome: String,
+    /// The access key id it was signed with (an assumed role's session key starts `ASIA`).
+    pub access_key: Option<String>,
 }
 
 impl SimCall {

@@ -24,6 +24,9 @@ pub struct QueryRequest {
     /// Every parameter except `Action`, list members flattened as AWS sends them
     /// (`Foo.member.1=…`).
     pub params: BTreeMap<String, String>,
+    /// The access key id the request was signed with (`Credential=` of its SigV4
+    /// `Authorization` header), when it had one.
+    pub access_key: Option<String>,
 }
 
 impl QueryRequest {
@@ -44,7 +47,11 @@ impl QueryRequest {
                 params.insert(k, v);
             }
         }
-        Ok(QueryRequest { action, params })
+        Ok(QueryRequest {
+            action,
+            params,
+            access_key: None,
+        })
     }
 
     /// A parameter's value, `None` when absent or empty.
@@ -229,6 +236,13 @@ pub fn render_success(action: &str, request_id: &str, result: &str) -> String {
          <ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></{action}Response>",
         escape(request_id)
     )
+}
+
+/// The access key id a SigV4 `Authorization` header names (`Credential=AKID/date/…`).
+pub fn access_key(authorization: &str) -> Option<String> {
+    let cred = authorization.split("Credential=").nth(1)?;
+    let key = cred.split('/').next()?;
+    (!key.is_empty()).then(|| key.to_string())
 }
 
 /// The Query error envelope.

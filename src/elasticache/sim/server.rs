@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use super::cloudwatch;
 use super::protocol::{self, QueryError, QueryRequest};
+use super::sqs;
 use super::world::{JsonReply, Reply, World};
 use super::{
     Faults, ModifyFault, SimCall, SimConfig, SimConfigError, SnapshotSelector, check_fraction,
@@ -40,6 +41,8 @@ struct Inner {
     world: Mutex<World>,
     /// CloudWatch's side (`cloudwatch.rs`); locked after `world` when both are.
     metrics: Mutex<cloudwatch::Metrics>,
+    /// SQS's queues (`sqs.rs`); their lock is taken after `world` when both are.
+    sqs: sqs::Queues,
     addr: SocketAddr,
     log_calls: bool,
     stop: watch::Sender<bool>,
@@ -76,6 +79,7 @@ pub async fn spawn_on(listener: TcpListener, config: SimConfig) -> anyhow::Resul
         inner: Arc::new(Inner {
             world: Mutex::new(world),
             metrics: Mutex::new(cloudwatch::Metrics::default()),
+            sqs: sqs::Queues::default(),
             addr,
             log_calls: config.log_calls,
             stop,
@@ -110,11 +114,16 @@ async fn query(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Response {
-    // Application Auto Scaling speaks awsJson 1.1 on the same endpoint: the operation is in
-    // the `X-Amz-Target` header.
+    // SQS (awsJson 1.0) and Application Auto Scaling (awsJson 1.1) on the same endpoint: the
+    // operation is in the `X-Amz-Target` header.
+    if let Some(target) = headers.get("x-amz-target").and_then(|v| v.to_str().ok())
+        && target.starts_with(sqs::TARGET_PREFIX)
+    {
+        return sqs::serve(&sim, target, &headers, &body).await;
+    }
     if let Some(target) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
         let reply = if headers.contains_key(header::AUTHORIZATION) {
-            sim.world().handle_json(target, &body)
+            sim.world().handle_json(target, &body, access_key(&headers))
         } else {
             JsonReply {
                 action: target.to_string(),
@@ -156,7 +165,10 @@ async fn query(
                 "Request is missing Authentication Token",
             ),
         ),
-        Ok(req) => sim.world().handle(&req, Instant::now()),
+        Ok(mut req) => {
+            req.access_key = access_key(&headers);
+            sim.world().handle(&req, Instant::now())
+        }
     };
     if sim.inner.log_calls {
         log_call(&reply, form);
@@ -188,6 +200,14 @@ fn log_call(reply: &Reply, form: &[u8]) {
             e.message
         ),
     }
+}
+
+/// The access key id a request was signed with.
+pub(super) fn access_key(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(protocol::access_key)
 }
 
 fn json_response(reply: &JsonReply) -> Response {
@@ -265,6 +285,10 @@ impl SimHandle {
         self.inner.metrics.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    pub(super) fn sqs(&self) -> &sqs::Queues {
+        &self.inner.sqs
+    }
+
     pub(super) fn log_calls(&self) -> bool {
         self.inner.log_calls
     }
@@ -285,6 +309,11 @@ impl SimHandle {
     /// Every call answered so far (throttled and refused ones too), oldest first.
     pub fn calls(&self) -> Vec<SimCall> {
         self.world().calls().to_vec()
+    }
+
+    /// The session access keys STS AssumeRole handed out, oldest first.
+    pub fn issued_keys(&self) -> Vec<String> {
+        self.world().issued_keys().to_vec()
     }
 
     /// How many calls of `action` succeeded.

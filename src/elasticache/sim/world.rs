@@ -42,10 +42,12 @@ pub enum Action {
     DescribeEvents,
     /// STS, which the bot asks once at start which account it is in.
     GetCallerIdentity,
+    /// STS: a role in another account, for that account's calls.
+    AssumeRole,
 }
 
 impl Action {
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 11] = [
         Action::DescribeReplicationGroups,
         Action::DescribeCacheClusters,
         Action::ListAllowedNodeTypeModifications,
@@ -56,6 +58,7 @@ impl Action {
         Action::DescribeUpdateActions,
         Action::DescribeEvents,
         Action::GetCallerIdentity,
+        Action::AssumeRole,
     ];
 
     pub fn name(self) -> &'static str {
@@ -70,6 +73,7 @@ impl Action {
             Action::DescribeUpdateActions => "DescribeUpdateActions",
             Action::DescribeEvents => "DescribeEvents",
             Action::GetCallerIdentity => "GetCallerIdentity",
+            Action::AssumeRole => "AssumeRole",
         }
     }
 
@@ -309,6 +313,12 @@ pub struct World {
     pub modify_duration: Duration,
     /// The account the simulated credentials belong to (STS GetCallerIdentity).
     account_id: String,
+    /// AssumeRole's trust: role ARN → the ExternalId it asks for.
+    roles: BTreeMap<String, Option<String>>,
+    session_duration: Duration,
+    /// Sessions handed out, and their access keys.
+    sessions: u64,
+    issued_keys: Vec<String>,
     throttle_fraction: f64,
     rng: XorShift64,
     seed: u64,
@@ -370,6 +380,10 @@ impl World {
             snapshot_duration: config.snapshot_duration,
             modify_duration: config.modify_duration,
             account_id: config.account_id.clone(),
+            roles: config.roles.clone(),
+            session_duration: config.session_duration,
+            sessions: 0,
+            issued_keys: Vec::new(),
             throttle_fraction: config.throttle_fraction,
             rng: XorShift64::new(config.seed),
             seed: config.seed,
@@ -541,7 +555,12 @@ impl World {
 
     /// Answer one Application Auto Scaling call (awsJson 1.1: the operation in `X-Amz-Target`,
     /// a JSON body) and record it. Only `DescribeScalableTargets` is served.
-    pub fn handle_json(&mut self, target: &str, body: &[u8]) -> JsonReply {
+    pub fn handle_json(
+        &mut self,
+        target: &str,
+        body: &[u8],
+        access_key: Option<String>,
+    ) -> JsonReply {
         let action = target.rsplit('.').next().unwrap_or(target).to_string();
         let parsed: Result<serde_json::Value, _> = serde_json::from_slice(body);
         let mut params = BTreeMap::new();
@@ -558,6 +577,7 @@ impl World {
         self.requests += 1;
         let request_id = RequestId(self.seed, self.requests).to_string();
         self.calls.push(SimCall {
+            access_key,
             action: action.clone(),
             params,
             outcome: match &result {
@@ -694,6 +714,7 @@ impl World {
         self.requests += 1;
         let request_id = RequestId(self.seed, self.requests).to_string();
         self.calls.push(SimCall {
+            access_key: req.access_key.clone(),
             action: req.action.clone(),
             params: req.params.clone(),
             outcome: match &result {
@@ -729,7 +750,7 @@ impl World {
             ));
         };
         let (service, version) = match action {
-            Action::GetCallerIdentity => ("STS", STS_API_VERSION),
+            Action::GetCallerIdentity | Action::AssumeRole => ("STS", STS_API_VERSION),
             _ => ("ElastiCache", API_VERSION),
         };
         if let Some(v) = req.get("Version")
@@ -758,6 +779,7 @@ impl World {
             Action::DescribeUpdateActions => self.describe_update_actions(req),
             Action::DescribeEvents => self.describe_events(req),
             Action::GetCallerIdentity => Ok(self.caller_identity()),
+            Action::AssumeRole => self.assume_role(req, now),
         }
     }
 
@@ -901,6 +923,47 @@ impl World {
             }
         });
         Ok(x.finish())
+    }
+
+    /// Session credentials for a role this account may assume, lasting `session_duration`.
+    fn assume_role(&mut self, req: &QueryRequest, now: Instant) -> Result<String, QueryError> {
+        let arn = req.require("RoleArn")?.to_string();
+        let session = req.require("RoleSessionName")?.to_string();
+        let Some(wanted) = self.roles.get(&arn).cloned() else {
+            return Err(self.denied(&format!("sts:AssumeRole on resource: {arn}")));
+        };
+        if wanted.is_some() && req.get("ExternalId").map(str::to_string) != wanted {
+            return Err(self.denied(&format!("sts:AssumeRole on resource: {arn}")));
+        }
+        self.sessions += 1;
+        let n = self.sessions;
+        let key = format!("ASIASIM{n:013}");
+        self.issued_keys.push(key.clone());
+        let expires = self.wall(now).plus(self.session_duration);
+        let (account, role) = arn
+            .strip_prefix("arn:aws:iam::")
+            .and_then(|r| r.split_once(":role/"))
+            .unwrap_or(("000000000000", "role"));
+        let mut x = Xml::new();
+        x.node("Credentials", |x| {
+            x.leaf("AccessKeyId", &key)
+                .leaf("SecretAccessKey", format!("simulated-secret-{n}"))
+                .leaf("SessionToken", format!("simulated-session-token-{n}"))
+                .leaf("Expiration", expires.to_rfc3339());
+        })
+        .node("AssumedRoleUser", |x| {
+            x.leaf("AssumedRoleId", format!("AROASIMULATED:{session}"))
+                .leaf(
+                    "Arn",
+                    format!("arn:aws:sts::{account}:assumed-role/{role}/{session}"),
+                );
+        });
+        Ok(x.finish())
+    }
+
+    /// The session keys AssumeRole handed out, oldest first.
+    pub fn issued_keys(&self) -> &[String] {
+        &self.issued_keys
     }
 
     fn caller_identity(&self) -> String {

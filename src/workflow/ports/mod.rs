@@ -33,6 +33,7 @@ use super::run::Run;
 pub mod chat;
 pub mod clock;
 pub mod elasticache;
+pub mod fleet;
 pub mod memory;
 pub mod metrics;
 pub mod store;
