@@ -359,7 +359,12 @@ impl Config {
             ),
             ("SLACK_APP_TOKEN", !socket || s.slack_app_token.is_some()),
             ("PAGERDUTY_ROUTING_KEY", s.pagerduty_routing_key.is_some()),
-            ("ALARM_API_KEY", s.alarm_api_key.is_some()),
+            // With an SQS queue the alarms need no HTTP route: without the key,
+            // /alarms/eventbridge refuses every delivery.
+            (
+                "ALARM_API_KEY",
+                self.alarms.sqs_queue_url.is_some() || s.alarm_api_key.is_some(),
+            ),
             (
                 "HOOK_SIGNING_SECRET",
                 !hooks || s.hook_signing_secret.is_some(),
@@ -2879,5 +2884,20 @@ region = "eu-west-1"
             "id = \"prod-jobs\"\n",
         );
         assert!(e.contains("the same replication group"), "{e}");
+    }
+
+    #[test]
+    fn with_socket_mode_and_an_sqs_queue_no_inbound_secret_is_needed() {
+        let text = "[slack]\nchannel = \"C0123ABCD\"\nmode = \"socket\"\n[alarms]\nsqs_queue_url = \"https://sqs.eu-west-1.amazonaws.com/123456789012/redis-autoscaler-alarms\"\n";
+        let env = Env::default()
+            .with("SLACK_BOT_TOKEN", "xoxb-1")
+            .with("SLACK_APP_TOKEN", "xapp-1-A1-2-abc")
+            .with("PAGERDUTY_ROUTING_KEY", "k");
+        let c = Config::parse(text, &env).unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.missing_secrets().is_empty(), "{:?}", c.missing_secrets());
+        // Without the queue, alarms come over HTTP: the key is needed.
+        let text = text.split("[alarms]").next().unwrap();
+        let c = Config::parse(text, &env).unwrap();
+        assert_eq!(c.missing_secrets(), ["ALARM_API_KEY"]);
     }
 }

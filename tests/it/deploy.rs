@@ -397,8 +397,11 @@ fn the_iam_policy_grants_exactly_the_calls_the_bot_makes_on_scoped_resources() {
     for statement in policy["Statement"].as_array().expect("a Statement list") {
         assert_eq!(statement["Effect"], "Allow", "{statement}");
         let actions = strings(&statement["Action"]);
-        // The SQS intake's, checked on their own below.
-        if actions.iter().all(|a| a.starts_with("sqs:")) {
+        // The SQS intake's, and the account roles' sts:AssumeRole, checked on their own.
+        if actions
+            .iter()
+            .all(|a| a.starts_with("sqs:") || a == "sts:AssumeRole")
+        {
             continue;
         }
         let resources = strings(&statement["Resource"]);
@@ -1310,4 +1313,38 @@ fn the_cross_account_role_trusts_only_the_bot_and_grants_the_same_calls_in_its_a
             .any(|l| l.chars().filter(char::is_ascii_digit).count() >= 12),
         "no account id written into the template"
     );
+}
+
+#[test]
+fn the_bot_may_assume_only_the_account_roles_it_is_given() {
+    let policy: Value = serde_json::from_str(IAM_POLICY).unwrap();
+    let assume: Vec<&Value> = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| strings(&s["Action"]).iter().any(|a| a.starts_with("sts:")))
+        .collect();
+    assert_eq!(assume.len(), 1, "{assume:?}");
+    assert_eq!(strings(&assume[0]["Action"]), ["sts:AssumeRole"]);
+    assert_eq!(
+        strings(&assume[0]["Resource"]),
+        ["arn:aws:iam::*:role/redis-autoscaler"],
+        "the role deploy/cross-account-role.yaml names, in any account; never *"
+    );
+    let role = cfn_entry("Resources", "TaskRole");
+    assert_eq!(role.matches("sts:AssumeRole").count(), 2, "{role}");
+    let granted = role
+        .split("assume-the-account-roles")
+        .nth(1)
+        .expect("a policy for the account roles");
+    assert!(
+        granted.contains("Resource: !Ref AssumeRoleArns"),
+        "{granted}"
+    );
+    assert!(
+        role.contains("- AssumesRoles\n          - PolicyName: assume-the-account-roles"),
+        "only when roles are listed: {role}"
+    );
+    let param = cfn_entry("Parameters", "AssumeRoleArns");
+    assert!(param.contains("Type: CommaDelimitedList") && param.contains("Default: \"\""));
 }
