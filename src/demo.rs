@@ -33,6 +33,8 @@ const GROUP: &str = "prod-jobs";
 const BOT_TOKEN: &str = "xoxb-demo-not-a-real-token";
 const HOOK_SECRET: &str = "demo-hook-signing-secret";
 const APP_TOKEN: &str = "xapp-1-A0DEMO-1-demo-not-a-real-token";
+/// The socket-mode scenario's alarm queue in the simulator.
+const ALARM_QUEUE: &str = "redis-autoscaler-alarms";
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
@@ -113,6 +115,13 @@ fn demo_config(scenario: Scenario, hooks: Option<&FakeHooksHandle>) -> String {
     } else {
         "http"
     };
+    // No inbound port in Socket Mode: the alarm comes from the (simulated) SQS queue too.
+    let alarms = match scenario {
+        Scenario::SocketMode => format!(
+            "[alarms]\nsqs_queue_url = \"https://sqs.us-east-1.amazonaws.com/123456789012/{ALARM_QUEUE}\"\nsqs_wait = \"1s\"\n"
+        ),
+        _ => String::new(),
+    };
     format!(
         r#"
 listen = "127.0.0.1:0"
@@ -123,6 +132,7 @@ mode = "{mode}"
 channel = "{CHANNEL}"
 approvers = ["{ONCALL}"]
 
+{alarms}
 [delivery]
 retry_interval = "100ms"
 
@@ -215,9 +225,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     } else {
         env.with("SLACK_SIGNING_SECRET", "demo-signing-secret")
     };
+    let env = if scenario == Scenario::SocketMode {
+        // Alarms come from the queue: no API key for an HTTP route.
+        sim.create_queue(crate::elasticache::sim::SimQueue::new(ALARM_QUEUE));
+        env
+    } else {
+        env.with("ALARM_API_KEY", "demo-alarm-key")
+    };
     let env = env
         .with("PAGERDUTY_ROUTING_KEY", FakePagerDuty::EXAMPLE_ROUTING_KEY)
-        .with("ALARM_API_KEY", "demo-alarm-key")
         .with("HOOK_SIGNING_SECRET", HOOK_SECRET)
         .with("SLACK_API_URL", slack.base_url())
         .with("PAGERDUTY_EVENTS_URL", pagerduty.url());
@@ -240,6 +256,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         options: RunnerOptions::default(),
     };
     let bot = Application::build(config, deps).await?;
+    let bot = match scenario {
+        Scenario::SocketMode => bot.with_sqs(&aws),
+        _ => bot,
+    };
     let bot_addr = bot.local_addr();
     let app = bot.app().clone();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -247,7 +267,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     let printer = tokio::spawn(print_live(slack.clone(), started));
     println!("bot listening on http://{bot_addr}\n");
 
-    let result = drive(&app, &slack, bot_addr, scenario, started).await;
+    let result = drive(&app, &slack, &sim, bot_addr, scenario, started).await;
 
     // Let the last deliveries (final notes, pages) go out before the story is printed.
     if let Ok(run_id) = &result {
@@ -412,6 +432,7 @@ fn scenario_checks(
 async fn drive(
     app: &App,
     slack: &FakeSlackHandle,
+    sim: &sim::SimHandle,
     bot: std::net::SocketAddr,
     scenario: Scenario,
     started: Instant,
@@ -421,19 +442,41 @@ async fn drive(
         started,
         "CloudWatch: alarm `Redis memory: prod-jobs` goes to ALARM (93.2%)",
     );
-    let answer = deliver_alarm(app, bot).await?;
-    say(
-        started,
-        &format!(
-            "EventBridge delivers it to POST /alarms/eventbridge (X-Api-Key) → {}",
-            answer["outcome"].as_str().unwrap_or("?")
-        ),
-    );
-    let run_id = RunId::parse(
-        answer["run_id"]
-            .as_str()
-            .context("the alarm started a run")?,
-    )?;
+    let run_id = if scenario == Scenario::SocketMode {
+        let queue = app.config.alarms.sqs_queue_url.as_ref();
+        let queue = queue.context("the Socket Mode demo takes its alarms from a queue")?;
+        sim.send_message(ALARM_QUEUE, &alarm_event().to_string())
+            .context("the demo's queue exists")?;
+        say(
+            started,
+            &format!("EventBridge sends it to the SQS queue {queue}; the bot long-polls it"),
+        );
+        let mut run = None;
+        for _ in 0..100 {
+            run = app.store.recent_runs(None, 1).await?.pop();
+            if run.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let run = run.context("the queued alarm started no run within 10 s")?;
+        say(started, "the bot took it from the queue → started");
+        run.id
+    } else {
+        let answer = deliver_alarm(app, bot).await?;
+        say(
+            started,
+            &format!(
+                "EventBridge delivers it to POST /alarms/eventbridge (X-Api-Key) → {}",
+                answer["outcome"].as_str().unwrap_or("?")
+            ),
+        );
+        RunId::parse(
+            answer["run_id"]
+                .as_str()
+                .context("the alarm started a run")?,
+        )?
+    };
 
     // Wait for the message with the buttons.
     let waiting = wait_for(&mut committed, &run_id, Duration::from_secs(15), |r| {
@@ -528,8 +571,23 @@ async fn deliver_alarm(app: &App, bot: std::net::SocketAddr) -> anyhow::Result<s
         .alarm_api_key
         .clone()
         .context("the demo sets an API key")?;
+    let response = crate::http_client::build(Duration::from_secs(5))
+        .post(format!("http://{bot}/alarms/eventbridge"))
+        .header("Content-Type", "application/json")
+        .header("X-Api-Key", key.expose())
+        .body(alarm_event().to_string())
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        bail!("the bot refused the alarm: HTTP {}", response.status());
+    }
+    Ok(response.json().await?)
+}
+
+/// CloudWatch's "Alarm State Change" event (the shape of AWS's own sample) for `prod-jobs`.
+fn alarm_event() -> serde_json::Value {
     let now = Timestamp::now().to_rfc3339();
-    let event = serde_json::json!({
+    serde_json::json!({
         "version": "0",
         "id": format!("demo-{}", RunId::generate()),
         "detail-type": "CloudWatch Alarm State Change",
@@ -564,18 +622,7 @@ async fn deliver_alarm(app: &App, bot: std::net::SocketAddr) -> anyhow::Result<s
                 "timestamp": now
             }
         }
-    });
-    let response = crate::http_client::build(Duration::from_secs(5))
-        .post(format!("http://{bot}/alarms/eventbridge"))
-        .header("Content-Type", "application/json")
-        .header("X-Api-Key", key.expose())
-        .body(event.to_string())
-        .send()
-        .await?;
-    if !response.status().is_success() {
-        bail!("the bot refused the alarm: HTTP {}", response.status());
-    }
-    Ok(response.json().await?)
+    })
 }
 
 /// Socket Mode: on-call asks `/redis status prod-jobs` and taps Approve, both as envelopes
