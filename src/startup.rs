@@ -92,6 +92,11 @@ async fn build_fleet(
     };
     let mut fleet = Fleet::new(home_place.clone(), clients);
     let mut built = vec![home_place.clone()];
+    let mut seen: Vec<(
+        Place,
+        crate::domain::ReplicationGroupId,
+        crate::domain::ReplicationGroupId,
+    )> = Vec::new();
     for g in config.groups.values() {
         let account = g.account.as_ref().and_then(|a| config.accounts.get(a));
         let place = Place {
@@ -100,7 +105,30 @@ async fn build_fleet(
                 .or_else(|| home.account.clone()),
             region: g.region.clone().or_else(|| home.region.clone()),
         };
+        // Two names for one AWS group (once defaults are resolved) would allow two active
+        // runs on it.
+        if let Some((_, _, twin)) = seen
+            .iter()
+            .find(|(p, id, _)| *p == place && id == g.aws_id())
+        {
+            anyhow::bail!(
+                "groups.{} and groups.{twin} are the same replication group ({} in {place}): one name per group",
+                g.id,
+                g.aws_id()
+            );
+        }
+        seen.push((place.clone(), g.aws_id().clone(), g.id.clone()));
         let assumes = account.is_some_and(|a| a.role_arn.is_some());
+        // ElastiCache has no cross-account access: another account is reached through its
+        // role, or the calls would act in the bot's own account under its name.
+        if place.account != home_place.account && !assumes {
+            anyhow::bail!(
+                "groups.{}: account `{}` is not the bot's own ({}): set its role_arn",
+                g.id,
+                g.account.as_deref().unwrap_or("?"),
+                home_place.account.as_deref().unwrap_or("?")
+            );
+        }
         if !built.contains(&place) || (assumes && place == home_place) {
             let Some(sdk) = places else {
                 anyhow::bail!(
@@ -109,6 +137,17 @@ async fn build_fleet(
                 );
             };
             let conf = place_config(sdk, account, &place).await;
+            // The credentials must be the account's: STS says whose they are.
+            let whose = caller_account(&conf).await.with_context(|| {
+                format!("asking STS which account the credentials for {place} are in")
+            })?;
+            if Some(&whose) != place.account.as_ref() {
+                anyhow::bail!(
+                    "groups.{}: the credentials for {place} are account {whose}'s, not {}",
+                    g.id,
+                    place.account.as_deref().unwrap_or("?")
+                );
+            }
             let clients = Clients {
                 aws: Arc::new(Metered(Arc::new(SdkElastiCache::new(&conf)))),
                 memory: Some(Arc::new(SdkCloudWatch::new(&conf))),
@@ -524,5 +563,88 @@ pub async fn stopped(mut rx: watch::Receiver<bool>) {
         if rx.changed().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Env;
+    use crate::domain::{NodeType, ReplicationGroupId};
+    use crate::elasticache::sdk::config_for_endpoint;
+    use crate::elasticache::sim::{self, SimConfig, SimGroup};
+
+    const ROLE: &str = "arn:aws:iam::210987654321:role/redis-autoscaler";
+
+    fn group(id: &str) -> SimGroup {
+        SimGroup::new(
+            ReplicationGroupId::parse(id).unwrap(),
+            NodeType::parse("cache.r6g.large").unwrap(),
+        )
+    }
+
+    /// The fleet a config builds, with the home simulator (account 123456789012, us-east-1)
+    /// and `eu` (eu-west-1) as the other place.
+    async fn fleet(extra: &str, eu_account: &str) -> anyhow::Result<Fleet> {
+        let home_sim = sim::spawn(SimConfig {
+            roles: [(ROLE.to_string(), None)].into(),
+            ..SimConfig::with_groups([group("prod-jobs")])
+        })
+        .await?;
+        let eu = sim::spawn(SimConfig {
+            account_id: eu_account.to_string(),
+            ..SimConfig::with_groups([group("prod-jobs")])
+        })
+        .await?;
+        let text = format!("[slack]\nchannel = \"C0123ABCD\"\n[groups.prod-jobs]\n{extra}");
+        let config = Config::parse(&text, &Env::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let base = config_for_endpoint(&home_sim.endpoint());
+        let home = home(&config, &base).await?;
+        let eu_endpoint = eu.endpoint();
+        let endpoint: PlaceEndpoint = Arc::new(move |p: &Place| {
+            (p.region.as_deref() == Some("eu-west-1")).then(|| eu_endpoint.clone())
+        });
+        let places = PlaceSdk {
+            base: base.clone(),
+            endpoint: Some(endpoint),
+        };
+        let aws: Arc<dyn ElastiCache> = Arc::new(SdkElastiCache::new(&base));
+        let memory: Arc<dyn MemorySeries> = Arc::new(SdkCloudWatch::new(&base));
+        build_fleet(&config, &home, aws, memory, Some(&places)).await
+    }
+
+    const EU: &str = "[accounts.payments]\naccount_id = \"210987654321\"\n";
+
+    #[tokio::test]
+    async fn another_account_is_reached_through_its_role_and_its_credentials_are_checked() {
+        let with_role = format!(
+            "{EU}role_arn = \"{ROLE}\"\n[groups.prod-jobs-eu]\nid = \"prod-jobs\"\naccount = \"payments\"\nregion = \"eu-west-1\"\n"
+        );
+        let f = fleet(&with_role, "210987654321").await.unwrap();
+        let eu = ReplicationGroupId::parse("prod-jobs-eu").unwrap();
+        assert_eq!(f.place_of(&eu).account.as_deref(), Some("210987654321"));
+
+        // Without a role the calls would act in the bot's own account under the other's name.
+        let without = with_role.replace(&format!("role_arn = \"{ROLE}\"\n"), "");
+        let e = fleet(&without, "210987654321")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("set its role_arn"), "{e}");
+
+        // Credentials that STS says are another account's are refused.
+        let e = fleet(&with_role, "999999999999")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("are account 999999999999's"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn two_names_for_one_group_once_the_defaults_are_resolved_are_refused() {
+        // `region = "us-east-1"` is the bot's own region: the same group as `prod-jobs`.
+        let twin = "[groups.jobs-east]\nid = \"prod-jobs\"\nregion = \"us-east-1\"\n";
+        let e = fleet(twin, "210987654321").await.unwrap_err().to_string();
+        assert!(e.contains("are the same replication group"), "{e}");
     }
 }

@@ -232,6 +232,18 @@ async fn an_alarm_from_an_account_or_region_the_bot_does_not_manage_is_refused_w
             "{answer}"
         );
     }
+    // An alarm that doesn't say where it is fits both places: refused, not guessed.
+    let mut unsaid: Value =
+        serde_json::from_str(&eventbridge_event("x-3", GROUP, "ALARM", 93.2)).unwrap();
+    unsaid.as_object_mut().unwrap().remove("region");
+    unsaid.as_object_mut().unwrap().remove("account");
+    unsaid["resources"] = json!([]);
+    let (status, answer) = post_eventbridge(&base, &unsaid.to_string(), Some(ALARM_KEY)).await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("foreign")),
+        "{answer}"
+    );
     eventually("the notices", || services.top_messages().len() >= 2).await;
     let texts: Vec<String> = services
         .top_messages()
@@ -249,8 +261,10 @@ async fn an_alarm_from_an_account_or_region_the_bot_does_not_manage_is_refused_w
     assert!(t.store.recent_runs(None, 10).await.unwrap().is_empty());
     let asked: Vec<String> = eu.calls().into_iter().map(|c| c.action).collect();
     assert!(
-        asked.iter().all(|a| a == "DescribeReplicationGroups"),
-        "nothing but the start-up look: {asked:?}"
+        asked
+            .iter()
+            .all(|a| a == "DescribeReplicationGroups" || a == "GetCallerIdentity"),
+        "nothing but the start-up checks (whose credentials, the group there): {asked:?}"
     );
     t.stop().await;
 }

@@ -118,17 +118,22 @@ impl Fleet {
         out
     }
 
-    /// Does the fleet reach `place`? An alarm is compared on what it says: an unsaid account
-    /// or region matches.
+    /// The one place the fleet reaches that fits what an alarm says of its account and region
+    /// (an unsaid one fits any); `None` when none does, or when several do (an alarm that
+    /// doesn't say where it is can't be told apart from a group of the same id elsewhere).
     pub fn find_place(&self, account: Option<&str>, region: Option<&str>) -> Option<&Place> {
         let fits = |ours: &Option<String>, theirs: Option<&str>| match (ours, theirs) {
             (Some(o), Some(t)) => o == t,
             _ => true,
         };
-        // The bot's own place first: an alarm that says nothing is about it.
-        std::iter::once(&self.home)
-            .chain(self.places.keys().filter(|p| **p != self.home))
-            .find(|p| fits(&p.account, account) && fits(&p.region, region))
+        let mut fitting = self
+            .places
+            .keys()
+            .filter(|p| fits(&p.account, account) && fits(&p.region, region));
+        match (fitting.next(), fitting.next()) {
+            (Some(one), None) => Some(one),
+            _ => None,
+        }
     }
 
     /// The ElastiCache verbs of `place`, speaking AWS ids.
@@ -208,8 +213,17 @@ impl MemorySeries for FleetMemory {
 
 /// Every group's ElastiCache verbs, each in its own place: calls that name a group go to that
 /// group's place by its AWS id. Calls that name no group (a node, a snapshot, a parameter group,
-/// events) go to the bot's own place: use [`Fleet::aws`] for a group's.
+/// events) can't know which place they are for and are refused: use [`Fleet::aws`] for a
+/// group's.
 pub struct FleetAws(pub Arc<Fleet>);
+
+/// A call that names no group, made where the place isn't known.
+fn no_place(call: &str) -> AwsError {
+    AwsError::Other {
+        code: "NoPlace".into(),
+        message: format!("{call} names no group, so no account and region: ask Fleet::aws(group)"),
+    }
+}
 
 macro_rules! by_group {
     ($self:ident, $group:expr, $call:ident ( $($arg:expr),* )) => {{
@@ -228,10 +242,9 @@ impl ElastiCache for FleetAws {
 
     fn describe_cache_cluster<'a>(
         &'a self,
-        id: &'a CacheClusterId,
+        _: &'a CacheClusterId,
     ) -> BoxFuture<'a, Result<CacheClusterInfo, AwsError>> {
-        let api = self.0.aws_at(self.0.home()).expect("its own place");
-        Box::pin(async move { api.describe_cache_cluster(id).await })
+        Box::pin(async { Err(no_place("DescribeCacheClusters")) })
     }
 
     fn allowed_scale_ups<'a>(
@@ -255,17 +268,16 @@ impl ElastiCache for FleetAws {
     ) -> BoxFuture<'a, Result<SnapshotInfo, AwsError>> {
         let api = match from {
             SnapshotFrom::Group(g) => self.0.aws(g),
-            SnapshotFrom::Node(_) => self.0.aws_at(self.0.home()).expect("its own place"),
+            SnapshotFrom::Node(_) => return Box::pin(async { Err(no_place("CreateSnapshot")) }),
         };
         Box::pin(async move { api.create_snapshot(from, name).await })
     }
 
     fn describe_snapshot<'a>(
         &'a self,
-        name: &'a SnapshotName,
+        _: &'a SnapshotName,
     ) -> BoxFuture<'a, Result<Option<SnapshotInfo>, AwsError>> {
-        let api = self.0.aws_at(self.0.home()).expect("its own place");
-        Box::pin(async move { api.describe_snapshot(name).await })
+        Box::pin(async { Err(no_place("DescribeSnapshots")) })
     }
 
     fn modify_node_type<'a>(
@@ -278,11 +290,10 @@ impl ElastiCache for FleetAws {
 
     fn cache_parameters<'a>(
         &'a self,
-        parameter_group: &'a str,
-        wanted: &'a [&'a str],
+        _: &'a str,
+        _: &'a [&'a str],
     ) -> BoxFuture<'a, Result<Parameters, AwsError>> {
-        let api = self.0.aws_at(self.0.home()).expect("its own place");
-        Box::pin(async move { api.cache_parameters(parameter_group, wanted).await })
+        Box::pin(async { Err(no_place("DescribeCacheParameters")) })
     }
 
     fn manual_snapshots<'a>(
@@ -299,12 +310,8 @@ impl ElastiCache for FleetAws {
         by_group!(self, group, update_actions_in_progress(group))
     }
 
-    fn events_since<'a>(
-        &'a self,
-        since: Timestamp,
-    ) -> BoxFuture<'a, Result<Vec<AwsEvent>, AwsError>> {
-        let api = self.0.aws_at(self.0.home()).expect("its own place");
-        Box::pin(async move { api.events_since(since).await })
+    fn events_since<'a>(&'a self, _: Timestamp) -> BoxFuture<'a, Result<Vec<AwsEvent>, AwsError>> {
+        Box::pin(async { Err(no_place("DescribeEvents")) })
     }
 
     fn scalable_dimensions<'a>(
