@@ -1551,7 +1551,14 @@ impl<'s> Walker<'s> {
         let t = t.clone();
         self.unknown_keys(&t, "postgres", POSTGRES_KEYS);
         if let Some(d) = self.positive_duration(&t, "lease", "postgres") {
-            out.lease = d;
+            // Renewed every third of it: much shorter would be a write every few milliseconds
+            // and claims lost to any pause.
+            if d < Duration::from_secs(1) {
+                let at = self.src.find("lease").unwrap_or(0);
+                self.issue("postgres.lease", at, "must be at least 1s");
+            } else {
+                out.lease = d;
+            }
         }
         if let Some(n) = self.integer(&t, "pool_size", "postgres", 1..=256) {
             out.pool_size = n as usize;
@@ -2811,6 +2818,9 @@ pause_url = "https://hooks.example/pause\"x"
         let err = Config::parse(&text, &env).unwrap_err().to_string();
         assert!(err.contains("did you mean `lease`"), "{err}");
         assert!(err.contains("postgres.pool_size"), "{err}");
+        let text = format!("{DESIGN_EXAMPLE}\n[postgres]\nlease = \"200ms\"\n");
+        let err = Config::parse(&text, &env).unwrap_err().to_string();
+        assert!(err.contains("at least 1s"), "{err}");
     }
 
     #[test]

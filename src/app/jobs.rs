@@ -479,7 +479,10 @@ impl JobWorker {
             }
         };
         let (claim, clock) = (Claim::Job(job.id), self.app.clock.as_ref());
-        let result = keep_claim(store.as_ref(), clock, claim, work).await;
+        let Ok(result) = keep_claim(store.as_ref(), clock, claim, work).await else {
+            // Another replica takes the job over; this one writes nothing about it.
+            return;
+        };
         let now = self.app.clock.now();
         let written: Result<(), StoreError> = match result {
             Ok(()) => store.complete_job(job.id, now).await,

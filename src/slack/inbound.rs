@@ -165,6 +165,24 @@ pub async fn interaction(
     if let Err(copy) = first_time(app, once, false).await {
         return copy;
     }
+    let reply = take_in(app, slack, parsed, once).await;
+    // Not taken in: the copy Slack sends again (the same envelope in Socket Mode) must be
+    // acted on, not refused as a replay.
+    if matches!(reply, Reply::Failed)
+        && let Err(e) = app.store.forget_request(once.key).await
+    {
+        tracing::error!(error = %e, "could not forget a request that failed; its resend will be refused");
+    }
+    reply
+}
+
+/// A click that is not a copy: parse it and call its use case.
+async fn take_in(
+    app: &App,
+    slack: Option<&SlackClient>,
+    parsed: Result<Interaction, PayloadError>,
+    once: Once<'_>,
+) -> Reply {
     let interaction = match parsed {
         Ok(i) => i,
         Err(e) => {

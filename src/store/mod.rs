@@ -857,6 +857,16 @@ impl Store for SqliteStore {
             .write_async(move |c| remember_request(c, &key, now, keep))
     }
 
+    fn forget_request<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        let key = key.to_string();
+        self.blocking(move |s| {
+            s.write(move |c| {
+                c.execute("DELETE FROM requests_seen WHERE key = ?1", params![key])?;
+                Ok(())
+            })
+        })
+    }
+
     fn check_writable(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         let probe = self.writer.write_async(|_| Ok(()));
         Box::pin(async move {
@@ -1492,6 +1502,18 @@ mod tests {
         assert!(store.alarm_seen("eventbridge:new").unwrap());
         // Nothing more to do.
         assert_eq!(store.prune(now, keep, 500).unwrap(), Pruned::default());
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_request_is_taken_again() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let keep = std::time::Duration::from_secs(300);
+        let t = Timestamp::from_millis;
+        let port: &dyn Store = &store;
+        assert!(port.remember_request("k", t(1), keep).await.unwrap());
+        assert!(!port.remember_request("k", t(2), keep).await.unwrap());
+        port.forget_request("k").await.unwrap();
+        assert!(port.remember_request("k", t(3), keep).await.unwrap());
     }
 
     #[test]

@@ -223,6 +223,11 @@ impl PgStore {
         if let Some(p) = password {
             config.password(p.expose());
         }
+        // The driver's default, `prefer`, falls back to clear text when the other end says it
+        // has no TLS: anyone on the path could say so. Off loopback, TLS unless the URL says.
+        if !url.contains("sslmode") && !is_loopback(&config) {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+        }
         if config.get_application_name().is_none() {
             config.application_name("redis-autoscaler");
         }
@@ -1050,7 +1055,7 @@ impl Store for PgStore {
             client
                 .execute(
                     "UPDATE jobs SET status = 'done', done_at = $2, claimed_by = NULL
-                     WHERE id = $1",
+                     WHERE id = $1 AND status = 'pending'",
                     &[&id, &now.as_millis()],
                 )
                 .await
@@ -1069,9 +1074,11 @@ impl Store for PgStore {
             let client = self.client().await?;
             client
                 .execute(
+                    // Only while this replica holds it: a lost claim's retry is the new
+                    // holder's call.
                     "UPDATE jobs SET due_at = $2, attempt = $3, claimed_by = NULL
-                     WHERE id = $1 AND status = 'pending'",
-                    &[&id, &due.as_millis(), &(attempt as i32)],
+                     WHERE id = $1 AND status = 'pending' AND claimed_by = $4",
+                    &[&id, &due.as_millis(), &(attempt as i32), &self.owner],
                 )
                 .await
                 .map_err(pg)?;
@@ -1201,6 +1208,17 @@ impl Store for PgStore {
                 .await
                 .map_err(pg)?;
             Ok(n > 0)
+        })
+    }
+
+    fn forget_request<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            client
+                .execute("DELETE FROM requests_seen WHERE key = $1", &[&key])
+                .await
+                .map_err(pg)?;
+            Ok(())
         })
     }
 
@@ -1446,6 +1464,22 @@ fn to_json<T: Serialize>(v: &T) -> Result<String, StoreError> {
 
 fn from_json<T: for<'de> Deserialize<'de>>(s: &str) -> Result<T, StoreError> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Does `config` name only this machine (a Unix socket, `localhost`, a loopback address)?
+fn is_loopback(config: &tokio_postgres::Config) -> bool {
+    use tokio_postgres::config::Host;
+    config.get_hosts().iter().all(|h| match h {
+        Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        #[cfg(unix)]
+        Host::Unix(_) => true,
+    })
 }
 
 /// A name for this process's claims: the host (for whoever reads the table), the pid and a
@@ -1937,6 +1971,77 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn work_whose_claim_is_lost_is_stopped_and_work_that_keeps_it_finishes() {
+        use crate::workflow::ports::SystemClock;
+        use crate::workflow::runner::{ClaimLost, keep_claim};
+        let Some(db) = TestDb::new().await else {
+            return;
+        };
+        let lease = Duration::from_millis(300);
+        let a = db.replica(lease).await;
+        let r = run("g1", 0);
+        a.create_run(
+            &r,
+            effects(&[(Effect::PollGroup, 0), (Effect::PostTopMessage, 0)]),
+        )
+        .await
+        .unwrap();
+        let got = a.due_effects(Timestamp::now(), &[], 10).await.unwrap();
+        let (x, y) = (got[0].id, got[1].id);
+        // Kept: renewed every 100 ms, the work outlives its first lease and finishes.
+        let kept = keep_claim(&a, &SystemClock, Claim::Effect(x), async {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            "done"
+        });
+        assert_eq!(kept.await, Ok("done"));
+        // Lost: someone else holds it now (as after a pause longer than the lease).
+        let client = a.client().await.unwrap();
+        client
+            .execute(
+                "UPDATE effects SET claimed_by = 'someone-else' WHERE id = $1",
+                &[&y],
+            )
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let lost = keep_claim(&a, &SystemClock, Claim::Effect(y), async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            "done"
+        });
+        assert_eq!(lost.await, Err(ClaimLost(Claim::Effect(y))));
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "stopped at the first renewal"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_seen_on_one_replica_is_a_replay_on_the_other_until_it_is_forgotten() {
+        let Some(db) = TestDb::new().await else {
+            return;
+        };
+        let (a, b) = (db.replica(LONG).await, db.replica(LONG).await);
+        let keep = Duration::from_secs(300);
+        assert!(
+            a.remember_request("slack-socket:e1", t(1_000), keep)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !b.remember_request("slack-socket:e1", t(1_001), keep)
+                .await
+                .unwrap()
+        );
+        // Not taken in after all: its resend is acted on.
+        a.forget_request("slack-socket:e1").await.unwrap();
+        assert!(
+            b.remember_request("slack-socket:e1", t(1_002), keep)
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
     async fn periodic_work_is_taken_by_one_replica_per_turn() {
         let Some(db) = TestDb::new().await else {
             return;
@@ -1952,6 +2057,16 @@ mod tests {
         assert!(!a.take_turn("forecast", every, t(300_999)).await.unwrap());
         assert!(b.take_turn("forecast", every, t(301_000)).await.unwrap());
         assert!(!a.take_turn("forecast", every, t(301_000)).await.unwrap());
+    }
+
+    #[test]
+    fn tls_is_required_off_loopback_unless_the_url_says_otherwise() {
+        let loopback = |u: &str| is_loopback(&u.parse::<tokio_postgres::Config>().unwrap());
+        assert!(loopback("postgres://postgres@127.0.0.1:5432/x"));
+        assert!(loopback("postgres://postgres@localhost/x"));
+        assert!(loopback("postgres://postgres@[::1]:5432/x"));
+        assert!(!loopback("postgres://bot@db.internal:5432/x"));
+        assert!(!loopback("postgres://bot@10.0.0.5/x"));
     }
 
     #[test]

@@ -289,7 +289,10 @@ impl Runner {
         let claim = Claim::Effect(pending.id);
         let work = self.try_execute(pending);
         let (store, clock) = (&self.inner.ports.store, &self.inner.ports.clock);
-        let result = keep_claim(store.as_ref(), clock.as_ref(), claim, work).await;
+        let Ok(result) = keep_claim(store.as_ref(), clock.as_ref(), claim, work).await else {
+            // Another replica takes it over; this one lets it be.
+            return;
+        };
         if let Err(e) = result
             && !matches!(e, RunnerError::Halted)
         {
@@ -351,37 +354,56 @@ impl Runner {
     }
 }
 
+/// This replica no longer holds the claim on some work: another may take it over, so this
+/// one stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("lost the claim on {0:?}; another replica takes it over")]
+pub struct ClaimLost(pub Claim);
+
 /// Run `work`, renewing this replica's claim on it every third of a lease while it runs (a
-/// store only this process uses has no lease: `work` simply runs).
+/// store only this process uses has no lease: `work` simply runs). When the claim is lost (the
+/// store says another holds it, or no renewal got through before it ran out) the work is
+/// stopped where it is: another replica takes it over, and two never do the same work at once.
 pub async fn keep_claim<T>(
     store: &dyn Store,
     clock: &dyn Clock,
     claim: Claim,
     work: impl std::future::Future<Output = T>,
-) -> T {
+) -> Result<T, ClaimLost> {
     let Some(lease) = store.lease() else {
-        return work.await;
+        return Ok(work.await);
     };
     let every = (lease / 3).max(Duration::from_millis(10));
+    // The claim was written at most a moment ago; count its lease from a little earlier.
+    let margin = lease / 10;
     // Renewed beside the work, never instead of it: a renewal waiting on the effect's row lock
     // (held by the work's own transaction) must not stop the work from finishing it.
     let renew = async {
+        let mut valid_until = clock.now().plus(lease - margin);
         loop {
             tokio::time::sleep(every).await;
-            match store.renew_claim(claim, clock.now()).await {
-                Ok(true) => {}
-                Ok(false) => warn!(
-                    ?claim,
-                    "lost the claim on work still under way: another replica may take it over"
-                ),
+            let now = clock.now();
+            match store.renew_claim(claim, now).await {
+                Ok(true) => valid_until = now.plus(lease - margin),
+                Ok(false) => {
+                    warn!(
+                        ?claim,
+                        "lost the claim on work still under way: stopping it; another replica takes it over"
+                    );
+                    return;
+                }
+                Err(e) if clock.now() >= valid_until => {
+                    warn!(?claim, error = %e, "could not renew the claim before it ran out: stopping the work; another replica takes it over");
+                    return;
+                }
                 Err(e) => warn!(?claim, error = %e, "could not renew a claim; retrying"),
             }
         }
     };
     tokio::pin!(work, renew);
     tokio::select! {
-        out = &mut work => out,
-        _ = &mut renew => unreachable!("the renewal never ends"),
+        out = &mut work => Ok(out),
+        () = &mut renew => Err(ClaimLost(claim)),
     }
 }
 

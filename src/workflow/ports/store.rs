@@ -402,6 +402,10 @@ pub trait Store: Send + Sync {
         keep: std::time::Duration,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
 
+    /// Forget a request remembered by [`Store::remember_request`]: it could not be taken in
+    /// after all, and the copy its sender sends again must be acted on.
+    fn forget_request<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+
     // ---- health -----------------------------------------------------------------------
 
     /// Can the store be written right now? (`/readyz`.)

@@ -521,6 +521,10 @@ impl Store for MemoryStore {
         ready(Ok(true))
     }
 
+    fn forget_request<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        ready(Ok(()))
+    }
+
     fn check_writable(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         ready(Ok(()))
     }
