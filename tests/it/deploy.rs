@@ -693,6 +693,7 @@ fn the_cloudformation_config_with_the_queue_names_it_for_the_intake() {
             ("ReplicationGroupId", "prod-jobs"),
             ("AlarmQueueSettings", &line),
             ("PostgresSettings", ""),
+            ("SlackModeSetting", ""),
         ],
     );
     let c = parse(&toml);
@@ -776,6 +777,7 @@ fn the_cloudformation_config_loads_and_keeps_the_store_on_efs() {
             ("AlarmQueueSettings", ""),
             // `!If [UsePostgres, …, ""]`: the SQLite path.
             ("PostgresSettings", ""),
+            ("SlackModeSetting", ""),
         ],
     );
     let c = parse(&toml);
@@ -1091,6 +1093,7 @@ fn the_cloudformation_postgres_config_trusts_the_rds_ca_bundle_the_image_carries
             ("ReplicationGroupId", "prod-jobs"),
             ("AlarmQueueSettings", ""),
             ("PostgresSettings", &settings),
+            ("SlackModeSetting", ""),
         ],
     );
     // The task has DATABASE_URL (plain, or from the database secret) whenever UsePostgres.
@@ -1347,4 +1350,58 @@ fn the_bot_may_assume_only_the_account_roles_it_is_given() {
     );
     let param = cfn_entry("Parameters", "AssumeRoleArns");
     assert!(param.contains("Type: CommaDelimitedList") && param.contains("Default: \"\""));
+}
+
+#[test]
+fn the_cloudformation_socket_mode_option_injects_the_app_token_and_sets_the_mode() {
+    let param = cfn_entry("Parameters", "SlackMode");
+    assert!(param.contains("AllowedValues: [Http, Socket]") && param.contains("Default: Http"));
+    // The mode line the config gets, and only in Socket Mode.
+    let setting = CLOUDFORMATION
+        .lines()
+        .find(|l| l.trim_start().starts_with("SlackModeSetting:"))
+        .expect("the mode's setting")
+        .trim();
+    assert_eq!(
+        setting,
+        r#"SlackModeSetting: !If [UseSocketMode, 'mode = "socket"', ""]"#
+    );
+    let toml = substitute(
+        &yaml_block(CLOUDFORMATION, "Name: REDIS_AUTOSCALER_CONFIG"),
+        &[
+            ("SlackChannelId", "C0123ABCD"),
+            ("Approvers", r#"U0123ABCD", "S0456EFGH"#),
+            ("MaxNodeType", "cache.r6g.4xlarge"),
+            ("ReplicationGroupId", "prod-jobs"),
+            ("AlarmQueueSettings", ""),
+            ("PostgresSettings", ""),
+            ("SlackModeSetting", r#"mode = "socket""#),
+        ],
+    );
+    let env = Env::default()
+        .with("SLACK_BOT_TOKEN", "xoxb-1")
+        .with("SLACK_APP_TOKEN", "xapp-1-A1-2-abc")
+        .with("PAGERDUTY_ROUTING_KEY", "k")
+        .with("ALARM_API_KEY", "a");
+    let c = Config::parse(&toml, &env).unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.missing_secrets().is_empty(), "{:?}", c.missing_secrets());
+    // The token is injected in Socket Mode only (that the execution role reads exactly what is
+    // injected: the_cloudformation_execution_role_reads_exactly_the_secrets_the_task_injects).
+    let task = cfn_entry("Resources", "TaskDefinition");
+    for condition in ["UseSlackAppTokenSecretArn", "CreateSlackAppTokenSecret"] {
+        let injected = task
+            .split(&format!("- {condition}\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("SLACK_APP_TOKEN under {condition}"));
+        assert!(
+            injected.trim_start().starts_with("- Name: SLACK_APP_TOKEN"),
+            "{injected}"
+        );
+    }
+    assert!(CLOUDFORMATION.contains(
+        "UseSlackAppTokenSecretArn: !And [!Condition UseSocketMode, !Condition HasSlackAppTokenSecretArn]"
+    ));
+    assert!(CLOUDFORMATION.contains(
+        "CreateSlackAppTokenSecret: !And [!Condition UseSocketMode, !Not [!Condition HasSlackAppTokenSecretArn]]"
+    ));
 }
