@@ -19,6 +19,9 @@ use crate::workflow::run::{Outcome, Step};
 
 pub const SIGNATURE_HEADER: &str = "X-Redis-Autoscaler-Signature";
 pub const TIMESTAMP_HEADER: &str = "X-Redis-Autoscaler-Timestamp";
+/// The same for every try of one hook call (a retry, or the call again after a restart that
+/// lost its answer): a receiver acts once per key. Hooks are delivered at least once.
+pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 
 /// What a hook receives.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -79,10 +82,11 @@ impl HookClient {
         &self,
         url: &str,
         payload: &HookPayload,
+        key: &str,
         timeout: Duration,
         now: Timestamp,
     ) -> Result<(), HookError> {
-        let result = self.call_once(url, payload, timeout, now).await;
+        let result = self.call_once(url, payload, key, timeout, now).await;
         crate::telemetry::hook_call(payload.phase, result.is_ok());
         result
     }
@@ -91,6 +95,7 @@ impl HookClient {
         &self,
         url: &str,
         payload: &HookPayload,
+        key: &str,
         timeout: Duration,
         now: Timestamp,
     ) -> Result<(), HookError> {
@@ -101,7 +106,8 @@ impl HookClient {
             .post(url)
             .timeout(timeout)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(TIMESTAMP_HEADER, &ts);
+            .header(TIMESTAMP_HEADER, &ts)
+            .header(IDEMPOTENCY_HEADER, key);
         if let Some(secret) = &self.secret {
             req = req.header(SIGNATURE_HEADER, sign(secret, &ts, &body));
         }
@@ -161,7 +167,9 @@ impl Hooks for HookClient {
                 }),
             };
             let timeout = run.policy.hook_timeout;
-            match self.post(&url, &payload, timeout, at.now).await {
+            // One key per hook effect: its retries and a repeat after a restart share it.
+            let key = format!("{}:{}:{}", run.id, name, at.effect_id);
+            match self.post(&url, &payload, &key, timeout, at.now).await {
                 Ok(()) => {
                     at.log("hook", name, "accepted");
                     Ok(())

@@ -27,6 +27,8 @@ pub struct HookCall {
     pub signature_ok: bool,
     /// The status the stand-in answered.
     pub status: u16,
+    /// Its `Idempotency-Key`.
+    pub key: Option<String>,
 }
 
 #[derive(Default)]
@@ -87,14 +89,28 @@ impl FakeHooksHandle {
         self.lock().calls.clone()
     }
 
-    /// The phases of the calls answered 2xx, in order.
+    /// The phases the workers acted on, in order: the calls answered 2xx, once per
+    /// `Idempotency-Key` (as a receiver that honours the key acts; hooks are delivered at least
+    /// once, a repeat after a lost answer carries the same key). A call without a key counts
+    /// each time.
     pub fn accepted_phases(&self) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
         self.lock()
             .calls
             .iter()
             .filter(|c| (200..300).contains(&c.status))
+            .filter(|c| c.key.as_ref().is_none_or(|k| seen.insert(k.clone())))
             .map(|c| c.phase.clone())
             .collect()
+    }
+
+    /// Every call answered 2xx, repeats included.
+    pub fn accepted_calls(&self) -> usize {
+        let calls = &self.lock().calls;
+        calls
+            .iter()
+            .filter(|c| (200..300).contains(&c.status))
+            .count()
     }
 
     /// Answer the next `n` calls of `phase` with `status`.
@@ -122,6 +138,10 @@ async fn receive(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let signature_ok = !sig.is_empty() && sig == sign(&shared.secret, ts, &body);
+    let key = headers
+        .get(crate::hooks::IDEMPOTENCY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let mut inbox = shared.inbox.lock().unwrap_or_else(|e| e.into_inner());
     let status = match inbox.failures.get_mut(&phase) {
         Some((n, status)) if *n > 0 => {
@@ -135,6 +155,7 @@ async fn receive(
         body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
         signature_ok,
         status,
+        key,
     });
     StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }

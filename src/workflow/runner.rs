@@ -69,9 +69,10 @@ struct Inner {
     busy: Mutex<HashSet<Busy>>,
     transitions: AtomicUsize,
     halted: AtomicBool,
-    /// With `halt_after_transitions` (a test control): a commit and the halt it may cause
-    /// happen under the write side, picking effects under the read side, so that no effect
-    /// of the halting transition is ever started (as if the process had died at the commit).
+    /// With `halt_after_transitions` (a test control): commits (and the halt one may cause)
+    /// happen under the read side, side by side as ever, and picking effects under the write
+    /// side, so that no effect of the halting transition is ever started (as if the process
+    /// had died at that commit).
     halt_gate: tokio::sync::RwLock<()>,
     ready: AtomicBool,
     committed: broadcast::Sender<Committed>,
@@ -182,10 +183,9 @@ impl Runner {
         let store = &self.inner.ports.store;
         let halts = self.inner.options.halt_after_transitions.is_some();
         let _gate = match halts {
-            true => Some(self.inner.halt_gate.write().await),
+            true => Some(self.inner.halt_gate.read().await),
             false => None,
         };
-        self.check_running()?;
         let d = store.update_run(run_id, completed, now, decide).await?;
         if let Submitted::Accepted(run) = &d.submitted {
             info!(run_id = %run.id, group = %run.group, event = event.name(), state = run.state_name(), "{}", d.summary);
@@ -220,7 +220,7 @@ impl Runner {
             }
             let halts = self.inner.options.halt_after_transitions.is_some();
             let gate = match halts {
-                true => Some(self.inner.halt_gate.read().await),
+                true => Some(self.inner.halt_gate.write().await),
                 false => None,
             };
             if self.halted() {

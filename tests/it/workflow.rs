@@ -355,6 +355,12 @@ async fn pause_and_resume_hooks_wrap_the_work_and_are_signed() {
     assert_eq!(services.hooks.accepted_phases(), ["pause", "resume"]);
     let calls = services.hooks.calls();
     assert!(calls.iter().all(|c| c.signature_ok), "signed: {calls:?}");
+    // One key per hook call, the same on every try of it: a receiver acts once per key.
+    let keys: Vec<&str> = calls.iter().filter_map(|c| c.key.as_deref()).collect();
+    assert_eq!(keys.len(), 2, "{calls:?}");
+    assert!(keys[0].starts_with(&format!("{run}:pause:")), "{keys:?}");
+    assert!(keys[1].starts_with(&format!("{run}:resume:")), "{keys:?}");
+    assert_eq!(services.hooks.accepted_calls(), 2);
     assert_eq!(calls[0].body["run_id"], run.as_str());
     assert_eq!(calls[0].body["to_node_type"], "cache.r6g.xlarge");
     assert_eq!(calls[1].body["outcome"], "succeeded");
