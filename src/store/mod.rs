@@ -1181,15 +1181,25 @@ fn notice_row(conn: &Connection, key: &str) -> Result<Option<NoticeSeen>, StoreE
     let Some((count, first, last, ts)) = row else {
         return Ok(None);
     };
+    notice_seen(count, first, last, ts).map(Some)
+}
+
+/// A notice window's row (count, opened, last, posted ts) as the port gives it; both stores.
+fn notice_seen(
+    count: i64,
+    first: i64,
+    last: i64,
+    ts: Option<String>,
+) -> Result<NoticeSeen, StoreError> {
     let ts = ts
         .map(|t| MessageTs::parse(&t).map_err(|e| StoreError::Corrupt(e.to_string())))
         .transpose()?;
-    Ok(Some(NoticeSeen {
+    Ok(NoticeSeen {
         count: count.max(1) as u32,
         first_at: Timestamp::from_millis(first),
         last_at: Timestamp::from_millis(last),
         ts,
-    }))
+    })
 }
 
 /// Bring a store written by an older version up to date (columns added since).

@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use serde::{Deserialize, Serialize};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
@@ -34,6 +33,8 @@ use crate::workflow::ports::{
     WindowedNotice,
 };
 use crate::workflow::run::{Progress, Run};
+
+use super::{from_json, parse_run_id, to_json};
 
 /// How the PostgreSQL store connects and claims work.
 #[derive(Debug, Clone)]
@@ -1432,15 +1433,7 @@ async fn notice_row(
     if count == 0 {
         return Ok(None);
     }
-    let ts = ts
-        .map(|t| MessageTs::parse(&t).map_err(|e| StoreError::Corrupt(e.to_string())))
-        .transpose()?;
-    Ok(Some(NoticeSeen {
-        count: count.max(1) as u32,
-        first_at: Timestamp::from_millis(first),
-        last_at: Timestamp::from_millis(last),
-        ts,
-    }))
+    super::notice_seen(count.into(), first, last, ts).map(Some)
 }
 
 fn row_to_pending(r: &Row) -> Result<PendingEffect, StoreError> {
@@ -1452,18 +1445,6 @@ fn row_to_pending(r: &Row) -> Result<PendingEffect, StoreError> {
         attempt: r.get::<_, i32>(4).max(1) as u32,
         created: Timestamp::from_millis(r.get(5)),
     })
-}
-
-fn parse_run_id(s: &str) -> Result<RunId, StoreError> {
-    RunId::parse(s).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn to_json<T: Serialize>(v: &T) -> Result<String, StoreError> {
-    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn from_json<T: for<'de> Deserialize<'de>>(s: &str) -> Result<T, StoreError> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// Does `config` name only this machine (a Unix socket, `localhost`, a loopback address)?

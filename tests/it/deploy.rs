@@ -484,6 +484,20 @@ fn actions_in(text: &str) -> BTreeSet<String> {
     out
 }
 
+/// What follows each `marker` (an ARN's prefix) in `text`, up to a quote or a space: the
+/// resource types and names a policy grants (`snapshot:redis-autoscaler-*`, …).
+fn resources_after(text: &str, marker: &str) -> BTreeSet<String> {
+    text.match_indices(marker)
+        .map(|(at, m)| {
+            text[at + m.len()..]
+                .split(|c: char| c.is_whitespace() || c == '"')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
 #[test]
 fn the_cloudformation_task_role_is_the_same_policy() {
     let expected: BTreeSet<String> = ACTIONS.iter().map(|(a, _, _)| a.to_string()).collect();
@@ -491,27 +505,9 @@ fn the_cloudformation_task_role_is_the_same_policy() {
     assert_eq!(actions_in(IAM_POLICY), expected);
 
     // The same resource types and names, with the stack's partition, region and account.
-    let json_resources: BTreeSet<String> = IAM_POLICY
-        .match_indices("arn:aws:elasticache:*:*:")
-        .map(|(at, m)| {
-            IAM_POLICY[at + m.len()..]
-                .split('"')
-                .next()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let json_resources = resources_after(IAM_POLICY, "arn:aws:elasticache:*:*:");
     let marker = "arn:${AWS::Partition}:elasticache:${AWS::Region}:${AWS::AccountId}:";
-    let cfn_resources: BTreeSet<String> = CLOUDFORMATION
-        .match_indices(marker)
-        .map(|(at, m)| {
-            CLOUDFORMATION[at + m.len()..]
-                .split(|c: char| c.is_whitespace() || c == '"')
-                .next()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let cfn_resources = resources_after(CLOUDFORMATION, marker);
     assert_eq!(cfn_resources, json_resources);
     assert!(!json_resources.is_empty());
     // Unscoped grants are the same read-only ones in both.
@@ -1272,26 +1268,8 @@ fn the_cross_account_role_trusts_only_the_bot_and_grants_the_same_calls_in_its_a
     assert_eq!(actions_in(CROSS_ACCOUNT_ROLE), expected);
     // The same resource types and names, in the account it is deployed to, any region.
     let marker = "arn:${AWS::Partition}:elasticache:*:${AWS::AccountId}:";
-    let resources: BTreeSet<String> = CROSS_ACCOUNT_ROLE
-        .match_indices(marker)
-        .map(|(at, m)| {
-            CROSS_ACCOUNT_ROLE[at + m.len()..]
-                .split(|c: char| c.is_whitespace() || c == '"')
-                .next()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    let json_resources: BTreeSet<String> = IAM_POLICY
-        .match_indices("arn:aws:elasticache:*:*:")
-        .map(|(at, m)| {
-            IAM_POLICY[at + m.len()..]
-                .split('"')
-                .next()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let resources = resources_after(CROSS_ACCOUNT_ROLE, marker);
+    let json_resources = resources_after(IAM_POLICY, "arn:aws:elasticache:*:*:");
     assert_eq!(resources, json_resources);
     // Trusted: the bot's role only, with the ExternalId when one is given; usable as a StackSet
     // (no account or region named in it).
