@@ -60,8 +60,8 @@ impl fmt::Display for ConfigError {
 }
 
 pub use crate::workflow::policy::{
-    ApprovalMode, OnApprovalTimeout, PendingChanges, Policy, RetryPolicy, SnapshotPolicy,
-    SnapshotSource,
+    ApprovalMode, OnApprovalTimeout, PendingChanges, Policy, RetryPolicy, ScaleDownMode,
+    SnapshotPolicy, SnapshotSource,
 };
 pub use crate::workflow::ports::Retention;
 
@@ -167,6 +167,9 @@ pub struct AlarmsConfig {
     pub notice_update_delay: Duration,
     /// How often groups with `forecast_alert` have their memory trend read.
     pub forecast_interval: Duration,
+    /// How often groups with `scale_down = "suggest"` are checked for a scale-down (a timer
+    /// kept in the store: a restart does not push it back, and replicas take it in turns).
+    pub scale_down_interval: Duration,
     /// The SQS queue alarms are also read from (EventBridge → SQS, SNS → SQS), if any.
     pub sqs_queue_url: Option<crate::domain::alarm::SqsQueueUrl>,
     /// How long one ReceiveMessage waits for a message to arrive (long polling; 0–20 s).
@@ -475,6 +478,25 @@ impl Config {
             out.push_str(&format!("verify_window = {}\n", d(p.verify_window)));
             out.push_str(&format!("forecast_window = {}\n", d(p.forecast_window)));
             out.push_str(&format!("forecast_alert = {}\n", d(p.forecast_alert)));
+            let scale_down = match p.scale_down {
+                ScaleDownMode::Suggest => "suggest",
+                ScaleDownMode::Off => "off",
+            };
+            out.push_str(&format!("scale_down = \"{scale_down}\"\n"));
+            out.push_str(&format!("scale_down_after = {}\n", d(p.scale_down_after)));
+            out.push_str(&format!("scale_down_window = {}\n", d(p.scale_down_window)));
+            out.push_str(&format!("scale_down_below = {}\n", p.scale_down_below));
+            out.push_str(&format!(
+                "scale_down_verify_below = {}\n",
+                p.scale_down_verify_below
+            ));
+            out.push_str(&format!(
+                "min_node_type = \"{}\"\n",
+                p.min_node_type
+                    .as_ref()
+                    .map(|t| t.to_string())
+                    .unwrap_or_default()
+            ));
             out.push_str(&format!(
                 "max_node_type = \"{}\"\n",
                 p.max_node_type
@@ -575,6 +597,10 @@ impl Config {
         out.push_str(&format!(
             "forecast_interval = {}\n",
             d(self.alarms.forecast_interval)
+        ));
+        out.push_str(&format!(
+            "scale_down_interval = {}\n",
+            d(self.alarms.scale_down_interval)
         ));
         let url = self.alarms.sqs_queue_url.as_ref();
         let url = toml_string(url.map_or("", |u| u.as_str()));
@@ -778,6 +804,7 @@ const ALARMS_KEYS: &[&str] = &[
     "notice_window",
     "notice_update_delay",
     "forecast_interval",
+    "scale_down_interval",
     "sqs_queue_url",
     "sqs_wait",
     "sqs_visibility",
@@ -816,6 +843,12 @@ const POLICY_KEYS: &[&str] = &[
     "verify_window",
     "forecast_window",
     "forecast_alert",
+    "scale_down",
+    "scale_down_after",
+    "scale_down_window",
+    "scale_down_below",
+    "scale_down_verify_below",
+    "min_node_type",
     "max_node_type",
     "pause_url",
     "resume_url",
@@ -1334,6 +1367,7 @@ impl<'s> Walker<'s> {
             notice_window: Duration::from_secs(3600),
             notice_update_delay: Duration::from_secs(2),
             forecast_interval: Duration::from_secs(300),
+            scale_down_interval: Duration::from_secs(3600),
             sqs_queue_url: None,
             sqs_wait: Duration::from_secs(20),
             sqs_visibility: None,
@@ -1351,6 +1385,9 @@ impl<'s> Walker<'s> {
             }
             if let Some(d) = self.positive_duration(&t, "forecast_interval", "alarms") {
                 out.forecast_interval = d;
+            }
+            if let Some(d) = self.positive_duration(&t, "scale_down_interval", "alarms") {
+                out.scale_down_interval = d;
             }
             if let Some(p) = self.parsed(&t, "description_prefix", "alarms", |s| {
                 if s.trim().is_empty() {
@@ -1704,6 +1741,48 @@ impl<'s> Walker<'s> {
         }
         if let Some(v) = self.duration(t, "forecast_window", prefix) {
             p.forecast_window = v;
+        }
+        if let Some(v) = self.parsed(t, "scale_down", prefix, |s| match s {
+            "suggest" => Ok(ScaleDownMode::Suggest),
+            "off" => Ok(ScaleDownMode::Off),
+            _ => Err(format!("`{s}` is not one of: suggest, off")),
+        }) {
+            p.scale_down = v;
+        }
+        if let Some(v) = self.positive_duration(t, "scale_down_after", prefix) {
+            p.scale_down_after = v;
+        }
+        if let Some(v) = self.positive_duration(t, "scale_down_window", prefix) {
+            p.scale_down_window = v;
+        }
+        if let Some(v) = self.float(t, "scale_down_below", prefix, 1.0, 95.0) {
+            p.scale_down_below = v;
+        }
+        if let Some(v) = self.float(t, "scale_down_verify_below", prefix, 1.0, 100.0) {
+            p.scale_down_verify_below = v;
+        }
+        if let Some(v) = self.parsed(t, "min_node_type", prefix, |s| {
+            if s.trim().is_empty() {
+                Ok(None)
+            } else {
+                NodeType::parse(s).map(Some)
+            }
+        }) {
+            p.min_node_type = v;
+        }
+        if p.scale_down_below >= p.scale_down_verify_below {
+            let key = ["scale_down_below", "scale_down_verify_below"]
+                .into_iter()
+                .find(|k| self.get(t, k).is_some());
+            if let Some(k) = key {
+                let at = self.get(t, k).map_or(0, |v| v.span().start);
+                let msg = format!(
+                    "scale_down_below ({}) must be lower than scale_down_verify_below ({}): a \
+                     suggested scale-down would start above the level it must stay below",
+                    p.scale_down_below, p.scale_down_verify_below
+                );
+                self.issue(&join(prefix, k), at, msg);
+            }
         }
         if let Some(v) = self.parsed(t, "max_node_type", prefix, |s| {
             if s.trim().is_empty() {

@@ -70,6 +70,9 @@ pub enum Scenario {
     /// bot's WebSocket to (the stand-in's) Slack, acknowledged within 3 s; the bot serves no
     /// Slack HTTP endpoint and has no signing secret.
     SocketMode,
+    /// A quiet week on `cache.r6g.xlarge`: the scale-down check suggests one size down with its
+    /// evidence, on-call approves, and the same workflow moves it to `cache.r6g.large`.
+    ScaleDown,
 }
 
 impl Scenario {
@@ -81,7 +84,8 @@ impl Scenario {
             | Scenario::PendingChanges
             | Scenario::SnapshotTimeout
             | Scenario::Verify
-            | Scenario::SocketMode => "succeeded",
+            | Scenario::SocketMode
+            | Scenario::ScaleDown => "succeeded",
             Scenario::ModifyFails | Scenario::Hooks => "failed",
             Scenario::Denied => "denied",
         }
@@ -120,6 +124,8 @@ fn demo_config(scenario: Scenario, hooks: Option<&FakeHooksHandle>) -> String {
         Scenario::SocketMode => format!(
             "[alarms]\nsqs_queue_url = \"https://sqs.us-east-1.amazonaws.com/123456789012/{ALARM_QUEUE}\"\nsqs_wait = \"1s\"\n"
         ),
+        // The check looks half a second after start, over the last week.
+        Scenario::ScaleDown => "[alarms]\nscale_down_interval = \"500ms\"\n".to_string(),
         _ => String::new(),
     };
     format!(
@@ -168,7 +174,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     println!("(simulated ElastiCache, local Slack and PagerDuty stand-ins; time is compressed)\n");
 
     let group = ReplicationGroupId::parse(GROUP)?;
-    let mut demo_group = SimGroup::new(group.clone(), NodeType::parse("cache.r6g.large")?)
+    let on = match scenario {
+        Scenario::ScaleDown => "cache.r6g.xlarge",
+        _ => "cache.r6g.large",
+    };
+    let mut demo_group = SimGroup::new(group.clone(), NodeType::parse(on)?)
         .replicas(1)
         .shards(1);
     if scenario == Scenario::PendingChanges {
@@ -196,12 +206,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     let ago = |minutes: i64| crate::domain::Timestamp::from_millis(now_ms - minutes * 60_000);
     for (member, lift) in [("001", 0.0), ("002", -4.0)] {
         let node = crate::domain::CacheClusterId::parse(&format!("{group}-{member}"))?;
-        let curve = sim::MemoryCurve::constant(68.0 + lift)
-            .then(ago(100), 76.0 + lift)
-            .then(ago(45), 85.0 + lift)
-            .then(ago(10), 93.0 + lift)
-            // The data stays; a node with twice the memory holds it at half the percentage.
-            .following_upsizes();
+        let curve = match scenario {
+            // A quiet week: at most 21 % of 26.3 GiB (42 % of the 13.1 GiB size down).
+            Scenario::ScaleDown => sim::MemoryCurve::constant(17.0 + lift)
+                .then(ago(3 * 1440), 21.0 + lift)
+                .then(ago(3 * 1440 - 90), 17.0 + lift),
+            _ => sim::MemoryCurve::constant(68.0 + lift)
+                .then(ago(100), 76.0 + lift)
+                .then(ago(45), 85.0 + lift)
+                .then(ago(10), 93.0 + lift),
+        }
+        // The data stays; a node with twice the memory holds it at half the percentage.
+        .following_upsizes();
         sim.set_memory(&node, curve);
     }
     let slack = FakeSlack::spawn(BOT_TOKEN).await?;
@@ -382,6 +398,14 @@ fn scenario_checks(
         Scenario::Happy | Scenario::Denied | Scenario::PendingChanges | Scenario::SocketMode => {
             actions.is_empty()
         }
+        // One step down, and nobody paged: not for the wait, not after.
+        Scenario::ScaleDown => {
+            let down = matches!(
+                run.outcome(),
+                Some(crate::workflow::run::Outcome::Succeeded { to, .. }) if to.to_string() == "cache.r6g.large"
+            );
+            actions.is_empty() && down
+        }
         Scenario::Verify => {
             // It worked, and the thread says so from CloudWatch's readings.
             let fell = run
@@ -438,11 +462,32 @@ async fn drive(
     started: Instant,
 ) -> anyhow::Result<RunId> {
     let mut committed = app.runner.subscribe();
-    say(
-        started,
-        "CloudWatch: alarm `Redis memory: prod-jobs` goes to ALARM (93.2%)",
-    );
-    let run_id = if scenario == Scenario::SocketMode {
+    if scenario != Scenario::ScaleDown {
+        say(
+            started,
+            "CloudWatch: alarm `Redis memory: prod-jobs` goes to ALARM (93.2%)",
+        );
+    }
+    let run_id = if scenario == Scenario::ScaleDown {
+        say(
+            started,
+            "a quiet week on cache.r6g.xlarge (memory at most 21 %); the scale-down check looks",
+        );
+        let mut run = None;
+        for _ in 0..100 {
+            run = app.store.recent_runs(None, 1).await?.pop();
+            if run.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let run = run.context("the scale-down check suggested nothing within 10 s")?;
+        say(
+            started,
+            "the check suggests one size down → a suggestion waits for an approver",
+        );
+        run.id
+    } else if scenario == Scenario::SocketMode {
         let queue = app.config.alarms.sqs_queue_url.as_ref();
         let queue = queue.context("the Socket Mode demo takes its alarms from a queue")?;
         sim.send_message(ALARM_QUEUE, &alarm_event().to_string())
@@ -514,6 +559,10 @@ async fn drive(
         Scenario::PendingChanges => (
             "approve_pending",
             "on-call reads the warning and taps Approve with pending changes",
+        ),
+        Scenario::ScaleDown => (
+            "approve",
+            "on-call reads the evidence and taps Approve scale-down",
         ),
         _ => ("approve", "on-call taps Approve"),
     };

@@ -472,6 +472,10 @@ pub fn page_event(run: &Run, action: &PageAction, now: Timestamp) -> PdEvent {
             "the memory trend: {} at {:.1} %, {:+.2} %/min",
             forecast.node, forecast.latest, forecast.slope_per_min
         ),
+        Trigger::ScaleDown { evidence, .. } => format!(
+            "a scale-down suggestion an approver took: {} → {}, peak {:.1} % over the window",
+            evidence.from, evidence.to, evidence.peak
+        ),
         Trigger::Command { user, .. } => format!("requested by Slack user {user}"),
     };
     let thread = run.message.as_ref().and_then(|m| m.permalink.clone());

@@ -398,6 +398,7 @@ impl Application {
         let pruner = tokio::spawn(prune_store(self.http.app.clone(), on()));
         let upkeep = tokio::spawn(metrics_upkeep(on()));
         let forecasts = tokio::spawn(watch_forecasts(self.http.app.clone(), on()));
+        let scale_downs = tokio::spawn(watch_scale_downs(self.http.app.clone(), on()));
         let (intake, app, sqs_stop) = (self.sqs, self.http.app.clone(), on());
         let sqs = tokio::spawn(async move {
             if let Some(intake) = intake {
@@ -424,7 +425,7 @@ impl Application {
         if !ran {
             runner.await.ok();
         }
-        let _ = tokio::join!(jobs, refresher, pruner, upkeep, forecasts, sqs);
+        let _ = tokio::join!(jobs, refresher, pruner, upkeep, forecasts, scale_downs, sqs);
         let _ = slack_socket.await;
         let served = match served {
             Some(result) => result,
@@ -498,6 +499,54 @@ async fn watch_forecasts(app: crate::app::App, stop: impl Future<Output = ()>) {
         tokio::select! {
             _ = &mut stop => return,
             _ = app.forecast_once() => {}
+        }
+    }
+}
+
+/// The scale-down check (see `app::scale_down`) every `alarms.scale_down_interval`, on a timer
+/// kept in the store: the next check is when the store says, so a restart (or a rolling
+/// deploy) does not push it back, and replicas sharing the store take it once. The first start
+/// only sets the timer: the first check comes one interval later.
+async fn watch_scale_downs(app: crate::app::App, stop: impl Future<Output = ()>) {
+    const TIMER: &str = "scale_down";
+    tokio::pin!(stop);
+    if app.scale_down_groups().is_empty() || !app.reads_memory() {
+        return;
+    }
+    let every = app.config.alarms.scale_down_interval;
+    // A store that can't be read is tried again this much later (never a busy loop).
+    let pause = every.min(Duration::from_secs(60));
+    loop {
+        let now = app.now();
+        let wait = match app.store.turn_due(TIMER).await {
+            Ok(Some(due)) if due > now => due.since(now),
+            Ok(Some(_)) => {
+                // Due: whoever takes the turn checks; the others wait for the time it set.
+                if my_turn(&app, TIMER, every).await {
+                    tokio::select! {
+                        _ = &mut stop => return,
+                        _ = app.scale_down_once() => {}
+                    }
+                    continue;
+                }
+                Duration::from_millis(50).min(every)
+            }
+            Ok(None) => match app.store.take_turn(TIMER, every, now).await {
+                // The timer is set: the first check comes one interval from now.
+                Ok(_) => continue,
+                Err(e) => {
+                    warn!(error = %e, "could not set the scale-down timer; trying again later");
+                    pause
+                }
+            },
+            Err(e) => {
+                warn!(error = %e, "could not read the scale-down timer; trying again later");
+                pause
+            }
+        };
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

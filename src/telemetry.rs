@@ -153,6 +153,11 @@ impl crate::workflow::ports::Metrics for Prometheus {
     fn alarm(&self, outcome: &'static str) {
         alarm(outcome);
     }
+
+    fn watch(&self, watch: &'static str, result: &'static str) {
+        counter!("redis_autoscaler_watch_checks_total", "watch" => watch, "result" => result)
+            .increment(1);
+    }
 }
 
 /// Log output where every record is exactly one line: control characters inside a record

@@ -113,7 +113,21 @@ impl App {
             .group(&group)
             .expect("group_for returns managed groups")
             .clone();
-        let active = self.store.active_run(&group).await?;
+        let mut active = self.store.active_run(&group).await?;
+        // A scale-down suggestion waiting for approval gives way to the alarm: withdrawn first
+        // (its run notes why), then the alarm is handled as if no run were active. A crash in
+        // between leaves the delivery unrecorded, so a redelivery starts the alarm's run.
+        if let Some(run) = active.as_ref().filter(|r| r.is_waiting_suggestion())
+            && alarm.state == crate::domain::alarm::AlarmState::Alarm
+        {
+            let event = Event::AlarmRepeated {
+                delivery_id: alarm.delivery_id.clone(),
+                reason: alarm.reason.clone(),
+                value: alarm.value,
+            };
+            self.runner.submit(&run.id, event).await?;
+            active = self.store.active_run(&group).await?;
+        }
         let last = self.store.last_success(&group).await?;
         let now = self.clock.now();
         let action = on_alarm(

@@ -42,9 +42,13 @@ impl App {
             let looked = self.forecast_group(&id).await;
             match &looked {
                 Looked::Proposed(run) => {
+                    self.metrics.watch("forecast", "proposed");
                     tracing::info!(group = %id, run = %run, "memory trend: run proposed")
                 }
-                Looked::Not(why) => tracing::debug!(group = %id, why = %why, "memory trend"),
+                Looked::Not(why) => {
+                    self.metrics.watch("forecast", "not_now");
+                    tracing::debug!(group = %id, why = %why, "memory trend")
+                }
             }
             out.push((id, looked));
         }

@@ -340,6 +340,8 @@ impl App {
             UserAction::Deny => (DecisionKind::Deny, None),
             UserAction::Cancel => (DecisionKind::Cancel, None),
             UserAction::UpsizeWithoutSnapshot => (DecisionKind::UpsizeWithoutSnapshot, None),
+            UserAction::Dismiss => (DecisionKind::Dismiss, None),
+            UserAction::Snooze(_) => (DecisionKind::Snooze, None),
             UserAction::ChooseSize(t) => (DecisionKind::ChooseSize, Some(t)),
         };
         let Ok(Some(run)) = self.store.run(run).await else {

@@ -19,6 +19,7 @@ pub mod answer;
 pub mod forecasts;
 pub mod jobs;
 pub mod requests;
+pub mod scale_down;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -219,6 +220,11 @@ impl App {
             }
         }
         warnings
+    }
+
+    /// Does the bot read CloudWatch's memory series (forecasts, scale-down checks)?
+    pub fn reads_memory(&self) -> bool {
+        self.memory.is_some()
     }
 
     fn group(&self, id: &ReplicationGroupId) -> Option<&GroupConfig> {

@@ -28,6 +28,9 @@ pub enum UserAction {
     ChooseSize(NodeType),
     /// After the snapshot failed: upsize without one.
     UpsizeWithoutSnapshot,
+    /// A scale-down suggestion: not now (for `scale_down_after`), or not for this long.
+    Dismiss,
+    Snooze(std::time::Duration),
 }
 
 /// Who is asking, from which channel, and where to answer them later.
@@ -145,6 +148,8 @@ impl App {
             UserAction::Deny => Event::Deny { actor, version },
             UserAction::Cancel => Event::Cancel { actor },
             UserAction::UpsizeWithoutSnapshot => Event::UpsizeWithoutSnapshot { actor },
+            UserAction::Dismiss => Event::Dismiss { actor },
+            UserAction::Snooze(snooze) => Event::Snooze { actor, snooze },
             UserAction::ChooseSize(node_type) => Event::ChooseSize {
                 actor,
                 node_type,

@@ -37,6 +37,8 @@ pub struct MemoryChart<'a> {
     start: Timestamp,
     end: Timestamp,
     threshold: Option<f64>,
+    /// What the threshold line is called in the legend ("alarm threshold" unless said).
+    threshold_label: &'static str,
     alarm_at: Option<Timestamp>,
     upsize_started: Option<Timestamp>,
     upsize_ended: Option<Timestamp>,
@@ -72,6 +74,8 @@ pub struct Plot {
     pub lines: Vec<Line>,
     /// The alarm threshold, as a horizontal line.
     pub threshold: Option<f64>,
+    /// Its name in the legend.
+    pub threshold_label: &'static str,
     /// Vertical markers inside the window, in time order.
     pub markers: Vec<Marker>,
 }
@@ -123,6 +127,7 @@ impl<'a> MemoryChart<'a> {
             start,
             end,
             threshold: None,
+            threshold_label: "alarm threshold",
             alarm_at: None,
             upsize_started: None,
             upsize_ended: None,
@@ -133,6 +138,12 @@ impl<'a> MemoryChart<'a> {
     /// The alarm's threshold, in percent, drawn as a horizontal line.
     pub fn threshold(mut self, percent: f64) -> Self {
         self.threshold = Some(percent).filter(|p| p.is_finite());
+        self
+    }
+
+    /// The line is another limit than the alarm's (a scale-down's "stay below").
+    pub fn threshold_label(mut self, label: &'static str) -> Self {
+        self.threshold_label = label;
         self
     }
 
@@ -226,6 +237,7 @@ impl<'a> MemoryChart<'a> {
             y_max,
             lines,
             threshold: self.threshold,
+            threshold_label: self.threshold_label,
             markers,
         })
     }
@@ -311,7 +323,7 @@ fn draw(
                 6,
                 color.stroke_width(2),
             ))?
-            .label(format!("alarm threshold {threshold:.0} %"))
+            .label(format!("{} {threshold:.0} %", plot.threshold_label))
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });

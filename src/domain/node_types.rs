@@ -162,6 +162,15 @@ pub fn next_in_family<'a>(current: &NodeType, allowed: &'a [NodeType]) -> Option
         .min_by_key(|t| t.size())
 }
 
+/// The next size down within `current`'s family among `allowed` (the largest smaller one), if
+/// any: a scale-down suggestion moves one step, never more.
+pub fn prev_in_family<'a>(current: &NodeType, allowed: &'a [NodeType]) -> Option<&'a NodeType> {
+    allowed
+        .iter()
+        .filter(|t| t.same_family(current) && t.size() < current.size())
+        .max_by_key(|t| t.size())
+}
+
 /// Memory for display: `26.3 GiB`, or `?` for a type this table does not know.
 pub fn memory_label(t: &NodeType) -> String {
     match lookup(t) {
@@ -179,6 +188,25 @@ pub fn scale_ups_from(current: &NodeType) -> Vec<NodeType> {
     let mut out: Vec<&str> = NODE_TYPES
         .iter()
         .filter(|s| s.current_generation && s.memory_gib > from.memory_gib)
+        .filter(|s| s.data_tiering == from.data_tiering)
+        .map(|s| s.name)
+        .collect();
+    out.sort_unstable();
+    out.into_iter()
+        .map(|n| NodeType::parse(n).expect("the table holds valid node types"))
+        .collect()
+}
+
+/// The sizes AWS lists as scale-downs from `current`: every current-generation type with less
+/// memory (data-tiering only to data-tiering), in AWS's alphabetical order. (AWS also leaves out
+/// types the data would not fit in; the simulator checks that when asked to move.)
+pub fn scale_downs_from(current: &NodeType) -> Vec<NodeType> {
+    let Some(from) = lookup(current) else {
+        return Vec::new();
+    };
+    let mut out: Vec<&str> = NODE_TYPES
+        .iter()
+        .filter(|s| s.current_generation && s.memory_gib < from.memory_gib)
         .filter(|s| s.data_tiering == from.data_tiering)
         .map(|s| s.name)
         .collect();
@@ -221,6 +249,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn prev_in_family_is_one_step_down_in_the_same_family() {
+        let allowed = scale_downs_from(&nt("cache.r6g.2xlarge"));
+        assert!(
+            allowed
+                .iter()
+                .all(|t| lookup(t).unwrap().memory_gib < 52.82)
+        );
+        assert!(
+            allowed.contains(&nt("cache.m6g.large")),
+            "other families listed too"
+        );
+        assert_eq!(
+            prev_in_family(&nt("cache.r6g.2xlarge"), &allowed),
+            Some(&nt("cache.r6g.xlarge"))
+        );
+        assert_eq!(prev_in_family(&nt("cache.r6g.large"), &allowed), None);
+        assert!(
+            scale_downs_from(&nt("cache.r6gd.xlarge"))
+                .iter()
+                .all(|t| t.family().ends_with('d'))
+        );
     }
 
     #[test]

@@ -94,6 +94,15 @@ impl ElastiCache for Metered {
         }))
     }
 
+    fn allowed_scale_downs<'a>(
+        &'a self,
+        id: &'a ReplicationGroupId,
+    ) -> BoxFuture<'a, Result<Vec<NodeType>, AwsError>> {
+        Box::pin(read("ListAllowedNodeTypeModifications", || {
+            self.0.allowed_scale_downs(id)
+        }))
+    }
+
     fn describe_group_nodes<'a>(
         &'a self,
         id: &'a ReplicationGroupId,

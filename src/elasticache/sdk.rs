@@ -228,6 +228,25 @@ impl ElastiCache for SdkElastiCache {
         })
     }
 
+    fn allowed_scale_downs<'a>(
+        &'a self,
+        id: &'a ReplicationGroupId,
+    ) -> BoxFuture<'a, Result<Vec<NodeType>, AwsError>> {
+        Box::pin(async move {
+            let out = self
+                .client
+                .list_allowed_node_type_modifications()
+                .replication_group_id(id.as_str())
+                .send()
+                .await
+                .map_err(from_sdk)?;
+            out.scale_down_modifications()
+                .iter()
+                .map(|t| parse_node_type(t, "ListAllowedNodeTypeModifications"))
+                .collect()
+        })
+    }
+
     fn create_snapshot<'a>(
         &'a self,
         from: &'a SnapshotFrom,

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crate::domain::{CacheClusterId, NodeType, SnapshotName};
 use crate::workflow::forecast::{self, Forecast};
-use crate::workflow::policy::{SnapshotSource, is_scale_up};
+use crate::workflow::policy::SnapshotSource;
 use crate::workflow::ports::elasticache::{AwsEvent, GroupNodes, NodeRole, SnapshotFrom};
 use crate::workflow::ports::memory::recent;
 use crate::workflow::ports::{
@@ -24,6 +24,7 @@ use crate::workflow::ports::{
     MemorySeries, PlanFacts, SnapshotStatus,
 };
 use crate::workflow::preflight::{self, CallLine, Check};
+use crate::workflow::run::Direction;
 use crate::workflow::run::State;
 
 use crate::workflow::ports::fleet::Fleet;
@@ -202,7 +203,8 @@ fn logged<T>(at: &mut Attempt, call: &str, r: Result<T, AwsError>) -> Result<T, 
 }
 
 impl ElastiCacheSteps {
-    /// DescribeReplicationGroups and ListAllowedNodeTypeModifications for the run's group.
+    /// DescribeReplicationGroups and ListAllowedNodeTypeModifications for the run's group: the
+    /// scale-ups, or for a scale-down suggestion's run the scale-downs.
     async fn group_and_scale_ups(
         &self,
         at: &mut Attempt,
@@ -214,8 +216,12 @@ impl ElastiCacheSteps {
         let detail = format!("{}: {} on {}", g.id, g.status, on(&g));
         at.log("aws", call, detail);
         let call = "ListAllowedNodeTypeModifications";
-        let allowed = logged(at, call, api.allowed_scale_ups(&id).await)?;
-        at.log("aws", call, format!("{} scale-up(s)", allowed.len()));
+        let (allowed, what) = match at.run.trigger.direction() {
+            Direction::Up => (api.allowed_scale_ups(&id).await, "scale-up(s)"),
+            Direction::Down => (api.allowed_scale_downs(&id).await, "scale-down(s)"),
+        };
+        let allowed = logged(at, call, allowed)?;
+        at.log("aws", call, format!("{} {what}", allowed.len()));
         Ok((g, allowed))
     }
 
@@ -529,10 +535,17 @@ impl Aws for ElastiCacheSteps {
                     message,
                 });
             }
+            // A run moves one way only: its trigger says which (an upsize never shrinks a
+            // group, a scale-down never grows one).
+            let direction = at.run.trigger.direction();
             let refuse = match &g.node_type {
-                Some(current) if !is_scale_up(current, target) => Some(format!(
-                    "{} is on {current}: {target} is not a larger {} size, so the bot won't ask for it",
+                Some(current) if !direction.allows(current, target) => Some(format!(
+                    "{} is on {current}: {target} is not a {} {} size, so the bot won't ask for it",
                     g.id,
+                    match direction {
+                        Direction::Up => "larger",
+                        Direction::Down => "smaller",
+                    },
                     current.family()
                 )),
                 Some(_) => None,
@@ -544,7 +557,11 @@ impl Aws for ElastiCacheSteps {
             if let Some(message) = refuse {
                 at.log("aws", "DescribeReplicationGroups", message.clone());
                 return Err(AwsError::Other {
-                    code: "NotAScaleUp".into(),
+                    code: match direction {
+                        Direction::Up => "NotAScaleUp",
+                        Direction::Down => "NotAScaleDown",
+                    }
+                    .into(),
                     message,
                 });
             }
@@ -953,6 +970,7 @@ mod tests {
                 preflight: None,
                 pending_acknowledged: false,
                 forecast: None,
+                direction: Default::default(),
             },
             snapshot: None,
             started: Timestamp::now(),

@@ -151,6 +151,7 @@ pub fn run_line(run: &Run, now: Timestamp) -> String {
     let trigger = match &run.trigger {
         Trigger::Alarm { .. } => "alarm".to_string(),
         Trigger::Forecast { .. } => "forecast".to_string(),
+        Trigger::ScaleDown { .. } => "scale-down suggestion".to_string(),
         Trigger::Command { user, .. } => format!("<@{user}>"),
     };
     let approved: Vec<String> = run
@@ -189,6 +190,9 @@ pub fn rejection(r: &Rejection) -> String {
             "Only approvers can decide on this run (see `slack.approvers` in the bot's config). Ask one of them.".into()
         }
         Rejection::SelfApproval => "You asked for this run, so someone else has to approve it.".into(),
+        Rejection::NotASuggestion => {
+            "Dismiss and Snooze are for a scale-down suggestion; this run is an upsize (use Deny).".into()
+        }
         Rejection::AlreadyApprovedByYou => {
             "You already approved this run; it needs another approver too.".into()
         }
@@ -335,6 +339,8 @@ pub fn status_local(
         }
         None => out.push_str("No active run.\n"),
     }
+    out.push_str(&scale_down_line(group, active, recent, now));
+    out.push('\n');
     if !recent.is_empty() {
         out.push_str("Last runs:\n");
         for r in recent {
@@ -346,6 +352,49 @@ pub fn status_local(
         out.push_str("_Asking AWS for the live status…_");
     }
     text(out.trim_end().to_string())
+}
+
+/// Where the group stands with scale-down suggestions: off, one waiting (with its evidence),
+/// how the last one ended, or none so far.
+fn scale_down_line(
+    group: &GroupConfig,
+    active: Option<&Run>,
+    recent: &[Run],
+    now: Timestamp,
+) -> String {
+    use crate::workflow::policy::ScaleDownMode;
+    use crate::workflow::run::Trigger;
+    if group.policy.scale_down == ScaleDownMode::Off {
+        return "💸 Scale-down suggestions: off (`scale_down = \"off\"`)".to_string();
+    }
+    let suggestion = active
+        .into_iter()
+        .chain(recent)
+        .find(|r| matches!(r.trigger, Trigger::ScaleDown { .. }));
+    match suggestion {
+        Some(r) => {
+            let Trigger::ScaleDown { at, evidence: e } = &r.trigger else {
+                unreachable!("found above");
+            };
+            format!(
+                "💸 Scale-down suggestion `{}` ({} ago): `{}` → `{}`, peak {:.1} % over {} ({:.1} % on the smaller type) — {}",
+                r.id,
+                format_duration(now.since(*at)),
+                e.from,
+                e.to,
+                e.peak,
+                format_duration(e.window),
+                e.peak_on_smaller,
+                describe_state(&r.state)
+            )
+        }
+        None => format!(
+            "💸 Scale-down: none suggested lately (one comes when the peak over {} stays below {:.0} % of the next size down, at least {} after the last change)",
+            format_duration(group.policy.scale_down_window),
+            group.policy.scale_down_below,
+            format_duration(group.policy.scale_down_after)
+        ),
+    }
 }
 
 /// The live part of `/redis status`, from DescribeReplicationGroups.

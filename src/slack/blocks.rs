@@ -14,7 +14,8 @@ use crate::workflow::preflight::{
     Check, PendingChange, Preflight, ReservedMemory, SNAPSHOTS_PER_NODE_PER_DAY,
 };
 use crate::workflow::run::{
-    DecisionKind, Outcome, Plan, Run, State, Step, StepRecord, StepStatus, Trigger,
+    DecisionKind, Direction, Outcome, Plan, Run, ScaleDownEvidence, State, Step, StepRecord,
+    StepStatus, Trigger,
 };
 
 use super::Message;
@@ -33,7 +34,23 @@ pub mod actions {
     pub const WITHOUT_SNAPSHOT: &str = "upsize_without_snapshot";
     /// Under a denial: say why (opens a modal).
     pub const DENIAL_REASON: &str = "add_denial_reason";
+    /// Under a scale-down suggestion: not now, and not for a while.
+    pub const DISMISS: &str = "dismiss";
+    pub const SNOOZE: &str = "snooze";
 }
+
+/// The snooze menu of a scale-down suggestion: its values, labels and lengths (the only
+/// lengths a click may ask for).
+pub const SNOOZE_CHOICES: &[(&str, &str, std::time::Duration)] = &[
+    ("1d", "1 day", std::time::Duration::from_secs(86_400)),
+    ("3d", "3 days", std::time::Duration::from_secs(3 * 86_400)),
+    ("7d", "1 week", std::time::Duration::from_secs(7 * 86_400)),
+    (
+        "30d",
+        "30 days",
+        std::time::Duration::from_secs(30 * 86_400),
+    ),
+];
 
 /// The run's top message as it should look now.
 pub fn render_top(run: &Run, now: Timestamp) -> Message {
@@ -51,7 +68,11 @@ pub fn render_top(run: &Run, now: Timestamp) -> Message {
     if let Some(outcome) = outcome_line(run) {
         blocks.push(section(&outcome));
     }
-    if let State::AwaitingApproval { plan, .. } = &run.state {
+    if let State::AwaitingApproval { plan, .. } = &run.state
+        && plan.direction == Direction::Down
+    {
+        blocks.push(suggestion_actions(run, plan));
+    } else if let State::AwaitingApproval { plan, .. } = &run.state {
         // A click says which version of the plan the person saw.
         let versioned = format!("{}:v{}", run.id, plan.version);
         let approve = if plan.needs_acknowledgement() {
@@ -132,6 +153,70 @@ pub fn render_top(run: &Run, now: Timestamp) -> Message {
         text: fallback(run),
         blocks,
     }
+}
+
+/// A scale-down suggestion's buttons: Approve (with a confirmation that says what it does),
+/// Dismiss, and Snooze for a chosen time. No size picker: a suggestion is one step.
+fn suggestion_actions(run: &Run, plan: &Plan) -> Value {
+    let versioned = format!("{}:v{}", run.id, plan.version);
+    let action = if plan.needs_acknowledgement() {
+        actions::APPROVE_PENDING
+    } else {
+        actions::APPROVE
+    };
+    let mut confirm = format!(
+        "{} moves from `{}` to `{}` ({}), {} first.",
+        run.group,
+        plan.current,
+        plan.target,
+        memory_label(&plan.target),
+        if run.policy.snapshot == SnapshotPolicy::Skip {
+            "without a snapshot"
+        } else {
+            "with a snapshot"
+        }
+    );
+    if plan.needs_acknowledgement() {
+        confirm.push(' ');
+        confirm.push_str(&pending_confirm(plan));
+    }
+    let options: Vec<Value> = SNOOZE_CHOICES
+        .iter()
+        .map(|(value, label, _)| {
+            json!({ "text": { "type": "plain_text", "text": *label }, "value": *value })
+        })
+        .collect();
+    json!({
+        "type": "actions",
+        "block_id": format!("run:{versioned}"),
+        "elements": [
+            {
+                "type": "button",
+                "action_id": action,
+                "text": { "type": "plain_text", "text": "Approve scale-down", "emoji": true },
+                "style": "primary",
+                "value": versioned,
+                "confirm": {
+                    "title": { "type": "plain_text", "text": "Scale down?" },
+                    "text": { "type": "mrkdwn", "text": truncate(&confirm, 300) },
+                    "confirm": { "type": "plain_text", "text": "Scale down" },
+                    "deny": { "type": "plain_text", "text": "Not yet" }
+                }
+            },
+            {
+                "type": "button",
+                "action_id": actions::DISMISS,
+                "text": { "type": "plain_text", "text": "Dismiss", "emoji": true },
+                "value": versioned,
+            },
+            {
+                "type": "static_select",
+                "action_id": actions::SNOOZE,
+                "placeholder": { "type": "plain_text", "text": "Snooze…" },
+                "options": options,
+            }
+        ],
+    })
 }
 
 /// At most this many pending changes are named in one line; the rest are counted.
@@ -328,6 +413,12 @@ fn header(run: &Run) -> String {
     match &run.trigger {
         Trigger::Alarm { .. } => format!("🚨 {}: Redis memory alarm", run.group),
         Trigger::Forecast { .. } => format!("📈 {}: memory will be full soon", run.group),
+        Trigger::ScaleDown { evidence, .. } => {
+            format!(
+                "💸 {}: could go one size down, to {}",
+                run.group, evidence.to
+            )
+        }
         Trigger::Command { .. } => format!("🔧 {}: upsize requested", run.group),
     }
 }
@@ -370,6 +461,7 @@ fn why(run: &Run) -> String {
             }
             s
         }
+        Trigger::ScaleDown { at, evidence } => scale_down_evidence(run, *at, evidence),
         Trigger::Command { user, .. } => {
             let asked = match &run.requested_type {
                 Some(t) => format!(" (to `{t}`)"),
@@ -380,12 +472,47 @@ fn why(run: &Run) -> String {
     }
 }
 
+/// Why the scale-down check suggests one size down: the window's peak and average, what the
+/// peak would be on the smaller type against the policy's limit, and the last change.
+pub fn scale_down_evidence(run: &Run, at: Timestamp, e: &ScaleDownEvidence) -> String {
+    let since = match e.since_change {
+        Some(d) => format!("the bot last changed its size {} ago", format_duration(d)),
+        None => "no change by the bot on record".to_string(),
+    };
+    let mut s = format!(
+        "*Suggested by the scale-down check* at {}: over the last {} ({} reading(s)), memory peaked at *{}* and averaged {} on `{}`. On `{}` ({}) that peak would be *{}* — below the {} `scale_down_below` allows; {since}.",
+        slack_time(at),
+        format_duration(e.window),
+        e.points,
+        percent(e.peak),
+        percent(e.average),
+        e.from,
+        e.to,
+        memory_label(&e.to),
+        percent(e.peak_on_smaller),
+        percent(e.below),
+    );
+    s.push_str(&format!(
+        "\nNothing happens without an approver. After the change memory must stay below {} (`scale_down_verify_below`), or on-call is paged.",
+        percent(e.verify_below)
+    ));
+    if run.alarm_repeats > 0 {
+        s.push_str(&format!(
+            "\n🔔 _The memory alarm has fired since ({}×)._",
+            run.alarm_repeats
+        ));
+    }
+    s
+}
+
 fn plan_line(run: &Run) -> String {
     match (run.plan(), &run.state) {
         (Some(plan), _) => {
-            let cap = match &plan.cap {
-                Some(c) => format!("cap `{c}`"),
-                None => "no cap".to_string(),
+            let cap = match (plan.direction, &plan.cap, &run.policy.min_node_type) {
+                (Direction::Down, _, Some(m)) => format!("one step down, floor `{m}`"),
+                (Direction::Down, _, None) => "one step down".to_string(),
+                (Direction::Up, Some(c), _) => format!("cap `{c}`"),
+                (Direction::Up, None, _) => "no cap".to_string(),
             };
             let first = if run.policy.snapshot == SnapshotPolicy::Skip {
                 "no snapshot (`snapshot = \"skip\"`)"
@@ -511,6 +638,9 @@ fn pending_label(run: &Run, step: Step) -> String {
         (Step::Approval, _) => "Approval".to_string(),
         (Step::Pause, _) => "Pause workers".to_string(),
         (Step::Snapshot, _) => "Snapshot".to_string(),
+        (Step::Upsize, Some(plan)) if plan.direction == Direction::Down => {
+            format!("Scale down to `{}`", plan.target)
+        }
         (Step::Upsize, Some(plan)) => format!("Upsize to `{}`", plan.target),
         (Step::Upsize, None) => "Upsize".to_string(),
         (Step::Resume, _) => "Resume workers".to_string(),
@@ -561,6 +691,12 @@ fn approval_label(run: &Run) -> String {
         .map(|d| &d.user)
         .collect();
     match &run.state {
+        State::AwaitingApproval { plan, expires, .. } if plan.direction == Direction::Down => {
+            format!(
+                "Waiting for an approver — nobody is paged; the suggestion lapses at {}",
+                slack_day_time(*expires)
+            )
+        }
         State::AwaitingApproval {
             approvals,
             deadline,
@@ -599,6 +735,12 @@ fn approval_label(run: &Run) -> String {
             if let Some(d) = last(DecisionKind::Deny) {
                 return format!("Denied by <@{}> at {}", d.user, slack_time(d.at));
             }
+            if let Some(d) = last(DecisionKind::Dismiss) {
+                return format!("Dismissed by <@{}> at {}", d.user, slack_time(d.at));
+            }
+            if let Some(d) = last(DecisionKind::Snooze) {
+                return format!("Snoozed by <@{}> at {}", d.user, slack_time(d.at));
+            }
             if let Some(d) = last(DecisionKind::Cancel)
                 && run.step(Step::Approval).map(|s| s.status) == Some(StepStatus::Cancelled)
             {
@@ -607,10 +749,13 @@ fn approval_label(run: &Run) -> String {
             if let Some(d) = last(DecisionKind::Approve) {
                 let by: Vec<String> = approvers.iter().map(|u| format!("<@{u}>")).collect();
                 format!("Approved by {} at {}", by.join(", "), slack_time(d.at))
-            } else if run.policy.approval == crate::workflow::policy::ApprovalMode::Auto {
-                "Approved by policy (automatic)".to_string()
             } else if matches!(run.outcome(), Some(Outcome::Expired)) {
                 "Expired without a decision".to_string()
+            } else if matches!(run.trigger, Trigger::ScaleDown { .. }) {
+                // A suggestion is never approved by policy.
+                "Closed before anyone decided".to_string()
+            } else if run.policy.approval == crate::workflow::policy::ApprovalMode::Auto {
+                "Approved by policy (automatic)".to_string()
             } else {
                 "Approved by policy (no decision in time)".to_string()
             }
@@ -768,6 +913,15 @@ fn outcome_words(run: &Run, outcome: &Outcome) -> String {
             None => format!("🚫 *Denied* by <@{by}>. Nothing was changed."),
         },
         Outcome::Cancelled { by } => format!("🚫 *Cancelled* by <@{by}>."),
+        Outcome::Dismissed { by } => format!(
+            "🙅 *Dismissed* by <@{by}>. Nothing was changed; no scale-down is suggested for {} again for {}.",
+            run.group,
+            format_duration(run.policy.scale_down_after)
+        ),
+        Outcome::Snoozed { by, until } => format!(
+            "😴 *Snoozed* by <@{by}> until {}. Nothing was changed.",
+            slack_day_time(*until)
+        ),
         Outcome::Expired => format!(
             "⌛ *Expired*: nobody decided within {}. Nothing was changed.",
             format_duration(run.policy.approval_expiry)
@@ -800,6 +954,13 @@ fn fallback(run: &Run) -> String {
         Trigger::Alarm { value: Some(v), .. } => format!("{} memory {v:.0}%", run.group),
         Trigger::Alarm { .. } => format!("{} memory alarm", run.group),
         Trigger::Forecast { .. } => format!("{} memory full soon (forecast)", run.group),
+        Trigger::ScaleDown { evidence, .. } => format!(
+            "{} could go down to {} (peak {:.0}% over {})",
+            run.group,
+            evidence.to,
+            evidence.peak,
+            format_duration(evidence.window)
+        ),
         Trigger::Command { user, .. } => format!("{} upsize requested by <@{user}>", run.group),
     };
     let plan = run
@@ -1196,7 +1357,7 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
     if let Note::MemoryVerified { verification } = note
         && verification.still_high()
     {
-        let text = verified_text(verification, run.policy.verify_window);
+        let text = verified_text(run, verification);
         return Message {
             blocks: vec![section(&text), replan_button(run)],
             text,
@@ -1246,6 +1407,7 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
                 memory_label(node_type)
             )
         }
+        Note::SetAside { outcome } => outcome_words(run, outcome),
         Note::Denied { by } => {
             let text = format!("🚫 Denied by <@{by}>. Nothing was changed.");
             return Message {
@@ -1296,6 +1458,9 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
             format_duration(*took)
         ),
         Note::GroupChanged { .. } => unreachable!("rendered above"),
+        Note::ModifyStarted { from, to } if matches!(run.trigger, Trigger::ScaleDown { .. }) => {
+            format!("⬇️ Scaling down from `{from}` to `{to}` (applied immediately)…")
+        }
         Note::ModifyStarted { from, to } => {
             format!("⬆️ Upsizing from `{from}` to `{to}` (applied immediately)…")
         }
@@ -1312,7 +1477,7 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
             run.group,
             run.group
         ),
-        Note::MemoryVerified { verification: v } => verified_text(v, run.policy.verify_window),
+        Note::MemoryVerified { verification: v } => verified_text(run, v),
         Note::ResumeFailed { error } => format!(
             "❌ Resuming workers failed: {}. *Workers may still be paused.*",
             escape(error)
@@ -1321,6 +1486,7 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
             let since = match &run.trigger {
                 Trigger::Alarm { .. } => "after the alarm".to_string(),
                 Trigger::Forecast { .. } => "after the forecast proposed it".to_string(),
+                Trigger::ScaleDown { .. } => "after the scale-down was suggested".to_string(),
                 Trigger::Command { user, .. } => format!("after <@{user}> asked"),
             };
             format!(
@@ -1387,9 +1553,30 @@ pub fn render_note(run: &Run, note: &Note) -> Message {
 }
 
 /// "memory 93 % → 51 % on `cache.r6g.xlarge`", or why there is no such line.
-fn verified_text(v: &crate::workflow::run::Verification, window: std::time::Duration) -> String {
+fn verified_text(run: &Run, v: &crate::workflow::run::Verification) -> String {
     let pct = |p: Option<f64>| p.map_or("?".to_string(), |p| format!("{p:.0} %"));
-    let over = format_duration(window);
+    let over = format_duration(run.policy.verify_window);
+    if let Trigger::ScaleDown { .. } = run.trigger
+        && v.error.is_none()
+        && v.after.is_some()
+    {
+        let line = format!(
+            "memory {} → {} on `{}` (the fullest node, highest in the {over} after the scale-down)",
+            pct(v.before),
+            pct(v.after),
+            v.on
+        );
+        return match (v.still_high(), v.threshold) {
+            (true, Some(t)) => format!(
+                "⚠️ Scaled down, but {line}: at or above the {t:.0} % it must stay below (`scale_down_verify_below`). On-call is paged; `/redis upsize {}` moves it back up.",
+                run.group
+            ),
+            _ => format!(
+                "✅ It holds: {line}, below the {} limit.",
+                v.threshold.map_or("?".into(), |t| format!("{t:.0} %"))
+            ),
+        };
+    }
     if let Some(e) = &v.error {
         return format!(
             "📉 Memory could not be read after the upsize ({}); the group is on `{}`. Check `DatabaseMemoryUsagePercentage` in CloudWatch.",
@@ -1428,8 +1615,12 @@ pub fn describe_state(state: &State) -> String {
             "waiting for a decision: the snapshot {}",
             failure.name().replace('_', " ")
         ),
+        State::Modifying { plan, .. } if plan.direction == Direction::Down => "scaling down".into(),
         State::Modifying { .. } => "upsizing".into(),
         State::Resuming { .. } => "resuming workers".into(),
+        State::Verifying { plan, .. } if plan.direction == Direction::Down => {
+            "scaled down; watching memory".into()
+        }
         State::Verifying { .. } => "upsized; watching memory".into(),
         State::Finished { outcome, .. } => match outcome {
             Outcome::Succeeded { .. } => "succeeded".into(),
@@ -1437,6 +1628,10 @@ pub fn describe_state(state: &State) -> String {
             Outcome::TimedOut { step, .. } => format!("timed out at {}", step.label()),
             Outcome::Denied { by } => format!("denied by <@{by}>"),
             Outcome::Cancelled { by } => format!("cancelled by <@{by}>"),
+            Outcome::Dismissed { by } => format!("dismissed by <@{by}>"),
+            Outcome::Snoozed { by, until } => {
+                format!("snoozed by <@{by}> until {}", slack_day_time(*until))
+            }
             Outcome::Expired => "expired".into(),
             Outcome::NothingToDo { .. } => "closed with nothing to do".into(),
             Outcome::GroupChanged { step, .. } => {
@@ -1723,6 +1918,61 @@ mod tests {
             };
             r
         };
+        // A scale-down suggestion from cache.r6g.xlarge, as the check makes it and planned.
+        let suggested = {
+            let run = Run::new(
+                RunId::parse("r-abcdefgh").unwrap(),
+                ReplicationGroupId::parse("prod-jobs").unwrap(),
+                ChannelId::parse("C0123ABCD").unwrap(),
+                Trigger::ScaleDown {
+                    at: at(0),
+                    evidence: ScaleDownEvidence {
+                        from: nt("cache.r6g.xlarge"),
+                        to: nt("cache.r6g.large"),
+                        peak: 21.4,
+                        average: 15.25,
+                        peak_on_smaller: 43.1,
+                        below: 50.0,
+                        verify_below: 75.0,
+                        window: std::time::Duration::from_secs(7 * 86_400),
+                        points: 1_440,
+                        since_change: Some(std::time::Duration::from_secs(9 * 86_400)),
+                    },
+                },
+                None,
+                Policy::default(),
+                at(0),
+            );
+            advance(
+                &run,
+                Event::PlanFetched {
+                    group: group("available", "cache.r6g.xlarge"),
+                    allowed: crate::domain::node_types::scale_downs_from(&nt("cache.r6g.xlarge")),
+                    preflight: crate::workflow::preflight::Preflight::clean(),
+                    forecast: None,
+                },
+                10,
+            )
+        };
+        let approver = Actor {
+            user: SlackUserId::parse("U0ONCALL1").unwrap(),
+            is_approver: true,
+        };
+        let dismissed = advance(
+            &suggested,
+            Event::Dismiss {
+                actor: approver.clone(),
+            },
+            200_000,
+        );
+        let snoozed = advance(
+            &suggested,
+            Event::Snooze {
+                actor: approver,
+                snooze: std::time::Duration::from_secs(3 * 86_400),
+            },
+            200_000,
+        );
         vec![
             ("planning", planning),
             ("awaiting_approval", awaiting),
@@ -1742,6 +1992,9 @@ mod tests {
             ("succeeded_still_high", still_high),
             ("succeeded_without_snapshot", without_snapshot),
             ("proposed_by_forecast", proposed),
+            ("suggested_scale_down", suggested),
+            ("scale_down_dismissed", dismissed),
+            ("scale_down_snoozed", snoozed),
         ]
     }
 
@@ -1771,6 +2024,10 @@ mod tests {
                 }
                 "failed" | "snapshot_timed_out" | "expired" | "group_changed" => {
                     assert_eq!(ids, [actions::REPLAN], "{name}")
+                }
+                // A suggestion: no Deny, no size picker; Dismiss and Snooze instead.
+                "suggested_scale_down" => {
+                    assert_eq!(ids, [actions::APPROVE, actions::DISMISS, actions::SNOOZE])
                 }
                 _ => assert!(ids.is_empty(), "{name}: {ids:?}"),
             }

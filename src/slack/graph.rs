@@ -102,6 +102,9 @@ fn drawer() -> Drawer {
 /// The file's title: what a retry looks for in the thread.
 pub fn graph_title(run: &crate::workflow::run::Run, moment: GraphMoment) -> String {
     let when = match moment {
+        GraphMoment::Posted if matches!(run.trigger, Trigger::ScaleDown { .. }) => {
+            "over the scale-down window"
+        }
         GraphMoment::Posted => "at the alarm",
         GraphMoment::Ended => "at the end",
     };
@@ -158,9 +161,14 @@ impl Graphs for SlackGraphs {
                 }
             };
             let end = at.now;
-            let start = Timestamp::from_millis(
-                end.as_millis() - at.run.policy.graph_window.as_millis() as i64,
-            );
+            // A scale-down suggestion's graph is its evidence: the whole window it judged.
+            let window = match &at.run.trigger {
+                Trigger::ScaleDown { evidence, .. } if moment == GraphMoment::Posted => {
+                    evidence.window
+                }
+                _ => at.run.policy.graph_window,
+            };
+            let start = Timestamp::from_millis(end.as_millis() - window.as_millis() as i64);
             let query = MemoryQuery::for_window(at.run.group.clone(), group.members, start, end);
             let series = match self.memory.memory_usage(&query).await {
                 Ok(s) => s,
@@ -190,9 +198,12 @@ impl Graphs for SlackGraphs {
             let group_id = at.run.group.clone();
             let alarm = match &at.run.trigger {
                 Trigger::Alarm { at: fired, .. } => Some(*fired),
-                Trigger::Command { .. } | Trigger::Forecast { .. } => None,
+                Trigger::Command { .. } | Trigger::Forecast { .. } | Trigger::ScaleDown { .. } => {
+                    None
+                }
             };
             let threshold = at.run.trigger.threshold();
+            let scale_down = matches!(at.run.trigger, Trigger::ScaleDown { .. });
             let upsize = (at.run.steps.iter().find(|s| s.step == Step::Upsize))
                 .map(|u| (u.started, u.ended));
             let (done, drawn) = tokio::sync::oneshot::channel();
@@ -203,6 +214,9 @@ impl Graphs for SlackGraphs {
                 }
                 if let Some(t) = threshold {
                     chart = chart.threshold(t);
+                }
+                if scale_down {
+                    chart = chart.threshold_label("must stay below");
                 }
                 if let Some((started, ended)) = upsize {
                     chart = chart.upsize(started, ended);

@@ -199,6 +199,8 @@ async fn take_in(
         Click::Cancel(run) => (run, UserAction::Cancel),
         Click::UpsizeWithoutSnapshot(run) => (run, UserAction::UpsizeWithoutSnapshot),
         Click::ChooseSize(run, t) => (run, UserAction::ChooseSize(t)),
+        Click::Dismiss(run) => (run, UserAction::Dismiss),
+        Click::Snooze(run, d) => (run, UserAction::Snooze(d)),
         Click::StartAnyway(group) => {
             info!(user = %user, group = %group, "start anyway");
             return acknowledged(app.start_anyway(&user, &group, response_url).await);

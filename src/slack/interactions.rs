@@ -40,6 +40,9 @@ pub enum Click {
     /// "Upsize without a snapshot" after the snapshot failed.
     UpsizeWithoutSnapshot(RunId),
     ChooseSize(RunId, NodeType),
+    /// Under a scale-down suggestion: "Dismiss", and "Snooze" for the chosen time.
+    Dismiss(RunId),
+    Snooze(RunId, std::time::Duration),
     /// "Start anyway" on a cooldown notice.
     StartAnyway(ReplicationGroupId),
     /// "Plan again" after a run stopped because the group changed.
@@ -229,6 +232,32 @@ fn click(a: &Action) -> Result<(Click, Option<u32>), PayloadError> {
         actions::CANCEL => decision(Click::Cancel)?,
         actions::WITHOUT_SNAPSHOT => decision(Click::UpsizeWithoutSnapshot)?,
         actions::DENIAL_REASON => decision(Click::ExplainDenial)?,
+        actions::DISMISS => decision(Click::Dismiss)?,
+        actions::SNOOZE => {
+            let (run, version) = a
+                .block_id
+                .as_deref()
+                .and_then(|b| b.strip_prefix("run:"))
+                .ok_or_else(|| PayloadError("snooze menu without its run".into()))
+                .and_then(versioned)?;
+            let value = a
+                .selected_option
+                .as_ref()
+                .map(|o| o.value.as_str())
+                .ok_or_else(|| PayloadError("snooze menu without a selected option".into()))?;
+            // Only the menu's own choices: a forged value can't snooze for a year.
+            let d = crate::slack::blocks::SNOOZE_CHOICES
+                .iter()
+                .find(|(v, _, _)| *v == value)
+                .map(|(_, _, d)| *d)
+                .ok_or_else(|| {
+                    PayloadError(format!(
+                        "`{}` is not a snooze choice",
+                        crate::slack::blocks::escape(&truncate_value(value))
+                    ))
+                })?;
+            (Click::Snooze(run, d), version)
+        }
         actions::CHOOSE_SIZE => {
             let (run, version) = a
                 .block_id
@@ -254,6 +283,11 @@ fn click(a: &Action) -> Result<(Click, Option<u32>), PayloadError> {
         }
         other => (Click::Other(other.to_string()), None),
     })
+}
+
+/// At most 40 characters of an untrusted value, for an error message.
+fn truncate_value(s: &str) -> String {
+    s.chars().take(40).collect()
 }
 
 #[cfg(test)]

@@ -126,6 +126,11 @@ CREATE TABLE IF NOT EXISTS requests_seen (
     key TEXT PRIMARY KEY,
     at  INTEGER NOT NULL
 );
+
+CREATE TABLE IF NOT EXISTS turns (
+    name    TEXT PRIMARY KEY,
+    next_at INTEGER NOT NULL
+);
 CREATE INDEX IF NOT EXISTS requests_seen_by_time ON requests_seen(at);
 "#;
 
@@ -855,6 +860,43 @@ impl Store for SqliteStore {
         let key = key.to_string();
         self.writer
             .write_async(move |c| remember_request(c, &key, now, keep))
+    }
+
+    fn take_turn<'a>(
+        &'a self,
+        name: &'a str,
+        every: std::time::Duration,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let name = name.to_string();
+        let (now, next) = (now.as_millis(), now.as_millis() + every.as_millis() as i64);
+        self.blocking(move |s| {
+            s.write(move |c| {
+                let n = c.execute(
+                    "INSERT INTO turns (name, next_at) VALUES (?1, ?3)
+                     ON CONFLICT (name) DO UPDATE SET next_at = excluded.next_at
+                     WHERE turns.next_at <= ?2",
+                    params![name, now, next],
+                )?;
+                Ok(n == 1)
+            })
+        })
+    }
+
+    fn turn_due<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Timestamp>, StoreError>> {
+        let name = name.to_string();
+        self.blocking(move |s| {
+            let conn = s.conn();
+            let mut stmt = conn.prepare_cached("SELECT next_at FROM turns WHERE name = ?1")?;
+            let mut rows = stmt.query(params![name])?;
+            Ok(match rows.next()? {
+                Some(r) => Some(Timestamp::from_millis(r.get(0)?)),
+                None => None,
+            })
+        })
     }
 
     fn forget_request<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {

@@ -1030,6 +1030,20 @@ impl Store for PgStore {
         })
     }
 
+    fn turn_due<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Timestamp>, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let row = client
+                .query_opt("SELECT next_at FROM turns WHERE name = $1", &[&name])
+                .await
+                .map_err(pg)?;
+            Ok(row.map(|r| Timestamp::from_millis(r.get(0))))
+        })
+    }
+
     fn enqueue_job<'a>(&'a self, job: NewJob) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let client = self.client().await?;

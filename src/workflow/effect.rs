@@ -91,6 +91,10 @@ pub enum Note {
     Denied {
         by: SlackUserId,
     },
+    /// A scale-down suggestion dismissed or snoozed (the outcome says which, by whom, until).
+    SetAside {
+        outcome: crate::workflow::run::Outcome,
+    },
     /// Why the run was denied, as the person who denied it wrote it.
     DenialExplained {
         by: SlackUserId,

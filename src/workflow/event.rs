@@ -112,6 +112,16 @@ pub enum Event {
     UpsizeWithoutSnapshot {
         actor: Actor,
     },
+    /// An approver dismissed a scale-down suggestion (none again for `scale_down_after`).
+    Dismiss {
+        actor: Actor,
+    },
+    /// An approver snoozed a scale-down suggestion for `snooze`.
+    Snooze {
+        actor: Actor,
+        #[serde(with = "crate::domain::duration_ms")]
+        snooze: std::time::Duration,
+    },
     /// The person who denied a run says why (after the denial; optional).
     DenialExplained {
         actor: Actor,
@@ -200,6 +210,8 @@ impl Event {
             Event::TimerFired { .. } => "timer_fired",
             Event::Approve { .. } => "approve",
             Event::Deny { .. } => "deny",
+            Event::Dismiss { .. } => "dismiss",
+            Event::Snooze { .. } => "snooze",
             Event::Cancel { .. } => "cancel",
             Event::UpsizeWithoutSnapshot { .. } => "upsize_without_snapshot",
             Event::DenialExplained { .. } => "denial_explained",
@@ -215,6 +227,8 @@ impl Event {
         match self {
             Event::Approve { actor, .. }
             | Event::Deny { actor, .. }
+            | Event::Dismiss { actor }
+            | Event::Snooze { actor, .. }
             | Event::Cancel { actor }
             | Event::UpsizeWithoutSnapshot { actor }
             | Event::DenialExplained { actor, .. }
@@ -237,6 +251,8 @@ impl Event {
         match self {
             Event::Approve { actor, .. }
             | Event::Deny { actor, .. }
+            | Event::Dismiss { actor }
+            | Event::Snooze { actor, .. }
             | Event::Cancel { actor }
             | Event::UpsizeWithoutSnapshot { actor }
             | Event::DenialExplained { actor, .. }

@@ -157,7 +157,7 @@ pub fn forecast(series: &[NodeSeries], window: Duration) -> Result<Forecast, Str
 }
 
 /// Serde helper: an optional duration stored as milliseconds.
-mod opt_duration_ms {
+pub(crate) mod opt_duration_ms {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 

@@ -15,7 +15,7 @@ use crate::domain::{NodeType, ReplicationGroupId, RunId, SlackUserId, Timestamp}
 use crate::workflow::ports::{GroupInfo, GroupStatus};
 use crate::workflow::preflight::{Check, PendingChange, Preflight};
 
-use super::run::{Plan, Run};
+use super::run::{Direction, Plan, Run};
 
 /// Whether a run needs a person's approval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -328,6 +328,56 @@ pub struct Policy {
     /// (zero: never). An ordinary plan: it needs approval as the policy says.
     #[serde(with = "crate::domain::duration_ms", default)]
     pub forecast_alert: Duration,
+    /// Suggest going one size back down when memory stayed low (`off`: never). Only ever a
+    /// suggestion: it needs an approver, whatever `approval` says.
+    #[serde(default)]
+    pub scale_down: ScaleDownMode,
+    /// How long after the group's last change (an upsize or a scale-down), or a dismissed
+    /// suggestion, before a scale-down is suggested (again).
+    #[serde(
+        with = "crate::domain::duration_ms",
+        default = "default_scale_down_after"
+    )]
+    pub scale_down_after: Duration,
+    /// How far back memory is read to judge a scale-down: its peak over the whole window.
+    #[serde(
+        with = "crate::domain::duration_ms",
+        default = "default_scale_down_after"
+    )]
+    pub scale_down_window: Duration,
+    /// Suggest a scale-down only when the window's peak, computed for the smaller type, is
+    /// below this share of its memory (percent).
+    #[serde(default = "default_scale_down_below")]
+    pub scale_down_below: f64,
+    /// After a scale-down, memory must stay below this (percent; the memory alarm's threshold
+    /// less a margin): the run checks it `verify_window` later and pages when it does not.
+    #[serde(default = "default_scale_down_verify_below")]
+    pub scale_down_verify_below: f64,
+    /// Never suggest a type below this one (`None`: as far down as AWS allows, one step a
+    /// time).
+    #[serde(default)]
+    pub min_node_type: Option<NodeType>,
+}
+
+/// Whether the bot suggests going back down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScaleDownMode {
+    #[default]
+    Suggest,
+    Off,
+}
+
+fn default_scale_down_after() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+
+fn default_scale_down_below() -> f64 {
+    50.0
+}
+
+fn default_scale_down_verify_below() -> f64 {
+    75.0
 }
 
 fn default_verify_window() -> Duration {
@@ -378,6 +428,12 @@ impl Default for Policy {
             verify_window: default_verify_window(),
             forecast_window: default_forecast_window(),
             forecast_alert: Duration::ZERO,
+            scale_down: ScaleDownMode::Suggest,
+            scale_down_after: default_scale_down_after(),
+            scale_down_window: default_scale_down_after(),
+            scale_down_below: default_scale_down_below(),
+            scale_down_verify_below: default_scale_down_verify_below(),
+            min_node_type: None,
         }
     }
 }
@@ -502,6 +558,86 @@ pub fn plan(
         preflight: Some(preflight.clone()),
         pending_acknowledged: false,
         forecast: None,
+        direction: Direction::Up,
+    })
+}
+
+/// The plan of a scale-down suggestion: exactly `to`, the one step down the check found, when
+/// the group is still on `from`, AWS still lists `to` as a scale-down, it is the next size down
+/// in the family (never two steps) and not below `min_node_type`. The only choice is `to`.
+pub fn plan_down(
+    group: &GroupInfo,
+    allowed: &[NodeType],
+    from: &NodeType,
+    to: &NodeType,
+    policy: &Policy,
+    preflight: &Preflight,
+) -> Result<Plan, NoPlan> {
+    let id = || group.id.clone();
+    if group.status != GroupStatus::Available {
+        return Err(NoPlan::Busy {
+            group: id(),
+            status: group.status.clone(),
+        });
+    }
+    let Some(current) = group.node_type.clone() else {
+        return Err(NoPlan::NoNodeType { group: id() });
+    };
+    if current != *from {
+        return Err(NoPlan::ChangedSinceCheck {
+            group: id(),
+            checked: from.clone(),
+            now: current,
+        });
+    }
+    if !Direction::Down.allows(&current, to)
+        || crate::domain::node_types::prev_in_family(&current, allowed) != Some(to)
+    {
+        return Err(NoPlan::NotAScaleDown {
+            group: id(),
+            requested: to.clone(),
+            current,
+        });
+    }
+    if let Some(min) = &policy.min_node_type
+        && !within_cap(min, to).unwrap_or(false)
+    {
+        return Err(NoPlan::BelowMin {
+            group: id(),
+            requested: to.clone(),
+            min: min.clone(),
+        });
+    }
+    if policy.pending_changes == PendingChanges::Refuse {
+        match &preflight.pending {
+            Check::Known(changes) if !changes.is_empty() => {
+                return Err(NoPlan::PendingChanges {
+                    group: id(),
+                    changes: changes.clone(),
+                });
+            }
+            Check::Unknown(why) => {
+                return Err(NoPlan::PendingUnknown {
+                    group: id(),
+                    why: why.clone(),
+                });
+            }
+            Check::Known(_) => {}
+        }
+    }
+    Ok(Plan {
+        version: 1,
+        current,
+        target: to.clone(),
+        choices: vec![to.clone()],
+        cap: None,
+        cluster_mode: group.cluster_mode,
+        members: group.members.len(),
+        shards: group.shards.max(1),
+        preflight: Some(preflight.clone()),
+        pending_acknowledged: false,
+        forecast: None,
+        direction: Direction::Down,
     })
 }
 
@@ -567,6 +703,28 @@ pub enum NoPlan {
         group: ReplicationGroupId,
         current: NodeType,
         cap: NodeType,
+    },
+    /// The group's type changed between the scale-down check and its plan.
+    #[error("{group} moved from {checked} to {now} since the scale-down check; nothing to suggest")]
+    ChangedSinceCheck {
+        group: ReplicationGroupId,
+        checked: NodeType,
+        now: NodeType,
+    },
+    #[error(
+        "AWS does not list {requested} as the next {} size down for {group} (on {current})",
+        current.family()
+    )]
+    NotAScaleDown {
+        group: ReplicationGroupId,
+        requested: NodeType,
+        current: NodeType,
+    },
+    #[error("{requested} is below this group's min_node_type ({min})")]
+    BelowMin {
+        group: ReplicationGroupId,
+        requested: NodeType,
+        min: NodeType,
     },
     #[error("AWS lists no larger {} size for {group} (on {current})", current.family())]
     Largest {
@@ -669,11 +827,13 @@ pub fn recheck(
             now: now.clone(),
         });
     }
-    let within = plan
-        .cap
-        .as_ref()
-        .is_none_or(|cap| within_cap(&plan.target, cap).unwrap_or(false));
-    if !is_scale_up(now, &plan.target) || !within || !allowed.contains(&plan.target) {
+    // A scale-down's floor was checked at planning (the policy can't change under a run).
+    let within = plan.direction == Direction::Down
+        || plan
+            .cap
+            .as_ref()
+            .is_none_or(|cap| within_cap(&plan.target, cap).unwrap_or(false));
+    if !plan.direction.allows(now, &plan.target) || !within || !allowed.contains(&plan.target) {
         return Recheck::Stop(Drift::TargetNotAllowed {
             target: plan.target.clone(),
             allowed: allowed.to_vec(),

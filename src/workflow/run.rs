@@ -81,8 +81,11 @@ impl Verification {
 impl Trigger {
     /// The alarm's threshold, from its state reason ("… was greater than the threshold (85.0)").
     pub fn threshold(&self) -> Option<f64> {
-        let Trigger::Alarm { reason, .. } = self else {
-            return None;
+        let reason = match self {
+            Trigger::Alarm { reason, .. } => reason,
+            // After a scale-down memory must stay below the policy's limit.
+            Trigger::ScaleDown { evidence, .. } => return Some(evidence.verify_below),
+            _ => return None,
         };
         let after = reason.rsplit_once("the threshold (")?.1;
         let number = after.split(')').next()?;
@@ -175,11 +178,17 @@ impl Run {
         }
     }
 
+    /// A scale-down suggestion still waiting for an approver?
+    pub fn is_waiting_suggestion(&self) -> bool {
+        matches!(self.trigger, Trigger::ScaleDown { .. })
+            && matches!(self.state, State::AwaitingApproval { .. })
+    }
+
     /// Who asked for this run, if a person did.
     pub fn requested_by(&self) -> Option<&SlackUserId> {
         match &self.trigger {
             Trigger::Command { user, .. } => Some(user),
-            Trigger::Alarm { .. } | Trigger::Forecast { .. } => None,
+            Trigger::Alarm { .. } | Trigger::Forecast { .. } | Trigger::ScaleDown { .. } => None,
         }
     }
 
@@ -316,6 +325,12 @@ pub enum Trigger {
         at: Timestamp,
         forecast: crate::workflow::forecast::Forecast,
     },
+    /// The scheduled check found memory low enough for one size down, for long enough: a
+    /// suggestion, acted on only when an approver says so.
+    ScaleDown {
+        at: Timestamp,
+        evidence: ScaleDownEvidence,
+    },
     /// A person, through `/redis upsize` (or the "start anyway" button).
     Command {
         user: SlackUserId,
@@ -330,6 +345,7 @@ impl Trigger {
         match self {
             Trigger::Alarm { .. } => "alarm".into(),
             Trigger::Forecast { .. } => "forecast".into(),
+            Trigger::ScaleDown { .. } => "scale_down".into(),
             Trigger::Command { user, .. } => user.to_string(),
         }
     }
@@ -339,9 +355,74 @@ impl Trigger {
         match self {
             Trigger::Alarm { .. } => "alarm",
             Trigger::Forecast { .. } => "forecast",
+            Trigger::ScaleDown { .. } => "scale_down",
             Trigger::Command { .. } => "command",
         }
     }
+
+    /// Which way the run moves the group.
+    pub fn direction(&self) -> Direction {
+        match self {
+            Trigger::ScaleDown { .. } => Direction::Down,
+            _ => Direction::Up,
+        }
+    }
+}
+
+/// Which way a run moves its group: up (an alarm, a forecast, a person) or one step down (a
+/// suggestion an approver took).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    #[default]
+    Up,
+    Down,
+}
+
+impl Direction {
+    /// Is `t` a move the bot may make from `current` this way: the same family (so never into
+    /// or out of data tiering), strictly larger (up) or strictly smaller (down)?
+    pub fn allows(self, current: &NodeType, t: &NodeType) -> bool {
+        t.same_family(current)
+            && match self {
+                Direction::Up => t.size() > current.size(),
+                Direction::Down => t.size() < current.size(),
+            }
+    }
+
+    /// "upsize" or "scale-down", for messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Direction::Up => "upsize",
+            Direction::Down => "scale-down",
+        }
+    }
+}
+
+/// What the scale-down check saw: why one size down looks safe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScaleDownEvidence {
+    /// The type the group is on, and the one step down the check suggests.
+    pub from: NodeType,
+    pub to: NodeType,
+    /// Over the window, on `from`: the highest reading of any node, and the average of the
+    /// nodes' readings (percent).
+    pub peak: f64,
+    pub average: f64,
+    /// The peak as a share of `to`'s memory: what the fullest moment would have read there.
+    pub peak_on_smaller: f64,
+    /// The policy's `scale_down_below` when the check was made.
+    pub below: f64,
+    /// After the scale-down, memory must stay below this (the policy's
+    /// `scale_down_verify_below`).
+    pub verify_below: f64,
+    #[serde(with = "crate::domain::duration_ms")]
+    pub window: Duration,
+    /// Readings the peak was taken from (all nodes).
+    pub points: usize,
+    /// How long since the group's last change by the bot (`None`: none on record).
+    #[serde(with = "super::forecast::opt_duration_ms", default)]
+    pub since_change: Option<Duration>,
 }
 
 /// Where a run is. See the diagram in [`crate::workflow`].
@@ -451,6 +532,9 @@ pub struct Plan {
     /// bot made forecasts).
     #[serde(default)]
     pub forecast: Option<Check<Forecast>>,
+    /// Up, or one step down (a scale-down suggestion's plan; plans from before: up).
+    #[serde(default)]
+    pub direction: Direction,
 }
 
 fn first_version() -> u32 {
@@ -503,6 +587,15 @@ pub enum Outcome {
     },
     /// Nobody decided before `approval_expiry`.
     Expired,
+    /// An approver dismissed a scale-down suggestion: none again for `scale_down_after`.
+    Dismissed {
+        by: SlackUserId,
+    },
+    /// An approver snoozed a scale-down suggestion: none again before `until`.
+    Snoozed {
+        by: SlackUserId,
+        until: Timestamp,
+    },
     /// The group changed since the plan was approved: the run stopped before `step`, having
     /// done nothing to it.
     GroupChanged {
@@ -524,6 +617,8 @@ impl Outcome {
             Outcome::Denied { .. } => "denied",
             Outcome::Cancelled { .. } => "cancelled",
             Outcome::Expired => "expired",
+            Outcome::Dismissed { .. } => "dismissed",
+            Outcome::Snoozed { .. } => "snoozed",
             Outcome::GroupChanged { .. } => "group_changed",
             Outcome::NothingToDo { .. } => "nothing_to_do",
         }
@@ -616,6 +711,9 @@ pub enum DecisionKind {
     ChooseSize,
     /// After the snapshot failed: go on without one.
     UpsizeWithoutSnapshot,
+    /// A scale-down suggestion set aside, for `scale_down_after` or for a chosen time.
+    Dismiss,
+    Snooze,
 }
 
 /// A person's accepted decision, for the top message and the audit trail.

@@ -96,6 +96,16 @@ const STORIES: &[(&str, &[&str])] = &[
             "✅ Done",
         ],
     ),
+    (
+        "scale-down",
+        &[
+            "👍 Approved",
+            "📸 Creating snapshot",
+            "is available",
+            "⬇️ Scaling down from",
+            "✅ Done",
+        ],
+    ),
     // The page goes out at the failure while the resume hook is being called: either may be
     // said first, both after the failure.
     ("hooks", &["⬆️ Upsizing from", "❌", "📟 Paged on-call"]),
@@ -106,6 +116,7 @@ const NEVER: &[(&str, &[&str])] = &[
     ("happy", &["❌", "📟"]),
     ("pending-changes", &["❌", "📟"]),
     ("socket-mode", &["❌", "📟"]),
+    ("scale-down", &["❌", "📟", "⬆️ Upsizing"]),
     (
         "denied",
         &["📸 Creating snapshot", "⬆️ Upsizing", "✅ Done", "📟"],

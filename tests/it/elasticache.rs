@@ -514,9 +514,10 @@ async fn node_types_that_are_not_offered_or_not_scale_ups_are_other_errors() {
         .unwrap_err();
     assert!(matches!(err, AwsError::Other { .. }), "{err}");
     assert_eq!(err.code(), "InvalidParameterValue");
+    // A previous-generation type is neither a scale-up nor a scale-down AWS lists.
     let err = t
         .aws
-        .modify_node_type(&g, &nt("cache.t4g.small"))
+        .modify_node_type(&g, &nt("cache.m1.small"))
         .await
         .unwrap_err();
     assert!(matches!(err, AwsError::Other { .. }), "{err}");
@@ -856,7 +857,15 @@ async fn the_sdk_reads_every_field_the_simulator_writes() {
         .await
         .unwrap();
     assert!(!ups.scale_up_modifications().is_empty());
-    assert_eq!(ups.scale_down_modifications(), &[] as &[String]);
+    // prod-jobs is on cache.r6g.large: the smaller current types, none of its own family.
+    let downs = ups.scale_down_modifications();
+    assert!(downs.iter().any(|t| t == "cache.t4g.small"), "{downs:?}");
+    assert!(
+        !downs.iter().any(|t| t.starts_with("cache.r6g.")),
+        "{downs:?}"
+    );
+    let ours = t.aws.allowed_scale_downs(&id("prod-jobs")).await.unwrap();
+    assert_eq!(ours.len(), downs.len());
 
     let name = snap("shape");
     t.aws

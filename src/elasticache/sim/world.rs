@@ -1075,13 +1075,23 @@ impl World {
     ) -> Result<String, QueryError> {
         let g = self.group_or_cluster(req)?;
         let ups = node_types::scale_ups_from(&g.node_type);
+        // Every smaller type: the simulator does not check that the data would fit.
+        let downs = node_types::scale_downs_from(&g.node_type);
         let mut x = Xml::new();
         x.node("ScaleUpModifications", |x| {
             for t in &ups {
                 x.leaf("member", t);
             }
-        })
-        .empty("ScaleDownModifications");
+        });
+        if downs.is_empty() {
+            x.empty("ScaleDownModifications");
+        } else {
+            x.node("ScaleDownModifications", |x| {
+                for t in &downs {
+                    x.leaf("member", t);
+                }
+            });
+        }
         Ok(x.finish())
     }
 
@@ -1253,10 +1263,12 @@ impl World {
                 g.id
             )));
         }
-        if !node_types::scale_ups_from(&g.node_type).contains(&target) {
+        if !node_types::scale_ups_from(&g.node_type).contains(&target)
+            && !node_types::scale_downs_from(&g.node_type).contains(&target)
+        {
             return Err(QueryError::invalid_combination(format!(
                 "Cannot modify {} from {} to {target}: it is not one of the allowed \
-                 scale-up modifications (see ListAllowedNodeTypeModifications).",
+                 scale-up or scale-down modifications (see ListAllowedNodeTypeModifications).",
                 g.id, g.node_type
             )));
         }
@@ -1645,7 +1657,7 @@ mod tests {
     }
 
     #[test]
-    fn only_allowed_scale_ups_of_offered_types_are_accepted() {
+    fn only_allowed_scale_ups_and_downs_of_offered_types_are_accepted() {
         let t0 = Instant::now();
         let mut w = world(t0);
         let modify = |t: &str| {
@@ -1666,8 +1678,9 @@ mod tests {
             code(call(&mut w, t0, &modify("cache.r6g.large"))),
             "InvalidParameterCombination"
         );
+        // A previous-generation type is never a target, up or down.
         assert_eq!(
-            code(call(&mut w, t0, &modify("cache.t4g.small"))),
+            code(call(&mut w, t0, &modify("cache.m1.small"))),
             "InvalidParameterCombination"
         );
         assert_eq!(
@@ -1683,6 +1696,9 @@ mod tests {
             "InvalidParameterCombination"
         );
         assert!(call(&mut w, t0, &modify("cache.m6g.2xlarge")).is_ok());
+        // A listed scale-down is accepted too.
+        let mut w = world(t0);
+        assert!(call(&mut w, t0, &modify("cache.t4g.small")).is_ok());
     }
 
     #[test]
@@ -1699,10 +1715,16 @@ mod tests {
             .iter()
             .map(|t| format!("<member>{t}</member>"))
             .collect();
+        let downs: String = node_types::scale_downs_from(&nt("cache.r6g.large"))
+            .iter()
+            .map(|t| format!("<member>{t}</member>"))
+            .collect();
+        assert!(!downs.is_empty() && !downs.contains("r6g."), "{downs}");
         assert_eq!(
             body,
             format!(
-                "<ScaleUpModifications>{expected}</ScaleUpModifications><ScaleDownModifications/>"
+                "<ScaleUpModifications>{expected}</ScaleUpModifications>\
+                 <ScaleDownModifications>{downs}</ScaleDownModifications>"
             )
         );
         let by_cluster = call(

@@ -3,7 +3,7 @@
 
 use crate::workflow::effect::{Effect, Note};
 use crate::workflow::event::Event;
-use crate::workflow::run::{Run, Trigger};
+use crate::workflow::run::{Outcome, Run, State, Step, StepStatus, Trigger};
 
 use super::builder::Builder;
 use super::{Decision, does_not_apply};
@@ -21,6 +21,23 @@ pub(super) fn decide(mut b: Builder, run: &Run, event: &Event) -> Decision {
         return does_not_apply(run, event);
     }
     b.remember_delivery(delivery_id);
+    // The memory alarm firing while a scale-down suggestion waits: the suggestion is wrong
+    // now. It is withdrawn (nothing was changed), and the alarm starts its own run.
+    if let (
+        Event::AlarmRepeated { .. },
+        Trigger::ScaleDown { .. },
+        State::AwaitingApproval { plan, .. },
+    ) = (event, &run.trigger, &run.state)
+    {
+        let reason = "the memory alarm fired: the scale-down suggestion is withdrawn".to_string();
+        b.summary(reason.clone());
+        b.close_step(Step::Approval, StepStatus::Cancelled);
+        b.note(Note::NothingToDo {
+            reason: reason.clone(),
+        });
+        b.finish_run(Some(plan.clone()), Outcome::NothingToDo { reason }, None);
+        return b.finish();
+    }
     match event {
         Event::AlarmRepeated { reason, value, .. } => {
             b.run.alarm_repeats += 1;
@@ -50,7 +67,7 @@ pub(super) fn decide(mut b: Builder, run: &Run, event: &Event) -> Decision {
 fn is_known_delivery(run: &Run, delivery_id: &str) -> bool {
     let first = match &run.trigger {
         Trigger::Alarm { delivery_id: d, .. } => d == delivery_id,
-        Trigger::Command { .. } | Trigger::Forecast { .. } => false,
+        Trigger::Command { .. } | Trigger::Forecast { .. } | Trigger::ScaleDown { .. } => false,
     };
     !delivery_id.is_empty() && (first || run.alarm_deliveries.iter().any(|d| d == delivery_id))
 }

@@ -6,7 +6,7 @@ use crate::domain::{NodeType, SlackUserId, format_duration};
 use crate::workflow::effect::{Effect, Note, PageAction, PageReason};
 use crate::workflow::event::{Actor, Event, Timer};
 use crate::workflow::policy::{self, NotAllowed, OnApprovalTimeout};
-use crate::workflow::run::{DecisionKind, Outcome, Plan, Run, State, Step, StepStatus};
+use crate::workflow::run::{DecisionKind, Direction, Outcome, Plan, Run, State, Step, StepStatus};
 
 use super::builder::Builder;
 use super::{Decision, Rejection, does_not_apply};
@@ -71,6 +71,8 @@ pub(super) fn decide(b: Builder, run: &Run, event: &Event) -> Decision {
             ..
         } => approve(b, run, &w, actor, *acknowledged),
         Event::Deny { actor, .. } => deny(b, run, &w, actor),
+        Event::Dismiss { actor } => set_aside(b, &w, actor, None),
+        Event::Snooze { actor, snooze } => set_aside(b, &w, actor, Some(*snooze)),
         Event::ChooseSize {
             actor, node_type, ..
         } => choose_size(b, &w, actor, node_type),
@@ -166,6 +168,47 @@ fn deny(mut b: Builder, run: &Run, w: &Waiting<'_>, actor: &Actor) -> Decision {
     b.finish()
 }
 
+/// Dismiss (`None`) or snooze a scale-down suggestion: approvers only. Nothing is changed on
+/// the group; the scale-down check leaves the group alone for `scale_down_after`, or until the
+/// snooze is over (the run's outcome is what it reads, so it holds across restarts).
+fn set_aside(
+    mut b: Builder,
+    w: &Waiting<'_>,
+    actor: &Actor,
+    snooze: Option<std::time::Duration>,
+) -> Decision {
+    if w.plan.direction != Direction::Down {
+        return Decision::Reject(Rejection::NotASuggestion);
+    }
+    if !actor.is_approver {
+        return Decision::Reject(Rejection::NotAnApprover);
+    }
+    let by = actor.user.clone();
+    let (kind, outcome) = match snooze {
+        None => (DecisionKind::Dismiss, Outcome::Dismissed { by: by.clone() }),
+        Some(d) => (
+            DecisionKind::Snooze,
+            Outcome::Snoozed {
+                by: by.clone(),
+                until: b.now().plus(d),
+            },
+        ),
+    };
+    b.decision(actor, kind, None);
+    b.summary(match &outcome {
+        Outcome::Snoozed { until, .. } => {
+            format!("snoozed by {by} until {}", until.to_rfc3339())
+        }
+        _ => format!("dismissed by {by}"),
+    });
+    b.close_step(Step::Approval, StepStatus::Cancelled);
+    b.note(Note::SetAside {
+        outcome: outcome.clone(),
+    });
+    b.finish_run(Some(w.plan.clone()), outcome, None);
+    b.finish()
+}
+
 /// The size picker: a new target from the plan's choices. Approvals given for another size
 /// don't count for this one.
 fn choose_size(mut b: Builder, w: &Waiting<'_>, actor: &Actor, node_type: &NodeType) -> Decision {
@@ -198,6 +241,10 @@ fn choose_size(mut b: Builder, w: &Waiting<'_>, actor: &Actor, node_type: &NodeT
 fn timer_fired(mut b: Builder, run: &Run, w: &Waiting<'_>, timer: Timer) -> Decision {
     let now = b.now();
     match timer {
+        // A suggestion waits without a timeout (none is set for one; an old one is ignored).
+        Timer::ApprovalTimeout if w.plan.direction == Direction::Down => {
+            return Decision::Ignore("a suggestion has no approval timeout".into());
+        }
         Timer::ApprovalTimeout => {
             if now < w.deadline {
                 return Decision::Ignore("approval timer fired early".into());

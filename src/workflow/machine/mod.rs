@@ -96,6 +96,8 @@ pub enum Rejection {
     NeedsAcknowledgement {
         pending: Check<Vec<PendingChange>>,
     },
+    /// Dismiss and Snooze are for a scale-down suggestion only.
+    NotASuggestion,
 }
 
 /// For the audit trail (the person's own answer is worded by the Slack renderer).
@@ -105,6 +107,9 @@ impl std::fmt::Display for Rejection {
             Rejection::NotAnApprover => f.write_str("not an approver"),
             Rejection::SelfApproval => f.write_str("asked for the run, so may not approve it"),
             Rejection::AlreadyApprovedByYou => f.write_str("already approved by this person"),
+            Rejection::NotASuggestion => {
+                f.write_str("dismiss and snooze are for a scale-down suggestion only")
+            }
             Rejection::AlreadyDecided { state } => {
                 write!(f, "already decided (the run is {})", words(state))
             }
@@ -215,6 +220,14 @@ pub fn open(id: RunId, req: StartRequest, now: Timestamp) -> (Run, Change) {
             "the memory trend ({} {:+.2} %/min, latest {:.1} %)",
             forecast.node, forecast.slope_per_min, forecast.latest
         ),
+        Trigger::ScaleDown { evidence: e, .. } => format!(
+            "the scale-down check ({} → {}: peak {:.1} % over {}, {:.1} % on the smaller type)",
+            e.from,
+            e.to,
+            e.peak,
+            crate::domain::format_duration(e.window),
+            e.peak_on_smaller
+        ),
         Trigger::Command { user, .. } => user.to_string(),
     };
     let requested = run
@@ -253,6 +266,8 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
         Event::AlarmRepeated { .. } | Event::AlarmCleared { .. } => alarms::decide(b, run, event),
         Event::Approve { .. }
         | Event::Deny { .. }
+        | Event::Dismiss { .. }
+        | Event::Snooze { .. }
         | Event::ChooseSize { .. }
         | Event::Cancel { .. }
         | Event::UpsizeWithoutSnapshot { .. }

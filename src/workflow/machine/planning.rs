@@ -10,7 +10,7 @@ use crate::workflow::forecast::Forecast;
 use crate::workflow::policy::{self, ApprovalMode, OnApprovalTimeout};
 use crate::workflow::ports::{AwsError, GroupInfo};
 use crate::workflow::preflight::{Check, Preflight};
-use crate::workflow::run::{Outcome, Plan, Run, State, Step, StepStatus, Trigger};
+use crate::workflow::run::{Direction, Outcome, Plan, Run, State, Step, StepStatus, Trigger};
 
 use crate::domain::NodeType;
 
@@ -42,7 +42,19 @@ fn planned(
     forecast: Option<&Check<Forecast>>,
 ) -> Decision {
     let requested = run.requested_type.as_ref();
-    let plan = match policy::plan(group, allowed, requested, &run.policy, preflight) {
+    let planned = match &run.trigger {
+        // A suggestion's plan is the one step down its check found, or none.
+        Trigger::ScaleDown { evidence, .. } => policy::plan_down(
+            group,
+            allowed,
+            &evidence.from,
+            &evidence.to,
+            &run.policy,
+            preflight,
+        ),
+        _ => policy::plan(group, allowed, requested, &run.policy, preflight),
+    };
+    let plan = match planned {
         // The trend is shown with the plan; it never decides anything.
         Ok(plan) => Plan {
             forecast: forecast.cloned(),
@@ -63,14 +75,26 @@ fn planned(
             return b.finish();
         }
     };
+    let limit = match plan.direction {
+        Direction::Up => format!(
+            "cap {}",
+            plan.cap
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "none".into())
+        ),
+        Direction::Down => format!(
+            "scale-down, floor {}",
+            run.policy
+                .min_node_type
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "none".into())
+        ),
+    };
     b.summary(format!(
-        "planned {} → {} (cap {})",
-        plan.current,
-        plan.target,
-        plan.cap
-            .as_ref()
-            .map(|c| c.to_string())
-            .unwrap_or_else(|| "none".into())
+        "planned {} → {} ({limit})",
+        plan.current, plan.target
     ));
     b.close_step(Step::Plan, StepStatus::Done);
     b.open_step(Step::Approval);
@@ -84,7 +108,9 @@ fn planned(
     {
         b.note(Note::NeedsAcknowledgement);
     }
-    if must_ask || run.policy.approval == ApprovalMode::Required {
+    // A scale-down is never approved by policy: giving memory back waits for an approver.
+    let down = plan.direction == Direction::Down;
+    if down || must_ask || run.policy.approval == ApprovalMode::Required {
         b.await_approval(plan);
     } else {
         b.close_step(Step::Approval, StepStatus::Done);
@@ -101,6 +127,9 @@ impl Builder {
         let policy = &self.run.policy;
         let deadline = now.plus(policy.approval_timeout);
         let expires = now.plus(policy.approval_expiry);
+        // Nothing is wrong while a suggestion waits: nobody is paged, nothing is approved by
+        // the timeout; it expires like any plan.
+        let timeout = plan.direction == Direction::Up;
         self.set_state(State::AwaitingApproval {
             plan,
             deadline,
@@ -108,12 +137,14 @@ impl Builder {
             escalated: false,
             approvals: Vec::new(),
         });
-        self.effect_at(
-            Effect::Timer {
-                timer: Timer::ApprovalTimeout,
-            },
-            deadline,
-        );
+        if timeout {
+            self.effect_at(
+                Effect::Timer {
+                    timer: Timer::ApprovalTimeout,
+                },
+                deadline,
+            );
+        }
         self.effect_at(
             Effect::Timer {
                 timer: Timer::ApprovalExpiry,
@@ -154,6 +185,9 @@ fn closed(b: &mut Builder, run: &Run, outcome: Outcome, note: Note, page: PageAc
         b.finish_run(None, outcome, None);
         b.note(note);
         b.page(page);
+    } else if matches!(run.trigger, Trigger::ScaleDown { .. }) {
+        // A suggestion that can't be made is dropped quietly: the next check looks again.
+        b.finish_run(None, outcome, None);
     } else if matches!(run.trigger, Trigger::Forecast { .. }) {
         // Nobody asked, and nothing is wrong yet: the channel hears the group is filling and
         // why the bot can't propose more; the alarm, when it fires, pages as usual.

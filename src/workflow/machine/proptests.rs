@@ -128,6 +128,21 @@ fn trigger() -> impl Strategy<Value = Trigger> {
             user: SlackUserId::parse("U0REQUEST").unwrap(),
             response_url: None,
         }),
+        Just(Trigger::ScaleDown {
+            at: Timestamp::from_millis(T0),
+            evidence: crate::workflow::run::ScaleDownEvidence {
+                from: NodeType::parse("cache.r6g.xlarge").unwrap(),
+                to: NodeType::parse("cache.r6g.large").unwrap(),
+                peak: 20.0,
+                average: 15.0,
+                peak_on_smaller: 41.0,
+                below: 50.0,
+                verify_below: 75.0,
+                window: std::time::Duration::from_secs(3600),
+                points: 60,
+                since_change: None,
+            },
+        }),
     ]
 }
 
@@ -248,6 +263,7 @@ fn group_as_planned(status: &str, on: &NodeType) -> GroupInfo {
 fn allowed() -> impl Strategy<Value = Vec<NodeType>> {
     prop_oneof![
         3 => Just(scale_ups_from(&nt(CURRENT))),
+        1 => Just(crate::domain::node_types::scale_downs_from(&nt("cache.r6g.xlarge"))),
         1 => prop::collection::vec(node_type(), 0..3),
     ]
 }
@@ -355,6 +371,11 @@ fn outside_event() -> impl Strategy<Value = Event> {
         }),
         1 => (actor(), version()).prop_map(|(actor, version)| Event::Deny { actor, version }),
         1 => actor().prop_map(|actor| Event::Cancel { actor }),
+        1 => actor().prop_map(|actor| Event::Dismiss { actor }),
+        1 => actor().prop_map(|actor| Event::Snooze {
+            actor,
+            snooze: std::time::Duration::from_secs(86_400)
+        }),
         1 => actor().prop_map(|actor| Event::UpsizeWithoutSnapshot { actor }),
         1 => actor().prop_map(|actor| Event::DenialExplained {
             actor,
@@ -540,6 +561,22 @@ fn feed(
                 };
                 prop_assert_eq!(target, &plan.target);
                 prop_assert!(!seen.modify_taken, "ModifyNodeType after AWS took one");
+                // A run moves one way only, and a scale-down only on an approver's yes.
+                prop_assert!(
+                    next.trigger.direction().allows(&plan.current, target),
+                    "ModifyNodeType {} → {} for a {:?} run",
+                    plan.current,
+                    target,
+                    next.trigger.direction()
+                );
+                if next.trigger.direction() == super::super::run::Direction::Down {
+                    prop_assert!(
+                        next.decisions
+                            .iter()
+                            .any(|d| d.kind == super::super::run::DecisionKind::Approve),
+                        "a scale-down with nobody approving it"
+                    );
+                }
                 // No upsize without a snapshot AWS called available, unless the policy skips
                 // it or an approver chose to go without one.
                 let State::Modifying { snapshot, .. } = &next.state else {
@@ -610,6 +647,8 @@ fn finished_run_absorbs(
     match event {
         Event::Approve { .. }
         | Event::Deny { .. }
+        | Event::Dismiss { .. }
+        | Event::Snooze { .. }
         | Event::Cancel { .. }
         | Event::UpsizeWithoutSnapshot { .. }
         | Event::ChooseSize { .. } => {

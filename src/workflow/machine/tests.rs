@@ -88,6 +88,7 @@ fn plan() -> Plan {
         preflight: Some(Preflight::clean()),
         pending_acknowledged: false,
         forecast: None,
+        direction: Default::default(),
     }
 }
 
@@ -235,6 +236,7 @@ fn rejection_name(r: &Rejection) -> &'static str {
         Rejection::NeedsAcknowledgement { .. } => "needs_acknowledgement",
         Rejection::NoFailedSnapshot { .. } => "no_failed_snapshot",
         Rejection::NotYourDenial { .. } => "not_your_denial",
+        Rejection::NotASuggestion => "not_a_suggestion",
     }
 }
 
@@ -3675,6 +3677,407 @@ mod denial_reason {
             explain("U0ONCALL1", "   "),
             at(200),
             Ignore,
+        );
+    }
+}
+
+/// A scale-down suggestion: one step down, only ever on an approver's word, dismissed or
+/// snoozed for a while, withdrawn when the alarm fires.
+mod scale_down_transitions {
+    use super::*;
+    use Expect::*;
+
+    fn evidence(from: &str, to: &str) -> ScaleDownEvidence {
+        ScaleDownEvidence {
+            from: nt(from),
+            to: nt(to),
+            peak: 30.0,
+            average: 22.5,
+            peak_on_smaller: 60.4,
+            below: 70.0,
+            verify_below: 80.0,
+            window: Duration::from_secs(7 * 86_400),
+            points: 1_440,
+            since_change: Some(Duration::from_secs(8 * 86_400)),
+        }
+    }
+
+    fn suggestion(policy: Policy, from: &str, to: &str) -> Run {
+        base(
+            Trigger::ScaleDown {
+                at: at(0),
+                evidence: evidence(from, to),
+            },
+            policy,
+        )
+    }
+
+    fn downs(from: &str) -> Vec<NodeType> {
+        crate::domain::node_types::scale_downs_from(&nt(from))
+    }
+
+    fn fetched(node: &str) -> Event {
+        Event::PlanFetched {
+            group: group_info("available", node),
+            allowed: downs(node),
+            preflight: Preflight::clean(),
+            forecast: None,
+        }
+    }
+
+    /// The suggestion as planned: waiting for an approver.
+    fn waiting(policy: Policy) -> Run {
+        let run = suggestion(policy, "cache.r6g.xlarge", "cache.r6g.large");
+        match decide(&run, &fetched("cache.r6g.xlarge"), at(10)) {
+            Decision::Accept(t) => t.run,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_suggestion_is_one_step_down_and_waits_for_an_approver_whatever_the_policy_says() {
+        let eager = Policy {
+            approval: ApprovalMode::Auto,
+            on_approval_timeout: OnApprovalTimeout::Approve,
+            ..policy()
+        };
+        for p in [policy(), eager] {
+            let t = check(
+                "suggestion planned",
+                suggestion(p, "cache.r6g.xlarge", "cache.r6g.large"),
+                fetched("cache.r6g.xlarge"),
+                at(10),
+                // No approval timeout: nothing pages, nothing approves by itself; it expires.
+                Accept("awaiting_approval", &["post_top_message", "timer"]),
+            )
+            .unwrap();
+            let plan = t.run.plan().unwrap();
+            assert_eq!(plan.direction, Direction::Down);
+            assert_eq!(
+                (&plan.current, &plan.target),
+                (&nt("cache.r6g.xlarge"), &nt("cache.r6g.large"))
+            );
+            assert_eq!(
+                plan.choices,
+                vec![nt("cache.r6g.large")],
+                "one step, no picker"
+            );
+            assert!(t.run.page == Default::default(), "never paged for waiting");
+        }
+    }
+
+    #[test]
+    fn a_suggestion_that_no_longer_fits_is_dropped_quietly() {
+        let floor = Policy {
+            min_node_type: Some(nt("cache.r6g.xlarge")),
+            ..policy()
+        };
+        for (name, run, event) in [
+            (
+                "the group moved since the check",
+                suggestion(policy(), "cache.r6g.xlarge", "cache.r6g.large"),
+                fetched("cache.r6g.2xlarge"),
+            ),
+            (
+                "two steps down",
+                suggestion(policy(), "cache.r6g.2xlarge", "cache.r6g.large"),
+                fetched("cache.r6g.2xlarge"),
+            ),
+            (
+                "below min_node_type",
+                suggestion(floor, "cache.r6g.xlarge", "cache.r6g.large"),
+                fetched("cache.r6g.xlarge"),
+            ),
+            (
+                "AWS does not list it",
+                suggestion(policy(), "cache.r6g.xlarge", "cache.r6g.large"),
+                Event::PlanFetched {
+                    group: group_info("available", "cache.r6g.xlarge"),
+                    allowed: vec![nt("cache.t4g.small")],
+                    preflight: Preflight::clean(),
+                    forecast: None,
+                },
+            ),
+            (
+                "an upward type",
+                suggestion(policy(), "cache.r6g.xlarge", "cache.r6g.2xlarge"),
+                Event::PlanFetched {
+                    group: group_info("available", "cache.r6g.xlarge"),
+                    allowed: vec![nt("cache.r6g.2xlarge")],
+                    preflight: Preflight::clean(),
+                    forecast: None,
+                },
+            ),
+        ] {
+            // No message, no page: nobody asked, and nothing is wrong.
+            // (The top message update is a no-op: there is none.)
+            let t = check(
+                name,
+                run,
+                event,
+                at(10),
+                Accept("nothing_to_do", &["update_top_message"]),
+            )
+            .unwrap();
+            assert!(
+                matches!(t.run.outcome(), Some(Outcome::NothingToDo { .. })),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_approvers_dismiss_or_snooze_and_either_ends_it_without_touching_the_group() {
+        check(
+            "stranger dismisses",
+            waiting(policy()),
+            Event::Dismiss {
+                actor: stranger("U0STRANGER"),
+            },
+            at(20),
+            Reject("not_an_approver"),
+        );
+        check(
+            "stranger snoozes",
+            waiting(policy()),
+            Event::Snooze {
+                actor: stranger("U0STRANGER"),
+                snooze: Duration::from_secs(86_400),
+            },
+            at(20),
+            Reject("not_an_approver"),
+        );
+        let t = check(
+            "approver dismisses",
+            waiting(policy()),
+            Event::Dismiss {
+                actor: approver("U0APPROVER"),
+            },
+            at(20),
+            Accept(
+                "dismissed",
+                &["post_note", "update_top_message", "post_graph"],
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            t.run.outcome(),
+            Some(&Outcome::Dismissed {
+                by: user("U0APPROVER")
+            })
+        );
+        assert_eq!(t.run.decisions.last().unwrap().kind, DecisionKind::Dismiss);
+        let t = check(
+            "approver snoozes for 3 days",
+            waiting(policy()),
+            Event::Snooze {
+                actor: approver("U0APPROVER"),
+                snooze: Duration::from_secs(3 * 86_400),
+            },
+            at(20),
+            Accept(
+                "snoozed",
+                &["post_note", "update_top_message", "post_graph"],
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            t.run.outcome(),
+            Some(&Outcome::Snoozed {
+                by: user("U0APPROVER"),
+                until: at(20 + 3 * 86_400_000)
+            })
+        );
+        // A stored outcome reads back (the check reads it after a restart).
+        let back: Run = serde_json::from_str(&serde_json::to_string(&t.run).unwrap()).unwrap();
+        assert_eq!(back, t.run);
+        check(
+            "dismiss on an upsize",
+            awaiting(),
+            Event::Dismiss {
+                actor: approver("U0APPROVER"),
+            },
+            at(20),
+            Reject("not_a_suggestion"),
+        );
+    }
+
+    #[test]
+    fn no_timeout_approves_or_pages_a_suggestion_and_it_expires_unchanged() {
+        let eager = Policy {
+            on_approval_timeout: OnApprovalTimeout::Approve,
+            ..policy()
+        };
+        check(
+            "approval timeout",
+            waiting(eager.clone()),
+            Event::TimerFired {
+                timer: Timer::ApprovalTimeout,
+            },
+            at(86_000_000),
+            Ignore,
+        );
+        check(
+            "expiry",
+            waiting(eager),
+            Event::TimerFired {
+                timer: Timer::ApprovalExpiry,
+            },
+            at(86_400_010),
+            Accept(
+                "expired",
+                &["post_note", "update_top_message", "post_graph"],
+            ),
+        );
+    }
+
+    #[test]
+    fn an_approver_starts_the_same_workflow_one_step_down() {
+        let t = check(
+            "approver approves",
+            waiting(policy()),
+            Event::Approve {
+                actor: approver("U0APPROVER"),
+                version: Some(1),
+                acknowledged: false,
+            },
+            at(20),
+            Accept(
+                "snapshotting",
+                &["post_note", "offer_cancel", "recheck", "update_top_message"],
+            ),
+        )
+        .unwrap();
+        // The look before acting wants the target still a step *down* that AWS lists.
+        let recheck = |node: &str, allowed: Vec<NodeType>| Event::Rechecked {
+            before: Step::Snapshot,
+            group: group_info("available", node),
+            allowed,
+            pending: Check::Known(Vec::new()),
+        };
+        check(
+            "as approved",
+            t.run.clone(),
+            recheck("cache.r6g.xlarge", downs("cache.r6g.xlarge")),
+            at(30),
+            Accept("snapshotting", &["post_note", "create_snapshot"]),
+        );
+        let stopped = check(
+            "no longer listed",
+            t.run.clone(),
+            recheck("cache.r6g.xlarge", vec![nt("cache.r6g.2xlarge")]),
+            at(30),
+            Accept(
+                "group_changed",
+                &["post_note", "update_top_message", "post_graph"],
+            ),
+        )
+        .unwrap();
+        assert!(matches!(
+            stopped.run.outcome(),
+            Some(Outcome::GroupChanged { .. })
+        ));
+        // After the change memory must stay below the policy's limit.
+        assert_eq!(t.run.trigger.threshold(), Some(80.0));
+        assert_eq!(t.run.trigger.direction(), Direction::Down);
+    }
+
+    #[test]
+    fn after_a_scale_down_memory_must_stay_below_the_policys_limit_or_on_call_is_paged() {
+        let mut r = modifying(true, true, 1);
+        r.trigger = Trigger::ScaleDown {
+            at: at(0),
+            evidence: evidence("cache.r6g.xlarge", "cache.r6g.large"),
+        };
+        r.policy.verify_window = Duration::from_secs(15 * 60);
+        let verifying = match decide(
+            &r,
+            &Event::GroupPolled {
+                group: group_info("available", "cache.r6g.xlarge"),
+                events: Vec::new(),
+            },
+            at(90_000),
+        ) {
+            Decision::Accept(t) => t.run,
+            other => panic!("{other:?}"),
+        };
+        let read = |after: f64| Event::MemoryRead {
+            before: Some(30.0),
+            after: Some(after),
+        };
+        let t = check(
+            "holds",
+            verifying.clone(),
+            read(61.0),
+            at(1_000_000),
+            Accept(
+                "succeeded",
+                &["post_note", "update_top_message", "post_graph"],
+            ),
+        )
+        .unwrap();
+        assert_eq!(t.run.verification.as_ref().unwrap().threshold, Some(80.0));
+        let t = check(
+            "too full on the smaller type",
+            verifying,
+            read(83.0),
+            at(1_000_000),
+            Accept(
+                "succeeded",
+                &["post_note", "page", "update_top_message", "post_graph"],
+            ),
+        )
+        .unwrap();
+        assert!(t.effects.iter().any(|s| matches!(
+            &s.effect,
+            Effect::Page {
+                action: PageAction::Trigger(PageReason::StillHigh { threshold, .. })
+            } if *threshold == 80.0
+        )));
+    }
+
+    #[test]
+    fn the_alarm_firing_withdraws_a_waiting_suggestion_but_not_one_under_way() {
+        let repeat = Event::AlarmRepeated {
+            delivery_id: "eventbridge:fired".into(),
+            reason: "Threshold Crossed".into(),
+            value: Some(91.0),
+        };
+        let t = check(
+            "alarm on a waiting suggestion",
+            waiting(policy()),
+            repeat.clone(),
+            at(20),
+            Accept(
+                "nothing_to_do",
+                &["post_note", "update_top_message", "post_graph"],
+            ),
+        )
+        .unwrap();
+        assert!(
+            t.run
+                .alarm_deliveries
+                .iter()
+                .any(|d| d == "eventbridge:fired")
+        );
+        let approved = match decide(
+            &waiting(policy()),
+            &Event::Approve {
+                actor: approver("U0APPROVER"),
+                version: Some(1),
+                acknowledged: false,
+            },
+            at(20),
+        ) {
+            Decision::Accept(t) => t.run,
+            other => panic!("{other:?}"),
+        };
+        check(
+            "alarm on an approved scale-down",
+            approved,
+            repeat,
+            at(30),
+            Accept("snapshotting", &["repeat_line", "update_top_message"]),
         );
     }
 }

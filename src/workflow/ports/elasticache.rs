@@ -355,6 +355,13 @@ pub trait ElastiCache: Send + Sync {
         id: &'a ReplicationGroupId,
     ) -> BoxFuture<'a, Result<Vec<NodeType>, AwsError>>;
 
+    /// ListAllowedNodeTypeModifications: the node types this group may scale down to
+    /// (`ScaleDownModifications`: AWS lists only types its data fits in).
+    fn allowed_scale_downs<'a>(
+        &'a self,
+        id: &'a ReplicationGroupId,
+    ) -> BoxFuture<'a, Result<Vec<NodeType>, AwsError>>;
+
     /// DescribeReplicationGroups for one group, with each member's current role (to pick the
     /// node a snapshot is taken from).
     fn describe_group_nodes<'a>(

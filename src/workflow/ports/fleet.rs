@@ -254,6 +254,13 @@ impl ElastiCache for FleetAws {
         by_group!(self, id, allowed_scale_ups(id))
     }
 
+    fn allowed_scale_downs<'a>(
+        &'a self,
+        id: &'a ReplicationGroupId,
+    ) -> BoxFuture<'a, Result<Vec<NodeType>, AwsError>> {
+        by_group!(self, id, allowed_scale_downs(id))
+    }
+
     fn describe_group_nodes<'a>(
         &'a self,
         id: &'a ReplicationGroupId,
@@ -383,6 +390,13 @@ impl ElastiCache for Named {
         id: &'a ReplicationGroupId,
     ) -> BoxFuture<'a, Result<Vec<NodeType>, AwsError>> {
         self.inner.allowed_scale_ups(self.out(id))
+    }
+
+    fn allowed_scale_downs<'a>(
+        &'a self,
+        id: &'a ReplicationGroupId,
+    ) -> BoxFuture<'a, Result<Vec<NodeType>, AwsError>> {
+        self.inner.allowed_scale_downs(self.out(id))
     }
 
     fn describe_group_nodes<'a>(

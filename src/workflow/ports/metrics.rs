@@ -14,6 +14,9 @@ pub trait Metrics: Send + Sync {
     fn step_finished(&self, step: &'static str, status: &'static str, took: Duration);
     /// An alarm delivery was handled, with what it did (`started`, `duplicate`, …).
     fn alarm(&self, outcome: &'static str);
+    /// A periodic check of one group (`forecast`, `scale_down`) came to `result`
+    /// (`proposed` / `suggested`, or `not_now`).
+    fn watch(&self, watch: &'static str, result: &'static str);
 
     /// Everything one transition finished.
     fn progress(&self, progress: &Progress) {
@@ -35,4 +38,5 @@ impl Metrics for NoMetrics {
     fn run_finished(&self, _: &'static str) {}
     fn step_finished(&self, _: &'static str, _: &'static str, _: Duration) {}
     fn alarm(&self, _: &'static str) {}
+    fn watch(&self, _: &'static str, _: &'static str) {}
 }

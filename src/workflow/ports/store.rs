@@ -353,6 +353,16 @@ pub trait Store: Send + Sync {
         Box::pin(async { Ok(true) })
     }
 
+    /// When the next turn of `name` comes due (`None`: never taken). A timer kept in the
+    /// store: after a restart the work waits for this time, not a whole interval more.
+    fn turn_due<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Timestamp>, StoreError>> {
+        let _ = name;
+        Box::pin(async { Ok(None) })
+    }
+
     // ---- alarms -----------------------------------------------------------------------
 
     /// The alarm log, newest first.
