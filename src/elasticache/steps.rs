@@ -16,12 +16,15 @@ use std::sync::Arc;
 
 use crate::domain::{CacheClusterId, NodeType, SnapshotName};
 use crate::workflow::forecast::{self, Forecast};
-use crate::workflow::policy::{SnapshotSource, is_scale_up};
+use futures_util::future::join_all;
+
+use crate::workflow::cost::{NodePrice, PriceSheet};
+use crate::workflow::policy::{SnapshotSource, choices_within_cap, is_scale_up};
 use crate::workflow::ports::elasticache::{AwsEvent, GroupNodes, NodeRole, SnapshotFrom};
 use crate::workflow::ports::memory::recent;
 use crate::workflow::ports::{
     Attempt, Aws, AwsError, BoxFuture, ClusterMode, ElastiCache, GroupInfo, GroupStatus, LookAgain,
-    MemorySeries, PlanFacts, SnapshotStatus,
+    MemorySeries, PlanFacts, PriceError, Prices, SnapshotStatus,
 };
 use crate::workflow::preflight::{self, CallLine, Check};
 use crate::workflow::run::State;
@@ -34,7 +37,13 @@ pub struct ElastiCacheSteps {
     /// CloudWatch's memory readings, to take a snapshot from the replica with the most free
     /// memory (without it: the first replica by node id).
     memory: Option<Arc<dyn MemorySeries>>,
+    /// On-demand prices for the plan card (without it: no prices are read or shown).
+    prices: Option<Arc<dyn Prices>>,
 }
+
+/// How long the plan waits for its prices before it goes on with them unknown (each read is
+/// bounded by its own cache too, see [`crate::pricing`]: this holds for any [`Prices`]).
+const PRICES_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long a CloudWatch read on the way to acting (the snapshot's replica, the plan's trend)
 /// may take before the bot goes on without it.
@@ -54,6 +63,7 @@ impl ElastiCacheSteps {
         ElastiCacheSteps {
             fleet,
             memory: None,
+            prices: None,
         }
     }
 
@@ -65,6 +75,12 @@ impl ElastiCacheSteps {
     /// Pick the snapshot's replica by its memory in CloudWatch.
     pub fn with_memory(mut self, memory: Arc<dyn MemorySeries>) -> ElastiCacheSteps {
         self.memory = Some(memory);
+        self
+    }
+
+    /// Show the on-demand prices of the plan's node types on its card.
+    pub fn with_prices(mut self, prices: Arc<dyn Prices>) -> ElastiCacheSteps {
+        self.prices = Some(prices);
         self
     }
 
@@ -176,6 +192,99 @@ impl ElastiCacheSteps {
             Ok(f) => Check::Known(f),
             Err(why) => Check::Unknown(why),
         })
+    }
+}
+
+impl ElastiCacheSteps {
+    /// The on-demand prices of `types` in the run's group's region: every read at once,
+    /// together bounded by [`PRICES_WITHIN`], written to the audit as one `GetProducts` line.
+    /// Never an error: a price that can't be read is unknown, and why. `None`: no prices are
+    /// read (no [`Prices`] given). Direction-agnostic: a plan up or down lists its current
+    /// type and every type it may move to.
+    pub async fn price_sheet(&self, at: &mut Attempt, types: Vec<NodeType>) -> Option<PriceSheet> {
+        let prices = self.prices.as_ref()?;
+        let mut types = types;
+        let mut seen = Vec::new();
+        types.retain(|t| {
+            let new = !seen.contains(t);
+            seen.push(t.clone());
+            new
+        });
+        let region = self.fleet.place_of(&at.run.group).region.clone();
+        let Some(region) = region else {
+            let why = "the group's region is not known".to_string();
+            at.log("aws", "GetProducts", format!("prices not read: {why}"));
+            let prices = types
+                .into_iter()
+                .map(|node_type| NodePrice {
+                    node_type,
+                    hourly: Check::Unknown(why.clone()),
+                })
+                .collect();
+            return Some(PriceSheet {
+                region: "?".into(),
+                prices,
+            });
+        };
+        let reads = types.iter().map(|t| prices.on_demand_hourly(&region, t));
+        let found = match tokio::time::timeout(PRICES_WITHIN, join_all(reads)).await {
+            Ok(found) => found,
+            Err(_) => {
+                let late = format!("no answer within {PRICES_WITHIN:?}");
+                vec![
+                    Err(PriceError::Unavailable {
+                        code: "Timeout".into(),
+                        message: late,
+                    });
+                    types.len()
+                ]
+            }
+        };
+        let mut said = Vec::new();
+        let mut sheet = PriceSheet {
+            region: region.clone(),
+            prices: Vec::new(),
+        };
+        for (node_type, found) in types.into_iter().zip(found) {
+            let hourly = match found {
+                Ok(Some(h)) => Check::Known(h),
+                Ok(None) => Check::Unknown(format!("AWS lists no on-demand price in {region}")),
+                Err(e) => Check::Unknown(e.to_string()),
+            };
+            said.push(match &hourly {
+                Check::Known(h) => format!("{node_type} ${h}/h"),
+                Check::Unknown(why) => format!("{node_type} unknown ({why})"),
+            });
+            sheet.prices.push(NodePrice { node_type, hourly });
+        }
+        let detail = format!(
+            "on-demand prices per node-hour ({} in {region}): {}",
+            crate::workflow::ports::prices::ENGINE,
+            said.join(", ")
+        );
+        at.log("aws", "GetProducts", detail);
+        Some(sheet)
+    }
+
+    /// The plan's prices: the group's type and the scale-ups a plan may choose from (within
+    /// the cap), plus the one asked for. None read when there is nothing to choose.
+    async fn plan_prices(
+        &self,
+        at: &mut Attempt,
+        group: &GroupInfo,
+        allowed: &[NodeType],
+    ) -> Option<PriceSheet> {
+        let current = group.node_type.as_ref()?;
+        let cap = at.run.policy.max_node_type.clone();
+        let mut types = choices_within_cap(current, allowed, cap.as_ref());
+        if types.is_empty() {
+            return None;
+        }
+        types.insert(0, current.clone());
+        if let Some(asked) = &at.run.requested_type {
+            types.push(asked.clone());
+        }
+        self.price_sheet(at, types).await
     }
 }
 
@@ -402,11 +511,13 @@ impl Aws for ElastiCacheSteps {
             let preflight = found?;
             // Only once the plan can be made: a try that is tried again reads it again.
             let forecast = self.forecast(at, &group).await;
+            let prices = self.plan_prices(at, &group, &allowed).await;
             Ok(PlanFacts {
                 preflight,
                 group,
                 allowed,
                 forecast,
+                prices,
             })
         })
     }
@@ -953,6 +1064,7 @@ mod tests {
                 preflight: None,
                 pending_acknowledged: false,
                 forecast: None,
+                prices: None,
             },
             snapshot: None,
             started: Timestamp::now(),

@@ -502,6 +502,7 @@ pub fn plan(
         preflight: Some(preflight.clone()),
         pending_acknowledged: false,
         forecast: None,
+        prices: None,
     })
 }
 
