@@ -15,6 +15,7 @@ mod hostile_clients;
 mod layout;
 mod ops;
 mod preflight;
+mod pricing;
 mod slack;
 mod slack_files;
 mod socket_mode;

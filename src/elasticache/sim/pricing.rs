@@ -370,16 +370,7 @@ mod tests {
             .next()
             .unwrap();
         assert_eq!(dim["pricePerUnit"]["USD"], "0.2287000000");
-        // The bot's own reader agrees.
-        let entries: Vec<String> = list
-            .iter()
-            .map(|v| v.as_str().unwrap().to_string())
-            .collect();
-        let t = crate::domain::NodeType::parse("cache.r6g.large").unwrap();
-        assert_eq!(
-            crate::pricing::sdk::on_demand_hourly(&entries, &t),
-            Ok(Some(0.2287))
-        );
+        assert_eq!(dim["unit"], "Hrs");
     }
 
     #[test]
@@ -389,14 +380,20 @@ mod tests {
                 "ServiceCode": "AmazonElastiCache",
                 "Filters": [term("instanceType", instance), term("regionCode", "us-east-1"), term("cacheEngine", engine)]
             }));
-            let entries: Vec<String> = answer["PriceList"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_str().unwrap().to_string())
-                .collect();
-            let t = crate::domain::NodeType::parse(instance).unwrap();
-            crate::pricing::sdk::on_demand_hourly(&entries, &t).unwrap()
+            let list = answer["PriceList"].as_array().unwrap();
+            assert!(list.len() <= 1, "{list:?}");
+            list.first().map(|doc| {
+                let doc: Value = serde_json::from_str(doc.as_str().unwrap()).unwrap();
+                let term = doc["terms"]["OnDemand"].as_object().unwrap();
+                let term = term.values().next().unwrap();
+                let dim = term["priceDimensions"].as_object().unwrap();
+                let dim = dim.values().next().unwrap();
+                dim["pricePerUnit"]["USD"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<f64>()
+                    .unwrap()
+            })
         };
         assert_eq!(price("Redis", "cache.r6g.xlarge"), Some(0.411));
         assert_eq!(price("Valkey", "cache.r6g.xlarge"), Some(0.3288));
