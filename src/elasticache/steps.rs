@@ -810,6 +810,108 @@ mod tests {
         Attempt::new(run, 1, number, maybe_done_before, clock)
     }
 
+    /// Prices that never come.
+    struct Hanging;
+
+    impl Prices for Hanging {
+        fn on_demand_hourly<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a NodeType,
+        ) -> BoxFuture<'a, Result<Option<f64>, PriceError>> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    /// `cache.r6g.large` at $0.206, nothing else listed, in any region.
+    struct OneListed;
+
+    impl Prices for OneListed {
+        fn on_demand_hourly<'a>(
+            &'a self,
+            _: &'a str,
+            t: &'a NodeType,
+        ) -> BoxFuture<'a, Result<Option<f64>, PriceError>> {
+            let found = (t == &nt("cache.r6g.large")).then_some(0.206);
+            Box::pin(async move { Ok(found) })
+        }
+    }
+
+    /// Steps whose group is in `region` (nothing is asked of ElastiCache).
+    fn priced_steps(region: Option<&str>, prices: Arc<dyn Prices>) -> ElastiCacheSteps {
+        let api: Arc<dyn ElastiCache> = Arc::new(SdkElastiCache::new(&config_for_endpoint(
+            "http://127.0.0.1:9",
+        )));
+        let place = crate::workflow::ports::fleet::Place {
+            account: None,
+            region: region.map(str::to_string),
+        };
+        let clients = crate::workflow::ports::fleet::Clients {
+            aws: api,
+            memory: None,
+        };
+        ElastiCacheSteps::for_fleet(Arc::new(Fleet::new(place, clients))).with_prices(prices)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn prices_that_do_not_come_in_time_are_unknown_and_the_plan_goes_on() {
+        let steps = priced_steps(Some("eu-west-1"), Arc::new(Hanging));
+        let mut at = attempt(false);
+        let started = tokio::time::Instant::now();
+        let types = vec![
+            nt("cache.r6g.large"),
+            nt("cache.r6g.xlarge"),
+            nt("cache.r6g.large"),
+        ];
+        let sheet = steps.price_sheet(&mut at, types).await.unwrap();
+        assert_eq!(started.elapsed(), PRICES_WITHIN);
+        assert_eq!(sheet.region, "eu-west-1");
+        assert_eq!(sheet.prices.len(), 2, "each type once: {sheet:?}");
+        for p in &sheet.prices {
+            let Check::Unknown(why) = &p.hourly else {
+                panic!("{p:?}")
+            };
+            assert!(why.contains("no answer within 5s"), "{why}");
+        }
+        let audit = at.take_audit();
+        assert_eq!(audit.len(), 1);
+        assert_eq!(audit[0].kind, "GetProducts");
+    }
+
+    #[tokio::test]
+    async fn a_price_aws_does_not_list_is_unknown_and_so_is_every_price_without_a_region() {
+        let listed = priced_steps(Some("eu-west-1"), Arc::new(OneListed));
+        let mut at = attempt(false);
+        let types = vec![nt("cache.r6g.large"), nt("cache.r6gd.xlarge")];
+        let sheet = listed.price_sheet(&mut at, types.clone()).await.unwrap();
+        assert_eq!(sheet.hourly(&nt("cache.r6g.large")), Ok(0.206));
+        assert_eq!(
+            sheet.hourly(&nt("cache.r6gd.xlarge")),
+            Err("AWS lists no on-demand price in eu-west-1")
+        );
+        let line = &at.take_audit()[0].detail;
+        assert_eq!(
+            line,
+            "on-demand prices per node-hour (Redis in eu-west-1): cache.r6g.large $0.206/h, \
+             cache.r6gd.xlarge unknown (AWS lists no on-demand price in eu-west-1)"
+        );
+        let nowhere = priced_steps(None, Arc::new(OneListed));
+        let sheet = nowhere.price_sheet(&mut at, types).await.unwrap();
+        assert_eq!(
+            sheet.hourly(&nt("cache.r6g.large")),
+            Err("the group's region is not known")
+        );
+        // Without a price list nothing is read and no prices are shown.
+        let (sim, plain, _) = steps().await;
+        assert_eq!(
+            plain
+                .price_sheet(&mut at, vec![nt("cache.r6g.large")])
+                .await,
+            None
+        );
+        sim.shutdown().await;
+    }
+
     #[tokio::test]
     async fn a_modification_someone_else_started_is_never_taken_for_the_bots() {
         let (sim, steps, _) = steps().await;
