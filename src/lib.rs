@@ -36,7 +36,8 @@
 //!   approver directory, signature checks, command and click parsing, Block Kit rendering.
 //! - [`elasticache`]: the SDK implementation of the `ElastiCache` port, the `Aws` effects over
 //!   it, the fleet (a client per account and region, each group by its AWS id there), and a
-//!   simulator that speaks the ElastiCache Query protocol (and STS, CloudWatch, SQS).
+//!   simulator that speaks the ElastiCache Query protocol (and STS, CloudWatch, SQS, the Price
+//!   List).
 //! - [`cloudwatch`]: the `MemorySeries` port (a group's memory, node by node) and its
 //!   `GetMetricData` implementation.
 //! - [`pricing`]: the `Prices` port over the AWS Price List API (`GetProducts`), cached for a
