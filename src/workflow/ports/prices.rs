@@ -35,8 +35,9 @@ pub enum PriceError {
     /// Throttled, a 5xx, a timeout or a network failure: worth another look later.
     #[error("the AWS Price List did not answer this time ({code}): {message}")]
     Unavailable { code: String, message: String },
-    /// An answer that is not a price list the bot can read.
-    #[error("the AWS Price List's answer could not be read ({code}): {message}")]
+    /// A request the Price List refused as malformed, or an answer the bot can't read: a
+    /// bug (here or there) another try will not fix.
+    #[error("the AWS Price List could not be read ({code}): {message}")]
     Unreadable { code: String, message: String },
 }
 
