@@ -266,6 +266,29 @@ impl Default for RetentionConfig {
     }
 }
 
+/// The on-demand prices on the plan card (`[pricing]`), from the AWS Price List API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PricingConfig {
+    /// Read prices at all (`false`: no cost line, no `pricing:GetProducts` call).
+    pub enabled: bool,
+    /// Where the Price List API is called: it is served only from `us-east-1`, `eu-central-1`
+    /// and `ap-south-1`, and lists every region's prices from each, so this is not the groups'
+    /// region (which is what the prices are asked for).
+    pub region: String,
+}
+
+/// The regions that serve the Price List API.
+pub const PRICING_REGIONS: &[&str] = &["us-east-1", "eu-central-1", "ap-south-1"];
+
+impl Default for PricingConfig {
+    fn default() -> PricingConfig {
+        PricingConfig {
+            enabled: true,
+            region: "us-east-1".to_string(),
+        }
+    }
+}
+
 /// PostgreSQL as the store, for several replicas: `database = "postgres://…"` in the file
 /// (no password there) or `DATABASE_URL` in the environment, with `[postgres]`.
 #[derive(Debug, Clone)]
@@ -303,6 +326,7 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub http: HttpConfig,
     pub retention: RetentionConfig,
+    pub pricing: PricingConfig,
     pub defaults: Policy,
     pub groups: BTreeMap<ReplicationGroupId, GroupConfig>,
     pub secrets: Secrets,
@@ -647,6 +671,12 @@ impl Config {
         out.push_str(&format!("records = {}\n", d(r.keep.records)));
         out.push_str(&format!("prune_interval = {}\n", d(r.prune_interval)));
         out.push_str(&format!("prune_batch = {}\n\n", r.prune_batch));
+        out.push_str("[pricing]\n");
+        out.push_str(&format!("enabled = {}\n", self.pricing.enabled));
+        out.push_str(&format!(
+            "region = {}\n\n",
+            toml_string(&self.pricing.region)
+        ));
         out.push_str("[defaults]\n");
         policy(&mut out, &self.defaults);
         for a in self.accounts.values() {
@@ -784,10 +814,12 @@ const TOP_KEYS: &[&str] = &[
     "delivery",
     "http",
     "retention",
+    "pricing",
     "defaults",
     "groups",
 ];
 const RETENTION_KEYS: &[&str] = &["runs", "records", "prune_interval", "prune_batch"];
+const PRICING_KEYS: &[&str] = &["enabled", "region"];
 const POSTGRES_KEYS: &[&str] = &["lease", "pool_size", "ca_file"];
 const SLACK_KEYS: &[&str] = &[
     "channel",
@@ -876,6 +908,7 @@ pub fn known_keys() -> Vec<String> {
             "delivery" => ("delivery", DELIVERY_KEYS),
             "http" => ("http", HTTP_KEYS),
             "retention" => ("retention", RETENTION_KEYS),
+            "pricing" => ("pricing", PRICING_KEYS),
             "postgres" => ("postgres", POSTGRES_KEYS),
             "accounts" => ("accounts.<name>", ACCOUNT_KEYS),
             "defaults" => ("defaults", POLICY_KEYS),
@@ -1160,6 +1193,7 @@ impl<'s> Walker<'s> {
         let delivery = self.delivery(root);
         let http = self.http(root);
         let retention = self.retention(root);
+        let pricing = self.pricing(root);
         let builtin = Policy::default();
         let defaults = match self.sub_table(root, "defaults", "") {
             Some(t) => {
@@ -1224,6 +1258,7 @@ impl<'s> Walker<'s> {
             delivery,
             http,
             retention,
+            pricing,
             defaults,
             groups,
             secrets,
@@ -1625,6 +1660,33 @@ impl<'s> Walker<'s> {
         }
         if let Some(n) = self.integer(&t, "prune_batch", "retention", 1..=100_000) {
             out.prune_batch = n as usize;
+        }
+        out
+    }
+
+    fn pricing(&mut self, root: &Table<'_>) -> PricingConfig {
+        let mut out = PricingConfig::default();
+        let Some(t) = self.sub_table(root, "pricing", "") else {
+            return out;
+        };
+        let t = t.clone();
+        self.unknown_keys(&t, "pricing", PRICING_KEYS);
+        if let Some(b) = self.boolean(&t, "enabled", "pricing") {
+            out.enabled = b;
+        }
+        let region = self.parsed(&t, "region", "pricing", |s| {
+            if PRICING_REGIONS.contains(&s) {
+                Ok(s.to_string())
+            } else {
+                Err(format!(
+                    "`{s}` does not serve the AWS Price List API: one of {} (it lists every \
+                     region's prices; the groups' own region is what is asked for)",
+                    PRICING_REGIONS.join(", ")
+                ))
+            }
+        });
+        if let Some(r) = region {
+            out.region = r;
         }
         out
     }
@@ -2684,6 +2746,38 @@ pause_url = "https://hooks.example/pause\"x"
             }
         );
         assert_eq!(parse(&c.render_redacted()).unwrap().http, c.http);
+    }
+
+    #[test]
+    fn the_pricing_table_turns_prices_off_or_moves_the_api_and_typos_are_named() {
+        let c = parse(DESIGN_EXAMPLE).unwrap();
+        assert_eq!(c.pricing, PricingConfig::default());
+        assert!(c.pricing.enabled);
+        assert_eq!(c.pricing.region, "us-east-1");
+        let text =
+            format!("{DESIGN_EXAMPLE}\n[pricing]\nenabled = false\nregion = \"ap-south-1\"\n");
+        let c = parse(&text).unwrap();
+        assert!(!c.pricing.enabled);
+        assert_eq!(c.pricing.region, "ap-south-1");
+        assert_eq!(parse(&c.render_redacted()).unwrap().pricing, c.pricing);
+        let err = parse(&format!(
+            "{DESIGN_EXAMPLE}\n[pricing]\nenable = false\nregion = \"eu-west-1\"\n"
+        ))
+        .unwrap_err();
+        let keys: Vec<&str> = err.issues.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["pricing.enable", "pricing.region"], "{err}");
+        assert!(
+            err.issues[0].message.contains("did you mean `enabled`"),
+            "{err}"
+        );
+        assert!(
+            err.issues[1]
+                .message
+                .contains("does not serve the AWS Price List API"),
+            "{err}"
+        );
+        let err = parse(&format!("{DESIGN_EXAMPLE}\n[pricing]\nenabled = \"yes\"\n")).unwrap_err();
+        assert_eq!(err.issues[0].key, "pricing.enabled", "{err}");
     }
 
     #[test]

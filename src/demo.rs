@@ -262,6 +262,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         store: store.clone(),
         aws: Arc::new(SdkElastiCache::new(&aws)),
         memory: Arc::new(crate::cloudwatch::SdkCloudWatch::new(&aws)),
+        // The simulator lists prices too: the demo's card shows what the upsize costs.
+        prices: Some(Arc::new(crate::pricing::SdkPrices::new(
+            &aws,
+            &config.pricing.region,
+        ))),
         clock: Arc::new(SystemClock),
         sns_http: Arc::new(ReqwestSnsHttp(crate::http_client::build(
             Duration::from_secs(5),

@@ -36,9 +36,12 @@
 //!   approver directory, signature checks, command and click parsing, Block Kit rendering.
 //! - [`elasticache`]: the SDK implementation of the `ElastiCache` port, the `Aws` effects over
 //!   it, the fleet (a client per account and region, each group by its AWS id there), and a
-//!   simulator that speaks the ElastiCache Query protocol (and STS, CloudWatch, SQS).
+//!   simulator that speaks the ElastiCache Query protocol (and STS, CloudWatch, SQS, the Price
+//!   List).
 //! - [`cloudwatch`]: the `MemorySeries` port (a group's memory, node by node) and its
 //!   `GetMetricData` implementation.
+//! - [`pricing`]: the `Prices` port over the AWS Price List API (`GetProducts`), cached for a
+//!   day per region and node type.
 //! - [`pagerduty`]: the Events API v2 client and the `Pager` port.
 //! - [`hooks`]: the pause/resume webhooks and the `Hooks` port.
 //! - [`store`]: the `Store` port over one SQLite file (one replica), or PostgreSQL (several
@@ -69,6 +72,7 @@ pub mod hooks;
 pub mod http;
 pub mod http_client;
 pub mod pagerduty;
+pub mod pricing;
 pub mod slack;
 pub mod standin;
 pub mod startup;

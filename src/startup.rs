@@ -30,6 +30,7 @@ use crate::elasticache::steps::ElastiCacheSteps;
 use crate::hooks::HookClient;
 use crate::http::Http;
 use crate::pagerduty::PagerDutyClient;
+use crate::pricing::{CachedPrices, SdkPrices};
 use crate::slack::api::SlackClient;
 use crate::slack::approvers::ApproverDirectory;
 use crate::slack::chat::SlackChat;
@@ -39,7 +40,7 @@ use crate::store::{PgOptions, PgStore, SqliteStore};
 use crate::telemetry::Prometheus;
 use crate::workflow::policy::Deliveries;
 use crate::workflow::ports::fleet::{Clients, Fleet, FleetAws, FleetMemory, Place};
-use crate::workflow::ports::{Clock, ElastiCache, MemorySeries, Ports, Store, SystemClock};
+use crate::workflow::ports::{Clock, ElastiCache, MemorySeries, Ports, Prices, Store, SystemClock};
 use crate::workflow::runner::{Runner, RunnerOptions};
 
 /// What differs between production, the demo and the tests.
@@ -49,6 +50,9 @@ pub struct Deps {
     pub aws: Arc<dyn ElastiCache>,
     /// The nodes' memory (CloudWatch through the SDK, the same AWS configuration).
     pub memory: Arc<dyn MemorySeries>,
+    /// The AWS Price List (the SDK client, the same AWS configuration, in `[pricing] region`);
+    /// `None`: no prices on the cards. Cached here for a day per region and type.
+    pub prices: Option<Arc<dyn Prices>>,
     pub clock: Arc<dyn Clock>,
     /// How SNS signing certificates are fetched and subscriptions confirmed.
     pub sns_http: Arc<dyn SnsHttp>,
@@ -201,6 +205,7 @@ impl Deps {
             store,
             aws: Arc::new(SdkElastiCache::new(&sdk)),
             memory: Arc::new(SdkCloudWatch::new(&sdk)),
+            prices: Some(Arc::new(SdkPrices::new(&sdk, &config.pricing.region))),
             home: home(config, &sdk).await?,
             places: Some(PlaceSdk {
                 base: sdk.clone(),
@@ -312,9 +317,14 @@ impl Application {
         let graphs = Arc::new(SlackGraphs::new(slack.clone(), memory.clone(), aws.clone()));
         let chat = Arc::new(SlackChat::new(slack).duplicates_land_within(land));
         let metrics = Arc::new(Prometheus);
+        let mut steps = ElastiCacheSteps::for_fleet(fleet.clone()).with_memory(memory.clone());
+        if let Some(prices) = deps.prices.filter(|_| config.pricing.enabled) {
+            let cached = CachedPrices::new(prices, deps.clock.clone());
+            steps = steps.with_prices(Arc::new(cached));
+        }
         let ports = Ports {
             store: deps.store.clone(),
-            aws: Arc::new(ElastiCacheSteps::for_fleet(fleet.clone()).with_memory(memory.clone())),
+            aws: Arc::new(steps),
             chat: chat.clone(),
             graphs,
             verify,

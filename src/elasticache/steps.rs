@@ -17,15 +17,19 @@ use std::sync::Arc;
 use crate::domain::{CacheClusterId, NodeType, SnapshotName};
 use crate::workflow::forecast::{self, Forecast};
 use crate::workflow::policy::SnapshotSource;
+use futures_util::future::join_all;
+
+use crate::workflow::cost::{NodePrice, PriceSheet};
+use crate::workflow::policy::choices_within_cap;
 use crate::workflow::ports::elasticache::{AwsEvent, GroupNodes, NodeRole, SnapshotFrom};
 use crate::workflow::ports::memory::recent;
 use crate::workflow::ports::{
     Attempt, Aws, AwsError, BoxFuture, ClusterMode, ElastiCache, GroupInfo, GroupStatus, LookAgain,
-    MemorySeries, PlanFacts, SnapshotStatus,
+    MemorySeries, PlanFacts, PriceError, Prices, SnapshotStatus,
 };
 use crate::workflow::preflight::{self, CallLine, Check};
-use crate::workflow::run::Direction;
 use crate::workflow::run::State;
+use crate::workflow::run::{Direction, Trigger};
 
 use crate::workflow::ports::fleet::Fleet;
 
@@ -35,7 +39,15 @@ pub struct ElastiCacheSteps {
     /// CloudWatch's memory readings, to take a snapshot from the replica with the most free
     /// memory (without it: the first replica by node id).
     memory: Option<Arc<dyn MemorySeries>>,
+    /// On-demand prices for the plan card (without it: no prices are read or shown).
+    prices: Option<Arc<dyn Prices>>,
 }
+
+/// How long the plan waits for its prices before it goes on with them unknown: for any
+/// [`Prices`]. A second longer than the cache's own bound on each read (5 s, see
+/// `crate::pricing`), so that a hanging Price List times out there first and is remembered
+/// as a failure for a few minutes, instead of holding up every plan.
+const PRICES_WITHIN: std::time::Duration = std::time::Duration::from_secs(6);
 
 /// How long a CloudWatch read on the way to acting (the snapshot's replica, the plan's trend)
 /// may take before the bot goes on without it.
@@ -55,6 +67,7 @@ impl ElastiCacheSteps {
         ElastiCacheSteps {
             fleet,
             memory: None,
+            prices: None,
         }
     }
 
@@ -66,6 +79,12 @@ impl ElastiCacheSteps {
     /// Pick the snapshot's replica by its memory in CloudWatch.
     pub fn with_memory(mut self, memory: Arc<dyn MemorySeries>) -> ElastiCacheSteps {
         self.memory = Some(memory);
+        self
+    }
+
+    /// Show the on-demand prices of the plan's node types on its card.
+    pub fn with_prices(mut self, prices: Arc<dyn Prices>) -> ElastiCacheSteps {
+        self.prices = Some(prices);
         self
     }
 
@@ -177,6 +196,107 @@ impl ElastiCacheSteps {
             Ok(f) => Check::Known(f),
             Err(why) => Check::Unknown(why),
         })
+    }
+}
+
+impl ElastiCacheSteps {
+    /// The on-demand prices of `types` in the run's group's region: every read at once,
+    /// together bounded by [`PRICES_WITHIN`], written to the audit as one `GetProducts` line.
+    /// Never an error: a price that can't be read is unknown, and why. `None`: no prices are
+    /// read (no [`Prices`] given). Direction-agnostic: a plan up or down lists its current
+    /// type and every type it may move to.
+    pub async fn price_sheet(&self, at: &mut Attempt, types: Vec<NodeType>) -> Option<PriceSheet> {
+        let prices = self.prices.as_ref()?;
+        let mut types = types;
+        let mut seen = Vec::new();
+        types.retain(|t| {
+            let new = !seen.contains(t);
+            seen.push(t.clone());
+            new
+        });
+        let region = self.fleet.place_of(&at.run.group).region.clone();
+        let Some(region) = region else {
+            let why = "the group's region is not known".to_string();
+            at.log("aws", "GetProducts", format!("prices not read: {why}"));
+            let prices = types
+                .into_iter()
+                .map(|node_type| NodePrice {
+                    node_type,
+                    hourly: Check::Unknown(why.clone()),
+                })
+                .collect();
+            return Some(PriceSheet {
+                region: "?".into(),
+                prices,
+            });
+        };
+        let reads = types.iter().map(|t| prices.on_demand_hourly(&region, t));
+        let found = match tokio::time::timeout(PRICES_WITHIN, join_all(reads)).await {
+            Ok(found) => found,
+            Err(_) => {
+                let late = format!("no answer within {PRICES_WITHIN:?}");
+                vec![
+                    Err(PriceError::Unavailable {
+                        code: "Timeout".into(),
+                        message: late,
+                    });
+                    types.len()
+                ]
+            }
+        };
+        let mut said = Vec::new();
+        let mut sheet = PriceSheet {
+            region: region.clone(),
+            prices: Vec::new(),
+        };
+        for (node_type, found) in types.into_iter().zip(found) {
+            let hourly = match found {
+                Ok(Some(h)) => Check::Known(h),
+                Ok(None) => Check::Unknown(format!("AWS lists no on-demand price in {region}")),
+                Err(e) => Check::Unknown(e.to_string()),
+            };
+            said.push(match &hourly {
+                Check::Known(h) => format!("{node_type} ${h}/h"),
+                Check::Unknown(why) => format!("{node_type} unknown ({why})"),
+            });
+            sheet.prices.push(NodePrice { node_type, hourly });
+        }
+        let detail = format!(
+            "on-demand prices per node-hour ({} in {region}): {}",
+            crate::workflow::ports::prices::ENGINE,
+            said.join(", ")
+        );
+        at.log("aws", "GetProducts", detail);
+        Some(sheet)
+    }
+
+    /// The plan's prices: the group's type and the scale-ups a plan may choose from (within
+    /// the cap), plus the one asked for; for a scale-down suggestion, the one step down it
+    /// suggests. None read when there is nothing to choose.
+    async fn plan_prices(
+        &self,
+        at: &mut Attempt,
+        group: &GroupInfo,
+        allowed: &[NodeType],
+    ) -> Option<PriceSheet> {
+        let current = group.node_type.as_ref()?;
+        let cap = at.run.policy.max_node_type.clone();
+        let mut types = match &at.run.trigger {
+            Trigger::ScaleDown { evidence, .. } => allowed
+                .iter()
+                .filter(|t| **t == evidence.to)
+                .cloned()
+                .collect(),
+            _ => choices_within_cap(current, allowed, cap.as_ref()),
+        };
+        if types.is_empty() {
+            return None;
+        }
+        types.insert(0, current.clone());
+        if let Some(asked) = &at.run.requested_type {
+            types.push(asked.clone());
+        }
+        self.price_sheet(at, types).await
     }
 }
 
@@ -408,11 +528,13 @@ impl Aws for ElastiCacheSteps {
             let preflight = found?;
             // Only once the plan can be made: a try that is tried again reads it again.
             let forecast = self.forecast(at, &group).await;
+            let prices = self.plan_prices(at, &group, &allowed).await;
             Ok(PlanFacts {
                 preflight,
                 group,
                 allowed,
                 forecast,
+                prices,
             })
         })
     }
@@ -716,6 +838,108 @@ mod tests {
         Attempt::new(run, 1, number, maybe_done_before, clock)
     }
 
+    /// Prices that never come.
+    struct Hanging;
+
+    impl Prices for Hanging {
+        fn on_demand_hourly<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a NodeType,
+        ) -> BoxFuture<'a, Result<Option<f64>, PriceError>> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    /// `cache.r6g.large` at $0.206, nothing else listed, in any region.
+    struct OneListed;
+
+    impl Prices for OneListed {
+        fn on_demand_hourly<'a>(
+            &'a self,
+            _: &'a str,
+            t: &'a NodeType,
+        ) -> BoxFuture<'a, Result<Option<f64>, PriceError>> {
+            let found = (t == &nt("cache.r6g.large")).then_some(0.206);
+            Box::pin(async move { Ok(found) })
+        }
+    }
+
+    /// Steps whose group is in `region` (nothing is asked of ElastiCache).
+    fn priced_steps(region: Option<&str>, prices: Arc<dyn Prices>) -> ElastiCacheSteps {
+        let api: Arc<dyn ElastiCache> = Arc::new(SdkElastiCache::new(&config_for_endpoint(
+            "http://127.0.0.1:9",
+        )));
+        let place = crate::workflow::ports::fleet::Place {
+            account: None,
+            region: region.map(str::to_string),
+        };
+        let clients = crate::workflow::ports::fleet::Clients {
+            aws: api,
+            memory: None,
+        };
+        ElastiCacheSteps::for_fleet(Arc::new(Fleet::new(place, clients))).with_prices(prices)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn prices_that_do_not_come_in_time_are_unknown_and_the_plan_goes_on() {
+        let steps = priced_steps(Some("eu-west-1"), Arc::new(Hanging));
+        let mut at = attempt(false);
+        let started = tokio::time::Instant::now();
+        let types = vec![
+            nt("cache.r6g.large"),
+            nt("cache.r6g.xlarge"),
+            nt("cache.r6g.large"),
+        ];
+        let sheet = steps.price_sheet(&mut at, types).await.unwrap();
+        assert_eq!(started.elapsed(), PRICES_WITHIN);
+        assert_eq!(sheet.region, "eu-west-1");
+        assert_eq!(sheet.prices.len(), 2, "each type once: {sheet:?}");
+        for p in &sheet.prices {
+            let Check::Unknown(why) = &p.hourly else {
+                panic!("{p:?}")
+            };
+            assert!(why.contains("no answer within 6s"), "{why}");
+        }
+        let audit = at.take_audit();
+        assert_eq!(audit.len(), 1);
+        assert_eq!(audit[0].kind, "GetProducts");
+    }
+
+    #[tokio::test]
+    async fn a_price_aws_does_not_list_is_unknown_and_so_is_every_price_without_a_region() {
+        let listed = priced_steps(Some("eu-west-1"), Arc::new(OneListed));
+        let mut at = attempt(false);
+        let types = vec![nt("cache.r6g.large"), nt("cache.r6gd.xlarge")];
+        let sheet = listed.price_sheet(&mut at, types.clone()).await.unwrap();
+        assert_eq!(sheet.hourly(&nt("cache.r6g.large")), Ok(0.206));
+        assert_eq!(
+            sheet.hourly(&nt("cache.r6gd.xlarge")),
+            Err("AWS lists no on-demand price in eu-west-1")
+        );
+        let line = &at.take_audit()[0].detail;
+        assert_eq!(
+            line,
+            "on-demand prices per node-hour (Redis in eu-west-1): cache.r6g.large $0.206/h, \
+             cache.r6gd.xlarge unknown (AWS lists no on-demand price in eu-west-1)"
+        );
+        let nowhere = priced_steps(None, Arc::new(OneListed));
+        let sheet = nowhere.price_sheet(&mut at, types).await.unwrap();
+        assert_eq!(
+            sheet.hourly(&nt("cache.r6g.large")),
+            Err("the group's region is not known")
+        );
+        // Without a price list nothing is read and no prices are shown.
+        let (sim, plain, _) = steps().await;
+        assert_eq!(
+            plain
+                .price_sheet(&mut at, vec![nt("cache.r6g.large")])
+                .await,
+            None
+        );
+        sim.shutdown().await;
+    }
+
     #[tokio::test]
     async fn a_modification_someone_else_started_is_never_taken_for_the_bots() {
         let (sim, steps, _) = steps().await;
@@ -971,6 +1195,7 @@ mod tests {
                 pending_acknowledged: false,
                 forecast: None,
                 direction: Default::default(),
+                prices: None,
             },
             snapshot: None,
             started: Timestamp::now(),

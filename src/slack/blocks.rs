@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::domain::node_types::{lookup, memory_label};
 use crate::domain::{NodeType, SlackUserId, Timestamp, format_duration};
+use crate::workflow::cost::monthly;
 use crate::workflow::effect::{CancelGone, Note};
 use crate::workflow::forecast::{Forecast, Trend};
 use crate::workflow::policy::SnapshotPolicy;
@@ -117,10 +118,14 @@ pub fn render_top(run: &Run, now: Timestamp) -> Message {
         ];
         if plan.choices.len() > 1 {
             let option = |t: &NodeType| {
-                json!({
+                let mut o = json!({
                     "text": { "type": "plain_text", "text": format!("{t} · {}", memory_label(t)) },
                     "value": t.to_string(),
-                })
+                });
+                if let Some(d) = choice_delta(plan, t) {
+                    o["description"] = json!({ "type": "plain_text", "text": d });
+                }
+                o
             };
             // Slack allows at most 100 options.
             let options: Vec<Value> = plan.choices.iter().take(100).map(option).collect();
@@ -532,6 +537,10 @@ fn plan_line(run: &Run) -> String {
                 line.push('\n');
                 line.push_str(&forecast_line(forecast));
             }
+            if let Some(cost) = cost_line(plan) {
+                line.push('\n');
+                line.push_str(&cost);
+            }
             line
         }
         (None, State::Planning) => "*Plan:* reading the group from AWS…".to_string(),
@@ -542,6 +551,87 @@ fn plan_line(run: &Run) -> String {
             }
             _ => "*Plan:* none".to_string(),
         },
+    }
+}
+
+/// What the plan's move costs, from the on-demand prices read with it (`None`: none were
+/// read): "💵 `cache.r6g.large` $0.206/h → `cache.r6g.xlarge` $0.411/h per node; 3 nodes: $451
+/// → $900 a month (+$449)", or "💵 Cost: unknown (why)". A month is
+/// [`HOURS_PER_MONTH`](crate::workflow::cost::HOURS_PER_MONTH) = 730 hours; a move down shows
+/// a negative delta (a saving). Works for any plan, up or down.
+pub fn cost_line(plan: &Plan) -> Option<String> {
+    let sheet = plan.prices.as_ref()?;
+    let (from, to) = (&plan.current, &plan.target);
+    let (hourly_from, hourly_to) = match (sheet.hourly(from), sheet.hourly(to)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(why), _) | (_, Err(why)) => {
+            return Some(format!(
+                "💵 Cost: unknown ({})",
+                escape(&truncate(why, 300))
+            ));
+        }
+    };
+    let nodes = plan.members;
+    let delta = monthly(hourly_to, nodes) - monthly(hourly_from, nodes);
+    // What a scale-down gives back, said as such.
+    let saving = if plan.direction == Direction::Down && delta < 0.0 {
+        format!(" — a saving of *{} a month*", dollars(-delta))
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "💵 `{from}` {}/h → `{to}` {}/h per node; {nodes} node(s): {} → {} a month ({}), on demand in {}{saving}",
+        hourly_dollars(hourly_from),
+        hourly_dollars(hourly_to),
+        dollars(monthly(hourly_from, nodes)),
+        dollars(monthly(hourly_to, nodes)),
+        signed_dollars(delta),
+        escape(&sheet.region),
+    ))
+}
+
+/// A size choice's monthly delta from the current type, for the picker: "+$449/mo (3
+/// nodes)", "−$225/mo (3 nodes)", or "price unknown" (`None`: no prices were read).
+fn choice_delta(plan: &Plan, choice: &NodeType) -> Option<String> {
+    let sheet = plan.prices.as_ref()?;
+    let nodes = plan.members;
+    Some(match sheet.monthly_delta(&plan.current, choice, nodes) {
+        Ok(d) => format!("{}/mo ({nodes} node(s))", signed_dollars(d)),
+        Err(_) => "price unknown".to_string(),
+    })
+}
+
+/// A price per node-hour: "$0.206", "$1.642", "$0.0160" → "$0.016".
+fn hourly_dollars(x: f64) -> String {
+    let s = format!("{x:.4}");
+    let s = s.trim_end_matches('0');
+    let s = match s.split_once('.') {
+        Some((_, cents)) if cents.len() < 2 => format!("{s}{}", "0".repeat(2 - cents.len())),
+        _ => s.to_string(),
+    };
+    format!("${s}")
+}
+
+/// Whole dollars with thousands separators: "$451", "$12,345".
+fn dollars(x: f64) -> String {
+    let whole = x.abs().round() as u64;
+    let digits = whole.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    format!("${out}")
+}
+
+/// A delta in whole dollars with its sign: "+$449", "−$225" (a saving), "±$0".
+pub fn signed_dollars(x: f64) -> String {
+    match x.round() {
+        r if r > 0.0 => format!("+{}", dollars(x)),
+        r if r < 0.0 => format!("−{}", dollars(x)),
+        _ => "±$0".to_string(),
     }
 }
 
@@ -1744,6 +1834,7 @@ mod tests {
                 allowed,
                 preflight: crate::workflow::preflight::Preflight::clean(),
                 forecast: None,
+                prices: None,
             },
             800,
         );
@@ -1950,6 +2041,7 @@ mod tests {
                     allowed: crate::domain::node_types::scale_downs_from(&nt("cache.r6g.xlarge")),
                     preflight: crate::workflow::preflight::Preflight::clean(),
                     forecast: None,
+                    prices: None,
                 },
                 10,
             )
@@ -2347,6 +2439,157 @@ mod tests {
             line(Check::Unknown("no permission <to> read".into())),
             "❔ Memory trend unknown (no permission &lt;to&gt; read)"
         );
+    }
+
+    fn a_price_sheet(unknown: &[(&str, &str)]) -> crate::workflow::cost::PriceSheet {
+        use crate::workflow::cost::{NodePrice, PriceSheet};
+        let listed = [
+            ("cache.r6g.large", 0.206),
+            ("cache.r6g.xlarge", 0.411),
+            ("cache.r6g.2xlarge", 0.821),
+        ];
+        let prices = listed
+            .iter()
+            .map(|(t, h)| NodePrice {
+                node_type: nt(t),
+                hourly: match unknown.iter().find(|(u, _)| u == t) {
+                    Some((_, why)) => Check::Unknown(why.to_string()),
+                    None => Check::Known(*h),
+                },
+            })
+            .collect();
+        PriceSheet {
+            region: "us-east-1".into(),
+            prices,
+        }
+    }
+
+    /// The run waiting for approval, on a three-node group, with `sheet` as its prices.
+    fn priced(sheet: crate::workflow::cost::PriceSheet) -> Run {
+        let (_, mut run) = runs()
+            .into_iter()
+            .find(|(n, _)| *n == "awaiting_approval")
+            .unwrap();
+        let State::AwaitingApproval { plan, .. } = &mut run.state else {
+            unreachable!()
+        };
+        plan.members = 3;
+        plan.prices = Some(sheet);
+        run
+    }
+
+    fn picker_descriptions(msg: &Message) -> Vec<(String, String)> {
+        let actions = msg.blocks.iter().find(|b| b["type"] == "actions").unwrap();
+        let picker = actions["elements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == "static_select")
+            .unwrap();
+        picker["options"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                let d = o["description"]["text"].as_str().unwrap_or("(none)");
+                (o["value"].as_str().unwrap().to_string(), d.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_card_shows_what_the_move_costs_a_month_and_the_picker_each_choices_delta() {
+        let run = priced(a_price_sheet(&[]));
+        let msg = render_top(&run, at(1000));
+        insta::assert_json_snapshot!("top_awaiting_approval_with_prices", msg);
+        let json = serde_json::to_string(&msg).unwrap();
+        assert!(
+            json.contains(
+                "💵 `cache.r6g.large` $0.206/h → `cache.r6g.xlarge` $0.411/h per node; 3 node(s): \
+                 $451 → $900 a month (+$449), on demand in us-east-1"
+            ),
+            "{json}"
+        );
+        assert_eq!(
+            picker_descriptions(&msg),
+            [
+                ("cache.r6g.xlarge".into(), "+$449/mo (3 node(s))".into()),
+                ("cache.r6g.2xlarge".into(), "+$1,347/mo (3 node(s))".into()),
+            ]
+        );
+        // Without prices (pricing off, or a plan from before) there is no cost line and no
+        // description.
+        let (_, plain) = runs()
+            .into_iter()
+            .find(|(n, _)| *n == "awaiting_approval")
+            .unwrap();
+        let msg = render_top(&plain, at(1000));
+        assert!(!serde_json::to_string(&msg).unwrap().contains("💵"));
+        assert!(picker_descriptions(&msg).iter().all(|(_, d)| d == "(none)"));
+    }
+
+    #[test]
+    fn a_price_that_could_not_be_read_is_unknown_with_its_reason_escaped() {
+        let why =
+            "no permission to read the AWS Price List (AccessDeniedException): <!channel> & co";
+        let run = priced(a_price_sheet(&[("cache.r6g.xlarge", why)]));
+        let msg = render_top(&run, at(1000));
+        insta::assert_json_snapshot!("top_awaiting_approval_prices_unknown", msg);
+        let json = serde_json::to_string(&msg).unwrap();
+        assert!(
+            json.contains(
+                "💵 Cost: unknown (no permission to read the AWS Price List \
+                 (AccessDeniedException): &lt;!channel&gt; &amp; co)"
+            ),
+            "{json}"
+        );
+        assert!(!json.contains("<!channel>"), "{json}");
+        assert_eq!(
+            picker_descriptions(&msg),
+            [
+                ("cache.r6g.xlarge".into(), "price unknown".into()),
+                ("cache.r6g.2xlarge".into(), "+$1,347/mo (3 node(s))".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_move_down_shows_a_saving() {
+        let mut run = priced(a_price_sheet(&[]));
+        let State::AwaitingApproval { plan, .. } = &mut run.state else {
+            unreachable!()
+        };
+        plan.current = nt("cache.r6g.2xlarge");
+        plan.target = nt("cache.r6g.xlarge");
+        plan.choices = vec![nt("cache.r6g.large"), nt("cache.r6g.xlarge")];
+        let line = cost_line(plan).unwrap();
+        assert!(
+            line.contains("3 node(s): $1,798 → $900 a month (−$898)"),
+            "{line}"
+        );
+        let msg = render_top(&run, at(1000));
+        assert_eq!(
+            picker_descriptions(&msg),
+            [
+                ("cache.r6g.large".into(), "−$1,347/mo (3 node(s))".into()),
+                ("cache.r6g.xlarge".into(), "−$898/mo (3 node(s))".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn money_reads_like_money() {
+        assert_eq!(hourly_dollars(0.206), "$0.206");
+        assert_eq!(hourly_dollars(0.016), "$0.016");
+        assert_eq!(hourly_dollars(0.2287), "$0.2287");
+        assert_eq!(hourly_dollars(0.5), "$0.50");
+        assert_eq!(hourly_dollars(6.568), "$6.568");
+        assert_eq!(dollars(451.14), "$451");
+        assert_eq!(dollars(12_345.6), "$12,346");
+        assert_eq!(dollars(1_234_567.0), "$1,234,567");
+        assert_eq!(signed_dollars(448.95), "+$449");
+        assert_eq!(signed_dollars(-225.2), "−$225");
+        assert_eq!(signed_dollars(0.3), "±$0");
     }
 
     #[test]

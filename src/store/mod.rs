@@ -1556,6 +1556,47 @@ mod tests {
         assert_eq!(store.prune(now, keep, 500).unwrap(), Pruned::default());
     }
 
+    /// The scale-down check's timer: set once, due when the store says (a reopened file says
+    /// the same), and each turn taken once.
+    #[tokio::test]
+    async fn a_timer_kept_in_the_store_survives_reopening_and_is_taken_once_per_turn() {
+        let dir = std::env::temp_dir().join(format!("turns-{}", crate::domain::RunId::generate()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.db");
+        let t = Timestamp::from_millis;
+        let every = std::time::Duration::from_secs(3600);
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            let port: &dyn Store = &store;
+            assert_eq!(port.turn_due("scale_down").await.unwrap(), None);
+            assert!(port.take_turn("scale_down", every, t(1_000)).await.unwrap());
+            assert!(
+                !port.take_turn("scale_down", every, t(2_000)).await.unwrap(),
+                "not due yet"
+            );
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let port: &dyn Store = &store;
+        assert_eq!(
+            port.turn_due("scale_down").await.unwrap(),
+            Some(t(1_000 + 3_600_000)),
+            "a restart does not push it back"
+        );
+        assert!(
+            port.take_turn("scale_down", every, t(3_601_000))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !port
+                .take_turn("scale_down", every, t(3_601_000))
+                .await
+                .unwrap()
+        );
+        assert!(port.take_turn("prune", every, t(3_601_000)).await.unwrap());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
     #[tokio::test]
     async fn a_forgotten_request_is_taken_again() {
         let store = SqliteStore::open_in_memory().unwrap();

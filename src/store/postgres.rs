@@ -2052,6 +2052,10 @@ mod tests {
         assert!(!a.take_turn("forecast", every, t(300_999)).await.unwrap());
         assert!(b.take_turn("forecast", every, t(301_000)).await.unwrap());
         assert!(!a.take_turn("forecast", every, t(301_000)).await.unwrap());
+        // Every replica reads the same next time (the scale-down check waits for it).
+        assert_eq!(a.turn_due("forecast").await.unwrap(), Some(t(601_000)));
+        assert_eq!(b.turn_due("forecast").await.unwrap(), Some(t(601_000)));
+        assert_eq!(a.turn_due("never").await.unwrap(), None);
     }
 
     #[test]

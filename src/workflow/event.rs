@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{MessageTs, NodeType, SlackUserId};
 
+use super::cost::PriceSheet;
 use super::effect::PageAction;
 use super::forecast::Forecast;
 use super::ports::elasticache::AwsEvent;
@@ -28,6 +29,10 @@ pub enum Event {
         /// The memory trend at planning (`None`: not asked for, or an event from before).
         #[serde(default)]
         forecast: Option<Check<Forecast>>,
+        /// The on-demand prices at planning (`None`: pricing is off, or an event from before).
+        /// Boxed: every other event is far smaller.
+        #[serde(default)]
+        prices: Option<Box<PriceSheet>>,
     },
     /// The group as AWS describes it just before the bot acts on it.
     Rechecked {
@@ -177,6 +182,7 @@ impl Event {
             allowed: f.allowed,
             preflight: f.preflight,
             forecast: f.forecast,
+            prices: f.prices.map(Box::new),
         }
     }
 

@@ -13,6 +13,8 @@
 //!   the ElastiCache port.
 //! - [`forecast`]: the memory trend over the policy's `forecast_window` (a least-squares line
 //!   through the readings) and when, at that rate, the group is full.
+//! - [`cost`]: what a plan costs — the on-demand prices of its node types as read when it was
+//!   made, and the monthly arithmetic (730 hours) every card shares, up or down.
 //! - [`machine`]: the pure transition function `(run, event, now) → transition | rejection`,
 //!   one module per phase.
 //! - [`ports`]: traits for everything a run and the use cases need from the world (AWS, chat,
@@ -48,6 +50,7 @@
 //! A transition is committed to the store before any of its effects run, and every effect is
 //! idempotent, so a process killed at any point resumes without doing anything twice.
 
+pub mod cost;
 mod dispatch;
 pub mod effect;
 pub mod event;

@@ -559,6 +559,7 @@ pub fn plan(
         pending_acknowledged: false,
         forecast: None,
         direction: Direction::Up,
+        prices: None,
     })
 }
 
@@ -638,6 +639,7 @@ pub fn plan_down(
         pending_acknowledged: false,
         forecast: None,
         direction: Direction::Down,
+        prices: None,
     })
 }
 

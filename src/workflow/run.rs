@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::cost::PriceSheet;
 use super::forecast::Forecast;
 use super::policy::{Policy, SnapshotPolicy};
 use super::preflight::{Check, Preflight};
@@ -535,6 +536,10 @@ pub struct Plan {
     /// Up, or one step down (a scale-down suggestion's plan; plans from before: up).
     #[serde(default)]
     pub direction: Direction,
+    /// The on-demand prices of the current type, the target and every choice, as read when
+    /// the plan was made (`None`: pricing is off, or a plan from before the bot read prices).
+    #[serde(default)]
+    pub prices: Option<PriceSheet>,
 }
 
 fn first_version() -> u32 {

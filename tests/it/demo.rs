@@ -271,3 +271,14 @@ fn the_hooks_demo_prints_the_calls_the_workers_endpoint_received() {
     assert!(calls[1].contains("outcome failed"), "{hooks}");
     assert!(calls.iter().all(|c| c.contains("signature ok")), "{hooks}");
 }
+
+#[test]
+fn the_demo_card_shows_what_the_upsize_costs() {
+    let ran = ran("happy");
+    assert!(ran.status.success(), "{}\n{}", ran.stdout, ran.stderr);
+    // The simulator's Price List (us-east-1, Redis), for the demo group's two nodes.
+    let cost = "💵 `cache.r6g.large` $0.206/h → `cache.r6g.xlarge` $0.411/h per node; \
+                2 node(s): $301 → $600 a month (+$299), on demand in us-east-1";
+    assert!(ran.stdout.contains(cost), "{}", ran.stdout);
+    assert!(ran.stdout.contains("GetProducts"), "{}", ran.stdout);
+}

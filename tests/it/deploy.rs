@@ -22,6 +22,7 @@ const K8S_CONFIGMAP: &str = include_str!("../../deploy/kubernetes/configmap.yaml
 const K8S_SECRET: &str = include_str!("../../deploy/kubernetes/secret.example.yaml");
 const SDK: &str = include_str!("../../src/elasticache/sdk.rs");
 const CLOUDWATCH_SDK: &str = include_str!("../../src/cloudwatch/sdk.rs");
+const PRICING_SDK: &str = include_str!("../../src/pricing/sdk.rs");
 const SQS_INTAKE: &str = include_str!("../../src/alarm/sqs.rs");
 
 /// The environment variables `serve` refuses to start without.
@@ -267,7 +268,7 @@ fn every_key_in_the_example_has_a_comment() {
 /// and every type AWS authorises it against (the Service Authorization Reference). `"*"`: the
 /// action has no resource-level permissions, so only `"Resource": "*"` grants it; each such one
 /// is read-only.
-const ACTIONS: [(&str, &[&str], &[&str]); 11] = [
+const ACTIONS: [(&str, &[&str], &[&str]); 12] = [
     (
         "elasticache:DescribeReplicationGroups",
         &["replicationgroup"],
@@ -311,7 +312,13 @@ const ACTIONS: [(&str, &[&str], &[&str]); 11] = [
         &[],
     ),
     ("cloudwatch:GetMetricData", &["*"], &[]),
+    ("pricing:GetProducts", &["*"], &[]),
 ];
+
+/// Calls made only with the bot's own credentials, never through an account's role: the Price
+/// List is global (one endpoint lists every region's prices), so the cross-account role
+/// doesn't grant them.
+const HOME_ONLY: &[&str] = &["pricing:GetProducts"];
 
 /// The only write the bot may make on snapshots is its own run's (named after the run).
 const SNAPSHOT_WRITES: &[&str] = &["elasticache:CreateSnapshot"];
@@ -346,6 +353,7 @@ fn operations_the_code_calls() -> BTreeSet<String> {
         (SDK, ".client", "elasticache"),
         (SDK, ".autoscaling", "application-autoscaling"),
         (CLOUDWATCH_SDK, ".client", "cloudwatch"),
+        (PRICING_SDK, ".client", "pricing"),
     ] {
         operations_in(source, field, prefix, &mut out);
     }
@@ -462,7 +470,7 @@ fn the_iam_policy_grants_exactly_the_calls_the_bot_makes_on_scoped_resources() {
     let listed: BTreeSet<String> = wanted_actions.iter().map(|a| a.to_string()).collect();
     assert_eq!(
         called, listed,
-        "src/elasticache/sdk.rs and src/cloudwatch/sdk.rs call exactly the operations the policy grants"
+        "src/elasticache/sdk.rs, src/cloudwatch/sdk.rs and src/pricing/sdk.rs call exactly the operations the policy grants"
     );
 }
 
@@ -470,7 +478,12 @@ fn the_iam_policy_grants_exactly_the_calls_the_bot_makes_on_scoped_resources() {
 /// such as `elasticache:${AWS::Region}`.
 fn actions_in(text: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    for prefix in ["elasticache:", "application-autoscaling:", "cloudwatch:"] {
+    for prefix in [
+        "elasticache:",
+        "application-autoscaling:",
+        "cloudwatch:",
+        "pricing:",
+    ] {
         for (at, m) in text.match_indices(prefix) {
             let name: String = text[at + m.len()..]
                 .chars()
@@ -1264,7 +1277,11 @@ const CROSS_ACCOUNT_ROLE: &str = include_str!("../../deploy/cross-account-role.y
 
 #[test]
 fn the_cross_account_role_trusts_only_the_bot_and_grants_the_same_calls_in_its_account() {
-    let expected: BTreeSet<String> = ACTIONS.iter().map(|(a, _, _)| a.to_string()).collect();
+    let expected: BTreeSet<String> = ACTIONS
+        .iter()
+        .map(|(a, _, _)| a.to_string())
+        .filter(|a| !HOME_ONLY.contains(&a.as_str()))
+        .collect();
     assert_eq!(actions_in(CROSS_ACCOUNT_ROLE), expected);
     // The same resource types and names, in the account it is deployed to, any region.
     let marker = "arn:${AWS::Partition}:elasticache:*:${AWS::AccountId}:";

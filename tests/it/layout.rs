@@ -39,6 +39,11 @@ const RULES: &[(&str, &[&str])] = &[
             "telemetry",
         ],
     ),
+    // The Price List client shares the same AWS SDK plumbing.
+    (
+        "pricing",
+        &["pricing", "elasticache", "workflow", "domain", "telemetry"],
+    ),
     ("chart", &["chart", "workflow", "domain"]),
     ("config.rs", &["config", "workflow", "domain"]),
 ];

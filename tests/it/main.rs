@@ -15,6 +15,7 @@ mod hostile_clients;
 mod layout;
 mod ops;
 mod preflight;
+mod pricing;
 mod scale_down;
 mod slack;
 mod slack_files;

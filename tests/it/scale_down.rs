@@ -99,6 +99,8 @@ async fn low_memory_over_the_window_gets_one_suggestion_and_an_approver_takes_it
     assert!(card.contains("memory peaked at *20 %*"), "{card}");
     assert!(card.contains("would be *40.3 %*"), "{card}");
     assert!(card.contains("[ Approve scale-down ]"), "{card}");
+    // What it gives back, from the (simulated) Price List: two nodes, one size down.
+    assert!(card.contains("a saving of *$"), "{card}");
     assert!(card.contains("[ Dismiss ]"), "{card}");
     assert!(card.contains("Snooze"), "{card}");
     assert!(!card.contains("[ Deny ]"), "{card}");

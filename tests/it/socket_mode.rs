@@ -64,6 +64,10 @@ impl SocketBot {
             store: Arc::new(SqliteStore::open(db).unwrap()),
             aws: Arc::new(SdkElastiCache::new(&aws)),
             memory: Arc::new(redis_autoscaler::cloudwatch::SdkCloudWatch::new(&aws)),
+            prices: Some(Arc::new(redis_autoscaler::pricing::SdkPrices::new(
+                &aws,
+                &config.pricing.region,
+            ))),
             clock: Arc::new(SystemClock),
             sns_http: Arc::new(RecordingSnsHttp::default()),
             home: redis_autoscaler::startup::home(&config, &aws)

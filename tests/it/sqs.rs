@@ -442,6 +442,10 @@ async fn serve_polls_the_configured_queue_and_stops_cleanly_in_a_long_poll() {
         store: store.clone(),
         aws: Arc::new(SdkElastiCache::new(&aws)),
         memory: Arc::new(redis_autoscaler::cloudwatch::SdkCloudWatch::new(&aws)),
+        prices: Some(Arc::new(redis_autoscaler::pricing::SdkPrices::new(
+            &aws,
+            &config.pricing.region,
+        ))),
         clock: Arc::new(SystemClock),
         sns_http: Arc::new(RecordingSnsHttp::default()),
         home: redis_autoscaler::startup::home(&config, &aws)

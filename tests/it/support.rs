@@ -490,6 +490,10 @@ impl TestApp {
             store: store.clone(),
             aws: Arc::new(SdkElastiCache::new(&aws)),
             memory: Arc::new(redis_autoscaler::cloudwatch::SdkCloudWatch::new(&aws)),
+            prices: Some(Arc::new(redis_autoscaler::pricing::SdkPrices::new(
+                &aws,
+                &config.pricing.region,
+            ))),
             clock,
             sns_http: sns.clone(),
             home: redis_autoscaler::startup::home(&config, &aws)

@@ -16,6 +16,8 @@
 //! - `cli`: [`SimArgs`] and [`run_cli`] for the `elasticache-sim` command.
 //! - `cloudwatch`: CloudWatch's `GetMetricData` (Smithy RPC v2 CBOR) over a [`MemoryCurve`]
 //!   per node, on the same endpoint.
+//! - `pricing`: the AWS Price List's `GetProducts` (awsJson 1.1) over a price table for the
+//!   families offered, on the same endpoint.
 //! - `sqs`: SQS queues (awsJson 1.0) with long polling, visibility timeouts and a dead-letter
 //!   redrive ([`SimQueue`]), on the same endpoint.
 //!
@@ -24,6 +26,7 @@
 
 mod cli;
 mod cloudwatch;
+mod pricing;
 pub mod protocol;
 mod render;
 mod server;

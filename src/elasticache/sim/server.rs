@@ -114,8 +114,8 @@ async fn query(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Response {
-    // SQS (awsJson 1.0) and Application Auto Scaling (awsJson 1.1) on the same endpoint: the
-    // operation is in the `X-Amz-Target` header.
+    // SQS (awsJson 1.0), Application Auto Scaling and the Price List (awsJson 1.1, see
+    // `pricing.rs`) on the same endpoint: the operation is in the `X-Amz-Target` header.
     if let Some(target) = headers.get("x-amz-target").and_then(|v| v.to_str().ok())
         && target.starts_with(sqs::TARGET_PREFIX)
     {

@@ -602,6 +602,19 @@ impl World {
         {
             return Err(("ThrottlingException".into(), "Rate exceeded".into()));
         }
+        if target == super::pricing::TARGET {
+            if self.faults.denied_actions.contains(action) {
+                let e = self.denied("pricing:GetProducts");
+                return Err(("AccessDeniedException".into(), e.message));
+            }
+            let body = body.map_err(|e| {
+                (
+                    "SerializationException".to_string(),
+                    format!("The request body is not JSON: {e}"),
+                )
+            })?;
+            return super::pricing::get_products(&body);
+        }
         if target != "AnyScaleFrontendService.DescribeScalableTargets" {
             return Err((
                 "UnknownOperationException".into(),

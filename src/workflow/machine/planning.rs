@@ -4,6 +4,7 @@
 //! A run an alarm started always shows in the channel, and an alarm the bot can't act on pages;
 //! a person's request that can't be done is answered to them privately instead.
 
+use crate::workflow::cost::PriceSheet;
 use crate::workflow::effect::{Effect, Note, PageAction, PageReason};
 use crate::workflow::event::{AwsOp, Event, Timer};
 use crate::workflow::forecast::Forecast;
@@ -24,7 +25,14 @@ pub(super) fn decide(b: Builder, run: &Run, event: &Event) -> Decision {
             allowed,
             preflight,
             forecast,
-        } => planned(b, run, group, allowed, preflight, forecast.as_ref()),
+            prices,
+        } => {
+            let shown = Shown {
+                forecast: forecast.as_ref(),
+                prices: prices.as_deref(),
+            };
+            planned(b, run, group, allowed, preflight, shown)
+        }
         Event::AwsFailed {
             op: AwsOp::Plan,
             error,
@@ -33,13 +41,19 @@ pub(super) fn decide(b: Builder, run: &Run, event: &Event) -> Decision {
     }
 }
 
+/// What is read at planning only to be shown with the plan: it never decides anything.
+struct Shown<'a> {
+    forecast: Option<&'a Check<Forecast>>,
+    prices: Option<&'a PriceSheet>,
+}
+
 fn planned(
     mut b: Builder,
     run: &Run,
     group: &GroupInfo,
     allowed: &[NodeType],
     preflight: &Preflight,
-    forecast: Option<&Check<Forecast>>,
+    shown: Shown<'_>,
 ) -> Decision {
     let requested = run.requested_type.as_ref();
     let planned = match &run.trigger {
@@ -55,9 +69,10 @@ fn planned(
         _ => policy::plan(group, allowed, requested, &run.policy, preflight),
     };
     let plan = match planned {
-        // The trend is shown with the plan; it never decides anything.
+        // The trend and the prices are shown with the plan; they never decide anything.
         Ok(plan) => Plan {
-            forecast: forecast.cloned(),
+            forecast: shown.forecast.cloned(),
+            prices: shown.prices.cloned(),
             ..plan
         },
         Err(why) => {

@@ -412,6 +412,7 @@ fn any_event() -> impl Strategy<Value = Event> {
                 allowed,
                 preflight,
                 forecast,
+                prices: None,
             }
         ),
         1 => (step_before(), group(), allowed(), pending()).prop_map(
@@ -809,6 +810,7 @@ fn result_of(effect: &Effect, run: &Run, a: &Answer) -> Option<Event> {
                 a.preflight.clone()
             },
             forecast: None,
+            prices: None,
         },
         Effect::Recheck { .. } if failed => aws_failed(AwsOp::Recheck),
         Effect::Recheck { before } => Event::Rechecked {

@@ -89,6 +89,7 @@ fn plan() -> Plan {
         pending_acknowledged: false,
         forecast: None,
         direction: Default::default(),
+        prices: None,
     }
 }
 
@@ -267,6 +268,60 @@ fn check(name: &str, run: Run, event: Event, now: Timestamp, expect: Expect) -> 
 mod planning_transitions {
     use super::*;
 
+    /// The prices read at planning ride on the plan, known or not; they decide nothing.
+    /// Events and plans stored before prices existed read as having none.
+    #[test]
+    fn the_prices_are_carried_onto_the_plan_and_older_records_read_without_them() {
+        use crate::workflow::cost::{NodePrice, PriceSheet};
+        use Expect::*;
+        let sheet = PriceSheet {
+            region: "us-east-1".into(),
+            prices: vec![
+                NodePrice {
+                    node_type: nt("cache.r6g.large"),
+                    hourly: Check::Known(0.206),
+                },
+                NodePrice {
+                    node_type: nt("cache.r6g.xlarge"),
+                    hourly: Check::Unknown("ThrottlingException".into()),
+                },
+            ],
+        };
+        for prices in [Some(sheet), None] {
+            let event = Event::PlanFetched {
+                group: group_info("available", "cache.r6g.large"),
+                allowed: allowed(),
+                preflight: Preflight::clean(),
+                forecast: None,
+                prices: prices.clone().map(Box::new),
+            };
+            let t = check(
+                "plan with prices",
+                planning(),
+                event.clone(),
+                at(10),
+                Accept("awaiting_approval", &["post_top_message", "timer", "timer"]),
+            )
+            .unwrap();
+            let plan = t.run.plan().unwrap();
+            assert_eq!(plan.prices, prices);
+            assert_eq!(
+                plan.target,
+                nt("cache.r6g.xlarge"),
+                "it changes nothing else"
+            );
+            let back: Run = serde_json::from_str(&serde_json::to_string(&t.run).unwrap()).unwrap();
+            assert_eq!(back, t.run);
+            let mut legacy = serde_json::to_value(&event).unwrap();
+            legacy.as_object_mut().unwrap().remove("prices");
+            let back: Event = serde_json::from_value(legacy).unwrap();
+            assert!(matches!(back, Event::PlanFetched { prices: None, .. }));
+            let mut legacy = serde_json::to_value(plan).unwrap();
+            legacy.as_object_mut().unwrap().remove("prices");
+            assert_eq!(serde_json::from_value::<Plan>(legacy).unwrap().prices, None);
+        }
+    }
+
     /// The memory trend read at planning rides on the plan, whatever it says; it decides
     /// nothing. Events, plans and policies stored before it existed read as having none.
     #[test]
@@ -294,6 +349,7 @@ mod planning_transitions {
                 allowed: allowed(),
                 preflight: Preflight::clean(),
                 forecast: forecast.clone(),
+                prices: None,
             };
             let t = check(
                 "plan with a trend",
@@ -327,6 +383,7 @@ mod planning_transitions {
             allowed: allowed(),
             preflight: Preflight::clean(),
             forecast: None,
+            prices: None,
         })
         .unwrap();
         legacy.as_object_mut().unwrap().remove("forecast");
@@ -349,6 +406,7 @@ mod planning_transitions {
                 allowed: allowed(),
                 preflight: Preflight::clean(),
                 forecast: None,
+                prices: None,
             },
             at(10),
             Accept("awaiting_approval", &["post_top_message", "timer", "timer"]),
@@ -385,6 +443,7 @@ mod planning_transitions {
                 allowed: allowed(),
                 preflight: Preflight::clean(),
                 forecast: None,
+                prices: None,
             },
             at(10),
             Accept(
@@ -413,6 +472,7 @@ mod planning_transitions {
                 allowed: allowed(),
                 preflight: Preflight::clean(),
                 forecast: None,
+                prices: None,
             },
             at(10),
             Accept(
@@ -445,6 +505,7 @@ mod planning_transitions {
                 allowed: allowed(),
                 preflight: Preflight::clean(),
                 forecast: None,
+                prices: None,
             },
             at(10),
             Accept("nothing_to_do", &["post_top_message", "post_note", "page"]),
@@ -470,6 +531,7 @@ mod planning_transitions {
                 allowed: allowed(),
                 preflight: Preflight::clean(),
                 forecast: None,
+                prices: None,
             },
             at(10),
             // A person's request that can't be done is answered privately, not in the channel.
@@ -506,6 +568,7 @@ mod planning_transitions {
                 allowed: allowed(),
                 preflight: Preflight::clean(),
                 forecast: None,
+                prices: None,
             },
             at(10),
             // Nobody asked, nothing is wrong yet: the channel hears it; the alarm pages later.
@@ -2441,6 +2504,7 @@ mod pending_changes_need_an_explicit_approval {
             allowed: allowed(),
             preflight,
             forecast: None,
+            prices: None,
         }
     }
 
@@ -3722,6 +3786,7 @@ mod scale_down_transitions {
             allowed: downs(node),
             preflight: Preflight::clean(),
             forecast: None,
+            prices: None,
         }
     }
 
@@ -3796,6 +3861,7 @@ mod scale_down_transitions {
                     allowed: vec![nt("cache.t4g.small")],
                     preflight: Preflight::clean(),
                     forecast: None,
+                    prices: None,
                 },
             ),
             (
@@ -3806,6 +3872,7 @@ mod scale_down_transitions {
                     allowed: vec![nt("cache.r6g.2xlarge")],
                     preflight: Preflight::clean(),
                     forecast: None,
+                    prices: None,
                 },
             ),
         ] {

@@ -445,6 +445,9 @@ pub struct PlanFacts {
     /// The memory trend over the policy's `forecast_window`, or why it is unknown (`None`: not
     /// asked for, or no memory series to read). Never a reason for the plan to fail.
     pub forecast: Option<Check<Forecast>>,
+    /// The on-demand prices of the group's type and of the types it may move to (`None`:
+    /// pricing is off). Never a reason for the plan to fail.
+    pub prices: Option<crate::workflow::cost::PriceSheet>,
 }
 
 /// The group just before the bot acts: as described, the scale-ups allowed now, and its pending

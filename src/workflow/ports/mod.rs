@@ -12,6 +12,7 @@
 //! | [`MemorySeries`] | how full a group's nodes were over a window | `cloudwatch` |
 //! | [`Graphs`] | the memory graph in a run's thread | `slack::graph` |
 //! | [`Verify`] | memory before and after the upsize | `cloudwatch::verify` |
+//! | [`Prices`] | the on-demand price of a node type in a region | `pricing` |
 //! | [`Hooks`] | the pause and resume webhooks | `hooks` |
 //! | [`Store`] | runs, their audit trail, the outbox (a run's effects, and the jobs requests leave), the alarm log | `store` |
 //! | [`Clock`] | the time | [`SystemClock`], [`TokioClock`] |
@@ -36,6 +37,7 @@ pub mod elasticache;
 pub mod fleet;
 pub mod memory;
 pub mod metrics;
+pub mod prices;
 pub mod store;
 
 pub use chat::{Chat, Graphs, Hooks, Pager};
@@ -46,6 +48,7 @@ pub use elasticache::{
 };
 pub use memory::{AroundUpsize, MemoryError, MemoryQuery, MemorySeries, NodeSeries, Verify};
 pub use metrics::{Metrics, NoMetrics};
+pub use prices::{PriceError, Prices};
 pub use store::{
     AlarmRecord, AuditEntry, Busy, Change, Claim, Created, Decide, Decided, DueJobs, EffectId,
     NewJob, NoticeSeen, PendingEffect, PendingJob, Pruned, Retention, Store, StoreError,

@@ -692,6 +692,7 @@ impl Aws for FakeAws {
                 allowed,
                 preflight,
                 forecast: None,
+                prices: None,
             }
         }))
     }
