@@ -406,7 +406,27 @@ impl Config {
     /// Risky but valid settings an operator should know about.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
+        let retention = self.retention.keep;
         let mut check = |name: &str, p: &Policy| {
+            // The scale-down check reads what the store keeps: alarm deliveries in its window,
+            // and the runs that say when the group last changed or a suggestion was set aside.
+            if p.scale_down == ScaleDownMode::Suggest {
+                if p.scale_down_window > retention.records {
+                    out.push(format!(
+                        "{name}: scale_down_window ({}) is longer than [retention] records ({}): an alarm older than that is forgotten, and no longer holds off a scale-down suggestion",
+                        crate::domain::format_duration(p.scale_down_window),
+                        crate::domain::format_duration(retention.records)
+                    ));
+                }
+                let longest = p.scale_down_after.max(p.scale_down_window).max(p.cooldown);
+                if longest > retention.runs {
+                    out.push(format!(
+                        "{name}: scale_down_after / scale_down_window ({}) is longer than [retention] runs ({}): a dismissal or a change older than that is forgotten",
+                        crate::domain::format_duration(longest),
+                        crate::domain::format_duration(retention.runs)
+                    ));
+                }
+            }
             if p.approval == ApprovalMode::Auto && p.max_node_type.is_none() {
                 out.push(format!(
                     "{name}: approval = \"auto\" with no max_node_type: alarms can upsize without limit"

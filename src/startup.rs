@@ -532,14 +532,20 @@ async fn watch_scale_downs(app: crate::app::App, stop: impl Future<Output = ()>)
             Ok(Some(due)) if due > now => due.since(now),
             Ok(Some(_)) => {
                 // Due: whoever takes the turn checks; the others wait for the time it set.
-                if my_turn(&app, TIMER, every).await {
-                    tokio::select! {
-                        _ = &mut stop => return,
-                        _ = app.scale_down_once() => {}
+                match app.store.take_turn(TIMER, every, now).await {
+                    Ok(true) => {
+                        tokio::select! {
+                            _ = &mut stop => return,
+                            _ = app.scale_down_once() => {}
+                        }
+                        continue;
                     }
-                    continue;
+                    Ok(false) => Duration::from_millis(50).min(every),
+                    Err(e) => {
+                        warn!(error = %e, "could not take the scale-down turn; trying again later");
+                        pause
+                    }
                 }
-                Duration::from_millis(50).min(every)
             }
             Ok(None) => match app.store.take_turn(TIMER, every, now).await {
                 // The timer is set: the first check comes one interval from now.
@@ -587,7 +593,8 @@ async fn prune_store(app: crate::app::App, stop: impl Future<Output = ()>) {
     }
 }
 
-/// Is it this replica's turn at the periodic work `name`? (Always, with a store of its own.)
+/// Is it this replica's turn at the periodic work `name`? (With one process, whenever the interval
+/// has passed since its last turn: the store keeps the turns.)
 async fn my_turn(app: &crate::app::App, name: &str, every: Duration) -> bool {
     // A little early, so that a replica whose timer fires just before the turn comes due
     // does not wait a whole interval more.

@@ -5,7 +5,7 @@
 use crate::domain::alarm::{Alarm, AlarmState};
 use crate::domain::{CacheClusterId, ChannelId, ReplicationGroupId, RunId};
 use crate::workflow::event::Event;
-use crate::workflow::machine::{Started, Submitted};
+use crate::workflow::machine::{Started, Submitted, withdrawable};
 use crate::workflow::policy::{AlarmAction, on_alarm};
 use crate::workflow::ports::{AlarmRecord, AwsError, WindowedNotice};
 use crate::workflow::run::Trigger;
@@ -114,21 +114,27 @@ impl App {
             .expect("group_for returns managed groups")
             .clone();
         let mut active = self.store.active_run(&group).await?;
-        // A scale-down suggestion waiting for approval gives way to the alarm: withdrawn first
-        // (its run notes why), then the alarm is handled as if no run were active. A crash in
-        // between leaves the delivery unrecorded, so a redelivery starts the alarm's run.
-        if let Some(run) = active.as_ref().filter(|r| r.is_waiting_suggestion())
-            && alarm.state == crate::domain::alarm::AlarmState::Alarm
+        // A scale-down suggestion gives way to the alarm: withdrawn first (its thread says
+        // why), then the alarm is handled as if no run were active. Nothing is recorded until
+        // then, so a crash in between, or a withdrawal still resuming the workers, leaves the
+        // delivery to come again (5xx) and start the alarm's run.
+        if alarm.state == crate::domain::alarm::AlarmState::Alarm
+            && let Some(run) = active
+                .as_ref()
+                .filter(|r| matches!(r.trigger, Trigger::ScaleDown { .. }))
         {
-            let event = Event::AlarmRepeated {
-                delivery_id: alarm.delivery_id.clone(),
-                reason: alarm.reason.clone(),
-                value: alarm.value,
-            };
-            self.runner.submit(&run.id, event).await?;
+            let reason = format!("the memory alarm `{}` fired", alarm.name);
+            let wait = std::time::Duration::from_secs(3);
+            if !self.give_way(run, &reason, wait).await? && withdrawable(run) {
+                // Still resuming the workers: not taken now, so that it comes again.
+                return Err(AppError::Busy(format!(
+                    "{group}'s scale-down suggestion {} is being withdrawn",
+                    run.id
+                )));
+            }
             active = self.store.active_run(&group).await?;
         }
-        let last = self.store.last_success(&group).await?;
+        let last = self.last_upsize(&group).await?;
         let now = self.clock.now();
         let action = on_alarm(
             alarm.state,

@@ -65,12 +65,15 @@ impl App {
         };
         let policy = &gc.policy;
         let now = self.clock.now();
+        // A scale-down suggestion gives way when the trend says the group fills (below).
+        let mut suggestion = None;
         match self.store.active_run(id).await {
+            Ok(Some(run)) if crate::workflow::machine::withdrawable(&run) => suggestion = Some(run),
             Ok(Some(run)) => return not(format!("run {} is active", run.id)),
             Ok(None) => {}
             Err(e) => return not(format!("store: {e}")),
         }
-        if let Ok(Some(last)) = self.store.last_success(id).await
+        if let Ok(Some(last)) = self.last_upsize(id).await
             && let Some(c) = in_cooldown(Some(&last), policy.cooldown, now)
         {
             return not(format!("cooldown: {} left", format_duration(c.remaining)));
@@ -115,6 +118,17 @@ impl App {
             Some(d) if d <= policy.forecast_alert => {}
             Some(d) => return not(format!("full in ~{}", format_duration(d))),
             None => return not(format!("{:?}", f.trend).to_lowercase()),
+        }
+        if let Some(s) = &suggestion {
+            let reason = format!(
+                "the memory trend says full in ~{}",
+                format_duration(f.full_in.unwrap_or_default())
+            );
+            match self.give_way(s, &reason, Duration::ZERO).await {
+                Ok(true) => {}
+                Ok(false) => return not(format!("suggestion {} is being withdrawn", s.id)),
+                Err(e) => return not(format!("suggestion {} not withdrawn: {e}", s.id)),
+            }
         }
         let trigger = Trigger::Forecast {
             at: now,

@@ -105,6 +105,10 @@ pub enum AppError {
     /// taken, so that its sender delivers it again.
     #[error("AWS could not be asked now: {0}")]
     AwsUnavailable(String),
+    /// The group is changing hands between runs (a suggestion being withdrawn): the request
+    /// is not taken now, so that its sender delivers it again.
+    #[error("busy: {0}; deliver again")]
+    Busy(String),
 }
 
 /// The ports the use cases read and count with (the runner has its own).

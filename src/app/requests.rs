@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::node_types::within_cap;
 use crate::domain::{ChannelId, NodeType, ReplicationGroupId, RunId, SlackUserId};
 use crate::workflow::event::{Actor, Event};
-use crate::workflow::machine::{Rejection, StartRequest, Started, Submitted};
+use crate::workflow::machine::{Rejection, StartRequest, Started, Submitted, withdrawable};
 use crate::workflow::policy::{ApprovalMode, in_cooldown};
 use crate::workflow::ports::StoreError;
 use crate::workflow::run::{Outcome, Run, State, Trigger};
@@ -330,8 +330,16 @@ impl App {
             return Answer::NotARequester;
         }
         let found = async {
-            let active = self.store.active_run(group).await?;
-            Ok::<_, StoreError>((active, self.store.last_success(group).await?))
+            let mut active = self.store.active_run(group).await?;
+            // A scale-down suggestion gives way to a person's upsize (when it can at once).
+            if let Some(run) = active.as_ref().filter(|r| withdrawable(r)) {
+                let reason = format!("<@{}> asked for an upsize", asker.user);
+                match self.give_way(run, &reason, std::time::Duration::ZERO).await {
+                    Ok(_) => active = self.store.active_run(group).await?,
+                    Err(e) => tracing::warn!(error = %e, "could not withdraw a suggestion"),
+                }
+            }
+            Ok::<_, StoreError>((active, self.last_upsize(group).await?))
         };
         let last = match found.await {
             Ok((Some(active), _)) => {

@@ -20,12 +20,13 @@ use std::time::Duration;
 
 use crate::domain::node_types::{lookup, prev_in_family};
 use crate::domain::{ReplicationGroupId, Timestamp, format_duration};
-use crate::workflow::machine::Started;
+use crate::workflow::event::Event;
+use crate::workflow::machine::{Started, withdrawable};
 use crate::workflow::policy::ScaleDownMode;
 use crate::workflow::ports::memory::recent;
-use crate::workflow::run::{Outcome, Run, ScaleDownEvidence, Step, Trigger};
+use crate::workflow::run::{Direction, Outcome, Run, ScaleDownEvidence, Step, Trigger};
 
-use super::App;
+use super::{App, AppError};
 
 /// How much of the window the readings must cover (the first reading no later than this share
 /// of the window after its start): a group with a day of history has no week-long peak.
@@ -33,9 +34,6 @@ const COVERAGE: f64 = 0.9;
 
 /// How many of a group's recent runs are looked through for its last change and suggestion.
 const RUNS_LOOKED_AT: usize = 50;
-
-/// How many alarm records are looked through for one in the window.
-const ALARMS_LOOKED_AT: usize = 1_000;
 
 /// What one check of a group came to.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +45,59 @@ pub enum Checked {
 }
 
 impl App {
+    /// A scale-down suggestion holding the group gives way to a run that moves it up (its
+    /// memory alarm, a person's upsize, the memory trend): withdrawn (its thread says why),
+    /// and waited for up to `wait` until it is over (a withdrawal during the pause or the
+    /// snapshot resumes the workers first). True when the group is free now. One whose
+    /// modification has started is not withdrawn: AWS can't stop it, and what follows it
+    /// (memory verified against `scale_down_verify_below`, paged when above) is the guard.
+    pub(super) async fn give_way(
+        &self,
+        run: &Run,
+        reason: &str,
+        wait: Duration,
+    ) -> Result<bool, AppError> {
+        if !withdrawable(run) {
+            return Ok(false);
+        }
+        let event = Event::WithdrawSuggestion {
+            reason: reason.to_string(),
+        };
+        self.runner.submit(&run.id, event).await?;
+        let until = std::time::Instant::now() + wait;
+        loop {
+            let active = self.store.active_run(&run.group).await?;
+            if active.is_none_or(|a| a.id != run.id) {
+                return Ok(true);
+            }
+            if std::time::Instant::now() >= until {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The last successful run that moved the group up: where its cooldown starts. A
+    /// scale-down holds off only the next suggestion, never the way back up.
+    pub(super) async fn last_upsize(
+        &self,
+        group: &ReplicationGroupId,
+    ) -> Result<Option<Run>, crate::workflow::ports::StoreError> {
+        match self.store.last_success(group).await? {
+            Some(r) if r.trigger.direction() == Direction::Up => Ok(Some(r)),
+            None => Ok(None),
+            Some(_) => Ok(self
+                .store
+                .recent_runs(Some(group), RUNS_LOOKED_AT)
+                .await?
+                .into_iter()
+                .find(|r| {
+                    r.trigger.direction() == Direction::Up
+                        && matches!(r.outcome(), Some(Outcome::Succeeded { .. }))
+                })),
+        }
+    }
+
     /// Groups the scale-down check looks at.
     pub fn scale_down_groups(&self) -> Vec<ReplicationGroupId> {
         self.config
@@ -100,21 +151,17 @@ impl App {
         if let Some(why) = held_off(&runs, policy, now) {
             return not(why);
         }
-        match self.store.recent_alarms(ALARMS_LOOKED_AT).await {
-            Ok(alarms) => {
-                let since = now.as_millis() - policy.scale_down_window.as_millis() as i64;
-                if let Some(a) = alarms.iter().find(|a| {
-                    a.group.as_deref() == Some(id.as_str())
-                        && a.state == "ALARM"
-                        && a.at.as_millis() >= since
-                }) {
-                    return not(format!(
-                        "the alarm `{}` fired {} ago",
-                        a.name,
-                        format_duration(now.since(a.at))
-                    ));
-                }
+        let since =
+            Timestamp::from_millis(now.as_millis() - policy.scale_down_window.as_millis() as i64);
+        match self.store.last_alarm(id, since).await {
+            Ok(Some(a)) => {
+                return not(format!(
+                    "the alarm `{}` fired {} ago",
+                    a.name,
+                    format_duration(now.since(a.at))
+                ));
             }
+            Ok(None) => {}
             Err(e) => return not(format!("store: {e}")),
         }
         let aws = self.aws(id);
@@ -194,10 +241,12 @@ fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
 
-/// When the bot last changed the group's size (an upsize or a scale-down that succeeded).
+/// When the bot last changed, or may have changed, the group's size: the end of its last run
+/// that asked AWS to modify it, whatever the outcome (an upsize that timed out may have been
+/// finished by AWS; one that failed may have moved the group for a while).
 fn last_change(runs: &[Run]) -> Option<Timestamp> {
     runs.iter()
-        .filter(|r| matches!(r.outcome(), Some(Outcome::Succeeded { .. })))
+        .filter(|r| r.step(Step::Upsize).is_some())
         .filter_map(|r| r.finished_at())
         .max()
 }
@@ -210,11 +259,16 @@ fn held_off(
     now: Timestamp,
 ) -> Option<String> {
     if let Some(t) = last_change(runs) {
-        let wait = policy.scale_down_after.max(policy.cooldown);
+        // And the whole window after it: readings from before the change were on another
+        // type, and would read as if on this one.
+        let wait = policy
+            .scale_down_after
+            .max(policy.cooldown)
+            .max(policy.scale_down_window);
         let ago = now.since(t);
         if ago < wait {
             return Some(format!(
-                "changed {} ago (scale_down_after / cooldown: {})",
+                "changed {} ago (scale_down_after / cooldown / scale_down_window: {})",
                 format_duration(ago),
                 format_duration(wait)
             ));
@@ -229,6 +283,17 @@ fn held_off(
             Some(format!("snoozed until {}", until.to_rfc3339()))
         }
         Outcome::Snoozed { .. } => None,
+        // Withdrawn because the group had to go up: not again for `scale_down_after`.
+        Outcome::NothingToDo { reason } if reason.starts_with("withdrawn:") => {
+            (now.since(ended) < policy.scale_down_after).then(|| {
+                format!(
+                    "the last suggestion ({}) was {} {} ago",
+                    last.id,
+                    reason,
+                    format_duration(now.since(ended))
+                )
+            })
+        }
         // A suggestion that could not even be planned was never shown: look again next time.
         Outcome::NothingToDo { .. }
         | Outcome::Failed {
@@ -271,6 +336,15 @@ impl Readings {
         }
         let start = now.as_millis() - window.as_millis() as i64;
         let latest_first = start + (window.as_millis() as f64 * (1.0 - COVERAGE)) as i64;
+        // One reading a period, as the query asks for them.
+        let period = crate::workflow::ports::MemoryQuery::for_window(
+            crate::domain::ReplicationGroupId::parse("g").expect("a valid id"),
+            Vec::new(),
+            Timestamp::from_millis(start),
+            now,
+        )
+        .period;
+        let expected = window.as_secs_f64() / period.as_secs_f64().max(60.0);
         let mut values = Vec::new();
         for s in series {
             let finite: Vec<(Timestamp, f64)> = s
@@ -288,6 +362,24 @@ impl Readings {
                     s.node,
                     format_duration(now.since(*first)),
                     format_duration(window)
+                ));
+            }
+            // Nor a node CloudWatch went quiet about, or one with holes in its history.
+            let last = finite.last().map(|(t, _)| *t).unwrap_or(*first);
+            // (CloudWatch's newest reading is a period or two old.)
+            let tail = (latest_first - start).max(3 * period.as_millis() as i64);
+            if now.as_millis() - last.as_millis() > tail {
+                return Err(format!(
+                    "no reading for {} in the last {}",
+                    s.node,
+                    format_duration(now.since(last))
+                ));
+            }
+            if (finite.len() as f64) < expected * COVERAGE {
+                return Err(format!(
+                    "{} has {} of about {expected:.0} readings in the window",
+                    s.node,
+                    finite.len()
                 ));
             }
             values.extend(finite.into_iter().map(|(_, v)| v));

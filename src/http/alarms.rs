@@ -39,7 +39,7 @@ async fn handle(http: &Http, alarm: Alarm) -> Response {
             axum::Json(json!({ "outcome": outcome.name(), "run_id": run, "detail": detail }))
                 .into_response()
         }
-        Err(crate::app::AppError::AwsUnavailable(e)) => {
+        Err(crate::app::AppError::AwsUnavailable(e) | crate::app::AppError::Busy(e)) => {
             // Not taken: EventBridge and SNS deliver it again (Retry-After is a hint).
             warn!(alarm = %name, error = %e, "alarm refused for now: AWS could not be asked");
             let mut resp = refuse(

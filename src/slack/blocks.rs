@@ -146,7 +146,7 @@ pub fn render_top(run: &Run, now: Timestamp) -> Message {
     // A run that ended without the upsize, with nothing a person decided against it: the
     // next step is a new plan, one click away.
     if let State::Finished { outcome, .. } = &run.state
-        && plan_again_helps(outcome)
+        && plan_again_helps(run, outcome)
     {
         blocks.push(replan_button(run));
     }
@@ -485,7 +485,7 @@ pub fn scale_down_evidence(run: &Run, at: Timestamp, e: &ScaleDownEvidence) -> S
         None => "no change by the bot on record".to_string(),
     };
     let mut s = format!(
-        "*Suggested by the scale-down check* at {}: over the last {} ({} reading(s)), memory peaked at *{}* and averaged {} on `{}`. On `{}` ({}) that peak would be *{}* — below the {} `scale_down_below` allows; {since}.",
+        "*Suggested by the scale-down check* at {}: over the last {} ({} reading(s)), memory peaked at *{}* (average of the per-period peaks {}) on `{}`. On `{}` ({}) that peak would be *{}* — below the {} `scale_down_below` allows; {since}.",
         slack_time(at),
         format_duration(e.window),
         e.points,
@@ -889,7 +889,7 @@ fn outcome_line(run: &Run) -> Option<String> {
                 s.push('\n');
                 s.push_str(&alarm);
             }
-            if plan_again_helps(outcome) {
+            if plan_again_helps(run, outcome) {
                 s.push_str("\n*Next:* *Plan again* below reads the group from AWS and proposes the next size; nothing runs without approval.");
             }
             s
@@ -909,7 +909,11 @@ fn resume_failed(error: &str) -> String {
 
 /// Is a new plan the next step after this outcome? Not after a person decided against the
 /// run, and not while a modification AWS may still be making (an upsize that timed out).
-fn plan_again_helps(outcome: &Outcome) -> bool {
+fn plan_again_helps(run: &Run, outcome: &Outcome) -> bool {
+    // "Plan again" plans an upsize: never the next step of a suggestion to go down.
+    if matches!(run.trigger, Trigger::ScaleDown { .. }) {
+        return false;
+    }
     match outcome {
         Outcome::Failed { .. } | Outcome::GroupChanged { .. } | Outcome::Expired => true,
         Outcome::TimedOut { step, .. } => *step != Step::Upsize,
@@ -1376,16 +1380,25 @@ fn render_group_changed(
     let kept = snapshot_kept
         .map(|s| format!(" Snapshot `{s}` is kept."))
         .unwrap_or_default();
+    let down = matches!(run.trigger, Trigger::ScaleDown { .. });
+    let next = if down {
+        "The scale-down check looks at it again later."
+    } else {
+        "A requester can plan again from how it is now."
+    };
     let text = format!(
-        "⚠️ Stopped before the {}: {} changed since the plan was approved — {}. The bot did not touch the group.{kept} A requester can plan again from how it is now.",
+        "⚠️ Stopped before the {}: {} changed since the plan was approved — {}. The bot did not touch the group.{kept} {next}",
         before.label(),
         run.group,
         escape(&drift.to_string())
     );
-    Message {
-        blocks: vec![section(&text), replan_button(run)],
-        text,
-    }
+    // "Plan again" plans an upsize: not what a scale-down that stopped calls for.
+    let blocks = if down {
+        vec![section(&text)]
+    } else {
+        vec![section(&text), replan_button(run)]
+    };
+    Message { blocks, text }
 }
 
 /// "Plan again" for the run's group: a new plan from how the group is now.

@@ -771,6 +771,34 @@ impl Store for SqliteStore {
         self.blocking(move |s| s.recent_alarms(limit))
     }
 
+    fn last_alarm<'a>(
+        &'a self,
+        group: &'a ReplicationGroupId,
+        since: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<AlarmRecord>, StoreError>> {
+        let group = group.to_string();
+        self.blocking(move |s| {
+            let conn = s.conn();
+            let mut stmt = conn.prepare_cached(
+                "SELECT delivery_id, name, state, group_id, outcome, at FROM alarms
+                 WHERE group_id = ?1 AND state = 'ALARM' AND at >= ?2
+                 ORDER BY at DESC, rowid DESC LIMIT 1",
+            )?;
+            let mut rows = stmt.query(params![group, since.as_millis()])?;
+            Ok(match rows.next()? {
+                Some(r) => Some(AlarmRecord {
+                    delivery_id: r.get(0)?,
+                    name: r.get(1)?,
+                    state: r.get(2)?,
+                    group: r.get(3)?,
+                    outcome: r.get(4)?,
+                    at: Timestamp::from_millis(r.get(5)?),
+                }),
+                None => None,
+            })
+        })
+    }
+
     fn pending_count(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
         self.blocking(|s| s.pending_count())
     }

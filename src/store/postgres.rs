@@ -1126,6 +1126,33 @@ impl Store for PgStore {
         })
     }
 
+    fn last_alarm<'a>(
+        &'a self,
+        group: &'a ReplicationGroupId,
+        since: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<AlarmRecord>, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(
+                    "SELECT delivery_id, name, state, group_id, outcome, at FROM alarms
+                     WHERE group_id = $1 AND state = 'ALARM' AND at >= $2
+                     ORDER BY at DESC, seq DESC LIMIT 1",
+                    &[&group.as_str(), &since.as_millis()],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(row.map(|r| AlarmRecord {
+                delivery_id: r.get(0),
+                name: r.get(1),
+                state: r.get(2),
+                group: r.get(3),
+                outcome: r.get(4),
+                at: Timestamp::from_millis(r.get(5)),
+            }))
+        })
+    }
+
     fn alarm_seen<'a>(&'a self, delivery_id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move {
             let client = self.client().await?;

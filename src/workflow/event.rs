@@ -127,6 +127,12 @@ pub enum Event {
         #[serde(with = "crate::domain::duration_ms")]
         snooze: std::time::Duration,
     },
+    /// Something needs the group to go *up* (its memory alarm, a person's upsize, the memory
+    /// trend) while a scale-down suggestion holds it: the suggestion gives way, unless its
+    /// modification has started.
+    WithdrawSuggestion {
+        reason: String,
+    },
     /// The person who denied a run says why (after the denial; optional).
     DenialExplained {
         actor: Actor,
@@ -218,6 +224,7 @@ impl Event {
             Event::Deny { .. } => "deny",
             Event::Dismiss { .. } => "dismiss",
             Event::Snooze { .. } => "snooze",
+            Event::WithdrawSuggestion { .. } => "withdraw_suggestion",
             Event::Cancel { .. } => "cancel",
             Event::UpsizeWithoutSnapshot { .. } => "upsize_without_snapshot",
             Event::DenialExplained { .. } => "denial_explained",
@@ -240,6 +247,7 @@ impl Event {
             | Event::DenialExplained { actor, .. }
             | Event::ChooseSize { actor, .. } => actor.user.to_string(),
             Event::AlarmRepeated { .. } | Event::AlarmCleared { .. } => "alarm".into(),
+            Event::WithdrawSuggestion { .. } => "bot".into(),
             Event::TimerFired { .. } => "timer".into(),
             Event::HookDone { .. } | Event::HookFailed { .. } => "hook".into(),
             Event::PageDelivered { .. } | Event::PageFailed { .. } => "pagerduty".into(),

@@ -179,12 +179,6 @@ impl Run {
         }
     }
 
-    /// A scale-down suggestion still waiting for an approver?
-    pub fn is_waiting_suggestion(&self) -> bool {
-        matches!(self.trigger, Trigger::ScaleDown { .. })
-            && matches!(self.state, State::AwaitingApproval { .. })
-    }
-
     /// Who asked for this run, if a person did.
     pub fn requested_by(&self) -> Option<&SlackUserId> {
         match &self.trigger {

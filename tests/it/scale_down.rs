@@ -163,6 +163,11 @@ async fn low_memory_over_the_window_gets_one_suggestion_and_an_approver_takes_it
     // The change holds off the next suggestion for `scale_down_after` (and the cooldown).
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(runs_of(&t).await.len(), 1);
+    // But never the way back up: the memory alarm starts its run, no cooldown notice.
+    let event = eventbridge_event("after-down", GROUP, "ALARM", 91.0);
+    let (status, answer) = post_eventbridge(&t.url(""), &event, Some(ALARM_KEY)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["outcome"], "started", "{answer}");
     t.stop().await;
 }
 
@@ -172,17 +177,22 @@ async fn a_peak_at_any_point_in_the_window_means_no_suggestion() {
     let spiky = MemoryCurve::constant(20.0)
         .then(minutes_ago(6), 30.0)
         .then(minutes_ago(1), 20.0);
-    for (name, curve, extra) in [
-        ("a peak", spiky, ""),
+    // What each check got to: the memory read, the allowed sizes only, nothing.
+    for (name, curve, extra, read, listed) in [
+        ("a peak", spiky, "", true, true),
         (
             "low, but scale_down off",
             MemoryCurve::constant(20.0),
             "scale_down = \"off\"",
+            false,
+            false,
         ),
         (
             "low, but at min_node_type",
             MemoryCurve::constant(20.0),
             "min_node_type = \"cache.r6g.xlarge\"",
+            false,
+            true,
         ),
     ] {
         let services = services_with(curve).await;
@@ -190,6 +200,12 @@ async fn a_peak_at_any_point_in_the_window_means_no_suggestion() {
         let t = TestApp::spawn(&services, &config(extra), &dir.db()).await;
         tokio::time::sleep(Duration::from_millis(600)).await;
         assert!(runs_of(&t).await.is_empty(), "{name}");
+        assert_eq!(services.sim.count("GetMetricData") > 0, read, "{name}");
+        assert_eq!(
+            services.sim.count("ListAllowedNodeTypeModifications") > 0,
+            listed,
+            "{name}"
+        );
         t.stop().await;
     }
 }
@@ -301,5 +317,73 @@ async fn the_memory_alarm_withdraws_a_waiting_suggestion_and_starts_its_own_run(
     assert_eq!(status, 200);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(runs_of(&t).await.len(), 2);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_persons_upsize_withdraws_a_waiting_suggestion() {
+    let services = services_with(MemoryCurve::constant(20.0)).await;
+    let dir = TempDir::new();
+    let t = TestApp::spawn(&services, &config(""), &dir.db()).await;
+    let run = suggestion(&t, &services).await;
+    let body = slash_body(&services, ONCALL, &format!("upsize {GROUP}"));
+    let resp = post_signed(&t, "/slack/commands", &body).await;
+    assert_eq!(resp.status(), 200);
+    let withdrawn = t.wait_done(&run.id).await;
+    assert!(
+        matches!(withdrawn.outcome(), Some(Outcome::NothingToDo { reason }) if reason.contains("asked for an upsize")),
+        "{:?}",
+        withdrawn.outcome()
+    );
+    eventually_async("the person's run", || async {
+        runs_of(&t)
+            .await
+            .iter()
+            .any(|r| matches!(r.trigger, Trigger::Command { .. }))
+    })
+    .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn the_alarm_stops_an_approved_scale_down_before_its_modification() {
+    // A snapshot that takes a while: the alarm comes while it is being taken.
+    let services = Services::start(SimConfig {
+        snapshot_duration: Duration::from_secs(3),
+        ..sim()
+    })
+    .await;
+    for n in [1, 2] {
+        services
+            .sim
+            .set_memory(&node(n), MemoryCurve::constant(20.0).following_upsizes());
+    }
+    let dir = TempDir::new();
+    let t = TestApp::spawn(&services, &config(""), &dir.db()).await;
+    let run = suggestion(&t, &services).await;
+    let body = click_body(&services, ONCALL, "approve", button("approve", &run.id));
+    assert_eq!(
+        post_signed(&t, "/slack/interactions", &body).await.status(),
+        200
+    );
+    t.wait_for(&run.id, "the snapshot", |r| {
+        matches!(r.state, State::Snapshotting { created: true, .. })
+    })
+    .await;
+    let event = eventbridge_event("during-snapshot", GROUP, "ALARM", 92.0);
+    let (status, answer) = post_eventbridge(&t.url(""), &event, Some(ALARM_KEY)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["outcome"], "started", "{answer}");
+    let withdrawn = t.wait_done(&run.id).await;
+    assert!(
+        matches!(withdrawn.outcome(), Some(Outcome::NothingToDo { .. })),
+        "{:?}",
+        withdrawn.outcome()
+    );
+    assert_eq!(
+        services.sim.count("ModifyReplicationGroup"),
+        0,
+        "the group was never moved down"
+    );
     t.stop().await;
 }

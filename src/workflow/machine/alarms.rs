@@ -1,7 +1,7 @@
 //! The alarm firing again, or clearing, while a run is active. A delivery seen before (a
 //! retry of one) changes nothing; a finished run ignores alarms (a new one starts a new run).
 
-use crate::workflow::effect::{Effect, Note};
+use crate::workflow::effect::{CancelGone, Effect, Note};
 use crate::workflow::event::Event;
 use crate::workflow::run::{Outcome, Run, State, Step, StepStatus, Trigger};
 
@@ -21,23 +21,6 @@ pub(super) fn decide(mut b: Builder, run: &Run, event: &Event) -> Decision {
         return does_not_apply(run, event);
     }
     b.remember_delivery(delivery_id);
-    // The memory alarm firing while a scale-down suggestion waits: the suggestion is wrong
-    // now. It is withdrawn (nothing was changed), and the alarm starts its own run.
-    if let (
-        Event::AlarmRepeated { .. },
-        Trigger::ScaleDown { .. },
-        State::AwaitingApproval { plan, .. },
-    ) = (event, &run.trigger, &run.state)
-    {
-        let reason = "the memory alarm fired: the scale-down suggestion is withdrawn".to_string();
-        b.summary(reason.clone());
-        b.close_step(Step::Approval, StepStatus::Cancelled);
-        b.note(Note::NothingToDo {
-            reason: reason.clone(),
-        });
-        b.finish_run(Some(plan.clone()), Outcome::NothingToDo { reason }, None);
-        return b.finish();
-    }
     match event {
         Event::AlarmRepeated { reason, value, .. } => {
             b.run.alarm_repeats += 1;
@@ -62,6 +45,77 @@ pub(super) fn decide(mut b: Builder, run: &Run, event: &Event) -> Decision {
         _ => unreachable!("matched above"),
     }
     b.finish()
+}
+
+/// A scale-down suggestion gives way to something that needs the group to go up: before its
+/// modification starts it ends (nothing was changed; a snapshot AWS started is kept, paused
+/// workers are resumed on the way out), and the caller starts its own run once it is over.
+/// Once the modification has started it can't be stopped: the caller waits for it to end.
+pub(super) fn withdraw(mut b: Builder, run: &Run, reason: &str) -> Decision {
+    if !matches!(run.trigger, Trigger::ScaleDown { .. }) {
+        return Decision::Ignore("only a scale-down suggestion is withdrawn".into());
+    }
+    let why = format!("withdrawn: {reason}");
+    let outcome = Outcome::NothingToDo {
+        reason: why.clone(),
+    };
+    let note = Note::NothingToDo {
+        reason: format!("{reason}: the scale-down is withdrawn; nothing was changed"),
+    };
+    match &run.state {
+        State::Planning => {
+            b.summary(why);
+            b.close_step(Step::Plan, StepStatus::Cancelled);
+            b.finish_run(None, outcome, None);
+        }
+        State::AwaitingApproval { plan, .. } => {
+            b.summary(why);
+            b.close_step(Step::Approval, StepStatus::Cancelled);
+            b.note(note);
+            b.finish_run(Some(plan.clone()), outcome, None);
+        }
+        State::Pausing { plan } | State::Snapshotting { plan, .. } => {
+            let step = match &run.state {
+                State::Snapshotting { .. } => Step::Snapshot,
+                _ => Step::Pause,
+            };
+            b.summary(why);
+            b.close_step(step, StepStatus::Cancelled);
+            b.note(note);
+            b.end(plan.clone(), outcome);
+        }
+        State::SnapshotFailed { plan, .. } => {
+            b.summary(why);
+            b.note(note);
+            if run.resume_error.is_some() {
+                b.end(plan.clone(), outcome);
+            } else {
+                b.withdraw_cancel_offer(CancelGone::Ended("withdrawn".into()));
+                b.finish_run(Some(plan.clone()), outcome, None);
+            }
+        }
+        _ => {
+            return Decision::Ignore(format!(
+                "the scale-down can't be withdrawn now (it is {})",
+                run.state.name()
+            ));
+        }
+    }
+    b.finish()
+}
+
+/// Can this run be withdrawn for a run that moves its group up (a suggestion whose
+/// modification has not started)?
+pub fn withdrawable(run: &Run) -> bool {
+    matches!(run.trigger, Trigger::ScaleDown { .. })
+        && matches!(
+            run.state,
+            State::Planning
+                | State::AwaitingApproval { .. }
+                | State::Pausing { .. }
+                | State::Snapshotting { .. }
+                | State::SnapshotFailed { .. }
+        )
 }
 
 fn is_known_delivery(run: &Run, delivery_id: &str) -> bool {

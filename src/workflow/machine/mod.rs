@@ -40,6 +40,7 @@ use super::run::{Run, State, Trigger};
 use builder::Builder;
 
 pub use super::effect::Scheduled;
+pub use alarms::withdrawable;
 pub use people::DENIAL_REASON_MAX;
 
 /// An accepted event's result: the next run, what to do, and what to drop.
@@ -264,6 +265,7 @@ pub fn decide(run: &Run, event: &Event, now: Timestamp) -> Decision {
         | Event::PageDelivered { .. }
         | Event::PageFailed { .. } => reports::decide(b, run, event),
         Event::AlarmRepeated { .. } | Event::AlarmCleared { .. } => alarms::decide(b, run, event),
+        Event::WithdrawSuggestion { reason } => alarms::withdraw(b, run, reason),
         Event::Approve { .. }
         | Event::Deny { .. }
         | Event::Dismiss { .. }

@@ -4057,10 +4057,18 @@ mod scale_down_transitions {
             evidence: evidence("cache.r6g.xlarge", "cache.r6g.large"),
         };
         r.policy.verify_window = Duration::from_secs(15 * 60);
+        // A real one-step-down plan, back on the smaller type.
+        if let State::Modifying { plan, .. } = &mut r.state {
+            plan.current = nt("cache.r6g.xlarge");
+            plan.target = nt("cache.r6g.large");
+            plan.choices = vec![nt("cache.r6g.large")];
+            plan.cap = None;
+            plan.direction = Direction::Down;
+        }
         let verifying = match decide(
             &r,
             &Event::GroupPolled {
-                group: group_info("available", "cache.r6g.xlarge"),
+                group: group_info("available", "cache.r6g.large"),
                 events: Vec::new(),
             },
             at(90_000),
@@ -4104,16 +4112,14 @@ mod scale_down_transitions {
     }
 
     #[test]
-    fn the_alarm_firing_withdraws_a_waiting_suggestion_but_not_one_under_way() {
-        let repeat = Event::AlarmRepeated {
-            delivery_id: "eventbridge:fired".into(),
-            reason: "Threshold Crossed".into(),
-            value: Some(91.0),
+    fn a_suggestion_gives_way_to_an_upsize_until_its_modification_starts() {
+        let withdraw = Event::WithdrawSuggestion {
+            reason: "the memory alarm `Redis memory: prod-jobs` fired".into(),
         };
         let t = check(
-            "alarm on a waiting suggestion",
+            "withdrawn while it waits",
             waiting(policy()),
-            repeat.clone(),
+            withdraw.clone(),
             at(20),
             Accept(
                 "nothing_to_do",
@@ -4122,11 +4128,11 @@ mod scale_down_transitions {
         )
         .unwrap();
         assert!(
-            t.run
-                .alarm_deliveries
-                .iter()
-                .any(|d| d == "eventbridge:fired")
+            matches!(t.run.outcome(), Some(Outcome::NothingToDo { reason }) if reason.starts_with("withdrawn: the memory alarm")),
+            "{:?}",
+            t.run.outcome()
         );
+        assert!(withdrawable(&waiting(policy())));
         let approved = match decide(
             &waiting(policy()),
             &Event::Approve {
@@ -4139,12 +4145,46 @@ mod scale_down_transitions {
             Decision::Accept(t) => t.run,
             other => panic!("{other:?}"),
         };
+        // Approved, taking its snapshot: it stops there (the snapshot, if AWS started it, is
+        // AWS's to finish; the group is not touched).
+        assert!(withdrawable(&approved));
+        let t = check(
+            "withdrawn during the snapshot",
+            approved.clone(),
+            withdraw.clone(),
+            at(30),
+            Accept(
+                "nothing_to_do",
+                // (No Cancel reply was posted in this table, so none to withdraw.)
+                &["post_note", "update_top_message", "post_graph"],
+            ),
+        )
+        .unwrap();
+        assert!(t.drop_pending_work, "its pending AWS work is dropped");
+        // An alarm is only a repeat on the run itself (the app withdraws it first).
         check(
-            "alarm on an approved scale-down",
+            "an alarm on an approved scale-down",
             approved,
-            repeat,
+            Event::AlarmRepeated {
+                delivery_id: "eventbridge:fired".into(),
+                reason: "Threshold Crossed".into(),
+                value: Some(91.0),
+            },
             at(30),
             Accept("snapshotting", &["repeat_line", "update_top_message"]),
         );
+        // Once the modification is under way it can't be stopped.
+        let mut moving = modifying(true, true, 1);
+        moving.trigger = suggestion(policy(), "cache.r6g.xlarge", "cache.r6g.large").trigger;
+        assert!(!withdrawable(&moving));
+        check(
+            "withdraw while modifying",
+            moving,
+            withdraw.clone(),
+            at(30),
+            Ignore,
+        );
+        // And an upsize is never withdrawn.
+        check("withdraw an upsize", awaiting(), withdraw, at(30), Ignore);
     }
 }

@@ -368,6 +368,14 @@ pub trait Store: Send + Sync {
     /// The alarm log, newest first.
     fn recent_alarms(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AlarmRecord>, StoreError>>;
 
+    /// The newest delivery of `group`'s alarm in ALARM at or after `since`, if any (the
+    /// scale-down check: no suggestion after the alarm fired in its window).
+    fn last_alarm<'a>(
+        &'a self,
+        group: &'a ReplicationGroupId,
+        since: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<AlarmRecord>, StoreError>>;
+
     /// Has this alarm delivery been handled already? (Retries repeat the delivery id.)
     fn alarm_seen<'a>(&'a self, delivery_id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
 

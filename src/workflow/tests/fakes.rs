@@ -378,6 +378,22 @@ impl Store for MemoryStore {
         ready(Ok(alarms))
     }
 
+    fn last_alarm<'a>(
+        &'a self,
+        group: &'a ReplicationGroupId,
+        since: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<AlarmRecord>, StoreError>> {
+        let m = lock(&self.0);
+        let found = m
+            .alarms
+            .values()
+            .filter(|a| a.group.as_deref() == Some(group.as_str()))
+            .filter(|a| a.state == "ALARM" && a.at >= since)
+            .max_by_key(|a| a.at)
+            .cloned();
+        ready(Ok(found))
+    }
+
     fn enqueue_job<'a>(&'a self, job: NewJob) -> BoxFuture<'a, Result<(), StoreError>> {
         lock(&self.0).push_job(job);
         ready(Ok(()))
