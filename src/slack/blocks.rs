@@ -781,9 +781,21 @@ fn approval_label(run: &Run) -> String {
         .map(|d| &d.user)
         .collect();
     match &run.state {
-        State::AwaitingApproval { plan, expires, .. } if plan.direction == Direction::Down => {
+        State::AwaitingApproval {
+            plan,
+            expires,
+            approvals,
+            ..
+        } if plan.direction == Direction::Down => {
+            let need = run.policy.min_approvals.max(1);
+            let so_far = if approvals.is_empty() {
+                String::new()
+            } else {
+                let who: Vec<String> = approvals.iter().map(|u| format!("<@{u}>")).collect();
+                format!(" ({}/{need}: {})", approvals.len(), who.join(", "))
+            };
             format!(
-                "Waiting for an approver — nobody is paged; the suggestion lapses at {}",
+                "Waiting for an approver{so_far} — nobody is paged; the suggestion lapses at {}",
                 slack_day_time(*expires)
             )
         }
