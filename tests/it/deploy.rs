@@ -1400,3 +1400,71 @@ fn the_cloudformation_socket_mode_option_injects_the_app_token_and_sets_the_mode
         "CreateSlackAppTokenSecret: !And [!Condition UseSocketMode, !Not [!Condition HasSlackAppTokenSecretArn]]"
     ));
 }
+
+#[test]
+fn the_cloudformation_stack_opens_no_port_with_socket_mode_and_the_alarm_queue() {
+    let condition = |name: &str| {
+        let line = format!("  {name}: ");
+        let at = CLOUDFORMATION
+            .find(&line)
+            .unwrap_or_else(|| panic!("no condition {name}"));
+        CLOUDFORMATION[at + line.len()..].lines().next().unwrap()
+    };
+    assert_eq!(
+        condition("NoInbound"),
+        "!And [!Condition UseSocketMode, !Condition UseAlarmQueue]"
+    );
+    assert_eq!(condition("UseLoadBalancer"), "!Not [!Condition NoInbound]");
+    // Everything that listens on the internet exists only with the load balancer.
+    for name in [
+        "LoadBalancerSecurityGroup",
+        "LoadBalancer",
+        "TargetGroup",
+        "HttpsListener",
+        "PublicRoutesRule",
+    ] {
+        let r = cfn_entry("Resources", name);
+        assert_eq!(value_of(&r, "Condition"), "UseLoadBalancer", "{name}");
+    }
+    assert_eq!(
+        value_of(&cfn_entry("Resources", "DnsRecord"), "Condition"),
+        "CreateDnsRecord"
+    );
+    // Without it the task admits nothing, and the service names no target group.
+    let task_sg = cfn_entry("Resources", "TaskSecurityGroup");
+    assert!(
+        task_sg.contains("SecurityGroupIngress: !If\n        - UseLoadBalancer"),
+        "{task_sg}"
+    );
+    assert!(task_sg.contains("- !Ref AWS::NoValue"), "{task_sg}");
+    let service = cfn_entry("Resources", "Service");
+    assert!(
+        service.contains("LoadBalancers: !If\n        - UseLoadBalancer"),
+        "{service}"
+    );
+    assert_eq!(
+        value_of(&service, "HealthCheckGracePeriodSeconds"),
+        "!If [UseLoadBalancer, 60, !Ref AWS::NoValue]"
+    );
+    // A DependsOn can't be conditional: the service waits on a handle that refers to the rule.
+    assert_eq!(value_of(&service, "DependsOn"), "[RoutesReady, StoreReady]");
+    assert!(!service.contains("PublicRoutesRule"), "{service}");
+    // The certificate and the name are needed exactly when something listens.
+    let rules = cfn_entry("Rules", "InboundNeedsCertificateAndName");
+    assert!(
+        rules.contains("!Not [!And [!Equals [!Ref SlackMode, Socket], !Equals [!Ref AlarmDelivery, SqsQueue]]]"),
+        "{rules}"
+    );
+    for p in ["CertificateArn", "PublicHostName"] {
+        assert!(rules.contains(&format!("!Not [!Equals [!Ref {p}, \"\"]]")), "{rules}");
+        assert_eq!(value_of(&cfn_entry("Parameters", p), "Default"), "\"\"", "{p}");
+    }
+    // Outputs that name the public endpoint are there only when it is.
+    for (output, cond) in [
+        ("LoadBalancerDnsName", "UseLoadBalancer"),
+        ("SlackCommandsUrl", "UseSlackHttp"),
+        ("AlarmEndpoint", "UseApiDestination"),
+    ] {
+        assert_eq!(value_of(&cfn_entry("Outputs", output), "Condition"), cond);
+    }
+}
