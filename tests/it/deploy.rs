@@ -1452,12 +1452,21 @@ fn the_cloudformation_stack_opens_no_port_with_socket_mode_and_the_alarm_queue()
     // The certificate and the name are needed exactly when something listens.
     let rules = cfn_entry("Rules", "InboundNeedsCertificateAndName");
     assert!(
-        rules.contains("!Not [!And [!Equals [!Ref SlackMode, Socket], !Equals [!Ref AlarmDelivery, SqsQueue]]]"),
+        rules.contains(
+            "!Not [!And [!Equals [!Ref SlackMode, Socket], !Equals [!Ref AlarmDelivery, SqsQueue]]]"
+        ),
         "{rules}"
     );
     for p in ["CertificateArn", "PublicHostName"] {
-        assert!(rules.contains(&format!("!Not [!Equals [!Ref {p}, \"\"]]")), "{rules}");
-        assert_eq!(value_of(&cfn_entry("Parameters", p), "Default"), "\"\"", "{p}");
+        assert!(
+            rules.contains(&format!("!Not [!Equals [!Ref {p}, \"\"]]")),
+            "{rules}"
+        );
+        assert_eq!(
+            value_of(&cfn_entry("Parameters", p), "Default"),
+            "\"\"",
+            "{p}"
+        );
     }
     // Outputs that name the public endpoint are there only when it is.
     for (output, cond) in [
