@@ -264,6 +264,9 @@ pub struct Application {
     socket: Option<SocketMode>,
     /// Alarms from `alarms.sqs_queue_url`, once [`Application::with_sqs`] gave it a client.
     sqs: Option<SqsIntake>,
+    /// Give back what start-up left resident once it is over (`serve` only: see
+    /// [`Application::giving_back_startup_memory`]).
+    give_back: bool,
 }
 
 impl Application {
@@ -347,7 +350,16 @@ impl Application {
             directory,
             socket,
             sqs: None,
+            give_back: false,
         })
+    }
+
+    /// Once start-up is over (runs resumed, the config checked against AWS), give back the
+    /// code pages only start-up ran and the memory it freed ([`crate::memory`]). For `serve`,
+    /// a process of its own; the tests and the demo share theirs.
+    pub fn giving_back_startup_memory(mut self) -> Application {
+        self.give_back = true;
+        self
     }
 
     /// Take alarms from the SQS queue `alarms.sqs_queue_url` names too, through a client
@@ -406,10 +418,13 @@ impl Application {
         });
         let slack_socket = tokio::spawn(run_socket_mode(self.socket, on()));
         // The config against AWS, in the background: a contradiction is logged, not fatal.
-        let app = self.http.app.clone();
+        let (app, give_back) = (self.http.app.clone(), self.give_back);
         tokio::spawn(async move {
             for warning in app.check_groups().await {
                 warn!("{warning}");
+            }
+            if give_back {
+                give_back_startup_memory(&app.runner).await;
             }
         });
         info!(addr = %addr, "redis-autoscaler serving");
@@ -460,6 +475,20 @@ async fn run_socket_mode(socket: Option<SocketMode>, stop: impl Future<Output = 
 /// Fold the recorded histogram samples into their buckets every few seconds. Until then the
 /// recorder keeps each sample (8 bytes per request): without this, a bot nobody scrapes grew
 /// by 10 MiB (anonymous memory) over the benchmark's 50-connection load.
+/// Start-up is over once the runner has resumed the unfinished runs (it may still be at it
+/// after the config check): then what it left resident goes back ([`crate::memory`]).
+async fn give_back_startup_memory(runner: &Runner) {
+    for _ in 0..200 {
+        if runner.is_ready() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let code_kib = crate::memory::release_startup_code();
+    crate::memory::release_free_memory();
+    info!(code_kib, "gave back the memory start-up used");
+}
+
 async fn metrics_upkeep(stop: impl Future<Output = ()>) {
     tokio::pin!(stop);
     loop {
