@@ -101,7 +101,9 @@ async fn serve(path: PathBuf) -> anyhow::Result<i32> {
         tracing::warn!("{w}");
     }
     let deps = Deps::production(&config).await?;
-    let mut application = Application::build(config, deps).await?;
+    let mut application = Application::build(config, deps)
+        .await?
+        .giving_back_startup_memory();
     if application.app().config.alarms.sqs_queue_url.is_some() {
         application = application.with_sqs(&load_aws_config().await);
     }

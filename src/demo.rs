@@ -859,7 +859,7 @@ async fn wait_for(
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Ok(c)) if &c.run.id == run_id && done(&c.run) => return Ok(c.run),
+            Ok(Ok(c)) if &c.run.id == run_id && done(&c.run) => return Ok(*c.run),
             Ok(Ok(_)) => {}
             Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
             Ok(Err(e)) => bail!("the runner stopped: {e}"),

@@ -49,6 +49,8 @@
 //! - [`telemetry`]: Prometheus metrics (the `Metrics` port) and the HTTP request span.
 //! - [`http_client`]: the one outgoing HTTP client setup (TLS provider, timeouts, no redirects).
 //! - [`chart`]: the memory graph as a PNG, drawn in memory with an embedded font.
+//! - [`memory`]: what the process keeps resident (glibc's allocator with two arenas, free
+//!   memory given back after a burst, start-up's code pages given back once started).
 //!
 //! Commands and tools:
 //! - [`cli`]: the command line (`serve`, `demo`, `elasticache-sim`, `check-config`).
@@ -71,6 +73,7 @@ pub mod fuzzing;
 pub mod hooks;
 pub mod http;
 pub mod http_client;
+pub mod memory;
 pub mod pagerduty;
 pub mod pricing;
 pub mod slack;

@@ -10,6 +10,7 @@ use redis_autoscaler::cli::{self, Cli, Command};
 const BLOCKING_THREADS: usize = 16;
 
 fn main() -> ExitCode {
+    redis_autoscaler::memory::tune_allocator();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(BLOCKING_THREADS)

@@ -269,6 +269,9 @@ pub struct Application {
     socket: Option<SocketMode>,
     /// Alarms from `alarms.sqs_queue_url`, once [`Application::with_sqs`] gave it a client.
     sqs: Option<SqsIntake>,
+    /// Give back what start-up left resident once it is over (`serve` only: see
+    /// [`Application::giving_back_startup_memory`]).
+    give_back: bool,
 }
 
 impl Application {
@@ -357,7 +360,16 @@ impl Application {
             directory,
             socket,
             sqs: None,
+            give_back: false,
         })
+    }
+
+    /// Once start-up is over (runs resumed, the config checked against AWS), give back the
+    /// code pages only start-up ran and the memory it freed ([`crate::memory`]). For `serve`,
+    /// a process of its own; the tests and the demo share theirs.
+    pub fn giving_back_startup_memory(mut self) -> Application {
+        self.give_back = true;
+        self
     }
 
     /// Take alarms from the SQS queue `alarms.sqs_queue_url` names too, through a client
@@ -417,10 +429,13 @@ impl Application {
         });
         let slack_socket = tokio::spawn(run_socket_mode(self.socket, on()));
         // The config against AWS, in the background: a contradiction is logged, not fatal.
-        let app = self.http.app.clone();
+        let (app, give_back) = (self.http.app.clone(), self.give_back);
         tokio::spawn(async move {
             for warning in app.check_groups().await {
                 warn!("{warning}");
+            }
+            if give_back {
+                give_back_startup_memory(&app.runner).await;
             }
         });
         info!(addr = %addr, "redis-autoscaler serving");
@@ -466,6 +481,20 @@ async fn run_socket_mode(socket: Option<SocketMode>, stop: impl Future<Output = 
     if let Some(socket) = socket {
         socket.run(stop).await;
     }
+}
+
+/// Start-up is over once the runner has resumed the unfinished runs (it may still be at it
+/// after the config check): then the free memory it left with the allocator goes back
+/// ([`crate::memory`]).
+async fn give_back_startup_memory(runner: &Runner) {
+    for _ in 0..200 {
+        if runner.is_ready() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    crate::memory::release_free_memory();
+    info!("gave back the free memory start-up left");
 }
 
 /// Fold the recorded histogram samples into their buckets every few seconds. Until then the

@@ -1,6 +1,8 @@
 //! The HTTP surface of `serve`: thin routes that verify, parse, call one use case and render
-//! its answer. No route waits on AWS, Slack's Web API or PagerDuty. Under them, [`server`]
-//! keeps slow and hostile clients from starving the rest (timeouts, caps).
+//! its answer. No route waits on AWS, Slack's Web API or PagerDuty. In front of them, [`guard`]
+//! times and counts every request, reads its body within a deadline and caps how many are
+//! answered at once; under them, [`server`] keeps slow and hostile clients from starving the
+//! rest (connection timeouts and caps).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,16 +12,17 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::alarm::sns::SnsVerifier;
 use crate::app::App;
 use crate::config::HttpConfig;
 
 pub mod alarms;
+pub mod guard;
 pub mod server;
 pub mod slack;
 
+pub use guard::{BodyDeadline, Guard};
 pub use server::{open_files_limit, raise_open_files_limit};
 
 /// What the routes share: the use cases, and the SNS verifier (with its certificate cache).
@@ -65,44 +68,39 @@ impl std::ops::Deref for Http {
     }
 }
 
-/// All routes of the bot. Every request's body is read within `limits.body_timeout` before
-/// a handler runs; every route but `/healthz` counts towards `limits.max_requests`, so the
-/// liveness probe stays cheap and answers even when the bot is saturated.
+/// All routes of the bot, behind the [`Guard`]: every request's body is read within
+/// `limits.body_timeout` before a handler runs, and every route but `/healthz` counts towards
+/// `limits.max_requests`, so the liveness probe stays cheap and answers even when the bot is
+/// saturated.
 ///
 /// In Socket Mode (`[slack] mode = "socket"`) `/slack/*` is not served (404): Slack reaches the
 /// bot over its own WebSockets, there is no signing secret to check requests with, and a
 /// listener that is reachable anyway (health checks, a forgotten load balancer rule) then
 /// offers no second way in for commands and clicks.
-pub fn router(state: Http, limits: &HttpConfig) -> Router {
-    let mut use_cases = Router::new()
+pub fn router(state: Http, limits: &HttpConfig) -> Guard {
+    let mut served = vec!["/healthz", "/readyz", "/metrics"];
+    let mut routes = Router::new()
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
     if state.app.config.slack.mode == crate::config::SlackMode::Http {
-        use_cases = use_cases
+        served.extend(["/slack/commands", "/slack/interactions"]);
+        routes = routes
             .route("/slack/commands", post(slack::commands))
             .route("/slack/interactions", post(slack::interactions));
     }
-    let use_cases = use_cases
+    served.extend(["/alarms/eventbridge", "/alarms/sns"]);
+    let routes = routes
         .route("/alarms/eventbridge", post(alarms::eventbridge))
         .route("/alarms/sns", post(alarms::sns))
-        .layer(axum::extract::DefaultBodyLimit::max(alarms::MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::new(Semaphore::new(limits.max_requests)),
-            server::cap_requests,
-        ));
-    let body = server::BodyDeadline {
+        .with_state(state);
+    // The guard reads every body whole, up to this limit, before a route runs: the routes'
+    // own extractors never see more.
+    let body = BodyDeadline {
         timeout: limits.body_timeout,
         max_bytes: alarms::MAX_BODY_BYTES,
     };
-    Router::new()
-        .route("/healthz", get(healthz))
-        .merge(use_cases)
-        .layer(axum::middleware::from_fn_with_state(
-            body,
-            server::read_body_within,
-        ))
-        .layer(axum::middleware::from_fn(crate::telemetry::http_layer))
-        .with_state(state)
+    Guard::new(routes, served, body, limits.max_requests)
 }
 
 /// Serve until `shutdown` resolves, then finish the requests in flight; `limits` are the
@@ -113,7 +111,8 @@ pub async fn serve(
     limits: HttpConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    server::run(listener, router(state, &limits), limits, shutdown).await
+    let app = router(state, &limits);
+    server::run(listener, app, limits, shutdown).await
 }
 
 /// The process is up and serving HTTP.

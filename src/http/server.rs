@@ -7,8 +7,8 @@
 //! `max_connections` are open — a new one closes the oldest that has no request being answered,
 //! so a flood of stalled connections can't lock `/healthz` out — and never more than the
 //! open-files limit leaves room for; accept errors (EMFILE) back off and are logged at most once
-//! a second. The body deadline ([`read_body_within`]) and the request cap ([`cap_requests`])
-//! are middleware the router puts where they belong. It knows no route and no use case.
+//! a second. The body deadline and the request cap are the [`Guard`](super::Guard)'s, in front
+//! of the routes. It knows no route and no use case: it serves whatever service it is given.
 //!
 //! hyper's own `header_read_timeout` is not used: its clock starts whenever a connection waits
 //! for a request head, idle keep-alive included, so it would cut every idle connection at the
@@ -22,13 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::{Body, HttpBody};
-use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use axum::response::Response;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -48,12 +42,15 @@ const DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// Serve `app` on `listener` until `shutdown` resolves; then stop accepting, close the
 /// connections that have no request being answered, let the requests in flight finish, and
 /// return once every connection is closed.
-pub async fn run(
+pub async fn run<S>(
     listener: TcpListener,
-    app: Router,
+    app: S,
     limits: HttpConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> io::Result<()> {
+) -> io::Result<()>
+where
+    S: App,
+{
     let cap = connection_cap(limits.max_connections, open_files_limit());
     info!(
         header_timeout_ms = limits.header_timeout.as_millis() as u64,
@@ -107,8 +104,11 @@ pub async fn run(
         let (app, stopping, open) = (app.clone(), stopping.clone(), open.clone());
         tokio::spawn(async move {
             serve_connection(stream, conn.clone(), app, limits, stopping).await;
-            open.remove(conn.id);
             drop(permit);
+            // The last connection closed: a burst is over, give back what it left free.
+            if open.remove(conn.id) {
+                crate::memory::release_free_memory();
+            }
         });
     }
     drop(listener);
@@ -117,6 +117,33 @@ pub async fn run(
     let all = u32::try_from(cap).unwrap_or(u32::MAX);
     let _ = slots.acquire_many(all).await;
     Ok(())
+}
+
+/// What a connection serves: a service that answers every request (errors are answers too).
+pub trait App:
+    tower_service::Service<
+        hyper::Request<hyper::body::Incoming>,
+        Response = Response,
+        Error = std::convert::Infallible,
+        Future: Send,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> App for S where
+    S: tower_service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = Response,
+            Error = std::convert::Infallible,
+            Future: Send,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
 }
 
 /// The connection cap: `max_connections`, lowered to leave room under the open-files limit for
@@ -301,8 +328,11 @@ impl Open {
         conn
     }
 
-    fn remove(&self, id: u64) {
-        self.lock().remove(&id);
+    /// Forget a closed connection; true when none is left open.
+    fn remove(&self, id: u64) -> bool {
+        let mut conns = self.lock();
+        conns.remove(&id);
+        conns.is_empty()
     }
 
     /// Close the oldest connection that has no request being answered — one still sending
@@ -341,10 +371,10 @@ impl Open {
 
 /// Serve one connection until the client closes it, a timeout or an eviction closes it, or
 /// shutdown has let its last request finish.
-async fn serve_connection(
+async fn serve_connection<S: App>(
     stream: TcpStream,
     conn: Arc<Conn>,
-    app: Router,
+    app: S,
     limits: HttpConfig,
     mut stopping: watch::Receiver<bool>,
 ) {
@@ -368,14 +398,22 @@ async fn serve_connection(
     let connection = http.serve_connection(io, service);
     tokio::pin!(connection);
     let mut draining = None;
+    // The timer, the wake-up and the shutdown signal live as long as the connection, rather
+    // than being made again each time round: each was registered and dropped under a lock
+    // several times a request. A timer whose deadline moves later is moved without a lock.
+    let expiry = tokio::time::sleep_until(Instant::now() + limits.idle_timeout);
+    let woken = conn.wake.notified();
+    let stop = stopping.wait_for(|stop| *stop);
+    tokio::pin!(expiry, woken, stop);
+    let mut armed = false;
     loop {
         let deadline = conn.deadline(&limits, draining);
-        let expiry = async {
-            match deadline {
-                Some((at, _)) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
+        if let Some((at, _)) = deadline
+            && (!armed || expiry.deadline() != at)
+        {
+            expiry.as_mut().reset(at);
+            armed = true;
+        }
         tokio::select! {
             ended = connection.as_mut() => {
                 if let Err(e) = ended {
@@ -383,7 +421,8 @@ async fn serve_connection(
                 }
                 return;
             }
-            () = expiry => {
+            // While a request is answered there is no deadline: the timer is left as it was.
+            () = &mut expiry, if deadline.is_some() => {
                 // The phase may have moved on while we slept: look again.
                 if let Some((at, reason)) = conn.deadline(&limits, draining)
                     && at <= Instant::now()
@@ -392,15 +431,18 @@ async fn serve_connection(
                     counters::dropped(reason);
                     return;
                 }
+                // It went off: armed again at the top, for the deadline as it is now.
+                armed = false;
             }
-            () = conn.wake.notified() => {
+            () = &mut woken => {
                 if conn.evicted.load(Ordering::Acquire) {
                     debug!("closing the oldest connection to make room for a new one");
                     counters::dropped("evicted");
                     return;
                 }
+                woken.set(conn.wake.notified());
             }
-            _ = stopping.wait_for(|stop| *stop), if draining.is_none() => {
+            _ = &mut stop, if draining.is_none() => {
                 draining = Some(Instant::now());
                 // Idle connections close now; one being answered closes after its answer.
                 connection.as_mut().graceful_shutdown();
@@ -478,84 +520,6 @@ impl AsyncWrite for Watched {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
-}
-
-/// What [`read_body_within`] allows a request body.
-#[derive(Debug, Clone, Copy)]
-pub struct BodyDeadline {
-    pub timeout: Duration,
-    pub max_bytes: usize,
-}
-
-/// Middleware: the whole request body must be in within the deadline (408 and the connection
-/// closed otherwise) and no larger than the limit (413), before any handler runs — so a client
-/// that sends its headers and then trickles or stalls the body holds nothing but its own
-/// connection, never a request slot.
-pub async fn read_body_within(
-    State(deadline): State<BodyDeadline>,
-    req: Request,
-    next: Next,
-) -> Response {
-    if req.body().is_end_stream() {
-        return next.run(req).await;
-    }
-    let (parts, body) = req.into_parts();
-    if body.size_hint().lower() > deadline.max_bytes as u64 {
-        return too_large();
-    }
-    let body = Limited::new(body, deadline.max_bytes).collect();
-    match tokio::time::timeout(deadline.timeout, body).await {
-        Ok(Ok(body)) => {
-            let req = Request::from_parts(parts, Body::from(body.to_bytes()));
-            next.run(req).await
-        }
-        Ok(Err(e)) if e.is::<LengthLimitError>() => too_large(),
-        Ok(Err(e)) => {
-            debug!(error = %e, "the request body could not be read");
-            (
-                StatusCode::BAD_REQUEST,
-                "the request body could not be read\n",
-            )
-                .into_response()
-        }
-        Err(_) => {
-            debug!(path = %parts.uri.path(), "the request body did not arrive in time");
-            counters::dropped("body_timeout");
-            (
-                StatusCode::REQUEST_TIMEOUT,
-                [(header::CONNECTION, "close")],
-                "the request body did not arrive in time\n",
-            )
-                .into_response()
-        }
-    }
-}
-
-fn too_large() -> Response {
-    (
-        StatusCode::PAYLOAD_TOO_LARGE,
-        [(header::CONNECTION, "close")],
-        "request body too large\n",
-    )
-        .into_response()
-}
-
-/// Middleware: at most as many requests answered at once as the semaphore has permits; the
-/// rest get 503 at once (with `Retry-After`), costing nothing but the answer.
-pub async fn cap_requests(
-    State(slots): State<Arc<Semaphore>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let Ok(_slot) = slots.try_acquire() else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "1")],
-            "busy: too many requests in flight, try again\n",
-        )
-            .into_response();
-    };
-    next.run(req).await
 }
 
 /// The open-files soft limit, where the platform has one.
@@ -640,7 +604,7 @@ mod nofile {
 }
 
 /// The server's own counters (the request counters are the telemetry layer's).
-mod counters {
+pub(super) mod counters {
     /// A connection (or a request, for `body_timeout`) the server closed: `header_timeout`,
     /// `body_timeout`, `idle_timeout`, `evicted` or `shutdown`.
     pub fn dropped(reason: &'static str) {
@@ -653,8 +617,11 @@ mod counters {
 mod tests {
     use super::*;
 
+    use axum::Router;
     use axum::routing::get;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::http::{BodyDeadline, Guard};
 
     fn limits() -> HttpConfig {
         HttpConfig {
@@ -667,7 +634,7 @@ mod tests {
     }
 
     /// A server with `/healthz` uncounted and `/slow` (which answers once `release` has a
-    /// permit) under a cap of `max_requests`.
+    /// permit) under a cap of `max_requests`, behind the bot's guard.
     async fn spawn(
         limits: HttpConfig,
         release: Arc<Semaphore>,
@@ -676,7 +643,7 @@ mod tests {
         watch::Sender<bool>,
         tokio::task::JoinHandle<io::Result<()>>,
     ) {
-        let slow = Router::new()
+        let routes = Router::new()
             .route(
                 "/slow",
                 get(move || async move {
@@ -684,13 +651,12 @@ mod tests {
                     "done\n"
                 }),
             )
-            .layer(axum::middleware::from_fn_with_state(
-                Arc::new(Semaphore::new(limits.max_requests)),
-                cap_requests,
-            ));
-        let app = Router::new()
-            .route("/healthz", get(|| async { "ok\n" }))
-            .merge(slow);
+            .route("/healthz", get(|| async { "ok\n" }));
+        let body = BodyDeadline {
+            timeout: limits.body_timeout,
+            max_bytes: 1024,
+        };
+        let app = Guard::new(routes, vec!["/healthz", "/slow"], body, limits.max_requests);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = watch::channel(false);

@@ -3,29 +3,76 @@
 //! Pure: a form body or a text in, a value out. What a command does lives in
 //! [`crate::app`] (called from [`crate::http::slack`]).
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 
 use crate::domain::{NodeType, ReplicationGroupId, RunId};
 
-/// The form Slack posts for a slash command (only the fields we use).
+/// The form Slack posts for a slash command (only the fields we use). Its text borrows from
+/// the body it was read from where nothing had to be decoded; Socket Mode's, read from JSON,
+/// owns its text (`SlashForm<'static>`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct SlashForm {
-    pub command: String,
+pub struct SlashForm<'a> {
+    pub command: Cow<'a, str>,
     #[serde(default)]
-    pub text: String,
-    pub user_id: String,
-    pub channel_id: String,
+    pub text: Cow<'a, str>,
+    pub user_id: Cow<'a, str>,
+    pub channel_id: Cow<'a, str>,
     #[serde(default)]
-    pub response_url: Option<String>,
+    pub response_url: Option<Cow<'a, str>>,
     #[serde(default)]
-    pub team_id: Option<String>,
+    pub team_id: Option<Cow<'a, str>>,
 }
 
-impl SlashForm {
-    pub fn parse(body: &[u8]) -> Result<SlashForm, String> {
-        serde_urlencoded::from_bytes(body).map_err(|e| format!("not a slash command form: {e}"))
+impl<'a> SlashForm<'a> {
+    /// Read a form body (`application/x-www-form-urlencoded`). Only the fields above are
+    /// decoded, each at most once (a repeated one is refused, as a missing required one is);
+    /// the other dozen Slack sends are skipped without a copy.
+    pub fn parse(body: &'a [u8]) -> Result<SlashForm<'a>, String> {
+        let refuse = |why: String| format!("not a slash command form: {why}");
+        let mut fields: [Option<Cow<'a, str>>; FIELDS.len()] = Default::default();
+        for pair in body.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
+            let raw_key = pair.split(|b| *b == b'=').next().unwrap_or_default();
+            // A key as Slack writes it needs no decoding: one that isn't ours is skipped as is.
+            let plain = !raw_key.iter().any(|b| matches!(b, b'%' | b'+'));
+            if plain && !FIELDS.iter().any(|f| f.as_bytes() == raw_key) {
+                continue;
+            }
+            let Some((key, value)) = form_urlencoded::parse(pair).next() else {
+                continue;
+            };
+            let Some(i) = FIELDS.iter().position(|f| *f == key) else {
+                continue;
+            };
+            if fields[i].replace(value).is_some() {
+                return Err(refuse(format!("duplicate field `{}`", FIELDS[i])));
+            }
+        }
+        let [command, text, user_id, channel_id, response_url, team_id] = fields;
+        let required = |field: Option<Cow<'a, str>>, name: &str| {
+            field.ok_or_else(|| refuse(format!("missing field `{name}`")))
+        };
+        Ok(SlashForm {
+            command: required(command, "command")?,
+            text: text.unwrap_or_default(),
+            user_id: required(user_id, "user_id")?,
+            channel_id: required(channel_id, "channel_id")?,
+            response_url,
+            team_id,
+        })
     }
 }
+
+/// The fields [`SlashForm::parse`] reads, in the order of its array.
+const FIELDS: [&str; 6] = [
+    "command",
+    "text",
+    "user_id",
+    "channel_id",
+    "response_url",
+    "team_id",
+];
 
 /// What a person asked for.
 #[derive(Debug, Clone, PartialEq)]
@@ -131,6 +178,20 @@ fn group_id(s: &str) -> Result<ReplicationGroupId, UsageError> {
     ReplicationGroupId::parse(s).map_err(|e| UsageError(e.to_string()))
 }
 
+/// [`help_text`] with nothing unknown: the same text for the same command name, so it is
+/// written once and copied after that (`help` is what is asked most).
+pub fn help(command: &str) -> String {
+    static HELP: std::sync::RwLock<Option<(String, String)>> = std::sync::RwLock::new(None);
+    if let Some((name, text)) = &*HELP.read().unwrap_or_else(|e| e.into_inner())
+        && name == command
+    {
+        return text.clone();
+    }
+    let text = help_text(command, None);
+    *HELP.write().unwrap_or_else(|e| e.into_inner()) = Some((command.to_owned(), text.clone()));
+    text
+}
+
 /// What each command does, with an example.
 pub fn help_text(command: &str, unknown: Option<&str>) -> String {
     let mut out = String::new();
@@ -186,6 +247,57 @@ mod tests {
     fn a_form_without_the_required_fields_is_refused() {
         assert!(SlashForm::parse(b"text=status").is_err());
         assert!(SlashForm::parse(&[0xff, 0xfe]).is_err());
+    }
+
+    #[test]
+    fn the_form_reader_agrees_with_serde_urlencoded() {
+        #[derive(Debug, PartialEq, Deserialize)]
+        struct Reference {
+            command: String,
+            #[serde(default)]
+            text: String,
+            user_id: String,
+            channel_id: String,
+            #[serde(default)]
+            response_url: Option<String>,
+            #[serde(default)]
+            team_id: Option<String>,
+        }
+        let bodies: &[&[u8]] = &[
+            include_bytes!("../../tests/fixtures/slack_slash_command.txt"),
+            include_bytes!("../../tests/fixtures/slack_signing_docs_vector_body.txt"),
+            b"command=%2Fredis&text=upsize+prod-jobs+cache.r6g.xlarge&user_id=U1&channel_id=C1",
+            b"c%6Fmmand=/r&user_id=U&channel_id=C&text",
+            b"&&command=/r&&user_id=U&channel_id=C&token=%ZZ&team_id=",
+            b"command=/r&user_id=U&channel_id=C&text=a&text=b",
+            b"command=/r&user_id=U&channel%5Fid=C&channel_id=D",
+            b"command=/r&user_id=U\xff&channel_id=C&response_url=https%3A%2F%2Fx",
+            b"user_id=U&channel_id=C",
+            b"command=/r&user_id=U",
+            b"",
+        ];
+        for body in bodies {
+            let ours = SlashForm::parse(body).ok().map(|f| Reference {
+                command: f.command.into_owned(),
+                text: f.text.into_owned(),
+                user_id: f.user_id.into_owned(),
+                channel_id: f.channel_id.into_owned(),
+                response_url: f.response_url.map(Cow::into_owned),
+                team_id: f.team_id.map(Cow::into_owned),
+            });
+            let theirs = serde_urlencoded::from_bytes::<Reference>(body).ok();
+            assert_eq!(ours, theirs, "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn a_form_field_that_needs_no_decoding_is_not_copied() {
+        let form =
+            SlashForm::parse(b"command=%2Fredis&text=help&user_id=U1&channel_id=C1").unwrap();
+        assert!(matches!(form.text, Cow::Borrowed("help")));
+        assert!(matches!(form.user_id, Cow::Borrowed("U1")));
+        assert!(matches!(form.command, Cow::Owned(_)));
+        assert_eq!(form.command, "/redis");
     }
 
     #[test]

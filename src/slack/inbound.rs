@@ -62,6 +62,37 @@ impl Reply {
     }
 }
 
+impl Reply {
+    /// [`Reply::body`] as JSON text, written straight from the answer (no JSON tree built in
+    /// between, the buffer sized once): what an HTTP response carries. The same bytes as
+    /// `serde_json::to_vec(&reply.body())`.
+    pub fn body_json(&self) -> Option<Vec<u8>> {
+        /// An ephemeral answer's body, its keys in the order a `serde_json::Value` keeps them.
+        #[derive(serde::Serialize)]
+        struct Ephemeral<'a> {
+            #[serde(skip_serializing_if = "<[Value]>::is_empty")]
+            blocks: &'a [Value],
+            response_type: &'static str,
+            text: &'a str,
+        }
+        match self {
+            Reply::Ephemeral(msg) => {
+                let body = Ephemeral {
+                    blocks: &msg.blocks,
+                    response_type: "ephemeral",
+                    text: &msg.text,
+                };
+                // The text, a little for escapes and the keys; blocks grow it as they need.
+                let mut out = Vec::with_capacity(msg.text.len() + msg.text.len() / 8 + 64);
+                serde_json::to_writer(&mut out, &body).ok()?;
+                Some(out)
+            }
+            Reply::ViewErrors(v) => serde_json::to_vec(v).ok(),
+            Reply::Done | Reply::Malformed(_) | Reply::Failed => None,
+        }
+    }
+}
+
 /// An ephemeral answer as Slack takes it in a slash command's response.
 pub fn ephemeral_body(msg: &Message) -> Value {
     let mut body = json!({ "response_type": "ephemeral", "text": msg.text });
@@ -104,12 +135,12 @@ async fn first_time(app: &App, once: Once<'_>, command: bool) -> Result<(), Repl
 }
 
 /// A slash command: parse its text, call the use case, answer privately.
-pub async fn command(app: &App, form: SlashForm, once: Once<'_>) -> Reply {
+pub async fn command(app: &App, form: SlashForm<'_>, once: Once<'_>) -> Reply {
     let Ok(user) = SlackUserId::parse(&form.user_id) else {
         return Reply::Malformed("user_id is not a Slack user id".into());
     };
     let name = &app.config.slack.command;
-    let response_url = usable(app, form.response_url.clone());
+    let response_url = usable(app, form.response_url.as_deref().map(str::to_owned));
     let command = match commands::parse(&form.text, name) {
         Ok(c) => c,
         Err(usage) => {
@@ -130,6 +161,9 @@ pub async fn command(app: &App, form: SlashForm, once: Once<'_>) -> Reply {
         return copy;
     }
     let answer: Answer = match command {
+        Command::Help { unknown: None } => {
+            return Reply::Ephemeral(answers::text(commands::help(name)));
+        }
         Command::Help { unknown } => {
             return Reply::Ephemeral(answers::text(commands::help_text(name, unknown.as_deref())));
         }
@@ -299,6 +333,30 @@ fn acknowledged(taken: Result<(), AppError>) -> Reply {
         Err(e) => {
             tracing::error!(error = %e, "could not take in a click");
             Reply::Failed
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answers_json_text_is_the_same_as_its_json_value_written_out() {
+        let mut with_blocks = answers::text("two\nlines, \"quoted\", <escaped> • —");
+        with_blocks.blocks =
+            vec![json!({"type": "section", "text": {"type": "mrkdwn", "text": "x"}})];
+        let replies = [
+            Reply::Ephemeral(answers::text(commands::help_text("/redis", Some("frob")))),
+            Reply::Ephemeral(with_blocks),
+            Reply::ViewErrors(json!({"response_action": "errors", "errors": {"reason": "why"}})),
+            Reply::Done,
+            Reply::Malformed("no".into()),
+            Reply::Failed,
+        ];
+        for reply in replies {
+            let expected = reply.body().map(|v| serde_json::to_vec(&v).unwrap());
+            assert_eq!(reply.body_json(), expected, "{reply:?}");
         }
     }
 }

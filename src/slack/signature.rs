@@ -54,10 +54,9 @@ pub fn verify(
         .trim()
         .strip_prefix("v0=")
         .ok_or(SignatureError::Malformed)?;
-    let expected = hex::decode(hex_sig).map_err(|_| SignatureError::Malformed)?;
-    if expected.len() != 32 {
-        return Err(SignatureError::Malformed);
-    }
+    // Decoded onto the stack: exactly 32 bytes or it is malformed.
+    let mut expected = [0u8; 32];
+    hex::decode_to_slice(hex_sig, &mut expected).map_err(|_| SignatureError::Malformed)?;
     mac(secret, timestamp.trim(), body)
         .verify_slice(&expected)
         .map_err(|_| SignatureError::Mismatch)

@@ -823,7 +823,7 @@ mod tests {
         assert!(e.accepts_response_payload);
         let form: SlashForm = serde_json::from_value(e.payload).unwrap();
         assert_eq!(
-            (form.command.as_str(), form.user_id.as_str()),
+            (&*form.command, &*form.user_id),
             ("/randorilke", "U123ABC456")
         );
         // Our ack has the shape of Slack's sample.

@@ -42,7 +42,9 @@ pub struct RunnerOptions {
 /// Something a run did, as announced to observers (tests, the demo).
 #[derive(Debug, Clone)]
 pub struct Committed {
-    pub run: Run,
+    /// Boxed: the announcements' ring holds 1,024 of these from the start, and a `Run` inline
+    /// made it 1.5 MiB of resident memory before the first run (48 KiB boxed).
+    pub run: Box<Run>,
     pub event: &'static str,
     pub summary: String,
 }
@@ -159,8 +161,12 @@ impl Runner {
     }
 
     fn announce(&self, run: &Run, event: &'static str, summary: String) {
+        // Nobody listens in production: no copy of the run for nobody.
+        if self.inner.committed.receiver_count() == 0 {
+            return;
+        }
         let _ = self.inner.committed.send(Committed {
-            run: run.clone(),
+            run: Box::new(run.clone()),
             event,
             summary,
         });
