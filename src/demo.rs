@@ -458,6 +458,18 @@ fn scenario_checks(
 }
 
 /// Fire the alarm and play the on-call engineer.
+/// The first run the bot starts by itself (from the queue, from the scale-down check), within
+/// 10 s.
+async fn first_run(app: &App) -> anyhow::Result<Option<crate::workflow::run::Run>> {
+    for _ in 0..100 {
+        if let Some(run) = app.store.recent_runs(None, 1).await?.pop() {
+            return Ok(Some(run));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(None)
+}
+
 async fn drive(
     app: &App,
     slack: &FakeSlackHandle,
@@ -478,15 +490,9 @@ async fn drive(
             started,
             "a quiet week on cache.r6g.xlarge (memory at most 21 %); the scale-down check looks",
         );
-        let mut run = None;
-        for _ in 0..100 {
-            run = app.store.recent_runs(None, 1).await?.pop();
-            if run.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let run = run.context("the scale-down check suggested nothing within 10 s")?;
+        let run = first_run(app)
+            .await?
+            .context("the scale-down check suggested nothing within 10 s")?;
         say(
             started,
             "the check suggests one size down → a suggestion waits for an approver",
@@ -501,15 +507,9 @@ async fn drive(
             started,
             &format!("EventBridge sends it to the SQS queue {queue}; the bot long-polls it"),
         );
-        let mut run = None;
-        for _ in 0..100 {
-            run = app.store.recent_runs(None, 1).await?.pop();
-            if run.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let run = run.context("the queued alarm started no run within 10 s")?;
+        let run = first_run(app)
+            .await?
+            .context("the queued alarm started no run within 10 s")?;
         say(started, "the bot took it from the queue → started");
         run.id
     } else {

@@ -337,13 +337,7 @@ impl Readings {
         let start = now.as_millis() - window.as_millis() as i64;
         let latest_first = start + (window.as_millis() as f64 * (1.0 - COVERAGE)) as i64;
         // One reading a period, as the query asks for them.
-        let period = crate::workflow::ports::MemoryQuery::for_window(
-            crate::domain::ReplicationGroupId::parse("g").expect("a valid id"),
-            Vec::new(),
-            Timestamp::from_millis(start),
-            now,
-        )
-        .period;
+        let period = crate::workflow::ports::memory::period_for(window);
         let expected = window.as_secs_f64() / period.as_secs_f64().max(60.0);
         let mut values = Vec::new();
         for s in series {

@@ -182,31 +182,25 @@ pub fn memory_label(t: &NodeType) -> String {
 /// The sizes AWS lists as scale-ups from `current`: every current-generation type with more
 /// memory (data-tiering only to data-tiering), in AWS's alphabetical order.
 pub fn scale_ups_from(current: &NodeType) -> Vec<NodeType> {
-    let Some(from) = lookup(current) else {
-        return Vec::new();
-    };
-    let mut out: Vec<&str> = NODE_TYPES
-        .iter()
-        .filter(|s| s.current_generation && s.memory_gib > from.memory_gib)
-        .filter(|s| s.data_tiering == from.data_tiering)
-        .map(|s| s.name)
-        .collect();
-    out.sort_unstable();
-    out.into_iter()
-        .map(|n| NodeType::parse(n).expect("the table holds valid node types"))
-        .collect()
+    offered_from(current, |to, from| to > from)
 }
 
 /// The sizes AWS lists as scale-downs from `current`: every current-generation type with less
 /// memory (data-tiering only to data-tiering), in AWS's alphabetical order. (AWS also leaves out
-/// types the data would not fit in; the simulator checks that when asked to move.)
+/// types the data would not fit in; the simulator does not check that.)
 pub fn scale_downs_from(current: &NodeType) -> Vec<NodeType> {
+    offered_from(current, |to, from| to < from)
+}
+
+/// The current-generation types whose memory `(theirs, current's)` passes `keep`, of
+/// `current`'s tiering, in AWS's alphabetical order (none for a type this table doesn't know).
+fn offered_from(current: &NodeType, keep: impl Fn(f64, f64) -> bool) -> Vec<NodeType> {
     let Some(from) = lookup(current) else {
         return Vec::new();
     };
     let mut out: Vec<&str> = NODE_TYPES
         .iter()
-        .filter(|s| s.current_generation && s.memory_gib < from.memory_gib)
+        .filter(|s| s.current_generation && keep(s.memory_gib, from.memory_gib))
         .filter(|s| s.data_tiering == from.data_tiering)
         .map(|s| s.name)
         .collect();

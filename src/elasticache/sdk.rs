@@ -16,6 +16,7 @@ use aws_sdk_elasticache::config::retry::RetryConfig;
 use aws_sdk_elasticache::config::timeout::TimeoutConfig;
 use aws_sdk_elasticache::config::{Credentials, SharedCredentialsProvider, SharedHttpClient};
 use aws_sdk_elasticache::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_elasticache::operation::list_allowed_node_type_modifications::ListAllowedNodeTypeModificationsOutput;
 use aws_sdk_elasticache::types;
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 
@@ -161,6 +162,29 @@ fn too_many_pages(call: &str) -> AwsError {
     ))
 }
 
+impl SdkElastiCache {
+    /// ListAllowedNodeTypeModifications for a group: both lists, up and down.
+    async fn allowed_modifications(
+        &self,
+        id: &ReplicationGroupId,
+    ) -> Result<ListAllowedNodeTypeModificationsOutput, AwsError> {
+        self.client
+            .list_allowed_node_type_modifications()
+            .replication_group_id(id.as_str())
+            .send()
+            .await
+            .map_err(from_sdk)
+    }
+}
+
+/// The node types of one of ListAllowedNodeTypeModifications' lists.
+fn node_types_of(names: &[String]) -> Result<Vec<NodeType>, AwsError> {
+    names
+        .iter()
+        .map(|t| parse_node_type(t, "ListAllowedNodeTypeModifications"))
+        .collect()
+}
+
 impl ElastiCache for SdkElastiCache {
     fn describe_group<'a>(
         &'a self,
@@ -214,17 +238,8 @@ impl ElastiCache for SdkElastiCache {
         id: &'a ReplicationGroupId,
     ) -> BoxFuture<'a, Result<Vec<NodeType>, AwsError>> {
         Box::pin(async move {
-            let out = self
-                .client
-                .list_allowed_node_type_modifications()
-                .replication_group_id(id.as_str())
-                .send()
-                .await
-                .map_err(from_sdk)?;
-            out.scale_up_modifications()
-                .iter()
-                .map(|t| parse_node_type(t, "ListAllowedNodeTypeModifications"))
-                .collect()
+            let out = self.allowed_modifications(id).await?;
+            node_types_of(out.scale_up_modifications())
         })
     }
 
@@ -233,17 +248,8 @@ impl ElastiCache for SdkElastiCache {
         id: &'a ReplicationGroupId,
     ) -> BoxFuture<'a, Result<Vec<NodeType>, AwsError>> {
         Box::pin(async move {
-            let out = self
-                .client
-                .list_allowed_node_type_modifications()
-                .replication_group_id(id.as_str())
-                .send()
-                .await
-                .map_err(from_sdk)?;
-            out.scale_down_modifications()
-                .iter()
-                .map(|t| parse_node_type(t, "ListAllowedNodeTypeModifications"))
-                .collect()
+            let out = self.allowed_modifications(id).await?;
+            node_types_of(out.scale_down_modifications())
         })
     }
 

@@ -213,6 +213,22 @@ fn versioned(s: &str) -> Result<(RunId, Option<u32>), PayloadError> {
     Ok((run, version))
 }
 
+/// A menu on a run's message: the run and plan version its block names, and the value chosen.
+fn selected<'a>(a: &'a Action, what: &str) -> Result<(RunId, Option<u32>, &'a str), PayloadError> {
+    let (run, version) = a
+        .block_id
+        .as_deref()
+        .and_then(|b| b.strip_prefix("run:"))
+        .ok_or_else(|| PayloadError(format!("{what} without its run")))
+        .and_then(versioned)?;
+    let value = a
+        .selected_option
+        .as_ref()
+        .map(|o| o.value.as_str())
+        .ok_or_else(|| PayloadError(format!("{what} without a selected option")))?;
+    Ok((run, version, value))
+}
+
 fn click(a: &Action) -> Result<(Click, Option<u32>), PayloadError> {
     let run_from_value = || -> Result<(RunId, Option<u32>), PayloadError> {
         let v = a
@@ -234,17 +250,7 @@ fn click(a: &Action) -> Result<(Click, Option<u32>), PayloadError> {
         actions::DENIAL_REASON => decision(Click::ExplainDenial)?,
         actions::DISMISS => decision(Click::Dismiss)?,
         actions::SNOOZE => {
-            let (run, version) = a
-                .block_id
-                .as_deref()
-                .and_then(|b| b.strip_prefix("run:"))
-                .ok_or_else(|| PayloadError("snooze menu without its run".into()))
-                .and_then(versioned)?;
-            let value = a
-                .selected_option
-                .as_ref()
-                .map(|o| o.value.as_str())
-                .ok_or_else(|| PayloadError("snooze menu without a selected option".into()))?;
+            let (run, version, value) = selected(a, "snooze menu")?;
             // Only the menu's own choices: a forged value can't snooze for a year.
             let d = crate::slack::blocks::SNOOZE_CHOICES
                 .iter()
@@ -259,17 +265,7 @@ fn click(a: &Action) -> Result<(Click, Option<u32>), PayloadError> {
             (Click::Snooze(run, d), version)
         }
         actions::CHOOSE_SIZE => {
-            let (run, version) = a
-                .block_id
-                .as_deref()
-                .and_then(|b| b.strip_prefix("run:"))
-                .ok_or_else(|| PayloadError("size picker without its run".into()))
-                .and_then(versioned)?;
-            let value = a
-                .selected_option
-                .as_ref()
-                .map(|o| o.value.as_str())
-                .ok_or_else(|| PayloadError("size picker without a selected option".into()))?;
+            let (run, version, value) = selected(a, "size picker")?;
             let node_type = NodeType::parse(value).map_err(|e| PayloadError(e.to_string()))?;
             (Click::ChooseSize(run, node_type), version)
         }

@@ -608,16 +608,7 @@ impl SqliteStore {
             "SELECT delivery_id, name, state, group_id, outcome, at FROM alarms
              ORDER BY at DESC, rowid DESC LIMIT ?1",
         )?;
-        let rows = stmt.query_map(params![limit as i64], |r| {
-            Ok(AlarmRecord {
-                delivery_id: r.get(0)?,
-                name: r.get(1)?,
-                state: r.get(2)?,
-                group: r.get(3)?,
-                outcome: r.get(4)?,
-                at: Timestamp::from_millis(r.get(5)?),
-            })
-        })?;
+        let rows = stmt.query_map(params![limit as i64], alarm_row)?;
         rows.collect::<Result<Vec<_>, _>>()
             .map_err(StoreError::from)
     }
@@ -785,17 +776,7 @@ impl Store for SqliteStore {
                  ORDER BY at DESC, rowid DESC LIMIT 1",
             )?;
             let mut rows = stmt.query(params![group, since.as_millis()])?;
-            Ok(match rows.next()? {
-                Some(r) => Some(AlarmRecord {
-                    delivery_id: r.get(0)?,
-                    name: r.get(1)?,
-                    state: r.get(2)?,
-                    group: r.get(3)?,
-                    outcome: r.get(4)?,
-                    at: Timestamp::from_millis(r.get(5)?),
-                }),
-                None => None,
-            })
+            Ok(rows.next()?.map(alarm_row).transpose()?)
         })
     }
 
@@ -1269,6 +1250,18 @@ fn notice_seen(
         first_at: Timestamp::from_millis(first),
         last_at: Timestamp::from_millis(last),
         ts,
+    })
+}
+
+/// An alarm record from `SELECT delivery_id, name, state, group_id, outcome, at`.
+fn alarm_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlarmRecord> {
+    Ok(AlarmRecord {
+        delivery_id: r.get(0)?,
+        name: r.get(1)?,
+        state: r.get(2)?,
+        group: r.get(3)?,
+        outcome: r.get(4)?,
+        at: Timestamp::from_millis(r.get(5)?),
     })
 }
 

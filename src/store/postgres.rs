@@ -752,6 +752,18 @@ const HEADS: &str = "
         ORDER BY run_id, lane, due_at, id
     )";
 
+/// An alarm record from `SELECT delivery_id, name, state, group_id, outcome, at`.
+fn alarm_from(r: &tokio_postgres::Row) -> AlarmRecord {
+    AlarmRecord {
+        delivery_id: r.get(0),
+        name: r.get(1),
+        state: r.get(2),
+        group: r.get(3),
+        outcome: r.get(4),
+        at: Timestamp::from_millis(r.get(5)),
+    }
+}
+
 impl Store for PgStore {
     fn create_run<'a>(
         &'a self,
@@ -1112,17 +1124,7 @@ impl Store for PgStore {
                 )
                 .await
                 .map_err(pg)?;
-            Ok(rows
-                .iter()
-                .map(|r| AlarmRecord {
-                    delivery_id: r.get(0),
-                    name: r.get(1),
-                    state: r.get(2),
-                    group: r.get(3),
-                    outcome: r.get(4),
-                    at: Timestamp::from_millis(r.get(5)),
-                })
-                .collect())
+            Ok(rows.iter().map(alarm_from).collect())
         })
     }
 
@@ -1142,14 +1144,7 @@ impl Store for PgStore {
                 )
                 .await
                 .map_err(pg)?;
-            Ok(row.map(|r| AlarmRecord {
-                delivery_id: r.get(0),
-                name: r.get(1),
-                state: r.get(2),
-                group: r.get(3),
-                outcome: r.get(4),
-                at: Timestamp::from_millis(r.get(5)),
-            }))
+            Ok(row.as_ref().map(alarm_from))
         })
     }
 

@@ -529,23 +529,7 @@ pub fn plan(
             }
         },
     };
-    if policy.pending_changes == PendingChanges::Refuse {
-        match &preflight.pending {
-            Check::Known(changes) if !changes.is_empty() => {
-                return Err(NoPlan::PendingChanges {
-                    group: id(),
-                    changes: changes.clone(),
-                });
-            }
-            Check::Unknown(why) => {
-                return Err(NoPlan::PendingUnknown {
-                    group: id(),
-                    why: why.clone(),
-                });
-            }
-            Check::Known(_) => {}
-        }
-    }
+    refuse_pending(&group.id, policy, preflight)?;
     Ok(Plan {
         version: 1,
         current,
@@ -561,6 +545,28 @@ pub fn plan(
         direction: Direction::Up,
         prices: None,
     })
+}
+
+/// With `pending_changes = "refuse"`, changes waiting on the group (or not knowing) mean no plan.
+fn refuse_pending(
+    group: &ReplicationGroupId,
+    policy: &Policy,
+    preflight: &Preflight,
+) -> Result<(), NoPlan> {
+    if policy.pending_changes != PendingChanges::Refuse {
+        return Ok(());
+    }
+    match &preflight.pending {
+        Check::Known(changes) if !changes.is_empty() => Err(NoPlan::PendingChanges {
+            group: group.clone(),
+            changes: changes.clone(),
+        }),
+        Check::Unknown(why) => Err(NoPlan::PendingUnknown {
+            group: group.clone(),
+            why: why.clone(),
+        }),
+        Check::Known(_) => Ok(()),
+    }
 }
 
 /// The plan of a scale-down suggestion: exactly `to`, the one step down the check found, when
@@ -609,23 +615,7 @@ pub fn plan_down(
             min: min.clone(),
         });
     }
-    if policy.pending_changes == PendingChanges::Refuse {
-        match &preflight.pending {
-            Check::Known(changes) if !changes.is_empty() => {
-                return Err(NoPlan::PendingChanges {
-                    group: id(),
-                    changes: changes.clone(),
-                });
-            }
-            Check::Unknown(why) => {
-                return Err(NoPlan::PendingUnknown {
-                    group: id(),
-                    why: why.clone(),
-                });
-            }
-            Check::Known(_) => {}
-        }
-    }
+    refuse_pending(&group.id, policy, preflight)?;
     Ok(Plan {
         version: 1,
         current,

@@ -107,15 +107,8 @@ pub(super) fn withdraw(mut b: Builder, run: &Run, reason: &str) -> Decision {
 /// Can this run be withdrawn for a run that moves its group up (a suggestion whose
 /// modification has not started)?
 pub fn withdrawable(run: &Run) -> bool {
-    matches!(run.trigger, Trigger::ScaleDown { .. })
-        && matches!(
-            run.state,
-            State::Planning
-                | State::AwaitingApproval { .. }
-                | State::Pausing { .. }
-                | State::Snapshotting { .. }
-                | State::SnapshotFailed { .. }
-        )
+    // The same states a person may cancel in: until the modification starts.
+    matches!(run.trigger, Trigger::ScaleDown { .. }) && run.is_cancellable()
 }
 
 fn is_known_delivery(run: &Run, delivery_id: &str) -> bool {

@@ -23,6 +23,13 @@ pub const MIN_PERIOD: Duration = Duration::from_secs(60);
 /// [`MemoryQuery::for_window`] picks a period that gives at most this many points per node.
 pub const MAX_POINTS_PER_NODE: u64 = 720;
 
+/// The shortest whole-minute period that keeps a node's series over `window` within
+/// [`MAX_POINTS_PER_NODE`] points.
+pub fn period_for(window: Duration) -> Duration {
+    let minutes = window.as_secs().div_ceil(MAX_POINTS_PER_NODE * 60).max(1);
+    Duration::from_secs(minutes * 60)
+}
+
 /// What to read: the nodes of one group over `[start, end)`, one point per `period`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemoryQuery {
@@ -46,14 +53,12 @@ impl MemoryQuery {
         start: Timestamp,
         end: Timestamp,
     ) -> MemoryQuery {
-        let window = end.since(start).as_secs();
-        let minutes = window.div_ceil(MAX_POINTS_PER_NODE * 60).max(1);
         MemoryQuery {
             group,
             nodes,
             start,
             end,
-            period: Duration::from_secs(minutes * 60),
+            period: period_for(end.since(start)),
         }
     }
 
