@@ -28,8 +28,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// A request body Slack signed. The only way to get one is [`FromRequest`], which verifies.
 pub struct SlackVerified {
     pub body: Bytes,
-    /// What recognises a copy of this request (its signature).
-    replay_key: String,
+    /// What recognises a copy of this request: its signature (a cheap copy of the header).
+    signature: HeaderValue,
 }
 
 impl FromRequest<Http> for SlackVerified {
@@ -69,10 +69,15 @@ impl FromRequest<Http> for SlackVerified {
             warn!(path = %parts.uri.path(), reason = %e, "refused a Slack request");
             return Err((StatusCode::UNAUTHORIZED, "invalid signature\n").into_response());
         }
-        let replay_key = format!("slack:{}", signed.unwrap_or_default());
+        // Verified, so present and ASCII (hex).
+        let signature = parts
+            .headers
+            .get(SIGNATURE_HEADER)
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from_static(""));
         Ok(SlackVerified {
             body: bytes,
-            replay_key,
+            signature,
         })
     }
 }
@@ -81,7 +86,8 @@ impl SlackVerified {
     /// What recognises a copy of this request: its signature.
     fn once<'a>(&'a self, path: &'a str) -> Once<'a> {
         Once {
-            key: &self.replay_key,
+            kind: "slack",
+            id: self.signature.to_str().unwrap_or_default(),
             via: path,
         }
     }

@@ -29,10 +29,20 @@ pub const ONCE_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// What recognises a copy of one request, and where it came from (for the log).
 #[derive(Debug, Clone, Copy)]
 pub struct Once<'a> {
-    /// `slack:<signature>` or `slack-socket:<envelope id>`.
-    pub key: &'a str,
+    /// What carried it: `slack` (its signature is `id`) or `slack-socket` (its envelope id).
+    pub kind: &'static str,
+    /// The signature, or the envelope id.
+    pub id: &'a str,
     /// `/slack/commands`, `/slack/interactions`, `socket`.
     pub via: &'a str,
+}
+
+impl Once<'_> {
+    /// The store's key for it: `slack:<signature>` or `slack-socket:<envelope id>`. Made only
+    /// when a request that acts is checked, not for every reading one.
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.kind, self.id)
+    }
 }
 
 /// What to answer Slack, whatever carries the answer.
@@ -114,7 +124,7 @@ fn usable(app: &App, url: Option<String>) -> Option<String> {
 async fn first_time(app: &App, once: Once<'_>, command: bool) -> Result<(), Reply> {
     match app
         .store
-        .remember_request(once.key, app.now(), ONCE_WINDOW)
+        .remember_request(&once.key(), app.now(), ONCE_WINDOW)
         .await
     {
         Ok(true) => Ok(()),
@@ -140,7 +150,8 @@ pub async fn command(app: &App, form: SlashForm<'_>, once: Once<'_>) -> Reply {
         return Reply::Malformed("user_id is not a Slack user id".into());
     };
     let name = &app.config.slack.command;
-    let response_url = usable(app, form.response_url.as_deref().map(str::to_owned));
+    // Only the commands that answer later need it (`help`, asked most, does not).
+    let response_url = || usable(app, form.response_url.as_deref().map(str::to_owned));
     let command = match commands::parse(&form.text, name) {
         Ok(c) => c,
         Err(usage) => {
@@ -169,7 +180,7 @@ pub async fn command(app: &App, form: SlashForm<'_>, once: Once<'_>) -> Reply {
         }
         Command::Runs => app.runs().await,
         Command::Audit { run } => app.audit(&user, &run).await,
-        Command::Status { group } => app.status(&group, response_url).await,
+        Command::Status { group } => app.status(&group, response_url()).await,
         Command::Upsize {
             group,
             node_type,
@@ -179,11 +190,11 @@ pub async fn command(app: &App, form: SlashForm<'_>, once: Once<'_>) -> Reply {
             let asker = Asker {
                 user: user.clone(),
                 channel,
-                response_url,
+                response_url: response_url(),
             };
             app.upsize(asker, &group, node_type, dry_run).await
         }
-        Command::Cancel { run } => app.cancel(&user, &run, response_url).await,
+        Command::Cancel { run } => app.cancel(&user, &run, response_url()).await,
     };
     Reply::Ephemeral(render(&answer))
 }
@@ -203,7 +214,7 @@ pub async fn interaction(
     // Not taken in: the copy Slack sends again (the same envelope in Socket Mode) must be
     // acted on, not refused as a replay.
     if matches!(reply, Reply::Failed)
-        && let Err(e) = app.store.forget_request(once.key).await
+        && let Err(e) = app.store.forget_request(&once.key()).await
     {
         tracing::error!(error = %e, "could not forget a request that failed; its resend will be refused");
     }

@@ -704,9 +704,9 @@ async fn answer_late(handler: &Handler, reply: Reply, response_url: Option<Strin
 
 /// Hand an envelope to the use case for its kind; the reply and the `response_url` it carried.
 async fn dispatch(handler: &Handler, envelope: Envelope) -> (Reply, Option<String>) {
-    let key = format!("slack-socket:{}", envelope.id);
     let once = Once {
-        key: &key,
+        kind: "slack-socket",
+        id: &envelope.id,
         via: "socket",
     };
     let app = &handler.app;
