@@ -238,8 +238,7 @@ struct Conn {
     /// word, so the I/O, the requests and the supervisor agree without a lock.
     state: AtomicU64,
     base: Instant,
-    /// The deadline changed in a way the supervisor's sleep can't see (an answer was given,
-    /// bytes came after an idle spell), or the connection was evicted.
+    /// The connection was evicted (nothing else needs the supervisor before its timer).
     wake: Notify,
     evicted: AtomicBool,
 }
@@ -272,13 +271,11 @@ impl Conn {
             Phase::Idle => self.pack(Phase::Head, Instant::now()),
             Phase::Head | Phase::Busy => return,
         };
-        let moved = self
+        // Lost to a concurrent change (an answer given, an eviction): that one stands. The
+        // supervisor's timer is due no later than the header timeout from now: no wake-up.
+        let _ = self
             .state
-            .compare_exchange(s, next, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
-        if moved && Phase::from_bits(s) == Phase::Idle {
-            self.wake.notify_one();
-        }
+            .compare_exchange(s, next, Ordering::AcqRel, Ordering::Acquire);
     }
 
     /// When this connection is to be closed as it is now, and why; `None` while a request is
@@ -405,12 +402,20 @@ async fn serve_connection<S: App>(
     let woken = conn.wake.notified();
     let stop = stopping.wait_for(|stop| *stop);
     tokio::pin!(expiry, woken, stop);
+    // The timer goes off at the deadline, or sooner: never later than `recheck` from when it
+    // was set. Then nothing a request does can bring the deadline before it (an answer starts
+    // the idle timeout, a first byte the header timeout, each from a moment after the timer
+    // was set), so requests never wake the supervisor; it looks again when the timer goes off
+    // (every few seconds on a long answer or a long idle spell).
+    let recheck = limits.header_timeout.min(limits.idle_timeout);
     let mut armed = false;
     loop {
-        let deadline = conn.deadline(&limits, draining);
-        if let Some((at, _)) = deadline
-            && (!armed || expiry.deadline() != at)
-        {
+        let latest = Instant::now() + recheck;
+        let at = match conn.deadline(&limits, draining) {
+            Some((at, _)) => at.min(latest),
+            None => latest,
+        };
+        if !armed || expiry.deadline() != at {
             expiry.as_mut().reset(at);
             armed = true;
         }
@@ -421,8 +426,7 @@ async fn serve_connection<S: App>(
                 }
                 return;
             }
-            // While a request is answered there is no deadline: the timer is left as it was.
-            () = &mut expiry, if deadline.is_some() => {
+            () = &mut expiry => {
                 // The phase may have moved on while we slept: look again.
                 if let Some((at, reason)) = conn.deadline(&limits, draining)
                     && at <= Instant::now()
@@ -464,9 +468,8 @@ impl Answering {
 
 impl Drop for Answering {
     fn drop(&mut self) {
+        // The supervisor's timer is due no later than the idle timeout from now: no wake-up.
         self.0.enter(Phase::Idle);
-        // The supervisor sleeps without a deadline while a request is answered: arm the idle one.
-        self.0.wake.notify_one();
     }
 }
 
