@@ -1259,11 +1259,32 @@ fn the_dockerfile_copies_only_the_sources_and_runs_the_bot_as_documented() {
         let words: Vec<&str> = line.split_whitespace().collect();
         for source in &words[1..words.len() - 1] {
             assert!(
-                ["Cargo.toml", "Cargo.lock", "src"].contains(source),
-                "`{line}` copies more than Cargo.toml, Cargo.lock and src/ (there is no .dockerignore)"
+                ["Cargo.toml", "Cargo.lock", "src", "deploy/link-order.txt"].contains(source),
+                "`{line}` copies more than Cargo.toml, Cargo.lock, src/ and the link order (there is no .dockerignore)"
             );
         }
     }
+    // The binary is linked in the order tests/load/link-order.sh wrote (x86_64: lld), and the
+    // list is there and names functions as the linker knows them.
+    assert!(DOCKERFILE.contains("--symbol-ordering-file=deploy/link-order.txt"));
+    assert!(
+        DOCKERFILE.contains("cargo rustc --profile production --locked --bin redis-autoscaler")
+    );
+    let order = include_str!("../../deploy/link-order.txt");
+    assert!(
+        order.lines().count() > 1000,
+        "the link order is nearly empty"
+    );
+    assert!(
+        order
+            .lines()
+            .all(|l| !l.is_empty() && !l.contains(char::is_whitespace)),
+        "one symbol name per line"
+    );
+    assert!(
+        order.lines().any(|l| l.contains("SlackVerified")),
+        "the signed-command path is in the link order"
+    );
     let port = built_in().listen.port();
     assert!(DOCKERFILE.contains(&format!("EXPOSE {port}\n")));
     assert!(DOCKERFILE.contains(&format!("http://127.0.0.1:{port}/healthz")));
