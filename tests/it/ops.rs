@@ -403,6 +403,35 @@ async fn serve_refuses_to_start_without_its_secrets_and_with_a_bad_config() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `channel`"));
 }
 
+/// A `RUST_LOG` with a typo used to be dropped without a word (logging at the default); now
+/// the default still applies and the first line says what could not be read.
+#[tokio::test]
+async fn a_rust_log_that_cannot_be_read_is_reported_and_the_default_kept() {
+    let dir = TempDir::new();
+    let good = dir.0.join("good.toml");
+    std::fs::write(&good, config_text("", "")).unwrap();
+    let check = |rust_log: &str| {
+        binary(&["check-config", "--config", good.to_str().unwrap()], &[])
+            .env("RUST_LOG", rust_log)
+            .output()
+            .unwrap()
+    };
+    let out = check("redis_autoscaler=loud");
+    assert_eq!(out.status.code(), Some(0), "the command still runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("RUST_LOG could not be read; logging at the default"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("WARN"), "{stderr}");
+    for fine in ["warn", "info,redis_autoscaler=debug", "info,[request]=debug"] {
+        let out = check(fine);
+        assert_eq!(out.status.code(), Some(0));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("RUST_LOG could not be read"), "{fine}: {stderr}");
+    }
+}
+
 #[tokio::test]
 async fn check_config_prints_the_effective_config_redacted_or_every_error() {
     let dir = TempDir::new();
