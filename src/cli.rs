@@ -49,28 +49,24 @@ pub enum Command {
 }
 
 /// Set up `tracing`: text for a terminal, JSON for log pipelines, one record per line
-/// whatever a request put in its fields. `RUST_LOG` filters.
-/// A `RUST_LOG` that can't be read leaves the default in place, and says so.
+/// whatever a request put in its fields. `RUST_LOG` filters; one that can't be read leaves the
+/// default in place, and the first record says what was wrong with it.
 pub fn init_tracing(format: LogFormat, default_filter: &str) {
-    use crate::telemetry::LogFilter;
+    use tracing_subscriber::EnvFilter;
     let from_env = std::env::var("RUST_LOG")
         .ok()
         .filter(|s| !s.trim().is_empty())
-        .map(|spec| LogFilter::parse(&spec));
+        .map(|spec| EnvFilter::builder().parse(spec));
     let (filter, refused) = match from_env {
         Some(Ok(filter)) => (filter, None),
-        Some(Err(why)) => (default_log_filter(default_filter), Some(why)),
-        None => (default_log_filter(default_filter), None),
+        Some(Err(why)) => (EnvFilter::new(default_filter), Some(why)),
+        None => (EnvFilter::new(default_filter), None),
     };
     let json = matches!(format, LogFormat::Json);
     crate::telemetry::init_logs(json, filter, std::io::stderr);
     if let Some(why) = refused {
         tracing::warn!(error = %why, default = default_filter, "RUST_LOG could not be read; logging at the default");
     }
-}
-
-fn default_log_filter(spec: &str) -> crate::telemetry::LogFilter {
-    crate::telemetry::LogFilter::parse(spec).expect("the built-in log filter is valid")
 }
 
 /// Run a parsed command; the exit code is the result.

@@ -4,7 +4,8 @@
 //! process ([`prometheus`]); the code that does the work records with the helpers here, so
 //! names and labels live in one place. No secret is ever a label or a field.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
@@ -101,47 +102,45 @@ pub fn request_answered(
     status: axum::http::StatusCode,
     took: Duration,
 ) {
-    // In the span without entering it: at the usual level this line is off, and costs nothing.
-    tracing::debug!(
-        parent: span,
-        status = status.as_u16(),
-        took_ms = took.as_millis() as u64,
-        "answered"
-    );
-    record_request(route, status, took.as_secs_f64());
+    span.in_scope(|| {
+        tracing::debug!(
+            status = status.as_u16(),
+            took_ms = took.as_millis() as u64,
+            "answered"
+        )
+    });
+    let (count, latency) = request_metrics(route, status);
+    count.increment(1);
+    latency.record(took.as_secs_f64());
 }
 
-/// Count a request and record its latency, with the handles for its route and status taken
-/// from the recorder on first use and kept by each thread: looking them up in the recorder on
-/// every request (a key built and hashed, a lock taken) was a few per cent of a fast
-/// request's CPU, and one table shared by the workers still had every request take its lock
-/// and copy two handles (each an atomic count on a line both cores write). Routes and
-/// statuses are few, and so are the threads that answer requests.
-fn record_request(route: &'static str, status: axum::http::StatusCode, seconds: f64) {
-    type Handles = Vec<(&'static str, u16, metrics::Counter, metrics::Histogram)>;
-    thread_local! {
-        static HANDLES: std::cell::RefCell<Handles> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    let code = status.as_u16();
-    HANDLES.with_borrow_mut(|handles| {
-        let found = handles.iter().position(|(r, s, ..)| *s == code && *r == route);
-        let (_, _, count, latency) = match found {
-            Some(i) => &handles[i],
-            None => {
-                // Handles taken before the recorder is installed would count nowhere, for good.
-                prometheus();
-                handles.push((
-                    route,
-                    code,
-                    counter!("redis_autoscaler_http_requests_total", "route" => route, "status" => status_label(status)),
-                    histogram!("redis_autoscaler_http_request_duration_seconds", "route" => route),
-                ));
-                &handles[handles.len() - 1]
-            }
-        };
-        count.increment(1);
-        latency.record(seconds);
+/// The request counter and latency histogram for a route and status, registered on first use
+/// and kept: looking them up in the recorder on every request (a key built and hashed, a lock
+/// taken) was a few per cent of a fast request's CPU. Routes and statuses are few.
+fn request_metrics(
+    route: &'static str,
+    status: axum::http::StatusCode,
+) -> (metrics::Counter, metrics::Histogram) {
+    type Handles = HashMap<(&'static str, u16), (metrics::Counter, metrics::Histogram)>;
+    static HANDLES: OnceLock<RwLock<Handles>> = OnceLock::new();
+    let handles = HANDLES.get_or_init(|| {
+        // Handles taken before the recorder is installed would count nowhere, for good.
+        prometheus();
+        RwLock::default()
     });
+    let key = (route, status.as_u16());
+    if let Some(found) = handles.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return found.clone();
+    }
+    let made = (
+        counter!("redis_autoscaler_http_requests_total", "route" => route, "status" => status_label(status)),
+        histogram!("redis_autoscaler_http_request_duration_seconds", "route" => route),
+    );
+    handles
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, made.clone());
+    made
 }
 
 /// A status as a label, without an allocation for the ones the bot answers.
@@ -247,40 +246,8 @@ fn needs_escape(b: u8) -> bool {
     (b < 0x20 && b != b'\t') || b == 0x7f
 }
 
-/// Which records are written: `RUST_LOG`'s directives (or the default).
-///
-/// Directives that name only targets and levels (`info`, `redis_autoscaler=debug,hyper=warn`)
-/// are checked once per callsite and cost a request nothing. Only a directive on a span or a
-/// field (`[request{route=/slack/commands}]=debug`) needs `EnvFilter`, which follows every
-/// span: it takes a lock shared by all threads each time any span is made, entered, left or
-/// closed (several times a request, from every worker), measured a few per cent of a signed
-/// command's ack under load.
-#[allow(clippy::large_enum_variant, reason = "made once, at start-up")]
-pub enum LogFilter {
-    Static(tracing_subscriber::filter::Targets),
-    Dynamic(tracing_subscriber::EnvFilter),
-}
-
-impl LogFilter {
-    /// The filter `spec` writes, in `RUST_LOG`'s syntax; `Err` says what is wrong with it.
-    pub fn parse(spec: &str) -> Result<LogFilter, String> {
-        // EnvFilter's parser is the reference for the syntax: what it refuses is refused.
-        let dynamic = tracing_subscriber::EnvFilter::builder()
-            .parse(spec)
-            .map_err(|e| e.to_string())?;
-        if spec.contains(['[', '{']) {
-            return Ok(LogFilter::Dynamic(dynamic));
-        }
-        match spec.parse::<tracing_subscriber::filter::Targets>() {
-            Ok(targets) => Ok(LogFilter::Static(targets)),
-            // What Targets can't read, EnvFilter could: keep its meaning.
-            Err(_) => Ok(LogFilter::Dynamic(dynamic)),
-        }
-    }
-}
-
 /// How the process logs: text for a terminal, JSON for log pipelines, one record per line.
-pub fn init_logs<W>(json: bool, filter: LogFilter, writer: W)
+pub fn init_logs<W>(json: bool, filter: tracing_subscriber::EnvFilter, writer: W)
 where
     W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
 {
@@ -290,26 +257,25 @@ where
 
 fn subscriber<W>(
     json: bool,
-    filter: LogFilter,
+    filter: tracing_subscriber::EnvFilter,
     writer: W,
 ) -> Box<dyn tracing::Subscriber + Send + Sync>
 where
     W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
 {
-    use tracing_subscriber::Layer;
-    use tracing_subscriber::layer::SubscriberExt;
-    type Output = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
-    let layer = tracing_subscriber::fmt::layer()
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_ansi(false)
         .with_writer(OneLinePerRecord(writer));
-    let output: Output = match json {
-        false => Box::new(layer),
-        true => Box::new(layer.json().flatten_event(true).with_current_span(true)),
-    };
-    let logs = tracing_subscriber::registry().with(output);
-    match filter {
-        LogFilter::Static(targets) => Box::new(logs.with(targets)),
-        LogFilter::Dynamic(env) => Box::new(logs.with(env)),
+    match json {
+        false => Box::new(builder.finish()),
+        true => Box::new(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .finish(),
+        ),
     }
 }
 
@@ -333,89 +299,22 @@ mod log_tests {
     }
 
     fn logged(json: bool, emit: impl FnOnce()) -> String {
-        logged_with("info", json, emit)
+        let buffer = Buffer::default();
+        let out = buffer.clone();
+        let make = move || out.clone();
+        let filter = tracing_subscriber::EnvFilter::new("info");
+        let sub = subscriber(json, filter, make);
+        tracing::subscriber::with_default(sub, emit);
+        String::from_utf8(buffer.0.lock().unwrap().clone()).expect("utf-8")
     }
 
     fn logged_with(spec: &str, json: bool, emit: impl FnOnce()) -> String {
         let buffer = Buffer::default();
         let out = buffer.clone();
         let make = move || out.clone();
-        let filter = LogFilter::parse(spec).unwrap();
-        let sub = subscriber(json, filter, make);
-        tracing::subscriber::with_default(sub, emit);
+        let filter = tracing_subscriber::EnvFilter::new(spec);
+        tracing::subscriber::with_default(subscriber(json, filter, make), emit);
         String::from_utf8(buffer.0.lock().unwrap().clone()).expect("utf-8")
-    }
-
-    #[test]
-    fn a_filter_of_targets_and_levels_follows_no_span() {
-        for spec in [
-            "info",
-            "warn,redis_autoscaler=debug",
-            "redis_autoscaler",
-            "off",
-        ] {
-            assert!(
-                matches!(LogFilter::parse(spec), Ok(LogFilter::Static(_))),
-                "{spec}"
-            );
-        }
-        for spec in [
-            "[request]=debug",
-            "info,[request{route=/slack/commands}]=trace",
-        ] {
-            assert!(
-                matches!(LogFilter::parse(spec), Ok(LogFilter::Dynamic(_))),
-                "{spec}"
-            );
-        }
-        for spec in [
-            "redis_autoscaler=loud",
-            "info,=,[",
-            "[request{route=/x]=debug",
-        ] {
-            assert!(LogFilter::parse(spec).is_err(), "{spec}");
-        }
-    }
-
-    #[test]
-    fn a_static_filter_means_what_rust_log_means() {
-        let emit = || {
-            tracing::debug!("a debug line");
-            tracing::info!("an info line");
-            tracing::warn!(target: "hyper::proto", "a warning from hyper");
-            tracing::info!(target: "hyper::proto", "chatter from hyper");
-        };
-        let out = logged_with("info", false, emit);
-        assert!(
-            !out.contains("a debug line") && out.contains("an info line"),
-            "{out}"
-        );
-        let out = logged_with("warn,redis_autoscaler=debug", false, emit);
-        assert!(
-            out.contains("a debug line") && out.contains("an info line"),
-            "{out}"
-        );
-        assert!(
-            out.contains("a warning from hyper") && !out.contains("chatter"),
-            "{out}"
-        );
-        let out = logged_with("info,hyper=off", false, emit);
-        assert!(
-            out.contains("an info line") && !out.contains("hyper"),
-            "{out}"
-        );
-        assert_eq!(logged_with("off", false, emit), "");
-    }
-
-    #[test]
-    fn a_span_directive_still_works() {
-        let out = logged_with("info,[request]=debug", false, || {
-            tracing::debug!("outside any request");
-            let span = request_span(&axum::http::Method::POST, "/slack/commands");
-            span.in_scope(|| tracing::debug!("inside a request"));
-        });
-        assert!(out.contains("inside a request"), "{out}");
-        assert!(!out.contains("outside any request"), "{out}");
     }
 
     #[test]

@@ -18,7 +18,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -27,6 +26,7 @@ use axum::body::{Body, Bytes, HttpBody};
 use axum::http::{Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tower_service::Service;
 use tracing::{Instrument, debug};
@@ -50,7 +50,7 @@ struct Inner {
     /// The routes' paths, the only values the `route` label takes (besides `unmatched`).
     served: Vec<&'static str>,
     body: BodyDeadline,
-    slots: Slots,
+    slots: Semaphore,
 }
 
 impl Guard {
@@ -66,10 +66,7 @@ impl Guard {
             routes,
             served,
             body,
-            slots: Slots {
-                taken: AtomicUsize::new(0),
-                max: max_requests,
-            },
+            slots: Semaphore::new(max_requests),
         }))
     }
 
@@ -109,9 +106,9 @@ impl Guard {
         let _slot = if req.uri().path() == UNCAPPED {
             None
         } else {
-            match self.0.slots.take() {
-                Some(slot) => Some(slot),
-                None => return busy(),
+            match self.0.slots.try_acquire() {
+                Ok(slot) => Some(slot),
+                Err(_) => return busy(),
             }
         };
         let mut routes = self.0.routes.clone();
@@ -158,32 +155,6 @@ impl Guard {
                     .into_response())
             }
         }
-    }
-}
-
-/// The cap on requests being answered at once. Nobody waits for a slot (a request at the cap
-/// is answered 503 at once), so a count is enough: taking and giving back a slot are one
-/// atomic step each, where a semaphore's permit locked its waiters' list when given back.
-struct Slots {
-    taken: AtomicUsize,
-    max: usize,
-}
-
-impl Slots {
-    fn take(&self) -> Option<Slot<'_>> {
-        let before = self.taken.fetch_add(1, Ordering::AcqRel);
-        let slot = Slot(&self.taken);
-        // Over the cap, the slot is given back as it drops.
-        (before < self.max).then_some(slot)
-    }
-}
-
-/// A request slot, given back when dropped.
-struct Slot<'a>(&'a AtomicUsize);
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

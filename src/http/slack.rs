@@ -7,8 +7,7 @@
 //! as an HTTP response, within Slack's 3 seconds: what takes longer is a job whose answer goes
 //! to `response_url`. In Socket Mode (`[slack] mode = "socket"`) these routes are not served.
 
-use std::cell::RefCell;
-use std::sync::Arc;
+use std::sync::RwLock;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
@@ -16,7 +15,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tracing::warn;
 
-use crate::slack::Message;
 use crate::slack::commands::SlashForm;
 use crate::slack::inbound::{self, Once, Reply};
 use crate::slack::interactions;
@@ -124,30 +122,25 @@ fn respond(reply: Reply) -> Response {
     }
 }
 
-/// The JSON body of an answer. The last shared answer's is kept and given again while that
-/// answer is given: that is `/redis help` (the same 1.2 KB each time, and asked far more than
-/// anything else), whose escaping and copying was a tenth of its ack's CPU. Each thread keeps
-/// its own: one kept for all the workers had each answer take its lock and count a copy on a
-/// line both cores write.
+/// The JSON body of an answer. The last text-only answer's is kept and given again while the
+/// same text is answered: that is `/redis help` (the same 1.2 KB each time, and asked far more
+/// than anything else), whose escaping and copying was a tenth of its ack's CPU.
 fn json_body(reply: &Reply) -> Bytes {
-    thread_local! {
-        static LAST: RefCell<Option<(Arc<Message>, Bytes)>> = const { RefCell::new(None) };
-    }
+    static LAST: RwLock<Option<(String, Bytes)>> = RwLock::new(None);
     let Reply::Ephemeral(msg) = reply else {
         return reply.body_json().unwrap_or_default().into();
     };
-    // An answer made for this request alone (nobody else holds it) is written and forgotten.
-    if Arc::strong_count(msg) == 1 {
+    if !msg.blocks.is_empty() {
         return reply.body_json().unwrap_or_default().into();
     }
-    LAST.with_borrow_mut(|last| match last {
-        Some((kept, json)) if Arc::ptr_eq(kept, msg) => json.clone(),
-        _ => {
-            let json = Bytes::from(reply.body_json().unwrap_or_default());
-            *last = Some((msg.clone(), json.clone()));
-            json
-        }
-    })
+    if let Some((text, json)) = &*LAST.read().unwrap_or_else(|e| e.into_inner())
+        && *text == msg.text
+    {
+        return json.clone();
+    }
+    let json = Bytes::from(reply.body_json().unwrap_or_default());
+    *LAST.write().unwrap_or_else(|e| e.into_inner()) = Some((msg.text.clone(), json.clone()));
+    json
 }
 
 pub async fn commands(State(http): State<Http>, verified: SlackVerified) -> Response {

@@ -178,25 +178,18 @@ fn group_id(s: &str) -> Result<ReplicationGroupId, UsageError> {
     ReplicationGroupId::parse(s).map_err(|e| UsageError(e.to_string()))
 }
 
-/// [`help_text`] with nothing unknown, as the answer: the same for the same command name, so
-/// it is written once and shared after that (`help` is what is asked most). Each thread keeps
-/// its own: one kept for all the workers had each answer take its lock, and a copy of the
-/// 1.2 KB text for each answer was an allocation big enough to make the allocator sort its
-/// free lists every time.
-pub fn help(command: &str) -> std::sync::Arc<crate::slack::Message> {
-    type Kept = Option<(String, std::sync::Arc<crate::slack::Message>)>;
-    thread_local! {
-        static HELP: std::cell::RefCell<Kept> = const { std::cell::RefCell::new(None) };
+/// [`help_text`] with nothing unknown: the same text for the same command name, so it is
+/// written once and copied after that (`help` is what is asked most).
+pub fn help(command: &str) -> String {
+    static HELP: std::sync::RwLock<Option<(String, String)>> = std::sync::RwLock::new(None);
+    if let Some((name, text)) = &*HELP.read().unwrap_or_else(|e| e.into_inner())
+        && name == command
+    {
+        return text.clone();
     }
-    HELP.with_borrow_mut(|kept| match kept {
-        Some((name, message)) if name == command => message.clone(),
-        _ => {
-            let message =
-                std::sync::Arc::new(crate::slack::Message::text(help_text(command, None)));
-            *kept = Some((command.to_owned(), message.clone()));
-            message
-        }
-    })
+    let text = help_text(command, None);
+    *HELP.write().unwrap_or_else(|e| e.into_inner()) = Some((command.to_owned(), text.clone()));
+    text
 }
 
 /// What each command does, with an example.

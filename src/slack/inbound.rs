@@ -8,7 +8,6 @@
 //! ([`Once`]: the signature; the envelope id), so what acts is acted on once, on any replica.
 //! Nothing here knows how the request arrived.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -51,9 +50,8 @@ impl Once<'_> {
 pub enum Reply {
     /// Taken; nothing to show (HTTP 200 with no body; a bare ack).
     Done,
-    /// A private answer for the person who asked (a slash command's answer). Shared, so that
-    /// an answer given again and again (`help`) is not copied for each.
-    Ephemeral(Arc<Message>),
+    /// A private answer for the person who asked (a slash command's answer).
+    Ephemeral(Message),
     /// A modal's submission refused: Slack shows these errors under its inputs.
     ViewErrors(Value),
     /// Not something Slack sends (HTTP 400).
@@ -63,11 +61,6 @@ pub enum Reply {
 }
 
 impl Reply {
-    /// A private answer.
-    pub fn ephemeral(message: Message) -> Reply {
-        Reply::Ephemeral(Arc::new(message))
-    }
-
     /// The JSON body Slack reads for this reply, if it has one: the same for an HTTP response
     /// and a Socket Mode ack's `payload`.
     pub fn body(&self) -> Option<Value> {
@@ -139,7 +132,7 @@ async fn first_time(app: &App, once: Once<'_>, command: bool) -> Result<(), Repl
             warn!(via = once.via, "refused a replayed Slack request");
             let answer = answers::text("This request was already handled; nothing changed.");
             Err(if command {
-                Reply::ephemeral(answer)
+                Reply::Ephemeral(answer)
             } else {
                 Reply::Done
             })
@@ -163,7 +156,7 @@ pub async fn command(app: &App, form: SlashForm<'_>, once: Once<'_>) -> Reply {
         Ok(c) => c,
         Err(usage) => {
             info!(user = %user, command = %form.command, text = %form.text, "slash command misused");
-            return Reply::ephemeral(answers::text(usage.0));
+            return Reply::Ephemeral(answers::text(usage.0));
         }
     };
     // What acts is logged for people to follow; `help` and `runs` only at debug, so that a
@@ -180,10 +173,10 @@ pub async fn command(app: &App, form: SlashForm<'_>, once: Once<'_>) -> Reply {
     }
     let answer: Answer = match command {
         Command::Help { unknown: None } => {
-            return Reply::Ephemeral(commands::help(name));
+            return Reply::Ephemeral(answers::text(commands::help(name)));
         }
         Command::Help { unknown } => {
-            return Reply::ephemeral(answers::text(commands::help_text(name, unknown.as_deref())));
+            return Reply::Ephemeral(answers::text(commands::help_text(name, unknown.as_deref())));
         }
         Command::Runs => app.runs().await,
         Command::Audit { run } => app.audit(&user, &run).await,
@@ -203,7 +196,7 @@ pub async fn command(app: &App, form: SlashForm<'_>, once: Once<'_>) -> Reply {
         }
         Command::Cancel { run } => app.cancel(&user, &run, response_url()).await,
     };
-    Reply::ephemeral(render(&answer))
+    Reply::Ephemeral(render(&answer))
 }
 
 /// A click or a modal's submission (`parsed`: what the transport read out of its wire format).
@@ -365,9 +358,8 @@ mod tests {
         with_blocks.blocks =
             vec![json!({"type": "section", "text": {"type": "mrkdwn", "text": "x"}})];
         let replies = [
-            Reply::ephemeral(answers::text(commands::help_text("/redis", Some("frob")))),
-            Reply::Ephemeral(commands::help("/redis")),
-            Reply::ephemeral(with_blocks),
+            Reply::Ephemeral(answers::text(commands::help_text("/redis", Some("frob")))),
+            Reply::Ephemeral(with_blocks),
             Reply::ViewErrors(json!({"response_action": "errors", "errors": {"reason": "why"}})),
             Reply::Done,
             Reply::Malformed("no".into()),

@@ -667,7 +667,7 @@ async fn handle_envelope(
             error!(envelope = %id, "could not take an interaction in; left unacknowledged so Slack sends it again");
             return;
         }
-        (Reply::Failed, _) => Reply::ephemeral(answers::text(
+        (Reply::Failed, _) => Reply::Ephemeral(answers::text(
             "Something went wrong on the bot's side; nothing changed. Try again in a moment.",
         )),
         (Reply::Malformed(why), _) => {

@@ -424,11 +424,18 @@ async fn a_rust_log_that_cannot_be_read_is_reported_and_the_default_kept() {
         "{stderr}"
     );
     assert!(stderr.contains("WARN"), "{stderr}");
-    for fine in ["warn", "info,redis_autoscaler=debug", "info,[request]=debug"] {
+    for fine in [
+        "warn",
+        "info,redis_autoscaler=debug",
+        "info,[request]=debug",
+    ] {
         let out = check(fine);
         assert_eq!(out.status.code(), Some(0));
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!stderr.contains("RUST_LOG could not be read"), "{fine}: {stderr}");
+        assert!(
+            !stderr.contains("RUST_LOG could not be read"),
+            "{fine}: {stderr}"
+        );
     }
 }
 
