@@ -57,11 +57,12 @@ pub fn init_tracing(format: LogFormat, default_filter: &str) {
         .ok()
         .filter(|s| !s.trim().is_empty())
         .map(|spec| EnvFilter::builder().parse(spec));
-    let (filter, refused) = match from_env {
-        Some(Ok(filter)) => (filter, None),
-        Some(Err(why)) => (EnvFilter::new(default_filter), Some(why)),
-        None => (EnvFilter::new(default_filter), None),
-    };
+    let refused = from_env
+        .as_ref()
+        .and_then(|f| f.as_ref().err().map(|e| e.to_string()));
+    let filter = from_env
+        .and_then(Result::ok)
+        .unwrap_or_else(|| EnvFilter::new(default_filter));
     let json = matches!(format, LogFormat::Json);
     crate::telemetry::init_logs(json, filter, std::io::stderr);
     if let Some(why) = refused {

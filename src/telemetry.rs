@@ -299,13 +299,7 @@ mod log_tests {
     }
 
     fn logged(json: bool, emit: impl FnOnce()) -> String {
-        let buffer = Buffer::default();
-        let out = buffer.clone();
-        let make = move || out.clone();
-        let filter = tracing_subscriber::EnvFilter::new("info");
-        let sub = subscriber(json, filter, make);
-        tracing::subscriber::with_default(sub, emit);
-        String::from_utf8(buffer.0.lock().unwrap().clone()).expect("utf-8")
+        logged_with("info", json, emit)
     }
 
     fn logged_with(spec: &str, json: bool, emit: impl FnOnce()) -> String {

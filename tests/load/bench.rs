@@ -213,12 +213,13 @@ async fn bench(size: Size) {
         }
     }
     let after_throughput = targets.map(|t| Memory::of(t.pid));
-    // Latency at a fixed rate, the servers in turn, a quarter of the period at a time.
+    // Latency at a fixed rate, the servers in turn, in as many rounds as the throughput.
     let mut sent = [Vec::new(), Vec::new()];
     let mut due = [Vec::new(), Vec::new()];
-    for _ in 0..4 {
+    let round = size.latency / size.rounds as u32;
+    for _ in 0..size.rounds {
         for (i, t) in targets.iter().enumerate() {
-            let (samples, other) = open_loop(&services, *t, RATE, size.latency / 4).await;
+            let (samples, other) = open_loop(&services, *t, RATE, round).await;
             bad += other;
             for s in samples {
                 sent[i].push(s.from_sent);
