@@ -24,11 +24,12 @@ fn refuse(status: StatusCode, why: &str) -> Response {
     (status, axum::Json(json!({ "error": why }))).into_response()
 }
 
-async fn handle(http: &Http, alarm: Alarm) -> Response {
+/// `via`: the route it came in by (the request's own span is there at debug only).
+async fn handle(http: &Http, alarm: Alarm, via: &'static str) -> Response {
     let name = alarm.name.clone();
     match http.app.handle_alarm(alarm).await {
         Ok(outcome) => {
-            info!(alarm = %name, outcome = outcome.name(), "alarm handled");
+            info!(alarm = %name, outcome = outcome.name(), via, "alarm handled");
             let (run, detail) = match &outcome {
                 AlarmOutcome::Started(r) | AlarmOutcome::Repeated(r) | AlarmOutcome::Cleared(r) => {
                     (Some(r.to_string()), None)
@@ -41,7 +42,7 @@ async fn handle(http: &Http, alarm: Alarm) -> Response {
         }
         Err(crate::app::AppError::AwsUnavailable(e) | crate::app::AppError::Busy(e)) => {
             // Not taken: EventBridge and SNS deliver it again (Retry-After is a hint).
-            warn!(alarm = %name, error = %e, "alarm refused for now: AWS could not be asked");
+            warn!(alarm = %name, error = %e, via, "alarm refused for now: AWS could not be asked");
             let mut resp = refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "AWS could not be asked about the alarm's cluster now; deliver it again",
@@ -54,7 +55,7 @@ async fn handle(http: &Http, alarm: Alarm) -> Response {
         }
         Err(e) => {
             // A 5xx makes EventBridge and SNS retry, which is what we want here.
-            tracing::error!(alarm = %name, error = %e, "could not handle an alarm");
+            tracing::error!(alarm = %name, error = %e, via, "could not handle an alarm");
             refuse(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal error; the delivery will be retried",
@@ -80,7 +81,7 @@ pub async fn eventbridge(State(http): State<Http>, headers: HeaderMap, body: Byt
         return refuse(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
     }
     match eventbridge::parse(&body) {
-        Ok(alarm) => handle(&http, alarm).await,
+        Ok(alarm) => handle(&http, alarm, "/alarms/eventbridge").await,
         Err(e) => {
             warn!(error = %e, "refused an EventBridge delivery");
             refuse(StatusCode::BAD_REQUEST, &e.0)
@@ -149,7 +150,7 @@ pub async fn sns(State(http): State<Http>, headers: HeaderMap, body: Bytes) -> R
             axum::Json(json!({ "outcome": "unsubscribe_noted" })).into_response()
         }
         "Notification" => match sns::cloudwatch_alarm(&message) {
-            Ok(Some(alarm)) => handle(&http, alarm).await,
+            Ok(Some(alarm)) => handle(&http, alarm, "/alarms/sns").await,
             Ok(None) => {
                 axum::Json(json!({ "outcome": "ignored", "detail": "not a CloudWatch alarm" }))
                     .into_response()

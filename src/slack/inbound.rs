@@ -171,6 +171,8 @@ pub async fn command(app: &App, form: SlashForm<'_>, once: Once<'_>) -> Reply {
     {
         return copy;
     }
+    // The use cases that act are boxed: their futures (upsize's is several KB) would otherwise
+    // be part of this one, and so be moved and allocated for every ack, `help` included.
     let answer: Answer = match command {
         Command::Help { unknown: None } => {
             return Reply::Ephemeral(answers::text(commands::help(name)));
@@ -179,8 +181,8 @@ pub async fn command(app: &App, form: SlashForm<'_>, once: Once<'_>) -> Reply {
             return Reply::Ephemeral(answers::text(commands::help_text(name, unknown.as_deref())));
         }
         Command::Runs => app.runs().await,
-        Command::Audit { run } => app.audit(&user, &run).await,
-        Command::Status { group } => app.status(&group, response_url()).await,
+        Command::Audit { run } => Box::pin(app.audit(&user, &run)).await,
+        Command::Status { group } => Box::pin(app.status(&group, response_url())).await,
         Command::Upsize {
             group,
             node_type,
@@ -192,9 +194,9 @@ pub async fn command(app: &App, form: SlashForm<'_>, once: Once<'_>) -> Reply {
                 channel,
                 response_url: response_url(),
             };
-            app.upsize(asker, &group, node_type, dry_run).await
+            Box::pin(app.upsize(asker, &group, node_type, dry_run)).await
         }
-        Command::Cancel { run } => app.cancel(&user, &run, response_url()).await,
+        Command::Cancel { run } => Box::pin(app.cancel(&user, &run, response_url())).await,
     };
     Reply::Ephemeral(render(&answer))
 }

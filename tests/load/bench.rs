@@ -109,7 +109,20 @@ struct Bare {
 impl Bare {
     async fn start() -> Bare {
         let addr: SocketAddr = format!("127.0.0.1:{}", bot::free_port()).parse().unwrap();
-        let child = Command::new(std::env::current_exe().unwrap())
+        // `LOAD_BARE_WRAPPER` runs it under a tool, as `LOAD_BOT_WRAPPER` does the bot (to
+        // compare the two under callgrind, say).
+        let exe = std::env::current_exe().unwrap();
+        let wrapper = std::env::var("LOAD_BARE_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(tool) => {
+                let mut c = Command::new(tool);
+                c.args(words).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        let child = command
             .args([
                 "--exact",
                 "bench::bare_route_process",
@@ -216,16 +229,36 @@ async fn bench(size: Size) {
     // Latency at a fixed rate, the servers in turn, in as many rounds as the throughput.
     let mut sent = [Vec::new(), Vec::new()];
     let mut due = [Vec::new(), Vec::new()];
+    // Each request's latency, to look at where the tail falls: `LOAD_BENCH_SAMPLES=<file>`
+    // writes `server round sent_at_ms from_sent_ms` lines.
+    let mut raw = String::new();
+    // What each request cost the server at this rate: CPU, and the times its threads slept
+    // and were woken (or were switched out).
+    let mut quiet_cpu = [0.0f64; 2];
+    let mut quiet_sys = [0.0f64; 2];
+    let mut switches = [0u64; 2];
     let round = size.latency / size.rounds as u32;
-    for _ in 0..size.rounds {
+    for r in 0..size.rounds {
         for (i, t) in targets.iter().enumerate() {
+            let (cpu, sys, switched) = (
+                cpu_secs(t.pid),
+                system_cpu_secs(t.pid),
+                context_switches(t.pid),
+            );
             let (samples, other) = open_loop(&services, *t, RATE, round).await;
+            quiet_cpu[i] += cpu_secs(t.pid) - cpu;
+            quiet_sys[i] += system_cpu_secs(t.pid) - sys;
+            switches[i] += context_switches(t.pid).saturating_sub(switched);
             bad += other;
             for s in samples {
+                raw.push_str(&format!("{} {r} {:.3} {:.3}\n", t.name, s.at, s.from_sent));
                 sent[i].push(s.from_sent);
                 due[i].push(s.from_due);
             }
         }
+    }
+    if let Ok(file) = std::env::var("LOAD_BENCH_SAMPLES") {
+        std::fs::write(&file, raw).expect("LOAD_BENCH_SAMPLES is a writable file");
     }
     let mut p99 = [0.0; 2];
     let mut latency_text = [String::new(), String::new()];
@@ -271,6 +304,18 @@ async fn bench(size: Size) {
         report.figure(
             &format!("{} CPU per request (server side)", t.name),
             format!("{:.1} µs", cpu_per_request[i] * 1e6),
+        );
+    }
+    for (i, t) in targets.iter().enumerate() {
+        let n = sent[i].len().max(1) as f64;
+        report.figure(
+            &format!("{} per request at {RATE} req/s", t.name),
+            format!(
+                "{:.1} µs CPU ({:.1} in the kernel), {:.2} context switches",
+                quiet_cpu[i] / n * 1e6,
+                quiet_sys[i] / n * 1e6,
+                switches[i] as f64 / n
+            ),
         );
     }
     report.figure("bare RSS idle", idle[0].describe());
@@ -343,6 +388,8 @@ struct Latency {
     /// From when it was due: the above, plus how late the generator's timer woke (tokio's
     /// timer has a 1 ms grain, which was most of the p50 for both servers) and the signing.
     from_due: f64,
+    /// When it was sent, in ms from the round's start.
+    at: f64,
 }
 
 /// `rate` requests a second for `period`, each sent when due on an idle connection (a new
@@ -361,6 +408,7 @@ async fn open_loop(
     let mut ticks = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let total = rate as f64 * period.as_secs_f64();
+    let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..total as usize {
         let due = ticks.tick().await;
@@ -377,6 +425,7 @@ async fn open_loop(
             let latency = Latency {
                 from_sent: sent.elapsed().as_secs_f64() * 1000.0,
                 from_due: due.elapsed().as_secs_f64() * 1000.0,
+                at: (sent - start).as_secs_f64() * 1000.0,
             };
             if status.is_ok() {
                 idle.lock().unwrap().push(conn);
@@ -389,9 +438,39 @@ async fn open_loop(
     (results.into_iter().map(|(l, _)| l).collect(), other)
 }
 
+/// The context switches of the process's threads so far (voluntary: a thread slept and was
+/// woken; involuntary: it was switched out), summed over `/proc/<pid>/task/*/status`.
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
 /// User + system CPU time the process has used, in seconds (`/proc/<pid>/stat`, in clock
 /// ticks of 1/100 s).
 fn cpu_secs(pid: u32) -> f64 {
+    let (user, system) = cpu_ticks(pid);
+    (user + system) / 100.0
+}
+
+/// The part of [`cpu_secs`] spent in the kernel.
+fn system_cpu_secs(pid: u32) -> f64 {
+    cpu_ticks(pid).1 / 100.0
+}
+
+/// User and system CPU time in clock ticks (`/proc/<pid>/stat`).
+fn cpu_ticks(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the `(comm)`, which may hold spaces: utime and stime are the 12th and
     // 13th.
@@ -403,5 +482,5 @@ fn cpu_secs(pid: u32) -> f64 {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    (tick(11) + tick(12)) / 100.0
+    (tick(11), tick(12))
 }
