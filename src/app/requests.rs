@@ -558,8 +558,11 @@ pub(super) fn decided(run: &RunId, submitted: Result<Submitted, AppError>) -> An
     }
 }
 
-/// Something went wrong on our side: the log has it, the person is asked to try again.
+/// Something went wrong on our side: the log has it (and where in the code, since at info no
+/// request span says which request it was), the person is asked to try again.
+#[track_caller]
 pub(super) fn internal(e: impl std::fmt::Display) -> Answer {
-    tracing::error!(error = %e, "internal error answering a request");
+    let at = std::panic::Location::caller();
+    tracing::error!(error = %e, %at, "internal error answering a request");
     Answer::Internal
 }

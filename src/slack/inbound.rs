@@ -138,7 +138,7 @@ async fn first_time(app: &App, once: Once<'_>, command: bool) -> Result<(), Repl
             })
         }
         Err(e) => {
-            tracing::error!(error = %e, "could not check a Slack request for a replay");
+            tracing::error!(error = %e, via = once.via, "could not check a Slack request for a replay");
             Err(Reply::Failed)
         }
     }
@@ -155,7 +155,7 @@ pub async fn command(app: &App, form: SlashForm<'_>, once: Once<'_>) -> Reply {
     let command = match commands::parse(&form.text, name) {
         Ok(c) => c,
         Err(usage) => {
-            info!(user = %user, command = %form.command, text = %form.text, "slash command misused");
+            info!(user = %user, command = %form.command, text = %form.text, via = once.via, "slash command misused");
             return Reply::Ephemeral(answers::text(usage.0));
         }
     };
@@ -171,8 +171,9 @@ pub async fn command(app: &App, form: SlashForm<'_>, once: Once<'_>) -> Reply {
     {
         return copy;
     }
-    // The use cases that act are boxed: their futures (upsize's is several KB) would otherwise
-    // be part of this one, and so be moved and allocated for every ack, `help` included.
+    // The use cases that go to the store or AWS are boxed: their futures (upsize's is several
+    // KB) would otherwise be part of this one, and so be moved and allocated for every ack,
+    // `help` included.
     let answer: Answer = match command {
         Command::Help { unknown: None } => {
             return Reply::Ephemeral(answers::text(commands::help(name)));
@@ -218,7 +219,7 @@ pub async fn interaction(
     if matches!(reply, Reply::Failed)
         && let Err(e) = app.store.forget_request(&once.key()).await
     {
-        tracing::error!(error = %e, "could not forget a request that failed; its resend will be refused");
+        tracing::error!(error = %e, via = once.via, "could not forget a request that failed; its resend will be refused");
     }
     reply
 }

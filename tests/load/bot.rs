@@ -357,16 +357,7 @@ impl Bot {
             .unwrap();
         let bin = std::env::var("LOAD_BOT_BIN")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_redis-autoscaler").to_string());
-        let wrapper = std::env::var("LOAD_BOT_WRAPPER").unwrap_or_default();
-        let mut words = wrapper.split_whitespace();
-        let mut cmd = match words.next() {
-            Some(tool) => {
-                let mut c = Command::new(tool);
-                c.args(words).arg(&bin);
-                c
-            }
-            None => Command::new(&bin),
-        };
+        let mut cmd = wrapped("LOAD_BOT_WRAPPER", Path::new(&bin));
         cmd.args(["serve", "--config", self.config.to_str().unwrap()])
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -563,6 +554,21 @@ impl Bot {
 impl Drop for Bot {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// `program` as a command, run under the tool the environment variable `var` names, if any
+/// (`valgrind --tool=callgrind`, `heaptrack -o /tmp/x`: its words, then the program).
+pub fn wrapped(var: &str, program: &Path) -> Command {
+    let wrapper = std::env::var(var).unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    match words.next() {
+        Some(tool) => {
+            let mut c = Command::new(tool);
+            c.args(words).arg(program);
+            c
+        }
+        None => Command::new(program),
     }
 }
 
