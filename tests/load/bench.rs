@@ -229,6 +229,7 @@ async fn bench(size: Size) {
     // Each request's latency, to look at where the tail falls: `LOAD_BENCH_SAMPLES=<file>`
     // writes `server round sent_at_ms latency_ms` lines (sent_at from the round's start,
     // latency from when it was written).
+    let samples_file = std::env::var("LOAD_BENCH_SAMPLES").ok();
     let mut raw = String::new();
     // What each request cost the server at this rate: CPU (and of it in the kernel), and the
     // times its threads slept and were woken (or were switched out).
@@ -246,13 +247,15 @@ async fn bench(size: Size) {
             switches[i] += context_switches(t.pid).saturating_sub(switched);
             bad += other;
             for s in samples {
-                raw.push_str(&format!("{} {r} {:.3} {:.3}\n", t.name, s.at, s.from_sent));
+                if samples_file.is_some() {
+                    raw.push_str(&format!("{} {r} {:.3} {:.3}\n", t.name, s.at, s.from_sent));
+                }
                 sent[i].push(s.from_sent);
                 due[i].push(s.from_due);
             }
         }
     }
-    if let Ok(file) = std::env::var("LOAD_BENCH_SAMPLES") {
+    if let Some(file) = samples_file {
         std::fs::write(&file, raw).expect("LOAD_BENCH_SAMPLES is a writable file");
     }
     let mut p99 = [0.0; 2];

@@ -52,9 +52,9 @@ done
 #    half of the bench bot's slices after the one with its first request (that one holds the
 #    first request's one-off work). Packed together, an ack after a quiet spell touches as few
 #    pages and cache lines of code as it can: at 500 req/s an ack found its code cold, and
-#    its latency was the bare route's plus 25-40 us, against 5 us more CPU under load. Then every other
-#    function in the order it first ran: the scenarios in turn, each process's slices in
-#    order. Names as the linker knows them (callgrind's recursion marks dropped).
+#    its latency was the bare route's plus 25-40 us, against 5 us more CPU under load. Then
+#    every other function in the order it first ran: the scenarios in turn, each process's
+#    slices in order. Names as the linker knows them (callgrind's recursion marks dropped).
 nm --defined-only "$out/redis-autoscaler" | awk '$2 ~ /^[tTwW]$/ {print $3}' | sort -u >"$out/symbols"
 functions() { sed -n -E "s/^c?fn=\([0-9]+\) (.*)$/\1/p" "$@" | sed -E "s/'[0-9]+$//"; }
 shopt -s nullglob
