@@ -23,11 +23,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::response::Response;
+use futures_util::task::AtomicWaker;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -62,7 +63,6 @@ where
     );
     let slots = Arc::new(Semaphore::new(cap));
     let open = Arc::new(Open::default());
-    let (stop, stopping) = watch::channel(false);
     let mut accept_errors = LogEvery::default();
     let base = Instant::now();
     tokio::pin!(shutdown);
@@ -101,9 +101,9 @@ where
         };
         let _ = stream.set_nodelay(true);
         let conn = open.add(base);
-        let (app, stopping, open) = (app.clone(), stopping.clone(), open.clone());
+        let (app, open) = (app.clone(), open.clone());
         tokio::spawn(async move {
-            serve_connection(stream, conn.clone(), app, limits, stopping).await;
+            serve_connection(stream, conn.clone(), app, limits).await;
             drop(permit);
             // The last connection closed: a burst is over, give back what it left free.
             if open.remove(conn.id) {
@@ -112,7 +112,8 @@ where
         });
     }
     drop(listener);
-    let _ = stop.send(true);
+    // No connection is added from here on: each one open is told once.
+    open.stop_all();
     // Each connection holds a slot until it is closed: all slots back means all closed.
     let all = u32::try_from(cap).unwrap_or(u32::MAX);
     let _ = slots.acquire_many(all).await;
@@ -238,9 +239,12 @@ struct Conn {
     /// word, so the I/O, the requests and the supervisor agree without a lock.
     state: AtomicU64,
     base: Instant,
-    /// The connection was evicted (nothing else needs the supervisor before its timer).
-    wake: Notify,
+    /// Wakes the supervisor when the connection is evicted or the server stops: nothing else
+    /// needs it before its timer. One atomic register per poll, where a `Notify` and a `watch`
+    /// took a lock each.
+    wake: AtomicWaker,
     evicted: AtomicBool,
+    stopping: AtomicBool,
 }
 
 impl Conn {
@@ -317,8 +321,9 @@ impl Open {
             id,
             state: AtomicU64::new(0),
             base,
-            wake: Notify::new(),
+            wake: AtomicWaker::new(),
             evicted: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
         });
         conn.enter(Phase::New);
         self.lock().insert(id, conn.clone());
@@ -354,10 +359,18 @@ impl Open {
         match victim {
             Some(conn) => {
                 conn.evicted.store(true, Ordering::Release);
-                conn.wake.notify_one();
+                conn.wake.wake();
                 true
             }
             None => false,
+        }
+    }
+
+    /// The server is stopping: tell every open connection.
+    fn stop_all(&self) {
+        for conn in self.lock().values() {
+            conn.stopping.store(true, Ordering::Release);
+            conn.wake.wake();
         }
     }
 
@@ -368,13 +381,7 @@ impl Open {
 
 /// Serve one connection until the client closes it, a timeout or an eviction closes it, or
 /// shutdown has let its last request finish.
-async fn serve_connection<S: App>(
-    stream: TcpStream,
-    conn: Arc<Conn>,
-    app: S,
-    limits: HttpConfig,
-    mut stopping: watch::Receiver<bool>,
-) {
+async fn serve_connection<S: App>(stream: TcpStream, conn: Arc<Conn>, app: S, limits: HttpConfig) {
     let io = TokioIo::new(Watched {
         stream,
         conn: conn.clone(),
@@ -395,13 +402,10 @@ async fn serve_connection<S: App>(
     let connection = http.serve_connection(io, service);
     tokio::pin!(connection);
     let mut draining = None;
-    // The timer, the wake-up and the shutdown signal live as long as the connection, rather
-    // than being made again each time round: each was registered and dropped under a lock
-    // several times a request. A timer whose deadline moves later is moved without a lock.
+    // The timer lives as long as the connection, rather than being made again each time
+    // round: a timer whose deadline moves later is moved without a lock.
     let expiry = tokio::time::sleep_until(Instant::now() + limits.idle_timeout);
-    let woken = conn.wake.notified();
-    let stop = stopping.wait_for(|stop| *stop);
-    tokio::pin!(expiry, woken, stop);
+    tokio::pin!(expiry);
     // The timer goes off at the deadline, or sooner: never later than `recheck` from when it
     // was set. Then nothing a request does can bring the deadline before it (an answer starts
     // the idle timeout, a first byte the header timeout, each from a moment after the timer
@@ -419,14 +423,30 @@ async fn serve_connection<S: App>(
             expiry.as_mut().reset(at);
             armed = true;
         }
-        tokio::select! {
-            ended = connection.as_mut() => {
+        // The connection first (it is what nearly every wake-up is for), then the signals,
+        // then the timer.
+        let event = std::future::poll_fn(|cx| {
+            if let Poll::Ready(ended) = connection.as_mut().poll(cx) {
+                return Poll::Ready(Event::Ended(ended));
+            }
+            conn.wake.register(cx.waker());
+            if conn.evicted.load(Ordering::Acquire) {
+                return Poll::Ready(Event::Evicted);
+            }
+            if draining.is_none() && conn.stopping.load(Ordering::Acquire) {
+                return Poll::Ready(Event::Stopping);
+            }
+            expiry.as_mut().poll(cx).map(|()| Event::Timer)
+        })
+        .await;
+        match event {
+            Event::Ended(ended) => {
                 if let Err(e) = ended {
                     debug!(error = %e, "connection closed with an error");
                 }
                 return;
             }
-            () = &mut expiry => {
+            Event::Timer => {
                 // The phase may have moved on while we slept: look again.
                 if let Some((at, reason)) = conn.deadline(&limits, draining)
                     && at <= Instant::now()
@@ -438,21 +458,30 @@ async fn serve_connection<S: App>(
                 // It went off: armed again at the top, for the deadline as it is now.
                 armed = false;
             }
-            () = &mut woken => {
-                if conn.evicted.load(Ordering::Acquire) {
-                    debug!("closing the oldest connection to make room for a new one");
-                    counters::dropped("evicted");
-                    return;
-                }
-                woken.set(conn.wake.notified());
+            Event::Evicted => {
+                debug!("closing the oldest connection to make room for a new one");
+                counters::dropped("evicted");
+                return;
             }
-            _ = &mut stop, if draining.is_none() => {
+            Event::Stopping => {
                 draining = Some(Instant::now());
                 // Idle connections close now; one being answered closes after its answer.
                 connection.as_mut().graceful_shutdown();
             }
         }
     }
+}
+
+/// What woke a connection's supervisor.
+enum Event {
+    /// hyper is done with the connection.
+    Ended(Result<(), hyper::Error>),
+    /// Its timer went off.
+    Timer,
+    /// It was evicted to make room.
+    Evicted,
+    /// The server is stopping.
+    Stopping,
 }
 
 /// A request being answered on a connection: `Busy` until the answer is ready (or the request
@@ -623,6 +652,7 @@ mod tests {
     use axum::Router;
     use axum::routing::get;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::watch;
 
     use crate::http::{BodyDeadline, Guard};
 
@@ -719,6 +749,39 @@ mod tests {
             .expect("the server stops once the request is answered")
             .unwrap()
             .unwrap();
+    }
+
+    /// Shutdown reaches connections whose timers are far off: one idle after an answer and
+    /// one that has sent nothing are closed at once, not at their 30 s timeouts.
+    #[tokio::test]
+    async fn shutdown_closes_idle_and_silent_connections_at_once() {
+        let limits = HttpConfig {
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            ..limits()
+        };
+        let (addr, stop, server) = spawn(limits, Arc::new(Semaphore::new(0))).await;
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let n = idle.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "answered first");
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = stop.send(true);
+        tokio::time::timeout(Duration::from_secs(2), server)
+            .await
+            .expect("both connections were closed at once")
+            .unwrap()
+            .unwrap();
+        for conn in [&mut idle, &mut silent] {
+            let n = tokio::time::timeout(Duration::from_secs(1), conn.read(&mut buf))
+                .await
+                .expect("closed");
+            assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+        }
     }
 
     #[tokio::test]
