@@ -360,6 +360,20 @@ impl FakeSlackHandle {
         self.shared.lock().latency = latency;
     }
 
+    /// When the stand-in sent its first answer to a Web API call taken at or after `since`,
+    /// if it has sent one.
+    pub fn first_answer_to_a_call_since(
+        &self,
+        since: std::time::Instant,
+    ) -> Option<std::time::Instant> {
+        let state = self.shared.lock();
+        let answers = state.answer_times.iter();
+        answers
+            .filter(|(taken, _)| *taken >= since)
+            .map(|(_, a)| *a)
+            .min()
+    }
+
     /// The messages removed with chat.delete, in order.
     pub fn deleted(&self) -> Vec<(ChannelId, MessageTs)> {
         self.shared.lock().deleted.clone()
@@ -504,6 +518,9 @@ struct Workspace {
     deleted: Vec<(ChannelId, MessageTs)>,
     /// Every Web API call is answered this long after it was taken (and stored).
     latency: std::time::Duration,
+    /// For each Web API call answered in the ordinary way: when it was taken and when its
+    /// answer was sent (after `latency`).
+    answer_times: Vec<(std::time::Instant, std::time::Instant)>,
     /// `ts` seconds of the first message; later ones count up from it.
     base_secs: u64,
     issued: u64,
@@ -591,6 +608,7 @@ impl Workspace {
             random_faults: RandomFaults::new(0.0, 0.0),
             deleted: Vec::new(),
             latency: std::time::Duration::ZERO,
+            answer_times: Vec::new(),
             base_secs,
             issued: 0,
             files: Vec::new(),
@@ -1527,6 +1545,7 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let taken = std::time::Instant::now();
     let args = match read_args(&method, &headers, query.as_deref(), &body) {
         Ok(args) => args,
         Err(refusal) => {
@@ -1600,6 +1619,8 @@ async fn handle(
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    let answered = std::time::Instant::now();
+    shared.lock().answer_times.push((taken, answered));
     match result {
         Ok((answer, event)) => {
             if let Some(event) = event {

@@ -1003,11 +1003,24 @@ async fn aws_work_never_waits_on_a_slow_slack() {
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
     let took = started.elapsed();
-    let seen = t.run(&run).await;
     eprintln!("alarm → CreateSnapshot in {took:?} with a 300 ms Slack");
-    // Slack has not answered even the top message's post yet.
-    assert!(seen.message.is_none(), "the AWS work waited for Slack");
-    assert!(took < std::time::Duration::from_millis(300), "{took:?}");
+    // Slack had not answered even the top message's post when the simulator took the
+    // CreateSnapshot: the order of the two, not a wall-clock bound a loaded CI host can miss
+    // (the time is printed above; 30-50 ms on an idle machine).
+    let snapshot_at = services
+        .sim
+        .calls()
+        .into_iter()
+        .find(|c| c.action == "CreateSnapshot")
+        .map(|c| c.at)
+        .unwrap();
+    if let Some(answered) = services.slack.first_answer_to_a_call_since(started) {
+        assert!(
+            snapshot_at < answered,
+            "the AWS work waited for Slack: CreateSnapshot {:?} after Slack's first answer",
+            snapshot_at - answered
+        );
+    }
     let done = t.wait_done(&run).await;
     assert_eq!(done.state_name(), "succeeded");
     let thread = services.slack.transcript(&channel());

@@ -627,6 +627,7 @@ pub(super) async fn serve(
             })
         };
         let request_id = world.record_call(SimCall {
+            at: std::time::Instant::now(),
             access_key: super::server::access_key(&headers),
             action: operation.clone(),
             params: call_params(parsed.as_ref().ok()),

@@ -319,6 +319,8 @@ impl ModifyFault {
 /// One call the simulator answered, for tests' assertions and the audit of a demo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimCall {
+    /// When the simulator took the call.
+    pub at: std::time::Instant,
     pub action: String,
     /// Every parameter except `Action` (including `Version`).
     pub params: BTreeMap<String, String>,

@@ -494,6 +494,7 @@ pub(super) async fn serve(
             })
             .unwrap_or_default();
         let request_id = world.record_call(SimCall {
+            at: std::time::Instant::now(),
             access_key: headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())

@@ -577,6 +577,7 @@ impl World {
         self.requests += 1;
         let request_id = RequestId(self.seed, self.requests).to_string();
         self.calls.push(SimCall {
+            at: std::time::Instant::now(),
             access_key,
             action: action.clone(),
             params,
@@ -727,6 +728,7 @@ impl World {
         self.requests += 1;
         let request_id = RequestId(self.seed, self.requests).to_string();
         self.calls.push(SimCall {
+            at: std::time::Instant::now(),
             access_key: req.access_key.clone(),
             action: req.action.clone(),
             params: req.params.clone(),
