@@ -40,7 +40,7 @@ struct Size {
 const CONNECTIONS: usize = 50;
 const RATE: u64 = 500;
 
-/// Issue 10's benchmark: 4 × 3 s at 50 connections and 10 × 1.5 s at 500 req/s per server,
+/// Issue 10's benchmark: 12 × 1 s at 50 connections and 10 × 1.5 s at 500 req/s per server,
 /// in turns, then 10 × 1.5 s at 500 req/s each with both at once (the enforced p99).
 /// The rounds alternate between the two servers, so a change in what else the shared machine
 /// is doing falls on both: short rounds (rather than one or two long ones) keep one slow
@@ -54,8 +54,8 @@ const RATE: u64 = 500;
 async fn a_signed_commands_ack_costs_little_more_than_a_bare_route() {
     bench(Size {
         warmup: Duration::from_secs(1),
-        throughput: Duration::from_secs(3),
-        rounds: 4,
+        throughput: Duration::from_secs(1),
+        rounds: 12,
         latency: Duration::from_secs(15),
         latency_rounds: 10,
         enforce: true,
@@ -215,18 +215,31 @@ async fn bench(size: Size) {
         }
     }
 
-    // Throughput, alternating servers round by round.
+    // Throughput, in short rounds: each round measures both servers one after the other
+    // (which goes first alternates), and the target is the median of the rounds' own ratios.
+    // A stretch of the host's CPU stolen by other guests lands on one server's measurement of
+    // a round, not on the other's: a mean over rounds carries it into the ratio, the median
+    // of the ratios leaves it out (the host's steal in each round is shown beside it).
     let mut rates = [Vec::new(), Vec::new()];
+    let mut round_ratios = Vec::new();
+    let mut round_text = Vec::new();
     let mut cpu_per_request = [0.0f64; 2];
     let mut bad = 0;
-    for _ in 0..size.rounds {
-        for (i, t) in targets.iter().enumerate() {
+    for r in 0..size.rounds {
+        let host = host_ticks();
+        let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let t = targets[i];
             let cpu = cpu_secs(t.pid);
-            let (ok, other) = closed_loop(&services, *t, CONNECTIONS, size.throughput).await;
+            let (ok, other) = closed_loop(&services, t, CONNECTIONS, size.throughput).await;
             cpu_per_request[i] += (cpu_secs(t.pid) - cpu) / ok.max(1) as f64 / size.rounds as f64;
             rates[i].push(ok as f64 / size.throughput.as_secs_f64());
             bad += other;
         }
+        let ratio = rates[1][r] / rates[0][r].max(1.0);
+        let steal = host_ticks().stolen_since(host) * 100.0;
+        round_ratios.push(ratio);
+        round_text.push(format!("{ratio:.2} ({steal:.0} %)"));
     }
     let after_throughput = targets.map(|t| Memory::of(t.pid));
     // Latency at a fixed rate, the servers in turn, in short rounds.
@@ -331,11 +344,20 @@ async fn bench(size: Size) {
             format!("{:.0} (rounds: {})", mean(&rates[i]), rounds.join(", ")),
         );
     }
-    report.target(
-        "bot / bare throughput",
+    report.figure(
+        "bot / bare throughput, each round (host steal)",
+        round_text.join(", "),
+    );
+    report.figure(
+        "bot / bare throughput, of the mean rates",
         format!("{:.2}", bot_rate / bare_rate),
+    );
+    let throughput_ratio = median(&mut round_ratios);
+    report.target(
+        "bot / bare throughput, median of the rounds",
+        format!("{throughput_ratio:.2}"),
         "≥ 0.70",
-        bot_rate / bare_rate >= 0.7,
+        throughput_ratio >= 0.7,
     );
     for (i, t) in targets.iter().enumerate() {
         report.figure(&format!("{} at {RATE} req/s", t.name), &latency_text[i]);
@@ -500,6 +522,16 @@ async fn open_loop(
     let results = tasks.join_all().await;
     let other = results.iter().filter(|(_, ok)| !ok).count();
     (results.into_iter().map(|(l, _)| l).collect(), other)
+}
+
+/// The median (of an even count, the mean of the middle two).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
 }
 
 /// The context switches of the process's threads so far (voluntary: a thread slept and was
