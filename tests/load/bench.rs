@@ -224,15 +224,19 @@ async fn bench(size: Size) {
     let mut round_ratios = Vec::new();
     let mut round_text = Vec::new();
     let mut cpu_per_request = [0.0f64; 2];
+    let mut switches_at_load = [0u64; 2];
+    let mut served = [0usize; 2];
     let mut bad = 0;
     for r in 0..size.rounds {
         let host = host_ticks();
         let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
         for i in order {
             let t = targets[i];
-            let cpu = cpu_secs(t.pid);
+            let (cpu, switched) = (cpu_secs(t.pid), context_switches(t.pid));
             let (ok, other) = closed_loop(&services, t, CONNECTIONS, size.throughput).await;
             cpu_per_request[i] += (cpu_secs(t.pid) - cpu) / ok.max(1) as f64 / size.rounds as f64;
+            switches_at_load[i] += context_switches(t.pid).saturating_sub(switched);
+            served[i] += ok;
             rates[i].push(ok as f64 / size.throughput.as_secs_f64());
             bad += other;
         }
@@ -381,9 +385,20 @@ async fn bench(size: Size) {
     for (i, t) in targets.iter().enumerate() {
         report.figure(
             &format!("{} CPU per request (server side)", t.name),
-            format!("{:.1} µs", cpu_per_request[i] * 1e6),
+            format!(
+                "{:.1} µs, {:.3} context switches",
+                cpu_per_request[i] * 1e6,
+                switches_at_load[i] as f64 / served[i].max(1) as f64
+            ),
         );
     }
+    // What the ack costs beyond the bare route, as the server's own CPU counts it: steadier
+    // than the throughputs on a shared host, whose scheduling moves the bare route's alone by
+    // half (49-106k req/s in one hour).
+    report.figure(
+        "bot / bare CPU per request at 50 connections",
+        format!("{:.2}", cpu_per_request[1] / cpu_per_request[0]),
+    );
     for (i, t) in targets.iter().enumerate() {
         let n = sent[i].len().max(1) as f64;
         report.figure(
