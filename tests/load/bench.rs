@@ -225,6 +225,7 @@ async fn bench(size: Size) {
     let mut round_text = Vec::new();
     let mut cpu_per_request = [0.0f64; 2];
     let mut switches_at_load = [0u64; 2];
+    let mut waited_at_load = [0.0f64; 2];
     let mut served = [0usize; 2];
     let mut bad = 0;
     for r in 0..size.rounds {
@@ -232,10 +233,15 @@ async fn bench(size: Size) {
         let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
         for i in order {
             let t = targets[i];
-            let (cpu, switched) = (cpu_secs(t.pid), context_switches(t.pid));
+            let (cpu, switched, waited) = (
+                cpu_secs(t.pid),
+                context_switches(t.pid),
+                run_queue_wait(t.pid),
+            );
             let (ok, other) = closed_loop(&services, t, CONNECTIONS, size.throughput).await;
             cpu_per_request[i] += (cpu_secs(t.pid) - cpu) / ok.max(1) as f64 / size.rounds as f64;
             switches_at_load[i] += context_switches(t.pid).saturating_sub(switched);
+            waited_at_load[i] += run_queue_wait(t.pid) - waited;
             served[i] += ok;
             rates[i].push(ok as f64 / size.throughput.as_secs_f64());
             bad += other;
@@ -386,9 +392,10 @@ async fn bench(size: Size) {
         report.figure(
             &format!("{} CPU per request (server side)", t.name),
             format!(
-                "{:.1} µs, {:.3} context switches",
+                "{:.1} µs, {:.3} context switches, {:.1} µs runnable but waiting for a CPU",
                 cpu_per_request[i] * 1e6,
-                switches_at_load[i] as f64 / served[i].max(1) as f64
+                switches_at_load[i] as f64 / served[i].max(1) as f64,
+                waited_at_load[i] / served[i].max(1) as f64 * 1e6
             ),
         );
     }
@@ -537,6 +544,20 @@ async fn open_loop(
     let results = tasks.join_all().await;
     let other = results.iter().filter(|(_, ok)| !ok).count();
     (results.into_iter().map(|(l, _)| l).collect(), other)
+}
+
+/// The time the process's threads alive now have spent runnable but waiting for a CPU, in
+/// seconds (`/proc/<pid>/task/*/schedstat`, its second field, in ns).
+fn run_queue_wait(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .sum::<f64>()
+        / 1e9
 }
 
 /// The median (of an even count, the mean of the middle two).
