@@ -549,15 +549,9 @@ async fn open_loop(
 /// The time the process's threads alive now have spent runnable but waiting for a CPU, in
 /// seconds (`/proc/<pid>/task/*/schedstat`, its second field, in ns).
 fn run_queue_wait(pid: u32) -> f64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0.0;
-    };
-    tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .sum::<f64>()
-        / 1e9
+    per_thread(pid, "schedstat", |s| {
+        s.split_whitespace().nth(1)?.parse::<f64>().ok()
+    }) / 1e9
 }
 
 /// The median (of an even count, the mean of the middle two).
@@ -575,19 +569,26 @@ fn median(values: &mut [f64]) -> f64 {
 /// threads alive now (one that ended took its count with it, so a round's figure can only be
 /// too low, never too high).
 fn context_switches(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
+    per_thread(pid, "status", |status| {
+        let counts = status.lines().filter(|l| l.contains("ctxt_switches:"));
+        Some(
+            counts
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum(),
+        )
+    })
+}
+
+/// `read` of each of the process's threads' `/proc/<pid>/task/<tid>/<file>`, summed over the
+/// threads alive now (0 if there are none to read).
+fn per_thread<T: std::iter::Sum<T>>(pid: u32, file: &str, read: impl Fn(&str) -> Option<T>) -> T {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
     tasks
         .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
-        .map(|status| {
-            status
-                .lines()
-                .filter(|l| l.contains("ctxt_switches:"))
-                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .sum::<u64>()
-        })
+        .filter_map(|task| std::fs::read_to_string(task.path().join(file)).ok())
+        .filter_map(|text| read(&text))
         .sum()
 }
 
