@@ -359,7 +359,10 @@ fn encode_png(pixels: &[u8], w: u32, h: u32) -> Result<Vec<u8>, ChartError> {
     let mut encoder = png::Encoder::new(&mut out, w, h);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
-    encoder.set_compression(png::Compression::Best);
+    // Default, not Best: the same graph is 50.6 KB instead of 49.5 and takes 7.1 ms to
+    // encode instead of 20.8 (release build), which was 93 % of a graph's cost; in an alarm
+    // storm the graphs share the CPU with the alarms' intake. (Fast: 0.6 ms, but 132 KB.)
+    encoder.set_compression(png::Compression::Default);
     let mut writer = encoder
         .write_header()
         .map_err(|e| ChartError::Draw(format!("PNG header: {e}")))?;

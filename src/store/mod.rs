@@ -312,14 +312,18 @@ impl SqliteStore {
         limit: usize,
     ) -> Result<Vec<PendingEffect>, StoreError> {
         let conn = self.conn();
+        // Each run and lane's first by a window over the eligible rows, not a subquery per row:
+        // SQLite materialises `eligible` and scanned all of it for each of its rows (100 runs
+        // with 5 pending effects each: 6.5 ms a look, 1.0 ms this way; in a storm the
+        // dispatcher looks after nearly every commit).
         let sql = format!(
-            "{ELIGIBLE}
-            SELECT el.id, el.run_id, el.body, el.due_at, el.attempt, el.created_at FROM eligible el
-            WHERE el.id = (SELECT e2.id FROM eligible e2
-                           WHERE e2.run_id = el.run_id AND e2.lane = el.lane
-                           ORDER BY e2.due_at, e2.id LIMIT 1)
-              AND el.due_at <= ?1
-            ORDER BY el.due_at, el.id"
+            "{ELIGIBLE}, firsts AS (
+                SELECT id, run_id, body, due_at, attempt, created_at,
+                       ROW_NUMBER() OVER (PARTITION BY run_id, lane ORDER BY due_at, id) AS n
+                FROM eligible)
+            SELECT id, run_id, body, due_at, attempt, created_at FROM firsts
+            WHERE n = 1 AND due_at <= ?1
+            ORDER BY due_at, id"
         );
         let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(params![now.as_millis()], row_to_pending)?;
