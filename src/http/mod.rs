@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use crate::alarm::sns::SnsVerifier;
 use crate::app::App;
 use crate::config::HttpConfig;
+use crate::slack::signature::SigningKey;
 
 pub mod alarms;
 pub mod guard;
@@ -35,11 +36,14 @@ pub struct Shared {
     pub sns: Arc<SnsVerifier>,
     /// Opens modals (views.open) for a click, which must happen within its 3 seconds.
     pub slack: Option<crate::slack::api::SlackClient>,
+    /// `SLACK_SIGNING_SECRET` as an HMAC key, made once.
+    pub slack_key: Option<SigningKey>,
 }
 
 impl Http {
     pub fn new(app: App, sns: Arc<SnsVerifier>) -> Http {
         Http(Arc::new(Shared {
+            slack_key: slack_key(&app),
             app,
             sns,
             slack: None,
@@ -53,11 +57,17 @@ impl Http {
         slack: crate::slack::api::SlackClient,
     ) -> Http {
         Http(Arc::new(Shared {
+            slack_key: slack_key(&app),
             app,
             sns,
             slack: Some(slack),
         }))
     }
+}
+
+fn slack_key(app: &App) -> Option<SigningKey> {
+    let secret = app.config.secrets.slack_signing_secret.as_ref()?;
+    Some(SigningKey::new(secret))
 }
 
 impl std::ops::Deref for Http {

@@ -224,6 +224,7 @@ async fn bench(size: Size) {
     let mut round_ratios = Vec::new();
     let mut round_text = Vec::new();
     let mut cpu_per_request = [0.0f64; 2];
+    let mut kernel_per_request = [0.0f64; 2];
     let mut switches_at_load = [0u64; 2];
     let mut waited_at_load = [0.0f64; 2];
     let mut served = [0usize; 2];
@@ -233,13 +234,16 @@ async fn bench(size: Size) {
         let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
         for i in order {
             let t = targets[i];
-            let (cpu, switched, waited) = (
-                cpu_secs(t.pid),
+            let (ticks, switched, waited) = (
+                cpu_ticks(t.pid),
                 context_switches(t.pid),
                 run_queue_wait(t.pid),
             );
             let (ok, other) = closed_loop(&services, t, CONNECTIONS, size.throughput).await;
-            cpu_per_request[i] += (cpu_secs(t.pid) - cpu) / ok.max(1) as f64 / size.rounds as f64;
+            let now = cpu_ticks(t.pid);
+            let per_request = |ticks: f64| ticks / 100.0 / ok.max(1) as f64 / size.rounds as f64;
+            cpu_per_request[i] += per_request(now.0 + now.1 - ticks.0 - ticks.1);
+            kernel_per_request[i] += per_request(now.1 - ticks.1);
             switches_at_load[i] += context_switches(t.pid).saturating_sub(switched);
             waited_at_load[i] += run_queue_wait(t.pid) - waited;
             served[i] += ok;
@@ -392,8 +396,9 @@ async fn bench(size: Size) {
         report.figure(
             &format!("{} CPU per request (server side)", t.name),
             format!(
-                "{:.1} µs, {:.3} context switches, {:.1} µs runnable but waiting for a CPU",
+                "{:.1} µs ({:.1} in the kernel), {:.3} context switches, {:.1} µs runnable but waiting for a CPU",
                 cpu_per_request[i] * 1e6,
+                kernel_per_request[i] * 1e6,
                 switches_at_load[i] as f64 / served[i].max(1) as f64,
                 waited_at_load[i] / served[i].max(1) as f64 * 1e6
             ),
@@ -626,12 +631,6 @@ impl HostTicks {
         }
         self.steal.saturating_sub(before.steal) as f64 / total as f64
     }
-}
-
-/// User + system CPU time the process has used, in seconds.
-fn cpu_secs(pid: u32) -> f64 {
-    let (user, system) = cpu_ticks(pid);
-    (user + system) / 100.0
 }
 
 /// User and system CPU time the process has used, in clock ticks of 1/100 s (`/proc/<pid>/stat`;
