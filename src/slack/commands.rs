@@ -39,10 +39,7 @@ impl<'a> SlashForm<'a> {
         let refuse = |why: String| format!("not a slash command form: {why}");
         let mut fields: [Option<Cow<'a, str>>; FIELDS.len()] = Default::default();
         for pair in pairs(body) {
-            let (raw_key, raw_value) = match memchr::memchr(b'=', pair) {
-                Some(at) => (&pair[..at], &pair[at + 1..]),
-                None => (pair, &pair[pair.len()..]),
-            };
+            let (raw_key, raw_value) = split_pair(pair);
             // A key as Slack writes it needs no decoding: one that isn't ours is skipped as is,
             // and only our fields' values are decoded.
             let i = match FIELDS.iter().position(|f| f.as_bytes() == raw_key) {
@@ -75,8 +72,17 @@ impl<'a> SlashForm<'a> {
     }
 }
 
+/// A pair's key and value: before and after its first `=` (all key and an empty value
+/// without one).
+fn split_pair(pair: &[u8]) -> (&[u8], &[u8]) {
+    match memchr::memchr(b'=', pair) {
+        Some(at) => (&pair[..at], &pair[at + 1..]),
+        None => (pair, &[]),
+    }
+}
+
 /// The `&`-separated pairs of a form body, empty ones left out.
-pub(crate) fn pairs(body: &[u8]) -> impl Iterator<Item = &[u8]> {
+fn pairs(body: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = Some(body);
     std::iter::from_fn(move || {
         loop {
@@ -396,10 +402,7 @@ mod tests {
         fn each_pair_is_read_as_serde_urlencoded_reads_it(body in form_bytes(0..40)) {
             let ours: Vec<(String, String)> = pairs(&body)
                 .map(|pair| {
-                    let (k, v) = match memchr::memchr(b'=', pair) {
-                        Some(at) => (&pair[..at], &pair[at + 1..]),
-                        None => (pair, &pair[pair.len()..]),
-                    };
+                    let (k, v) = split_pair(pair);
                     (form_decode(k).into_owned(), form_decode(v).into_owned())
                 })
                 .collect();
