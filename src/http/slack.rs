@@ -10,8 +10,9 @@
 use std::sync::RwLock;
 
 use axum::body::Bytes;
+use axum::body::HttpBody;
 use axum::extract::{FromRequest, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tracing::warn;
 
@@ -37,14 +38,9 @@ impl FromRequest<Http> for SlackVerified {
 
     async fn from_request(req: Request, http: &Http) -> Result<Self, Response> {
         let (parts, body) = req.into_parts();
-        let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-            Ok(b) => b,
-            Err(_) => {
-                warn!(path = %parts.uri.path(), "refused a Slack request: body too large or unreadable");
-                return Err(
-                    (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response()
-                );
-            }
+        let Some(bytes) = whole_body(body).await else {
+            warn!(path = %parts.uri.path(), "refused a Slack request: body too large or unreadable");
+            return Err((StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response());
         };
         // Slack checks a new request URL's certificate with `ssl_check=1`; it carries no
         // command and needs no answer but 200. Nothing else happens for it.
@@ -55,25 +51,56 @@ impl FromRequest<Http> for SlackVerified {
             warn!(path = %parts.uri.path(), "refused a Slack request: SLACK_SIGNING_SECRET is not set");
             return Err((StatusCode::UNAUTHORIZED, "invalid signature\n").into_response());
         };
-        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        // Looked up by names made once: a name given as a `&str` is parsed and checked on
+        // every lookup.
+        static SIGNATURE: HeaderName = HeaderName::from_static(SIGNATURE_HEADER);
+        static TIMESTAMP: HeaderName = HeaderName::from_static(TIMESTAMP_HEADER);
+        let signature = parts.headers.get(&SIGNATURE);
         let now = http.app.now();
-        let signed = header(SIGNATURE_HEADER);
-        let checked = key.verify(header(TIMESTAMP_HEADER), signed, &bytes, now.as_secs());
+        let timestamp = text(parts.headers.get(&TIMESTAMP));
+        let checked = key.verify(timestamp, text(signature), &bytes, now.as_secs());
         if let Err(e) = checked {
             warn!(path = %parts.uri.path(), reason = %e, "refused a Slack request");
             return Err((StatusCode::UNAUTHORIZED, "invalid signature\n").into_response());
         }
-        // Verified, so present and ASCII (hex).
-        let signature = parts
-            .headers
-            .get(SIGNATURE_HEADER)
-            .cloned()
-            .unwrap_or_else(|| HeaderValue::from_static(""));
         Ok(SlackVerified {
             body: bytes,
-            signature,
+            // Verified, so present and ASCII (hex).
+            signature: signature
+                .cloned()
+                .unwrap_or_else(|| HeaderValue::from_static("")),
         })
     }
+}
+
+fn text(value: Option<&HeaderValue>) -> Option<&str> {
+    value.and_then(|v| v.to_str().ok())
+}
+
+/// The whole body, at most [`MAX_BODY_BYTES`]; `None` when it is larger or can't be read. The
+/// guard in front of the routes has read it already, into one frame, which is taken as it is
+/// (`to_bytes` would collect it into a list first, an allocation per request).
+async fn whole_body(body: axum::body::Body) -> Option<Bytes> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let first = match body.frame().await {
+        None => return Some(Bytes::new()),
+        Some(frame) => frame.ok()?.into_data().unwrap_or_default(),
+    };
+    if body.is_end_stream() {
+        return (first.len() <= MAX_BODY_BYTES).then_some(first);
+    }
+    // More than one frame (not through the guard): the rest as before.
+    let rest = axum::body::to_bytes(body, MAX_BODY_BYTES.saturating_sub(first.len()))
+        .await
+        .ok()?;
+    if rest.is_empty() {
+        return (first.len() <= MAX_BODY_BYTES).then_some(first);
+    }
+    let mut joined = Vec::with_capacity(first.len() + rest.len());
+    joined.extend_from_slice(&first);
+    joined.extend_from_slice(&rest);
+    Some(joined.into())
 }
 
 impl SlackVerified {
@@ -182,6 +209,37 @@ mod tests {
         ] {
             assert!(!is_ssl_check(body.as_bytes()), "{body}");
         }
+    }
+
+    fn chunked(chunks: &[&'static [u8]]) -> axum::body::Body {
+        let chunks: Vec<Result<Bytes, std::convert::Infallible>> =
+            chunks.iter().map(|c| Ok(Bytes::from_static(c))).collect();
+        axum::body::Body::from_stream(futures_util::stream::iter(chunks))
+    }
+
+    #[tokio::test]
+    async fn the_body_is_its_one_frame_or_its_frames_joined_and_never_more_than_the_limit() {
+        let one = Bytes::from_static(b"token=x&text=help");
+        let read = whole_body(axum::body::Body::from(one.clone()))
+            .await
+            .unwrap();
+        assert_eq!(
+            read.as_ptr(),
+            one.as_ptr(),
+            "the guard's frame, taken as it is"
+        );
+        assert_eq!(whole_body(axum::body::Body::empty()).await.unwrap(), "");
+        let read = whole_body(chunked(&[b"a=1", b"&b=2", b"", b"&c=3"])).await;
+        assert_eq!(read.unwrap(), "a=1&b=2&c=3");
+        let big: &'static [u8] = Vec::leak(vec![b'x'; MAX_BODY_BYTES]);
+        assert_eq!(
+            whole_body(chunked(&[big])).await.unwrap().len(),
+            MAX_BODY_BYTES
+        );
+        assert!(whole_body(chunked(&[big, b"y"])).await.is_none());
+        assert!(whole_body(chunked(&[b"y", big])).await.is_none());
+        let over = Bytes::from(vec![b'x'; MAX_BODY_BYTES + 1]);
+        assert!(whole_body(axum::body::Body::from(over)).await.is_none());
     }
 
     /// The size of the future `make` returns, without making it.
