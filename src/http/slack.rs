@@ -9,8 +9,7 @@
 
 use std::sync::RwLock;
 
-use axum::body::Bytes;
-use axum::body::HttpBody;
+use axum::body::{Bytes, HttpBody};
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -73,6 +72,7 @@ impl FromRequest<Http> for SlackVerified {
     }
 }
 
+/// A header's value as text, if it is there and visible ASCII.
 fn text(value: Option<&HeaderValue>) -> Option<&str> {
     value.and_then(|v| v.to_str().ok())
 }
@@ -80,27 +80,26 @@ fn text(value: Option<&HeaderValue>) -> Option<&str> {
 /// The whole body, at most [`MAX_BODY_BYTES`]; `None` when it is larger or can't be read. The
 /// guard in front of the routes has read it already, into one frame, which is taken as it is
 /// (`to_bytes` would collect it into a list first, an allocation per request).
-async fn whole_body(body: axum::body::Body) -> Option<Bytes> {
+async fn whole_body(mut body: axum::body::Body) -> Option<Bytes> {
     use http_body_util::BodyExt;
-    let mut body = body;
     let first = match body.frame().await {
         None => return Some(Bytes::new()),
         Some(frame) => frame.ok()?.into_data().unwrap_or_default(),
     };
-    if body.is_end_stream() {
-        return (first.len() <= MAX_BODY_BYTES).then_some(first);
+    if first.len() > MAX_BODY_BYTES {
+        return None;
     }
-    // More than one frame (not through the guard): the rest as before.
-    let rest = axum::body::to_bytes(body, MAX_BODY_BYTES.saturating_sub(first.len()))
+    if body.is_end_stream() {
+        return Some(first);
+    }
+    // More than one frame (not through the guard): the rest, within what the limit leaves.
+    let rest = axum::body::to_bytes(body, MAX_BODY_BYTES - first.len())
         .await
         .ok()?;
     if rest.is_empty() {
-        return (first.len() <= MAX_BODY_BYTES).then_some(first);
+        return Some(first);
     }
-    let mut joined = Vec::with_capacity(first.len() + rest.len());
-    joined.extend_from_slice(&first);
-    joined.extend_from_slice(&rest);
-    Some(joined.into())
+    Some([&first[..], &rest[..]].concat().into())
 }
 
 impl SlackVerified {
